@@ -1,0 +1,80 @@
+// swift-tools-version: 6.2
+import PackageDescription
+
+/// Every tool the suite ships: one tiny entry-point target each (for `swift run`,
+/// per-tool tests and man pages) plus the multi-call `thinsr` binary that
+/// `make install` links them to.
+let tools = [
+    "thinsr-create", "thinsr-attach", "thinsr-detach", "thinsr-destroy", "thinsr-stat", "thinsr-ls",
+    "thinvdi-create", "thinvdi-destroy", "thinvdi-stat", "thinvdi-ls", "thinvdi-attach", "thinvdi-detach",
+]
+
+let strictSettings: [SwiftSetting] = [
+    .enableUpcomingFeature("ExistentialAny"),
+    .enableUpcomingFeature("MemberImportVisibility"),
+    .enableUpcomingFeature("InternalImportsByDefault"),
+]
+
+var targets: [Target] = [
+    // C modules: the only places C is imported.
+    .systemLibrary(name: "CDeviceMapper", pkgConfig: "devmapper",
+                   providers: [.apt(["libdevmapper-dev"]), .yum(["device-mapper-devel"])]),
+    // liblvm2-dev ships no .pc file; the modulemap's `link` does the linking.
+    .systemLibrary(name: "CLVM2Cmd", providers: [.apt(["liblvm2-dev"]), .yum(["lvm2-devel"])]),
+    .systemLibrary(name: "CLibAIO", providers: [.apt(["libaio-dev"]), .yum(["libaio-devel"])]),
+    .systemLibrary(name: "CSQLite", providers: [.apt(["libsqlite3-dev"]), .yum(["sqlite-devel"])]),
+    .target(name: "CThinShims", dependencies: ["CDeviceMapper", "CSQLite"]),
+
+    // Typed wrappers.
+    .target(name: "ThinDeviceMapper", dependencies: ["CDeviceMapper", "CThinShims"]),
+    .target(name: "ThinLVM", dependencies: ["CLVM2Cmd"]),
+    .target(name: "ThinTools", dependencies: [
+        .product(name: "Subprocess", package: "swift-subprocess"),
+        .product(name: "SystemPackage", package: "swift-system"),
+    ]),
+
+    // The core: SRs, volumes, catalog, transactions, naming, locking.
+    .target(name: "ThinCore", dependencies: [
+        "ThinDeviceMapper", "ThinLVM", "ThinTools", "CSQLite", "CLibAIO", "CThinShims",
+        .product(name: "SystemPackage", package: "swift-system"),
+        .product(name: "Logging", package: "swift-log"),
+    ]),
+
+    // Argument parsing and output.
+    .target(name: "ThinCommands", dependencies: [
+        "ThinCore",
+        .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        .product(name: "Logging", package: "swift-log"),
+    ]),
+
+    // The multi-call binary: dispatches on basename(argv[0]).
+    .executableTarget(name: "thinsr", dependencies: ["ThinCommands"]),
+
+    .testTarget(name: "ThinDeviceMapperTests", dependencies: ["ThinDeviceMapper"]),
+    .testTarget(name: "ThinCoreTests", dependencies: ["ThinCore"]),
+    .testTarget(name: "ThinCommandsTests", dependencies: [
+        "ThinCommands", "thinsr",
+        .product(name: "ArgumentParser", package: "swift-argument-parser"),
+    ]),
+]
+targets += tools.map { .executableTarget(name: $0, dependencies: ["ThinCommands"]) }
+
+for index in targets.indices where targets[index].type != .system {
+    targets[index].swiftSettings = (targets[index].swiftSettings ?? []) + strictSettings
+}
+
+let package = Package(
+    name: "thinsr",
+    platforms: [.macOS(.v15)],
+    products: [.executable(name: "thinsr", targets: ["thinsr"])]
+        + tools.map { .executable(name: $0, targets: [$0]) },
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-system", from: "1.8.1"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        // Without its Foundation trait: the tools stay free of full Foundation.
+        .package(url: "https://github.com/swiftlang/swift-subprocess", from: "1.0.2", traits: []),
+    ],
+    targets: targets,
+    swiftLanguageModes: [.v6]
+)

@@ -1,0 +1,19 @@
+#ifndef CTHINSHIMS_H
+#define CTHINSHIMS_H
+
+#include <stdint.h>
+#include <sqlite3.h>
+
+/// A log sink Swift can implement: libdevmapper's callback is variadic, which
+/// Swift cannot provide, so the shim formats the message and forwards it here.
+typedef void (*CThinShims_log_sink)(int level, const char *file, int line,
+                                    int errno_or_class, const char *message);
+
+/// Routes libdevmapper's log output to `sink` (NULL restores libdm's default).
+void CThinShims_dm_log_init(CThinShims_log_sink sink);
+
+/// SQLITE_TRANSIENT is a macro casting -1 to a function pointer; Swift cannot
+/// import it, so it is exposed as a function.
+sqlite3_destructor_type CThinShims_sqlite_transient(void);
+
+#endif

@@ -1,0 +1,26 @@
+#include "CThinShims.h"
+#include <libdevmapper.h>
+#include <stdarg.h>
+#include <stdio.h>
+
+static CThinShims_log_sink current_sink;
+
+static void trampoline(int level, const char *file, int line, int errno_or_class,
+                       const char *format, ...) {
+    char message[2048];
+    va_list args;
+    va_start(args, format);
+    vsnprintf(message, sizeof message, format, args);
+    va_end(args);
+    if (current_sink)
+        current_sink(level, file, line, errno_or_class, message);
+}
+
+void CThinShims_dm_log_init(CThinShims_log_sink sink) {
+    current_sink = sink;
+    dm_log_with_errno_init(sink ? trampoline : NULL);
+}
+
+sqlite3_destructor_type CThinShims_sqlite_transient(void) {
+    return SQLITE_TRANSIENT;
+}

@@ -1,0 +1,122 @@
+/// One line of a device-mapper table: `<start> <length> <target type> <params>`.
+public struct TableLine: Equatable, Sendable {
+    public var startSector: UInt64
+    public var lengthSectors: UInt64
+    public var targetType: String
+    public var parameters: String
+
+    public init(startSector: UInt64 = 0, lengthSectors: UInt64, targetType: String, parameters: String) {
+        self.startSector = startSector
+        self.lengthSectors = lengthSectors
+        self.targetType = targetType
+        self.parameters = parameters
+    }
+}
+
+/// Optional features of a `thin-pool` target (kernel thin-provisioning.rst).
+public enum ThinPoolFeature: String, CaseIterable, Sendable {
+    case skipBlockZeroing = "skip_block_zeroing"
+    case ignoreDiscard = "ignore_discard"
+    case noDiscardPassdown = "no_discard_passdown"
+    case readOnly = "read_only"
+    case errorIfNoSpace = "error_if_no_space"
+}
+
+/// The parameters of a `thin-pool` target:
+/// `<metadata dev> <data dev> <data block size> <low water mark> [<#features> <feature>...]`.
+public struct ThinPoolTable: Equatable, Sendable {
+    /// Valid data block sizes: 64 KiB to 1 GiB, in multiples of 64 KiB (in 512-byte sectors).
+    public static let blockSizeSectorRange: ClosedRange<UInt64> = 128...2_097_152
+    public static let blockSizeSectorMultiple: UInt64 = 128
+
+    public var metadataDevice: String
+    public var dataDevice: String
+    public var blockSizeSectors: UInt64
+    public var lowWaterMarkBlocks: UInt64
+    public var features: [ThinPoolFeature]
+
+    public init(metadataDevice: String, dataDevice: String, blockSizeSectors: UInt64,
+                lowWaterMarkBlocks: UInt64, features: [ThinPoolFeature] = []) {
+        self.metadataDevice = metadataDevice
+        self.dataDevice = dataDevice
+        self.blockSizeSectors = blockSizeSectors
+        self.lowWaterMarkBlocks = lowWaterMarkBlocks
+        self.features = features
+    }
+
+    public static func isValidBlockSize(sectors: UInt64) -> Bool {
+        blockSizeSectorRange.contains(sectors) && sectors % blockSizeSectorMultiple == 0
+    }
+
+    public var parameters: String {
+        var words = [metadataDevice, dataDevice, String(blockSizeSectors), String(lowWaterMarkBlocks)]
+        words.append(String(features.count))
+        words += features.map(\.rawValue)
+        return words.joined(separator: " ")
+    }
+
+    public func line(lengthSectors: UInt64) -> TableLine {
+        TableLine(lengthSectors: lengthSectors, targetType: "thin-pool", parameters: parameters)
+    }
+
+    /// Parses the parameters the kernel reports in `dmsetup table` (devices as `major:minor`).
+    public init?(parameters: String) {
+        let words = parameters.split(separator: " ").map(String.init)
+        guard words.count >= 4, let block = UInt64(words[2]), let lowWater = UInt64(words[3]) else { return nil }
+        var features: [ThinPoolFeature] = []
+        if words.count > 4 {
+            guard let count = Int(words[4]), words.count == 5 + count else { return nil }
+            for word in words[5...] {
+                guard let feature = ThinPoolFeature(rawValue: word) else { return nil }
+                features.append(feature)
+            }
+        }
+        self.init(metadataDevice: words[0], dataDevice: words[1], blockSizeSectors: block,
+                  lowWaterMarkBlocks: lowWater, features: features)
+    }
+}
+
+/// The parameters of a `thin` target: `<pool dev> <dev id> [<external origin dev>]`.
+public struct ThinTable: Equatable, Sendable {
+    /// Thin device ids are 24-bit.
+    public static let maximumDeviceID: UInt32 = (1 << 24) - 1
+
+    public var poolDevice: String
+    public var deviceID: UInt32
+    public var externalOrigin: String?
+
+    public init(poolDevice: String, deviceID: UInt32, externalOrigin: String? = nil) {
+        self.poolDevice = poolDevice
+        self.deviceID = deviceID
+        self.externalOrigin = externalOrigin
+    }
+
+    public var parameters: String {
+        [poolDevice, String(deviceID), externalOrigin].compactMap { $0 }.joined(separator: " ")
+    }
+
+    public func line(lengthSectors: UInt64) -> TableLine {
+        TableLine(lengthSectors: lengthSectors, targetType: "thin", parameters: parameters)
+    }
+
+    public init?(parameters: String) {
+        let words = parameters.split(separator: " ").map(String.init)
+        guard (2...3).contains(words.count), let id = UInt32(words[1]), id <= Self.maximumDeviceID else { return nil }
+        self.init(poolDevice: words[0], deviceID: id, externalOrigin: words.count == 3 ? words[2] : nil)
+    }
+}
+
+/// The parameters of a `linear` target: `<device> <offset>`.
+public struct LinearTable: Equatable, Sendable {
+    public var device: String
+    public var offsetSectors: UInt64
+
+    public init(device: String, offsetSectors: UInt64 = 0) {
+        self.device = device
+        self.offsetSectors = offsetSectors
+    }
+
+    public func line(lengthSectors: UInt64) -> TableLine {
+        TableLine(lengthSectors: lengthSectors, targetType: "linear", parameters: "\(device) \(offsetSectors)")
+    }
+}

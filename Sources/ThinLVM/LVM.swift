@@ -1,0 +1,146 @@
+internal import CLVM2Cmd
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A failed LVM command: the command (already validated, so safe to show) and
+/// the error lines LVM printed.
+public struct LVMError: Error, Equatable, CustomStringConvertible {
+    public var command: String
+    public var messages: [String]
+
+    public var description: String {
+        let detail = messages.last.map { ": \($0)" } ?? ""
+        return "lvm \(command) failed\(detail)"
+    }
+}
+
+/// One word of an LVM command line. Every word is validated when it is made,
+/// so no caller-supplied string reaches LVM's command-line parser unchecked.
+public struct LVMArgument: Equatable, Sendable, CustomStringConvertible {
+    public let text: String
+
+    /// Options and fixed words written by this library (e.g. `--yes`).
+    public init(option: StaticString) {
+        text = option.description
+    }
+
+    /// A value this library built from validated parts; refuses anything outside
+    /// LVM's own name/path character set.
+    public init(validated value: String) throws(LVMValidationError) {
+        guard !value.isEmpty, value.utf8.count <= 4096,
+              value.unicodeScalars.allSatisfy({ LVMNames.argumentCharacters.contains($0) })
+        else { throw LVMValidationError(what: "argument", value: value) }
+        text = value
+    }
+
+    public var description: String { text }
+}
+
+public struct LVMValidationError: Error, Equatable, CustomStringConvertible {
+    public var what: String
+    public var value: String
+    public var description: String { "invalid \(what) \"\(value)\" for LVM" }
+}
+
+/// LVM's naming rules (lvm(8) "VALID NAMES", tags in lvm(8) "TAGS").
+public enum LVMNames {
+    static let nameCharacters = Set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+_.-".unicodeScalars)
+    static let tagCharacters = nameCharacters.union("/=!:&#".unicodeScalars)
+    static let argumentCharacters = tagCharacters.union(",@%".unicodeScalars)
+    /// Substrings LVM reserves for its own sub-LVs.
+    static let reservedSubstrings = ["_cdata", "_cmeta", "_corig", "_cpool", "_cvol", "_mimage", "_mlog",
+                                     "_pmspare", "_rimage", "_rmeta", "_tdata", "_tmeta", "_vdo", "_vorigin",
+                                     "_wcorig"]
+
+    public static func isValidVGName(_ name: String) -> Bool {
+        isValidName(name) && name != "lvm"
+    }
+
+    public static func isValidLVName(_ name: String) -> Bool {
+        isValidName(name) && !name.hasPrefix("snapshot") && !name.hasPrefix("pvmove")
+            && !reservedSubstrings.contains(where: name.contains)
+    }
+
+    public static func isValidTag(_ tag: String) -> Bool {
+        !tag.isEmpty && tag.utf8.count <= 1024 && !tag.hasPrefix("-")
+            && tag.unicodeScalars.allSatisfy(tagCharacters.contains)
+    }
+
+    /// Device paths we pass to LVM: absolute, no `..`, LVM-safe characters only.
+    public static func isValidDevicePath(_ path: String) -> Bool {
+        path.hasPrefix("/dev/") && !path.split(separator: "/").contains("..")
+            && path.unicodeScalars.allSatisfy(tagCharacters.contains) && path.utf8.count <= 4096
+    }
+
+    private static func isValidName(_ name: String) -> Bool {
+        !name.isEmpty && name.utf8.count <= 127 && name != "." && name != ".." && !name.hasPrefix("-")
+            && name.unicodeScalars.allSatisfy(nameCharacters.contains)
+    }
+}
+
+/// LVM through liblvm2cmd: one in-process command interpreter, reused across
+/// calls. liblvm2cmd is not reentrant, so calls are serialized.
+public final class LVM: Sendable {
+    public static let shared = LVM()
+
+    private struct State: @unchecked Sendable {
+        var handle: UnsafeMutableRawPointer?
+    }
+    private let state = Mutex(State())
+
+    private init() {}
+
+    /// Runs one command (e.g. `["lvcreate", ...]`) and returns what it printed.
+    @discardableResult
+    public func run(_ arguments: [LVMArgument]) throws(LVMError) -> [String] {
+        let command = arguments.map(\.text).joined(separator: " ")
+        let result: Result<[String], LVMError> = state.withLock { state in
+            if state.handle == nil {
+                // LVM complains about inherited descriptors (e.g. a VM's console ports).
+                setenv("LVM_SUPPRESS_FD_WARNINGS", "1", 0)
+                lvm2_log_fn { level, _, _, _, message in
+                    guard let message else { return }
+                    LVMLog.record(level: level, message: String(cString: message))
+                }
+                state.handle = lvm2_init()
+            }
+            guard let handle = state.handle else {
+                return .failure(LVMError(command: command, messages: ["liblvm2cmd failed to initialise"]))
+            }
+            LVMLog.reset()
+            let status = lvm2_run(handle, command)
+            let (printed, errors) = LVMLog.take()
+            // lvm2_run returns LVM's ECMD_PROCESSED (1) on success.
+            return status == 1 ? .success(printed) : .failure(LVMError(command: command, messages: errors))
+        }
+        return try result.get()
+    }
+}
+
+/// What liblvm2cmd printed during the current command.
+enum LVMLog {
+    private static let lines = Mutex<(printed: [String], errors: [String])>(([], []))
+    private static let debug = getenv("THINSR_DEBUG") != nil
+
+    static func reset() { lines.withLock { $0 = ([], []) } }
+    static func take() -> ([String], [String]) { lines.withLock { ($0.printed, $0.errors) } }
+
+    static func record(level: Int32, message: String) {
+        if debug { writeStandardError("liblvm2cmd[\(level)]: \(message)\n") }
+        lines.withLock { lines in
+            switch level {
+            case LVM2_LOG_PRINT: lines.printed.append(message)
+            case ...LVM2_LOG_ERROR where level > LVM2_LOG_SUPPRESS: lines.errors.append(message)
+            default: break
+            }
+        }
+    }
+}
+
+/// Writes to fd 2 directly: stdio's `stderr` is shared mutable state to Swift 6.
+func writeStandardError(_ text: String) {
+    var text = text
+    text.withUTF8 { bytes in _ = write(2, bytes.baseAddress, bytes.count) }
+}
