@@ -1,3 +1,6 @@
+#define _GNU_SOURCE
+#include <fcntl.h>
+#include <sys/sysmacros.h>
 #include "CThinShims.h"
 #include <libdevmapper.h>
 #include <stdarg.h>
@@ -24,3 +27,7 @@ void CThinShims_dm_log_init(CThinShims_log_sink sink) {
 sqlite3_destructor_type CThinShims_sqlite_transient(void) {
     return SQLITE_TRANSIENT;
 }
+
+int CThinShims_O_DIRECT(void) { return O_DIRECT; }
+unsigned int CThinShims_major(unsigned long long device) { return major(device); }
+unsigned int CThinShims_minor(unsigned long long device) { return minor(device); }

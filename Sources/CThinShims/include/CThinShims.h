@@ -16,4 +16,11 @@ void CThinShims_dm_log_init(CThinShims_log_sink sink);
 /// import it, so it is exposed as a function.
 sqlite3_destructor_type CThinShims_sqlite_transient(void);
 
+/// O_DIRECT needs _GNU_SOURCE, which Swift's Glibc module is not built with.
+int CThinShims_O_DIRECT(void);
+
+/// major()/minor() are macros in <sys/sysmacros.h>.
+unsigned int CThinShims_major(unsigned long long device);
+unsigned int CThinShims_minor(unsigned long long device);
+
 #endif

@@ -1,0 +1,50 @@
+internal import CLibAIO
+internal import CThinShims
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Writes to block devices with O_DIRECT through libaio, so what is written
+/// has reached the device, not the page cache, when the call returns.
+enum DirectIO {
+    static let alignment = 4096
+
+    /// Zeroes the first `bytes` of `device` (the kernel formats pool metadata
+    /// whose first 4 KiB are zero).
+    static func zero(device: String, bytes: Int = 4096) throws(ThinError) {
+        let length = (bytes + alignment - 1) / alignment * alignment
+        let descriptor = open(device, O_WRONLY | CThinShims_O_DIRECT() | O_CLOEXEC)
+        guard descriptor >= 0 else {
+            throw ThinError(.backendFailure, "cannot open \(device) for direct I/O: \(System.errnoText())")
+        }
+        defer { close(descriptor) }
+        var buffer: UnsafeMutableRawPointer?
+        guard posix_memalign(&buffer, alignment, length) == 0, let buffer else {
+            throw ThinError(.backendFailure, "out of memory for a \(length)-byte aligned buffer")
+        }
+        defer { free(buffer) }
+        memset(buffer, 0, length)
+
+        var context: io_context_t?
+        let setup = io_setup(1, &context)
+        guard setup == 0, let context else {
+            throw ThinError(.backendFailure, "io_setup failed: \(System.errnoText(-setup))")
+        }
+        defer { io_destroy(context) }
+        var request = iocb()
+        io_prep_pwrite(&request, descriptor, buffer, length, 0)
+        var requests: [UnsafeMutablePointer<iocb>?] = [withUnsafeMutablePointer(to: &request) { $0 }]
+        let submitted = requests.withUnsafeMutableBufferPointer { io_submit(context, 1, $0.baseAddress) }
+        guard submitted == 1 else {
+            throw ThinError(.backendFailure, "io_submit to \(device) failed: \(System.errnoText(-submitted))")
+        }
+        var event = io_event()
+        let completed = io_getevents(context, 1, 1, &event, nil)
+        guard completed == 1, event.res == UInt(length) else {
+            throw ThinError(.backendFailure, "direct write to \(device) failed (result \(event.res))")
+        }
+        guard fsync(descriptor) == 0 else {
+            throw ThinError(.backendFailure, "fsync of \(device) failed: \(System.errnoText())")
+        }
+    }
+}

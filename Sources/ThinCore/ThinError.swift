@@ -1,0 +1,65 @@
+/// Stable error codes (SMAPIv3 names where SMAPIv3 has one) and the exit
+/// statuses the tools document for them.
+public enum ErrorCode: String, Sendable, Codable, CaseIterable {
+    case invalidArgument = "Invalid_argument"
+    case srDoesNotExist = "SR_does_not_exist"
+    case volumeDoesNotExist = "Volume_does_not_exist"
+    case srNotAttached = "Sr_not_attached"
+    case srInUse = "SR_in_use"
+    case volumeInUse = "Volume_in_use"
+    case deviceInUse = "Device_in_use"
+    case noSpace = "No_space"
+    case metadataCheckFailed = "Metadata_check_failed"
+    case catalogInconsistent = "Catalog_inconsistent"
+    case permissionDenied = "Permission_denied"
+    case backendFailure = "Backend_failure"
+
+    /// Exit statuses, documented in every man page's EXIT STATUS section.
+    public var exitStatus: Int32 {
+        switch self {
+        case .backendFailure: return 1
+        case .srDoesNotExist, .volumeDoesNotExist: return 2
+        case .srNotAttached, .srInUse, .volumeInUse, .deviceInUse: return 3
+        case .noSpace: return 4
+        case .metadataCheckFailed, .catalogInconsistent: return 5
+        case .invalidArgument: return 64
+        case .permissionDenied: return 77
+        }
+    }
+
+    public var meaning: String {
+        switch self {
+        case .backendFailure: return "an LVM, device-mapper or tool operation failed"
+        case .srDoesNotExist, .volumeDoesNotExist: return "the named SR or volume does not exist"
+        case .srNotAttached, .srInUse, .volumeInUse, .deviceInUse:
+            return "the SR, volume or device is in a state that forbids the operation (attached, detached or in use)"
+        case .noSpace: return "not enough space"
+        case .metadataCheckFailed, .catalogInconsistent:
+            return "the pool metadata or the catalog needs checking or repair"
+        case .invalidArgument: return "invalid arguments or options"
+        case .permissionDenied: return "the tool must run as root"
+        }
+    }
+}
+
+/// The one error type the core throws: a code, a one-line message saying what
+/// is wrong and what to do, and SMAPIv3-style parameters.
+public struct ThinError: Error, Equatable, CustomStringConvertible {
+    public var code: ErrorCode
+    public var message: String
+    public var parameters: [String]
+
+    public init(_ code: ErrorCode, _ message: String, parameters: [String] = []) {
+        self.code = code
+        self.message = message
+        self.parameters = parameters
+    }
+
+    public var description: String { message }
+
+    static func invalid(_ message: String) -> ThinError { ThinError(.invalidArgument, message) }
+
+    static func backend(_ what: String, _ error: any Error) -> ThinError {
+        ThinError(.backendFailure, "\(what): \(error)")
+    }
+}

@@ -1,0 +1,189 @@
+import FoundationEssentials
+
+/// A volume group as `vgs` reports it.
+public struct VolumeGroupReport: Equatable, Sendable {
+    public var name: String
+    public var sizeBytes: UInt64
+    public var freeBytes: UInt64
+    public var extentBytes: UInt64
+    public var tags: [String]
+    public var systemID: String
+}
+
+/// A logical volume as `lvs` reports it.
+public struct LogicalVolumeReport: Equatable, Sendable {
+    public var volumeGroup: String
+    public var name: String
+    public var sizeBytes: UInt64
+    public var tags: [String]
+    public var active: Bool
+    /// `/dev/mapper/<vg>-<lv>`: valid while the LV is active.
+    public var mapperPath: String
+}
+
+/// A physical volume as `pvs` reports it.
+public struct PhysicalVolumeReport: Equatable, Sendable {
+    public var device: String
+    public var volumeGroup: String
+}
+
+public enum LVMFailure: Error, CustomStringConvertible {
+    case validation(LVMValidationError)
+    case command(LVMError)
+    case report(String)
+
+    public var description: String {
+        switch self {
+        case .validation(let error): return error.description
+        case .command(let error): return error.description
+        case .report(let detail): return "unexpected LVM report: \(detail)"
+        }
+    }
+}
+
+/// The LVM operations the core needs, each a validated command line.
+extension LVM {
+    public func createPhysicalVolumes(_ devices: [String]) throws(LVMFailure) {
+        try execute(["pvcreate", "--yes"], devices.map { .device($0) })
+    }
+
+    public func removePhysicalVolumes(_ devices: [String]) throws(LVMFailure) {
+        try execute(["pvremove", "--yes"], devices.map { .device($0) })
+    }
+
+    public func createVolumeGroup(_ name: String, devices: [String], tags: [String]) throws(LVMFailure) {
+        try execute(["vgcreate", "--yes"], tags.flatMap { [.word("--addtag"), .tag($0)] }
+            + [.vg(name)] + devices.map { .device($0) })
+    }
+
+    public func removeVolumeGroup(_ name: String) throws(LVMFailure) {
+        try execute(["vgremove", "--yes", "--force"], [.vg(name)])
+    }
+
+    /// Creates a linear LV; its first 4 KiB are zeroed and old signatures wiped.
+    public func createLinearVolume(group: String, name: String, sizeBytes: UInt64, tags: [String],
+                                   devices: [String] = []) throws(LVMFailure) {
+        try execute(["lvcreate", "--yes", "--type", "linear", "--zero", "y", "--wipesignatures", "y",
+                     "--setactivationskip", "n"],
+                    [.word("--name"), .lv(name), .word("--size"), .bytes(sizeBytes)]
+                        + tags.flatMap { [.word("--addtag"), .tag($0)] } + [.vg(group)] + devices.map { .device($0) })
+    }
+
+    public func removeLogicalVolumes(group: String, names: [String]) throws(LVMFailure) {
+        guard !names.isEmpty else { return }
+        try execute(["lvremove", "--yes", "--force"], names.map { .lvPath(group: group, name: $0) })
+    }
+
+    public func setActive(_ active: Bool, group: String, names: [String]) throws(LVMFailure) {
+        guard !names.isEmpty else { return }
+        try execute(["lvchange", "--yes"], [.word("--activate"), .word(active ? "y" : "n")]
+            + names.map { .lvPath(group: group, name: $0) })
+    }
+
+    public func volumeGroups() throws(LVMFailure) -> [VolumeGroupReport] {
+        let rows = try report("vgs", key: "vg",
+                              fields: "vg_name,vg_size,vg_free,vg_extent_size,vg_tags,vg_systemid")
+        return try rows.map { row throws(LVMFailure) in
+            VolumeGroupReport(name: row["vg_name"] ?? "", sizeBytes: try number(row, "vg_size"),
+                              freeBytes: try number(row, "vg_free"), extentBytes: try number(row, "vg_extent_size"),
+                              tags: splitTags(row["vg_tags"]), systemID: row["vg_systemid"] ?? "")
+        }
+    }
+
+    public func logicalVolumes() throws(LVMFailure) -> [LogicalVolumeReport] {
+        let rows = try report("lvs", key: "lv", fields: "vg_name,lv_name,lv_size,lv_tags,lv_active,lv_dm_path")
+        return try rows.map { row throws(LVMFailure) in
+            LogicalVolumeReport(volumeGroup: row["vg_name"] ?? "", name: row["lv_name"] ?? "",
+                                sizeBytes: try number(row, "lv_size"), tags: splitTags(row["lv_tags"]),
+                                active: row["lv_active"] == "active", mapperPath: row["lv_dm_path"] ?? "")
+        }
+    }
+
+    public func physicalVolumes() throws(LVMFailure) -> [PhysicalVolumeReport] {
+        try report("pvs", key: "pv", fields: "pv_name,vg_name").map {
+            PhysicalVolumeReport(device: $0["pv_name"] ?? "", volumeGroup: $0["vg_name"] ?? "")
+        }
+    }
+
+    // MARK: - Building and parsing
+
+    enum Word {
+        case word(StaticString)
+        case vg(String)
+        case lv(String)
+        case lvPath(group: String, name: String)
+        case tag(String)
+        case device(String)
+        case bytes(UInt64)
+    }
+
+    private func execute(_ fixed: [StaticString], _ words: [Word]) throws(LVMFailure) {
+        _ = try runValidated(fixed, words)
+    }
+
+    private func runValidated(_ fixed: [StaticString], _ words: [Word]) throws(LVMFailure) -> [String] {
+        var arguments = fixed.map { LVMArgument(option: $0) }
+        do {
+            for word in words { arguments.append(try Self.argument(word)) }
+        } catch {
+            throw .validation(error)
+        }
+        do {
+            return try run(arguments)
+        } catch {
+            throw .command(error)
+        }
+    }
+
+    static func argument(_ word: Word) throws(LVMValidationError) -> LVMArgument {
+        switch word {
+        case .word(let text): return LVMArgument(option: text)
+        case .vg(let name):
+            guard LVMNames.isValidVGName(name) else { throw LVMValidationError(what: "volume group name", value: name) }
+            return try LVMArgument(validated: name)
+        case .lv(let name):
+            guard LVMNames.isValidLVName(name) else { throw LVMValidationError(what: "logical volume name", value: name) }
+            return try LVMArgument(validated: name)
+        case .lvPath(let group, let name):
+            guard LVMNames.isValidVGName(group) else { throw LVMValidationError(what: "volume group name", value: group) }
+            guard LVMNames.isValidLVName(name) else { throw LVMValidationError(what: "logical volume name", value: name) }
+            return try LVMArgument(validated: "\(group)/\(name)")
+        case .tag(let tag):
+            guard LVMNames.isValidTag(tag) else { throw LVMValidationError(what: "tag", value: tag) }
+            return try LVMArgument(validated: tag)
+        case .device(let path):
+            guard LVMNames.isValidDevicePath(path) else { throw LVMValidationError(what: "device path", value: path) }
+            return try LVMArgument(validated: path)
+        case .bytes(let bytes):
+            return try LVMArgument(validated: "\(bytes)b")
+        }
+    }
+
+    private struct Report: Decodable {
+        var report: [[String: [[String: String]]]]
+    }
+
+    /// Runs a reporting command with JSON output in bytes and returns its rows.
+    private func report(_ command: StaticString, key: String, fields: StaticString) throws(LVMFailure) -> [[String: String]] {
+        let printed = try runValidated([command, "--reportformat", "json", "--units", "b", "--nosuffix",
+                                        "--options", fields], [])
+        let text = printed.joined(separator: "\n")
+        do {
+            let decoded = try JSONDecoder().decode(Report.self, from: Data(text.utf8))
+            return decoded.report.flatMap { $0[key] ?? [] }
+        } catch {
+            throw .report("\(command): \(error)")
+        }
+    }
+
+    private func number(_ row: [String: String], _ field: String) throws(LVMFailure) -> UInt64 {
+        guard let text = row[field], let value = UInt64(text) else {
+            throw .report("field \(field) is \"\(row[field] ?? "missing")\"")
+        }
+        return value
+    }
+
+    private func splitTags(_ text: String?) -> [String] {
+        (text ?? "").split(separator: ",").map(String.init)
+    }
+}

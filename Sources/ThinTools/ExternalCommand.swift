@@ -1,0 +1,78 @@
+import Subprocess
+import SystemPackage
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A program that ran and did not succeed, or could not be started.
+public struct ExternalCommandError: Error, Equatable, CustomStringConvertible {
+    public var program: String
+    public var arguments: [String]
+    public var exitStatus: Int32?
+    public var standardError: String
+
+    public var description: String {
+        let status = exitStatus.map { "exited with status \($0)" } ?? "could not be run"
+        let detail = standardError.split(separator: "\n").last.map { ": \($0)" } ?? ""
+        return "\(program) \(status)\(detail)"
+    }
+}
+
+/// What a program printed and how it exited.
+public struct ExternalCommandResult: Sendable {
+    public var exitStatus: Int32
+    public var standardOutput: String
+    public var standardError: String
+}
+
+/// Runs the external programs the suite depends on (thin-provisioning-tools,
+/// e2fsprogs, util-linux) with an argument vector, never through a shell.
+public enum ExternalCommand {
+    /// sbin directories are searched too: tools run from a user's PATH still find thin_check.
+    static let searchPath = ["/usr/local/sbin", "/usr/sbin", "/sbin", "/usr/local/bin", "/usr/bin", "/bin"]
+
+    public static func locate(_ program: String) -> String? {
+        if program.hasPrefix("/") { return access(program, X_OK) == 0 ? program : nil }
+        let pathDirectories = (getenv("PATH").map { String(cString: $0) } ?? "")
+            .split(separator: ":").map(String.init)
+        for directory in pathDirectories + searchPath where access("\(directory)/\(program)", X_OK) == 0 {
+            return "\(directory)/\(program)"
+        }
+        return nil
+    }
+
+    /// Runs `program` and returns its output whatever its exit status.
+    public static func run(_ program: String, _ arguments: [String],
+                           outputLimit: Int = 16 << 20) async throws(ExternalCommandError) -> ExternalCommandResult {
+        guard let path = locate(program) else {
+            throw ExternalCommandError(program: program, arguments: arguments, exitStatus: nil,
+                                       standardError: "\(program) not found; install it (see `make deps`)")
+        }
+        do {
+            let result = try await Subprocess.run(
+                .path(FilePath(path)), arguments: Arguments(arguments),
+                output: .string(limit: outputLimit), error: .string(limit: 1 << 20))
+            let status: Int32
+            switch result.terminationStatus {
+            case .exited(let code): status = code
+            case .signaled(let signal): status = 128 + signal
+            }
+            return ExternalCommandResult(exitStatus: status, standardOutput: result.standardOutput ?? "",
+                                         standardError: result.standardError ?? "")
+        } catch {
+            throw ExternalCommandError(program: program, arguments: arguments, exitStatus: nil,
+                                       standardError: "\(error)")
+        }
+    }
+
+    /// Runs `program` and throws unless it exits 0.
+    @discardableResult
+    public static func check(_ program: String, _ arguments: [String]) async throws(ExternalCommandError) -> String {
+        let result = try await run(program, arguments)
+        guard result.exitStatus == 0 else {
+            throw ExternalCommandError(program: program, arguments: arguments, exitStatus: result.exitStatus,
+                                       standardError: result.standardError)
+        }
+        return result.standardOutput
+    }
+}
