@@ -1,0 +1,65 @@
+import ThinLVM
+import ThinTools
+
+/// Checks that devices given to `thinsr-create --device` are free to take:
+/// refusing is cheap, and wiping someone's disk is not undoable.
+enum DeviceChecks {
+    static func validateFreeDevices(_ devices: [String]) async throws(ThinError) {
+        guard !devices.isEmpty else { throw .invalid("no device given; name at least one with --device") }
+        var seen = Set<String>()
+        var physicalVolumes: [PhysicalVolumeReport]?
+        for device in devices {
+            guard LVMNames.isValidDevicePath(device) else {
+                throw .invalid("device \"\(device)\" is not a /dev path LVM accepts")
+            }
+            guard System.exists(device) else { throw .invalid("device \(device) does not exist") }
+            guard let number = System.blockDevice(device) else {
+                throw .invalid("\(device) is not a block device")
+            }
+            let majorMinor = "\(number.major):\(number.minor)"
+            guard seen.insert(majorMinor).inserted else { throw .invalid("device \(device) is given twice") }
+            if Mounts.isMounted(majorMinor: majorMinor) {
+                throw ThinError(.deviceInUse, "\(device) is mounted; unmount it or choose another device")
+            }
+            let holders = System.directoryEntries("/sys/dev/block/\(majorMinor)/holders")
+            if !holders.isEmpty {
+                throw ThinError(.deviceInUse, "\(device) is in use by \(holders.joined(separator: ", ")) "
+                                + "(a device-mapper or md device); choose another device")
+            }
+            if physicalVolumes == nil {
+                do { physicalVolumes = try LVM.shared.physicalVolumes() } catch {
+                    throw .backend("pvs failed", error)
+                }
+            }
+            if let pv = physicalVolumes?.first(where: { System.blockDevice($0.device).map { "\($0.major):\($0.minor)" } == majorMinor }) {
+                let where_ = pv.volumeGroup.isEmpty ? "an LVM physical volume" : "in volume group \(pv.volumeGroup)"
+                throw ThinError(.deviceInUse, "\(device) is already \(where_); use --vg for an existing VG, "
+                                + "or choose another device")
+            }
+            if let signature = try await signature(of: device) {
+                throw ThinError(.deviceInUse, "\(device) holds a \(signature) signature; if its data is not "
+                                + "needed, erase it with wipefs -a \(device), then try again")
+            }
+        }
+    }
+
+    /// The filesystem, RAID or partition-table type on `device`, if any (`blkid -p`).
+    static func signature(of device: String) async throws(ThinError) -> String? {
+        let result: ExternalCommandResult
+        do { result = try await ExternalCommand.run("blkid", ["-p", "-o", "export", device]) } catch {
+            throw .backend("blkid failed", error)
+        }
+        switch result.exitStatus {
+        case 0:
+            let fields = result.standardOutput.split(separator: "\n")
+            for key in ["TYPE=", "PTTYPE="] {
+                if let field = fields.first(where: { $0.hasPrefix(key) }) { return String(field.dropFirst(key.count)) }
+            }
+            return "unknown"
+        case 2: return nil
+        default:
+            throw ThinError(.backendFailure, "blkid -p \(device) exited with status \(result.exitStatus): "
+                            + result.standardError)
+        }
+    }
+}

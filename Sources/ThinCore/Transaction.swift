@@ -1,0 +1,132 @@
+import ThinDeviceMapper
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The transaction protocol tying the catalog to the pool's transaction id
+/// (as moby's devmapper driver and LVM do):
+/// 1. record the open transaction (new id = current + 1, its messages) and the
+///    catalog rows it touches, in state `creating`/`destroying`, and commit;
+/// 2. send the pool messages;
+/// 3. `set_transaction_id old new`;
+/// 4. settle the rows and close the transaction in one commit.
+/// Recovery compares the pool's id with the open transaction's and finishes
+/// or undoes it, so no thin id exists that the catalog does not know and no
+/// row points at a thin id the pool lacks.
+extension AttachedSR {
+    func transact(_ messages: [PoolMessage], prepare: (Catalog) throws(ThinError) -> Void) throws(ThinError) {
+        let usage = try recover()
+        let pending = PendingTransaction(oldTransactionID: usage.transactionID,
+                                         newTransactionID: usage.transactionID + 1,
+                                         messages: messages.map(\.text),
+                                         mustComplete: messages.contains { $0.createdID == nil })
+        try catalog.database.transaction { () throws(ThinError) in
+            try prepare(catalog)
+            try catalog.setPending(pending)
+        }
+        try FaultInjection.point("after-pending-commit")
+        var sent: [PoolMessage] = []
+        for message in messages {
+            do {
+                try pool.send(message.text)
+                sent.append(message)
+            } catch {
+                if pending.mustComplete {
+                    throw ThinError(.backendFailure, "pool message \"\(message.text)\" failed: \(error); "
+                                    + "the change will be completed by the next thinsr operation on this SR")
+                }
+                try undo(sent, pending: pending)
+                throw ThinError(.backendFailure, "pool message \"\(message.text)\" failed: \(error)")
+            }
+            try FaultInjection.point("after-message")
+        }
+        try setTransactionID(pending)
+        try FaultInjection.point("after-set-transaction-id")
+        try settle(pending)
+    }
+
+    /// Brings catalog and pool into agreement; returns the pool's usage.
+    @discardableResult
+    func recover() throws(ThinError) -> ThinPoolUsage {
+        let usage = try pool.usage()
+        guard let pending = try catalog.pending() else {
+            let record = try catalog.srRecord()
+            guard record.transactionID == usage.transactionID else {
+                throw ThinError(.catalogInconsistent,
+                                "pool transaction id \(usage.transactionID) differs from the catalog's "
+                                + "\(record.transactionID) with no open transaction; the SR needs checking")
+            }
+            return usage
+        }
+        switch usage.transactionID {
+        case pending.newTransactionID:
+            try settle(pending)
+        case pending.oldTransactionID where pending.mustComplete:
+            for text in pending.messages {
+                guard let message = PoolMessage(text) else { continue }
+                try sendIgnoringDone(message)
+            }
+            try setTransactionID(pending)
+            try settle(pending)
+        case pending.oldTransactionID:
+            try undo(pending.messages.compactMap(PoolMessage.init), pending: pending)
+        default:
+            throw ThinError(.catalogInconsistent,
+                            "pool transaction id \(usage.transactionID) matches neither side of the open "
+                            + "transaction (\(pending.oldTransactionID) -> \(pending.newTransactionID))")
+        }
+        return try pool.usage()
+    }
+
+    /// Deletes the ids `sent` created and rolls the catalog rows back.
+    private func undo(_ sent: [PoolMessage], pending: PendingTransaction) throws(ThinError) {
+        for message in sent.reversed() {
+            if let id = message.createdID { try sendIgnoringDone(.delete(id)) }
+        }
+        try catalog.database.transaction { () throws(ThinError) in
+            try catalog.database.query("DELETE FROM volume WHERE state = 'creating'")
+            try catalog.database.query("UPDATE volume SET state = 'ready' WHERE state = 'destroying'")
+            try catalog.clearPending()
+        }
+    }
+
+    private func settle(_ pending: PendingTransaction) throws(ThinError) {
+        try catalog.database.transaction { () throws(ThinError) in
+            try catalog.database.query("DELETE FROM volume WHERE state = 'destroying'")
+            try catalog.database.query("UPDATE volume SET state = 'ready' WHERE state = 'creating'")
+            try catalog.setTransactionID(pending.newTransactionID)
+            try catalog.clearPending()
+        }
+    }
+
+    private func setTransactionID(_ pending: PendingTransaction) throws(ThinError) {
+        do {
+            try pool.send("set_transaction_id \(pending.oldTransactionID) \(pending.newTransactionID)")
+        } catch {
+            throw ThinError(.backendFailure, "cannot set the pool's transaction id: \(error)")
+        }
+    }
+
+    /// Re-sends a message during recovery: an id that already exists (create)
+    /// or is already gone (delete) means the message took effect before.
+    private func sendIgnoringDone(_ message: PoolMessage) throws(ThinError) {
+        do {
+            try pool.send(message.text)
+        } catch {
+            let done = message.createdID == nil ? ENODATA : EEXIST
+            guard error.errno == done else {
+                throw ThinError(.backendFailure, "recovery: pool message \"\(message.text)\" failed: \(error)")
+            }
+        }
+    }
+}
+
+/// A test-only switch: THINSR_FAULT=<point> kills the process with SIGKILL
+/// when it reaches that point, to prove crash consistency.
+enum FaultInjection {
+    static let target = Paths.environment("THINSR_FAULT")
+
+    static func point(_ name: String) throws(ThinError) {
+        if target == name { kill(getpid(), SIGKILL) }
+    }
+}
