@@ -41,7 +41,7 @@ public final class AttachedSR {
     }
 
     /// Catalogs mounted under the run directory, with their SR records.
-    static func attachedCatalogs() -> [(names: SRNames, record: SRRecord)] {
+    public static func attachedCatalogs() -> [(names: SRNames, record: SRRecord)] {
         System.directoryEntries(Paths.runRoot).compactMap { entry in
             guard let uuid = UUID(uuidString: entry) else { return nil }
             let names = SRNames(uuid: uuid)
@@ -76,4 +76,18 @@ public final class AttachedSR {
         }
         return found
     }
+}
+
+extension AttachedSR {
+    public func volumeKeys() throws(ThinError) -> [String] { try catalog.volumes().map(\.key) }
+}
+
+public enum Privileges {
+    /// Throws `Permission_denied` unless running as root.
+    public static func requireRoot(_ tool: String) throws(ThinError) { try System.requireRoot(tool) }
+}
+
+extension System {
+    /// Writes a text file (used by the generators of man pages and completions).
+    public static func writeText(_ path: String, _ text: String) throws(ThinError) { try writeFile(path, text) }
 }

@@ -5,7 +5,7 @@ import Glibc
 #endif
 
 /// Thin wrappers over the system calls the core makes directly.
-enum System {
+public enum System {
     static var isRoot: Bool { geteuid() == 0 }
 
     static func requireRoot(_ tool: String) throws(ThinError) {

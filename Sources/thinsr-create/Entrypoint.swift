@@ -2,5 +2,5 @@ import ThinCommands
 
 @main
 enum Entrypoint {
-    static func main() async { await SRCreate.main() }
+    static func main() async { await SRCreate.launch() }
 }

@@ -2,5 +2,5 @@ import ThinCommands
 
 @main
 enum Entrypoint {
-    static func main() async { await SRList.main() }
+    static func main() async { await SRList.launch() }
 }

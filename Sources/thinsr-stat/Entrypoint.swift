@@ -2,5 +2,5 @@ import ThinCommands
 
 @main
 enum Entrypoint {
-    static func main() async { await SRStat.main() }
+    static func main() async { await SRStat.launch() }
 }

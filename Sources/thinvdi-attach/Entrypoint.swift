@@ -2,5 +2,5 @@ import ThinCommands
 
 @main
 enum Entrypoint {
-    static func main() async { await VDIAttach.main() }
+    static func main() async { await VDIAttach.launch() }
 }

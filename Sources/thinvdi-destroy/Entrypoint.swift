@@ -2,5 +2,5 @@ import ThinCommands
 
 @main
 enum Entrypoint {
-    static func main() async { await VDIDestroy.main() }
+    static func main() async { await VDIDestroy.launch() }
 }

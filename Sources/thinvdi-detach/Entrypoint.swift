@@ -2,5 +2,5 @@ import ThinCommands
 
 @main
 enum Entrypoint {
-    static func main() async { await VDIDetach.main() }
+    static func main() async { await VDIDetach.launch() }
 }

@@ -2,5 +2,5 @@ import ThinCommands
 
 @main
 enum Entrypoint {
-    static func main() async { await VDIList.main() }
+    static func main() async { await VDIList.launch() }
 }

@@ -1,0 +1,105 @@
+public import ArgumentParser
+import FoundationEssentials
+public import ThinCore
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Options every tool has.
+public struct OutputOptions: ParsableArguments {
+    @Flag(name: .long, help: "Print the result (or the error) as one JSON value on standard output.")
+    public var json = false
+
+    public init() {}
+}
+
+/// A tool: parses its arguments, calls the core, prints the result. Errors
+/// become one line on stderr (and a JSON error object with `--json`) and the
+/// exit status the man page documents for their code.
+public protocol ToolCommand: AsyncParsableCommand {
+    var output: OutputOptions { get }
+    /// Lines for the man page's EXAMPLES section: (command, what it does).
+    static var examples: [(String, String)] { get }
+    func execute() async throws(ThinError)
+}
+
+extension ToolCommand {
+    public mutating func run() async throws {
+        do {
+            try await execute()
+        } catch {
+            Console.report(error, tool: Self._commandName, json: output.json)
+            throw ExitCode(error.code.exitStatus)
+        }
+    }
+}
+
+enum Console {
+    static func out(_ text: String) {
+        var line = text + "\n"
+        line.withUTF8 { bytes in _ = write(1, bytes.baseAddress, bytes.count) }
+    }
+
+    static func err(_ text: String) {
+        var line = text + "\n"
+        line.withUTF8 { bytes in _ = write(2, bytes.baseAddress, bytes.count) }
+    }
+
+    static func report(_ error: ThinError, tool: String, json: Bool) {
+        // One line, always: a message with a newline in it (e.g. from a name) is flattened.
+        let message = error.message.split(whereSeparator: \.isNewline).joined(separator: " ")
+        err("\(tool): \(message)")
+        if json {
+            printJSON(ErrorJSON(code: error.code.rawValue, params: [error.code.rawValue] + error.parameters,
+                                message: message))
+        }
+    }
+
+    static func printJSON(_ value: some Encodable) {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+        guard let data = try? encoder.encode(value) else { return err("cannot encode JSON output") }
+        out(String(decoding: data, as: UTF8.self))
+    }
+
+    /// Prints rows as left-aligned columns under a header.
+    static func table(_ header: [String], _ rows: [[String]]) {
+        let widths = header.indices.map { column in
+            ([header] + rows).map { $0[column].count }.max() ?? 0
+        }
+        for row in [header] + rows {
+            let cells = row.enumerated().map { index, cell in
+                index == row.count - 1 ? cell : cell.padding(toLength: widths[index])
+            }
+            out(cells.joined(separator: "  "))
+        }
+    }
+
+    /// `key: value` lines with the values aligned.
+    static func fields(_ pairs: [(String, String)]) {
+        let width = (pairs.map { $0.0.count }.max() ?? 0) + 1
+        for (key, value) in pairs { out("\((key + ":").padding(toLength: width)) \(value)") }
+    }
+}
+
+struct ErrorJSON: Encodable {
+    var code: String
+    var params: [String]
+    var message: String
+}
+
+extension String {
+    func padding(toLength length: Int) -> String {
+        count >= length ? self : self + String(repeating: " ", count: length - count)
+    }
+}
+
+/// UTC ISO 8601 timestamps for creation times.
+func isoTimestamp(_ seconds: Int64) -> String {
+    var time = time_t(seconds)
+    var parts = tm()
+    gmtime_r(&time, &parts)
+    func two(_ value: Int32) -> String { value < 10 ? "0\(value)" : "\(value)" }
+    return "\(parts.tm_year + 1900)-\(two(parts.tm_mon + 1))-\(two(parts.tm_mday))T"
+        + "\(two(parts.tm_hour)):\(two(parts.tm_min)):\(two(parts.tm_sec))Z"
+}

@@ -1,0 +1,133 @@
+import FoundationEssentials
+import ThinCore
+import ThinDeviceMapper
+
+/// SMAPIv3's `volume` record, plus thinsr's own fields.
+struct VolumeJSON: Encodable {
+    var key: String
+    var uuid: String
+    var name: String
+    var description: String
+    var read_write: Bool
+    var sharable: Bool
+    var virtual_size: UInt64
+    var physical_utilisation: UInt64
+    var uri: [String]
+    var keys: [String: String]
+    // thinsr's own
+    var sr: String
+    var kind: String
+    var thin_id: UInt32
+    var created: String
+    var attached: Bool
+    var device_path: String?
+    var attached_read_only: Bool?
+
+    init(_ view: VolumeView) {
+        let record = view.record
+        key = record.key
+        uuid = record.uuid.uuidString.lowercased()
+        name = record.name
+        description = record.description
+        read_write = record.readWrite
+        sharable = record.sharable
+        virtual_size = record.virtualSize
+        physical_utilisation = view.physicalUtilisation
+        sr = view.srUUID.uuidString.lowercased()
+        uri = ["thinsr://\(sr)/\(record.key)"]
+        keys = record.keys
+        kind = record.kind.rawValue
+        thin_id = record.thinID
+        created = isoTimestamp(record.createdAt)
+        attached = view.devicePath != nil
+        device_path = view.devicePath
+        attached_read_only = view.attachedReadOnly
+    }
+}
+
+/// SMAPIv3's `sr_stat` record, plus the pool's figures.
+struct SRStatJSON: Encodable {
+    var sr: String
+    var name: String
+    var uuid: String
+    var description: String
+    var free_space: UInt64
+    var total_space: UInt64
+    var datasources: [String]
+    var clustered: Bool
+    var health: [String]
+    // thinsr's own
+    var attached: Bool
+    var mode: String
+    var volume_group: String
+    var pool_device: String
+    var block_size: UInt64
+    var transaction_id: UInt64?
+    var pool_mode: String
+    var data_used: UInt64?
+    var data_total: UInt64?
+    var metadata_used: UInt64?
+    var metadata_total: UInt64?
+    var needs_check: Bool?
+    var on_full: String?
+    var volume_count: Int
+    var attached_volume_count: Int
+    var created: String
+
+    init(_ status: SRStatus) {
+        let record = status.record
+        uuid = record.uuid.uuidString.lowercased()
+        sr = uuid
+        name = record.name
+        description = record.description
+        datasources = []
+        clustered = false
+        health = [status.health.state, status.health.detail]
+        attached = true
+        mode = record.mode == .ownTheWorld ? "own-the-world" : "be-nice"
+        volume_group = record.volumeGroup
+        pool_device = status.poolDevice
+        block_size = record.blockSizeBytes
+        volume_count = status.volumeCount
+        attached_volume_count = status.attachedVolumeCount
+        created = isoTimestamp(record.createdAt)
+        switch status.pool {
+        case .active(let usage):
+            let block = record.blockSizeBytes
+            let metaBlock = ThinPoolUsage.metadataBlockBytes
+            data_used = usage.usedDataBlocks * block
+            data_total = usage.totalDataBlocks * block
+            metadata_used = usage.usedMetadataBlocks * metaBlock
+            metadata_total = usage.totalMetadataBlocks * metaBlock
+            total_space = usage.totalDataBlocks * block
+            free_space = (usage.totalDataBlocks - usage.usedDataBlocks) * block
+            transaction_id = usage.transactionID
+            pool_mode = usage.mode.rawValue
+            needs_check = usage.needsCheck
+            on_full = usage.errorIfNoSpace ? "error" : "queue"
+        case .failed, .error:
+            total_space = 0
+            free_space = 0
+            pool_mode = "failed"
+        }
+    }
+}
+
+/// One SR in `thinsr-ls --json`.
+struct SRSummaryJSON: Encodable {
+    var uuid: String
+    var name: String
+    var mode: String
+    var volume_group: String
+    var pool_size: UInt64
+    var attached: Bool
+
+    init(_ summary: SRSummary) {
+        uuid = summary.uuid.uuidString.lowercased()
+        name = summary.name
+        mode = summary.mode == .ownTheWorld ? "own-the-world" : "be-nice"
+        volume_group = summary.volumeGroup
+        pool_size = summary.dataBytes
+        attached = summary.attached
+    }
+}
