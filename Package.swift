@@ -51,7 +51,7 @@ var targets: [Target] = [
     .executableTarget(name: "thinsr", dependencies: ["ThinCommands"]),
 
     .testTarget(name: "ThinDeviceMapperTests", dependencies: ["ThinDeviceMapper"]),
-    .testTarget(name: "ThinCoreTests", dependencies: ["ThinCore"]),
+    .testTarget(name: "ThinCoreTests", dependencies: ["ThinCore", "ThinLVM", "ThinTools"]),
     .testTarget(name: "ThinCommandsTests", dependencies: [
         "ThinCommands", "thinsr",
         .product(name: "ArgumentParser", package: "swift-argument-parser"),

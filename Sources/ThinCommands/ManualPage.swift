@@ -65,7 +65,7 @@ enum ManualPage {
             }
             page += lines(text)
         }
-        page += [".It Fl h , Fl -help", "Show help for this tool.", ".El"]
+        page += [".El"]
         page += [".Sh EXIT STATUS", ".Bl -tag -width indent", ".It 0", "Success."]
         var seen = Set<Int32>()
         for code in ErrorCode.allCases.sorted(by: { $0.exitStatus < $1.exitStatus }) where seen.insert(code.exitStatus).inserted {

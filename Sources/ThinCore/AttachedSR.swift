@@ -52,7 +52,9 @@ public final class AttachedSR {
         }
     }
 
-    func releaseLock() {
+    /// Closes the catalog and releases the lock, so the catalog can be unmounted.
+    func close() {
+        catalog.database.close()
         lock?.release()
         lock = nil
     }

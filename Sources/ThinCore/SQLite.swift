@@ -16,8 +16,11 @@ final class Database {
 
     init(path: String, readOnly: Bool = false) throws(ThinError) {
         self.path = path
-        let flags = readOnly ? SQLITE_OPEN_READONLY : (SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE)
-        guard sqlite3_open_v2(path, &handle, flags | SQLITE_OPEN_NOMUTEX, nil) == SQLITE_OK else {
+        // Read-only opens are of a catalog on a read-only mount: `immutable` lets
+        // SQLite read a WAL-mode database without creating its -shm file.
+        let flags = readOnly ? (SQLITE_OPEN_READONLY | SQLITE_OPEN_URI) : (SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE)
+        let name = readOnly ? "file:\(path)?immutable=1" : path
+        guard sqlite3_open_v2(name, &handle, flags | SQLITE_OPEN_NOMUTEX, nil) == SQLITE_OK else {
             let message = handle.map { String(cString: sqlite3_errmsg($0)) } ?? "out of memory"
             sqlite3_close(handle)
             handle = nil
@@ -26,7 +29,13 @@ final class Database {
         sqlite3_busy_timeout(handle, 60_000)
     }
 
-    deinit { sqlite3_close(handle) }
+    deinit { close() }
+
+    /// Closes the connection (the last close also checkpoints and removes the WAL).
+    func close() {
+        if let handle { sqlite3_close(handle) }
+        handle = nil
+    }
 
     func execute(_ sql: String) throws(ThinError) {
         var error: UnsafeMutablePointer<CChar>?

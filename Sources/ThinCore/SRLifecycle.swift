@@ -126,7 +126,8 @@ public enum SRLifecycle {
             let record = SRRecord(uuid: uuid, name: request.name, description: request.description, mode: mode,
                                   volumeGroup: group, blockSizeBytes: blockBytes, transactionID: 0, nextThinID: 1,
                                   createdAt: System.currentTime())
-            _ = try Catalog.create(path: names.catalogDatabase, record: record)
+            let catalog = try Catalog.create(path: names.catalogDatabase, record: record)
+            undo.push { catalog.database.close() }
             let pool = Pool(names: names)
             let dataLVBytes = layout.dataBytes
             try pool.assemble(metadataDevice: metadataPath, dataDevice: dataPath, dataBytes: dataLVBytes,
@@ -138,6 +139,7 @@ public enum SRLifecycle {
                                 + "\(usage.transactionID)); was the metadata device zeroed?")
             }
             undo.discard()
+            catalog.database.close()
             return record
         } catch {
             undo.run()
@@ -199,7 +201,14 @@ public enum SRLifecycle {
         let sr = try Discovery.find(reference)
         let names = sr.names
         if sr.attached {
-            return try AttachedSR.open(names.uuidString, exclusive: false).record
+            if try Pool(names: names).exists() {
+                let attached = try AttachedSR.open(names.uuidString, exclusive: false)
+                defer { attached.close() }
+                return try attached.record
+            }
+            // A catalog left mounted without its pool (an interrupted attach or
+            // detach): start the attach again from the beginning.
+            try Mounts.unmount(names.catalogMount)
         }
         guard sr.isComplete else {
             throw ThinError(.catalogInconsistent, "SR \(names.uuidString) in VG \(sr.volumeGroup) is missing some "
@@ -230,6 +239,7 @@ public enum SRLifecycle {
                 System.removeDirectory(names.runDirectory)
             }
             let catalog = try Catalog(path: names.catalogDatabase)
+            undo.push { catalog.database.close() }
             let record = try catalog.srRecord()
             guard record.uuid == names.uuid else {
                 throw ThinError(.catalogInconsistent, "catalog on \(names.catalogLV) belongs to SR "
@@ -241,10 +251,13 @@ public enum SRLifecycle {
                               dataBytes: dataBytes, blockBytes: record.blockSizeBytes)
             undo.push { try? pool.disassemble() }
             let attached = AttachedSR(names: names, catalog: catalog, lock: try FileLock(path: names.lockFile))
+            undo.push { attached.close() }
             try attached.recover()
             try VolumeDevices.removeStaleLinks(names: names)
+            let result = try catalog.srRecord()
             undo.discard()
-            return try catalog.srRecord()
+            attached.close()
+            return result
         } catch {
             undo.run()
             throw error
@@ -281,9 +294,12 @@ public enum SRLifecycle {
                 try VolumeDevices.deactivate(names: names, volume: uuid, key: volume?.key)
             }
         }
-        try attached.recover()
-        try attached.pool.disassemble()
-        attached.releaseLock()
+        // A detach interrupted after removing the pool finds no pool: carry on.
+        if try attached.pool.exists() {
+            try attached.recover()
+            try attached.pool.disassemble()
+        }
+        attached.close()
         try Mounts.unmount(names.catalogMount)
         System.removeDirectory(names.catalogMount)
         System.removeDirectory(names.runDirectory)
@@ -345,6 +361,7 @@ public enum SRLifecycle {
             System.removeDirectory(names.runDirectory)
         }
         let catalog = try Catalog(path: "\(mountPoint)/catalog.db", readOnly: true)
+        defer { catalog.database.close() }
         return try catalog.volumes(includingUnfinished: true).count
     }
 }

@@ -1,0 +1,74 @@
+# thinsr: build, test, demo and install. `make deps` installs what every other
+# target needs on Debian; `make test` and `make demo` run it first.
+PREFIX ?= /usr/local
+DESTDIR ?=
+SWIFT ?= swift
+SWIFT_FLAGS ?=
+RELEASE_FLAGS = -c release --static-swift-stdlib -Xlinker -s
+SBINDIR = $(DESTDIR)$(PREFIX)/sbin
+MANDIR = $(DESTDIR)$(PREFIX)/share/man/man8
+BASHDIR = $(DESTDIR)$(PREFIX)/share/bash-completion/completions
+ZSHDIR = $(DESTDIR)$(PREFIX)/share/zsh/vendor-completions
+FISHDIR = $(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d
+TOOLS = thinsr-create thinsr-attach thinsr-detach thinsr-destroy thinsr-stat thinsr-ls \
+        thinvdi-create thinvdi-destroy thinvdi-stat thinvdi-ls thinvdi-attach thinvdi-detach
+
+APT_PACKAGES = lvm2 thin-provisioning-tools libdevmapper-dev liblvm2-dev libaio-dev libsqlite3-dev \
+        e2fsprogs util-linux udev kmod jq openssl mandoc \
+        qemu-system-x86 qemu-utils linux-image-amd64 busybox-static
+
+.PHONY: all deps build test unit-test kernel-test demo man completions check-generated install clean
+
+all: build
+
+# Idempotent: installs only what is missing.
+deps:
+	@missing=""; for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+	@command -v vng >/dev/null || python3 -m pip install --quiet virtme-ng
+
+build:
+	$(SWIFT) build $(SWIFT_FLAGS)
+
+unit-test:
+	$(SWIFT) test $(SWIFT_FLAGS)
+
+# The kernel suite: in one VM boot where this host has no dm-thin.
+kernel-test: build
+	tests/vm/run tests/kernel/suite.sh
+
+test: deps build check-generated unit-test kernel-test
+
+demo: deps build
+	tests/vm/run tests/demo.sh
+
+man: build
+	.build/debug/thinsr generate-manual man
+
+completions: build
+	.build/debug/thinsr generate-completions completions
+
+# Man pages and completions are committed; fail if they are stale.
+check-generated: build
+	@tmp=$$(mktemp -d) && mkdir -p $$tmp/man $$tmp/completions/bash $$tmp/completions/zsh $$tmp/completions/fish && \
+	.build/debug/thinsr generate-manual $$tmp/man && .build/debug/thinsr generate-completions $$tmp/completions && \
+	if diff -r $$tmp/man man && diff -r $$tmp/completions completions; then echo "man pages and completions are current"; \
+	else echo "man/ or completions/ is stale: run 'make man completions' and commit" >&2; rm -rf $$tmp; exit 1; fi; rm -rf $$tmp
+
+install:
+	$(SWIFT) build $(RELEASE_FLAGS)
+	install -d $(SBINDIR) $(MANDIR) $(BASHDIR) $(ZSHDIR) $(FISHDIR)
+	install -m 0755 "$$($(SWIFT) build $(RELEASE_FLAGS) --show-bin-path)/thinsr" $(SBINDIR)/thinsr
+	for tool in $(TOOLS); do \
+		ln -sf thinsr $(SBINDIR)/$$tool; \
+		install -m 0644 man/$$tool.8 $(MANDIR)/$$tool.8; \
+		install -m 0644 completions/bash/$$tool $(BASHDIR)/$$tool; \
+		install -m 0644 completions/zsh/_$$tool $(ZSHDIR)/_$$tool; \
+		install -m 0644 completions/fish/$$tool.fish $(FISHDIR)/$$tool.fish; \
+	done
+
+clean:
+	rm -rf .build

@@ -1,0 +1,105 @@
+import FoundationEssentials
+import Testing
+@testable import ThinCore
+#if canImport(Glibc)
+import Glibc
+#endif
+
+@Suite("catalog")
+struct CatalogTests {
+    let directory: String
+
+    init() {
+        var template = Array("/tmp/thinsr-catalog-XXXXXX".utf8CString)
+        directory = String(cString: mkdtemp(&template))
+    }
+
+    func makeCatalog() throws -> Catalog {
+        try Catalog.create(path: "\(directory)/catalog.db", record: SRRecord(
+            uuid: UUID(), name: "store", description: "d", mode: .ownTheWorld, volumeGroup: "vg",
+            blockSizeBytes: 65536, transactionID: 0, nextThinID: 1, createdAt: 1_700_000_000))
+    }
+
+    func volume(_ key: String, thinID: UInt32, state: VolumeState = .ready) -> VolumeRecord {
+        VolumeRecord(uuid: UUID(), key: key, name: "name of \(key)", description: "", thinID: thinID,
+                     virtualSize: 1 << 30, kind: .volume, readWrite: true, sharable: false, createdAt: 1,
+                     keys: ["vdi-type": "user", "content_id": "abc"], state: state)
+    }
+
+    @Test("the SR record round-trips")
+    func srRecord() throws {
+        let catalog = try makeCatalog()
+        let record = try catalog.srRecord()
+        #expect(record.name == "store" && record.mode == .ownTheWorld && record.blockSizeBytes == 65536)
+        try catalog.setTransactionID(5)
+        try catalog.setNextThinID(9)
+        #expect(try catalog.srRecord().transactionID == 5)
+        #expect(try catalog.srRecord().nextThinID == 9)
+    }
+
+    @Test("volumes are found by key, then by uuid, and only when ready")
+    func lookup() throws {
+        let catalog = try makeCatalog()
+        let ready = volume("a", thinID: 1)
+        try catalog.insert(ready)
+        try catalog.insert(volume("b", thinID: 2, state: .creating))
+        #expect(try catalog.volume(matching: "a") == ready)
+        #expect(try catalog.volume(matching: ready.uuid.uuidString)?.key == "a")
+        #expect(try catalog.volume(matching: ready.uuid.uuidString.lowercased())?.key == "a")
+        #expect(try catalog.volume(matching: "b") == nil, "a volume being created is not visible")
+        #expect(try catalog.volumes().map(\.key) == ["a"])
+        #expect(try catalog.volumes(includingUnfinished: true).count == 2)
+        #expect(try catalog.allKeys() == ["a", "b"])
+        #expect(try catalog.thinIDs() == [1, 2])
+        #expect(try catalog.volume(matching: "a")?.keys == ["vdi-type": "user", "content_id": "abc"])
+    }
+
+    @Test("keys and thin ids are unique")
+    func uniqueness() throws {
+        let catalog = try makeCatalog()
+        try catalog.insert(volume("a", thinID: 1))
+        #expect(throws: ThinError.self) { try catalog.insert(volume("a", thinID: 2)) }
+        #expect(throws: ThinError.self) { try catalog.insert(volume("c", thinID: 1)) }
+    }
+
+    @Test("a pending transaction round-trips and clears")
+    func pending() throws {
+        let catalog = try makeCatalog()
+        #expect(try catalog.pending() == nil)
+        let pending = PendingTransaction(oldTransactionID: 3, newTransactionID: 4,
+                                         messages: ["create_snap 5 2", "delete 2"], mustComplete: true)
+        try catalog.setPending(pending)
+        #expect(try catalog.pending() == pending)
+        #expect(throws: ThinError.self, "only one transaction may be open") { try catalog.setPending(pending) }
+        try catalog.clearPending()
+        #expect(try catalog.pending() == nil)
+    }
+
+    @Test("a failed body rolls the SQLite transaction back")
+    func rollback() throws {
+        let catalog = try makeCatalog()
+        #expect(throws: ThinError.self) {
+            try catalog.database.transaction { () throws(ThinError) in
+                try catalog.insert(volume("x", thinID: 7))
+                throw ThinError(.backendFailure, "boom")
+            }
+        }
+        #expect(try catalog.volumes(includingUnfinished: true).isEmpty)
+    }
+
+    @Test("deleting a volume deletes its keys")
+    func cascade() throws {
+        let catalog = try makeCatalog()
+        let record = volume("a", thinID: 1)
+        try catalog.insert(record)
+        try catalog.deleteVolume(record.uuid)
+        #expect(try catalog.database.query("SELECT count(*) FROM volume_key").first?.int(0) == 0)
+    }
+
+    @Test("a catalog of another format version is refused")
+    func formatVersion() throws {
+        let catalog = try makeCatalog()
+        try catalog.database.execute("UPDATE sr SET format_version = 99")
+        #expect { try catalog.srRecord() } throws: { ($0 as? ThinError)?.code == .catalogInconsistent }
+    }
+}

@@ -1,0 +1,79 @@
+import Testing
+import ThinLVM
+@testable import ThinTools
+@testable import ThinCore
+
+enum ThinLVMNames {
+    static func isValidLV(_ name: String) -> Bool { LVMNames.isValidLVName(name) }
+}
+
+@Suite("LVM argument validation")
+struct LVMValidationTests {
+    @Test("names LVM accepts", arguments: ["vg0", "my-vg", "a.b_c+d", "thinsr_abc_data"])
+    func validNames(name: String) {
+        #expect(LVMNames.isValidVGName(name) && LVMNames.isValidLVName(name))
+    }
+
+    @Test("hostile or reserved names are refused", arguments: [
+        "", ".", "..", "-rf", "a b", "a;b", "$(x)", "a/b", "a\nb", "x_tdata", "snapshot1", "pvmove0",
+        String(repeating: "a", count: 128), "é",
+    ])
+    func invalidNames(name: String) {
+        #expect(!LVMNames.isValidLVName(name))
+    }
+
+    @Test("device paths", arguments: [("/dev/loop0", true), ("/dev/mapper/x-y", true), ("/dev/../etc/x", false),
+                                      ("/tmp/x", false), ("/dev/a b", false), ("/dev/$(x)", false)])
+    func devices(path: String, valid: Bool) {
+        #expect(LVMNames.isValidDevicePath(path) == valid)
+    }
+
+    @Test("an argument with a space can never be made")
+    func arguments() {
+        #expect(throws: LVMValidationError.self) { try LVMArgument(validated: "a b") }
+        #expect(throws: LVMValidationError.self) { try LVMArgument(validated: "") }
+        #expect(throws: LVMValidationError.self) { try LVMArgument(validated: "x\"y") }
+        #expect((try? LVMArgument(validated: "thinsr.sr=6f1c"))?.text == "thinsr.sr=6f1c")
+    }
+
+    @Test("tags")
+    func tags() {
+        #expect(LVMNames.isValidTag("thinsr.sr=6f1c1a52-3b1e-4c8e-9d0f-2a7b5c4d3e21"))
+        #expect(!LVMNames.isValidTag("a b"))
+        #expect(!LVMNames.isValidTag("-x"))
+    }
+}
+
+@Suite("thin tool output")
+struct ThinToolsParsingTests {
+    @Test func metadataSize() {
+        #expect(ThinTools.parseMetadataSize("94224384\n") == 94_224_384)
+        #expect(ThinTools.parseMetadataSize("4194304.5") == 4_194_305)
+        #expect(ThinTools.parseMetadataSize("lots") == nil)
+    }
+
+    @Test func thinLs() {
+        let output = "1 65536 0 65536\n2 131072 65536 65536\ngarbage line\n"
+        #expect(ThinTools.parseList(output) == [
+            .init(deviceID: 1, mappedBytes: 65536, exclusiveBytes: 0, sharedBytes: 65536),
+            .init(deviceID: 2, mappedBytes: 131_072, exclusiveBytes: 65536, sharedBytes: 65536),
+        ])
+    }
+}
+
+@Suite("pool messages in pending transactions")
+struct PoolMessageTests {
+    @Test(arguments: [PoolMessage.createThin(7), .createSnapshot(8, origin: 7), .delete(3)])
+    func roundTrip(message: PoolMessage) {
+        #expect(PoolMessage(message.text) == message)
+    }
+
+    @Test func created() {
+        #expect(PoolMessage.createThin(7).createdID == 7)
+        #expect(PoolMessage.createSnapshot(8, origin: 7).createdID == 8)
+        #expect(PoolMessage.delete(3).createdID == nil)
+    }
+
+    @Test(arguments: ["", "create_thin", "create_thin x", "delete 1 2", "frob 1"])
+    func malformed(text: String) { #expect(PoolMessage(text) == nil) }
+}
