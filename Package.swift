@@ -53,7 +53,7 @@ var targets: [Target] = [
     .testTarget(name: "ThinDeviceMapperTests", dependencies: ["ThinDeviceMapper"]),
     .testTarget(name: "ThinCoreTests", dependencies: ["ThinCore", "ThinLVM", "ThinTools"]),
     .testTarget(name: "ThinCommandsTests", dependencies: [
-        "ThinCommands", "thinsr",
+        "ThinCommands", "ThinCore",
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
     ]),
 ]

@@ -21,11 +21,11 @@ public enum MultiCall {
         let arguments = CommandLine.arguments
         let invokedAs = String(arguments.first?.split(separator: "/").last ?? "thinsr")
         if let tool = allTools.first(where: { $0.toolName == invokedAs }) {
-            return await tool.main(Array(arguments.dropFirst()))
+            return await tool.launch(Array(arguments.dropFirst()))
         }
         let rest = Array(arguments.dropFirst())
         if let first = rest.first, let tool = allTools.first(where: { $0.toolName == first }) {
-            return await tool.main(Array(rest.dropFirst()))
+            return await tool.launch(Array(rest.dropFirst()))
         }
         switch rest.first {
         case "--list":
@@ -37,19 +37,33 @@ public enum MultiCall {
         default:
             Console.err("thinsr: run as one of the tools (a link named after it), or as thinsr TOOL ARGS...")
             Console.err("tools: " + allTools.map { $0.toolName }.joined(separator: " "))
-            exit(64)
+            Glibc.exit(64)
         }
     }
 
     private static func exitOnError(_ body: () throws -> Void) {
         do { try body() } catch {
             Console.err("thinsr: \(error)")
-            exit(1)
+            Glibc.exit(1)
         }
     }
 }
 
 extension ToolCommand {
-    /// The per-tool entry points call this, so they need only import ThinCommands.
-    public static func launch() async { await main() }
+    /// Every tool starts here. Help, completion and dump-help requests behave
+    /// as ArgumentParser makes them; a usage error becomes one line on stderr
+    /// (and a JSON error with `--json`) and exit status 64.
+    public static func launch(_ arguments: [String]? = nil) async {
+        let arguments = arguments ?? Array(CommandLine.arguments.dropFirst())
+        do {
+            var command = try parse(arguments)
+            try await command.run()
+        } catch {
+            let code = exitCode(for: error)
+            if code == .success || error is ExitCode { exit(withError: error) }
+            let usage = ThinError(.invalidArgument, "\(message(for: error)); see \(toolName) --help")
+            Console.report(usage, tool: toolName, json: arguments.contains("--json"))
+            Glibc.exit(ErrorCode.invalidArgument.exitStatus)
+        }
+    }
 }

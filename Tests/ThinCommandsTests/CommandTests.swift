@@ -1,0 +1,164 @@
+import ArgumentParser
+import Testing
+import ThinCore
+@testable import ThinCommands
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The repository root, from this file's path.
+let repositoryRoot: String = {
+    var parts = #filePath.split(separator: "/", omittingEmptySubsequences: false)
+    parts.removeLast(3)
+    return parts.joined(separator: "/")
+}()
+
+func readText(_ path: String) -> String? {
+    guard let file = fopen(path, "r") else { return nil }
+    defer { fclose(file) }
+    var bytes: [UInt8] = []
+    var buffer = [UInt8](repeating: 0, count: 65536)
+    while true {
+        let count = fread(&buffer, 1, buffer.count, file)
+        if count == 0 { break }
+        bytes += buffer[0..<count]
+    }
+    return String(decoding: bytes, as: UTF8.self)
+}
+
+@Suite("man pages")
+struct ManualPageTests {
+    @Test("every tool's committed man page is what its definitions generate")
+    func committedPagesAreCurrent() throws {
+        for tool in allTools {
+            let name = tool.toolName
+            let committed = readText("\(repositoryRoot)/man/\(name).8")
+            #expect(committed == (try ManualPage.render(tool)), "man/\(name).8 is stale: run make man")
+        }
+    }
+
+    @Test("every option a tool accepts is documented, and nothing else")
+    func optionsAgree() throws {
+        for tool in allTools {
+            let page = try ManualPage.render(tool)
+            let accepted = Set(try ManualPage.optionNames(tool))
+            #expect(accepted.contains("--json"), "\(tool.toolName) lacks --json")
+            #expect(accepted.contains("--help"), "\(tool.toolName) lacks --help")
+            for option in accepted {
+                let macro = option.hasPrefix("--") ? "Fl -\(option.dropFirst(2))" : "Fl \(option.dropFirst())"
+                #expect(page.contains(".It \(macro)") || page.contains(", \(macro)"),
+                        "\(tool.toolName): \(option) missing from OPTIONS")
+            }
+            let documented = page.split(separator: "\n").filter { $0.hasPrefix(".It Fl") }
+                .flatMap { $0.split(separator: " ").enumerated().filter { $0.offset > 0 }.map(\.element) }
+                .enumerated().compactMap { _, word in word.hasPrefix("-") ? "-" + word : nil }
+            for option in documented {
+                #expect(accepted.contains(String(option)), "\(tool.toolName): man page documents unknown \(option)")
+            }
+        }
+    }
+
+    @Test("pages have EXAMPLES, EXIT STATUS with every status, and SEE ALSO")
+    func sections() throws {
+        for tool in allTools {
+            let page = try ManualPage.render(tool)
+            for section in [".Sh NAME", ".Sh SYNOPSIS", ".Sh DESCRIPTION", ".Sh OPTIONS", ".Sh EXIT STATUS",
+                            ".Sh EXAMPLES", ".Sh SEE ALSO"] {
+                #expect(page.contains(section), "\(tool.toolName) lacks \(section)")
+            }
+            for status in Set(ErrorCode.allCases.map(\.exitStatus)) {
+                #expect(page.contains(".It \(status)\n"), "\(tool.toolName) does not document exit status \(status)")
+            }
+            #expect(!tool.examples.isEmpty)
+        }
+    }
+}
+
+@Suite("completions")
+struct CompletionTests {
+    @Test("committed completion scripts are current, for bash, zsh and fish")
+    func current() {
+        for tool in allTools {
+            for shell in CompletionScripts.shells {
+                let path = "\(repositoryRoot)/completions/\(CompletionScripts.relativePath(shell, tool: tool.toolName))"
+                #expect(readText(path) == tool.completionScript(for: shell), "\(path) is stale: run make completions")
+            }
+        }
+    }
+}
+
+@Suite("argument parsing and error paths (no root, no kernel)")
+struct ParsingTests {
+    func expectError<T: ToolCommand>(_ type: T.Type, _ arguments: [String], code: ErrorCode,
+                                     containing text: String) async throws {
+        let command = try type.parse(arguments)
+        await #expect {
+            try await command.execute()
+        } throws: { error in
+            guard let error = error as? ThinError else { return false }
+            return error.code == code && error.message.contains(text) && !error.message.contains("\n")
+        }
+    }
+
+    @Test("thinsr-create needs exactly one of --device and --vg")
+    func placement() async throws {
+        try await expectError(SRCreate.self, ["--name", "x"], code: .invalidArgument, containing: "--device DEV")
+        try await expectError(SRCreate.self, ["--device", "/dev/loop0", "--vg", "vg0"], code: .invalidArgument,
+                              containing: "not both")
+    }
+
+    @Test("thinsr-create refuses a malformed uuid and bad sizes before touching anything")
+    func createArguments() async throws {
+        try await expectError(SRCreate.self, ["--uuid", "nope", "--vg", "v"], code: .invalidArgument,
+                              containing: "is not a uuid")
+        try await expectError(SRCreate.self, ["--vg", "v", "--pool-size", "10Q"], code: .invalidArgument,
+                              containing: "unknown suffix")
+        try await expectError(SRCreate.self, ["--vg", "v", "--block-size=-1"], code: .invalidArgument,
+                              containing: "not a number")
+    }
+
+    @Test("thinvdi-create rejects bad sizes before looking up the SR", arguments: [
+        ("10Q", "unknown suffix"), ("", "not a number"), ("-1", "not a number"), ("99999999T", "too large"),
+    ])
+    func sizes(size: String, text: String) async throws {
+        try await expectError(VDICreate.self, ["sr", "--name", "n"] + (size.hasPrefix("-") ? ["--size=\(size)"] : ["--size", size]), code: .invalidArgument,
+                              containing: text)
+    }
+
+    @Test("missing required arguments are usage errors (exit 64)", arguments: [
+        ([String](), "thinvdi-create"), (["sr"], "thinvdi-create"), (["sr", "--name", "x"], "thinvdi-create"),
+    ])
+    func missing(arguments: [String], tool: String) {
+        #expect(throws: (any Error).self) { try VDICreate.parse(arguments) }
+        do { _ = try VDICreate.parse(arguments) } catch { #expect(VDICreate.exitCode(for: error).rawValue == 64) }
+    }
+
+    @Test("unknown options are usage errors")
+    func unknownOption() {
+        for tool in allTools {
+            do {
+                _ = try tool.parseAsRoot(["--no-such-option"])
+                Issue.record("\(tool.toolName) accepted --no-such-option")
+            } catch {
+                #expect(tool.exitCode(for: error).rawValue == 64)
+            }
+        }
+    }
+
+    @Test("every tool is a distinct, correctly named command")
+    func names() {
+        let names = allTools.map { $0.toolName }
+        #expect(Set(names).count == names.count)
+        #expect(names.allSatisfy { $0.hasPrefix("thinsr-") || $0.hasPrefix("thinvdi-") })
+        #expect(names.count == 12)
+    }
+
+    @Test("error codes map to stable, distinct-by-kind exit statuses")
+    func exitStatuses() {
+        #expect(ErrorCode.invalidArgument.exitStatus == 64)
+        #expect(ErrorCode.srDoesNotExist.exitStatus == 2 && ErrorCode.volumeDoesNotExist.exitStatus == 2)
+        #expect(ErrorCode.volumeInUse.exitStatus == 3)
+        #expect(ErrorCode.permissionDenied.exitStatus == 77)
+        #expect(ErrorCode.allCases.allSatisfy { $0.exitStatus != 0 })
+    }
+}
