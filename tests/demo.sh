@@ -5,7 +5,7 @@ source "$(dirname "$0")/kernel/lib.sh"
 show() { printf '\n\033[1m# %s\033[0m\n' "$1"; }
 
 show "Two 1 GiB loop devices stand in for disks"
-A=$(new_loop 1024); B=$(new_loop 1024)
+new_loop A 1024; new_loop B 1024
 echo "$A $B"
 
 show "Create an SR that owns both devices"

@@ -69,6 +69,18 @@ extension LVM {
                         + tags.flatMap { [.word("--addtag"), .tag($0)] } + [.vg(group)] + devices.map { .device($0) })
     }
 
+    /// Grows an LV to `sizeBytes` (LVM rounds up to whole extents), optionally onto given PVs.
+    public func extendLogicalVolume(group: String, name: String, sizeBytes: UInt64,
+                                    devices: [String] = []) throws(LVMFailure) {
+        try execute(["lvextend", "--yes"], [.word("--size"), .bytes(sizeBytes), .lvPath(group: group, name: name)]
+            + devices.map { .device($0) })
+    }
+
+    /// Adds PVs to a VG (own-the-world SRs grow this way).
+    public func extendVolumeGroup(_ name: String, devices: [String]) throws(LVMFailure) {
+        try execute(["vgextend", "--yes"], [.vg(name)] + devices.map { .device($0) })
+    }
+
     public func removeLogicalVolumes(group: String, names: [String]) throws(LVMFailure) {
         guard !names.isEmpty else { return }
         try execute(["lvremove", "--yes", "--force"], names.map { .lvPath(group: group, name: $0) })
@@ -167,13 +179,24 @@ extension LVM {
     private func report(_ command: StaticString, key: String, fields: StaticString) throws(LVMFailure) -> [[String: String]] {
         let printed = try runValidated([command, "--reportformat", "json", "--units", "b", "--nosuffix",
                                         "--options", fields], [])
-        let text = printed.joined(separator: "\n")
+        let text = Self.reportText(printed)
         do {
             let decoded = try JSONDecoder().decode(Report.self, from: Data(text.utf8))
             return decoded.report.flatMap { $0[key] ?? [] }
         } catch {
             throw .report("\(command): \(error)")
         }
+    }
+
+    /// liblvm2cmd hands report lines and warnings to the log callback at the
+    /// same level, so the JSON document is cut out from the first `{` line to
+    /// the last `}` line, leaving warnings printed before or among it out.
+    static func reportText(_ printed: [String]) -> String {
+        guard let start = printed.firstIndex(where: { $0.trimmingPrefixSpaces.hasPrefix("{") }),
+              let end = printed.lastIndex(where: { $0.trimmingPrefixSpaces.hasPrefix("}") }), start <= end
+        else { return "" }
+        return printed[start...end].filter { !$0.trimmingPrefixSpaces.hasPrefix("WARNING:") }
+            .joined(separator: "\n")
     }
 
     private func number(_ row: [String: String], _ field: String) throws(LVMFailure) -> UInt64 {
@@ -186,4 +209,9 @@ extension LVM {
     private func splitTags(_ text: String?) -> [String] {
         (text ?? "").split(separator: ",").map(String.init)
     }
+}
+
+
+extension String {
+    var trimmingPrefixSpaces: Substring { drop(while: { $0 == " " }) }
 }

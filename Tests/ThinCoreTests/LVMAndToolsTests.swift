@@ -1,5 +1,5 @@
 import Testing
-import ThinLVM
+@testable import ThinLVM
 @testable import ThinTools
 @testable import ThinCore
 
@@ -76,4 +76,15 @@ struct PoolMessageTests {
 
     @Test(arguments: ["", "create_thin", "create_thin x", "delete 1 2", "frob 1"])
     func malformed(text: String) { #expect(PoolMessage(text) == nil) }
+}
+
+@Suite("LVM JSON reports")
+struct LVMReportTests {
+    @Test("warnings printed around or inside the report are left out")
+    func warnings() {
+        let printed = ["  WARNING: Not using device /dev/loop1 for PV x.", "  {", "      \"report\": [",
+                       "  WARNING: something", "      ]", "  }", "  WARNING: after"]
+        #expect(LVM.reportText(printed) == "  {\n      \"report\": [\n      ]\n  }")
+        #expect(LVM.reportText(["no report"]) == "")
+    }
 }

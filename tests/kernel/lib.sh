@@ -16,15 +16,17 @@ check_eq() { # check_eq DESCRIPTION EXPECTED ACTUAL
 }
 run() { echo "+ $*"; "$@"; }
 
-# new_loop SIZE_MIB: a loop device over a fresh sparse file; prints its path.
+# new_loop VAR SIZE_MIB: sets VAR to a loop device over a fresh sparse file.
+# (Not a $(...) function: the counter and the device list must survive.)
 LOOP_SEQ=0
 new_loop() {
     LOOP_SEQ=$((LOOP_SEQ + 1))
     local file=$THINSR_LAB/disk$LOOP_SEQ.img
-    truncate -s "${1}M" "$file"
+    rm -f "$file"
+    truncate -s "${2}M" "$file"
     local dev; dev=$(losetup -f --show "$file")
     LOOPS+=("$dev")
-    echo "$dev"
+    printf -v "$1" '%s' "$dev"
 }
 
 # write_pattern DEVICE SEED MIB: deterministic data, also kept as a file to compare with.
@@ -71,6 +73,6 @@ pool_status_field() { # pool_status_field SR_UUID N: field N of the pool's statu
 
 summary() {
     echo
-    echo "kernel tests: $PASSED passed, $FAILED failed"
+    echo "kernel: $PASSED passed, $FAILED failed"
     [ "$FAILED" = 0 ]
 }

@@ -12,7 +12,7 @@ vg_of() { sr_field "$1" volume_group; }
 
 # ---------------------------------------------------------------- one device
 test_begin "SR on one loop device"
-D1=$(new_loop 1024)
+new_loop D1 1024
 SR1=$(thinsr-create --name one --description "first SR" --device "$D1")
 check "thinsr-create prints a uuid" grep -Eq '^[0-9a-f-]{36}$' <<<"$SR1"
 VG1=$(vg_of "$SR1")
@@ -37,7 +37,7 @@ check_eq "metadata used bytes" "$(( ${meta%/*} * 4096 ))" "$(sr_field "$SR1" met
 check_eq "metadata total bytes" "$(( ${meta#*/} * 4096 ))" "$(sr_field "$SR1" metadata_total)"
 check_eq "free = total - used" "$(( (${data#*/} - ${data%/*}) * BS ))" "$(sr_field "$SR1" free_space)"
 check_eq "volume's physical utilisation = thin status mapped sectors" \
-    "$(( $(dmsetup status "$(readlink -f "$P0" | xargs basename)" | awk '{print $4}') * 512 ))" \
+    "$(( $(dmsetup status "$(basename "$(readlink "$P0")")" | awk '{print $4}') * 512 ))" \
     "$(thinvdi-stat --json one "$V0" | jq -r .physical_utilisation)"
 check_eq "block device size = virtual size" "$((64 << 20))" "$(blockdev --getsize64 "$P0")"
 
@@ -102,7 +102,7 @@ for n in 1 2 3; do thinvdi-detach one "disk$n"; done
 
 # ---------------------------------------------------------------- two devices
 test_begin "SR on two loop devices"
-D2=$(new_loop 512); D3=$(new_loop 512)
+new_loop D2 512; new_loop D3 512
 SR2=$(thinsr-create --name two --device "$D2" --device "$D3")
 VG2=$(vg_of "$SR2")
 check_eq "VG has two PVs" "2" "$(pvs --noheadings -o vg_name | grep -c "$VG2")"
@@ -114,8 +114,8 @@ check_eq "thin volume larger than the pool (thin provisioning)" "$((2 << 30))" "
 
 # ---------------------------------------------------------------- bad input
 test_begin "bad input is refused and changes nothing"
-FS=$(new_loop 64); mkfs.ext4 -q "$FS"
-FREE=$(new_loop 64)
+new_loop FS 64; mkfs.ext4 -q "$FS"
+new_loop FREE 64
 expect_failure 64 "missing device" thinsr-create --device /dev/does-not-exist
 expect_failure 64 "not a block device" thinsr-create --device /dev/null
 expect_failure 3 "device already in a VG" thinsr-create --device "$D2"
@@ -142,7 +142,7 @@ check_eq "--json error object" "Volume_does_not_exist" "$(thinvdi-stat --json on
 
 # ---------------------------------------------------------------- be nice
 test_begin "be-nice SR beside a user's LV"
-D4=$(new_loop 1024)
+new_loop D4 1024
 pvcreate -q "$D4" >/dev/null && vgcreate -q usergroup "$D4" >/dev/null
 lvcreate -q -y -n userdata -L 128M usergroup >/dev/null
 write_pattern /dev/usergroup/userdata user 128
@@ -162,6 +162,54 @@ check_eq "user LV unchanged (lvs)" "$user_lv_before" \
     "$(lvs --noheadings -o lv_name,lv_size,lv_attr,lv_tags,seg_start_pe,devices usergroup/userdata)"
 check "user LV data unchanged (cmp)" same_as_pattern /dev/usergroup/userdata user
 check_eq "only the user's LV is left in the VG" "userdata" "$(lvs --noheadings -o lv_name usergroup | tr -d ' ')"
+
+# ---------------------------------------------------------------- crash recovery
+thin_count() { # thin devices in SR $1's pool, via a metadata snapshot
+    local pool; pool=$(pool_name "$1")
+    dmsetup message "$pool" 0 reserve_metadata_snap
+    thin_ls -m --no-headers -o DEV "/dev/mapper/$(vg_of "$1" | sed 's/-/--/g')-thinsr_$(echo "$1" | tr -d -)_meta" | wc -l
+    dmsetup message "$pool" 0 release_metadata_snap
+}
+test_begin "an interrupted operation happens entirely or not at all"
+for point in after-pending-commit after-message after-set-transaction-id; do
+    before=$(thinvdi-ls --json two | jq length)
+    THINSR_FAULT=$point thinvdi-create two --name "crash $point" --size 8M >/dev/null 2>&1
+    check_eq "create killed at $point exits by SIGKILL" "137" "$?"
+    thinvdi-create two --name "after $point" --size 8M >/dev/null   # the next operation recovers
+    after=$(thinvdi-ls --json two | jq length)
+    case $point in
+        after-set-transaction-id) want=$((before + 2)) ;;   # the pool had committed: rolled forward
+        *) want=$((before + 1)) ;;                          # not committed: undone
+    esac
+    check_eq "catalog after a create killed at $point" "$want" "$after"
+    check_eq "pool thin devices = catalog volumes after $point" "$after" "$(thin_count "$SR2")"
+done
+victim=$(thinvdi-create two --name victim --size 8M)
+THINSR_FAULT=after-message thinvdi-destroy two "$victim" >/dev/null 2>&1
+check_eq "destroy killed after the delete message exits by SIGKILL" "137" "$?"
+check "the next operation completes the destroy" thinsr-attach two
+thinvdi-ls two >/dev/null
+thinvdi-create two --name settle --size 8M >/dev/null
+check_eq "the destroyed volume is gone" "" "$(thinvdi-ls --json two | jq -r ".[] | select(.key == \"$victim\") | .key")"
+check_eq "pool thin devices = catalog volumes after the destroy" "$(thinvdi-ls --json two | jq length)" "$(thin_count "$SR2")"
+
+# ---------------------------------------------------------------- without udev
+test_begin "works without a running udevd"
+udevadm settle 2>/dev/null
+udevadm control --exit 2>/dev/null
+sleep 1
+if pgrep -x systemd-udevd >/dev/null; then fail "udevd still running"; fi
+K=$(thinvdi-create two --name noudev --size 32M)
+P=$(thinvdi-attach two "$K")
+check "device node exists without udev" test -b "$(readlink -f "$P")"
+write_pattern "$P" noudev 8
+check "thinvdi-detach without udev" thinvdi-detach two "$K"
+check "no stale node after detach" bash -c "[ ! -e /dev/mapper/$(basename "$(readlink "$P")") ] || ! dmsetup info $(basename "$(readlink "$P")") >/dev/null 2>&1"
+P=$(thinvdi-attach two "$K")
+check "data intact without udev" same_as_pattern "$P" noudev
+thinvdi-detach two "$K"
+/usr/lib/systemd/systemd-udevd --daemon >/dev/null 2>&1 || /lib/systemd/systemd-udevd --daemon >/dev/null 2>&1
+udevadm settle 2>/dev/null
 
 # ---------------------------------------------------------------- metadata checks at the end
 test_begin "pool metadata passes thin_check and matches the catalog"
