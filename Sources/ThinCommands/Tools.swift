@@ -8,6 +8,7 @@ import Glibc
 public let allTools: [any ToolCommand.Type] = [
     SRCreate.self, SRAttach.self, SRDetach.self, SRDestroy.self, SRStat.self, SRList.self,
     VDICreate.self, VDIDestroy.self, VDIStat.self, VDIList.self, VDIAttach.self, VDIDetach.self,
+    VDISnapshot.self, VDIClone.self, VDIRevert.self, VDIResize.self, VDISet.self, VDIUnset.self, VDITree.self,
 ]
 
 extension ToolCommand {

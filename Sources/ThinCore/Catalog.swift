@@ -45,6 +45,10 @@ public struct VolumeRecord: Equatable, Sendable {
     public var sharable: Bool
     public var createdAt: Int64
     public var keys: [String: String]
+    /// The volume this one was snapshotted or cloned from (its lineage parent).
+    public var parentUUID: UUID?
+    /// For snapshots: the volume it is a snapshot of.
+    public var snapshotOf: UUID?
     var state: VolumeState
 }
 
@@ -85,7 +89,8 @@ final class Catalog {
                     uuid TEXT PRIMARY KEY, key TEXT NOT NULL UNIQUE, name TEXT NOT NULL,
                     description TEXT NOT NULL, thin_id INTEGER NOT NULL UNIQUE, virtual_size INTEGER NOT NULL,
                     kind TEXT NOT NULL, read_write INTEGER NOT NULL, sharable INTEGER NOT NULL,
-                    created_at INTEGER NOT NULL, state TEXT NOT NULL);
+                    created_at INTEGER NOT NULL, state TEXT NOT NULL, parent_uuid TEXT, snapshot_of TEXT,
+                    pending_thin_id INTEGER UNIQUE, pending_virtual_size INTEGER);
                 CREATE TABLE volume_key (
                     volume_uuid TEXT NOT NULL REFERENCES volume(uuid) ON DELETE CASCADE,
                     k TEXT NOT NULL, v TEXT NOT NULL, PRIMARY KEY (volume_uuid, k));
@@ -123,7 +128,8 @@ final class Catalog {
     }
 
     static let volumeColumns = """
-        uuid, key, name, description, thin_id, virtual_size, kind, read_write, sharable, created_at, state
+        uuid, key, name, description, thin_id, virtual_size, kind, read_write, sharable, created_at, state,
+        parent_uuid, snapshot_of
         """
 
     func volumes(includingUnfinished: Bool = false) throws(ThinError) -> [VolumeRecord] {
@@ -166,15 +172,19 @@ final class Catalog {
         return VolumeRecord(uuid: uuid, key: row.text(1) ?? "", name: row.text(2) ?? "",
                             description: row.text(3) ?? "", thinID: UInt32(thinID), virtualSize: UInt64(size),
                             kind: kind, readWrite: row.int(7) == 1, sharable: row.int(8) == 1,
-                            createdAt: row.int(9) ?? 0, keys: keys, state: state)
+                            createdAt: row.int(9) ?? 0, keys: keys,
+                            parentUUID: row.text(11).flatMap(UUID.init(uuidString:)),
+                            snapshotOf: row.text(12).flatMap(UUID.init(uuidString:)), state: state)
     }
 
     func insert(_ volume: VolumeRecord) throws(ThinError) {
-        try database.query("INSERT INTO volume (\(Self.volumeColumns)) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", [
+        try database.query("INSERT INTO volume (\(Self.volumeColumns)) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", [
             .text(volume.uuid.uuidString.lowercased()), .text(volume.key), .text(volume.name),
             .text(volume.description), .integer(Int64(volume.thinID)), .integer(Int64(volume.virtualSize)),
             .text(volume.kind.rawValue), .integer(volume.readWrite ? 1 : 0), .integer(volume.sharable ? 1 : 0),
             .integer(volume.createdAt), .text(volume.state.rawValue),
+            volume.parentUUID.map { .text($0.uuidString.lowercased()) } ?? .null,
+            volume.snapshotOf.map { .text($0.uuidString.lowercased()) } ?? .null,
         ])
         for (key, value) in volume.keys.sorted(by: { $0.key < $1.key }) {
             try database.query("INSERT INTO volume_key VALUES (?, ?, ?)",
@@ -217,8 +227,40 @@ final class Catalog {
         try database.query("UPDATE sr SET next_thin_id = ?", [.integer(Int64(id))])
     }
 
-    /// Thin ids the catalog references, in any state.
+    /// Thin ids the catalog references, in any state, including ids a revert is switching to.
     func thinIDs() throws(ThinError) -> Set<UInt32> {
-        Set(try database.query("SELECT thin_id FROM volume").compactMap { $0.int(0).map { UInt32($0) } })
+        Set(try database.query("SELECT thin_id FROM volume UNION SELECT pending_thin_id FROM volume "
+                               + "WHERE pending_thin_id IS NOT NULL").compactMap { $0.int(0).map { UInt32($0) } })
     }
+
+    /// Records the thin id and size a volume switches to when the open transaction settles.
+    func setPendingSwitch(volume: UUID, thinID: UInt32, virtualSize: UInt64) throws(ThinError) {
+        try database.query("UPDATE volume SET pending_thin_id = ?, pending_virtual_size = ? WHERE uuid = ?",
+                           [.integer(Int64(thinID)), .integer(Int64(virtualSize)),
+                            .text(volume.uuidString.lowercased())])
+    }
+
+    func setVirtualSize(_ size: UInt64, volume: UUID) throws(ThinError) {
+        try database.query("UPDATE volume SET virtual_size = ? WHERE uuid = ?",
+                           [.integer(Int64(size)), .text(volume.uuidString.lowercased())])
+    }
+
+    func setLabel(name: String?, description: String?, volume: UUID) throws(ThinError) {
+        let id = SQLValue.text(volume.uuidString.lowercased())
+        if let name { try database.query("UPDATE volume SET name = ? WHERE uuid = ?", [.text(name), id]) }
+        if let description {
+            try database.query("UPDATE volume SET description = ? WHERE uuid = ?", [.text(description), id])
+        }
+    }
+
+    func setKey(_ key: String, value: String, volume: UUID) throws(ThinError) {
+        try database.query("INSERT OR REPLACE INTO volume_key VALUES (?, ?, ?)",
+                           [.text(volume.uuidString.lowercased()), .text(key), .text(value)])
+    }
+
+    func unsetKey(_ key: String, volume: UUID) throws(ThinError) {
+        try database.query("DELETE FROM volume_key WHERE volume_uuid = ? AND k = ?",
+                           [.text(volume.uuidString.lowercased()), .text(key)])
+    }
+
 }

@@ -33,8 +33,12 @@ public struct SRCreateRequest: Sendable {
 public enum SRLifecycle {
     public static let catalogBytes: UInt64 = 64 << 20
     public static let defaultBlockBytes: UInt64 = 64 << 10
-    /// Metadata is sized for this many thin devices (volumes, snapshots, clones).
-    public static let maximumThins: UInt64 = 100_000
+    /// Metadata is sized for this many thin devices (volumes, snapshots and
+    /// clones): 1,000 per 10 GiB of VG, between 1,000 and 100,000, so a small
+    /// SR does not spend most of its space on metadata it cannot use.
+    static func plannedThins(vgBytes: UInt64) -> UInt64 {
+        min(max(vgBytes / (10 << 30) * 1000, 1000), 100_000)
+    }
     /// dm-thin uses at most ~15.9 GiB of metadata; LVM caps at 15.81 GiB.
     public static let maximumMetadataBytes: UInt64 = 16_189 << 20
     static let minimumMetadataBytes: UInt64 = 8 << 20
@@ -157,7 +161,7 @@ public enum SRLifecycle {
         var metadata: UInt64
         do {
             metadata = try await ThinTools.metadataSize(blockBytes: blockBytes, poolBytes: vg.sizeBytes,
-                                                        maximumThins: maximumThins)
+                                                        maximumThins: plannedThins(vgBytes: vg.sizeBytes))
         } catch {
             throw .backend("thin_metadata_size failed", error)
         }

@@ -31,7 +31,8 @@ extension AttachedSR {
                 try pool.send(message.text)
                 sent.append(message)
             } catch {
-                if pending.mustComplete {
+                // Until a delete has been sent, everything sent can still be undone.
+                if pending.mustComplete && sent.contains(where: { $0.createdID == nil }) {
                     throw ThinError(.backendFailure, "pool message \"\(message.text)\" failed: \(error); "
                                     + "the change will be completed by the next thinsr operation on this SR")
                 }
@@ -86,14 +87,25 @@ extension AttachedSR {
         try catalog.database.transaction { () throws(ThinError) in
             try catalog.database.query("DELETE FROM volume WHERE state = 'creating'")
             try catalog.database.query("UPDATE volume SET state = 'ready' WHERE state = 'destroying'")
+            try catalog.database.query("UPDATE volume SET pending_thin_id = NULL, pending_virtual_size = NULL "
+                                       + "WHERE pending_thin_id IS NOT NULL")
             try catalog.clearPending()
         }
     }
 
     private func settle(_ pending: PendingTransaction) throws(ThinError) {
         try catalog.database.transaction { () throws(ThinError) in
+            // The lineage stays whole: children of a destroyed node move up to its parent.
+            try catalog.database.query("""
+                UPDATE volume SET parent_uuid =
+                    (SELECT gone.parent_uuid FROM volume AS gone WHERE gone.uuid = volume.parent_uuid)
+                WHERE parent_uuid IN (SELECT uuid FROM volume WHERE state = 'destroying')
+                """)
             try catalog.database.query("DELETE FROM volume WHERE state = 'destroying'")
             try catalog.database.query("UPDATE volume SET state = 'ready' WHERE state = 'creating'")
+            try catalog.database.query("UPDATE volume SET thin_id = pending_thin_id, "
+                                       + "virtual_size = pending_virtual_size, pending_thin_id = NULL, "
+                                       + "pending_virtual_size = NULL WHERE pending_thin_id IS NOT NULL")
             try catalog.setTransactionID(pending.newTransactionID)
             try catalog.clearPending()
         }

@@ -32,7 +32,7 @@ extension AttachedSR {
             uuid: UUID(), key: Naming.deriveKey(fromName: name, existing: try catalog.allKeys()), name: name,
             description: description, thinID: thinID, virtualSize: ByteSize.roundUp(sizeBytes, to: 512),
             kind: .volume, readWrite: true, sharable: sharable, createdAt: System.currentTime(), keys: [:],
-            state: .creating)
+            parentUUID: nil, snapshotOf: nil, state: .creating)
         try transact([.createThin(thinID)]) { catalog throws(ThinError) in
             try catalog.insert(volume)
             try catalog.setNextThinID(thinID + 1)
@@ -105,19 +105,7 @@ extension AttachedSR {
             }
             return result
         }
-        let lock = try FileLock(path: "\(names.catalogMount)/metadata-snapshot.lock")
-        defer { lock.release() }
-        do { try pool.send("reserve_metadata_snap") } catch {
-            throw .backend("cannot reserve a metadata snapshot", error)
-        }
-        defer { try? pool.send("release_metadata_snap") }
-        let record = try self.record
-        let metadataPath = SRLifecycle.mapperPath(record.volumeGroup, names.metadataLV)
-        let rows: [ThinTools.DeviceUsage]
-        do { rows = try await ThinTools.list(metadataDevice: metadataPath, metadataSnapshot: true) } catch {
-            throw .backend("thin_ls failed", error)
-        }
-        return Dictionary(rows.map { ($0.deviceID, $0.mappedBytes) }, uniquingKeysWith: { $1 })
+        return try await thinUsage().mapValues(\.mappedBytes)
     }
 
     // MARK: attach / detach

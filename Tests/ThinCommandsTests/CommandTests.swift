@@ -150,7 +150,18 @@ struct ParsingTests {
         let names = allTools.map { $0.toolName }
         #expect(Set(names).count == names.count)
         #expect(names.allSatisfy { $0.hasPrefix("thinsr-") || $0.hasPrefix("thinvdi-") })
-        #expect(names.count == 12)
+        // Every tool has its entry-point target, and every entry point is a tool.
+        var entryPoints: [String] = []
+        if let directory = opendir("\(repositoryRoot)/Sources") {
+            while let entry = readdir(directory) {
+                let name = withUnsafeBytes(of: entry.pointee.d_name) {
+                    String(decoding: $0.prefix(while: { $0 != 0 }), as: UTF8.self)
+                }
+                if name.hasPrefix("thinsr-") || name.hasPrefix("thinvdi-") { entryPoints.append(name) }
+            }
+            closedir(directory)
+        }
+        #expect(entryPoints.sorted() == names.sorted())
     }
 
     @Test("error codes map to stable, distinct-by-kind exit statuses")

@@ -23,7 +23,7 @@ struct CatalogTests {
     func volume(_ key: String, thinID: UInt32, state: VolumeState = .ready) -> VolumeRecord {
         VolumeRecord(uuid: UUID(), key: key, name: "name of \(key)", description: "", thinID: thinID,
                      virtualSize: 1 << 30, kind: .volume, readWrite: true, sharable: false, createdAt: 1,
-                     keys: ["vdi-type": "user", "content_id": "abc"], state: state)
+                     keys: ["vdi-type": "user", "content_id": "abc"], parentUUID: nil, snapshotOf: nil, state: state)
     }
 
     @Test("the SR record round-trips")
@@ -94,6 +94,35 @@ struct CatalogTests {
         try catalog.insert(record)
         try catalog.deleteVolume(record.uuid)
         #expect(try catalog.database.query("SELECT count(*) FROM volume_key").first?.int(0) == 0)
+    }
+
+    @Test("keys set, replace and unset exactly; lineage links round-trip")
+    func keysAndLineage() throws {
+        let catalog = try makeCatalog()
+        let origin = volume("origin", thinID: 1)
+        try catalog.insert(origin)
+        var snapshot = volume("snap", thinID: 2)
+        snapshot.keys = [:]
+        snapshot.parentUUID = origin.uuid
+        snapshot.snapshotOf = origin.uuid
+        try catalog.insert(snapshot)
+        let stored = try #require(try catalog.volume(matching: "snap"))
+        #expect(stored.parentUUID == origin.uuid && stored.snapshotOf == origin.uuid)
+        let tricky = "a=b=c; $(x) \n\u{1F600} tags[\"x\"]"
+        try catalog.setKey("_sm_config_host", value: tricky, volume: origin.uuid)
+        try catalog.setKey("vdi-type", value: "system", volume: origin.uuid)
+        try catalog.unsetKey("content_id", volume: origin.uuid)
+        try catalog.unsetKey("never-set", volume: origin.uuid)
+        #expect(try catalog.volume(matching: "origin")?.keys == ["_sm_config_host": tricky, "vdi-type": "system"])
+    }
+
+    @Test("a pending switch counts as a used thin id")
+    func pendingSwitch() throws {
+        let catalog = try makeCatalog()
+        let record = volume("a", thinID: 1)
+        try catalog.insert(record)
+        try catalog.setPendingSwitch(volume: record.uuid, thinID: 9, virtualSize: 4096)
+        #expect(try catalog.thinIDs() == [1, 9])
     }
 
     @Test("a catalog of another format version is refused")

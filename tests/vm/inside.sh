@@ -19,5 +19,10 @@ export PATH=$THINSR_LAB/bin:$PATH
 cd "$root"
 bash "$script" "$@"
 status=$?
+# On a real host (no VM to throw away), release the lab's loop devices and tmpfs.
+for dev in $(losetup -n -O NAME,BACK-FILE 2>/dev/null | awk -v lab="$THINSR_LAB" 'index($2, lab) == 1 {print $1}'); do
+    losetup -d "$dev" 2>/dev/null
+done
+umount "$THINSR_LAB" 2>/dev/null && rmdir "$THINSR_LAB"
 echo "$status" > "$out/$name.status"
 exit "$status"

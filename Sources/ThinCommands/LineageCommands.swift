@@ -1,0 +1,229 @@
+public import ArgumentParser
+public import ThinCore
+import FoundationEssentials
+
+public struct VDISnapshot: ToolCommand {
+    public static let configuration = CommandConfiguration(
+        commandName: "thinvdi-snapshot",
+        abstract: "Take a read-only snapshot of a volume.",
+        discussion: """
+            Works on any volume, snapshot or clone, at any depth, and takes no space until the origin \
+            changes. An attached origin is suspended for the moment of the snapshot, so the snapshot holds \
+            everything written before it. The snapshot copies the name and description, not the keys. \
+            Prints the snapshot's key.
+            """)
+    public static let examples = [("thinvdi-snapshot vmstore web01-root --name before-upgrade",
+                                   "Snapshot a volume; prints the snapshot's key.")]
+
+    @Argument(help: "The SR's uuid or unique name.", completion: Complete.srs) var sr: String
+    @Argument(help: "The volume's key or uuid.", completion: Complete.volumes) var vdi: String
+    @Option(help: "The snapshot's name label (default: the origin's).") var name: String?
+    @OptionGroup public var output: OutputOptions
+    public init() {}
+
+    public func execute() async throws(ThinError) {
+        let repository = try AttachedSR.open(sr, exclusive: true)
+        let copy = try repository.copyVolume(vdi, kind: .snapshot, name: name)
+        try await printVolume(repository, key: copy.key, json: output.json)
+    }
+}
+
+public struct VDIClone: ToolCommand {
+    public static let configuration = CommandConfiguration(
+        commandName: "thinvdi-clone",
+        abstract: "Make a writable clone of a volume or snapshot.",
+        discussion: """
+            Any volume, snapshot or clone can be cloned; the clone shares blocks with its source until \
+            either is written. Prints the clone's key.
+            """)
+    public static let examples = [("thinvdi-clone vmstore golden-image --name web02-root",
+                                   "Clone a template; prints the clone's key.")]
+
+    @Argument(help: "The SR's uuid or unique name.", completion: Complete.srs) var sr: String
+    @Argument(help: "The volume's key or uuid.", completion: Complete.volumes) var vdi: String
+    @Option(help: "The clone's name label (default: the source's).") var name: String?
+    @OptionGroup public var output: OutputOptions
+    public init() {}
+
+    public func execute() async throws(ThinError) {
+        let repository = try AttachedSR.open(sr, exclusive: true)
+        let copy = try repository.copyVolume(vdi, kind: .clone, name: name)
+        try await printVolume(repository, key: copy.key, json: output.json)
+    }
+}
+
+public struct VDIRevert: ToolCommand {
+    public static let configuration = CommandConfiguration(
+        commandName: "thinvdi-revert",
+        abstract: "Make a volume's contents those of a snapshot, in place.",
+        discussion: """
+            Instant whatever the size: the volume keeps its key, uuid, name, description and keys, takes \
+            the snapshot's contents and virtual size, and every other snapshot and clone is untouched. The \
+            volume must be detached (Volume_in_use otherwise).
+            """)
+    public static let examples = [("thinvdi-revert vmstore web01-root before-upgrade",
+                                   "Roll web01-root back to its snapshot.")]
+
+    @Argument(help: "The SR's uuid or unique name.", completion: Complete.srs) var sr: String
+    @Argument(help: "The volume's key or uuid.", completion: Complete.volumes) var vdi: String
+    @Argument(help: "The snapshot's key or uuid.", completion: Complete.volumes) var snapshot: String
+    @OptionGroup public var output: OutputOptions
+    public init() {}
+
+    public func execute() async throws(ThinError) {
+        try AttachedSR.open(sr, exclusive: true).revertVolume(vdi, to: snapshot)
+        if output.json { Console.out("null") }
+    }
+}
+
+public struct VDIResize: ToolCommand {
+    public static let configuration = CommandConfiguration(
+        commandName: "thinvdi-resize",
+        abstract: "Grow a volume.",
+        discussion: """
+            Grows the virtual size to SIZE (rounded up to 512 bytes). An attached volume's block device \
+            grows at once. Shrinking is refused; resizing to the current size does nothing.
+            """)
+    public static let examples = [("thinvdi-resize vmstore web01-root 40G", "Grow the volume to 40 GiB.")]
+
+    @Argument(help: "The SR's uuid or unique name.", completion: Complete.srs) var sr: String
+    @Argument(help: "The volume's key or uuid.", completion: Complete.volumes) var vdi: String
+    @Argument(help: "The new size, in bytes or with a K, M, G or T suffix.") var size: String
+    @OptionGroup public var output: OutputOptions
+    public init() {}
+
+    public func execute() async throws(ThinError) {
+        let bytes = try ByteSize.parse(size)
+        let repository = try AttachedSR.open(sr, exclusive: true)
+        try repository.resizeVolume(vdi, to: bytes)
+        try await printVolume(repository, key: vdi, json: output.json, quiet: true)
+    }
+}
+
+public struct VDISet: ToolCommand {
+    public static let configuration = CommandConfiguration(
+        commandName: "thinvdi-set",
+        abstract: "Set a volume's name, description or keys.",
+        discussion: """
+            KEY=VALUE pairs set keys (the value may contain '='); values round-trip exactly. Changing the \
+            name does not change the volume's key.
+            """)
+    public static let examples = [("thinvdi-set vmstore web01-root --name \"web01 root disk\" vdi-type=user",
+                                   "Rename the volume and set a key.")]
+
+    @Argument(help: "The SR's uuid or unique name.", completion: Complete.srs) var sr: String
+    @Argument(help: "The volume's key or uuid.", completion: Complete.volumes) var vdi: String
+    @Option(help: "A new name label.") var name: String?
+    @Option(help: "A new description.") var description: String?
+    @Argument(help: ArgumentHelp("Keys to set.", valueName: "key=value")) var pairs: [String] = []
+    @OptionGroup public var output: OutputOptions
+    public init() {}
+
+    public func execute() async throws(ThinError) {
+        var set: [(String, String)] = []
+        for pair in pairs {
+            guard let equals = pair.firstIndex(of: "=") else {
+                throw ThinError(.invalidArgument, "\"\(pair)\" is not KEY=VALUE")
+            }
+            set.append((String(pair[..<equals]), String(pair[pair.index(after: equals)...])))
+        }
+        guard name != nil || description != nil || !set.isEmpty else {
+            throw ThinError(.invalidArgument, "nothing to set: give --name, --description or KEY=VALUE")
+        }
+        let repository = try AttachedSR.open(sr, exclusive: true)
+        try repository.setMetadata(vdi, name: name, description: description, set: set, unset: [])
+        try await printVolume(repository, key: vdi, json: output.json, quiet: true)
+    }
+}
+
+public struct VDIUnset: ToolCommand {
+    public static let configuration = CommandConfiguration(
+        commandName: "thinvdi-unset",
+        abstract: "Remove keys from a volume.",
+        discussion: "Removing a key that is not set succeeds.")
+    public static let examples = [("thinvdi-unset vmstore web01-root clone-on-boot", "Remove a key.")]
+
+    @Argument(help: "The SR's uuid or unique name.", completion: Complete.srs) var sr: String
+    @Argument(help: "The volume's key or uuid.", completion: Complete.volumes) var vdi: String
+    @Argument(help: ArgumentHelp("Keys to remove.", valueName: "key")) var keys: [String]
+    @OptionGroup public var output: OutputOptions
+    public init() {}
+
+    public func execute() async throws(ThinError) {
+        guard !keys.isEmpty else { throw ThinError(.invalidArgument, "name at least one KEY to remove") }
+        let repository = try AttachedSR.open(sr, exclusive: true)
+        try repository.setMetadata(vdi, name: nil, description: nil, set: [], unset: keys)
+        try await printVolume(repository, key: vdi, json: output.json, quiet: true)
+    }
+}
+
+public struct VDITree: ToolCommand {
+    public static let configuration = CommandConfiguration(
+        commandName: "thinvdi-tree",
+        abstract: "Show the snapshot and clone lineage as a tree.",
+        discussion: """
+            Each node shows its key, name, kind, virtual size, and the data it holds alone (exclusive) and \
+            shares with other nodes, from thin_ls on a metadata snapshot of the live pool. When a node is \
+            destroyed its children move up to its parent.
+            """)
+    public static let examples = [("thinvdi-tree vmstore", "The whole SR."),
+                                  ("thinvdi-tree --json vmstore web01-root", "One volume's subtree as JSON.")]
+
+    @Argument(help: "The SR's uuid or unique name.", completion: Complete.srs) var sr: String
+    @Argument(help: "Show only this volume's subtree.", completion: Complete.volumes) var vdi: String?
+    @OptionGroup public var output: OutputOptions
+    public init() {}
+
+    public func execute() async throws(ThinError) {
+        try Privileges.requireRoot(Self.toolName)
+        let forest = try await AttachedSR.open(sr, exclusive: false).lineage(vdi)
+        if output.json { return Console.printJSON(forest.map(TreeJSON.init)) }
+        func draw(_ node: LineageNode, prefix: String, last: Bool, root: Bool) {
+            let volume = node.volume
+            let label = volume.name.split(whereSeparator: \.isNewline).joined(separator: " ")
+            let line = "\(volume.key) \"\(label.prefix(40))\" \(volume.kind.rawValue) \(ByteSize.format(volume.virtualSize)) "
+                + "exclusive \(ByteSize.format(node.exclusiveBytes)) shared \(ByteSize.format(node.sharedBytes))"
+            Console.out(root ? line : prefix + (last ? "└── " : "├── ") + line)
+            let childPrefix = root ? "" : prefix + (last ? "    " : "│   ")
+            for (index, child) in node.children.enumerated() {
+                draw(child, prefix: childPrefix, last: index == node.children.count - 1, root: false)
+            }
+        }
+        for tree in forest { draw(tree, prefix: "", last: true, root: true) }
+    }
+}
+
+struct TreeJSON: Encodable {
+    var key: String
+    var uuid: String
+    var name: String
+    var kind: String
+    var read_write: Bool
+    var virtual_size: UInt64
+    var mapped_bytes: UInt64
+    var exclusive_bytes: UInt64
+    var shared_bytes: UInt64
+    var children: [TreeJSON]
+
+    init(_ node: LineageNode) {
+        key = node.volume.key
+        uuid = node.volume.uuid.uuidString.lowercased()
+        name = node.volume.name
+        kind = node.volume.kind.rawValue
+        read_write = node.volume.readWrite
+        virtual_size = node.volume.virtualSize
+        mapped_bytes = node.mappedBytes
+        exclusive_bytes = node.exclusiveBytes
+        shared_bytes = node.sharedBytes
+        children = node.children.map(TreeJSON.init)
+    }
+}
+
+/// Prints a volume: its record with --json, else its key (unless `quiet`).
+func printVolume(_ repository: AttachedSR, key: String, json: Bool, quiet: Bool = false) async throws(ThinError) {
+    if json {
+        Console.printJSON(VolumeJSON(try await repository.volumeViews(key)[0]))
+    } else if !quiet {
+        Console.out(try repository.requireVolume(key).key)
+    }
+}

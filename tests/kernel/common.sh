@@ -1,0 +1,31 @@
+# Helpers shared by the kernel suite's parts.
+sr_json() { thinsr-stat --json "$1"; }
+sr_field() { sr_json "$1" | jq -r ".$2"; }
+pool_name() { echo "thinsr_$(echo "$1" | tr -d -)_pool"; }
+vg_of() { sr_field "$1" volume_group; }
+
+meta_path() { echo "/dev/mapper/$(vg_of "$1" | sed 's/-/--/g')-thinsr_$(echo "$1" | tr -d -)_meta"; }
+thin_count() { # thin devices in SR $1's pool, via a metadata snapshot of the live pool
+    local pool; pool=$(pool_name "$1")
+    dmsetup message "$pool" 0 reserve_metadata_snap
+    thin_ls -m --no-headers -o DEV "$(meta_path "$1")" | wc -l
+    dmsetup message "$pool" 0 release_metadata_snap
+}
+# check_pool_agrees SR: the pool's thin devices are exactly the catalog's volumes.
+check_pool_agrees() {
+    check_eq "pool thin devices = catalog volumes ($2)" "$(thinvdi-ls --json "$1" | jq length)" "$(thin_count "$1")"
+}
+# final_metadata_check SR: detach, thin_check and thin_dump the metadata offline, destroy.
+final_metadata_check() {
+    local sr=$1 vg hex count meta
+    vg=$(vg_of "$sr"); hex=$(echo "$sr" | tr -d -)
+    count=$(thinvdi-ls --json "$sr" | jq length)
+    for key in $(thinvdi-ls --json "$sr" | jq -r '.[] | select(.attached) | .key'); do thinvdi-detach "$sr" "$key"; done
+    check "thinsr-detach $sr" thinsr-detach "$sr"
+    lvchange -ay "$vg/thinsr_${hex}_meta"
+    meta=/dev/$vg/thinsr_${hex}_meta
+    check "thin_check clean on $vg" thin_check "$meta"
+    check_eq "thin_dump device count = catalog volume count" "$count" "$(thin_dump "$meta" | grep -c '<device ')"
+    lvchange -an "$vg/thinsr_${hex}_meta"
+    check "thinsr-destroy --force" thinsr-destroy --force "$sr"
+}

@@ -1,0 +1,203 @@
+# Foundation: SR lifecycle and thin volumes (sourced by suite.sh).
+
+# ---------------------------------------------------------------- one device
+test_begin "SR on one loop device"
+new_loop D1 1024
+SR1=$(thinsr-create --name one --description "first SR" --device "$D1")
+check "thinsr-create prints a uuid" grep -Eq '^[0-9a-f-]{36}$' <<<"$SR1"
+VG1=$(vg_of "$SR1")
+check "dmsetup shows a thin-pool target" bash -c "dmsetup table $(pool_name "$SR1") | grep -q ' thin-pool '"
+check "lvs shows the SR's four tagged LVs" bash -c "[ \$(lvs --noheadings -o lv_tags $VG1 | grep -c 'thinsr.sr=$SR1') = 4 ]"
+check "pvs shows the device in the SR's VG" bash -c "pvs --noheadings -o pv_name,vg_name | grep -q '$D1 *$VG1'"
+check_eq "thinsr-stat health" '["Healthy",""]' "$(sr_json "$SR1" | jq -c .health)"
+check_eq "thinsr-ls lists it attached" "true" "$(thinsr-ls --json | jq -r ".[] | select(.uuid == \"$SR1\") | .attached")"
+check_eq "lookup by name" "$SR1" "$(sr_field one uuid)"
+
+# ---------------------------------------------------------------- stat agrees with dmsetup
+test_begin "thinsr-stat agrees with dmsetup status"
+V0=$(thinvdi-create one --name probe --size 64M)
+P0=$(thinvdi-attach one "$V0")
+write_pattern "$P0" probe 8
+read -r _ _ _ tid meta data _ < <(dmsetup status "$(pool_name "$SR1")")
+BS=$(sr_field "$SR1" block_size)
+check_eq "transaction id" "$tid" "$(sr_field "$SR1" transaction_id)"
+check_eq "data used bytes" "$(( ${data%/*} * BS ))" "$(sr_field "$SR1" data_used)"
+check_eq "data total bytes" "$(( ${data#*/} * BS ))" "$(sr_field "$SR1" data_total)"
+check_eq "metadata used bytes" "$(( ${meta%/*} * 4096 ))" "$(sr_field "$SR1" metadata_used)"
+check_eq "metadata total bytes" "$(( ${meta#*/} * 4096 ))" "$(sr_field "$SR1" metadata_total)"
+check_eq "free = total - used" "$(( (${data#*/} - ${data%/*}) * BS ))" "$(sr_field "$SR1" free_space)"
+check_eq "volume's physical utilisation = thin status mapped sectors" \
+    "$(( $(dmsetup status "$(basename "$(readlink "$P0")")" | awk '{print $4}') * 512 ))" \
+    "$(thinvdi-stat --json one "$V0" | jq -r .physical_utilisation)"
+check_eq "block device size = virtual size" "$((64 << 20))" "$(blockdev --getsize64 "$P0")"
+
+# ---------------------------------------------------------------- destroy frees blocks
+test_begin "destroying a volume frees its blocks"
+used_before=$(sr_field "$SR1" data_used)
+check "thinvdi-detach" thinvdi-detach one "$V0"
+check "thinvdi-destroy" thinvdi-destroy one "$V0"
+used_after=$(sr_field "$SR1" data_used)
+check "pool data used dropped by the 8 MiB written ($used_before -> $used_after)" \
+    test "$((used_before - used_after))" -ge $((8 << 20))
+check_eq "pool has no thin devices left (thin_ls via metadata snapshot)" "0" \
+    "$(dmsetup message "$(pool_name "$SR1")" 0 reserve_metadata_snap && thin_ls -m --no-headers -o DEV "/dev/mapper/$(echo "$VG1" | sed 's/-/--/g')-thinsr_$(echo "$SR1" | tr -d -)_meta" | wc -l; dmsetup message "$(pool_name "$SR1")" 0 release_metadata_snap)"
+
+# ---------------------------------------------------------------- three volumes, detach, attach
+test_begin "three volumes keep their data across detach and attach"
+for n in 1 2 3; do
+    key=$(thinvdi-create "$SR1" --name "disk $n" --size $((16 * n))M)
+    check_eq "key of 'disk $n'" "disk$n" "$key"
+    path=$(thinvdi-attach "$SR1" "$key")
+    check_eq "device path" "/dev/thinsr/$SR1/disk$n" "$path"
+    write_pattern "$path" "three-$n" $((4 * n))
+done
+expect_failure 3 "thinsr-detach refuses while volumes are attached" thinsr-detach "$SR1"
+for n in 1 2 3; do check "thinvdi-detach disk$n" thinvdi-detach "$SR1" "disk$n"; done
+check "thinvdi-detach of a detached volume succeeds" thinvdi-detach "$SR1" disk1
+check "thinsr-detach" thinsr-detach "$SR1"
+check "pool device gone after detach" bash -c "! dmsetup info $(pool_name "$SR1") >/dev/null 2>&1"
+check "LVs inactive after detach" bash -c "! lvs --noheadings -o lv_active $VG1 | grep -q active"
+check_eq "thinsr-ls shows it detached" "false" "$(thinsr-ls --json | jq -r ".[] | select(.uuid == \"$SR1\") | .attached")"
+check "thinsr-attach" thinsr-attach "$SR1"
+check "thinsr-attach again is a no-op" thinsr-attach "$SR1"
+for n in 1 2 3; do
+    path=$(thinvdi-attach "$SR1" "disk$n")
+    check "disk$n content identical (cmp)" same_as_pattern "$path" "three-$n"
+    check_eq "disk$n size" "$((16 * n << 20))" "$(blockdev --getsize64 "$path")"
+done
+check "thinvdi-attach again prints the same path" bash -c "[ \$(thinvdi-attach $SR1 disk1) = /dev/thinsr/$SR1/disk1 ]"
+expect_failure 3 "attach read-only while attached read-write is refused" thinvdi-attach --read-only "$SR1" disk1
+check "thinvdi-ls lists three volumes" bash -c "[ \$(thinvdi-ls --json $SR1 | jq length) = 3 ]"
+
+# ---------------------------------------------------------------- simulated reboot
+test_begin "simulated reboot"
+dmsetup remove "thinsr_$(echo "$SR1" | tr -d -)_v"* 2>/dev/null
+for dev in $(dmsetup ls | awk '{print $1}' | grep "^thinsr_$(echo "$SR1" | tr -d -)_v"); do dmsetup remove "$dev"; done
+dmsetup remove "$(pool_name "$SR1")"
+umount "/run/thinsr/$SR1/catalog"
+rm -rf /run/thinsr /dev/thinsr
+vgchange -an "$VG1" >/dev/null
+losetup -d "$D1"
+D1=$(losetup -f --show "$THINSR_LAB/disk1.img")
+LOOPS+=("$D1")
+pvscan --cache >/dev/null 2>&1 || true
+check_eq "thinsr-ls finds the SR after reboot" "false" \
+    "$(thinsr-ls --json | jq -r ".[] | select(.uuid == \"$SR1\") | .attached")"
+check "thinsr-attach after reboot" thinsr-attach one
+for n in 1 2 3; do
+    path=$(thinvdi-attach one "disk$n")
+    check "disk$n intact after reboot" same_as_pattern "$path" "three-$n"
+done
+for n in 1 2 3; do thinvdi-detach one "disk$n"; done
+
+# ---------------------------------------------------------------- two devices
+test_begin "SR on two loop devices"
+new_loop D2 512; new_loop D3 512
+SR2=$(thinsr-create --name two --device "$D2" --device "$D3")
+VG2=$(vg_of "$SR2")
+check_eq "VG has two PVs" "2" "$(pvs --noheadings -o vg_name | grep -c "$VG2")"
+V=$(thinvdi-create two --name big --size 2G)
+P=$(thinvdi-attach two "$V")
+write_pattern "$P" two 64
+check "data written across the pool reads back" same_as_pattern "$P" two
+check_eq "thin volume larger than the pool (thin provisioning)" "$((2 << 30))" "$(blockdev --getsize64 "$P")"
+
+# ---------------------------------------------------------------- bad input
+test_begin "bad input is refused and changes nothing"
+new_loop FS 64; mkfs.ext4 -q "$FS"
+new_loop FREE 64
+expect_failure 64 "missing device" thinsr-create --device /dev/does-not-exist
+expect_failure 64 "not a block device" thinsr-create --device /dev/null
+expect_failure 3 "device already in a VG" thinsr-create --device "$D2"
+expect_failure 3 "device holding a filesystem" thinsr-create --device "$FS"
+expect_failure 3 "second SR on the same device" thinsr-create --device "$D1"
+expect_failure 64 "same device twice" thinsr-create --device "$FREE" --device "$FREE"
+expect_failure 64 "neither --device nor --vg" thinsr-create --name x
+expect_failure 64 "--vg without --pool-size" thinsr-create --vg "$VG2"
+expect_failure 64 "bad uuid" thinsr-create --uuid not-a-uuid --device "$FREE"
+expect_failure 64 "bad block size" thinsr-create --block-size 3K --device "$FREE"
+expect_failure 64 "size 0" thinvdi-create one --name z --size 0
+expect_failure 64 "unknown suffix" thinvdi-create one --name z --size 10Q
+expect_failure 64 "negative size" thinvdi-create one --name z --size -5G
+expect_failure 64 "overflowing size" thinvdi-create one --name z --size 99999999999T
+expect_failure 64 "missing --size" thinvdi-create one --name z
+expect_failure 2 "unknown SR" thinvdi-create no-such-sr --name z --size 1G
+expect_failure 2 "unknown volume (stat)" thinvdi-stat one no-such-volume
+expect_failure 2 "unknown volume (destroy)" thinvdi-destroy one no-such-volume
+expect_failure 2 "unknown volume (attach)" thinvdi-attach one no-such-volume
+expect_failure 3 "destroy of an attached SR" thinsr-destroy one
+expect_failure 3 "destroy of an attached volume" thinvdi-destroy two "$V"
+expect_failure 2 "stat of an unknown SR" thinsr-stat 00000000-0000-0000-0000-000000000000
+check_eq "--json error object" "Volume_does_not_exist" "$(thinvdi-stat --json one nope 2>/dev/null | jq -r .code)"
+
+# ---------------------------------------------------------------- be nice
+test_begin "be-nice SR beside a user's LV"
+new_loop D4 1024
+pvcreate -q "$D4" >/dev/null && vgcreate -q usergroup "$D4" >/dev/null
+lvcreate -q -y -n userdata -L 128M usergroup >/dev/null
+write_pattern /dev/usergroup/userdata user 128
+user_lv_before=$(lvs --noheadings -o lv_name,lv_size,lv_attr,lv_tags,seg_start_pe,devices usergroup/userdata)
+SR3=$(thinsr-create --name nice --vg usergroup --pool-size 256M)
+check_eq "SR mode" "be-nice" "$(sr_field "$SR3" mode)"
+V=$(thinvdi-create nice --name guest --size 100M)
+P=$(thinvdi-attach nice "$V")
+write_pattern "$P" guest 32
+check "guest data" same_as_pattern "$P" guest
+expect_failure 4 "pool larger than the VG's free space" thinsr-create --vg usergroup --pool-size 10G
+check "thinvdi-detach" thinvdi-detach nice "$V"
+check "thinsr-detach" thinsr-detach nice
+expect_failure 3 "destroy refuses while volumes exist" thinsr-destroy nice
+check "thinsr-destroy --force" thinsr-destroy --force nice
+check_eq "user LV unchanged (lvs)" "$user_lv_before" \
+    "$(lvs --noheadings -o lv_name,lv_size,lv_attr,lv_tags,seg_start_pe,devices usergroup/userdata)"
+check "user LV data unchanged (cmp)" same_as_pattern /dev/usergroup/userdata user
+check_eq "only the user's LV is left in the VG" "userdata" "$(lvs --noheadings -o lv_name usergroup | tr -d ' ')"
+
+# ---------------------------------------------------------------- crash recovery
+test_begin "an interrupted operation happens entirely or not at all"
+for point in after-pending-commit after-message after-set-transaction-id; do
+    before=$(thinvdi-ls --json two | jq length)
+    THINSR_FAULT=$point thinvdi-create two --name "crash $point" --size 8M >/dev/null 2>&1
+    check_eq "create killed at $point exits by SIGKILL" "137" "$?"
+    thinvdi-create two --name "after $point" --size 8M >/dev/null   # the next operation recovers
+    after=$(thinvdi-ls --json two | jq length)
+    case $point in
+        after-set-transaction-id) want=$((before + 2)) ;;   # the pool had committed: rolled forward
+        *) want=$((before + 1)) ;;                          # not committed: undone
+    esac
+    check_eq "catalog after a create killed at $point" "$want" "$after"
+    check_eq "pool thin devices = catalog volumes after $point" "$after" "$(thin_count "$SR2")"
+done
+victim=$(thinvdi-create two --name victim --size 8M)
+THINSR_FAULT=after-message thinvdi-destroy two "$victim" >/dev/null 2>&1
+check_eq "destroy killed after the delete message exits by SIGKILL" "137" "$?"
+check "the next operation completes the destroy" thinsr-attach two
+thinvdi-ls two >/dev/null
+thinvdi-create two --name settle --size 8M >/dev/null
+check_eq "the destroyed volume is gone" "" "$(thinvdi-ls --json two | jq -r ".[] | select(.key == \"$victim\") | .key")"
+check_eq "pool thin devices = catalog volumes after the destroy" "$(thinvdi-ls --json two | jq length)" "$(thin_count "$SR2")"
+
+# ---------------------------------------------------------------- without udev
+test_begin "works without a running udevd"
+udevadm settle 2>/dev/null
+udevadm control --exit 2>/dev/null
+sleep 1
+if pgrep -x systemd-udevd >/dev/null; then fail "udevd still running"; fi
+K=$(thinvdi-create two --name noudev --size 32M)
+P=$(thinvdi-attach two "$K")
+check "device node exists without udev" test -b "$(readlink -f "$P")"
+write_pattern "$P" noudev 8
+check "thinvdi-detach without udev" thinvdi-detach two "$K"
+check "no stale node after detach" bash -c "[ ! -e /dev/mapper/$(basename "$(readlink "$P")") ] || ! dmsetup info $(basename "$(readlink "$P")") >/dev/null 2>&1"
+P=$(thinvdi-attach two "$K")
+check "data intact without udev" same_as_pattern "$P" noudev
+thinvdi-detach two "$K"
+/usr/lib/systemd/systemd-udevd --daemon >/dev/null 2>&1 || /lib/systemd/systemd-udevd --daemon >/dev/null 2>&1
+udevadm settle 2>/dev/null
+
+# ---------------------------------------------------------------- metadata checks at the end
+test_begin "pool metadata passes thin_check and matches the catalog"
+for sr in "$SR1" "$SR2"; do final_metadata_check "$sr"; done
+check "no thinsr dm devices left" bash -c "! dmsetup ls | grep -q thinsr_"
+check "no thinsr LVs left" bash -c "! lvs --noheadings -o lv_tags | grep -q thinsr"
+check "own-the-world devices released (no LVM label)" bash -c "! pvs --noheadings -o pv_name | grep -q '$D1'"
