@@ -1,6 +1,10 @@
 #define _GNU_SOURCE
 #include <fcntl.h>
 #include <sys/sysmacros.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <string.h>
+#include <unistd.h>
 #include "CThinShims.h"
 #include <libdevmapper.h>
 #include <stdarg.h>
@@ -31,3 +35,16 @@ sqlite3_destructor_type CThinShims_sqlite_transient(void) {
 int CThinShims_O_DIRECT(void) { return O_DIRECT; }
 unsigned int CThinShims_major(unsigned long long device) { return major(device); }
 unsigned int CThinShims_minor(unsigned long long device) { return minor(device); }
+
+int CThinShims_udev_is_running(void) {
+    int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return 0;
+    struct sockaddr_un address;
+    memset(&address, 0, sizeof address);
+    address.sun_family = AF_UNIX;
+    strncpy(address.sun_path, "/run/udev/control", sizeof address.sun_path - 1);
+    int running = connect(fd, (struct sockaddr *)&address, sizeof address) == 0;
+    close(fd);
+    return running;
+}

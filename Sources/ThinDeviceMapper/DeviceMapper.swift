@@ -221,6 +221,8 @@ public enum DeviceMapper {
         sinkInstalled.withLock { installed in
             guard !installed else { return }
             installed = true
+            // Without a live udevd libdevmapper makes the /dev nodes itself.
+            dm_udev_set_sync_support(CThinShims_udev_is_running())
             CThinShims_dm_log_init { level, _, _, _, message in
                 guard let message else { return }
                 DeviceMapperLog.record(level: level, message: String(cString: message))

@@ -12,8 +12,13 @@ thin_count() { # thin devices in SR $1's pool, via a metadata snapshot of the li
     dmsetup message "$pool" 0 release_metadata_snap
 }
 # check_pool_agrees SR: the pool's thin devices are exactly the catalog's volumes.
+# Also thin_check the live pool's metadata, through a metadata snapshot.
 check_pool_agrees() {
     check_eq "pool thin devices = catalog volumes ($2)" "$(thinvdi-ls --json "$1" | jq length)" "$(thin_count "$1")"
+    local pool; pool=$(pool_name "$1")
+    dmsetup message "$pool" 0 reserve_metadata_snap
+    check "thin_check of the live metadata ($2)" thin_check -q -m "$(meta_path "$1")"
+    dmsetup message "$pool" 0 release_metadata_snap
 }
 # final_metadata_check SR: detach, thin_check and thin_dump the metadata offline, destroy.
 final_metadata_check() {

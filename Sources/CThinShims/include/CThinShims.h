@@ -23,4 +23,8 @@ int CThinShims_O_DIRECT(void);
 unsigned int CThinShims_major(unsigned long long device);
 unsigned int CThinShims_minor(unsigned long long device);
 
+/// 1 if systemd-udevd answers on its control socket. libdevmapper only checks
+/// that the socket file exists, and then waits forever for a udev that died.
+int CThinShims_udev_is_running(void);
+
 #endif

@@ -1,0 +1,58 @@
+#!/usr/bin/env python3
+"""thinsr's SMAPIv3 datapath plugin for `thinsr://<sr-uuid>/<key>` URIs: the
+data path is the kernel's (a dm-thin device handed to blkback), so attach only
+names the device and activate creates it."""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.realpath(__file__)))
+from thinsr_xapi import parse_uri, serve, tool  # noqa: E402
+
+DEVICE_ROOT = os.environ.get("THINSR_DEV_DIR", "/dev/thinsr")
+
+
+def query(_):
+    return {
+        "plugin": "thinsr", "name": "thinsr datapath",
+        "description": "Kernel data path for thinsr volumes (dm-thin devices through blkback)",
+        "vendor": "thinsr", "copyright": "thinsr contributors", "version": "1.0",
+        "required_api_version": "5.0", "features": [], "configuration": {}, "required_cluster_stack": [],
+    }
+
+
+def attach(params):
+    sr, key = parse_uri(params["uri"])
+    volume = tool("thinvdi-stat", sr, key)          # fails with Volume_does_not_exist for a bad URI
+    path = os.path.join(DEVICE_ROOT, volume["sr"], volume["key"])
+    return {"implementations": [
+        ["XenDisk", {"params": path, "extra": {}, "backend_type": "vbd"}],
+        ["BlockDevice", {"path": path}],
+    ]}
+
+
+def activate(params):
+    sr, key = parse_uri(params["uri"])
+    tool("thinvdi-attach", sr, key)
+
+
+def activate_readonly(params):
+    sr, key = parse_uri(params["uri"])
+    tool("thinvdi-attach", "--read-only", sr, key)
+
+
+def deactivate(params):
+    sr, key = parse_uri(params["uri"])
+    tool("thinvdi-detach", sr, key)
+
+
+def detach(params):
+    deactivate(params)   # idempotent: a second detach, or one after deactivate, changes nothing
+
+
+METHODS = {"Plugin.Query": query, "Datapath.attach": attach, "Datapath.activate": activate,
+           "Datapath.activate_readonly": activate_readonly, "Datapath.deactivate": deactivate,
+           "Datapath.detach": detach}
+
+if __name__ == "__main__":
+    serve(METHODS)
