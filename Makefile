@@ -10,7 +10,7 @@ MANDIR = $(DESTDIR)$(PREFIX)/share/man/man8
 BASHDIR = $(DESTDIR)$(PREFIX)/share/bash-completion/completions
 ZSHDIR = $(DESTDIR)$(PREFIX)/share/zsh/vendor-completions
 FISHDIR = $(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d
-TOOLS = thinsr-create thinsr-attach thinsr-detach thinsr-destroy thinsr-stat thinsr-ls \
+TOOLS = thinsr-create thinsr-attach thinsr-detach thinsr-destroy thinsr-stat thinsr-ls thinsr-set \
         thinvdi-create thinvdi-destroy thinvdi-stat thinvdi-ls thinvdi-attach thinvdi-detach \
         thinvdi-snapshot thinvdi-clone thinvdi-revert thinvdi-resize thinvdi-set thinvdi-unset thinvdi-tree
 
@@ -18,7 +18,8 @@ APT_PACKAGES = lvm2 thin-provisioning-tools libdevmapper-dev liblvm2-dev libaio-
         e2fsprogs util-linux udev kmod jq openssl \
         qemu-system-x86 qemu-utils linux-image-amd64 busybox-static
 
-.PHONY: all deps build test unit-test kernel-test demo man completions check-generated install clean
+.PHONY: all deps build test unit-test kernel-test demo man completions check-generated install install-plugins clean
+PLUGINDIR = $(DESTDIR)/usr/libexec/xapi-storage-script
 
 all: build
 
@@ -29,12 +30,13 @@ deps:
 		echo "installing:$$missing"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
-	@command -v vng >/dev/null || python3 -m pip install --quiet virtme-ng
+	@command -v vng >/dev/null || { python3 -m pip install --quiet virtme-ng && (pyenv rehash 2>/dev/null || true); }
 
 build:
 	$(SWIFT) build $(SWIFT_FLAGS)
 
 unit-test:
+	python3 -m unittest discover -s tests/xapi -p 'test_*.py'
 	$(SWIFT) test $(SWIFT_FLAGS)
 
 # The kernel suite: in one VM boot where this host has no dm-thin.
@@ -62,7 +64,15 @@ check-generated: build
 	if diff -r $$tmp/man man && diff -r $$tmp/completions completions; then echo "man pages and completions are current"; \
 	else echo "man/ or completions/ is stale: run 'make man completions' and commit" >&2; rm -rf $$tmp; exit 1; fi; rm -rf $$tmp
 
-install:
+# The SMAPIv3 plugins: one directory each, a link per method to the plugin's script.
+install-plugins:
+	install -d $(PLUGINDIR)/volume $(PLUGINDIR)/datapath
+	for dir in volume/org.xen.xapi.storage.thinsr datapath/thinsr; do \
+		rm -rf $(PLUGINDIR)/$$dir && cp -a plugins/$$dir $(PLUGINDIR)/$$dir && \
+		rm -f $(PLUGINDIR)/$$dir/thinsr_xapi.py && install -m 0644 plugins/thinsr_xapi.py $(PLUGINDIR)/$$dir/; \
+	done
+
+install: install-plugins
 	$(SWIFT) build $(RELEASE_FLAGS)
 	install -d $(SBINDIR) $(MANDIR) $(BASHDIR) $(ZSHDIR) $(FISHDIR)
 	install -m 0755 "$$($(SWIFT) build $(RELEASE_FLAGS) --show-bin-path)/thinsr" $(SBINDIR)/thinsr

@@ -5,7 +5,7 @@ import PackageDescription
 /// per-tool tests and man pages) plus the multi-call `thinsr` binary that
 /// `make install` links them to.
 let tools = [
-    "thinsr-create", "thinsr-attach", "thinsr-detach", "thinsr-destroy", "thinsr-stat", "thinsr-ls",
+    "thinsr-create", "thinsr-attach", "thinsr-detach", "thinsr-destroy", "thinsr-stat", "thinsr-ls", "thinsr-set",
     "thinvdi-create", "thinvdi-destroy", "thinvdi-stat", "thinvdi-ls", "thinvdi-attach", "thinvdi-detach",
     "thinvdi-snapshot", "thinvdi-clone", "thinvdi-revert", "thinvdi-resize", "thinvdi-set", "thinvdi-unset",
     "thinvdi-tree",

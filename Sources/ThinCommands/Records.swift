@@ -121,6 +121,7 @@ struct SRSummaryJSON: Encodable {
     var volume_group: String
     var pool_size: UInt64
     var attached: Bool
+    var devices: [String]
 
     init(_ summary: SRSummary) {
         uuid = summary.uuid.uuidString.lowercased()
@@ -129,5 +130,6 @@ struct SRSummaryJSON: Encodable {
         volume_group = summary.volumeGroup
         pool_size = summary.dataBytes
         attached = summary.attached
+        devices = summary.devices
     }
 }

@@ -192,3 +192,26 @@ public struct SRList: ToolCommand {
         })
     }
 }
+
+public struct SRSet: ToolCommand {
+    public static let configuration = CommandConfiguration(
+        commandName: "thinsr-set",
+        abstract: "Change an attached SR's name or description.",
+        discussion: "The SR's uuid never changes.")
+    public static let examples = [("thinsr-set vmstore --name vmstore-ssd", "Rename the SR.")]
+
+    @Argument(help: "The SR's uuid or unique name.", completion: Complete.srs) var sr: String
+    @Option(help: "A new name label.") var name: String?
+    @Option(help: "A new description.") var description: String?
+    @OptionGroup public var output: OutputOptions
+    public init() {}
+
+    public func execute() async throws(ThinError) {
+        guard name != nil || description != nil else {
+            throw ThinError(.invalidArgument, "nothing to set: give --name or --description")
+        }
+        let repository = try AttachedSR.open(sr, exclusive: true)
+        try repository.setLabel(name: name, description: description)
+        if output.json { Console.printJSON(SRStatJSON(try repository.status())) }
+    }
+}

@@ -219,6 +219,11 @@ final class Catalog {
 
     func clearPending() throws(ThinError) { try database.query("DELETE FROM pending") }
 
+    func setSRLabel(name: String?, description: String?) throws(ThinError) {
+        if let name { try database.query("UPDATE sr SET name = ?", [.text(name)]) }
+        if let description { try database.query("UPDATE sr SET description = ?", [.text(description)]) }
+    }
+
     func setTransactionID(_ id: UInt64) throws(ThinError) {
         try database.query("UPDATE sr SET transaction_id = ?", [.integer(Int64(id))])
     }

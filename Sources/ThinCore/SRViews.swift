@@ -1,5 +1,6 @@
 public import FoundationEssentials
 public import ThinDeviceMapper
+import ThinLVM
 
 /// An attached SR's state as `thinsr-stat` reports it.
 public struct SRStatus: Sendable {
@@ -41,19 +42,44 @@ public struct SRSummary: Sendable {
     public var volumeGroup: String
     public var dataBytes: UInt64
     public var attached: Bool
+    /// The physical volumes of the SR's volume group.
+    public var devices: [String]
 }
 
 extension SRLifecycle {
     public static func list() throws(ThinError) -> [SRSummary] {
         try System.requireRoot("thinsr-ls")
-        return try Discovery.all().map {
-            SRSummary(uuid: $0.uuid, name: $0.name, mode: $0.mode, volumeGroup: $0.volumeGroup,
-                      dataBytes: $0.dataBytes, attached: $0.attached)
+        let physicalVolumes: [PhysicalVolumeReport]
+        do { physicalVolumes = try LVM.shared.physicalVolumes() } catch { throw .backend("pvs failed", error) }
+        return try Discovery.all().map { sr in
+            SRSummary(uuid: sr.uuid, name: sr.name, mode: sr.mode, volumeGroup: sr.volumeGroup,
+                      dataBytes: sr.dataBytes, attached: sr.attached,
+                      devices: physicalVolumes.filter { $0.volumeGroup == sr.volumeGroup }.map(\.device).sorted())
         }
     }
 
     public static func status(_ reference: String) throws(ThinError) -> SRStatus {
         try System.requireRoot("thinsr-stat")
         return try AttachedSR.open(reference, exclusive: false).status()
+    }
+}
+
+extension AttachedSR {
+    /// Renames or re-describes the SR: in its catalog, and the name also in
+    /// the catalog LV's tag so `thinsr-ls` shows it while detached.
+    public func setLabel(name: String?, description: String?) throws(ThinError) {
+        if let name { try Naming.validateLabel(name, what: "SR name", maximumBytes: TagText.maximumBytes) }
+        if let description { try Naming.validateLabel(description, what: "SR description") }
+        let record = try self.record
+        if let name, name != record.name {
+            let old = record.name.isEmpty ? [] : [SRNames.nameTagPrefix + TagText.encode(record.name)]
+            let new = name.isEmpty ? [] : [SRNames.nameTagPrefix + TagText.encode(name)]
+            do {
+                try LVM.shared.retag(group: record.volumeGroup, name: names.catalogLV, remove: old, add: new)
+            } catch {
+                throw .backend("cannot update the SR's name tag", error)
+            }
+        }
+        try catalog.setSRLabel(name: name, description: description)
     }
 }

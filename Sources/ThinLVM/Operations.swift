@@ -81,6 +81,12 @@ extension LVM {
         try execute(["vgextend", "--yes"], [.vg(name)] + devices.map { .device($0) })
     }
 
+    /// Replaces tags on an LV in one metadata commit.
+    public func retag(group: String, name: String, remove: [String], add: [String]) throws(LVMFailure) {
+        try execute(["lvchange", "--yes"], remove.flatMap { [.word("--deltag"), .tag($0)] }
+            + add.flatMap { [.word("--addtag"), .tag($0)] } + [.lvPath(group: group, name: name)])
+    }
+
     public func removeLogicalVolumes(group: String, names: [String]) throws(LVMFailure) {
         guard !names.isEmpty else { return }
         try execute(["lvremove", "--yes", "--force"], names.map { .lvPath(group: group, name: $0) })

@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/python3
 """thinsr's SMAPIv3 datapath plugin for `thinsr://<sr-uuid>/<key>` URIs: the
 data path is the kernel's (a dm-thin device handed to blkback), so attach only
 names the device and activate creates it."""

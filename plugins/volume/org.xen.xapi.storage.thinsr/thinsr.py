@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/python3
 """thinsr's SMAPIv3 volume plugin (SR type `thinsr`). Every executable in this
 directory is a link to this file named after the method it serves; each
 method runs the thinsr tools."""
