@@ -37,6 +37,18 @@ run thinsr-attach demo
 WEB=$(run thinvdi-attach demo webserverroot)
 run cmp -n $((48 << 20)) "$THINSR_LAB/pattern-web" "$WEB" && echo "web server root: data intact"
 
+show "Snapshot, clone and revert: metadata-only, instant at any size"
+run thinvdi-snapshot demo webserverroot --name "before upgrade"
+run write_pattern "$WEB" upgrade 8
+run thinvdi-clone demo beforeupgrade --name "web test copy"
+run thinvdi-tree demo
+run thinvdi-detach demo webserverroot
+run thinvdi-revert demo webserverroot beforeupgrade
+WEB=$(run thinvdi-attach demo webserverroot)
+run cmp -n $((48 << 20)) "$THINSR_LAB/pattern-web" "$WEB" && echo "web server root: back to its snapshot"
+run thinvdi-resize demo webserverroot 20G
+run blockdev --getsize64 "$WEB"
+
 show "Clean up"
 run thinvdi-detach demo webserverroot
 run thinsr-detach demo

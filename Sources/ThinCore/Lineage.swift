@@ -1,6 +1,9 @@
 public import FoundationEssentials
 import ThinDeviceMapper
 import ThinTools
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// Snapshots, clones, revert, resize and metadata: all metadata-only on dm-thin.
 extension AttachedSR {
@@ -145,7 +148,18 @@ extension AttachedSR {
     func thinUsage() async throws(ThinError) -> [UInt32: ThinTools.DeviceUsage] {
         let lock = try FileLock(path: "\(names.catalogMount)/metadata-snapshot.lock")
         defer { lock.release() }
-        do { try pool.send("reserve_metadata_snap") } catch {
+        do {
+            try pool.send("reserve_metadata_snap")
+        } catch where error.errno == EBUSY {
+            // Left held by a process that died between reserve and release; we
+            // hold the lock that serializes thinsr's use of it, so release and retry.
+            do {
+                try pool.send("release_metadata_snap")
+                try pool.send("reserve_metadata_snap")
+            } catch {
+                throw .backend("cannot reserve a metadata snapshot", error)
+            }
+        } catch {
             throw .backend("cannot reserve a metadata snapshot", error)
         }
         defer { try? pool.send("release_metadata_snap") }

@@ -187,8 +187,10 @@ K=$(thinvdi-create two --name noudev --size 32M)
 P=$(thinvdi-attach two "$K")
 check "device node exists without udev" test -b "$(readlink -f "$P")"
 write_pattern "$P" noudev 8
+dm_name=$(basename "$(readlink "$P")")
+check_eq "the link points into /dev/mapper" "/dev/mapper/$dm_name" "$(readlink "$P")"
 check "thinvdi-detach without udev" thinvdi-detach two "$K"
-check "no stale node after detach" bash -c "[ ! -e /dev/mapper/$(basename "$(readlink "$P")") ] || ! dmsetup info $(basename "$(readlink "$P")") >/dev/null 2>&1"
+check "no device or node left after detach" bash -c "[ ! -e /dev/mapper/$dm_name ] && ! dmsetup info $dm_name >/dev/null 2>&1"
 P=$(thinvdi-attach two "$K")
 check "data intact without udev" same_as_pattern "$P" noudev
 thinvdi-detach two "$K"

@@ -33,7 +33,7 @@ check_eq "snapshot copies the description" "the origin" "$(thinvdi-stat --json l
 check_eq "snapshot does not copy keys" "{}" "$(thinvdi-stat --json lineage "$S1" | jq -c .keys)"
 check_eq "origin keeps its keys" '{"vdi-type":"user"}' "$(thinvdi-stat --json lineage "$V" | jq -c .keys)"
 check_eq "attaching the snapshot again (read-only) gives the same device" "/dev/thinsr/$LSR/$S1" "$(attach --read-only "$S1")"
-check_pool_agrees lineage "after the matrix"
+check_pool_agrees "$LSR" "after the matrix"
 
 test_begin "the lineage tree"
 tree=$(thinvdi-tree --json lineage)
@@ -65,7 +65,7 @@ check_eq "chain-c now hangs under chain-a" "$C" \
     "$(thinvdi-tree --json lineage "$A" | jq -r '.[0].children[].key')"
 check_eq "chain-a is a root now" "$A" "$(thinvdi-tree --json lineage | jq -r ".[] | select(.key == \"$A\") | .key")"
 check "other volumes untouched" same_as_pattern "$(attach "$C2")" mC
-check_pool_agrees lineage "after destroying chain nodes"
+check_pool_agrees "$LSR" "after destroying chain nodes"
 
 # ---------------------------------------------------------------- revert
 test_begin "revert in place"
@@ -91,7 +91,7 @@ check_eq "key, uuid, name, description and keys unchanged" "$before" \
     "$(thinvdi-stat --json lineage "$R" | jq -c '{key, uuid, name, description, keys}')"
 expect_failure 64 "reverting a snapshot is refused" thinvdi-revert lineage "$R1" "$R2"
 expect_failure 2 "reverting to an unknown snapshot" thinvdi-revert lineage "$R" nope
-check_pool_agrees lineage "after reverts"
+check_pool_agrees "$LSR" "after reverts"
 
 # ---------------------------------------------------------------- snapshot under a writer
 test_begin "snapshot of a volume while a writer runs is a point-in-time image"
@@ -165,5 +165,5 @@ expect_failure 64 "set without anything to set" thinvdi-set lineage "$K"
 expect_failure 64 "set with a malformed pair" thinvdi-set lineage "$K" novalue
 
 test_begin "pool and catalog agree at the end"
-check_pool_agrees lineage "at the end"
+check_pool_agrees "$LSR" "at the end"
 final_metadata_check "$LSR"
