@@ -15,10 +15,10 @@ TOOLS = thinsr-create thinsr-attach thinsr-detach thinsr-destroy thinsr-stat thi
         thinvdi-snapshot thinvdi-clone thinvdi-revert thinvdi-resize thinvdi-set thinvdi-unset thinvdi-tree
 
 APT_PACKAGES = lvm2 thin-provisioning-tools libdevmapper-dev liblvm2-dev libaio-dev libsqlite3-dev \
-        e2fsprogs util-linux udev kmod jq openssl \
+        e2fsprogs util-linux udev kmod jq openssl fio strace \
         qemu-system-x86 qemu-utils linux-image-amd64 busybox-static
 
-.PHONY: all deps build test unit-test kernel-test demo man completions check-generated install install-plugins clean
+.PHONY: all deps build test unit-test kernel-test demo man completions check-generated install install-plugins bench clean
 PLUGINDIR = $(DESTDIR)/usr/libexec/xapi-storage-script
 
 all: build
@@ -41,7 +41,7 @@ unit-test:
 
 # The kernel suite: in one VM boot where this host has no dm-thin.
 # A suite that stops early must not pass: its closing line is required.
-kernel-test: build
+kernel-test: build .build/bench-hello
 	tests/vm/run tests/kernel/suite.sh
 	@grep -Eq '^kernel: [0-9]+ passed, 0 failed$$' .build/vm-out/suite.log || \
 		{ echo "kernel suite did not finish cleanly (no closing line); see .build/vm-out/suite.log" >&2; exit 1; }
@@ -83,6 +83,17 @@ install: install-plugins
 		install -m 0644 completions/zsh/_$$tool $(ZSHDIR)/_$$tool; \
 		install -m 0644 completions/fish/$$tool.fish $(FISHDIR)/$$tool.fish; \
 	done
+
+# The start-up floor the benchmark times beside the tools.
+.build/bench-hello: bench/hello.swift
+	mkdir -p .build && swiftc -O -static-stdlib bench/hello.swift -o $@
+
+# Benchmarks: thinsr against LVM thin and the raw device, with the release build.
+# `make bench BENCH_ARGS=--smoke` is the quick version the kernel suite runs.
+bench: deps .build/bench-hello
+	$(SWIFT) build $(RELEASE_FLAGS)
+	THINSR_BINARY="$$($(SWIFT) build $(RELEASE_FLAGS) --show-bin-path)/thinsr" tests/vm/run bench/run.sh $(BENCH_ARGS)
+	mkdir -p .build/bench && cp .build/vm-out/bench/results.json .build/bench/results.json
 
 clean:
 	rm -rf .build

@@ -56,15 +56,47 @@ extension ToolCommand {
     /// (and a JSON error with `--json`) and exit status 64.
     public static func launch(_ arguments: [String]? = nil) async {
         let arguments = arguments ?? Array(CommandLine.arguments.dropFirst())
+        let timing = WorkTimer(tool: toolName)
+        defer { timing.report() }
         do {
             var command = try parse(arguments)
             try await command.run()
         } catch {
+            timing.report()
             let code = exitCode(for: error)
             if code == .success || error is ExitCode { exit(withError: error) }
             let usage = ThinError(.invalidArgument, "\(message(for: error)); see \(toolName) --help")
             Console.report(usage, tool: toolName, json: arguments.contains("--json"))
             Glibc.exit(ErrorCode.invalidArgument.exitStatus)
         }
+    }
+}
+
+/// With THINSR_TIMING set, a tool reports on stderr how long its own work took
+/// (from entry to exit, without process start-up), so benchmarks can split
+/// start-up from the operation.
+final class WorkTimer {
+    private let tool: String
+    private let start: timespec?
+    private var reported = false
+
+    init(tool: String) {
+        self.tool = tool
+        if getenv("THINSR_TIMING") != nil {
+            var now = timespec()
+            clock_gettime(CLOCK_MONOTONIC, &now)
+            start = now
+        } else {
+            start = nil
+        }
+    }
+
+    func report() {
+        guard let start, !reported else { return }
+        reported = true
+        var now = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &now)
+        let micros = (now.tv_sec - start.tv_sec) * 1_000_000 + (now.tv_nsec - start.tv_nsec) / 1000
+        Console.err("thinsr-timing: \(tool) \(micros)")
     }
 }

@@ -7,7 +7,7 @@ set -u
 here=$(dirname "$0")
 source "$here/lib.sh"
 source "$here/common.sh"
-for part in "${@:-foundation lineage xapi}"; do
+for part in "${@:-foundation lineage xapi bench-smoke}"; do
     for name in $part; do source "$here/$name.sh"; done
 done
 summary

@@ -2,7 +2,7 @@
 # Runs inside the lab (the VM, or a host with dm-thin): prepares modules, a
 # tmpfs for loop-device backing files and a writable LVM configuration, then
 # runs the script with the tools on PATH as `make install` lays them out.
-root=$1 out=$2 script=$3; shift 3
+root=$1 out=$2 binary=$3 script=$4; shift 4
 name=$(basename "$script" .sh)
 export LVM_SUPPRESS_FD_WARNINGS=1
 modprobe loop 2>/dev/null
@@ -13,8 +13,8 @@ mount -t tmpfs -o size=3G tmpfs "$THINSR_LAB"
 mkdir -p "$THINSR_LAB/lvm" && cp -a /etc/lvm/. "$THINSR_LAB/lvm/"
 export LVM_SYSTEM_DIR=$THINSR_LAB/lvm
 mkdir -p "$THINSR_LAB/bin"
-ln -s "$root/.build/debug/thinsr" "$THINSR_LAB/bin/thinsr"
-for tool in $("$root/.build/debug/thinsr" --list); do ln -s thinsr "$THINSR_LAB/bin/$tool"; done
+ln -s "$binary" "$THINSR_LAB/bin/thinsr"
+for tool in $("$binary" --list); do ln -s thinsr "$THINSR_LAB/bin/$tool"; done
 export PATH=$THINSR_LAB/bin:$PATH
 cd "$root"
 bash "$script" "$@"

@@ -148,6 +148,14 @@ for feature, method in [("SR_PROBE", "SR.probe"), ("VDI_REVERT", "Volume.revert"
 ok, dq = datapath("Plugin.Query")
 expect_record("Plugin.Query (datapath)", ok, dq, QUERY)
 check("datapath does not claim NONPERSISTENT (xapi uses clone-on-boot)", ok and "NONPERSISTENT" not in dq["features"])
+# With tracing on, xapi-storage-script runs `python3 -m observer SCRIPT --json`, which
+# runs the file through runpy.run_path: the entry files must work that way too.
+observer = subprocess.run(
+    [sys.executable, "-c", "import runpy, sys; sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')",
+     os.path.join(VOLUME_DIR, "Plugin.Query"), "--json"],
+    input='{"dbg": "traced"}\n', stdout=subprocess.PIPE, universal_newlines=True)
+check("runs under the observer's runpy.run_path", observer.returncode == 0
+      and fields(json.loads(observer.stdout or "null"), QUERY) is None)
 ok, diag = volume("Plugin.diagnostics")
 check("Plugin.diagnostics returns a string", ok and isinstance(diag, str))
 
@@ -296,10 +304,15 @@ datapath("Datapath.activate", uri=uri, domain="3")
 ok, value = volume("Volume.destroy", sr=sr, key=key)
 check("destroy of an active volume fails with Volume_in_use",
       not ok and value.get("params", [None])[0] == "Volume_in_use", json.dumps(value)[:300])
+ok, value = volume("SR.detach", sr=sr)
+check("SR.detach with an active volume fails with Volume_in_use",
+      not ok and value.get("params", [None])[0] == "Volume_in_use", json.dumps(value)[:300])
+ok, value = volume("SR.stat", sr=sr)
+check("...and leaves the SR attached", ok)
 datapath("Datapath.deactivate", uri=uri, domain="3")
 
 # 8 concurrent calls on one SR (xapi runs them in parallel, with no timeout)
-def concurrent(index):
+def parallel_call(index):
     if index % 2:
         return "create", volume("Volume.create", sr=sr, name="parallel %d" % index, description="",
                                 size=8 << 20, sharable=False)
@@ -307,7 +320,7 @@ def concurrent(index):
 
 
 with concurrent.futures.ThreadPoolExecutor(8) as pool:
-    results = list(pool.map(concurrent, range(8)))
+    results = list(pool.map(parallel_call, range(8)))
 check("8 concurrent calls all answer correctly",
       all(ok and fields(value, VOLUME, VOLUME_OPTIONAL) is None for _, (ok, value) in results),
       json.dumps([r[1] for r in results])[:500])

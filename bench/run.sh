@@ -1,0 +1,151 @@
+#!/usr/bin/env bash
+# `make bench`: thinsr against LVM thin and the raw device, side by side, in
+# one lab run on one loop device. Every figure is whole-process wall time
+# (what a plugin or a sysadmin pays) unless it says otherwise. Raw samples go
+# to $BENCH_OUT/samples.tsv; report.py turns them into the table and JSON.
+# Usage: bench/run.sh [--smoke]
+set -u
+source "$(dirname "$0")/../tests/kernel/lib.sh"
+
+if [ "${1:-}" = --smoke ]; then RUNS=3 MANY_THINSR=20 MANY_LVM=10 WRITTEN_MIB=32 FIO_MIB=16 FIO_SECONDS=2
+else RUNS=10 MANY_THINSR=1000 MANY_LVM=300 WRITTEN_MIB=1024 FIO_MIB=128 FIO_SECONDS=5; fi
+BENCH_OUT=${BENCH_OUT:-$PWD/.build/vm-out/bench}
+BENCH_HELLO=${BENCH_HELLO:-$PWD/.build/bench-hello}
+mkdir -p "$BENCH_OUT"
+SAMPLES=$BENCH_OUT/samples.tsv
+printf 'group\toperation\tside\tmicroseconds\tnote\n' > "$SAMPLES"
+
+now_us() { echo $(( $(date +%s%N) / 1000 )); }
+# sample GROUP OPERATION SIDE COMMAND...: times one run of COMMAND; records the
+# tool's own work time too when it reports one (THINSR_TIMING).
+sample() {
+    local group=$1 op=$2 side=$3; shift 3
+    local start end work
+    start=$(now_us)
+    THINSR_TIMING=1 "$@" >/dev/null 2>"$BENCH_OUT/last.err"
+    local status=$?
+    end=$(now_us)
+    [ $status = 0 ] || { echo "bench: '$*' failed: $(tail -n 1 "$BENCH_OUT/last.err")" >&2; return 1; }
+    printf '%s\t%s\t%s\t%s\t\n' "$group" "$op" "$side" $((end - start)) >> "$SAMPLES"
+    work=$(sed -n 's/^thinsr-timing: [^ ]* //p' "$BENCH_OUT/last.err" | tail -n 1)
+    [ -n "$work" ] && printf '%s\t%s\t%s\t%s\twork\n' "$group" "$op" "$side" "$work" >> "$SAMPLES"
+    return 0
+}
+record() { printf '%s\t%s\t%s\t%s\t%s\n' "$@" >> "$SAMPLES"; }
+
+# ---------------------------------------------------------------- the lab
+# One VG on one loop device holds both pools and the linear LV, so every
+# comparison runs on the same device.
+size_mib=$(( WRITTEN_MIB + 1400 ))
+new_loop BENCH_DEV "$size_mib"
+pvcreate -q "$BENCH_DEV" >/dev/null && vgcreate -q benchvg "$BENCH_DEV" >/dev/null
+lvcreate -q -y --type thin-pool -L $(( WRITTEN_MIB + 256 ))M -n lvmpool benchvg >/dev/null
+SR=$(thinsr-create --name bench --vg benchvg --pool-size $(( WRITTEN_MIB + 256 ))M)
+lvcreate -q -y -n linear -L $(( FIO_MIB + 16 ))M benchvg >/dev/null
+echo "bench: SR $SR and LVM pool benchvg/lvmpool on $BENCH_DEV ($size_mib MiB); $RUNS runs per figure"
+
+# ---------------------------------------------------------------- process start-up floor
+for _ in $(seq "$RUNS"); do
+    sample startup "/bin/true" floor /bin/true
+    sample startup "static Swift hello" floor "$BENCH_HELLO"
+    sample startup "thinsr --list" thinsr thinsr --list
+done
+
+# ---------------------------------------------------------------- control operations
+# control_round GROUP: each operation RUNS times on both sides.
+counter=0
+control_round() {
+    local group=$1 prefix=$2 i
+    for i in $(seq "$RUNS"); do
+        counter=$((counter + 1)); local n=$prefix$counter
+        sample "$group" create thinsr thinvdi-create bench --name "v$n" --size 64M
+        sample "$group" create lvm lvcreate -q -T benchvg/lvmpool -V 64M -n "v$n"
+        sample "$group" snapshot thinsr thinvdi-snapshot bench "v$n" --name "s$n"
+        sample "$group" snapshot lvm lvcreate -q -s benchvg/"v$n" -n "s$n"
+        sample "$group" clone thinsr thinvdi-clone bench "v$n" --name "c$n"
+        sample "$group" clone lvm sh -c "lvcreate -q -s -kn benchvg/v$n -n c$n && lvchange -q -ay benchvg/c$n"
+        sample "$group" attach thinsr thinvdi-attach bench "c$n"
+        thinvdi-detach bench "c$n"
+        lvchange -q -an benchvg/"c$n"
+        sample "$group" attach lvm lvchange -q -ay benchvg/"c$n"
+        sample "$group" revert thinsr thinvdi-revert bench "c$n" "s$n"
+        sample "$group" revert lvm sh -c "lvremove -q -y benchvg/c$n && lvcreate -q -s -kn -n c$n benchvg/s$n"
+        sample "$group" destroy thinsr thinvdi-destroy bench "c$n"
+        sample "$group" destroy lvm lvremove -q -y benchvg/"c$n"
+    done
+}
+populate() { # populate SIDE COUNT: bring the side's volume count up to COUNT
+    local side=$1 want=$2 have i
+    if [ "$side" = thinsr ]; then have=$(thinvdi-ls --json bench | jq length); else have=$(lvs --noheadings benchvg | grep -c ' Vwi'); fi
+    for i in $(seq $((have + 1)) "$want"); do
+        if [ "$side" = thinsr ]; then thinvdi-create bench --name "fill$i" --size 16M >/dev/null
+        else lvcreate -q -T benchvg/lvmpool -V 16M -n "fill$i" >/dev/null; fi
+    done
+}
+populate thinsr 10; populate lvm 10
+control_round "at 10 volumes" few
+populate thinsr "$MANY_THINSR"; populate lvm "$MANY_LVM"
+record "volumes" "in the pool" thinsr "$(thinvdi-ls --json bench | jq length)" count
+record "volumes" "in the pool" lvm "$(lvs --noheadings benchvg | grep -c ' Vwi')" count
+control_round "at many volumes" many
+for _ in $(seq "$RUNS"); do
+    sample "listing at many volumes" "list" thinsr thinvdi-ls bench
+    sample "listing at many volumes" "list" lvm lvs benchvg
+    sample "listing at many volumes" "pool stat" thinsr thinsr-stat bench
+    sample "listing at many volumes" "pool stat" lvm lvs -o lv_name,data_percent,metadata_percent benchvg/lvmpool
+done
+
+# ---------------------------------------------------------------- revert is O(1)
+E=$(thinvdi-create bench --name empty --size $(( WRITTEN_MIB + 64 ))M)
+F=$(thinvdi-create bench --name full --size $(( WRITTEN_MIB + 64 ))M)
+PF=$(thinvdi-attach bench "$F")
+dd if=/dev/urandom of="$PF" bs=1M count="$WRITTEN_MIB" oflag=direct status=none
+thinvdi-detach bench "$F"
+ES=$(thinvdi-snapshot bench "$E" --name empty-snap)
+FS=$(thinvdi-snapshot bench "$F" --name full-snap)
+for _ in $(seq "$RUNS"); do
+    sample "revert by data written" "revert, empty volume" thinsr thinvdi-revert bench "$E" "$ES"
+    sample "revert by data written" "revert, $WRITTEN_MIB MiB written" thinsr thinvdi-revert bench "$F" "$FS"
+done
+
+# ---------------------------------------------------------------- where the time goes
+syscalls() { # syscalls GROUP OP SIDE COMMAND...: ioctls and process spawns of one run
+    local group=$1 op=$2 side=$3; shift 3
+    strace -f -c -o "$BENCH_OUT/strace.txt" "$@" >/dev/null 2>&1
+    record "$group" "$op" "$side" "$(awk '$NF == "ioctl" {print $4}' "$BENCH_OUT/strace.txt" | head -n 1)" ioctls
+    record "$group" "$op" "$side" "$(awk '$NF == "execve" {print $4}' "$BENCH_OUT/strace.txt" | head -n 1)" execs
+}
+if command -v strace >/dev/null; then
+    syscalls "syscalls" create thinsr thinvdi-create bench --name strace1 --size 16M
+    syscalls "syscalls" create lvm lvcreate -q -T benchvg/lvmpool -V 16M -n strace1
+    syscalls "syscalls" snapshot thinsr thinvdi-snapshot bench strace1 --name strace2
+    syscalls "syscalls" snapshot lvm lvcreate -q -s benchvg/strace1 -n strace2
+fi
+
+# ---------------------------------------------------------------- data path
+if command -v fio >/dev/null; then
+    T=$(thinvdi-create bench --name fio --size $(( FIO_MIB + 16 ))M)
+    PT=$(thinvdi-attach bench "$T")
+    fio_run() { # fio_run GROUP NAME SIDE DEVICE RW BS [time_based]
+        local extra=()
+        [ "${7:-}" = timed ] && extra=(--time_based --runtime="$FIO_SECONDS")
+        fio --name="$2" --filename="$4" --rw="$5" --bs="$6" --direct=1 --ioengine=libaio --iodepth=16 \
+            --size="${FIO_MIB}M" "${extra[@]}" --output-format=json > "$BENCH_OUT/fio.json" 2>/dev/null
+        local rate; rate=$(jq '[.jobs[0].read.bw_bytes, .jobs[0].write.bw_bytes] | add' "$BENCH_OUT/fio.json")
+        record "$1" "$2" "$3" "$rate" bytes_per_second
+    }
+    fio_run "first write (provisioning)" "sequential write 1M" thin "$PT" write 1M
+    fio_run "first write (provisioning)" "sequential write 1M" linear /dev/benchvg/linear write 1M
+    for rw in "write 1M sequential write" "read 1M sequential read" "randread 4k 4K random read" "randwrite 4k 4K random write"; do
+        set -- $rw
+        fio_run "data path (provisioned)" "${*:3}" thin "$PT" "$1" "$2" timed
+        fio_run "data path (provisioned)" "${*:3}" linear /dev/benchvg/linear "$1" "$2" timed
+    done
+    thinvdi-detach bench "$T"
+fi
+
+# ---------------------------------------------------------------- clean up
+for key in $(thinvdi-ls --json bench | jq -r '.[] | select(.attached) | .key'); do thinvdi-detach bench "$key"; done
+thinsr-detach bench && thinsr-destroy --force bench
+vgchange -q -an benchvg >/dev/null; vgremove -q -y benchvg >/dev/null
+python3 "$(dirname "$0")/report.py" "$SAMPLES" "$BENCH_OUT/results.json" "${1:-full}"
