@@ -7,7 +7,9 @@
 set -u
 source "$(dirname "$0")/../tests/kernel/lib.sh"
 
-if [ "${1:-}" = --smoke ]; then RUNS=3 MANY_THINSR=20 MANY_LVM=10 WRITTEN_MIB=32 FIO_MIB=16 FIO_SECONDS=2
+MODE=full
+[ "${1:-}" = --smoke ] && MODE=smoke
+if [ "$MODE" = smoke ]; then RUNS=3 MANY_THINSR=20 MANY_LVM=10 WRITTEN_MIB=32 FIO_MIB=16 FIO_SECONDS=2
 else RUNS=10 MANY_THINSR=1000 MANY_LVM=300 WRITTEN_MIB=1024 FIO_MIB=128 FIO_SECONDS=5; fi
 BENCH_OUT=${BENCH_OUT:-$PWD/.build/vm-out/bench}
 BENCH_HELLO=${BENCH_HELLO:-$PWD/.build/bench-hello}
@@ -148,4 +150,4 @@ fi
 for key in $(thinvdi-ls --json bench | jq -r '.[] | select(.attached) | .key'); do thinvdi-detach bench "$key"; done
 thinsr-detach bench && thinsr-destroy --force bench
 vgchange -q -an benchvg >/dev/null; vgremove -q -y benchvg >/dev/null
-python3 "$(dirname "$0")/report.py" "$SAMPLES" "$BENCH_OUT/results.json" "${1:-full}"
+python3 "$(dirname "$0")/report.py" "$SAMPLES" "$BENCH_OUT/results.json" "$MODE"

@@ -27,8 +27,9 @@ public enum UdevVisibility: Sendable {
     var flags: UInt16 {
         switch self {
         case .standard:
-            // Guests' disk contents must not be scanned by the host (LVM PVs, md superblocks).
-            return UInt16(DM_UDEV_DISABLE_OTHER_RULES_FLAG)
+            // A guest's disk is the guest's: the host runs no blkid on it and
+            // makes no /dev/disk links, LVM or md scans (the /dev/mapper node stays).
+            return UInt16(DM_UDEV_DISABLE_DISK_RULES_FLAG | DM_UDEV_DISABLE_OTHER_RULES_FLAG)
         case .private:
             return UInt16(DM_UDEV_DISABLE_SUBSYSTEM_RULES_FLAG | DM_UDEV_DISABLE_DISK_RULES_FLAG
                 | DM_UDEV_DISABLE_OTHER_RULES_FLAG)
