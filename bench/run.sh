@@ -9,7 +9,7 @@ source "$(dirname "$0")/../tests/kernel/lib.sh"
 
 MODE=full
 [ "${1:-}" = --smoke ] && MODE=smoke
-if [ "$MODE" = smoke ]; then RUNS=3 MANY_THINSR=20 MANY_LVM=10 WRITTEN_MIB=32 FIO_MIB=16 FIO_SECONDS=2
+if [ "$MODE" = smoke ]; then RUNS=2 MANY_THINSR=20 MANY_LVM=10 WRITTEN_MIB=32 FIO_MIB=16 FIO_SECONDS=2
 else RUNS=10 MANY_THINSR=1000 MANY_LVM=300 WRITTEN_MIB=1024 FIO_MIB=128 FIO_SECONDS=5; fi
 BENCH_OUT=${BENCH_OUT:-$PWD/.build/vm-out/bench}
 BENCH_HELLO=${BENCH_HELLO:-$PWD/.build/bench-hello}

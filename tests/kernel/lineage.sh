@@ -97,24 +97,36 @@ check_pool_agrees "$LSR" "after reverts"
 test_begin "snapshot of a volume while a writer runs is a point-in-time image"
 W=$(thinvdi-create lineage --name busy --size 8M)
 PW=$(attach "$W")
-( for i in $(seq 0 599); do printf '%08d' "$i" | dd of="$PW" bs=4096 seek="$i" conv=sync oflag=direct status=none; done ) &
+progress=$THINSR_LAB/writer.progress; stop=$THINSR_LAB/writer.stop
+rm -f "$stop"; echo 0 > "$progress"
+# The writer numbers 4 KiB records in order and says how far it got; the test
+# waits on that progress, not on time, so it holds on fast and slow machines.
+( i=0; while [ ! -e "$stop" ] && [ $i -lt 2000 ]; do
+      printf '%08d' "$i" | dd of="$PW" bs=4096 seek="$i" conv=sync oflag=direct status=none
+      i=$((i + 1)); echo "$i" > "$progress"
+  done ) &
 writer=$!
-sleep 4
+until [ "$(cat "$progress")" -ge 20 ]; do sleep 0.1; done
 WS=$(thinvdi-snapshot lineage "$W" --name busy-snap)
-wait "$writer"
+taken=$(cat "$progress")
+until [ "$(cat "$progress")" -ge $((taken + 5)) ] || ! kill -0 "$writer" 2>/dev/null; do sleep 0.1; done
+touch "$stop"; wait "$writer"
+total=$(cat "$progress")
 PWS=$(attach "$WS")
-check "the snapshot holds a prefix of the sequence" python3 - "$PWS" <<'PY'
+check "the snapshot holds a prefix of the sequence, cut while the writer ran" python3 - "$PWS" "$taken" "$total" <<'PY'
 import sys
-data = open(sys.argv[1], "rb").read(600 * 4096)
-records = [data[i * 4096:i * 4096 + 8] for i in range(600)]
+device, taken, total = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+data = open(device, "rb").read(2000 * 4096)
+records = [data[i * 4096:i * 4096 + 8] for i in range(2000)]
 written = [r != b"\0" * 8 for r in records]
-n = written.index(False) if False in written else 600
-assert 0 < n < 600, f"prefix length {n}: the snapshot should fall mid-sequence"
+n = written.index(False) if False in written else 2000
+assert 20 <= n <= taken + 1, f"prefix of {n} records; the snapshot was taken after record {taken}"
+assert n < total, f"the writer wrote {total} records, the snapshot has {n}: it should have missed the later ones"
 assert all(records[i] == b"%08d" % i for i in range(n)), "a record before the cut is wrong"
 assert not any(written[n:]), "a record after the first gap was written"
-print(f"prefix of {n} records")
+print(f"prefix of {n} of {total} records")
 PY
-check "the volume itself has all 600 records" bash -c "[ \"\$(dd if=$PW bs=4096 skip=599 count=1 status=none | head -c 8)\" = 00000599 ]"
+check "the volume itself has every record" bash -c "[ \"\$(dd if=$PW bs=4096 skip=$((total - 1)) count=1 status=none | head -c 8)\" = $(printf '%08d' $((total - 1))) ]"
 
 # ---------------------------------------------------------------- online grow
 test_begin "resize"
