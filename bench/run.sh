@@ -38,11 +38,12 @@ record() { printf '%s\t%s\t%s\t%s\t%s\n' "$@" >> "$SAMPLES"; }
 # ---------------------------------------------------------------- the lab
 # One VG on one loop device holds both pools and the linear LV, so every
 # comparison runs on the same device.
-size_mib=$(( WRITTEN_MIB + 1400 ))
+thinsr_pool_mib=$(( WRITTEN_MIB + FIO_MIB + 512 )) lvm_pool_mib=512
+size_mib=$(( thinsr_pool_mib + lvm_pool_mib + FIO_MIB + 1024 ))   # + catalog, metadata, spare, slack
 new_loop BENCH_DEV "$size_mib"
 pvcreate -q "$BENCH_DEV" >/dev/null && vgcreate -q benchvg "$BENCH_DEV" >/dev/null
-lvcreate -q -y --type thin-pool -L $(( WRITTEN_MIB + 256 ))M -n lvmpool benchvg >/dev/null
-SR=$(thinsr-create --name bench --vg benchvg --pool-size $(( WRITTEN_MIB + 256 ))M)
+lvcreate -q -y --type thin-pool -L ${lvm_pool_mib}M -n lvmpool benchvg >/dev/null
+SR=$(thinsr-create --name bench --vg benchvg --pool-size ${thinsr_pool_mib}M) || { echo "bench: thinsr-create failed" >&2; exit 1; }
 lvcreate -q -y -n linear -L $(( FIO_MIB + 16 ))M benchvg >/dev/null
 echo "bench: SR $SR and LVM pool benchvg/lvmpool on $BENCH_DEV ($size_mib MiB); $RUNS runs per figure"
 

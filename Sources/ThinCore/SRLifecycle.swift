@@ -34,10 +34,10 @@ public enum SRLifecycle {
     public static let catalogBytes: UInt64 = 64 << 20
     public static let defaultBlockBytes: UInt64 = 64 << 10
     /// Metadata is sized for this many thin devices (volumes, snapshots and
-    /// clones): 1,000 per 10 GiB of VG, between 1,000 and 100,000, so a small
-    /// SR does not spend most of its space on metadata it cannot use.
+    /// clones): 1,000 per GiB of VG, between 10,000 and 100,000, so a small SR
+    /// does not spend most of its space on metadata it cannot use.
     static func plannedThins(vgBytes: UInt64) -> UInt64 {
-        min(max(vgBytes / (10 << 30) * 1000, 1000), 100_000)
+        min(max(vgBytes / (1 << 30) * 1000, 10_000), 100_000)
     }
     /// dm-thin uses at most ~15.9 GiB of metadata; LVM caps at 15.81 GiB.
     public static let maximumMetadataBytes: UInt64 = 16_189 << 20

@@ -81,11 +81,39 @@ public enum LVMNames {
 }
 
 /// LVM through liblvm2cmd: one in-process command interpreter, reused across
-/// calls. liblvm2cmd is not reentrant, so calls are serialized.
+/// calls. liblvm2cmd is not reentrant, so calls are serialized. The library is
+/// loaded on first use (see the CLVM2Cmd module map).
 public final class LVM: Sendable {
     public static let shared = LVM()
 
+    /// The three liblvm2cmd functions we call, resolved with dlsym.
+    private struct Library {
+        typealias Initialise = @convention(c) () -> UnsafeMutableRawPointer?
+        typealias Run = @convention(c) (UnsafeMutableRawPointer?, UnsafePointer<CChar>?) -> Int32
+        typealias SetLog = @convention(c) (lvm2_log_fn_t?) -> Void
+        var initialise: Initialise
+        var run: Run
+        var setLog: SetLog
+
+        static let candidates = ["liblvm2cmd.so.2.03", "liblvm2cmd.so"]
+
+        static func load() -> Result<Library, LVMError> {
+            for name in candidates {
+                guard let handle = dlopen(name, RTLD_NOW | RTLD_GLOBAL) else { continue }
+                guard let initialise = dlsym(handle, "lvm2_init"), let run = dlsym(handle, "lvm2_run"),
+                      let setLog = dlsym(handle, "lvm2_log_fn") else { break }
+                return .success(Library(initialise: unsafeBitCast(initialise, to: Initialise.self),
+                                        run: unsafeBitCast(run, to: Run.self),
+                                        setLog: unsafeBitCast(setLog, to: SetLog.self)))
+            }
+            let detail = dlerror().map { String(cString: $0) } ?? "not found"
+            return .failure(LVMError(command: "(load)", messages: [
+                "cannot load liblvm2cmd (\(detail)); install lvm2 and liblvm2-dev (see make deps)"]))
+        }
+    }
+
     private struct State: @unchecked Sendable {
+        var library: Library?
         var handle: UnsafeMutableRawPointer?
     }
     private let state = Mutex(State())
@@ -100,17 +128,22 @@ public final class LVM: Sendable {
             if state.handle == nil {
                 // LVM complains about inherited descriptors (e.g. a VM's console ports).
                 setenv("LVM_SUPPRESS_FD_WARNINGS", "1", 0)
-                lvm2_log_fn { level, _, _, _, message in
-                    guard let message else { return }
-                    LVMLog.record(level: level, message: String(cString: message))
+                switch Library.load() {
+                case .failure(let error): return .failure(error)
+                case .success(let library):
+                    library.setLog { level, _, _, _, message in
+                        guard let message else { return }
+                        LVMLog.record(level: level, message: String(cString: message))
+                    }
+                    state.library = library
+                    state.handle = library.initialise()
                 }
-                state.handle = lvm2_init()
             }
-            guard let handle = state.handle else {
+            guard let library = state.library, let handle = state.handle else {
                 return .failure(LVMError(command: command, messages: ["liblvm2cmd failed to initialise"]))
             }
             LVMLog.reset()
-            let status = lvm2_run(handle, command)
+            let status = library.run(handle, command)
             let (printed, errors) = LVMLog.take()
             // lvm2_run returns LVM's ECMD_PROCESSED (1) on success.
             return status == 1 ? .success(printed) : .failure(LVMError(command: command, messages: errors))
