@@ -93,7 +93,7 @@ install: install-plugins
 bench: deps .build/bench-hello
 	$(SWIFT) build $(RELEASE_FLAGS)
 	THINSR_BINARY="$$($(SWIFT) build $(RELEASE_FLAGS) --show-bin-path)/thinsr" tests/vm/run bench/run.sh $(BENCH_ARGS)
-	mkdir -p .build/bench && cp .build/vm-out/bench/results.json .build/bench/results.json
+	mkdir -p .build/bench && cp .build/vm-out/bench/results.json .build/vm-out/bench/results.md .build/bench/
 
 clean:
 	rm -rf .build

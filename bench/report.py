@@ -29,6 +29,7 @@ def ms(us):
 
 
 results = []
+markdown = ["| group | operation | thinsr / thin | LVM / linear / floor | ratio |", "|---|---|---|---|---|"]
 print()
 print("%-28s %-26s %22s %22s %8s" % ("group", "operation", "thinsr / thin", "LVM / linear / floor", "ratio"))
 for (group, op), sides in rows.items():
@@ -63,11 +64,14 @@ for (group, op), sides in rows.items():
             entry["ratio"] = {"kind": "LVM time / thinsr time" if key == "wall_microseconds" else "thinsr / other", "value": value}
             ratio = "%.2fx" % value
     print("%-28s %-26s %22s %22s %8s" % (group[:28], op[:26], cell(left), cell(right), ratio))
+    markdown.append("| %s | %s | %s | %s | %s |" % (group, op, cell(left), cell(right), ratio))
 
 meta = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "kernel": platform.release(),
         "machine": platform.machine(), "cpus": os.cpu_count(), "mode": mode,
         "note": "absolute times in an emulated VM are not real-hardware figures; ratios taken side by side are"}
 with open(json_path, "w") as f:
     json.dump({"meta": meta, "results": results}, f, indent=2)
+with open(os.path.splitext(json_path)[0] + ".md", "w") as f:
+    f.write("\n".join(markdown) + "\n")
 print()
 print("bench: %d figures (%s), %s, kernel %s; JSON in %s" % (len(results), mode, meta["date"], meta["kernel"], json_path))
