@@ -26,11 +26,7 @@ public struct VDICreate: ToolCommand {
         let repository = try AttachedSR.open(sr, exclusive: true)
         let volume = try repository.createVolume(name: name, description: description, sizeBytes: bytes,
                                                  sharable: sharable)
-        if output.json {
-            Console.printJSON(VolumeJSON(try await repository.volumeViews(volume.key)[0]))
-        } else {
-            Console.out(volume.key)
-        }
+        try await printVolume(repository, key: volume.key, json: output.json)
     }
 }
 

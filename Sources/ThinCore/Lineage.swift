@@ -13,7 +13,7 @@ extension AttachedSR {
     public func copyVolume(_ reference: String, kind: VolumeKind, name: String?) throws(ThinError) -> VolumeRecord {
         precondition(kind != .volume)
         if let name { try Naming.validateLabel(name, what: "name") }
-        try recover()
+        let usage = try recover()
         let source = try requireVolume(reference)
         let record = try self.record
         let thinID = try allocateThinID(after: record.nextThinID)
@@ -32,7 +32,7 @@ extension AttachedSR {
             }
         }
         defer { if suspend { try? DeviceMapper.resume(name: device) } }
-        try transact([.createSnapshot(thinID, origin: source.thinID)]) { catalog throws(ThinError) in
+        try transact([.createSnapshot(thinID, origin: source.thinID)], recovered: usage) { catalog throws(ThinError) in
             try catalog.insert(copy)
             try catalog.setNextThinID(thinID + 1)
         }
@@ -48,7 +48,7 @@ extension AttachedSR {
     /// attached volume is refused with `Volume_in_use` (its device holds the
     /// old thin id open).
     public func revertVolume(_ reference: String, to snapshotReference: String) throws(ThinError) {
-        try recover()
+        let usage = try recover()
         let volume = try requireVolume(reference)
         let snapshot = try requireVolume(snapshotReference)
         guard volume.readWrite else {
@@ -60,7 +60,7 @@ extension AttachedSR {
                             + "reverting it", parameters: [volume.key])
         }
         let thinID = try allocateThinID(after: try self.record.nextThinID)
-        try transact([.createSnapshot(thinID, origin: snapshot.thinID), .delete(volume.thinID)]) { catalog throws(ThinError) in
+        try transact([.createSnapshot(thinID, origin: snapshot.thinID), .delete(volume.thinID)], recovered: usage) { catalog throws(ThinError) in
             try catalog.setPendingSwitch(volume: volume.uuid, thinID: thinID, virtualSize: snapshot.virtualSize)
             try catalog.setNextThinID(thinID + 1)
         }

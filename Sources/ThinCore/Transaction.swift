@@ -14,8 +14,11 @@ import Glibc
 /// or undoes it, so no thin id exists that the catalog does not know and no
 /// row points at a thin id the pool lacks.
 extension AttachedSR {
-    func transact(_ messages: [PoolMessage], prepare: (Catalog) throws(ThinError) -> Void) throws(ThinError) {
-        let usage = try recover()
+    /// `usage` is what `recover()` returned: callers recover first, before
+    /// reading the volumes the transaction is built from (a settled revert may
+    /// have switched a thin id), and hold the SR lock, so nothing has moved since.
+    func transact(_ messages: [PoolMessage], recovered usage: ThinPoolUsage,
+                  prepare: (Catalog) throws(ThinError) -> Void) throws(ThinError) {
         let pending = PendingTransaction(oldTransactionID: usage.transactionID,
                                          newTransactionID: usage.transactionID + 1,
                                          messages: messages.map(\.text),

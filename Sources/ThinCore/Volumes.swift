@@ -25,7 +25,7 @@ extension AttachedSR {
         guard sizeBytes <= maximumVolumeBytes else {
             throw .invalid("size \(ByteSize.format(sizeBytes)) exceeds the largest volume, \(ByteSize.format(maximumVolumeBytes))")
         }
-        try recover()
+        let usage = try recover()
         let record = try self.record
         let thinID = try allocateThinID(after: record.nextThinID)
         let volume = VolumeRecord(
@@ -33,7 +33,7 @@ extension AttachedSR {
             description: description, thinID: thinID, virtualSize: ByteSize.roundUp(sizeBytes, to: 512),
             kind: .volume, readWrite: true, sharable: sharable, createdAt: System.currentTime(), keys: [:],
             parentUUID: nil, snapshotOf: nil, state: .creating)
-        try transact([.createThin(thinID)]) { catalog throws(ThinError) in
+        try transact([.createThin(thinID)], recovered: usage) { catalog throws(ThinError) in
             try catalog.insert(volume)
             try catalog.setNextThinID(thinID + 1)
         }
@@ -44,13 +44,13 @@ extension AttachedSR {
     }
 
     public func destroyVolume(_ reference: String) throws(ThinError) {
-        try recover()
+        let usage = try recover()
         let volume = try requireVolume(reference)
         if try DeviceMapper.infoOrThrow(names.volumeDevice(volume.uuid)) != nil {
             throw ThinError(.volumeInUse, "volume \(volume.key) is attached; detach it with thinvdi-detach first",
                             parameters: [volume.key])
         }
-        try transact([.delete(volume.thinID)]) { catalog throws(ThinError) in
+        try transact([.delete(volume.thinID)], recovered: usage) { catalog throws(ThinError) in
             try catalog.setState(.destroying, volume: volume.uuid)
         }
     }
