@@ -11,6 +11,7 @@ BASHDIR = $(DESTDIR)$(PREFIX)/share/bash-completion/completions
 ZSHDIR = $(DESTDIR)$(PREFIX)/share/zsh/vendor-completions
 FISHDIR = $(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d
 TOOLS = thinsr-create thinsr-attach thinsr-detach thinsr-destroy thinsr-stat thinsr-ls thinsr-set \
+        thinsr-extend thinsr-check \
         thinvdi-create thinvdi-destroy thinvdi-stat thinvdi-ls thinvdi-attach thinvdi-detach \
         thinvdi-snapshot thinvdi-clone thinvdi-revert thinvdi-resize thinvdi-set thinvdi-unset thinvdi-tree
 

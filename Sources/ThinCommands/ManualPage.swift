@@ -73,6 +73,7 @@ enum ManualPage {
             page += [".It \(code.exitStatus)", escape(capitalisedFirst(code.meaning)
                 + " (error code\(codes.count > 1 ? "s" : "") \(codes.joined(separator: ", "))).")]
         }
+        for (status, meaning) in tool.extraExitStatuses { page += [".It \(status)", escape(meaning)] }
         page += [".El", "With", ".Fl -json ,",
                  "an error is also printed on standard output as a JSON object with the fields code, params and message."]
         page += [".Sh EXAMPLES"]

@@ -20,10 +20,14 @@ public protocol ToolCommand: AsyncParsableCommand {
     var output: OutputOptions { get }
     /// Lines for the man page's EXAMPLES section: (command, what it does).
     static var examples: [(String, String)] { get }
+    /// Exit statuses beyond the shared error table, for the man page.
+    static var extraExitStatuses: [(Int32, String)] { get }
     func execute() async throws(ThinError)
 }
 
 extension ToolCommand {
+    public static var extraExitStatuses: [(Int32, String)] { [] }
+
     public mutating func run() async throws {
         do {
             try await execute()

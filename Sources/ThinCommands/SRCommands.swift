@@ -1,6 +1,9 @@
 public import ArgumentParser
 import FoundationEssentials
 public import ThinCore
+#if canImport(Glibc)
+import Glibc
+#endif
 
 public struct SRCreate: ToolCommand {
     public static let configuration = CommandConfiguration(
@@ -39,6 +42,14 @@ public struct SRCreate: ToolCommand {
     @Option(name: .customLong("block-size"),
             help: ArgumentHelp("Pool block size, 64K to 1G in multiples of 64K (default 64K).", valueName: "size"))
     var blockSize: String?
+    @Option(name: .customLong("metadata-size"),
+            help: ArgumentHelp("Pool metadata size, 2M to 15G (default: what thin_metadata_size gives for the "
+                               + "whole volume group and 1,000 thin devices per GiB).", valueName: "size"))
+    var metadataSize: String?
+    @Option(name: .customLong("on-full"),
+            help: ArgumentHelp("What writes do when the pool's data is full: queue (wait for thinsr-extend; the "
+                               + "kernel fails them after 60 s) or error (fail at once).", valueName: "queue|error"))
+    var onFull: OnFullPolicy = .queue
     @OptionGroup public var output: OutputOptions
 
     public init() {}
@@ -61,7 +72,11 @@ public struct SRCreate: ToolCommand {
         let request = SRCreateRequest(
             uuid: srUUID, name: name, description: description, placement: placement,
             poolBytes: try poolSize.map { size throws(ThinError) in try ByteSize.parse(size, what: "pool size") },
-            blockBytes: try blockSize.map { size throws(ThinError) in try ByteSize.parse(size, what: "block size") })
+            blockBytes: try blockSize.map { size throws(ThinError) in try ByteSize.parse(size, what: "block size") },
+            metadataBytes: try metadataSize.map { size throws(ThinError) in
+                try ByteSize.parse(size, what: "metadata size")
+            },
+            onFull: onFull)
         let record = try await SRLifecycle.create(request)
         if output.json {
             Console.printJSON(SRStatJSON(try SRLifecycle.status(record.uuid.uuidString)))
@@ -196,22 +211,148 @@ public struct SRList: ToolCommand {
 public struct SRSet: ToolCommand {
     public static let configuration = CommandConfiguration(
         commandName: "thinsr-set",
-        abstract: "Change an attached SR's name or description.",
-        discussion: "The SR's uuid never changes.")
-    public static let examples = [("thinsr-set vmstore --name vmstore-ssd", "Rename the SR.")]
+        abstract: "Change an attached SR's name, description or pool-full policy.",
+        discussion: """
+            The SR's uuid never changes. --on-full takes effect at once: the live pool is reloaded with \
+            the new policy, and it is kept for later attaches.
+            """)
+    public static let examples = [("thinsr-set vmstore --name vmstore-ssd", "Rename the SR."),
+                                  ("thinsr-set vmstore --on-full error", "Fail writes at once when the pool is full.")]
 
     @Argument(help: "The SR's uuid or unique name.", completion: Complete.srs) var sr: String
     @Option(help: "A new name label.") var name: String?
     @Option(help: "A new description.") var description: String?
+    @Option(name: .customLong("on-full"),
+            help: ArgumentHelp("What writes do when the pool's data is full: queue or error.",
+                               valueName: "queue|error"))
+    var onFull: OnFullPolicy?
     @OptionGroup public var output: OutputOptions
     public init() {}
 
     public func execute() async throws(ThinError) {
-        guard name != nil || description != nil else {
-            throw ThinError(.invalidArgument, "nothing to set: give --name or --description")
+        guard name != nil || description != nil || onFull != nil else {
+            throw ThinError(.invalidArgument, "nothing to set: give --name, --description or --on-full")
         }
         let repository = try AttachedSR.open(sr, exclusive: true)
-        try repository.setLabel(name: name, description: description)
+        if name != nil || description != nil { try repository.setLabel(name: name, description: description) }
+        if let onFull { try repository.setOnFull(onFull) }
         if output.json { Console.printJSON(SRStatJSON(try repository.status())) }
+    }
+}
+
+extension OnFullPolicy: ExpressibleByArgument {
+    public init?(argument: String) { self.init(rawValue: argument) }
+}
+
+public struct SRExtend: ToolCommand {
+    public static let configuration = CommandConfiguration(
+        commandName: "thinsr-extend",
+        abstract: "Grow an attached SR's pool.",
+        discussion: """
+            Adds devices to the volume group of an SR that owns its devices (--device), grows the pool \
+            metadata and its spare to what the larger pool needs (and doubles them when more than half is \
+            used), grows the pool data and reloads the live pool. A pool that ran out of data space goes \
+            back to read-write, and writes it queued complete. Without --size, an own-the-world SR takes \
+            all free space in its volume group; a be-nice SR needs --size.
+            """)
+    public static let examples = [
+        ("thinsr-extend vmstore --device /dev/sdd", "Add a disk to the SR and grow the pool onto it."),
+        ("thinsr-extend scratch --size +50G", "Grow a be-nice SR's pool by 50 GiB from its VG's free space."),
+    ]
+
+    @Argument(help: "The SR's uuid or unique name.", completion: Complete.srs) var sr: String
+    @Option(help: ArgumentHelp("The new pool data size, or +SIZE to grow by SIZE (K, M, G or T suffix).",
+                               valueName: "size"))
+    var size: String?
+    @Option(name: .customLong("device"), help: ArgumentHelp("A raw block device to add (repeatable).",
+                                                            valueName: "device"),
+            completion: .file())
+    var devices: [String] = []
+    @OptionGroup public var output: OutputOptions
+    public init() {}
+
+    public func execute() async throws(ThinError) {
+        var requested: SRExtendRequest.Size?
+        if let size {
+            if size.hasPrefix("+") {
+                requested = .by(try ByteSize.parse(String(size.dropFirst()), what: "size"))
+            } else {
+                requested = .to(try ByteSize.parse(size, what: "size"))
+            }
+        }
+        let status = try await SRLifecycle.extend(sr, SRExtendRequest(size: requested, devices: devices))
+        let stat = SRStatJSON(status)
+        if output.json { return Console.printJSON(stat) }
+        Console.out("\(stat.uuid): pool data \(ByteSize.format(stat.data_total ?? 0)), metadata "
+                    + "\(ByteSize.format(stat.metadata_total ?? 0)), pool \(stat.pool_mode)")
+    }
+}
+
+public struct SRCheckCommand: ToolCommand {
+    public static let configuration = CommandConfiguration(
+        commandName: "thinsr-check",
+        abstract: "Check an SR's pool metadata and catalog, and repair what is safe.",
+        discussion: """
+            Runs thin_check on the pool metadata (through a metadata snapshot while the SR is attached, \
+            offline while it is detached) and compares the pool with the catalog: thin ids the catalog does \
+            not know (leaked), volumes whose thin id the pool lacks (missing), an open transaction left by an \
+            interrupted operation, a transaction id mismatch, catalog rows whose kind or size contradict \
+            themselves, and attached devices that map the wrong thin id or size. With --repair it finishes \
+            or undoes an open transaction, deletes leaked ids, records the pool's transaction id, removes \
+            orphaned devices, and, on a detached SR whose metadata fails thin_check, runs thin_repair into \
+            the spare LV and swaps the result in only if it checks clean and keeps every thin id the catalog \
+            references (the damaged metadata becomes the spare). Nothing the catalog references is deleted. \
+            Exit status 0 means clean, 6 that everything found was repaired, 5 that damage is left.
+            """)
+    public static let examples = [("thinsr-check vmstore", "Check the SR."),
+                                  ("thinsr-detach vmstore && thinsr-check --repair vmstore",
+                                   "Repair the SR's metadata offline.")]
+    public static let extraExitStatuses: [(Int32, String)] = [
+        (6, "Problems were found and all of them were repaired."),
+    ]
+
+    @Argument(help: "The SR's uuid or unique name.", completion: Complete.srs) var sr: String
+    @Flag(help: "Repair what is safe to repair.") var repair = false
+    @OptionGroup public var output: OutputOptions
+    public init() {}
+
+    public func execute() async throws(ThinError) {
+        let report = try await SRCheck.run(sr, repair: repair)
+        let uuid = report.srUUID.uuidString.lowercased()
+        if output.json {
+            Console.printJSON(CheckReportJSON(report))
+        } else {
+            Console.out("SR \(uuid) (\(report.attached ? "attached" : "detached")): metadata \(report.metadata)")
+            for finding in report.findings {
+                Console.out("\(finding.repaired ? "repaired" : "found"): \(finding.problem): \(finding.detail)")
+            }
+            Console.out("result: \(report.outcome == .damaged ? "damage left" : report.outcome.rawValue)")
+        }
+        switch report.outcome {
+        case .clean: return
+        case .repaired: Glibc.exit(6)
+        case .damaged:
+            let first = report.findings.first { !$0.repaired }
+            Console.err("thinsr-check: SR \(uuid) has damage left: \(first?.problem ?? "?")"
+                        + (repair ? "" : "; run thinsr-check --repair \(uuid)"))
+            Glibc.exit(ErrorCode.catalogInconsistent.exitStatus)
+        }
+    }
+}
+
+struct CheckReportJSON: Encodable {
+    struct Finding: Encodable { var problem: String; var detail: String; var repaired: Bool }
+    var sr: String
+    var attached: Bool
+    var metadata: String
+    var result: String
+    var findings: [Finding]
+
+    init(_ report: CheckReport) {
+        sr = report.srUUID.uuidString.lowercased()
+        attached = report.attached
+        metadata = report.metadata
+        result = report.outcome == .damaged ? "damaged" : report.outcome.rawValue
+        findings = report.findings.map { Finding(problem: $0.problem, detail: $0.detail, repaired: $0.repaired) }
     }
 }

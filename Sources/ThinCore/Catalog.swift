@@ -11,6 +11,16 @@ public struct SRRecord: Equatable, Sendable {
     public var transactionID: UInt64
     public var nextThinID: UInt32
     public var createdAt: Int64
+    /// What writes do when the pool's data is full.
+    public var onFull: OnFullPolicy = .queue
+}
+
+/// dm-thin's out-of-data-space behaviour: `queue` holds writes until the pool
+/// grows (the kernel fails them after its no_space_timeout, 60 s by default);
+/// `error` fails them at once (`error_if_no_space`).
+public enum OnFullPolicy: String, Sendable, Codable, CaseIterable {
+    case queue
+    case error
 }
 
 /// Own-the-world (the SR made the VG on raw devices) or be-nice (the SR lives
@@ -73,7 +83,15 @@ final class Catalog {
         database = try Database(path: path, readOnly: readOnly)
         if !readOnly {
             try database.execute("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON")
+            try addMissingColumns()
         }
+    }
+
+    /// Columns added after format 1 shipped; old catalogs gain them on first writable open.
+    private func addMissingColumns() throws(ThinError) {
+        let columns = try database.query("PRAGMA table_info(sr)").compactMap { $0.text(1) }
+        guard !columns.isEmpty, !columns.contains("on_full") else { return }
+        try database.execute("ALTER TABLE sr ADD COLUMN on_full TEXT NOT NULL DEFAULT 'queue'")
     }
 
     static func create(path: String, record: SRRecord) throws(ThinError) -> Catalog {
@@ -84,7 +102,8 @@ final class Catalog {
                     id INTEGER PRIMARY KEY CHECK (id = 1), format_version INTEGER NOT NULL,
                     uuid TEXT NOT NULL, name TEXT NOT NULL, description TEXT NOT NULL, mode TEXT NOT NULL,
                     volume_group TEXT NOT NULL, block_size INTEGER NOT NULL, transaction_id INTEGER NOT NULL,
-                    next_thin_id INTEGER NOT NULL, created_at INTEGER NOT NULL);
+                    next_thin_id INTEGER NOT NULL, created_at INTEGER NOT NULL,
+                    on_full TEXT NOT NULL DEFAULT 'queue');
                 CREATE TABLE volume (
                     uuid TEXT PRIMARY KEY, key TEXT NOT NULL UNIQUE, name TEXT NOT NULL,
                     description TEXT NOT NULL, thin_id INTEGER NOT NULL UNIQUE, virtual_size INTEGER NOT NULL,
@@ -99,11 +118,11 @@ final class Catalog {
                     new_transaction_id INTEGER NOT NULL, messages TEXT NOT NULL, must_complete INTEGER NOT NULL);
                 """)
             try catalog.database.query("""
-                INSERT INTO sr VALUES (1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                INSERT INTO sr VALUES (1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                 """, [.integer(formatVersion), .text(record.uuid.uuidString.lowercased()), .text(record.name),
                       .text(record.description), .text(record.mode.rawValue), .text(record.volumeGroup),
                       .integer(Int64(record.blockSizeBytes)), .integer(Int64(record.transactionID)),
-                      .integer(Int64(record.nextThinID)), .integer(record.createdAt)])
+                      .integer(Int64(record.nextThinID)), .integer(record.createdAt), .text(record.onFull.rawValue)])
         }
         return catalog
     }
@@ -111,7 +130,7 @@ final class Catalog {
     func srRecord() throws(ThinError) -> SRRecord {
         let rows = try database.query("""
             SELECT uuid, name, description, mode, volume_group, block_size, transaction_id, next_thin_id,
-                   created_at, format_version FROM sr WHERE id = 1
+                   created_at, format_version, on_full FROM sr WHERE id = 1
             """)
         guard let row = rows.first, let uuidText = row.text(0), let uuid = UUID(uuidString: uuidText),
               let mode = row.text(3).flatMap(SRMode.init(rawValue:)) else {
@@ -124,7 +143,7 @@ final class Catalog {
         return SRRecord(uuid: uuid, name: row.text(1) ?? "", description: row.text(2) ?? "", mode: mode,
                         volumeGroup: row.text(4) ?? "", blockSizeBytes: UInt64(row.int(5) ?? 0),
                         transactionID: UInt64(row.int(6) ?? 0), nextThinID: UInt32(row.int(7) ?? 0),
-                        createdAt: row.int(8) ?? 0)
+                        createdAt: row.int(8) ?? 0, onFull: row.text(10).flatMap(OnFullPolicy.init(rawValue:)) ?? .queue)
     }
 
     static let volumeColumns = """
@@ -222,6 +241,10 @@ final class Catalog {
     func setSRLabel(name: String?, description: String?) throws(ThinError) {
         if let name { try database.query("UPDATE sr SET name = ?", [.text(name)]) }
         if let description { try database.query("UPDATE sr SET description = ?", [.text(description)]) }
+    }
+
+    func setOnFull(_ policy: OnFullPolicy) throws(ThinError) {
+        try database.query("UPDATE sr SET on_full = ?", [.text(policy.rawValue)])
     }
 
     func setTransactionID(_ id: UInt64) throws(ThinError) {

@@ -32,9 +32,10 @@ enum DeviceChecks {
                 }
             }
             if let pv = physicalVolumes?.first(where: { System.blockDevice($0.device).map { "\($0.major):\($0.minor)" } == majorMinor }) {
-                let where_ = pv.volumeGroup.isEmpty ? "an LVM physical volume" : "in volume group \(pv.volumeGroup)"
-                throw ThinError(.deviceInUse, "\(device) is already \(where_); use --vg for an existing VG, "
-                                + "or choose another device")
+                // A label without a VG holds no data (e.g. left by an interrupted thinsr-destroy): reuse it.
+                if pv.volumeGroup.isEmpty { continue }
+                throw ThinError(.deviceInUse, "\(device) is already in volume group \(pv.volumeGroup); use --vg for "
+                                + "an existing VG, or choose another device")
             }
             if let signature = try await signature(of: device) {
                 throw ThinError(.deviceInUse, "\(device) holds a \(signature) signature; if its data is not "

@@ -14,6 +14,10 @@ public struct DiscoveredSR: Sendable {
 
     var names: SRNames { SRNames(uuid: uuid) }
     var isComplete: Bool { ["data", "meta", "spare", "catalog"].allSatisfy { volumes[$0] != nil } }
+    /// Left by a `thinsr-create` that did not finish: it holds no volumes.
+    var isIncomplete: Bool {
+        volumes["catalog"].map { $0.tags.contains(SRNames.incompleteTag) } ?? true
+    }
 }
 
 enum Discovery {

@@ -14,6 +14,7 @@ extension AttachedSR {
         precondition(kind != .volume)
         if let name { try Naming.validateLabel(name, what: "name") }
         let usage = try recover()
+        try requireSpaceForNewDevice(usage)
         let source = try requireVolume(reference)
         let record = try self.record
         let thinID = try allocateThinID(after: record.nextThinID)
@@ -30,6 +31,7 @@ extension AttachedSR {
             do { try DeviceMapper.suspend(name: device) } catch {
                 throw .backend("cannot suspend \(source.key) for a consistent snapshot", error)
             }
+            FaultInjection.point("origin-suspended")
         }
         defer { if suspend { try? DeviceMapper.resume(name: device) } }
         try transact([.createSnapshot(thinID, origin: source.thinID)], recovered: usage) { catalog throws(ThinError) in
@@ -49,6 +51,7 @@ extension AttachedSR {
     /// old thin id open).
     public func revertVolume(_ reference: String, to snapshotReference: String) throws(ThinError) {
         let usage = try recover()
+        try requireSpaceForNewDevice(usage)
         let volume = try requireVolume(reference)
         let snapshot = try requireVolume(snapshotReference)
         guard volume.readWrite else {
@@ -82,11 +85,13 @@ extension AttachedSR {
         guard size > volume.virtualSize else { return }
         // The catalog first: a crash before the reload leaves a device that grows on its next attach.
         try catalog.setVirtualSize(size, volume: volume.uuid)
+        FaultInjection.point("size-recorded")
         let device = names.volumeDevice(volume.uuid)
         guard let info = try DeviceMapper.infoOrThrow(device) else { return }
         let table = ThinTable(poolDevice: "/dev/mapper/\(names.poolDevice)", deviceID: volume.thinID)
         do {
             try DeviceMapper.reload(name: device, table: [table.line(lengthSectors: size / 512)], readOnly: info.readOnly)
+            FaultInjection.point("table-loaded")
             try DeviceMapper.resume(name: device)
         } catch {
             try? catalog.setVirtualSize(volume.virtualSize, volume: volume.uuid)
@@ -109,6 +114,7 @@ extension AttachedSR {
             try catalog.setLabel(name: name, description: description, volume: volume.uuid)
             for (key, value) in set { try catalog.setKey(key, value: value, volume: volume.uuid) }
             for key in unset { try catalog.unsetKey(key, volume: volume.uuid) }
+            FaultInjection.point("metadata-written")  // before the commit: nothing is kept
         }
     }
 }
@@ -146,6 +152,19 @@ extension AttachedSR {
 
     /// Per thin id usage from `thin_ls` on a metadata snapshot of the live pool.
     func thinUsage() async throws(ThinError) -> [UInt32: ThinTools.DeviceUsage] {
+        let rows = try await withMetadataSnapshot { metadataPath throws(ThinError) in
+            do { return try await ThinTools.list(metadataDevice: metadataPath, metadataSnapshot: true) } catch {
+                throw .backend("thin_ls failed", error)
+            }
+        }
+        return Dictionary(rows.map { ($0.deviceID, $0) }, uniquingKeysWith: { $1 })
+    }
+}
+
+extension AttachedSR {
+    /// Runs `body` with a metadata snapshot of the live pool reserved, passing
+    /// the metadata device's path; the thin tools read it with `-m`.
+    func withMetadataSnapshot<T>(_ body: (String) async throws(ThinError) -> T) async throws(ThinError) -> T {
         let lock = try FileLock(path: "\(names.catalogMount)/metadata-snapshot.lock")
         defer { lock.release() }
         do {
@@ -163,11 +182,6 @@ extension AttachedSR {
             throw .backend("cannot reserve a metadata snapshot", error)
         }
         defer { try? pool.send("release_metadata_snap") }
-        let metadataPath = SRLifecycle.mapperPath(try record.volumeGroup, names.metadataLV)
-        let rows: [ThinTools.DeviceUsage]
-        do { rows = try await ThinTools.list(metadataDevice: metadataPath, metadataSnapshot: true) } catch {
-            throw .backend("thin_ls failed", error)
-        }
-        return Dictionary(rows.map { ($0.deviceID, $0) }, uniquingKeysWith: { $1 })
+        return try await body(SRLifecycle.mapperPath(try record.volumeGroup, names.metadataLV))
     }
 }

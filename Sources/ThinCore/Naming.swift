@@ -86,6 +86,8 @@ public struct SRNames: Sendable {
     public static func roleTag(_ role: String) -> String { "thinsr.role=\(role)" }
     public static let modeTagPrefix = "thinsr.mode="
     public static let nameTagPrefix = "thinsr.name="
+    /// On the catalog LV from its creation until `thinsr-create` finishes.
+    public static let incompleteTag = "thinsr.incomplete"
 }
 
 public enum Paths {

@@ -40,17 +40,39 @@ struct Pool {
         }
     }
 
-    func assemble(metadataDevice: String, dataDevice: String, dataBytes: UInt64,
-                  blockBytes: UInt64) throws(ThinError) {
+    static func table(metadataDevice: String, dataDevice: String, dataBytes: UInt64, blockBytes: UInt64,
+                      onFull: OnFullPolicy) -> TableLine {
         let blockSectors = blockBytes / 512
         let dataBlocks = dataBytes / blockBytes
         let table = ThinPoolTable(metadataDevice: metadataDevice, dataDevice: dataDevice,
-                                  blockSizeSectors: blockSectors, lowWaterMarkBlocks: max(1, dataBlocks / 20))
+                                  blockSizeSectors: blockSectors, lowWaterMarkBlocks: max(1, dataBlocks / 20),
+                                  features: onFull == .error ? [.errorIfNoSpace] : [])
+        return table.line(lengthSectors: dataBlocks * blockSectors)
+    }
+
+    func assemble(metadataDevice: String, dataDevice: String, dataBytes: UInt64,
+                  blockBytes: UInt64, onFull: OnFullPolicy) throws(ThinError) {
+        let line = Self.table(metadataDevice: metadataDevice, dataDevice: dataDevice, dataBytes: dataBytes,
+                              blockBytes: blockBytes, onFull: onFull)
         do {
             try DeviceMapper.create(name: device, uuid: names.poolDeviceUUID,
-                                    table: [table.line(lengthSectors: dataBlocks * blockSectors)], udev: .private)
+                                    table: [line], udev: .private)
         } catch {
             throw .backend("cannot assemble pool \(device)", error)
+        }
+    }
+
+    /// Loads a new table (a changed policy or a grown data or metadata LV)
+    /// and swaps it in; the kernel picks up grown devices on resume.
+    func reload(metadataDevice: String, dataDevice: String, dataBytes: UInt64, blockBytes: UInt64,
+                onFull: OnFullPolicy) throws(ThinError) {
+        let line = Self.table(metadataDevice: metadataDevice, dataDevice: dataDevice, dataBytes: dataBytes,
+                              blockBytes: blockBytes, onFull: onFull)
+        do {
+            try DeviceMapper.reload(name: device, table: [line])
+            try DeviceMapper.resume(name: device, udev: .private)
+        } catch {
+            throw .backend("cannot reload pool \(device)", error)
         }
     }
 

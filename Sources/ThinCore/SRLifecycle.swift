@@ -18,9 +18,13 @@ public struct SRCreateRequest: Sendable {
     public var placement: Placement
     public var poolBytes: UInt64?
     public var blockBytes: UInt64?
+    public var metadataBytes: UInt64?
+    public var onFull: OnFullPolicy
 
     public init(uuid: UUID?, name: String, description: String, placement: Placement, poolBytes: UInt64?,
-                blockBytes: UInt64?) {
+                blockBytes: UInt64?, metadataBytes: UInt64? = nil, onFull: OnFullPolicy = .queue) {
+        self.metadataBytes = metadataBytes
+        self.onFull = onFull
         self.uuid = uuid
         self.name = name
         self.description = description
@@ -42,6 +46,20 @@ public enum SRLifecycle {
     /// dm-thin uses at most ~15.9 GiB of metadata; LVM caps at 15.81 GiB.
     public static let maximumMetadataBytes: UInt64 = 16_189 << 20
     static let minimumMetadataBytes: UInt64 = 8 << 20
+    /// The smallest metadata `--metadata-size` accepts (as lvcreate's --poolmetadatasize).
+    static let smallestMetadataBytes: UInt64 = 2 << 20
+
+    /// Metadata for a pool that may grow to `vgBytes`, from `thin_metadata_size`.
+    static func plannedMetadataBytes(vgBytes: UInt64, blockBytes: UInt64) async throws(ThinError) -> UInt64 {
+        let metadata: UInt64
+        do {
+            metadata = try await ThinTools.metadataSize(blockBytes: blockBytes, poolBytes: vgBytes,
+                                                        maximumThins: plannedThins(vgBytes: vgBytes))
+        } catch {
+            throw .backend("thin_metadata_size failed", error)
+        }
+        return min(max(metadata, minimumMetadataBytes), maximumMetadataBytes)
+    }
 
     // MARK: create
 
@@ -58,9 +76,20 @@ public enum SRLifecycle {
         }
         let uuid = request.uuid ?? UUID()
         let names = SRNames(uuid: uuid)
-        let existing = try Discovery.all()
-        if existing.contains(where: { $0.uuid == uuid }) {
-            throw .invalid("an SR with uuid \(names.uuidString) already exists")
+        // A create of this uuid that was interrupted left an incomplete SR:
+        // remove it and start again, so the retry makes the SR entirely.
+        if let existing = try Discovery.all().first(where: { $0.uuid == uuid }) {
+            guard existing.isIncomplete else {
+                throw .invalid("an SR with uuid \(names.uuidString) already exists")
+            }
+            try removeStorage(existing)
+        }
+        if case .devices = request.placement {
+            let groups: [VolumeGroupReport]
+            do { groups = try LVM.shared.volumeGroups() } catch { throw ThinError.backend("vgs failed", error) }
+            if let group = groups.first(where: { $0.name == names.ownVolumeGroup }), group.tags.contains(names.srTag) {
+                try removeOwnVolumeGroup(group.name)
+            }
         }
 
         var undo = UndoStack()
@@ -72,14 +101,15 @@ public enum SRLifecycle {
                 try await DeviceChecks.validateFreeDevices(devices)
                 group = names.ownVolumeGroup
                 mode = .ownTheWorld
-                do { try LVM.shared.createPhysicalVolumes(devices) } catch {
-                    throw ThinError.backend("pvcreate failed", error)
-                }
-                undo.push { try? LVM.shared.removePhysicalVolumes(devices) }
+                // vgcreate labels the devices itself: one step, not two.
                 do { try LVM.shared.createVolumeGroup(group, devices: devices, tags: [names.srTag]) } catch {
                     throw ThinError.backend("vgcreate failed", error)
                 }
-                undo.push { try? LVM.shared.removeVolumeGroup(group) }
+                undo.push {
+                    try? LVM.shared.removeVolumeGroup(group)
+                    try? LVM.shared.removePhysicalVolumes(devices)
+                }
+                FaultInjection.point("volume-group-created")
             case .volumeGroup(let vg):
                 guard request.poolBytes != nil else {
                     throw ThinError.invalid("--vg needs --pool-size: a be-nice SR takes only the space it is given")
@@ -93,7 +123,8 @@ public enum SRLifecycle {
             guard let vg = vgReports.first(where: { $0.name == group }) else {
                 throw ThinError.invalid("volume group \"\(group)\" does not exist; create it with vgcreate or use --device")
             }
-            let layout = try await plan(vg: vg, mode: mode, poolBytes: request.poolBytes, blockBytes: blockBytes)
+            let layout = try await plan(vg: vg, mode: mode, poolBytes: request.poolBytes, blockBytes: blockBytes,
+                                        metadataBytes: request.metadataBytes)
 
             let roleSizes: [(role: String, lv: String, bytes: UInt64)] = [
                 ("catalog", names.catalogLV, catalogBytes), ("meta", names.metadataLV, layout.metadataBytes),
@@ -102,26 +133,30 @@ public enum SRLifecycle {
             for (role, lv, bytes) in roleSizes {
                 var tags = [names.srTag, SRNames.roleTag(role)]
                 if role == "catalog" {
-                    tags += [SRNames.modeTagPrefix + mode.rawValue]
+                    tags += [SRNames.modeTagPrefix + mode.rawValue, SRNames.incompleteTag]
                     if !request.name.isEmpty { tags.append(SRNames.nameTagPrefix + TagText.encode(request.name)) }
                 }
                 do { try LVM.shared.createLinearVolume(group: group, name: lv, sizeBytes: bytes, tags: tags) } catch {
                     throw ThinError.backend("lvcreate of the SR's \(role) volume failed", error)
                 }
                 if mode == .beNice { undo.push { try? LVM.shared.removeLogicalVolumes(group: group, names: [lv]) } }
+                FaultInjection.point("\(role)-volume-created")
             }
             let metadataPath = mapperPath(group, names.metadataLV)
             let dataPath = mapperPath(group, names.dataLV)
             let catalogPath = mapperPath(group, names.catalogLV)
             try DirectIO.zero(device: metadataPath)
             try DirectIO.zero(device: mapperPath(group, names.spareLV))
+            FaultInjection.point("metadata-zeroed")
             do {
                 try await ExternalCommand.check("mkfs.ext4", ["-q", "-F", "-L", "thinsr-catalog", "-E",
                                                               "lazy_itable_init=0,lazy_journal_init=0", catalogPath])
             } catch {
                 throw ThinError.backend("mkfs.ext4 on the catalog volume failed", error)
             }
+            FaultInjection.point("catalog-formatted")
             try Mounts.mount(device: catalogPath, at: names.catalogMount, type: "ext4", readOnly: false)
+            FaultInjection.point("catalog-mounted")
             undo.push {
                 try? Mounts.unmount(names.catalogMount)
                 System.removeDirectory(names.catalogMount)
@@ -129,18 +164,25 @@ public enum SRLifecycle {
             }
             let record = SRRecord(uuid: uuid, name: request.name, description: request.description, mode: mode,
                                   volumeGroup: group, blockSizeBytes: blockBytes, transactionID: 0, nextThinID: 1,
-                                  createdAt: System.currentTime())
+                                  createdAt: System.currentTime(), onFull: request.onFull)
             let catalog = try Catalog.create(path: names.catalogDatabase, record: record)
             undo.push { catalog.database.close() }
+            FaultInjection.point("catalog-written")
             let pool = Pool(names: names)
             let dataLVBytes = layout.dataBytes
             try pool.assemble(metadataDevice: metadataPath, dataDevice: dataPath, dataBytes: dataLVBytes,
-                              blockBytes: blockBytes)
+                              blockBytes: blockBytes, onFull: request.onFull)
             undo.push { try? pool.disassemble() }
+            FaultInjection.point("pool-assembled")
             let usage = try pool.usage()
             guard usage.transactionID == 0, usage.usedDataBlocks == 0 else {
                 throw ThinError(.backendFailure, "the new pool's metadata is not empty (transaction id "
                                 + "\(usage.transactionID)); was the metadata device zeroed?")
+            }
+            do {
+                try LVM.shared.retag(group: group, name: names.catalogLV, remove: [SRNames.incompleteTag], add: [])
+            } catch {
+                throw ThinError.backend("cannot mark the SR complete", error)
             }
             undo.discard()
             catalog.database.close()
@@ -155,17 +197,16 @@ public enum SRLifecycle {
 
     /// Sizes metadata for the largest the pool could grow to (the whole VG) and
     /// the data LV as asked, or 90% of what is left in an own-the-world VG.
-    static func plan(vg: VolumeGroupReport, mode: SRMode, poolBytes: UInt64?,
-                     blockBytes: UInt64) async throws(ThinError) -> Layout {
+    static func plan(vg: VolumeGroupReport, mode: SRMode, poolBytes: UInt64?, blockBytes: UInt64,
+                     metadataBytes: UInt64? = nil) async throws(ThinError) -> Layout {
         let extent = max(vg.extentBytes, 512)
-        var metadata: UInt64
-        do {
-            metadata = try await ThinTools.metadataSize(blockBytes: blockBytes, poolBytes: vg.sizeBytes,
-                                                        maximumThins: plannedThins(vgBytes: vg.sizeBytes))
-        } catch {
-            throw .backend("thin_metadata_size failed", error)
+        var metadata = try await plannedMetadataBytes(vgBytes: vg.sizeBytes, blockBytes: blockBytes)
+        if let metadataBytes {
+            guard (smallestMetadataBytes...maximumMetadataBytes).contains(metadataBytes) else {
+                throw .invalid("metadata size \(ByteSize.format(metadataBytes)) is out of range; give 2M to 15G")
+            }
+            metadata = metadataBytes
         }
-        metadata = min(max(metadata, minimumMetadataBytes), maximumMetadataBytes)
         metadata = ByteSize.roundUp(metadata, to: extent)
         let overhead = catalogBytes + 2 * metadata
         guard vg.freeBytes > overhead else {
@@ -214,6 +255,11 @@ public enum SRLifecycle {
             // detach): start the attach again from the beginning.
             try Mounts.unmount(names.catalogMount)
         }
+        guard !sr.isIncomplete || !sr.isComplete else {
+            throw ThinError(.catalogInconsistent, "SR \(names.uuidString) was not completely created (thinsr-create "
+                            + "was interrupted); run thinsr-create --uuid \(names.uuidString) again, or remove it "
+                            + "with thinsr-destroy \(names.uuidString)")
+        }
         guard sr.isComplete else {
             throw ThinError(.catalogInconsistent, "SR \(names.uuidString) in VG \(sr.volumeGroup) is missing some "
                             + "of its LVs (has: \(sr.volumes.keys.sorted().joined(separator: ", ")))")
@@ -226,6 +272,7 @@ public enum SRLifecycle {
                 throw ThinError.backend("cannot activate the SR's LVs", error)
             }
             undo.push { try? LVM.shared.setActive(false, group: sr.volumeGroup, names: lvNames) }
+            FaultInjection.point("volumes-activated")
             let metadataPath = mapperPath(sr.volumeGroup, names.metadataLV)
             let check: ThinTools.CheckResult
             do { check = try await ThinTools.check(metadataDevice: metadataPath, clearNeedsCheckFlag: true) } catch {
@@ -233,10 +280,12 @@ public enum SRLifecycle {
             }
             guard check.clean else {
                 throw ThinError(.metadataCheckFailed, "pool metadata of SR \(names.uuidString) fails thin_check; "
-                                + "it needs repair (thin_repair into the spare LV \(names.spareLV)) before attaching")
+                                + "repair it with thinsr-check --repair \(names.uuidString), then attach again")
             }
+            FaultInjection.point("metadata-checked")
             try Mounts.mount(device: mapperPath(sr.volumeGroup, names.catalogLV), at: names.catalogMount,
                              type: "ext4", readOnly: false)
+            FaultInjection.point("catalog-mounted")
             undo.push {
                 try? Mounts.unmount(names.catalogMount)
                 System.removeDirectory(names.catalogMount)
@@ -252,11 +301,13 @@ public enum SRLifecycle {
             let pool = Pool(names: names)
             let dataBytes = sr.volumes["data"]?.sizeBytes ?? 0
             try pool.assemble(metadataDevice: metadataPath, dataDevice: mapperPath(sr.volumeGroup, names.dataLV),
-                              dataBytes: dataBytes, blockBytes: record.blockSizeBytes)
+                              dataBytes: dataBytes, blockBytes: record.blockSizeBytes, onFull: record.onFull)
             undo.push { try? pool.disassemble() }
+            FaultInjection.point("pool-assembled")
             let attached = AttachedSR(names: names, catalog: catalog, lock: try FileLock(path: names.lockFile))
             undo.push { attached.close() }
             try attached.recover()
+            FaultInjection.point("recovered")
             try VolumeDevices.removeStaleLinks(names: names)
             let result = try catalog.srRecord()
             undo.discard()
@@ -276,7 +327,16 @@ public enum SRLifecycle {
     public static func detach(_ reference: String, force: Bool) throws(ThinError) {
         try System.requireRoot("thinsr-detach")
         let sr = try Discovery.find(reference)
-        guard sr.attached else { return }
+        let lvNames = ["catalog", "meta", "spare", "data"].compactMap { sr.volumes[$0]?.name }
+        guard sr.attached else {
+            // A detach killed after unmounting left LVs active: finish it.
+            let active = ["catalog", "meta", "spare", "data"].compactMap { sr.volumes[$0] }.filter(\.active)
+            guard !active.isEmpty, try !Pool(names: sr.names).exists() else { return }
+            do { try LVM.shared.setActive(false, group: sr.volumeGroup, names: active.map(\.name)) } catch {
+                throw .backend("cannot deactivate the SR's LVs", error)
+            }
+            return
+        }
         let attached = try AttachedSR.open(sr.names.uuidString, exclusive: true)
         let names = attached.names
         let active = try attached.activeVolumeDevices()
@@ -297,18 +357,20 @@ public enum SRLifecycle {
                 let volume = volumes.first { $0.uuid == uuid }
                 try VolumeDevices.deactivate(names: names, volume: uuid, key: volume?.key)
             }
+            FaultInjection.point("volumes-detached")
         }
         // A detach interrupted after removing the pool finds no pool: carry on.
         if try attached.pool.exists() {
             try attached.recover()
             try attached.pool.disassemble()
+            FaultInjection.point("pool-removed")
         }
         attached.close()
         try Mounts.unmount(names.catalogMount)
+        FaultInjection.point("catalog-unmounted")
         System.removeDirectory(names.catalogMount)
         System.removeDirectory(names.runDirectory)
         System.removeDirectory(names.deviceDirectory)
-        let lvNames = ["catalog", "meta", "spare", "data"].compactMap { sr.volumes[$0]?.name }
         do { try LVM.shared.setActive(false, group: sr.volumeGroup, names: lvNames) } catch {
             throw .backend("the SR is detached but its LVs could not be deactivated", error)
         }
@@ -322,52 +384,52 @@ public enum SRLifecycle {
         try System.requireRoot("thinsr-destroy")
         let sr = try Discovery.find(reference)
         let names = sr.names
+        if sr.isIncomplete { return try removeStorage(sr) }
         guard !sr.attached else {
             throw ThinError(.srInUse, "SR \(names.uuidString) is attached; detach it with thinsr-detach first",
                             parameters: [reference])
         }
-        if !force, let catalogLV = sr.volumes["catalog"] {
-            let count = try volumeCount(group: sr.volumeGroup, catalogLV: catalogLV, names: names)
+        if !force {
+            let count = try withCatalogReadOnly(sr) { catalog throws(ThinError) in
+                try catalog.volumes(includingUnfinished: true).count
+            }
             guard count == 0 else {
                 throw ThinError(.srInUse, "SR \(names.uuidString) holds \(count) volume(s); destroy them first or "
                                 + "use --force to destroy them with the SR", parameters: [reference])
             }
         }
-        let lvNames = sr.volumes.values.map(\.name).sorted()
+        try removeStorage(sr)
+    }
+
+    /// Removes an SR's LVs (and, if it owns them, its VG and the devices'
+    /// labels); an incomplete SR's pool and catalog mount go first.
+    static func removeStorage(_ sr: DiscoveredSR) throws(ThinError) {
+        let names = sr.names
+        try Pool(names: names).disassemble()
+        if Mounts.isMounted(names.catalogMount) { try Mounts.unmount(names.catalogMount) }
+        System.removeDirectory(names.catalogMount)
+        System.removeDirectory(names.runDirectory)
+        let ownsGroup = sr.volumeGroup == names.ownVolumeGroup
+        if ownsGroup { return try removeOwnVolumeGroup(sr.volumeGroup) }
         do {
-            switch sr.mode {
-            case .ownTheWorld:
-                let devices = try LVM.shared.physicalVolumes().filter { $0.volumeGroup == sr.volumeGroup }.map(\.device)
-                try LVM.shared.removeVolumeGroup(sr.volumeGroup)
-                try LVM.shared.removePhysicalVolumes(devices)
-            case .beNice:
-                try LVM.shared.removeLogicalVolumes(group: sr.volumeGroup, names: lvNames)
-            }
+            try LVM.shared.removeLogicalVolumes(group: sr.volumeGroup, names: sr.volumes.values.map(\.name).sorted())
         } catch {
-            throw .backend("destroying SR \(names.uuidString) failed", error)
+            throw .backend("removing the LVs of SR \(names.uuidString) failed", error)
         }
     }
 
-    /// Counts the volumes in a detached SR's catalog by mounting it read-only.
-    static func volumeCount(group: String, catalogLV: LogicalVolumeReport, names: SRNames) throws(ThinError) -> Int {
-        let mountPoint = "\(names.runDirectory)/inspect"
-        let wasActive = catalogLV.active
-        do { if !wasActive { try LVM.shared.setActive(true, group: group, names: [catalogLV.name]) } } catch {
-            throw .backend("cannot activate the catalog LV", error)
+    /// Removes a VG an own-the-world SR made, and the LVM labels of its devices.
+    static func removeOwnVolumeGroup(_ group: String) throws(ThinError) {
+        do {
+            let devices = try LVM.shared.physicalVolumes().filter { $0.volumeGroup == group }.map(\.device)
+            try LVM.shared.removeVolumeGroup(group)
+            FaultInjection.point("volume-group-removed")
+            try LVM.shared.removePhysicalVolumes(devices)
+        } catch {
+            throw .backend("removing volume group \(group) failed", error)
         }
-        defer {
-            if !wasActive { try? LVM.shared.setActive(false, group: group, names: [catalogLV.name]) }
-        }
-        try Mounts.mount(device: mapperPath(group, catalogLV.name), at: mountPoint, type: "ext4", readOnly: true)
-        defer {
-            try? Mounts.unmount(mountPoint)
-            System.removeDirectory(mountPoint)
-            System.removeDirectory(names.runDirectory)
-        }
-        let catalog = try Catalog(path: "\(mountPoint)/catalog.db", readOnly: true)
-        defer { catalog.database.close() }
-        return try catalog.volumes(includingUnfinished: true).count
     }
+
 }
 
 /// Undo steps for a multi-step operation, run newest first on failure.

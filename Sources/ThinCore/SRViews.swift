@@ -71,15 +71,25 @@ extension AttachedSR {
         if let name { try Naming.validateLabel(name, what: "SR name", maximumBytes: TagText.maximumBytes) }
         if let description { try Naming.validateLabel(description, what: "SR description") }
         let record = try self.record
-        if let name, name != record.name {
-            let old = record.name.isEmpty ? [] : [SRNames.nameTagPrefix + TagText.encode(record.name)]
-            let new = name.isEmpty ? [] : [SRNames.nameTagPrefix + TagText.encode(name)]
-            do {
-                try LVM.shared.retag(group: record.volumeGroup, name: names.catalogLV, remove: old, add: new)
-            } catch {
-                throw .backend("cannot update the SR's name tag", error)
-            }
-        }
+        // The catalog first; the name tag follows from the tags LVM has now,
+        // so running the same command again finishes an interrupted rename.
         try catalog.setSRLabel(name: name, description: description)
+        FaultInjection.point("catalog-updated")
+        guard let name else { return }
+        let current: [String]
+        do {
+            current = try LVM.shared.logicalVolumes()
+                .first { $0.volumeGroup == record.volumeGroup && $0.name == names.catalogLV }?.tags ?? []
+        } catch {
+            throw .backend("cannot read the SR's tags", error)
+        }
+        let old = current.filter { $0.hasPrefix(SRNames.nameTagPrefix) }
+        let new = name.isEmpty ? [] : [SRNames.nameTagPrefix + TagText.encode(name)]
+        guard Set(old) != Set(new) else { return }
+        do {
+            try LVM.shared.retag(group: record.volumeGroup, name: names.catalogLV, remove: old, add: new)
+        } catch {
+            throw .backend("cannot update the SR's name tag", error)
+        }
     }
 }

@@ -27,9 +27,9 @@ extension AttachedSR {
             try prepare(catalog)
             try catalog.setPending(pending)
         }
-        try FaultInjection.point("after-pending-commit")
+        FaultInjection.point("transaction-recorded")
         var sent: [PoolMessage] = []
-        for message in messages {
+        for (index, message) in messages.enumerated() {
             do {
                 try pool.send(message.text)
                 sent.append(message)
@@ -42,16 +42,18 @@ extension AttachedSR {
                 try undo(sent, pending: pending)
                 throw ThinError(.backendFailure, "pool message \"\(message.text)\" failed: \(error)")
             }
-            try FaultInjection.point("after-message")
+            FaultInjection.point("message-\(index + 1)-sent")
         }
         try setTransactionID(pending)
-        try FaultInjection.point("after-set-transaction-id")
+        FaultInjection.point("transaction-id-set")
         try settle(pending)
+        FaultInjection.point("transaction-settled")
     }
 
     /// Brings catalog and pool into agreement; returns the pool's usage.
     @discardableResult
     func recover() throws(ThinError) -> ThinPoolUsage {
+        try reconcileVolumeDevices()
         let usage = try pool.usage()
         guard let pending = try catalog.pending() else {
             let record = try catalog.srRecord()
@@ -136,12 +138,54 @@ extension AttachedSR {
     }
 }
 
-/// A test-only switch: THINSR_FAULT=<point> kills the process with SIGKILL
-/// when it reaches that point, to prove crash consistency.
-enum FaultInjection {
-    static let target = Paths.environment("THINSR_FAULT")
+extension AttachedSR {
+    /// Finishes device changes a killed process left half done. Only thinsr
+    /// suspends our volume devices, and only while it holds the SR lock we now
+    /// hold, so a suspended one was left by a process that died: resume it. A
+    /// device shorter than its catalog size was being grown: grow it.
+    func reconcileVolumeDevices() throws(ThinError) {
+        let active = try activeVolumeDevices()
+        guard !active.isEmpty else { return }
+        let volumes = try catalog.volumes()
+        for (uuid, info) in active {
+            let device = names.volumeDevice(uuid)
+            if let volume = volumes.first(where: { $0.uuid == uuid }),
+               let line = try DeviceMapper.tableOrThrow(device)?.first,
+               line.lengthSectors < volume.virtualSize / 512 {
+                let table = ThinTable(poolDevice: pool.path, deviceID: volume.thinID)
+                do {
+                    try DeviceMapper.reload(name: device, table: [table.line(lengthSectors: volume.virtualSize / 512)],
+                                            readOnly: info.readOnly)
+                    try DeviceMapper.resume(name: device)
+                } catch {
+                    throw .backend("recovery: cannot grow the device of \(volume.key)", error)
+                }
+            } else if info.suspended {
+                do { try DeviceMapper.resume(name: device) } catch {
+                    throw .backend("recovery: cannot resume \(device)", error)
+                }
+            }
+        }
+    }
+}
 
-    static func point(_ name: String) throws(ThinError) {
+/// A test-only switch proving crash consistency. Every mutating operation
+/// marks its steps with `point`; THINSR_FAULT=<step> makes the process kill
+/// itself with SIGKILL there, and THINSR_FAULT_TRACE=<file> appends each step
+/// reached to the file, so tests learn an operation's steps from the code.
+public enum FaultInjection {
+    static let target = Paths.environment("THINSR_FAULT")
+    static let trace = Paths.environment("THINSR_FAULT_TRACE")
+
+    static func point(_ name: String) {
+        if let trace {
+            let descriptor = open(trace, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o644)
+            if descriptor >= 0 {
+                var line = name + "\n"
+                line.withUTF8 { bytes in _ = write(descriptor, bytes.baseAddress, bytes.count) }
+                close(descriptor)
+            }
+        }
         if target == name { kill(getpid(), SIGKILL) }
     }
 }

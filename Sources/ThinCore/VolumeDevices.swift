@@ -16,6 +16,7 @@ enum VolumeDevices {
         } catch {
             throw .backend("cannot activate volume \(volume.key)", error)
         }
+        FaultInjection.point("device-created")
         let link = names.devicePath(key: volume.key)
         do {
             try System.makeDirectories(names.deviceDirectory)
@@ -39,6 +40,7 @@ enum VolumeDevices {
                                     parameters: [label])
                 }
                 try DeviceMapper.remove(name: device)
+                FaultInjection.point("device-removed")
             }
         } catch let error as DeviceMapperError {
             if error.errno == EBUSY {

@@ -26,6 +26,7 @@ extension AttachedSR {
             throw .invalid("size \(ByteSize.format(sizeBytes)) exceeds the largest volume, \(ByteSize.format(maximumVolumeBytes))")
         }
         let usage = try recover()
+        try requireSpaceForNewDevice(usage)
         let record = try self.record
         let thinID = try allocateThinID(after: record.nextThinID)
         let volume = VolumeRecord(
@@ -140,6 +141,10 @@ extension AttachedSR {
 extension DeviceMapper {
     static func infoOrThrow(_ name: String) throws(ThinError) -> DeviceInfo? {
         do { return try info(name: name) } catch { throw .backend("cannot query \(name)", error) }
+    }
+
+    static func tableOrThrow(_ name: String) throws(ThinError) -> [TableLine]? {
+        do { return try table(name: name) } catch { throw .backend("cannot read the table of \(name)", error) }
     }
 
     static func statusOrThrow(_ name: String) throws(ThinError) -> [TableLine]? {

@@ -87,6 +87,10 @@ extension LVM {
             + add.flatMap { [.word("--addtag"), .tag($0)] } + [.lvPath(group: group, name: name)])
     }
 
+    public func renameLogicalVolume(group: String, from old: String, to new: String) throws(LVMFailure) {
+        try execute(["lvrename", "--yes"], [.vg(group), .lv(old), .lv(new)])
+    }
+
     public func removeLogicalVolumes(group: String, names: [String]) throws(LVMFailure) {
         guard !names.isEmpty else { return }
         try execute(["lvremove", "--yes", "--force"], names.map { .lvPath(group: group, name: $0) })

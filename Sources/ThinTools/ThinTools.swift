@@ -8,9 +8,10 @@ public enum ThinTools {
 
     /// Checks pool metadata. Offline only (the pool must not be assembled), unless
     /// `metadataSnapshot` is set and the pool holds a metadata snapshot.
-    public static func check(metadataDevice: String, skipMappings: Bool = false,
-                             clearNeedsCheckFlag: Bool = false) async throws(ExternalCommandError) -> CheckResult {
+    public static func check(metadataDevice: String, skipMappings: Bool = false, clearNeedsCheckFlag: Bool = false,
+                             metadataSnapshot: Bool = false) async throws(ExternalCommandError) -> CheckResult {
         var arguments = ["-q"]
+        if metadataSnapshot { arguments.append("--metadata-snap") }
         if skipMappings { arguments.append("--skip-mappings") }
         if clearNeedsCheckFlag { arguments.append("--clear-needs-check-flag") }
         arguments.append(metadataDevice)
@@ -22,6 +23,12 @@ public enum ThinTools {
             throw ExternalCommandError(program: "thin_check", arguments: arguments, exitStatus: result.exitStatus,
                                        standardError: result.standardError)
         }
+    }
+
+    /// Rebuilds damaged metadata from `input` into the (preallocated) `output`
+    /// device; the input is only read.
+    public static func repair(input: String, output: String) async throws(ExternalCommandError) {
+        _ = try await ExternalCommand.check("thin_repair", ["-i", input, "-o", output])
     }
 
     /// The metadata size (bytes) a pool of `poolBytes` with `blockBytes` blocks

@@ -20,7 +20,7 @@ function __thinsr-create_parse_tokens -S
     set -l unparsed_tokens (__thinsr-create_tokens -pc)
     switch $unparsed_tokens[1]
     case 'thinsr-create'
-        __thinsr-create_parse_subcommand 0 'uuid=' 'name=' 'description=' 'device=+' 'vg=' 'pool-size=' 'block-size=' 'json' 'h/help'
+        __thinsr-create_parse_subcommand 0 'uuid=' 'name=' 'description=' 'device=+' 'vg=' 'pool-size=' 'block-size=' 'metadata-size=' 'on-full=' 'json' 'h/help'
         switch $unparsed_tokens[1]
         case 'help'
             __thinsr-create_parse_subcommand -r 1 
@@ -84,6 +84,8 @@ complete -c 'thinsr-create' -n '__thinsr-create_should_offer_completions_for_fla
 complete -c 'thinsr-create' -n '__thinsr-create_should_offer_completions_for_flags_or_options "thinsr-create" vg' -l 'vg' -d 'An existing volume group to create the SR in.' -rfka ''
 complete -c 'thinsr-create' -n '__thinsr-create_should_offer_completions_for_flags_or_options "thinsr-create" pool-size' -l 'pool-size' -d 'Pool data size, in bytes or with a K, M, G or T suffix (default with --device: 90% of the space left after metadata).' -rfka ''
 complete -c 'thinsr-create' -n '__thinsr-create_should_offer_completions_for_flags_or_options "thinsr-create" block-size' -l 'block-size' -d 'Pool block size, 64K to 1G in multiples of 64K (default 64K).' -rfka ''
+complete -c 'thinsr-create' -n '__thinsr-create_should_offer_completions_for_flags_or_options "thinsr-create" metadata-size' -l 'metadata-size' -d 'Pool metadata size, 2M to 15G (default: what thin_metadata_size gives for the whole volume group and 1,000 thin devices per GiB).' -rfka ''
+complete -c 'thinsr-create' -n '__thinsr-create_should_offer_completions_for_flags_or_options "thinsr-create" on-full' -l 'on-full' -d 'What writes do when the pool\'s data is full: queue (wait for thinsr-extend; the kernel fails them after 60 s) or error (fail at once).' -rfka 'queue error'
 complete -c 'thinsr-create' -n '__thinsr-create_should_offer_completions_for_flags_or_options "thinsr-create" json' -l 'json' -d 'Print the result (or the error) as one JSON value on standard output.'
 complete -c 'thinsr-create' -n '__thinsr-create_should_offer_completions_for_flags_or_options "thinsr-create" h help' -s 'h' -l 'help' -d 'Show help information.'
 complete -c 'thinsr-create' -n '__thinsr-create_should_offer_completions_for_positional "thinsr-create" -eq 1' -fa 'help' -d 'Show subcommand help information.'

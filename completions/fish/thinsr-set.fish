@@ -20,7 +20,7 @@ function __thinsr-set_parse_tokens -S
     set -l unparsed_tokens (__thinsr-set_tokens -pc)
     switch $unparsed_tokens[1]
     case 'thinsr-set'
-        __thinsr-set_parse_subcommand 1 'name=' 'description=' 'json' 'h/help'
+        __thinsr-set_parse_subcommand 1 'name=' 'description=' 'on-full=' 'json' 'h/help'
         switch $unparsed_tokens[1]
         case 'help'
             __thinsr-set_parse_subcommand -r 1 
@@ -80,6 +80,7 @@ complete -c 'thinsr-set' -f
 complete -c 'thinsr-set' -n '__thinsr-set_should_offer_completions_for_positional "thinsr-set" -eq 1' -fka '(__thinsr-set_custom_completion ---completion -- positional@0 (count (__thinsr-set_tokens -pc)) (__thinsr-set_tokens -tC))'
 complete -c 'thinsr-set' -n '__thinsr-set_should_offer_completions_for_flags_or_options "thinsr-set" name' -l 'name' -d 'A new name label.' -rfka ''
 complete -c 'thinsr-set' -n '__thinsr-set_should_offer_completions_for_flags_or_options "thinsr-set" description' -l 'description' -d 'A new description.' -rfka ''
+complete -c 'thinsr-set' -n '__thinsr-set_should_offer_completions_for_flags_or_options "thinsr-set" on-full' -l 'on-full' -d 'What writes do when the pool\'s data is full: queue or error.' -rfka 'queue error'
 complete -c 'thinsr-set' -n '__thinsr-set_should_offer_completions_for_flags_or_options "thinsr-set" json' -l 'json' -d 'Print the result (or the error) as one JSON value on standard output.'
 complete -c 'thinsr-set' -n '__thinsr-set_should_offer_completions_for_flags_or_options "thinsr-set" h help' -s 'h' -l 'help' -d 'Show help information.'
 complete -c 'thinsr-set' -n '__thinsr-set_should_offer_completions_for_positional "thinsr-set" -eq 2' -fa 'help' -d 'Show subcommand help information.'

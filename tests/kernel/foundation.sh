@@ -169,21 +169,21 @@ check_eq "only the user's LV is left in the VG" "userdata" "$(lvs --noheadings -
 
 # ---------------------------------------------------------------- crash recovery
 test_begin "an interrupted operation happens entirely or not at all"
-for point in after-pending-commit after-message after-set-transaction-id; do
+for point in transaction-recorded message-1-sent transaction-id-set; do
     before=$(thinvdi-ls --json two | jq length)
     THINSR_FAULT=$point thinvdi-create two --name "crash $point" --size 8M >/dev/null 2>&1
     check_eq "create killed at $point exits by SIGKILL" "137" "$?"
     thinvdi-create two --name "after $point" --size 8M >/dev/null   # the next operation recovers
     after=$(thinvdi-ls --json two | jq length)
     case $point in
-        after-set-transaction-id) want=$((before + 2)) ;;   # the pool had committed: rolled forward
+        transaction-id-set) want=$((before + 2)) ;;   # the pool had committed: rolled forward
         *) want=$((before + 1)) ;;                          # not committed: undone
     esac
     check_eq "catalog after a create killed at $point" "$want" "$after"
     check_eq "pool thin devices = catalog volumes after $point" "$after" "$(thin_count "$SR2")"
 done
 victim=$(thinvdi-create two --name victim --size 8M)
-THINSR_FAULT=after-message thinvdi-destroy two "$victim" >/dev/null 2>&1
+THINSR_FAULT=message-1-sent thinvdi-destroy two "$victim" >/dev/null 2>&1
 check_eq "destroy killed after the delete message exits by SIGKILL" "137" "$?"
 check "the next operation completes the destroy" thinsr-attach two
 thinvdi-ls two >/dev/null
