@@ -16,7 +16,7 @@ TOOLS = thinsr-create thinsr-attach thinsr-detach thinsr-destroy thinsr-stat thi
         thinvdi-snapshot thinvdi-clone thinvdi-revert thinvdi-resize thinvdi-set thinvdi-unset thinvdi-tree
 
 APT_PACKAGES = lvm2 thin-provisioning-tools libdevmapper-dev liblvm2-dev libaio-dev libsqlite3-dev \
-        e2fsprogs util-linux udev kmod jq openssl fio strace python3 \
+        e2fsprogs util-linux udev kmod jq openssl fio strace python3 sqlite3 \
         qemu-system-x86 qemu-utils linux-image-amd64 busybox-static
 
 .PHONY: all deps build test unit-test kernel-test demo man completions check-generated install install-plugins bench clean

@@ -21,6 +21,7 @@ public final class AttachedSR {
     /// Opens the attached SR `reference` names. `exclusive` takes the SR lock
     /// (for mutating operations); readers rely on SQLite's WAL snapshots.
     public static func open(_ reference: String, exclusive: Bool) throws(ThinError) -> AttachedSR {
+        if exclusive { try System.requireRoot("this operation") }
         let attached = attachedCatalogs()
         let hit: (names: SRNames, record: SRRecord)
         do {
@@ -34,7 +35,6 @@ public final class AttachedSR {
             }
             throw error
         }
-        if exclusive { try System.requireRoot("this operation") }
         let lock = exclusive ? try FileLock(path: hit.names.lockFile) : nil
         let catalog = try Catalog(path: hit.names.catalogDatabase)
         return AttachedSR(names: hit.names, catalog: catalog, lock: lock)

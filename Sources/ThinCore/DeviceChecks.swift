@@ -21,6 +21,16 @@ enum DeviceChecks {
             if Mounts.isMounted(majorMinor: majorMinor) {
                 throw ThinError(.deviceInUse, "\(device) is mounted; unmount it or choose another device")
             }
+            // A thinsr volume or an LVM LV must never become a PV of a new SR.
+            if let dmUUID = System.readFile("/sys/dev/block/\(majorMinor)/dm/uuid") {
+                if dmUUID.hasPrefix("THINSR-") {
+                    throw ThinError(.deviceInUse, "\(device) is a thinsr volume; give a raw disk or partition")
+                }
+                if dmUUID.hasPrefix("LVM-") {
+                    throw ThinError(.deviceInUse, "\(device) is an LVM logical volume; use --vg to create an SR "
+                                    + "in its volume group, or give a raw disk")
+                }
+            }
             let holders = System.directoryEntries("/sys/dev/block/\(majorMinor)/holders")
             if !holders.isEmpty {
                 throw ThinError(.deviceInUse, "\(device) is in use by \(holders.joined(separator: ", ")) "

@@ -71,6 +71,10 @@ public enum SRLifecycle {
         guard ThinPoolTable.isValidBlockSize(sectors: blockBytes / 512), blockBytes % 512 == 0 else {
             throw .invalid("block size \(ByteSize.format(blockBytes)) is invalid; use a multiple of 64K between 64K and 1G")
         }
+        if let metadataBytes = request.metadataBytes,
+           !(smallestMetadataBytes...maximumMetadataBytes).contains(metadataBytes) {
+            throw .invalid("metadata size \(ByteSize.format(metadataBytes)) is out of range; give 2M to 15G")
+        }
         if let poolBytes = request.poolBytes, poolBytes < blockBytes {
             throw .invalid("pool size \(poolBytes) is smaller than one block (\(ByteSize.format(blockBytes)))")
         }

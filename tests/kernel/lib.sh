@@ -67,7 +67,7 @@ expect_failure() {
     fi
 }
 
-pool_status_field() { # pool_status_field SR_UUID N: field N of the pool's status params
+pool_status_field() { # pool_status_field SR_UUID N: field N (1 = transaction id, 5 = mode) of the pool status
     dmsetup status "thinsr_$(echo "$1" | tr -d -)_pool" | awk -v n="$2" '{print $(3 + n)}'
 }
 

@@ -1,0 +1,213 @@
+# Crash consistency: every mutating operation is run once normally with
+# THINSR_FAULT_TRACE to learn its steps from the code, then once per step
+# killed there (THINSR_FAULT). After the next command, the operation must have
+# happened entirely or not at all, thinsr-check must find the SR clean
+# (thin_check, thin ids against the catalog, no open transaction), and a
+# volume nobody operated on must be byte-identical.
+
+test_begin "fault injection at every step of every mutating operation"
+FAULT_TRIED=0 FAULT_SURVIVED=0
+TRACE=$THINSR_LAB/fault-trace
+new_loop FD1 1024
+new_loop FD2 256
+FSR=$(thinsr-create --name faults --device "$FD1")
+key_of() { thinvdi-ls --json faults | jq -r --arg n "$1" '[.[] | select(.name == $n) | .key] | first // empty'; }
+count_named() { thinvdi-ls --json faults | jq --arg n "$1" '[.[] | select(.name == $n)] | length'; }
+destroy_named() {
+    local key
+    while key=$(key_of "$1") && [ -n "$key" ]; do thinvdi-detach faults "$key"; thinvdi-destroy faults "$key" || return; done
+}
+content_of() { # content_of NAME: checksum of a volume's contents (attached read-only for the read)
+    local key path sum; key=$(key_of "$1")
+    path=$(thinvdi-attach --read-only faults "$key") || { echo "unattachable"; return; }
+    sum=$(sha256sum < "$path" | cut -c1-16)
+    thinvdi-detach faults "$key"; echo "$sum"
+}
+
+# The volume nobody operates on, attached throughout.
+BY=$(thinvdi-create faults --name bystander --size 16M)
+BYP=$(thinvdi-attach faults "$BY")
+write_pattern "$BYP" bystander 16
+
+# fault_op NAME: runs NAME_setup, NAME_run, NAME_observe, NAME_next, NAME_cleanup
+# (NAME_check: the SR to thinsr-check, default faults).
+fault_op() {
+    local op=$1 before after steps step status got sr
+    "${op}_setup" >/dev/null 2>&1
+    before=$("${op}_observe" 2>/dev/null)
+    rm -f "$TRACE"
+    if ! THINSR_FAULT_TRACE=$TRACE "${op}_run" >/tmp/fault.out 2>&1; then
+        fail "$op runs cleanly without a fault"; sed 's/^/     | /' /tmp/fault.out | tail -3
+    fi
+    after=$("${op}_observe" 2>/dev/null)
+    steps=$(awk '!seen[$0]++' "$TRACE" 2>/dev/null)
+    "${op}_cleanup" >/dev/null 2>&1
+    if [ -z "$steps" ] || [ "$before" = "$after" ]; then
+        fail "$op: no steps traced (${steps:-none}) or no visible effect ($before)"; return
+    fi
+    for step in $steps; do
+        FAULT_TRIED=$((FAULT_TRIED + 1))
+        "${op}_setup" >/dev/null 2>&1
+        THINSR_FAULT=$step "${op}_run" >/dev/null 2>&1
+        status=$?
+        "${op}_next" >/tmp/fault-next.out 2>&1
+        got=$("${op}_observe" 2>/dev/null)
+        sr=$(type -t "${op}_check" >/dev/null && "${op}_check" || echo faults)
+        local problems=""
+        [ "$status" = 137 ] || problems+=" exit=$status(not killed)"
+        [ "$got" = "$before" ] || [ "$got" = "$after" ] || problems+=" state='$got' (before '$before', after '$after')"
+        if [ -n "$sr" ] && ! thinsr-check "$sr" >/tmp/fault-check.out 2>&1; then
+            problems+=" thinsr-check: $(grep -v '^SR ' /tmp/fault-check.out | head -2 | tr '\n' ' ')"
+        fi
+        same_as_pattern "$BYP" bystander || problems+=" bystander changed"
+        if [ -z "$problems" ]; then
+            FAULT_SURVIVED=$((FAULT_SURVIVED + 1))
+            pass "$op killed at $step: $( [ "$got" = "$before" ] && echo 'not at all' || echo 'entirely')"
+        else
+            fail "$op killed at $step:$problems"
+            sed 's/^/     | next: /' /tmp/fault-next.out | tail -2
+        fi
+        "${op}_cleanup" >/dev/null 2>&1
+    done
+}
+
+next_create() { thinvdi-create faults --name nx --size 4M; }
+
+vdi_create_setup() { :; }
+vdi_create_run() { thinvdi-create faults --name fc --size 8M; }
+vdi_create_observe() { count_named fc; }
+vdi_create_next() { next_create; }
+vdi_create_cleanup() { destroy_named fc; destroy_named nx; }
+fault_op vdi_create
+
+vdi_destroy_setup() { thinvdi-create faults --name fd --size 8M; }
+vdi_destroy_run() { thinvdi-destroy faults "$(key_of fd)"; }
+vdi_destroy_observe() { count_named fd; }
+vdi_destroy_next() { next_create; }
+vdi_destroy_cleanup() { destroy_named fd; destroy_named nx; }
+fault_op vdi_destroy
+
+# The origin of snapshots and clones is attached and written, so the steps
+# around suspending it are covered too.
+SRC=$(thinvdi-create faults --name origin --size 8M)
+SRCP=$(thinvdi-attach faults "$SRC")
+write_pattern "$SRCP" origin 8
+vdi_snapshot_setup() { :; }
+vdi_snapshot_run() { thinvdi-snapshot faults "$SRC" --name snap1; }
+vdi_snapshot_observe() { echo "$(count_named snap1) $(dmsetup info -c --noheadings -o suspended "$(basename "$(readlink "$SRCP")")")"; }
+vdi_snapshot_next() { next_create; dd if="$SRCP" of=/dev/null bs=1M count=1 iflag=direct status=none; }
+vdi_snapshot_cleanup() { destroy_named snap1; destroy_named nx; }
+fault_op vdi_snapshot
+
+vdi_clone_setup() { :; }
+vdi_clone_run() { thinvdi-clone faults "$SRC" --name clone1; }
+vdi_clone_observe() { echo "$(count_named clone1) $(dmsetup info -c --noheadings -o suspended "$(basename "$(readlink "$SRCP")")")"; }
+vdi_clone_next() { next_create; }
+vdi_clone_cleanup() { destroy_named clone1; destroy_named nx; }
+fault_op vdi_clone
+
+# Revert: rv holds content B; snapshot rva holds A, rvb holds B.
+RV=$(thinvdi-create faults --name rv --size 4M)
+P=$(thinvdi-attach faults "$RV"); write_pattern "$P" rv-a 4; thinvdi-detach faults "$RV"
+RVA=$(thinvdi-snapshot faults "$RV" --name rva)
+P=$(thinvdi-attach faults "$RV"); write_pattern "$P" rv-b 4; thinvdi-detach faults "$RV"
+RVB=$(thinvdi-snapshot faults "$RV" --name rvb)
+vdi_revert_setup() { :; }
+vdi_revert_run() { thinvdi-revert faults "$RV" "$RVA"; }
+vdi_revert_observe() { content_of rv; }
+vdi_revert_next() { next_create; }
+vdi_revert_cleanup() { thinvdi-revert faults "$RV" "$RVB"; destroy_named nx; }
+fault_op vdi_revert
+
+vdi_resize_setup() { RZ=$(thinvdi-create faults --name rz --size 8M); RZP=$(thinvdi-attach faults "$RZ"); }
+vdi_resize_run() { thinvdi-resize faults "$RZ" 16M; }
+vdi_resize_observe() { echo "$(thinvdi-stat --json faults "$RZ" | jq .virtual_size) $(blockdev --getsize64 "$RZP")"; }
+vdi_resize_next() { thinvdi-create faults --name nx --size 4M; }
+vdi_resize_cleanup() { destroy_named rz; destroy_named nx; }
+fault_op vdi_resize
+
+ST=$(thinvdi-create faults --name st --size 4M)
+vdi_set_setup() { thinvdi-set faults "$ST" --name st --description old; }
+vdi_set_run() { thinvdi-set faults "$ST" --name st-renamed --description new; }
+vdi_set_observe() { thinvdi-stat --json faults "$ST" | jq -c '[.name, .description]'; }
+vdi_set_next() { thinvdi-stat faults "$ST"; }
+vdi_set_cleanup() { :; }
+fault_op vdi_set
+
+AT=$(thinvdi-create faults --name at --size 4M)
+attach_state() { echo "$(test -e "/dev/thinsr/$FSR/$AT" && echo link || echo no-link) $(thinvdi-stat --json faults "$AT" | jq -c .attached)"; }
+vdi_attach_setup() { thinvdi-detach faults "$AT"; }
+vdi_attach_run() { thinvdi-attach faults "$AT"; }
+vdi_attach_observe() { attach_state; }
+vdi_attach_next() { thinvdi-attach faults "$AT"; }
+vdi_attach_cleanup() { thinvdi-detach faults "$AT"; }
+fault_op vdi_attach
+
+vdi_detach_setup() { thinvdi-attach faults "$AT"; }
+vdi_detach_run() { thinvdi-detach faults "$AT"; }
+vdi_detach_observe() { attach_state; }
+vdi_detach_next() { thinvdi-detach faults "$AT"; }
+vdi_detach_cleanup() { :; }
+fault_op vdi_detach
+
+sr_set_setup() { thinsr-set "$FSR" --name faults --on-full queue; }
+sr_set_run() { thinsr-set "$FSR" --name faults-renamed --on-full error; }
+sr_set_observe() {
+    echo "$(thinsr-ls --json | jq -r --arg u "$FSR" '.[] | select(.uuid == $u) | .name') $(sr_field "$FSR" name) $(sr_field "$FSR" on_full)"
+}
+sr_set_next() { thinsr-set "$FSR" --name faults-renamed --on-full error; }
+sr_set_cleanup() { thinsr-set "$FSR" --name faults --on-full queue; }
+fault_op sr_set
+
+# SR-level operations on a second SR whose one volume holds data.
+SRU=$(cat /proc/sys/kernel/random/uuid)
+SR_ARGS=(--uuid "$SRU" --name fsr --device "$FD2")
+sr_state() {
+    local listed; listed=$(thinsr-ls --json | jq -c --arg u "$SRU" '[.[] | select(.uuid == $u) | .attached]')
+    echo "$listed pool=$(dmsetup info "$(pool_name "$SRU")" >/dev/null 2>&1 && echo yes || echo no)"
+}
+sr_create_setup() { :; }
+sr_create_run() { thinsr-create "${SR_ARGS[@]}"; }
+sr_create_observe() { sr_state; }
+sr_create_next() { thinsr-create "${SR_ARGS[@]}"; }
+sr_create_cleanup() { thinsr-detach --force "$SRU"; thinsr-destroy --force "$SRU"; }
+sr_create_check() { echo "$SRU"; }
+fault_op sr_create
+
+thinsr-create "${SR_ARGS[@]}" >/dev/null
+K=$(thinvdi-create "$SRU" --name data --size 8M); P=$(thinvdi-attach "$SRU" "$K")
+write_pattern "$P" srdata 8; thinvdi-detach "$SRU" "$K"
+sr_detach_setup() { thinsr-attach "$SRU"; }
+sr_detach_run() { thinsr-detach "$SRU"; }
+sr_detach_observe() { sr_state; }
+sr_detach_next() { thinsr-detach "$SRU"; }
+sr_detach_cleanup() { :; }
+sr_detach_check() { echo "$SRU"; }
+fault_op sr_detach
+
+sr_attach_setup() { thinsr-detach "$SRU"; }
+sr_attach_run() { thinsr-attach "$SRU"; }
+sr_attach_observe() { sr_state; }
+sr_attach_next() { thinsr-attach "$SRU"; }
+sr_attach_cleanup() { :; }
+sr_attach_check() { echo "$SRU"; }
+fault_op sr_attach
+P=$(thinvdi-attach "$SRU" "$K")
+check "the SR's data survived every interrupted attach and detach" same_as_pattern "$P" srdata
+thinvdi-detach "$SRU" "$K"
+
+sr_destroy_setup() { thinsr-create "${SR_ARGS[@]}"; thinsr-detach "$SRU"; }
+sr_destroy_run() { thinsr-destroy "$SRU"; }
+sr_destroy_observe() { sr_state; }
+sr_destroy_next() { thinsr-destroy "$SRU"; }
+sr_destroy_cleanup() { thinsr-destroy --force "$SRU"; }
+sr_destroy_check() { echo ""; }
+thinsr-detach "$SRU" && thinsr-destroy --force "$SRU" >/dev/null
+fault_op sr_destroy
+
+echo "fault points: $FAULT_TRIED tried, $FAULT_SURVIVED survived"
+check_eq "every fault point survived" "$FAULT_TRIED" "$FAULT_SURVIVED"
+check "bystander intact at the end" same_as_pattern "$BYP" bystander
+thinvdi-detach faults "$BY"; thinvdi-detach faults "$SRC"
+check "thinsr-check clean at the end" thinsr-check faults
+final_metadata_check "$FSR"
