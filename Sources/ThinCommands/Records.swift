@@ -122,6 +122,8 @@ struct SRSummaryJSON: Encodable {
     var pool_size: UInt64
     var attached: Bool
     var devices: [String]
+    /// The LVM system ID of the SR's VG: the host that owns it ("" when none).
+    var owner: String
 
     init(_ summary: SRSummary) {
         uuid = summary.uuid.uuidString.lowercased()
@@ -131,5 +133,6 @@ struct SRSummaryJSON: Encodable {
         pool_size = summary.dataBytes
         attached = summary.attached
         devices = summary.devices
+        owner = summary.owner
     }
 }

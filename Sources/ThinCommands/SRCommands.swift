@@ -94,16 +94,24 @@ public struct SRAttach: ToolCommand {
             Activates the SR's logical volumes, checks the pool metadata with thin_check (refusing to \
             assemble a pool whose metadata fails), mounts the catalog, assembles the pool and finishes or \
             undoes any operation a crash interrupted. Attaching an attached SR succeeds and changes nothing. \
-            Volumes stay detached.
+            Volumes stay detached. An SR whose volume group carries another host's LVM system ID is refused \
+            (Activated_on_another_host, naming the owner): two hosts must never run the same pool. When that \
+            host is down for good or has detached the SR, --take-over gives the volume group this host's \
+            system ID (vgchange --systemid) and attaches it.
             """)
-    public static let examples = [("thinsr-attach vmstore", "Attach the SR named vmstore.")]
+    public static let examples = [("thinsr-attach vmstore", "Attach the SR named vmstore."),
+                                  ("thinsr-attach --take-over vmstore",
+                                   "Attach an SR whose previous host failed, taking over its volume group.")]
 
     @Argument(help: "The SR's uuid or unique name.", completion: Complete.srs) var sr: String
+    @Flag(name: .customLong("take-over"),
+          help: "Take over an SR another host owns (only when that host no longer uses it).")
+    var takeOver = false
     @OptionGroup public var output: OutputOptions
     public init() {}
 
     public func execute() async throws(ThinError) {
-        let record = try await SRLifecycle.attach(sr)
+        let record = try await SRLifecycle.attach(sr, takeOver: takeOver)
         if output.json {
             Console.printJSON(SRStatJSON(try SRLifecycle.status(record.uuid.uuidString)))
         } else {
@@ -202,8 +210,9 @@ public struct SRList: ToolCommand {
     public func execute() async throws(ThinError) {
         let summaries = try SRLifecycle.list().map(SRSummaryJSON.init)
         if output.json { return Console.printJSON(summaries) }
-        Console.table(["UUID", "NAME", "VG", "MODE", "POOL", "ATTACHED"], summaries.map {
-            [$0.uuid, $0.name, $0.volume_group, $0.mode, ByteSize.format($0.pool_size), $0.attached ? "yes" : "no"]
+        Console.table(["UUID", "NAME", "VG", "MODE", "POOL", "OWNER", "ATTACHED"], summaries.map {
+            [$0.uuid, $0.name, $0.volume_group, $0.mode, ByteSize.format($0.pool_size),
+             $0.owner.isEmpty ? "-" : $0.owner, $0.attached ? "yes" : "no"]
         })
     }
 }

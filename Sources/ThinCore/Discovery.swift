@@ -12,7 +12,22 @@ public struct DiscoveredSR: Sendable {
     /// Role (`data`, `meta`, `spare`, `catalog`) to LV report.
     var volumes: [String: LogicalVolumeReport]
 
+    /// The LVM system ID of the SR's VG: the host that owns it (empty: none).
+    public var owner: String = ""
+
     var names: SRNames { SRNames(uuid: uuid) }
+
+    /// Refuses an SR whose VG another host owns, naming the owner and the takeover.
+    func requireOwned(takeOverHint: Bool = true) throws(ThinError) {
+        guard !owner.isEmpty else { return }
+        let local: String
+        do { local = try LVM.shared.localSystemID() } catch { throw .backend("cannot read this host's LVM system ID", error) }
+        guard owner != local else { return }
+        throw ThinError(.activatedOnAnotherHost, "SR \(names.uuidString) belongs to host \"\(owner)\" (the LVM system ID "
+                        + "of VG \(volumeGroup))" + (takeOverHint ? "; if that host is down or has let it go, take it "
+                        + "over with thinsr-attach --take-over \(names.uuidString)" : ""),
+                        parameters: [names.uuidString, owner])
+    }
     var isComplete: Bool { ["data", "meta", "spare", "catalog"].allSatisfy { volumes[$0] != nil } }
     /// Left by a `thinsr-create` that did not finish: it holds no volumes.
     var isIncomplete: Bool {
@@ -38,6 +53,7 @@ enum Discovery {
                                                     volumeGroup: volume.volumeGroup, dataBytes: 0,
                                                     attached: false, volumes: [:])
             entry.volumes[role] = volume
+            entry.owner = volume.systemID
             if role == "data" { entry.dataBytes = volume.sizeBytes }
             if role == "catalog" {
                 for tag in volume.tags {

@@ -165,7 +165,7 @@ extension AttachedSR {
     /// Runs `body` with a metadata snapshot of the live pool reserved, passing
     /// the metadata device's path; the thin tools read it with `-m`.
     func withMetadataSnapshot<T>(_ body: (String) async throws(ThinError) -> T) async throws(ThinError) -> T {
-        let lock = try FileLock(path: "\(names.catalogMount)/metadata-snapshot.lock")
+        let lock = try FileLock(path: names.metadataSnapshotLockFile)
         defer { lock.release() }
         do {
             try pool.send("reserve_metadata_snap")

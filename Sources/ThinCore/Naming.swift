@@ -76,6 +76,8 @@ public struct SRNames: Sendable {
     public var catalogMount: String { "\(runDirectory)/catalog" }
     public var catalogDatabase: String { "\(catalogMount)/catalog.db" }
     public var lockFile: String { "\(catalogMount)/lock" }
+    /// Serializes thinsr's use of the pool's one metadata snapshot.
+    var metadataSnapshotLockFile: String { "\(catalogMount)/metadata-snapshot.lock" }
     public var deviceDirectory: String { "\(Paths.deviceRoot)/\(uuidString)" }
     public func devicePath(key: String) -> String { "\(deviceDirectory)/\(key)" }
 

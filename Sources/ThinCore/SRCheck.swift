@@ -35,6 +35,7 @@ public enum SRCheck {
     public static func run(_ reference: String, repair: Bool) async throws(ThinError) -> CheckReport {
         try System.requireRoot("thinsr-check")
         let sr = try Discovery.find(reference)
+        try sr.requireOwned()
         guard !sr.isIncomplete else {
             return CheckReport(srUUID: sr.uuid, attached: false, metadata: "-", findings: [
                 CheckFinding(problem: "incomplete-sr", detail: "thinsr-create did not finish; run it again with "
@@ -123,6 +124,7 @@ public enum SRCheck {
             try LVM.shared.renameLogicalVolume(group: group, from: swap, to: names.spareLV)
             try LVM.shared.retag(group: group, name: names.spareLV, remove: [SRNames.roleTag("meta")],
                                  add: [SRNames.roleTag("spare")])
+            try LVM.shared.setActive(true, group: group, names: [names.metadataLV, names.spareLV])
         } catch {
             throw .backend("swapping the repaired metadata in failed", error)
         }

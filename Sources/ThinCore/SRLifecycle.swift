@@ -171,6 +171,9 @@ public enum SRLifecycle {
                                   createdAt: System.currentTime(), onFull: request.onFull)
             let catalog = try Catalog.create(path: names.catalogDatabase, record: record)
             undo.push { catalog.database.close() }
+            // The lock files exist from the start, so the first operation adds no file to the catalog volume.
+            try FileLock(path: names.lockFile).release()
+            try FileLock(path: names.metadataSnapshotLockFile).release()
             FaultInjection.point("catalog-written")
             let pool = Pool(names: names)
             let dataLVBytes = layout.dataBytes
@@ -245,10 +248,24 @@ public enum SRLifecycle {
     /// Attaches the SR: activates its LVs, checks the pool metadata, mounts the
     /// catalog, assembles the pool and settles any open transaction. Attaching
     /// an attached SR succeeds and changes nothing.
-    public static func attach(_ reference: String) async throws(ThinError) -> SRRecord {
+    public static func attach(_ reference: String, takeOver: Bool = false) async throws(ThinError) -> SRRecord {
         try System.requireRoot("thinsr-attach")
-        let sr = try Discovery.find(reference)
+        var sr = try Discovery.find(reference)
         let names = sr.names
+        do {
+            try sr.requireOwned()
+        } catch where error.code == .activatedOnAnotherHost && takeOver {
+            let local: String
+            do { local = try LVM.shared.localSystemID() } catch { throw .backend("cannot read this host's LVM system ID", error) }
+            guard !local.isEmpty else {
+                throw ThinError(.invalidArgument, "this host has no LVM system ID to take SR \(names.uuidString) over "
+                                + "with; set system_id_source in lvm.conf (see lvmsystemid(7))")
+            }
+            do { try LVM.shared.takeOver(group: sr.volumeGroup, from: sr.owner, to: local) } catch {
+                throw .backend("taking over VG \(sr.volumeGroup) failed", error)
+            }
+            sr = try Discovery.find(names.uuidString)
+        }
         if sr.attached {
             if try Pool(names: names).exists() {
                 let attached = try AttachedSR.open(names.uuidString, exclusive: false)
@@ -310,6 +327,7 @@ public enum SRLifecycle {
             FaultInjection.point("pool-assembled")
             let attached = AttachedSR(names: names, catalog: catalog, lock: try FileLock(path: names.lockFile))
             undo.push { attached.close() }
+            try FileLock(path: names.metadataSnapshotLockFile).release()
             try attached.recover()
             FaultInjection.point("recovered")
             try VolumeDevices.removeStaleLinks(names: names)
@@ -388,6 +406,7 @@ public enum SRLifecycle {
         try System.requireRoot("thinsr-destroy")
         let sr = try Discovery.find(reference)
         let names = sr.names
+        try sr.requireOwned()
         if sr.isIncomplete { return try removeStorage(sr) }
         guard !sr.attached else {
             throw ThinError(.srInUse, "SR \(names.uuidString) is attached; detach it with thinsr-detach first",

@@ -44,6 +44,8 @@ public struct SRSummary: Sendable {
     public var attached: Bool
     /// The physical volumes of the SR's volume group.
     public var devices: [String]
+    /// The LVM system ID of the SR's VG (the owning host), or empty.
+    public var owner: String
 }
 
 extension SRLifecycle {
@@ -54,7 +56,8 @@ extension SRLifecycle {
         return try Discovery.all().map { sr in
             SRSummary(uuid: sr.uuid, name: sr.name, mode: sr.mode, volumeGroup: sr.volumeGroup,
                       dataBytes: sr.dataBytes, attached: sr.attached,
-                      devices: physicalVolumes.filter { $0.volumeGroup == sr.volumeGroup }.map(\.device).sorted())
+                      devices: physicalVolumes.filter { $0.volumeGroup == sr.volumeGroup }.map(\.device).sorted(),
+                      owner: sr.owner)
         }
     }
 

@@ -8,6 +8,7 @@ public enum ErrorCode: String, Sendable, Codable, CaseIterable {
     case srInUse = "SR_in_use"
     case volumeInUse = "Volume_in_use"
     case deviceInUse = "Device_in_use"
+    case activatedOnAnotherHost = "Activated_on_another_host"
     case noSpace = "No_space"
     case metadataCheckFailed = "Metadata_check_failed"
     case catalogInconsistent = "Catalog_inconsistent"
@@ -19,7 +20,7 @@ public enum ErrorCode: String, Sendable, Codable, CaseIterable {
         switch self {
         case .backendFailure: return 1
         case .srDoesNotExist, .volumeDoesNotExist: return 2
-        case .srNotAttached, .srInUse, .volumeInUse, .deviceInUse: return 3
+        case .srNotAttached, .srInUse, .volumeInUse, .deviceInUse, .activatedOnAnotherHost: return 3
         case .noSpace: return 4
         case .metadataCheckFailed, .catalogInconsistent: return 5
         case .invalidArgument: return 64
@@ -31,8 +32,9 @@ public enum ErrorCode: String, Sendable, Codable, CaseIterable {
         switch self {
         case .backendFailure: return "an LVM, device-mapper or tool operation failed"
         case .srDoesNotExist, .volumeDoesNotExist: return "the named SR or volume does not exist"
-        case .srNotAttached, .srInUse, .volumeInUse, .deviceInUse:
-            return "the SR, volume or device is in a state that forbids the operation (attached, detached or in use)"
+        case .srNotAttached, .srInUse, .volumeInUse, .deviceInUse, .activatedOnAnotherHost:
+            return "the SR, volume or device is in a state that forbids the operation (attached, detached, in use, "
+                + "or owned by another host)"
         case .noSpace: return "not enough space"
         case .metadataCheckFailed, .catalogInconsistent:
             return "the pool metadata or the catalog needs checking or repair"

@@ -26,6 +26,14 @@ public struct LVMArgument: Equatable, Sendable, CustomStringConvertible {
         text = option.description
     }
 
+    /// `local/extra_system_ids=["<id>"]` for `--config`: lets one command see
+    /// a VG another host owns (the takeover). The id is checked against the
+    /// characters LVM allows in system IDs.
+    public init(extraSystemID id: String) throws(LVMValidationError) {
+        guard LVMNames.isValidSystemID(id) else { throw LVMValidationError(what: "system ID", value: id) }
+        text = "local/extra_system_ids=[\"\(id)\"]"
+    }
+
     /// A value this library built from validated parts; refuses anything outside
     /// LVM's own name/path character set.
     public init(validated value: String) throws(LVMValidationError) {
@@ -48,6 +56,13 @@ public struct LVMValidationError: Error, Equatable, CustomStringConvertible {
 public enum LVMNames {
     static let nameCharacters = Set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+_.-".unicodeScalars)
     static let tagCharacters = nameCharacters.union("/=!:&#".unicodeScalars)
+    /// LVM keeps only these characters in a system ID (lvmsystemid(7)).
+    public static func isValidSystemID(_ id: String) -> Bool {
+        !id.isEmpty && id.utf8.count <= 128 && id.unicodeScalars.allSatisfy {
+            ("a"..."z").contains($0) || ("A"..."Z").contains($0) || ("0"..."9").contains($0) || ".-_+".unicodeScalars.contains($0)
+        }
+    }
+
     static let argumentCharacters = tagCharacters.union(",@%".unicodeScalars)
     /// Substrings LVM reserves for its own sub-LVs.
     static let reservedSubstrings = ["_cdata", "_cmeta", "_corig", "_cpool", "_cvol", "_mimage", "_mlog",

@@ -19,6 +19,8 @@ public struct LogicalVolumeReport: Equatable, Sendable {
     public var active: Bool
     /// `/dev/mapper/<vg>-<lv>`: valid while the LV is active.
     public var mapperPath: String
+    /// The LVM system ID of the LV's VG: the host that owns it, or empty.
+    public var systemID: String = ""
 }
 
 /// A physical volume as `pvs` reports it.
@@ -113,12 +115,38 @@ extension LVM {
     }
 
     public func logicalVolumes() throws(LVMFailure) -> [LogicalVolumeReport] {
-        let rows = try report("lvs", key: "lv", fields: "vg_name,lv_name,lv_size,lv_tags,lv_active,lv_dm_path")
+        // --foreign: VGs other hosts own are listed too, so thinsr can name their owner.
+        let rows = try report("lvs", key: "lv", fields: "vg_name,lv_name,lv_size,lv_tags,lv_active,lv_dm_path,vg_systemid",
+                              extra: ["--foreign"])
         return try rows.map { row throws(LVMFailure) in
             LogicalVolumeReport(volumeGroup: row["vg_name"] ?? "", name: row["lv_name"] ?? "",
                                 sizeBytes: try number(row, "lv_size"), tags: splitTags(row["lv_tags"]),
-                                active: row["lv_active"] == "active", mapperPath: row["lv_dm_path"] ?? "")
+                                active: row["lv_active"] == "active", mapperPath: row["lv_dm_path"] ?? "",
+                                systemID: row["vg_systemid"] ?? "")
         }
+    }
+
+    /// This host's LVM system ID (`lvm systemid`), empty when lvm.conf sets none.
+    public func localSystemID() throws(LVMFailure) -> String {
+        let printed = try runValidated(["systemid"], [])
+        for line in printed {
+            let trimmed = line.trimmingPrefixSpaces
+            if trimmed.hasPrefix("system ID:") {
+                return String(trimmed.dropFirst("system ID:".count).drop(while: { $0 == " " }))
+            }
+        }
+        return ""
+    }
+
+    /// Gives a VG another host owns to this host: `vgchange --systemid`, with
+    /// the old owner's id accepted for this one command.
+    public func takeOver(group: String, from owner: String, to local: String) throws(LVMFailure) {
+        let config: LVMArgument
+        do { config = try LVMArgument(extraSystemID: owner) } catch { throw .validation(error) }
+        guard LVMNames.isValidSystemID(local) else {
+            throw .validation(LVMValidationError(what: "system ID", value: local))
+        }
+        try execute(["vgchange", "--yes", "--config"], [.argument(config), .word("--systemid"), .systemID(local), .vg(group)])
     }
 
     public func physicalVolumes() throws(LVMFailure) -> [PhysicalVolumeReport] {
@@ -137,6 +165,8 @@ extension LVM {
         case tag(String)
         case device(String)
         case bytes(UInt64)
+        case systemID(String)
+        case argument(LVMArgument)
     }
 
     private func execute(_ fixed: [StaticString], _ words: [Word]) throws(LVMFailure) {
@@ -178,6 +208,11 @@ extension LVM {
             return try LVMArgument(validated: path)
         case .bytes(let bytes):
             return try LVMArgument(validated: "\(bytes)b")
+        case .systemID(let id):
+            guard LVMNames.isValidSystemID(id) else { throw LVMValidationError(what: "system ID", value: id) }
+            return try LVMArgument(validated: id)
+        case .argument(let argument):
+            return argument
         }
     }
 
@@ -186,9 +221,10 @@ extension LVM {
     }
 
     /// Runs a reporting command with JSON output in bytes and returns its rows.
-    private func report(_ command: StaticString, key: String, fields: StaticString) throws(LVMFailure) -> [[String: String]] {
+    private func report(_ command: StaticString, key: String, fields: StaticString,
+                        extra: [StaticString] = []) throws(LVMFailure) -> [[String: String]] {
         let printed = try runValidated([command, "--reportformat", "json", "--units", "b", "--nosuffix",
-                                        "--options", fields], [])
+                                        "--options", fields] + extra, [])
         let text = Self.reportText(printed)
         do {
             let decoded = try JSONDecoder().decode(Report.self, from: Data(text.utf8))

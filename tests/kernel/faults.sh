@@ -11,8 +11,10 @@ TRACE=$THINSR_LAB/fault-trace
 new_loop FD1 1024
 new_loop FD2 256
 FSR=$(thinsr-create --name faults --device "$FD1")
-key_of() { thinvdi-ls --json faults | jq -r --arg n "$1" '[.[] | select(.name == $n) | .key] | first // empty'; }
-count_named() { thinvdi-ls --json faults | jq --arg n "$1" '[.[] | select(.name == $n)] | length'; }
+# Observations read the catalog with sqlite3 (cheaper than thinvdi-ls, and not our code).
+catalog_query() { sqlite3 "file:/run/thinsr/$FSR/catalog/catalog.db?mode=ro" "$1"; }
+key_of() { catalog_query "SELECT key FROM volume WHERE name = '$1' AND state = 'ready' LIMIT 1"; }
+count_named() { catalog_query "SELECT count(*) FROM volume WHERE name = '$1' AND state = 'ready'"; }
 destroy_named() {
     local key
     while key=$(key_of "$1") && [ -n "$key" ]; do thinvdi-detach faults "$key"; thinvdi-destroy faults "$key" || return; done
@@ -121,7 +123,7 @@ fault_op vdi_revert
 
 vdi_resize_setup() { RZ=$(thinvdi-create faults --name rz --size 8M); RZP=$(thinvdi-attach faults "$RZ"); }
 vdi_resize_run() { thinvdi-resize faults "$RZ" 16M; }
-vdi_resize_observe() { echo "$(thinvdi-stat --json faults "$RZ" | jq .virtual_size) $(blockdev --getsize64 "$RZP")"; }
+vdi_resize_observe() { echo "$(catalog_query "SELECT virtual_size FROM volume WHERE key = '$RZ'") $(blockdev --getsize64 "$RZP")"; }
 vdi_resize_next() { thinvdi-create faults --name nx --size 4M; }
 vdi_resize_cleanup() { destroy_named rz; destroy_named nx; }
 fault_op vdi_resize
@@ -129,13 +131,14 @@ fault_op vdi_resize
 ST=$(thinvdi-create faults --name st --size 4M)
 vdi_set_setup() { thinvdi-set faults "$ST" --name st --description old; }
 vdi_set_run() { thinvdi-set faults "$ST" --name st-renamed --description new; }
-vdi_set_observe() { thinvdi-stat --json faults "$ST" | jq -c '[.name, .description]'; }
+vdi_set_observe() { catalog_query "SELECT name, description FROM volume WHERE key = '$ST'"; }
 vdi_set_next() { thinvdi-stat faults "$ST"; }
 vdi_set_cleanup() { :; }
 fault_op vdi_set
 
 AT=$(thinvdi-create faults --name at --size 4M)
-attach_state() { echo "$(test -e "/dev/thinsr/$FSR/$AT" && echo link || echo no-link) $(thinvdi-stat --json faults "$AT" | jq -c .attached)"; }
+AT_DM=$(basename "$(readlink -f "$(thinvdi-attach faults "$AT")")"); thinvdi-detach faults "$AT"
+attach_state() { echo "$(test -e "/dev/thinsr/$FSR/$AT" && echo link || echo no-link) $(dmsetup info "$AT_DM" >/dev/null 2>&1 && echo device || echo no-device)"; }
 vdi_attach_setup() { thinvdi-detach faults "$AT"; }
 vdi_attach_run() { thinvdi-attach faults "$AT"; }
 vdi_attach_observe() { attach_state; }

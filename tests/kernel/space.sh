@@ -2,7 +2,7 @@
 # read-write with thinsr-extend, and the metadata reserve.
 
 test_begin "pool full: --on-full error fails writes, data survives, thinsr-extend recovers"
-new_loop SD1 160
+new_loop SD1 256
 new_loop SD2 128
 FULL=$(thinsr-create --name full --device "$SD1" --pool-size 64M --on-full error)
 check_eq "policy shown by thinsr-stat" "error" "$(sr_field "$FULL" on_full)"
@@ -17,7 +17,7 @@ check_eq "pool is out of data space" "out_of_data_space" "$(pool_status_field "$
 check_eq "thinsr-stat health says why" "Unavailable" "$(sr_field "$FULL" 'health[0]')"
 check "data committed before the pool filled is intact" same_as_pattern "$PA" full-a
 expect_failure 4 "creating a volume in a full pool is refused (No_space)" thinvdi-create full --name c --size 4M
-check "thinsr-extend --device adds a disk and grows the pool" thinsr-extend full --device "$SD2"
+check "thinsr-extend --device adds a disk and grows the pool" thinsr-extend full --device "$SD2" --size +32M
 check_eq "pool back to read-write" "rw" "$(pool_status_field "$FULL" 5)"
 check_eq "thinsr-stat health" "Healthy" "$(sr_field "$FULL" 'health[0]')"
 write_pattern "$PB" full-b 40
