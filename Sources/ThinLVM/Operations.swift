@@ -234,15 +234,30 @@ extension LVM {
         }
     }
 
-    /// liblvm2cmd hands report lines and warnings to the log callback at the
-    /// same level, so the JSON document is cut out from the first `{` line to
-    /// the last `}` line, leaving warnings printed before or among it out.
+    /// liblvm2cmd hands report lines and its other messages to the log
+    /// callback at the same level, interleaved (e.g. `Clear pvid and info for
+    /// no lvm header /dev/loop0` inside an empty `pvs` report after a
+    /// `pvremove`). LVM prints its JSON one structural token or one row per
+    /// line, so the document is the lines of that shape between the first `{`
+    /// and the last `}`; every other line is a message.
     static func reportText(_ printed: [String]) -> String {
         guard let start = printed.firstIndex(where: { $0.trimmingPrefixSpaces.hasPrefix("{") }),
               let end = printed.lastIndex(where: { $0.trimmingPrefixSpaces.hasPrefix("}") }), start <= end
         else { return "" }
-        return printed[start...end].filter { !$0.trimmingPrefixSpaces.hasPrefix("WARNING:") }
-            .joined(separator: "\n")
+        return printed[start...end].filter(isReportLine).joined(separator: "\n")
+    }
+
+    /// `{`, `}`, `]` (each maybe with a `,`), a row `{"field":...}`, or a
+    /// section opening such as `"report": [` or `"pv": [`.
+    static func isReportLine(_ line: String) -> Bool {
+        let text = line.trimmingPrefixSpaces
+        guard let first = text.first else { return false }
+        switch first {
+        case "{", "}", "]": return true
+        case "\"": return text.hasSuffix("[") && text.dropFirst().prefix(while: { $0 != "\"" }).allSatisfy {
+            $0.isLetter || $0 == "_" }
+        default: return false
+        }
     }
 
     private func number(_ row: [String: String], _ field: String) throws(LVMFailure) -> UInt64 {

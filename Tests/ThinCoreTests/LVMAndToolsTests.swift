@@ -1,4 +1,5 @@
 import Testing
+import FoundationEssentials
 @testable import ThinLVM
 @testable import ThinTools
 @testable import ThinCore
@@ -87,4 +88,22 @@ struct LVMReportTests {
         #expect(LVM.reportText(printed) == "  {\n      \"report\": [\n      ]\n  }")
         #expect(LVM.reportText(["no report"]) == "")
     }
+
+    @Test("a message printed among the report's lines is left out (seen after pvremove)")
+    func interleavedMessage() throws {
+        let printed = ["Labels on physical volume \"/dev/loop0\" successfully wiped.", "{", "    \"report\": [",
+                       "Clear pvid and info for no lvm header /dev/loop0", "        {", "            \"pv\": [",
+                       "                {\"pv_name\":\"/dev/loop1\", \"vg_name\":\"\"}", "            ]", "        }",
+                       "    ]", "}"]
+        let text = LVM.reportText(printed)
+        #expect(!text.contains("Clear pvid"))
+        #expect(!text.contains("wiped"))
+        #expect(text.split(separator: "\n").count == 9)
+        struct Report: Decodable { var report: [[String: [[String: String]]]] }
+        let decoded = try JSONDecoder().decode(Report.self, from: Data(text.utf8))
+        #expect(decoded.report.first?["pv"]?.first?["pv_name"] == "/dev/loop1")
+    }
+
+    @Test(arguments: ["\"Volume group\" is [", "Found [", "\"a b\": ["])
+    func messagesAreNotReportLines(line: String) { #expect(!LVM.isReportLine(line)) }
 }

@@ -8,17 +8,18 @@ test_begin "8 clients x 50 mixed operations on one SR"
 CSR=$HSR
 thinvdi-detach hostile "$HV"
 CLIENT_OPS=50
+CDB=/run/thinsr/$CSR/catalog/catalog.db   # clients pick their targets from the catalog with sqlite3
 client() { # client N: writes one line per operation: "<op> <status> <stderr lines>"
     local n=$1 i op key mine=() status
     RANDOM=$((n * 7919))
     for i in $(seq "$CLIENT_OPS"); do
-        all=$(thinvdi-ls --json hostile 2>/dev/null | jq -r '.[].key' | shuf -n 1 --random-source=<(yes "$n$i"))
+        all=$(sqlite3 "file:$CDB?mode=ro" "SELECT key FROM volume WHERE state = 'ready' ORDER BY random() LIMIT 1")
         case $((RANDOM % 8)) in
             0) op=create; thinvdi-create hostile --name "c$n-$i" --size 4M ;;
             1) op=snapshot; thinvdi-snapshot hostile "${all:-none}" --name "s$n-$i" ;;
             2) op=clone; thinvdi-clone hostile "${all:-none}" --name "k$n-$i" ;;
             3) op=destroy; thinvdi-destroy hostile "${all:-none}" ;;
-            4) op=revert; thinvdi-revert hostile "${all:-none}" "$(thinvdi-ls --json hostile | jq -r 'map(select(.kind == "snapshot")) | .[0].key // "none"')" ;;
+            4) op=revert; thinvdi-revert hostile "${all:-none}" "$(sqlite3 "file:$CDB?mode=ro" "SELECT key FROM volume WHERE kind = 'snapshot' AND state = 'ready' ORDER BY random() LIMIT 1")" ;;
             5) op=set; thinvdi-set hostile "${all:-none}" --name "renamed by $n" "client=$n" ;;
             6) op=stat; thinvdi-stat hostile "${all:-none}" ;;
             7) op=ls; thinvdi-ls hostile ;;

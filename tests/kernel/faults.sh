@@ -32,7 +32,7 @@ BYP=$(thinvdi-attach faults "$BY")
 write_pattern "$BYP" bystander 16
 
 # fault_op NAME: runs NAME_setup, NAME_run, NAME_observe, NAME_next, NAME_cleanup
-# (NAME_check: the SR to thinsr-check, default faults).
+# (NAME_check: the SR to thinsr-check, by uuid: default the faults SR, whose name sr_set changes).
 fault_op() {
     local op=$1 before after steps step status got sr
     "${op}_setup" >/dev/null 2>&1
@@ -54,7 +54,7 @@ fault_op() {
         status=$?
         "${op}_next" >/tmp/fault-next.out 2>&1
         got=$("${op}_observe" 2>/dev/null)
-        sr=$(type -t "${op}_check" >/dev/null && "${op}_check" || echo faults)
+        sr=$(type -t "${op}_check" >/dev/null && "${op}_check" || echo "$FSR")
         local problems=""
         [ "$status" = 137 ] || problems+=" exit=$status(not killed)"
         [ "$got" = "$before" ] || [ "$got" = "$after" ] || problems+=" state='$got' (before '$before', after '$after')"

@@ -4,7 +4,7 @@
 PASSED=0 FAILED=0 CURRENT=""
 LOOPS=()
 
-test_begin() { CURRENT=$1; echo "--- $CURRENT"; }
+test_begin() { CURRENT=$1; echo "--- $CURRENT [${SECONDS}s]"; }
 pass() { PASSED=$((PASSED + 1)); echo "ok   $CURRENT: $1"; }
 fail() { FAILED=$((FAILED + 1)); echo "FAIL $CURRENT: $1"; }
 check() { # check DESCRIPTION COMMAND... : passes when the command succeeds
