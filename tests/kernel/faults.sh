@@ -17,7 +17,10 @@ key_of() { catalog_query "SELECT key FROM volume WHERE name = '$1' AND state = '
 count_named() { catalog_query "SELECT count(*) FROM volume WHERE name = '$1' AND state = 'ready'"; }
 destroy_named() {
     local key
-    while key=$(key_of "$1") && [ -n "$key" ]; do thinvdi-detach faults "$key"; thinvdi-destroy faults "$key" || return; done
+    while key=$(key_of "$1") && [ -n "$key" ]; do
+        if [ -e "/dev/thinsr/$FSR/$key" ]; then thinvdi-detach faults "$key"; fi
+        thinvdi-destroy faults "$key" || return
+    done
 }
 content_of() { # content_of NAME: checksum of a volume's contents (attached read-only for the read)
     local key path sum; key=$(key_of "$1")

@@ -21,28 +21,33 @@ HP=$(thinvdi-attach hostile "$HV"); write_pattern "$HP" victim 8
 HS=$(thinvdi-snapshot hostile "$HV" --name victim-snap)
 mkfs.ext4 -q "$HD2" && mkdir -p "$THINSR_LAB/mnt" && mount "$HD2" "$THINSR_LAB/mnt"
 
-full_digest() {
-    {
-        state_digest
-        for db in /run/thinsr/*/catalog/catalog.db; do sqlite3 "file:$db?mode=ro" .dump 2>/dev/null; done
-        sha256sum < "$HP"
-    } | sha256sum | cut -c1-32
+full_state() { # what a refused command must leave as it was, as text (diffable when it changes)
+    # Activation shows in the dm tables; any other LV change (create, remove,
+    # rename, resize, tags) bumps its VG's metadata sequence number.
+    dmsetup table 2>/dev/null | sort
+    pvs --noheadings -o pv_name,vg_name,vg_seqno,pv_tags 2>/dev/null | sort
+    blkid -p -o export "${LOOPS[@]}" 2>/dev/null | grep -E '^(DEVNAME|TYPE)='
+    ls -R /run/thinsr /dev/thinsr 2>/dev/null
+    for db in /run/thinsr/*/catalog/catalog.db; do sqlite3 "file:$db?mode=ro" .dump 2>/dev/null | sha256sum; done
+    sha256sum < "$HP"
 }
 TRIED=0 REFUSED=0
-DIGEST=$(full_digest)
+full_state > "$THINSR_LAB/state-before"
 refuse() { # refuse DESCRIPTION COMMAND...: any documented non-zero status, one stderr line, nothing changed
     local what=$1; shift
     TRIED=$((TRIED + 1))
     "$@" >/tmp/h.out 2>/tmp/h.err </dev/null
     local status=$? lines; lines=$(wc -l < /tmp/h.err)
-    local after; after=$(full_digest)
+    full_state > "$THINSR_LAB/state-after"
+    local same=0; cmp -s "$THINSR_LAB/state-before" "$THINSR_LAB/state-after" && same=1
     case $status in 2|3|4|5|64|77) documented=1 ;; *) documented=0 ;; esac
-    if [ "$documented" = 1 ] && [ "$lines" = 1 ] && [ "$after" = "$DIGEST" ]; then
+    if [ "$documented" = 1 ] && [ "$lines" = 1 ] && [ "$same" = 1 ]; then
         REFUSED=$((REFUSED + 1))
     else
-        fail "$what: exit $status, $lines stderr lines, state $([ "$after" = "$DIGEST" ] && echo unchanged || echo CHANGED)"
+        fail "$what: exit $status, $lines stderr lines, state $([ "$same" = 1 ] && echo unchanged || echo CHANGED)"
         head -c 300 /tmp/h.err | sed 's/^/     | /'
-        DIGEST=$after
+        diff "$THINSR_LAB/state-before" "$THINSR_LAB/state-after" | head -6 | sed 's/^/     | /'
+        mv "$THINSR_LAB/state-after" "$THINSR_LAB/state-before"
     fi
 }
 

@@ -8,6 +8,7 @@ mkdir -p "$LVMDIR"
 echo 'global { system_id_source = "lvmlocal" }' > "$LVMDIR/lvm.conf"
 be_host() { echo "local { system_id = \"$1\" }" > "$LVMDIR/lvmlocal.conf"; }
 be_host hostA
+LAB_LVM_SYSTEM_DIR=$LVM_SYSTEM_DIR
 export LVM_SYSTEM_DIR=$LVMDIR
 check_eq "the lab host is hostA" "hostA" "$(lvm systemid | awk '{print $3}')"
 new_loop OD1 256
@@ -37,5 +38,5 @@ be_host hostA
 expect_failure 3 "now hostA is the one refused" thinsr-attach "$OWN"
 be_host hostB
 check "hostB destroys its SR" thinsr-destroy --force "$OWN"
-unset LVM_SYSTEM_DIR
+export LVM_SYSTEM_DIR=$LAB_LVM_SYSTEM_DIR   # later parts use the lab's own LVM configuration again
 check_eq "nothing of the SR is left" "" "$(lvs --foreign --noheadings -o lv_tags 2>/dev/null | grep "$OWN")"
