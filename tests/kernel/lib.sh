@@ -45,7 +45,7 @@ state_digest() {
         lvs --noheadings -o vg_name,lv_name,lv_size,lv_tags,lv_active 2>/dev/null | sort
         pvs --noheadings -o pv_name,vg_name 2>/dev/null | sort
         for dev in "${LOOPS[@]}"; do echo "$dev $(blkid -p -o value -s TYPE "$dev" 2>/dev/null)"; done
-        ls -R /run/thinsr /dev/thinsr 2>/dev/null
+        ls -R /run/thinsr /dev/thinsr 2>/dev/null | grep -Ev '\.db-(wal|shm)$'   # SQLite's transient files
     } | sha256sum | cut -d' ' -f1
 }
 
