@@ -8,18 +8,21 @@ test_begin "8 clients x 50 mixed operations on one SR"
 CSR=$HSR
 thinvdi-detach hostile "$HV"
 CLIENT_OPS=50
-CDB=/run/thinsr/$CSR/catalog/catalog.db   # clients pick their targets from the catalog with sqlite3
+CDB=/run/thinsr/$CSR/catalog/catalog.db
+pick() { # pick WHERE: a random volume key from the catalog (a reader waits out a writer's checkpoint, as the tools do)
+    sqlite3 -cmd ".timeout 30000" "file:$CDB?mode=ro" "SELECT key FROM volume WHERE $1 ORDER BY random() LIMIT 1" 2>/dev/null
+}
 client() { # client N: writes one line per operation: "<op> <status> <stderr lines>"
     local n=$1 i op key mine=() status
     RANDOM=$((n * 7919))
     for i in $(seq "$CLIENT_OPS"); do
-        all=$(sqlite3 "file:$CDB?mode=ro" "SELECT key FROM volume WHERE state = 'ready' ORDER BY random() LIMIT 1")
+        all=$(pick "state = 'ready'")
         case $((RANDOM % 8)) in
             0) op=create; thinvdi-create hostile --name "c$n-$i" --size 4M ;;
             1) op=snapshot; thinvdi-snapshot hostile "${all:-none}" --name "s$n-$i" ;;
             2) op=clone; thinvdi-clone hostile "${all:-none}" --name "k$n-$i" ;;
             3) op=destroy; thinvdi-destroy hostile "${all:-none}" ;;
-            4) op=revert; thinvdi-revert hostile "${all:-none}" "$(sqlite3 "file:$CDB?mode=ro" "SELECT key FROM volume WHERE kind = 'snapshot' AND state = 'ready' ORDER BY random() LIMIT 1")" ;;
+            4) op=revert; thinvdi-revert hostile "${all:-none}" "$(pick "kind = 'snapshot' AND state = 'ready'")" ;;
             5) op=set; thinvdi-set hostile "${all:-none}" --name "renamed by $n" "client=$n" ;;
             6) op=stat; thinvdi-stat hostile "${all:-none}" ;;
             7) op=ls; thinvdi-ls hostile ;;
@@ -46,12 +49,13 @@ check_pool_agrees "$CSR" "after 8 concurrent clients"
 check_eq "the user's LV untouched (lvs + contents)" "$before_user" "$(user_digest)"
 
 test_begin "readers stay responsive while a long operation holds the SR lock"
+STEADY=$(thinvdi-create hostile --name steady --size 4M)   # the storm may have destroyed any earlier volume
 flock "/run/thinsr/$CSR/catalog/lock" sleep 60 &
 holder=$!
 sleep 1
 check "thinvdi-ls answers under the lock" timeout 30 thinvdi-ls hostile
 check "thinsr-stat answers under the lock" timeout 30 thinsr-stat hostile
-check "thinvdi-stat answers under the lock" timeout 30 thinvdi-stat hostile "$HV"
+check "thinvdi-stat answers under the lock" timeout 30 thinvdi-stat hostile "$STEADY"
 timeout 3 thinvdi-create hostile --name blocked --size 4M >/dev/null 2>&1
 check_eq "a writer waits for the lock (killed by timeout)" 124 "$?"
 kill "$holder"; wait "$holder" 2>/dev/null
