@@ -14,7 +14,7 @@ check() { # check DESCRIPTION COMMAND... : passes when the command succeeds
 check_eq() { # check_eq DESCRIPTION EXPECTED ACTUAL
     if [ "$2" = "$3" ]; then pass "$1"; else fail "$1 (expected '$2', got '$3')"; fi
 }
-run() { echo "+ $*"; "$@"; }
+run() { echo "+ $*" >&2; "$@"; }   # the trace on stderr: $(run ...) captures only the output
 
 # new_loop VAR SIZE_MIB: sets VAR to a loop device over a fresh sparse file.
 # (Not a $(...) function: the counter and the device list must survive.)
