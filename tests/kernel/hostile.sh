@@ -27,10 +27,7 @@ full_state() { # what a refused command must leave as it was, as text (diffable 
     dmsetup table 2>/dev/null | sort
     pvs --noheadings -o pv_name,vg_name,vg_seqno,pv_tags 2>/dev/null | sort
     blkid -p -o export "${LOOPS[@]}" 2>/dev/null | grep -E '^(DEVNAME|TYPE)='
-    # This test's read-only sqlite3 reader leaves -wal/-shm behind (a read-only
-    # connection cannot checkpoint) and the tools' next read-write close removes
-    # them; the catalog's content is compared by .dump below.
-    ls -R /run/thinsr /dev/thinsr 2>/dev/null | grep -Ev '\.db-(wal|shm)$'
+    thinsr_files
     for db in /run/thinsr/*/catalog/catalog.db; do sqlite3 "file:$db?mode=ro" .dump 2>/dev/null | sha256sum; done
     sha256sum < "$HP"
 }
