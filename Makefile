@@ -16,41 +16,57 @@ TOOLS = thinsr-create thinsr-attach thinsr-detach thinsr-destroy thinsr-stat thi
         thinvdi-snapshot thinvdi-clone thinvdi-revert thinvdi-resize thinvdi-set thinvdi-unset thinvdi-tree
 
 APT_PACKAGES = lvm2 thin-provisioning-tools libdevmapper-dev liblvm2-dev libaio-dev libsqlite3-dev \
-        e2fsprogs util-linux udev kmod jq openssl fio strace python3 sqlite3 \
-        qemu-system-x86 qemu-utils linux-image-amd64 busybox-static
+        e2fsprogs util-linux udev kmod jq openssl fio strace python3 sqlite3 qemu-utils \
+        user-mode-linux
+# Only for the QEMU lab (THINSR_LAB=qemu): a second kernel build, several CPUs.
+QEMU_APT_PACKAGES = qemu-system-x86 linux-image-amd64 busybox-static
+# Which kernel suite parts to run (default: all); e.g. make kernel-test PARTS="lineage faults".
+PARTS ?=
+# The lab runs the release build: it starts faster there (static Swift stdlib).
+RELEASE_BIN = $(shell $(SWIFT) build $(RELEASE_FLAGS) --show-bin-path 2>/dev/null)/thinsr
 
-.PHONY: all deps build test unit-test kernel-test demo man completions check-generated install install-plugins bench clean
+.PHONY: all deps deps-qemu release build test unit-test kernel-test demo man completions check-generated install install-plugins bench clean
 PLUGINDIR = $(DESTDIR)/usr/libexec/xapi-storage-script
 
 all: build
 
-# Idempotent: installs only what is missing.
-deps:
-	@missing=""; for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || missing="$$missing $$p"; done; \
+# Idempotent: installs only what is missing. With THINSR_LAB=qemu, the QEMU lab's too.
+apt_install = missing=""; for p in $(1); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 		echo "installing:$$missing"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
+deps:
+	@$(call apt_install,$(APT_PACKAGES))
+	@if [ "$${THINSR_LAB:-}" = qemu ]; then $(MAKE) -s deps-qemu; fi
+
+deps-qemu:
+	@$(call apt_install,$(QEMU_APT_PACKAGES))
 	@command -v vng >/dev/null || { python3 -m pip install --quiet virtme-ng && (pyenv rehash 2>/dev/null || true); }
 
 build:
 	$(SWIFT) build $(SWIFT_FLAGS)
 
-unit-test:
+release:
+	$(SWIFT) build $(RELEASE_FLAGS)
+
+unit-test: build
 	python3 -m unittest discover -s tests/xapi -p 'test_*.py'
+	tests/host/refusals.sh .build/debug/thinsr
 	$(SWIFT) test $(SWIFT_FLAGS)
 
-# The kernel suite: in one VM boot where this host has no dm-thin.
+# The kernel suite against the real kernel: on this host if it has dm-thin,
+# else in User-Mode Linux labs, two side by side (tests/kernel/run).
 # A suite that stops early must not pass: its closing line is required.
-kernel-test: build .build/bench-hello
-	tests/vm/run tests/kernel/suite.sh
+kernel-test: release .build/bench-hello
+	THINSR_BINARY="$(RELEASE_BIN)" tests/kernel/run $(PARTS)
 	@grep -Eq '^kernel: [0-9]+ passed, 0 failed$$' .build/vm-out/suite.log || \
 		{ echo "kernel suite did not finish cleanly (no closing line); see .build/vm-out/suite.log" >&2; exit 1; }
 
 test: deps build check-generated unit-test kernel-test
 
-demo: deps build
-	tests/vm/run tests/demo.sh
+demo: deps release
+	THINSR_BINARY="$(RELEASE_BIN)" tests/vm/run tests/demo.sh
 
 man: build
 	.build/debug/thinsr generate-manual man
@@ -91,9 +107,8 @@ install: install-plugins
 
 # Benchmarks: thinsr against LVM thin and the raw device, with the release build.
 # `make bench BENCH_ARGS=--smoke` is the quick version the kernel suite runs.
-bench: deps .build/bench-hello
-	$(SWIFT) build $(RELEASE_FLAGS)
-	THINSR_BINARY="$$($(SWIFT) build $(RELEASE_FLAGS) --show-bin-path)/thinsr" tests/vm/run bench/run.sh $(BENCH_ARGS)
+bench: deps release .build/bench-hello
+	THINSR_BINARY="$(RELEASE_BIN)" tests/vm/run bench/run.sh $(BENCH_ARGS)
 	mkdir -p .build/bench && cp .build/vm-out/bench/results.json .build/vm-out/bench/results.md .build/bench/
 
 clean:

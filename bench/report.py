@@ -66,7 +66,11 @@ for (group, op), sides in rows.items():
     print("%-28s %-26s %22s %22s %8s" % (group[:28], op[:26], cell(left), cell(right), ratio))
     markdown.append("| %s | %s | %s | %s | %s |" % (group, op, cell(left), cell(right), ratio))
 
+labs = {"uml": "User-Mode Linux (one CPU, system calls through ptrace)",
+        "qemu": "QEMU without KVM (virtme-ng)", "host": "this host's own kernel"}
+lab = os.environ.get("THINSR_LAB_KIND", "host")
 meta = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "kernel": platform.release(),
+        "lab": lab, "lab_description": labs.get(lab, lab),
         "machine": platform.machine(), "cpus": os.cpu_count(), "mode": mode,
         "note": "absolute times in an emulated VM are not real-hardware figures; ratios taken side by side are"}
 with open(json_path, "w") as f:
@@ -74,4 +78,5 @@ with open(json_path, "w") as f:
 with open(os.path.splitext(json_path)[0] + ".md", "w") as f:
     f.write("\n".join(markdown) + "\n")
 print()
-print("bench: %d figures (%s), %s, kernel %s; JSON in %s" % (len(results), mode, meta["date"], meta["kernel"], json_path))
+print("bench: %d figures (%s), %s, in the %s lab: %s, kernel %s; JSON in %s"
+      % (len(results), mode, meta["date"], lab, meta["lab_description"], meta["kernel"], json_path))

@@ -35,7 +35,7 @@ run thinsr-detach demo
 run thinsr-ls
 run thinsr-attach demo
 WEB=$(run thinvdi-attach demo webserverroot)
-run cmp -n $((48 << 20)) "$THINSR_LAB/pattern-web" "$WEB" && echo "web server root: data intact"
+run cmp -n $((48 << 20)) "$THINSR_SCRATCH/pattern-web" "$WEB" && echo "web server root: data intact"
 
 show "Snapshot, clone and revert: metadata-only, instant at any size"
 run thinvdi-snapshot demo webserverroot --name "before upgrade"
@@ -45,7 +45,7 @@ run thinvdi-tree demo
 run thinvdi-detach demo webserverroot
 run thinvdi-revert demo webserverroot beforeupgrade
 WEB=$(run thinvdi-attach demo webserverroot)
-run cmp -n $((48 << 20)) "$THINSR_LAB/pattern-web" "$WEB" && echo "web server root: back to its snapshot"
+run cmp -n $((48 << 20)) "$THINSR_SCRATCH/pattern-web" "$WEB" && echo "web server root: back to its snapshot"
 run thinvdi-resize demo webserverroot 20G
 run blockdev --getsize64 "$WEB"
 

@@ -1,11 +1,11 @@
 # The benchmark harness, in its smoke size, so it never rots (sourced by suite.sh).
 
 test_begin "benchmark harness (smoke)"
-BENCH_OUT=$THINSR_LAB/bench bash bench/run.sh --smoke > "$THINSR_LAB/bench.out" 2>&1
+BENCH_OUT=$THINSR_SCRATCH/bench bash bench/run.sh --smoke > "$THINSR_SCRATCH/bench.out" 2>&1
 bench_status=$?
-tail -n 40 "$THINSR_LAB/bench.out"
+tail -n 40 "$THINSR_SCRATCH/bench.out"
 check_eq "bench/run.sh --smoke exits 0" 0 "$bench_status"
-results=$THINSR_LAB/bench/results.json
+results=$THINSR_SCRATCH/bench/results.json
 for op in create snapshot clone attach revert destroy; do
     check_eq "a thinsr/LVM ratio for $op at 10 volumes" true \
         "$(jq "[.results[] | select(.group == \"at 10 volumes\" and .operation == \"$op\") | .ratio.value > 0] | any" "$results" 2>/dev/null)"
@@ -14,4 +14,4 @@ check_eq "thin vs linear data path figures" true \
     "$(jq '[.results[] | select(.group == "data path (provisioned)") | .ratio.value > 0] | length == 4' "$results" 2>/dev/null)"
 check_eq "ioctl counts for thinsr" true \
     "$(jq '[.results[] | select(.group == "syscalls") | .sides.thinsr.ioctls.median > 0] | all' "$results" 2>/dev/null)"
-check "the table was printed" grep -q "ratio" "$THINSR_LAB/bench.out"
+check "the table was printed" grep -q "ratio" "$THINSR_SCRATCH/bench.out"

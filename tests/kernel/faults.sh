@@ -7,7 +7,7 @@
 
 test_begin "fault injection at every step of every mutating operation"
 FAULT_TRIED=0 FAULT_SURVIVED=0
-TRACE=$THINSR_LAB/fault-trace
+TRACE=$THINSR_SCRATCH/fault-trace
 new_loop FD1 1024
 new_loop FD2 256
 FSR=$(thinsr-create --name faults --device "$FD1")

@@ -91,7 +91,7 @@ umount "/run/thinsr/$SR1/catalog"
 rm -rf /run/thinsr /dev/thinsr
 vgchange -an "$VG1" >/dev/null
 losetup -d "$D1"
-D1=$(losetup -f --show "$THINSR_LAB/disk1.img")
+D1=$(losetup -f --show "$THINSR_SCRATCH/disk1.img")
 LOOPS+=("$D1")
 pvscan --cache >/dev/null 2>&1 || true
 check_eq "thinsr-ls finds the SR after reboot" "false" \

@@ -21,7 +21,7 @@ run() { echo "+ $*" >&2; "$@"; }   # the trace on stderr: $(run ...) captures on
 LOOP_SEQ=0
 new_loop() {
     LOOP_SEQ=$((LOOP_SEQ + 1))
-    local file=$THINSR_LAB/disk$LOOP_SEQ.img
+    local file=$THINSR_SCRATCH/disk$LOOP_SEQ.img
     rm -f "$file"
     truncate -s "${2}M" "$file"
     local dev; dev=$(losetup -f --show "$file")
@@ -33,47 +33,75 @@ new_loop() {
 write_pattern() {
     local dev=$1 seed=$2 mib=$3
     head -c $((mib << 20)) < <(openssl enc -aes-128-ctr -nosalt -pass "pass:$seed" -in /dev/zero 2>/dev/null) \
-        > "$THINSR_LAB/pattern-$seed"
-    dd if="$THINSR_LAB/pattern-$seed" of="$dev" bs=1M oflag=direct conv=fsync status=none
+        > "$THINSR_SCRATCH/pattern-$seed"
+    dd if="$THINSR_SCRATCH/pattern-$seed" of="$dev" bs=1M oflag=direct conv=fsync status=none
 }
-same_as_pattern() { cmp -n "$(stat -c %s "$THINSR_LAB/pattern-$2")" "$THINSR_LAB/pattern-$2" "$1"; }
+same_as_pattern() { cmp -n "$(stat -c %s "$THINSR_SCRATCH/pattern-$2")" "$THINSR_SCRATCH/pattern-$2" "$1"; }
 
-# thinsr_files: the run and device trees. SQLite's -wal/-shm are left out: a
+# thinsr_files: the run and device trees, listed by the shell itself (a
+# process costs 50-100 ms in the UML lab). SQLite's -wal/-shm are left out: a
 # test's read-only sqlite3 reader leaves them behind (it cannot checkpoint) and
-# the tools' next read-write close removes them; catalogs are compared by content.
-thinsr_files() { ls -R /run/thinsr /dev/thinsr 2>/dev/null | grep -Ev '\.db-(wal|shm)$'; }
+# the tools' next read-write close removes them.
+thinsr_files() {
+    local path
+    shopt -s globstar nullglob
+    for path in /run/thinsr/** /dev/thinsr/**; do
+        case $path in *.db-wal | *.db-shm) ;; *) echo "$path" ;; esac
+    done
+    shopt -u globstar nullglob
+}
 
-# state_digest: what a refused command must not change.
+# lvm_areas: the first 8 KiB of every loop device the tests made, read by one
+# process. That holds the LVM label (sector 1), the metadata area's header (at
+# 4 KiB: every commit to a VG, its LVs or their tags moves the header's pointer
+# to the new metadata and its checksum) and filesystem signatures (ext4's
+# superblock at 1 KiB).
+lvm_areas() { head -c 8192 "${LOOPS[@]}" 2>/dev/null; }
+# catalogs: the catalog files' bytes. A refused command opens its catalog at
+# most to read, which writes nothing; any write is a change, even one that
+# leaves the same rows.
+catalogs() { cat /run/thinsr/*/catalog/catalog.db 2>/dev/null; }
+
+# dm_state: every device's tables (live, inactive), suspended and read-only
+# flags, and what its live table maps.
+dm_state() { dmsetup info -c --noheadings -o name,uuid,attr 2>/dev/null; dmsetup table 2>/dev/null; }
+
+# state_digest: what a refused command could change, and must not: the dm
+# tables (which devices exist, active or suspended, and what they map), the
+# LVM metadata on every PV, signatures, the run and device trees, the catalogs.
+# (It reads only what a refusal could write: a full pvs/blkid scan per call
+# cost seconds in the lab.)
 state_digest() {
-    {
-        dmsetup table 2>/dev/null | sort
-        lvs --noheadings -o vg_name,lv_name,lv_size,lv_tags,lv_active 2>/dev/null | sort
-        pvs --noheadings -o pv_name,vg_name 2>/dev/null | sort
-        for dev in "${LOOPS[@]}"; do echo "$dev $(blkid -p -o value -s TYPE "$dev" 2>/dev/null)"; done
-        thinsr_files
-    } | sha256sum | cut -d' ' -f1
+    { dm_state; thinsr_files; lvm_areas; catalogs; } | sha256sum | cut -c1-64
 }
 
 # expect_failure STATUS DESCRIPTION COMMAND...: the command must exit STATUS,
 # print exactly one line on stderr, and leave the state digest unchanged.
 expect_failure() {
     local want=$1 what=$2; shift 2
-    local before after status lines
+    local before after status errors
     before=$(state_digest)
     "$@" >/tmp/ef.out 2>/tmp/ef.err
     status=$?
     after=$(state_digest)
-    lines=$(wc -l < /tmp/ef.err)
-    if [ "$status" = "$want" ] && [ "$lines" = 1 ] && [ "$before" = "$after" ]; then
-        pass "$what (exit $status: $(cat /tmp/ef.err))"
+    mapfile -t errors </tmp/ef.err
+    if [ "$status" = "$want" ] && [ "${#errors[@]}" = 1 ] && [ "$before" = "$after" ]; then
+        pass "$what (exit $status: ${errors[0]})"
     else
-        fail "$what: exit $status (want $want), $lines stderr lines, state $([ "$before" = "$after" ] && echo unchanged || echo CHANGED)"
-        sed 's/^/     | /' /tmp/ef.err | head -5
+        fail "$what: exit $status (want $want), ${#errors[@]} stderr lines, state $([ "$before" = "$after" ] && echo unchanged || echo CHANGED)"
+        printf '     | %s\n' "${errors[@]:0:5}"
     fi
 }
 
 pool_status_field() { # pool_status_field SR_UUID N: field N (1 = transaction id, 5 = mode) of the pool status
     dmsetup status "thinsr_$(echo "$1" | tr -d -)_pool" | awk -v n="$2" '{print $(3 + n)}'
+}
+
+# The suite's parts, in the order one lab runs them (each also runs alone).
+kernel_parts() { awk '!/^#/ && NF {print $1}' "$(dirname "${BASH_SOURCE[0]}")/parts"; }
+part_begin() { PART_START=$SECONDS PART_PASSED=$PASSED PART_FAILED=$FAILED; echo "=== part $1"; }
+part_end() {
+    echo "part $1: $((SECONDS - PART_START))s, $((PASSED - PART_PASSED)) passed, $((FAILED - PART_FAILED)) failed"
 }
 
 summary() {

@@ -97,7 +97,7 @@ check_pool_agrees "$LSR" "after reverts"
 test_begin "snapshot of a volume while a writer runs is a point-in-time image"
 W=$(thinvdi-create lineage --name busy --size 8M)
 PW=$(attach "$W")
-progress=$THINSR_LAB/writer.progress; stop=$THINSR_LAB/writer.stop
+progress=$THINSR_SCRATCH/writer.progress; stop=$THINSR_SCRATCH/writer.stop
 rm -f "$stop"; echo 0 > "$progress"
 # The writer numbers 4 KiB records in order and says how far it got; the test
 # waits on that progress, not on time, so it holds on fast and slow machines.

@@ -3,7 +3,7 @@
 # by liblvm2cmd alike).
 
 test_begin "an SR belongs to one host: LVM system IDs and --take-over"
-LVMDIR=$THINSR_LAB/lvm-ownership
+LVMDIR=$THINSR_SCRATCH/lvm-ownership
 mkdir -p "$LVMDIR"
 echo 'global { system_id_source = "lvmlocal" }' > "$LVMDIR/lvm.conf"
 be_host() { echo "local { system_id = \"$1\" }" > "$LVMDIR/lvmlocal.conf"; }

@@ -45,7 +45,7 @@ thinsr-detach repairs
 VG=$(thinsr-ls --json | jq -r --arg u "$RSR" '.[] | select(.uuid == $u) | .volume_group')
 HEX=$(echo "$RSR" | tr -d -)
 lvchange -ay "$VG/thinsr_${HEX}_meta"
-thin_dump "/dev/$VG/thinsr_${HEX}_meta" | grep -c '<device ' > "$THINSR_LAB/devices-before"
+thin_dump "/dev/$VG/thinsr_${HEX}_meta" | grep -c '<device ' > "$THINSR_SCRATCH/devices-before"
 dd if=/dev/urandom of="/dev/$VG/thinsr_${HEX}_meta" bs=4096 seek=2 count=1 conv=notrunc oflag=direct status=none
 check "the damage is real: thin_check fails" bash -c "! thin_check -q /dev/$VG/thinsr_${HEX}_meta"
 lvchange -an "$VG/thinsr_${HEX}_meta"
@@ -58,7 +58,7 @@ check_eq "--repair rebuilds it (exit 6)" 6 "$?"
 check_eq "metadata reported repaired" "repaired" "$(jq -r .metadata /tmp/rc.json)"
 lvchange -ay "$VG/thinsr_${HEX}_meta" "$VG/thinsr_${HEX}_spare"
 check "the new metadata passes thin_check" thin_check -q "/dev/$VG/thinsr_${HEX}_meta"
-check_eq "it holds every device" "$(cat "$THINSR_LAB/devices-before")" "$(thin_dump "/dev/$VG/thinsr_${HEX}_meta" | grep -c '<device ')"
+check_eq "it holds every device" "$(cat "$THINSR_SCRATCH/devices-before")" "$(thin_dump "/dev/$VG/thinsr_${HEX}_meta" | grep -c '<device ')"
 check "the damaged copy is kept as the spare" bash -c "! thin_check -q /dev/$VG/thinsr_${HEX}_spare"
 check_eq "roles follow the names" "thinsr_${HEX}_meta" "$(lvs --noheadings -o lv_name,lv_tags "$VG" | awk '/thinsr.role=meta/ {print $1}')"
 lvchange -an "$VG/thinsr_${HEX}_meta" "$VG/thinsr_${HEX}_spare"

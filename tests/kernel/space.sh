@@ -32,8 +32,8 @@ check "no error_if_no_space in the live table" bash -c "! dmsetup table $(pool_n
 used=$(sr_field "$FULL" data_used); total=$(sr_field "$FULL" data_total)
 C=$(thinvdi-create full --name c --size $(( (total - used) / 1048576 + 32 ))M)
 PC=$(thinvdi-attach full "$C")
-head -c $(( (total - used) / 1048576 + 8 ))M < <(openssl enc -aes-128-ctr -nosalt -pass pass:queued -in /dev/zero 2>/dev/null) > "$THINSR_LAB/pattern-queued"
-dd if="$THINSR_LAB/pattern-queued" of="$PC" bs=1M oflag=direct conv=fsync status=none &
+head -c $(( (total - used) / 1048576 + 8 ))M < <(openssl enc -aes-128-ctr -nosalt -pass pass:queued -in /dev/zero 2>/dev/null) > "$THINSR_SCRATCH/pattern-queued"
+dd if="$THINSR_SCRATCH/pattern-queued" of="$PC" bs=1M oflag=direct conv=fsync status=none &
 writer=$!
 for _ in $(seq 200); do [ "$(pool_status_field "$FULL" 5)" = out_of_data_space ] && break; sleep 0.1; done
 check_eq "pool fills while the writer waits" "out_of_data_space" "$(pool_status_field "$FULL" 5)"
