@@ -41,7 +41,6 @@ refuse() {
     fi
 }
 
-# (Size 0 is refused by the kernel suite: volume sizes are checked against the SR.)
 SIZES=("" "-1" "18446744073709551616" "99999999T" "12Q" "ten" "1.5G" "0x10" "1e9")
 # The device and SR names here need not exist: the arguments are refused first.
 for size in "${SIZES[@]}"; do
@@ -49,9 +48,14 @@ for size in "${SIZES[@]}"; do
     refuse 'size' "thinvdi-resize to '$size'" thinvdi-resize hostile victim "$size"
     refuse 'size' "thinsr-extend --size '$size'" thinsr-extend hostile --size "$size"
     refuse 'size' "thinsr-create --pool-size '$size'" thinsr-create --vg uservg --pool-size "$size"
-    refuse 'size' "thinsr-create --block-size '$size'" thinsr-create --device /dev/loop9 --block-size "$size"
-    refuse 'size' "thinsr-create --metadata-size '$size'" thinsr-create --device /dev/loop9 --metadata-size "$size"
+    refuse 'block size' "thinsr-create --block-size '$size'" thinsr-create --device /dev/loop9 --block-size "$size"
+    refuse 'metadata size' "thinsr-create --metadata-size '$size'" thinsr-create --device /dev/loop9 --metadata-size "$size"
 done
+# Size 0 of a volume or an extension is refused by the kernel suite (checked
+# once the SR is found); an SR's sizes are refused here.
+refuse 'size' "thinsr-create --pool-size 0" thinsr-create --vg uservg --pool-size 0
+refuse 'block size' "thinsr-create --block-size 0" thinsr-create --device /dev/loop9 --block-size 0
+refuse 'metadata size' "thinsr-create --metadata-size 0" thinsr-create --device /dev/loop9 --metadata-size 0
 for policy in "" "Queue" "fail" "1"; do
     refuse 'on-full' "thinsr-set --on-full '$policy'" thinsr-set hostile --on-full "$policy"
     refuse 'on-full' "thinsr-create --on-full '$policy'" thinsr-create --device /dev/loop9 --on-full "$policy"
@@ -71,4 +75,4 @@ for tool in $("$binary" --list); do
 done
 
 echo "host-checked refusals: $TRIED tried, $REFUSED refused before any device access"
-[ "$TRIED" = "$REFUSED" ] && [ "$TRIED" -ge 100 ]
+[ "$TRIED" = "$REFUSED" ] && [ "$TRIED" -ge 115 ]
