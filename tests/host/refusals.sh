@@ -48,8 +48,8 @@ for size in "${SIZES[@]}"; do
     refuse 'size' "thinvdi-resize to '$size'" thinvdi-resize hostile victim "$size"
     refuse 'size' "thinsr-extend --size '$size'" thinsr-extend hostile --size "$size"
     refuse 'size' "thinsr-create --pool-size '$size'" thinsr-create --vg uservg --pool-size "$size"
-    refuse 'block size' "thinsr-create --block-size '$size'" thinsr-create --device /dev/loop9 --block-size "$size"
-    refuse 'metadata size' "thinsr-create --metadata-size '$size'" thinsr-create --device /dev/loop9 --metadata-size "$size"
+    refuse 'block.size' "thinsr-create --block-size '$size'" thinsr-create --device /dev/loop9 --block-size "$size"
+    refuse 'metadata.size' "thinsr-create --metadata-size '$size'" thinsr-create --device /dev/loop9 --metadata-size "$size"
 done
 # Size 0 of a volume or an extension is refused by the kernel suite (checked
 # once the SR is found); an SR's sizes are refused here.
