@@ -25,7 +25,7 @@ PARTS ?=
 # The lab runs the release build: it starts faster there (static Swift stdlib).
 RELEASE_BIN = $(shell $(SWIFT) build $(RELEASE_FLAGS) --show-bin-path 2>/dev/null)/thinsr
 
-.PHONY: all deps deps-qemu release build test unit-test kernel-test demo man completions check-generated install install-plugins bench clean
+.PHONY: all deps deps-qemu release build lab-test test unit-test kernel-test demo man completions check-generated install install-plugins bench clean
 PLUGINDIR = $(DESTDIR)/usr/libexec/xapi-storage-script
 
 all: build
@@ -63,7 +63,12 @@ kernel-test: release .build/bench-hello
 	@grep -Eq '^kernel: [0-9]+ passed, 0 failed$$' .build/vm-out/suite.log || \
 		{ echo "kernel suite did not finish cleanly (no closing line); see .build/vm-out/suite.log" >&2; exit 1; }
 
-test: deps build check-generated unit-test kernel-test
+# The lab's own checks: statuses come back; a guest that panics, hangs or runs
+# out of memory fails the run within its limit.
+lab-test: build
+	tests/vm/selftest.sh
+
+test: deps build check-generated unit-test lab-test kernel-test
 
 demo: deps release
 	THINSR_BINARY="$(RELEASE_BIN)" tests/vm/run tests/demo.sh

@@ -1,0 +1,2 @@
+# A failing script's status comes back out unchanged.
+exit 7
