@@ -51,20 +51,26 @@ thinsr_files() {
     shopt -u globstar nullglob
 }
 
-# lvm_areas: the first 8 KiB of every loop device the tests made, read by one
+# lvm_areas: the first 68 KiB of every loop device the tests made, read by one
 # process. That holds the LVM label (sector 1), the metadata area's header (at
 # 4 KiB: every commit to a VG, its LVs or their tags moves the header's pointer
-# to the new metadata and its checksum) and filesystem signatures (ext4's
-# superblock at 1 KiB).
-lvm_areas() { head -c 8192 "${LOOPS[@]}" 2>/dev/null; }
-# catalogs: the catalog files' bytes. A refused command opens its catalog at
-# most to read, which writes nothing; any write is a change, even one that
-# leaves the same rows.
-catalogs() { cat /run/thinsr/*/catalog/catalog.db 2>/dev/null; }
+# to the new metadata and its checksum) and the signatures at a device's start
+# (ext4's superblock at 1 KiB, iso9660 at 32 KiB, btrfs at 64 KiB).
+lvm_areas() { head -c 69632 "${LOOPS[@]}" 2>/dev/null; }
+# catalogs: the catalog files' bytes, with a write-ahead log if one is left. A
+# refused command opens its catalog at most to read, which writes nothing; any
+# write is a change, even one that leaves the same rows.
+catalogs() { cat /run/thinsr/*/catalog/catalog.db /run/thinsr/*/catalog/catalog.db-wal 2>/dev/null; }
 
 # dm_state: every device's tables (live, inactive), suspended and read-only
-# flags, and what its live table maps.
-dm_state() { dmsetup info -c --noheadings -o name,uuid,attr 2>/dev/null; dmsetup table 2>/dev/null; }
+# flags, what its live table maps, and its status: a pool's transaction id,
+# metadata and data use (a thin device made or deleted behind the catalog's
+# back shows there), a thin device's mapped sectors.
+dm_state() {
+    dmsetup info -c --noheadings -o name,uuid,attr 2>/dev/null
+    dmsetup table 2>/dev/null
+    dmsetup status 2>/dev/null
+}
 
 # state_digest: what a refused command could change, and must not: the dm
 # tables (which devices exist, active or suspended, and what they map), the

@@ -18,16 +18,14 @@ expect() { # expect STATUS|nonzero DESCRIPTION SCRIPT [ENV...]
         failed=$((failed + 1)); echo "FAIL lab: $what: exit $status, want $want"; sed 's/^/     | /' /tmp/selftest.err
     fi
 }
-lab=${THINSR_LAB:-auto}
-if [ "$lab" = auto ]; then
-    if [ -e /dev/mapper/control ] && dmsetup targets 2>/dev/null | grep -qw thin-pool; then lab=host; else lab=uml; fi
-fi
+lab=$(tests/vm/run --which) || exit 2
+export THINSR_LAB=$lab
 expect 0 "a passing script passes, on real dm-thin" pass.sh
 expect 7 "a failing script's status comes back" status.sh
 expect 1 "a hung script is killed at the limit" hang.sh THINSR_LAB_TIMEOUT=20
 if [ "$lab" != host ]; then
     expect 1 "a guest kernel panic fails the run" panic.sh THINSR_LAB_TIMEOUT=120
-    expect nonzero "a guest out of memory fails the run" oom.sh THINSR_LAB_MEM=256M THINSR_LAB_TIMEOUT=120
+    expect 137 "a guest out of memory fails the run (the OOM killer's SIGKILL)" oom.sh THINSR_LAB_MEM=256M THINSR_LAB_TIMEOUT=120
     expect 2 "a missing UML kernel is named, exit 2" pass.sh THINSR_LAB=uml THINSR_UML=/nonexistent/linux.uml
 fi
 echo "lab selftest: $passed passed, $failed failed"
