@@ -30,6 +30,12 @@ check_eq "volume's physical utilisation = thin status mapped sectors" \
     "$(( $(dmsetup status "$(basename "$(readlink "$P0")")" | awk '{print $4}') * 512 ))" \
     "$(thinvdi-stat --json one "$V0" | jq -r .physical_utilisation)"
 check_eq "block device size = virtual size" "$((64 << 20))" "$(blockdev --getsize64 "$P0")"
+# The lab runs udevd as a host does: the volume's node and its rules went through it.
+check "systemd-udevd runs in the lab" pgrep -x systemd-udevd
+udev_props=$(udevadm info --query=property --name="$P0" 2>/dev/null)
+check_eq "udev's database has the volume's dm device" "$(basename "$(readlink "$P0")")" "$(sed -n 's/^DM_NAME=//p' <<<"$udev_props")"
+check_eq "a guest's disk skips udev's disk rules (no host scan of guest data)" 1 \
+    "$(sed -n 's/^DM_UDEV_DISABLE_DISK_RULES_FLAG=//p' <<<"$udev_props")"
 
 # ---------------------------------------------------------------- destroy frees blocks
 test_begin "destroying a volume frees its blocks"
