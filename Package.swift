@@ -28,10 +28,14 @@ var targets: [Target] = [
     .systemLibrary(name: "CSQLite", providers: [.apt(["libsqlite3-dev"]), .yum(["sqlite-devel"])]),
     .target(name: "CThinShims", dependencies: ["CDeviceMapper", "CSQLite"]),
 
+    // The operations log (-v, THINSR_LOG) every layer below the commands writes to.
+    .target(name: "ThinTrace", dependencies: [.product(name: "Logging", package: "swift-log")]),
+
     // Typed wrappers.
-    .target(name: "ThinDeviceMapper", dependencies: ["CDeviceMapper", "CThinShims"]),
-    .target(name: "ThinLVM", dependencies: ["CLVM2Cmd"]),
+    .target(name: "ThinDeviceMapper", dependencies: ["CDeviceMapper", "CThinShims", "ThinTrace"]),
+    .target(name: "ThinLVM", dependencies: ["CLVM2Cmd", "ThinTrace"]),
     .target(name: "ThinTools", dependencies: [
+        "ThinTrace",
         .product(name: "Subprocess", package: "swift-subprocess"),
         .product(name: "SystemPackage", package: "swift-system"),
     ]),
@@ -40,12 +44,11 @@ var targets: [Target] = [
     .target(name: "ThinCore", dependencies: [
         "ThinDeviceMapper", "ThinLVM", "ThinTools", "CSQLite", "CLibAIO", "CThinShims",
         .product(name: "SystemPackage", package: "swift-system"),
-        .product(name: "Logging", package: "swift-log"),
     ]),
 
     // Argument parsing and output.
     .target(name: "ThinCommands", dependencies: [
-        "ThinCore",
+        "ThinCore", "ThinTrace",
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
         .product(name: "Logging", package: "swift-log"),
     ]),
@@ -53,7 +56,7 @@ var targets: [Target] = [
     // The multi-call binary: dispatches on basename(argv[0]).
     .executableTarget(name: "thinsr", dependencies: ["ThinCommands"]),
 
-    .testTarget(name: "ThinDeviceMapperTests", dependencies: ["ThinDeviceMapper"]),
+    .testTarget(name: "ThinDeviceMapperTests", dependencies: ["ThinDeviceMapper", "ThinTrace"]),
     .testTarget(name: "ThinCoreTests", dependencies: ["ThinCore", "ThinLVM", "ThinTools"]),
     .testTarget(name: "ThinCommandsTests", dependencies: [
         "ThinCommands", "ThinCore",

@@ -10,6 +10,10 @@ public struct OutputOptions: ParsableArguments {
     @Flag(name: .long, help: "Print the result (or the error) as one JSON value on standard output.")
     public var json = false
 
+    @Flag(name: [.short, .long],
+          help: "Print each device-mapper call, LVM command and helper program on stderr, with its time (as THINSR_LOG=debug does).")
+    public var verbose = false
+
     public init() {}
 }
 

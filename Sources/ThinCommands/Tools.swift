@@ -1,5 +1,7 @@
 import ArgumentParser
 import ThinCore
+import ThinTrace
+import Logging
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -59,8 +61,10 @@ extension ToolCommand {
         let arguments = arguments ?? Array(CommandLine.arguments.dropFirst())
         let timing = WorkTimer(tool: toolName)
         defer { timing.report() }
+        if let level = Trace.levelFromEnvironment() { Trace.enable(level: level) }
         do {
             var command = try parse(arguments)
+            if command.output.verbose { Trace.enable(level: .debug) }
             try await command.run()
         } catch {
             timing.report()

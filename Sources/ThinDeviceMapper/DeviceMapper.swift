@@ -1,6 +1,7 @@
 internal import CDeviceMapper
 internal import CThinShims
 import Synchronization
+import ThinTrace
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -189,6 +190,7 @@ public enum DeviceMapper {
     private static func run(_ type: Int, _ operation: String, device: String, udev: UdevVisibility?,
                             prepare: (OpaquePointer) -> Bool,
                             collect: (OpaquePointer) -> Void) throws(DeviceMapperError) {
+        let start = ContinuousClock.now
         let failure: DeviceMapperError? = lock.withLock { _ in
             installLogSink()
             DeviceMapperLog.reset()
@@ -213,6 +215,7 @@ public enum DeviceMapper {
             collect(task)
             return nil
         }
+        Trace.step("dm", "\(operation) \(device)", outcome: failure.map { "failed: \($0)" } ?? "ok", since: start)
         if let failure { throw failure }
     }
 

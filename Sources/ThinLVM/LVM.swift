@@ -1,5 +1,6 @@
 internal import CLVM2Cmd
 import Synchronization
+import ThinTrace
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -139,6 +140,7 @@ public final class LVM: Sendable {
     @discardableResult
     public func run(_ arguments: [LVMArgument]) throws(LVMError) -> [String] {
         let command = arguments.map(\.text).joined(separator: " ")
+        let start = ContinuousClock.now
         let result: Result<[String], LVMError> = state.withLock { state in
             if state.handle == nil {
                 // LVM complains about inherited descriptors (e.g. a VM's console ports).
@@ -163,6 +165,7 @@ public final class LVM: Sendable {
             // lvm2_run returns LVM's ECMD_PROCESSED (1) on success.
             return status == 1 ? .success(printed) : .failure(LVMError(command: command, messages: errors))
         }
+        Trace.step("lvm", command, outcome: (try? result.get()) == nil ? "failed" : "ok", since: start)
         return try result.get()
     }
 }

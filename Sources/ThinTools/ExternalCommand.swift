@@ -1,5 +1,6 @@
 import Subprocess
 import SystemPackage
+import ThinTrace
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -48,6 +49,8 @@ public enum ExternalCommand {
             throw ExternalCommandError(program: program, arguments: arguments, exitStatus: nil,
                                        standardError: "\(program) not found; install it (see `make deps`)")
         }
+        let start = ContinuousClock.now
+        let commandLine = ([path] + arguments).joined(separator: " ")
         do {
             let result = try await Subprocess.run(
                 .path(FilePath(path)), arguments: Arguments(arguments),
@@ -57,9 +60,11 @@ public enum ExternalCommand {
             case .exited(let code): status = code
             case .signaled(let signal): status = 128 + signal
             }
+            Trace.step("exec", commandLine, outcome: "exit \(status)", since: start)
             return ExternalCommandResult(exitStatus: status, standardOutput: result.standardOutput ?? "",
                                          standardError: result.standardError ?? "")
         } catch {
+            Trace.step("exec", commandLine, outcome: "failed to start: \(error)", since: start)
             throw ExternalCommandError(program: program, arguments: arguments, exitStatus: nil,
                                        standardError: "\(error)")
         }

@@ -20,7 +20,7 @@ function __thinsr-attach_parse_tokens -S
     set -l unparsed_tokens (__thinsr-attach_tokens -pc)
     switch $unparsed_tokens[1]
     case 'thinsr-attach'
-        __thinsr-attach_parse_subcommand 1 'take-over' 'json' 'h/help'
+        __thinsr-attach_parse_subcommand 1 'take-over' 'json' 'v/verbose' 'h/help'
         switch $unparsed_tokens[1]
         case 'help'
             __thinsr-attach_parse_subcommand -r 1 
@@ -80,5 +80,6 @@ complete -c 'thinsr-attach' -f
 complete -c 'thinsr-attach' -n '__thinsr-attach_should_offer_completions_for_positional "thinsr-attach" -eq 1' -fka '(__thinsr-attach_custom_completion ---completion -- positional@0 (count (__thinsr-attach_tokens -pc)) (__thinsr-attach_tokens -tC))'
 complete -c 'thinsr-attach' -n '__thinsr-attach_should_offer_completions_for_flags_or_options "thinsr-attach" take-over' -l 'take-over' -d 'Take over an SR another host owns (only when that host no longer uses it).'
 complete -c 'thinsr-attach' -n '__thinsr-attach_should_offer_completions_for_flags_or_options "thinsr-attach" json' -l 'json' -d 'Print the result (or the error) as one JSON value on standard output.'
+complete -c 'thinsr-attach' -n '__thinsr-attach_should_offer_completions_for_flags_or_options "thinsr-attach" v verbose' -s 'v' -l 'verbose' -d 'Print each device-mapper call, LVM command and helper program on stderr, with its time (as THINSR_LOG=debug does).'
 complete -c 'thinsr-attach' -n '__thinsr-attach_should_offer_completions_for_flags_or_options "thinsr-attach" h help' -s 'h' -l 'help' -d 'Show help information.'
 complete -c 'thinsr-attach' -n '__thinsr-attach_should_offer_completions_for_positional "thinsr-attach" -eq 2' -fa 'help' -d 'Show subcommand help information.'

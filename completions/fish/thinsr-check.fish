@@ -20,7 +20,7 @@ function __thinsr-check_parse_tokens -S
     set -l unparsed_tokens (__thinsr-check_tokens -pc)
     switch $unparsed_tokens[1]
     case 'thinsr-check'
-        __thinsr-check_parse_subcommand 1 'repair' 'json' 'h/help'
+        __thinsr-check_parse_subcommand 1 'repair' 'json' 'v/verbose' 'h/help'
         switch $unparsed_tokens[1]
         case 'help'
             __thinsr-check_parse_subcommand -r 1 
@@ -80,5 +80,6 @@ complete -c 'thinsr-check' -f
 complete -c 'thinsr-check' -n '__thinsr-check_should_offer_completions_for_positional "thinsr-check" -eq 1' -fka '(__thinsr-check_custom_completion ---completion -- positional@0 (count (__thinsr-check_tokens -pc)) (__thinsr-check_tokens -tC))'
 complete -c 'thinsr-check' -n '__thinsr-check_should_offer_completions_for_flags_or_options "thinsr-check" repair' -l 'repair' -d 'Repair what is safe to repair.'
 complete -c 'thinsr-check' -n '__thinsr-check_should_offer_completions_for_flags_or_options "thinsr-check" json' -l 'json' -d 'Print the result (or the error) as one JSON value on standard output.'
+complete -c 'thinsr-check' -n '__thinsr-check_should_offer_completions_for_flags_or_options "thinsr-check" v verbose' -s 'v' -l 'verbose' -d 'Print each device-mapper call, LVM command and helper program on stderr, with its time (as THINSR_LOG=debug does).'
 complete -c 'thinsr-check' -n '__thinsr-check_should_offer_completions_for_flags_or_options "thinsr-check" h help' -s 'h' -l 'help' -d 'Show help information.'
 complete -c 'thinsr-check' -n '__thinsr-check_should_offer_completions_for_positional "thinsr-check" -eq 2' -fa 'help' -d 'Show subcommand help information.'

@@ -20,7 +20,7 @@ function __thinsr-create_parse_tokens -S
     set -l unparsed_tokens (__thinsr-create_tokens -pc)
     switch $unparsed_tokens[1]
     case 'thinsr-create'
-        __thinsr-create_parse_subcommand 0 'uuid=' 'name=' 'description=' 'device=+' 'vg=' 'pool-size=' 'block-size=' 'metadata-size=' 'on-full=' 'json' 'h/help'
+        __thinsr-create_parse_subcommand 0 'uuid=' 'name=' 'description=' 'device=+' 'vg=' 'pool-size=' 'block-size=' 'metadata-size=' 'on-full=' 'json' 'v/verbose' 'h/help'
         switch $unparsed_tokens[1]
         case 'help'
             __thinsr-create_parse_subcommand -r 1 
@@ -87,5 +87,6 @@ complete -c 'thinsr-create' -n '__thinsr-create_should_offer_completions_for_fla
 complete -c 'thinsr-create' -n '__thinsr-create_should_offer_completions_for_flags_or_options "thinsr-create" metadata-size' -l 'metadata-size' -d 'Pool metadata size, 2M to 15G (default: what thin_metadata_size gives for the whole volume group and 1,000 thin devices per GiB).' -rfka ''
 complete -c 'thinsr-create' -n '__thinsr-create_should_offer_completions_for_flags_or_options "thinsr-create" on-full' -l 'on-full' -d 'What writes do when the pool\'s data is full: queue (wait for thinsr-extend; the kernel fails them after 60 s) or error (fail at once).' -rfka 'queue error'
 complete -c 'thinsr-create' -n '__thinsr-create_should_offer_completions_for_flags_or_options "thinsr-create" json' -l 'json' -d 'Print the result (or the error) as one JSON value on standard output.'
+complete -c 'thinsr-create' -n '__thinsr-create_should_offer_completions_for_flags_or_options "thinsr-create" v verbose' -s 'v' -l 'verbose' -d 'Print each device-mapper call, LVM command and helper program on stderr, with its time (as THINSR_LOG=debug does).'
 complete -c 'thinsr-create' -n '__thinsr-create_should_offer_completions_for_flags_or_options "thinsr-create" h help' -s 'h' -l 'help' -d 'Show help information.'
 complete -c 'thinsr-create' -n '__thinsr-create_should_offer_completions_for_positional "thinsr-create" -eq 1' -fa 'help' -d 'Show subcommand help information.'

@@ -20,7 +20,7 @@ function __thinsr-destroy_parse_tokens -S
     set -l unparsed_tokens (__thinsr-destroy_tokens -pc)
     switch $unparsed_tokens[1]
     case 'thinsr-destroy'
-        __thinsr-destroy_parse_subcommand 1 'force' 'json' 'h/help'
+        __thinsr-destroy_parse_subcommand 1 'force' 'json' 'v/verbose' 'h/help'
         switch $unparsed_tokens[1]
         case 'help'
             __thinsr-destroy_parse_subcommand -r 1 
@@ -79,5 +79,6 @@ end
 complete -c 'thinsr-destroy' -f
 complete -c 'thinsr-destroy' -n '__thinsr-destroy_should_offer_completions_for_flags_or_options "thinsr-destroy" force' -l 'force' -d 'Destroy the SR even though it holds volumes.'
 complete -c 'thinsr-destroy' -n '__thinsr-destroy_should_offer_completions_for_flags_or_options "thinsr-destroy" json' -l 'json' -d 'Print the result (or the error) as one JSON value on standard output.'
+complete -c 'thinsr-destroy' -n '__thinsr-destroy_should_offer_completions_for_flags_or_options "thinsr-destroy" v verbose' -s 'v' -l 'verbose' -d 'Print each device-mapper call, LVM command and helper program on stderr, with its time (as THINSR_LOG=debug does).'
 complete -c 'thinsr-destroy' -n '__thinsr-destroy_should_offer_completions_for_flags_or_options "thinsr-destroy" h help' -s 'h' -l 'help' -d 'Show help information.'
 complete -c 'thinsr-destroy' -n '__thinsr-destroy_should_offer_completions_for_positional "thinsr-destroy" -eq 1' -fa 'help' -d 'Show subcommand help information.'

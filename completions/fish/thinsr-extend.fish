@@ -20,7 +20,7 @@ function __thinsr-extend_parse_tokens -S
     set -l unparsed_tokens (__thinsr-extend_tokens -pc)
     switch $unparsed_tokens[1]
     case 'thinsr-extend'
-        __thinsr-extend_parse_subcommand 1 'size=' 'device=+' 'json' 'h/help'
+        __thinsr-extend_parse_subcommand 1 'size=' 'device=+' 'json' 'v/verbose' 'h/help'
         switch $unparsed_tokens[1]
         case 'help'
             __thinsr-extend_parse_subcommand -r 1 
@@ -81,5 +81,6 @@ complete -c 'thinsr-extend' -n '__thinsr-extend_should_offer_completions_for_pos
 complete -c 'thinsr-extend' -n '__thinsr-extend_should_offer_completions_for_flags_or_options "thinsr-extend" size' -l 'size' -d 'The new pool data size, or +SIZE to grow by SIZE (K, M, G or T suffix).' -rfka ''
 complete -c 'thinsr-extend' -n '__thinsr-extend_should_offer_completions_for_flags_or_options "thinsr-extend"' -l 'device' -d 'A raw block device to add (repeatable).' -rF
 complete -c 'thinsr-extend' -n '__thinsr-extend_should_offer_completions_for_flags_or_options "thinsr-extend" json' -l 'json' -d 'Print the result (or the error) as one JSON value on standard output.'
+complete -c 'thinsr-extend' -n '__thinsr-extend_should_offer_completions_for_flags_or_options "thinsr-extend" v verbose' -s 'v' -l 'verbose' -d 'Print each device-mapper call, LVM command and helper program on stderr, with its time (as THINSR_LOG=debug does).'
 complete -c 'thinsr-extend' -n '__thinsr-extend_should_offer_completions_for_flags_or_options "thinsr-extend" h help' -s 'h' -l 'help' -d 'Show help information.'
 complete -c 'thinsr-extend' -n '__thinsr-extend_should_offer_completions_for_positional "thinsr-extend" -eq 2' -fa 'help' -d 'Show subcommand help information.'

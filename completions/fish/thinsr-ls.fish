@@ -20,7 +20,7 @@ function __thinsr-ls_parse_tokens -S
     set -l unparsed_tokens (__thinsr-ls_tokens -pc)
     switch $unparsed_tokens[1]
     case 'thinsr-ls'
-        __thinsr-ls_parse_subcommand 0 'json' 'h/help'
+        __thinsr-ls_parse_subcommand 0 'json' 'v/verbose' 'h/help'
         switch $unparsed_tokens[1]
         case 'help'
             __thinsr-ls_parse_subcommand -r 1 
@@ -78,5 +78,6 @@ end
 
 complete -c 'thinsr-ls' -f
 complete -c 'thinsr-ls' -n '__thinsr-ls_should_offer_completions_for_flags_or_options "thinsr-ls" json' -l 'json' -d 'Print the result (or the error) as one JSON value on standard output.'
+complete -c 'thinsr-ls' -n '__thinsr-ls_should_offer_completions_for_flags_or_options "thinsr-ls" v verbose' -s 'v' -l 'verbose' -d 'Print each device-mapper call, LVM command and helper program on stderr, with its time (as THINSR_LOG=debug does).'
 complete -c 'thinsr-ls' -n '__thinsr-ls_should_offer_completions_for_flags_or_options "thinsr-ls" h help' -s 'h' -l 'help' -d 'Show help information.'
 complete -c 'thinsr-ls' -n '__thinsr-ls_should_offer_completions_for_positional "thinsr-ls" -eq 1' -fa 'help' -d 'Show subcommand help information.'

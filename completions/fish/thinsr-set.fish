@@ -20,7 +20,7 @@ function __thinsr-set_parse_tokens -S
     set -l unparsed_tokens (__thinsr-set_tokens -pc)
     switch $unparsed_tokens[1]
     case 'thinsr-set'
-        __thinsr-set_parse_subcommand 1 'name=' 'description=' 'on-full=' 'json' 'h/help'
+        __thinsr-set_parse_subcommand 1 'name=' 'description=' 'on-full=' 'json' 'v/verbose' 'h/help'
         switch $unparsed_tokens[1]
         case 'help'
             __thinsr-set_parse_subcommand -r 1 
@@ -82,5 +82,6 @@ complete -c 'thinsr-set' -n '__thinsr-set_should_offer_completions_for_flags_or_
 complete -c 'thinsr-set' -n '__thinsr-set_should_offer_completions_for_flags_or_options "thinsr-set" description' -l 'description' -d 'A new description.' -rfka ''
 complete -c 'thinsr-set' -n '__thinsr-set_should_offer_completions_for_flags_or_options "thinsr-set" on-full' -l 'on-full' -d 'What writes do when the pool\'s data is full: queue or error.' -rfka 'queue error'
 complete -c 'thinsr-set' -n '__thinsr-set_should_offer_completions_for_flags_or_options "thinsr-set" json' -l 'json' -d 'Print the result (or the error) as one JSON value on standard output.'
+complete -c 'thinsr-set' -n '__thinsr-set_should_offer_completions_for_flags_or_options "thinsr-set" v verbose' -s 'v' -l 'verbose' -d 'Print each device-mapper call, LVM command and helper program on stderr, with its time (as THINSR_LOG=debug does).'
 complete -c 'thinsr-set' -n '__thinsr-set_should_offer_completions_for_flags_or_options "thinsr-set" h help' -s 'h' -l 'help' -d 'Show help information.'
 complete -c 'thinsr-set' -n '__thinsr-set_should_offer_completions_for_positional "thinsr-set" -eq 2' -fa 'help' -d 'Show subcommand help information.'

@@ -20,7 +20,7 @@ function __thinsr-stat_parse_tokens -S
     set -l unparsed_tokens (__thinsr-stat_tokens -pc)
     switch $unparsed_tokens[1]
     case 'thinsr-stat'
-        __thinsr-stat_parse_subcommand 1 'json' 'h/help'
+        __thinsr-stat_parse_subcommand 1 'json' 'v/verbose' 'h/help'
         switch $unparsed_tokens[1]
         case 'help'
             __thinsr-stat_parse_subcommand -r 1 
@@ -79,5 +79,6 @@ end
 complete -c 'thinsr-stat' -f
 complete -c 'thinsr-stat' -n '__thinsr-stat_should_offer_completions_for_positional "thinsr-stat" -eq 1' -fka '(__thinsr-stat_custom_completion ---completion -- positional@0 (count (__thinsr-stat_tokens -pc)) (__thinsr-stat_tokens -tC))'
 complete -c 'thinsr-stat' -n '__thinsr-stat_should_offer_completions_for_flags_or_options "thinsr-stat" json' -l 'json' -d 'Print the result (or the error) as one JSON value on standard output.'
+complete -c 'thinsr-stat' -n '__thinsr-stat_should_offer_completions_for_flags_or_options "thinsr-stat" v verbose' -s 'v' -l 'verbose' -d 'Print each device-mapper call, LVM command and helper program on stderr, with its time (as THINSR_LOG=debug does).'
 complete -c 'thinsr-stat' -n '__thinsr-stat_should_offer_completions_for_flags_or_options "thinsr-stat" h help' -s 'h' -l 'help' -d 'Show help information.'
 complete -c 'thinsr-stat' -n '__thinsr-stat_should_offer_completions_for_positional "thinsr-stat" -eq 2' -fa 'help' -d 'Show subcommand help information.'

@@ -20,7 +20,7 @@ function __thinvdi-clone_parse_tokens -S
     set -l unparsed_tokens (__thinvdi-clone_tokens -pc)
     switch $unparsed_tokens[1]
     case 'thinvdi-clone'
-        __thinvdi-clone_parse_subcommand 2 'name=' 'json' 'h/help'
+        __thinvdi-clone_parse_subcommand 2 'name=' 'json' 'v/verbose' 'h/help'
         switch $unparsed_tokens[1]
         case 'help'
             __thinvdi-clone_parse_subcommand -r 1 
@@ -81,5 +81,6 @@ complete -c 'thinvdi-clone' -n '__thinvdi-clone_should_offer_completions_for_pos
 complete -c 'thinvdi-clone' -n '__thinvdi-clone_should_offer_completions_for_positional "thinvdi-clone" -eq 2' -fka '(__thinvdi-clone_custom_completion ---completion -- positional@1 (count (__thinvdi-clone_tokens -pc)) (__thinvdi-clone_tokens -tC))'
 complete -c 'thinvdi-clone' -n '__thinvdi-clone_should_offer_completions_for_flags_or_options "thinvdi-clone" name' -l 'name' -d 'The clone\'s name label (default: the source\'s).' -rfka ''
 complete -c 'thinvdi-clone' -n '__thinvdi-clone_should_offer_completions_for_flags_or_options "thinvdi-clone" json' -l 'json' -d 'Print the result (or the error) as one JSON value on standard output.'
+complete -c 'thinvdi-clone' -n '__thinvdi-clone_should_offer_completions_for_flags_or_options "thinvdi-clone" v verbose' -s 'v' -l 'verbose' -d 'Print each device-mapper call, LVM command and helper program on stderr, with its time (as THINSR_LOG=debug does).'
 complete -c 'thinvdi-clone' -n '__thinvdi-clone_should_offer_completions_for_flags_or_options "thinvdi-clone" h help' -s 'h' -l 'help' -d 'Show help information.'
 complete -c 'thinvdi-clone' -n '__thinvdi-clone_should_offer_completions_for_positional "thinvdi-clone" -eq 3' -fa 'help' -d 'Show subcommand help information.'

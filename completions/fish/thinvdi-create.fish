@@ -20,7 +20,7 @@ function __thinvdi-create_parse_tokens -S
     set -l unparsed_tokens (__thinvdi-create_tokens -pc)
     switch $unparsed_tokens[1]
     case 'thinvdi-create'
-        __thinvdi-create_parse_subcommand 1 'name=' 'size=' 'description=' 'sharable' 'json' 'h/help'
+        __thinvdi-create_parse_subcommand 1 'name=' 'size=' 'description=' 'sharable' 'json' 'v/verbose' 'h/help'
         switch $unparsed_tokens[1]
         case 'help'
             __thinvdi-create_parse_subcommand -r 1 
@@ -83,5 +83,6 @@ complete -c 'thinvdi-create' -n '__thinvdi-create_should_offer_completions_for_f
 complete -c 'thinvdi-create' -n '__thinvdi-create_should_offer_completions_for_flags_or_options "thinvdi-create" description' -l 'description' -d 'The volume\'s description.' -rfka ''
 complete -c 'thinvdi-create' -n '__thinvdi-create_should_offer_completions_for_flags_or_options "thinvdi-create" sharable' -l 'sharable' -d 'Mark the volume sharable between VMs.'
 complete -c 'thinvdi-create' -n '__thinvdi-create_should_offer_completions_for_flags_or_options "thinvdi-create" json' -l 'json' -d 'Print the result (or the error) as one JSON value on standard output.'
+complete -c 'thinvdi-create' -n '__thinvdi-create_should_offer_completions_for_flags_or_options "thinvdi-create" v verbose' -s 'v' -l 'verbose' -d 'Print each device-mapper call, LVM command and helper program on stderr, with its time (as THINSR_LOG=debug does).'
 complete -c 'thinvdi-create' -n '__thinvdi-create_should_offer_completions_for_flags_or_options "thinvdi-create" h help' -s 'h' -l 'help' -d 'Show help information.'
 complete -c 'thinvdi-create' -n '__thinvdi-create_should_offer_completions_for_positional "thinvdi-create" -eq 2' -fa 'help' -d 'Show subcommand help information.'

@@ -20,7 +20,7 @@ function __thinvdi-destroy_parse_tokens -S
     set -l unparsed_tokens (__thinvdi-destroy_tokens -pc)
     switch $unparsed_tokens[1]
     case 'thinvdi-destroy'
-        __thinvdi-destroy_parse_subcommand 2 'json' 'h/help'
+        __thinvdi-destroy_parse_subcommand 2 'json' 'v/verbose' 'h/help'
         switch $unparsed_tokens[1]
         case 'help'
             __thinvdi-destroy_parse_subcommand -r 1 
@@ -80,5 +80,6 @@ complete -c 'thinvdi-destroy' -f
 complete -c 'thinvdi-destroy' -n '__thinvdi-destroy_should_offer_completions_for_positional "thinvdi-destroy" -eq 1' -fka '(__thinvdi-destroy_custom_completion ---completion -- positional@0 (count (__thinvdi-destroy_tokens -pc)) (__thinvdi-destroy_tokens -tC))'
 complete -c 'thinvdi-destroy' -n '__thinvdi-destroy_should_offer_completions_for_positional "thinvdi-destroy" -eq 2' -fka '(__thinvdi-destroy_custom_completion ---completion -- positional@1 (count (__thinvdi-destroy_tokens -pc)) (__thinvdi-destroy_tokens -tC))'
 complete -c 'thinvdi-destroy' -n '__thinvdi-destroy_should_offer_completions_for_flags_or_options "thinvdi-destroy" json' -l 'json' -d 'Print the result (or the error) as one JSON value on standard output.'
+complete -c 'thinvdi-destroy' -n '__thinvdi-destroy_should_offer_completions_for_flags_or_options "thinvdi-destroy" v verbose' -s 'v' -l 'verbose' -d 'Print each device-mapper call, LVM command and helper program on stderr, with its time (as THINSR_LOG=debug does).'
 complete -c 'thinvdi-destroy' -n '__thinvdi-destroy_should_offer_completions_for_flags_or_options "thinvdi-destroy" h help' -s 'h' -l 'help' -d 'Show help information.'
 complete -c 'thinvdi-destroy' -n '__thinvdi-destroy_should_offer_completions_for_positional "thinvdi-destroy" -eq 3' -fa 'help' -d 'Show subcommand help information.'

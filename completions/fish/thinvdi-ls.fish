@@ -20,7 +20,7 @@ function __thinvdi-ls_parse_tokens -S
     set -l unparsed_tokens (__thinvdi-ls_tokens -pc)
     switch $unparsed_tokens[1]
     case 'thinvdi-ls'
-        __thinvdi-ls_parse_subcommand 1 'json' 'h/help'
+        __thinvdi-ls_parse_subcommand 1 'json' 'v/verbose' 'h/help'
         switch $unparsed_tokens[1]
         case 'help'
             __thinvdi-ls_parse_subcommand -r 1 
@@ -79,5 +79,6 @@ end
 complete -c 'thinvdi-ls' -f
 complete -c 'thinvdi-ls' -n '__thinvdi-ls_should_offer_completions_for_positional "thinvdi-ls" -eq 1' -fka '(__thinvdi-ls_custom_completion ---completion -- positional@0 (count (__thinvdi-ls_tokens -pc)) (__thinvdi-ls_tokens -tC))'
 complete -c 'thinvdi-ls' -n '__thinvdi-ls_should_offer_completions_for_flags_or_options "thinvdi-ls" json' -l 'json' -d 'Print the result (or the error) as one JSON value on standard output.'
+complete -c 'thinvdi-ls' -n '__thinvdi-ls_should_offer_completions_for_flags_or_options "thinvdi-ls" v verbose' -s 'v' -l 'verbose' -d 'Print each device-mapper call, LVM command and helper program on stderr, with its time (as THINSR_LOG=debug does).'
 complete -c 'thinvdi-ls' -n '__thinvdi-ls_should_offer_completions_for_flags_or_options "thinvdi-ls" h help' -s 'h' -l 'help' -d 'Show help information.'
 complete -c 'thinvdi-ls' -n '__thinvdi-ls_should_offer_completions_for_positional "thinvdi-ls" -eq 2' -fa 'help' -d 'Show subcommand help information.'

@@ -20,7 +20,7 @@ function __thinvdi-revert_parse_tokens -S
     set -l unparsed_tokens (__thinvdi-revert_tokens -pc)
     switch $unparsed_tokens[1]
     case 'thinvdi-revert'
-        __thinvdi-revert_parse_subcommand 3 'json' 'h/help'
+        __thinvdi-revert_parse_subcommand 3 'json' 'v/verbose' 'h/help'
         switch $unparsed_tokens[1]
         case 'help'
             __thinvdi-revert_parse_subcommand -r 1 
@@ -81,5 +81,6 @@ complete -c 'thinvdi-revert' -n '__thinvdi-revert_should_offer_completions_for_p
 complete -c 'thinvdi-revert' -n '__thinvdi-revert_should_offer_completions_for_positional "thinvdi-revert" -eq 2' -fka '(__thinvdi-revert_custom_completion ---completion -- positional@1 (count (__thinvdi-revert_tokens -pc)) (__thinvdi-revert_tokens -tC))'
 complete -c 'thinvdi-revert' -n '__thinvdi-revert_should_offer_completions_for_positional "thinvdi-revert" -eq 3' -fka '(__thinvdi-revert_custom_completion ---completion -- positional@2 (count (__thinvdi-revert_tokens -pc)) (__thinvdi-revert_tokens -tC))'
 complete -c 'thinvdi-revert' -n '__thinvdi-revert_should_offer_completions_for_flags_or_options "thinvdi-revert" json' -l 'json' -d 'Print the result (or the error) as one JSON value on standard output.'
+complete -c 'thinvdi-revert' -n '__thinvdi-revert_should_offer_completions_for_flags_or_options "thinvdi-revert" v verbose' -s 'v' -l 'verbose' -d 'Print each device-mapper call, LVM command and helper program on stderr, with its time (as THINSR_LOG=debug does).'
 complete -c 'thinvdi-revert' -n '__thinvdi-revert_should_offer_completions_for_flags_or_options "thinvdi-revert" h help' -s 'h' -l 'help' -d 'Show help information.'
 complete -c 'thinvdi-revert' -n '__thinvdi-revert_should_offer_completions_for_positional "thinvdi-revert" -eq 4' -fa 'help' -d 'Show subcommand help information.'

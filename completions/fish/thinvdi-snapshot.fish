@@ -20,7 +20,7 @@ function __thinvdi-snapshot_parse_tokens -S
     set -l unparsed_tokens (__thinvdi-snapshot_tokens -pc)
     switch $unparsed_tokens[1]
     case 'thinvdi-snapshot'
-        __thinvdi-snapshot_parse_subcommand 2 'name=' 'json' 'h/help'
+        __thinvdi-snapshot_parse_subcommand 2 'name=' 'json' 'v/verbose' 'h/help'
         switch $unparsed_tokens[1]
         case 'help'
             __thinvdi-snapshot_parse_subcommand -r 1 
@@ -81,5 +81,6 @@ complete -c 'thinvdi-snapshot' -n '__thinvdi-snapshot_should_offer_completions_f
 complete -c 'thinvdi-snapshot' -n '__thinvdi-snapshot_should_offer_completions_for_positional "thinvdi-snapshot" -eq 2' -fka '(__thinvdi-snapshot_custom_completion ---completion -- positional@1 (count (__thinvdi-snapshot_tokens -pc)) (__thinvdi-snapshot_tokens -tC))'
 complete -c 'thinvdi-snapshot' -n '__thinvdi-snapshot_should_offer_completions_for_flags_or_options "thinvdi-snapshot" name' -l 'name' -d 'The snapshot\'s name label (default: the origin\'s).' -rfka ''
 complete -c 'thinvdi-snapshot' -n '__thinvdi-snapshot_should_offer_completions_for_flags_or_options "thinvdi-snapshot" json' -l 'json' -d 'Print the result (or the error) as one JSON value on standard output.'
+complete -c 'thinvdi-snapshot' -n '__thinvdi-snapshot_should_offer_completions_for_flags_or_options "thinvdi-snapshot" v verbose' -s 'v' -l 'verbose' -d 'Print each device-mapper call, LVM command and helper program on stderr, with its time (as THINSR_LOG=debug does).'
 complete -c 'thinvdi-snapshot' -n '__thinvdi-snapshot_should_offer_completions_for_flags_or_options "thinvdi-snapshot" h help' -s 'h' -l 'help' -d 'Show help information.'
 complete -c 'thinvdi-snapshot' -n '__thinvdi-snapshot_should_offer_completions_for_positional "thinvdi-snapshot" -eq 3' -fa 'help' -d 'Show subcommand help information.'

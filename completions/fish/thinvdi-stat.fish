@@ -20,7 +20,7 @@ function __thinvdi-stat_parse_tokens -S
     set -l unparsed_tokens (__thinvdi-stat_tokens -pc)
     switch $unparsed_tokens[1]
     case 'thinvdi-stat'
-        __thinvdi-stat_parse_subcommand 2 'json' 'h/help'
+        __thinvdi-stat_parse_subcommand 2 'json' 'v/verbose' 'h/help'
         switch $unparsed_tokens[1]
         case 'help'
             __thinvdi-stat_parse_subcommand -r 1 
@@ -80,5 +80,6 @@ complete -c 'thinvdi-stat' -f
 complete -c 'thinvdi-stat' -n '__thinvdi-stat_should_offer_completions_for_positional "thinvdi-stat" -eq 1' -fka '(__thinvdi-stat_custom_completion ---completion -- positional@0 (count (__thinvdi-stat_tokens -pc)) (__thinvdi-stat_tokens -tC))'
 complete -c 'thinvdi-stat' -n '__thinvdi-stat_should_offer_completions_for_positional "thinvdi-stat" -eq 2' -fka '(__thinvdi-stat_custom_completion ---completion -- positional@1 (count (__thinvdi-stat_tokens -pc)) (__thinvdi-stat_tokens -tC))'
 complete -c 'thinvdi-stat' -n '__thinvdi-stat_should_offer_completions_for_flags_or_options "thinvdi-stat" json' -l 'json' -d 'Print the result (or the error) as one JSON value on standard output.'
+complete -c 'thinvdi-stat' -n '__thinvdi-stat_should_offer_completions_for_flags_or_options "thinvdi-stat" v verbose' -s 'v' -l 'verbose' -d 'Print each device-mapper call, LVM command and helper program on stderr, with its time (as THINSR_LOG=debug does).'
 complete -c 'thinvdi-stat' -n '__thinvdi-stat_should_offer_completions_for_flags_or_options "thinvdi-stat" h help' -s 'h' -l 'help' -d 'Show help information.'
 complete -c 'thinvdi-stat' -n '__thinvdi-stat_should_offer_completions_for_positional "thinvdi-stat" -eq 3' -fa 'help' -d 'Show subcommand help information.'

@@ -20,7 +20,7 @@ function __thinvdi-tree_parse_tokens -S
     set -l unparsed_tokens (__thinvdi-tree_tokens -pc)
     switch $unparsed_tokens[1]
     case 'thinvdi-tree'
-        __thinvdi-tree_parse_subcommand 2 'json' 'h/help'
+        __thinvdi-tree_parse_subcommand 2 'json' 'v/verbose' 'h/help'
         switch $unparsed_tokens[1]
         case 'help'
             __thinvdi-tree_parse_subcommand -r 1 
@@ -80,5 +80,6 @@ complete -c 'thinvdi-tree' -f
 complete -c 'thinvdi-tree' -n '__thinvdi-tree_should_offer_completions_for_positional "thinvdi-tree" -eq 1' -fka '(__thinvdi-tree_custom_completion ---completion -- positional@0 (count (__thinvdi-tree_tokens -pc)) (__thinvdi-tree_tokens -tC))'
 complete -c 'thinvdi-tree' -n '__thinvdi-tree_should_offer_completions_for_positional "thinvdi-tree" -eq 2' -fka '(__thinvdi-tree_custom_completion ---completion -- positional@1 (count (__thinvdi-tree_tokens -pc)) (__thinvdi-tree_tokens -tC))'
 complete -c 'thinvdi-tree' -n '__thinvdi-tree_should_offer_completions_for_flags_or_options "thinvdi-tree" json' -l 'json' -d 'Print the result (or the error) as one JSON value on standard output.'
+complete -c 'thinvdi-tree' -n '__thinvdi-tree_should_offer_completions_for_flags_or_options "thinvdi-tree" v verbose' -s 'v' -l 'verbose' -d 'Print each device-mapper call, LVM command and helper program on stderr, with its time (as THINSR_LOG=debug does).'
 complete -c 'thinvdi-tree' -n '__thinvdi-tree_should_offer_completions_for_flags_or_options "thinvdi-tree" h help' -s 'h' -l 'help' -d 'Show help information.'
 complete -c 'thinvdi-tree' -n '__thinvdi-tree_should_offer_completions_for_positional "thinvdi-tree" -eq 3' -fa 'help' -d 'Show subcommand help information.'

@@ -20,7 +20,7 @@ function __thinvdi-unset_parse_tokens -S
     set -l unparsed_tokens (__thinvdi-unset_tokens -pc)
     switch $unparsed_tokens[1]
     case 'thinvdi-unset'
-        __thinvdi-unset_parse_subcommand -r 3 'json' 'h/help'
+        __thinvdi-unset_parse_subcommand -r 3 'json' 'v/verbose' 'h/help'
         switch $unparsed_tokens[1]
         case 'help'
             __thinvdi-unset_parse_subcommand -r 1 
@@ -80,5 +80,6 @@ complete -c 'thinvdi-unset' -f
 complete -c 'thinvdi-unset' -n '__thinvdi-unset_should_offer_completions_for_positional "thinvdi-unset" -eq 1' -fka '(__thinvdi-unset_custom_completion ---completion -- positional@0 (count (__thinvdi-unset_tokens -pc)) (__thinvdi-unset_tokens -tC))'
 complete -c 'thinvdi-unset' -n '__thinvdi-unset_should_offer_completions_for_positional "thinvdi-unset" -eq 2' -fka '(__thinvdi-unset_custom_completion ---completion -- positional@1 (count (__thinvdi-unset_tokens -pc)) (__thinvdi-unset_tokens -tC))'
 complete -c 'thinvdi-unset' -n '__thinvdi-unset_should_offer_completions_for_flags_or_options "thinvdi-unset" json' -l 'json' -d 'Print the result (or the error) as one JSON value on standard output.'
+complete -c 'thinvdi-unset' -n '__thinvdi-unset_should_offer_completions_for_flags_or_options "thinvdi-unset" v verbose' -s 'v' -l 'verbose' -d 'Print each device-mapper call, LVM command and helper program on stderr, with its time (as THINSR_LOG=debug does).'
 complete -c 'thinvdi-unset' -n '__thinvdi-unset_should_offer_completions_for_flags_or_options "thinvdi-unset" h help' -s 'h' -l 'help' -d 'Show help information.'
 complete -c 'thinvdi-unset' -n '__thinvdi-unset_should_offer_completions_for_positional "thinvdi-unset" -eq 3' -fa 'help' -d 'Show subcommand help information.'

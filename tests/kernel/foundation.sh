@@ -157,7 +157,14 @@ pvcreate -q "$D4" >/dev/null && vgcreate -q usergroup "$D4" >/dev/null
 lvcreate -q -y -n userdata -L 128M usergroup >/dev/null
 write_pattern /dev/usergroup/userdata user 128
 user_lv_before=$(lvs --noheadings -o lv_name,lv_size,lv_attr,lv_tags,seg_start_pe,devices usergroup/userdata)
-SR3=$(thinsr-create --name nice --vg usergroup --pool-size 256M)
+SR3=$(thinsr-create -v --name nice --vg usergroup --pool-size 256M 2>"$THINSR_SCRATCH/create-v.err")
+check "thinsr-create -v logs its LVM commands with their times" \
+    grep -Eq 'lvm lvcreate .*thinsr_[0-9a-f]+_data.*: ok \([0-9]+\.[0-9] ms\)' "$THINSR_SCRATCH/create-v.err"
+check "thinsr-create -v logs the helper programs it runs" grep -Eq 'exec [^ ]*mkfs.ext4 .*: exit 0 \(' "$THINSR_SCRATCH/create-v.err"
+THINSR_LOG=debug thinvdi-create nice --name traced --size 4M >/dev/null 2>"$THINSR_SCRATCH/create-log.err"
+check "THINSR_LOG=debug logs each device-mapper call with its time" \
+    grep -Eq "dm message 'create_thin [0-9]+' thinsr_[0-9a-f]+_pool: ok \([0-9]+\.[0-9] ms\)" "$THINSR_SCRATCH/create-log.err"
+thinvdi-destroy nice traced
 check_eq "SR mode" "be-nice" "$(sr_field "$SR3" mode)"
 V=$(thinvdi-create nice --name guest --size 100M)
 P=$(thinvdi-attach nice "$V")
