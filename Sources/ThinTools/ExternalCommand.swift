@@ -50,7 +50,6 @@ public enum ExternalCommand {
                                        standardError: "\(program) not found; install it (see `make deps`)")
         }
         let start = ContinuousClock.now
-        let commandLine = ([path] + arguments).joined(separator: " ")
         do {
             let result = try await Subprocess.run(
                 .path(FilePath(path)), arguments: Arguments(arguments),
@@ -60,11 +59,11 @@ public enum ExternalCommand {
             case .exited(let code): status = code
             case .signaled(let signal): status = 128 + signal
             }
-            Trace.step("exec", commandLine, outcome: "exit \(status)", since: start)
+            Trace.step("exec", ([path] + arguments).joined(separator: " "), outcome: "exit \(status)", since: start)
             return ExternalCommandResult(exitStatus: status, standardOutput: result.standardOutput ?? "",
                                          standardError: result.standardError ?? "")
         } catch {
-            Trace.step("exec", commandLine, outcome: "failed to start: \(error)", since: start)
+            Trace.step("exec", ([path] + arguments).joined(separator: " "), outcome: "failed to start: \(error)", since: start)
             throw ExternalCommandError(program: program, arguments: arguments, exitStatus: nil,
                                        standardError: "\(error)")
         }

@@ -26,11 +26,12 @@ public enum Trace {
     }
 
     /// Logs one step at debug level: `layer` (dm, lvm, exec), what ran, its outcome and time.
-    public static func step(_ layer: String, _ what: @autoclosure () -> String, outcome: String,
+    /// `what` and `outcome` are built only when the log is on: this runs on every call.
+    public static func step(_ layer: String, _ what: @autoclosure () -> String, outcome: @autoclosure () -> String,
                             since start: ContinuousClock.Instant) {
         guard let log = logger.withLock({ $0 }), log.logLevel <= .debug else { return }
         let elapsed = start.duration(to: .now)
-        log.debug("\(layer) \(what()): \(outcome) (\(milliseconds(elapsed)))")
+        log.debug("\(layer) \(what()): \(outcome()) (\(milliseconds(elapsed)))")
     }
 
     /// "12.3 ms", without Foundation's formatting.

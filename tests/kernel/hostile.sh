@@ -29,7 +29,8 @@ full_state() { # what a refused command must leave as it was, as text (diffable 
     dm_state
     thinsr_files
     echo "LVM labels, metadata area headers, signatures: $(lvm_areas | sha256sum)"
-    sha256sum "$HP" /run/thinsr/*/catalog/catalog.db 2>/dev/null     # the victim's data, the catalogs
+    # The victim's data and the catalogs (with any write-ahead log left), one process.
+    sha256sum "$HP" /run/thinsr/*/catalog/catalog.db /run/thinsr/*/catalog/catalog.db-wal 2>/dev/null
 }
 TRIED=0 REFUSED=0
 STATE_BEFORE=$(full_state)
