@@ -2,7 +2,8 @@ public import ArgumentParser
 public import ThinCore
 import FoundationEssentials
 
-public struct VDISnapshot: ToolCommand {
+public struct VDISnapshot: VolumeCopyTool {
+    public static let access = ToolAccess.write
     public static let configuration = CommandConfiguration(
         commandName: "thinvdi-snapshot",
         abstract: "Take a read-only snapshot of a volume.",
@@ -15,20 +16,15 @@ public struct VDISnapshot: ToolCommand {
     public static let examples = [("thinvdi-snapshot vmstore web01-root --name before-upgrade",
                                    "Snapshot a volume; prints the snapshot's key.")]
 
-    @Argument(help: "The SR's uuid or unique name.", completion: Complete.srs) var sr: String
-    @Argument(help: "The volume's key or uuid.", completion: Complete.volumes) var vdi: String
-    @Option(help: "The snapshot's name label (default: the origin's).") var name: String?
+    @OptionGroup public var volume: VolumeArgument
+    @Option(help: "The snapshot's name label (default: the origin's).") public var name: String?
     @OptionGroup public var output: OutputOptions
     public init() {}
-
-    public func execute() async throws(ThinError) {
-        let repository = try AttachedSR.open(sr, exclusive: true)
-        let copy = try repository.copyVolume(vdi, kind: .snapshot, name: name)
-        try await printVolume(repository, key: copy.key, json: output.json)
-    }
+    public static let kind = VolumeKind.snapshot
 }
 
-public struct VDIClone: ToolCommand {
+public struct VDIClone: VolumeCopyTool {
+    public static let access = ToolAccess.write
     public static let configuration = CommandConfiguration(
         commandName: "thinvdi-clone",
         abstract: "Make a writable clone of a volume or snapshot.",
@@ -39,20 +35,15 @@ public struct VDIClone: ToolCommand {
     public static let examples = [("thinvdi-clone vmstore golden-image --name web02-root",
                                    "Clone a template; prints the clone's key.")]
 
-    @Argument(help: "The SR's uuid or unique name.", completion: Complete.srs) var sr: String
-    @Argument(help: "The volume's key or uuid.", completion: Complete.volumes) var vdi: String
-    @Option(help: "The clone's name label (default: the source's).") var name: String?
+    @OptionGroup public var volume: VolumeArgument
+    @Option(help: "The clone's name label (default: the source's).") public var name: String?
     @OptionGroup public var output: OutputOptions
     public init() {}
-
-    public func execute() async throws(ThinError) {
-        let repository = try AttachedSR.open(sr, exclusive: true)
-        let copy = try repository.copyVolume(vdi, kind: .clone, name: name)
-        try await printVolume(repository, key: copy.key, json: output.json)
-    }
+    public static let kind = VolumeKind.clone
 }
 
-public struct VDIRevert: ToolCommand {
+public struct VDIRevert: VolumeTool {
+    public static let access = ToolAccess.write
     public static let configuration = CommandConfiguration(
         commandName: "thinvdi-revert",
         abstract: "Make a volume's contents those of a snapshot, in place.",
@@ -64,19 +55,19 @@ public struct VDIRevert: ToolCommand {
     public static let examples = [("thinvdi-revert vmstore web01-root before-upgrade",
                                    "Roll web01-root back to its snapshot.")]
 
-    @Argument(help: "The SR's uuid or unique name.", completion: Complete.srs) var sr: String
-    @Argument(help: "The volume's key or uuid.", completion: Complete.volumes) var vdi: String
+    @OptionGroup public var volume: VolumeArgument
     @Argument(help: "The snapshot's key or uuid.", completion: Complete.volumes) var snapshot: String
     @OptionGroup public var output: OutputOptions
     public init() {}
 
-    public func execute() async throws(ThinError) {
-        try AttachedSR.open(sr, exclusive: true).revertVolume(vdi, to: snapshot)
+    public func execute(on sr: AttachedSR) async throws(ThinError) {
+        try sr.revertVolume(volume.vdi, to: snapshot)
         if output.json { Console.out("null") }
     }
 }
 
-public struct VDIResize: ToolCommand {
+public struct VDIResize: VolumeTool {
+    public static let access = ToolAccess.write
     public static let configuration = CommandConfiguration(
         commandName: "thinvdi-resize",
         abstract: "Grow a volume.",
@@ -86,21 +77,20 @@ public struct VDIResize: ToolCommand {
             """)
     public static let examples = [("thinvdi-resize vmstore web01-root 40G", "Grow the volume to 40 GiB.")]
 
-    @Argument(help: "The SR's uuid or unique name.", completion: Complete.srs) var sr: String
-    @Argument(help: "The volume's key or uuid.", completion: Complete.volumes) var vdi: String
-    @Argument(help: "The new size, in bytes or with a K, M, G or T suffix.") var size: String
+    @OptionGroup public var volume: VolumeArgument
+    @Argument(help: "The new size, in bytes or with a K, M, G or T suffix.", transform: ByteCount.parser("size"))
+    var size: ByteCount
     @OptionGroup public var output: OutputOptions
     public init() {}
 
-    public func execute() async throws(ThinError) {
-        let bytes = try ByteSize.parse(size)
-        let repository = try AttachedSR.open(sr, exclusive: true)
-        try repository.resizeVolume(vdi, to: bytes)
-        try await printVolume(repository, key: vdi, json: output.json, quiet: true)
+    public func execute(on sr: AttachedSR) async throws(ThinError) {
+        try sr.resizeVolume(volume.vdi, to: size.bytes)
+        try await printVolume(try sr.requireVolume(volume.vdi), of: sr, json: output.json, quiet: true)
     }
 }
 
-public struct VDISet: ToolCommand {
+public struct VDISet: VolumeTool {
+    public static let access = ToolAccess.write
     public static let configuration = CommandConfiguration(
         commandName: "thinvdi-set",
         abstract: "Set a volume's name, description or keys.",
@@ -111,53 +101,48 @@ public struct VDISet: ToolCommand {
     public static let examples = [("thinvdi-set vmstore web01-root --name \"web01 root disk\" vdi-type=user",
                                    "Rename the volume and set a key.")]
 
-    @Argument(help: "The SR's uuid or unique name.", completion: Complete.srs) var sr: String
-    @Argument(help: "The volume's key or uuid.", completion: Complete.volumes) var vdi: String
+    @OptionGroup public var volume: VolumeArgument
     @Option(help: "A new name label.") var name: String?
     @Option(help: "A new description.") var description: String?
-    @Argument(help: ArgumentHelp("Keys to set.", valueName: "key=value")) var pairs: [String] = []
+    @Argument(help: ArgumentHelp("Keys to set.", valueName: "key=value"), transform: KeyValue.parse)
+    var pairs: [KeyValue] = []
     @OptionGroup public var output: OutputOptions
     public init() {}
 
-    public func execute() async throws(ThinError) {
-        var set: [(String, String)] = []
-        for pair in pairs {
-            guard let equals = pair.firstIndex(of: "=") else {
-                throw ThinError(.invalidArgument, "\"\(pair)\" is not KEY=VALUE")
-            }
-            set.append((String(pair[..<equals]), String(pair[pair.index(after: equals)...])))
-        }
-        guard name != nil || description != nil || !set.isEmpty else {
+    public func checkArguments() throws(ThinError) {
+        guard name != nil || description != nil || !pairs.isEmpty else {
             throw ThinError(.invalidArgument, "nothing to set: give --name, --description or KEY=VALUE")
         }
-        let repository = try AttachedSR.open(sr, exclusive: true)
-        try repository.setMetadata(vdi, name: name, description: description, set: set, unset: [])
-        try await printVolume(repository, key: vdi, json: output.json, quiet: true)
+    }
+
+    public func execute(on sr: AttachedSR) async throws(ThinError) {
+        try sr.setMetadata(volume.vdi, name: name, description: description, set: pairs.map { ($0.key, $0.value) },
+                           unset: [])
+        try await printVolume(try sr.requireVolume(volume.vdi), of: sr, json: output.json, quiet: true)
     }
 }
 
-public struct VDIUnset: ToolCommand {
+public struct VDIUnset: VolumeTool {
+    public static let access = ToolAccess.write
     public static let configuration = CommandConfiguration(
         commandName: "thinvdi-unset",
         abstract: "Remove keys from a volume.",
         discussion: "Removing a key that is not set succeeds.")
     public static let examples = [("thinvdi-unset vmstore web01-root clone-on-boot", "Remove a key.")]
 
-    @Argument(help: "The SR's uuid or unique name.", completion: Complete.srs) var sr: String
-    @Argument(help: "The volume's key or uuid.", completion: Complete.volumes) var vdi: String
+    @OptionGroup public var volume: VolumeArgument
     @Argument(help: ArgumentHelp("Keys to remove.", valueName: "key")) var keys: [String]
     @OptionGroup public var output: OutputOptions
     public init() {}
 
-    public func execute() async throws(ThinError) {
-        guard !keys.isEmpty else { throw ThinError(.invalidArgument, "name at least one KEY to remove") }
-        let repository = try AttachedSR.open(sr, exclusive: true)
-        try repository.setMetadata(vdi, name: nil, description: nil, set: [], unset: keys)
-        try await printVolume(repository, key: vdi, json: output.json, quiet: true)
+    public func execute(on sr: AttachedSR) async throws(ThinError) {
+        try sr.setMetadata(volume.vdi, name: nil, description: nil, set: [], unset: keys)
+        try await printVolume(try sr.requireVolume(volume.vdi), of: sr, json: output.json, quiet: true)
     }
 }
 
-public struct VDITree: ToolCommand {
+public struct VDITree: WholeSRTool {
+    public static let access = ToolAccess.read
     public static let configuration = CommandConfiguration(
         commandName: "thinvdi-tree",
         abstract: "Show the snapshot and clone lineage as a tree.",
@@ -169,14 +154,13 @@ public struct VDITree: ToolCommand {
     public static let examples = [("thinvdi-tree vmstore", "The whole SR."),
                                   ("thinvdi-tree --json vmstore web01-root", "One volume's subtree as JSON.")]
 
-    @Argument(help: "The SR's uuid or unique name.", completion: Complete.srs) var sr: String
+    @OptionGroup public var target: SRArgument
     @Argument(help: "Show only this volume's subtree.", completion: Complete.volumes) var vdi: String?
     @OptionGroup public var output: OutputOptions
     public init() {}
 
-    public func execute() async throws(ThinError) {
-        try Privileges.requireRoot(Self.toolName)
-        let forest = try await AttachedSR.open(sr, exclusive: false).lineage(vdi)
+    public func execute(on sr: AttachedSR) async throws(ThinError) {
+        let forest = try await sr.lineage(vdi)
         if output.json { return Console.printJSON(forest.map(TreeJSON.init)) }
         func draw(_ node: LineageNode, prefix: String, last: Bool, root: Bool) {
             let volume = node.volume
@@ -219,11 +203,15 @@ struct TreeJSON: Encodable {
     }
 }
 
-/// Prints a volume: its record with --json, else its key (unless `quiet`).
-func printVolume(_ repository: AttachedSR, key: String, json: Bool, quiet: Bool = false) async throws(ThinError) {
-    if json {
-        Console.printJSON(VolumeJSON(try await repository.volumeViews(key)[0]))
-    } else if !quiet {
-        Console.out(try repository.requireVolume(key).key)
+/// `thinvdi-snapshot` and `thinvdi-clone`: one command in two kinds.
+public protocol VolumeCopyTool: VolumeTool {
+    static var kind: VolumeKind { get }
+    var name: String? { get }
+}
+
+extension VolumeCopyTool {
+    public func execute(on sr: AttachedSR) async throws(ThinError) {
+        let copy = try sr.copyVolume(volume.vdi, kind: Self.kind, name: name)
+        try await printVolume(copy, of: sr, json: output.json)
     }
 }

@@ -1,6 +1,9 @@
 import ArgumentParser
 import FoundationEssentials
 import ThinCore
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// Man pages (mdoc, section 8) generated from each tool's own argument
 /// definitions, so a page cannot drift from the options the tool accepts;
@@ -25,11 +28,27 @@ enum ManualPage {
         var abstract: String?
     }
 
-    static let date = "November 21, 2026"
+    /// The pages' date: the build's (SOURCE_DATE_EPOCH, as reproducible builds
+    /// set it; `make man` and `make install` take it from the last commit),
+    /// else today. The committed pages' .Dd line is the one line that may differ.
+    static var date: String {
+        let epoch = getenv("SOURCE_DATE_EPOCH").flatMap { Int(String(cString: $0)) } ?? Int(time(nil))
+        return mdocDate(epoch)
+    }
+
+    /// `Month day, year` in UTC, as mdoc's .Dd expects.
+    static func mdocDate(_ epoch: Int) -> String {
+        let months = ["January", "February", "March", "April", "May", "June", "July", "August", "September",
+                      "October", "November", "December"]
+        var seconds = time_t(epoch)
+        var parts = tm()
+        gmtime_r(&seconds, &parts)
+        return "\(months[Int(parts.tm_mon)]) \(parts.tm_mday), \(parts.tm_year + 1900)"
+    }
 
     static func writeAll(to directory: String) throws {
         for tool in allTools {
-            try System.writeText("\(directory)/\(tool.toolName).8", render(tool))
+            try System.writeFile("\(directory)/\(tool.toolName).8", render(tool))
         }
     }
 
@@ -142,7 +161,7 @@ enum CompletionScripts {
     static func writeAll(to directory: String) throws {
         for tool in allTools {
             for shell in shells {
-                try System.writeText("\(directory)/\(relativePath(shell, tool: tool.toolName))",
+                try System.writeFile("\(directory)/\(relativePath(shell, tool: tool.toolName))",
                                      tool.completionScript(for: shell))
             }
         }

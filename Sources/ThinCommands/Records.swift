@@ -37,7 +37,7 @@ struct VolumeJSON: Encodable {
         uri = ["thinsr://\(sr)/\(record.key)"]
         keys = record.keys
         kind = record.kind.rawValue
-        thin_id = record.thinID
+        thin_id = record.thinID.value
         created = isoTimestamp(record.createdAt)
         attached = view.devicePath != nil
         device_path = view.devicePath
@@ -125,7 +125,7 @@ struct SRSummaryJSON: Encodable {
     /// The LVM system ID of the SR's VG: the host that owns it ("" when none).
     var owner: String
 
-    init(_ summary: SRSummary) {
+    init(_ summary: DiscoveredSR) {
         uuid = summary.uuid.uuidString.lowercased()
         name = summary.name
         mode = summary.mode == .ownTheWorld ? "own-the-world" : "be-nice"

@@ -1,11 +1,8 @@
 public import ArgumentParser
 import FoundationEssentials
 public import ThinCore
-#if canImport(Glibc)
-import Glibc
-#endif
 
-public struct SRCreate: ToolCommand {
+public struct SRCreate: LifecycleTool {
     public static let configuration = CommandConfiguration(
         commandName: "thinsr-create",
         abstract: "Create a thin-provisioned storage repository (SR).",
@@ -23,8 +20,8 @@ public struct SRCreate: ToolCommand {
         ("thinsr-create --name scratch --vg data --pool-size 200G", "Create a 200 GiB SR in the existing VG data."),
     ]
 
-    @Option(help: "The SR's uuid (default: a new random uuid).")
-    var uuid: String?
+    @Option(help: "The SR's uuid (default: a new random uuid).", transform: UUIDArgument.parse)
+    var uuid: UUID?
     @Option(help: "The SR's name label.")
     var name: String = ""
     @Option(help: "The SR's description.")
@@ -37,15 +34,18 @@ public struct SRCreate: ToolCommand {
     var vg: String?
     @Option(name: .customLong("pool-size"),
             help: ArgumentHelp("Pool data size, in bytes or with a K, M, G or T suffix (default with --device: "
-                               + "90% of the space left after metadata).", valueName: "size"))
-    var poolSize: String?
+                               + "90% of the space left after metadata).", valueName: "size"),
+            transform: ByteCount.parser("pool size"))
+    var poolSize: ByteCount?
     @Option(name: .customLong("block-size"),
-            help: ArgumentHelp("Pool block size, 64K to 1G in multiples of 64K (default 64K).", valueName: "size"))
-    var blockSize: String?
+            help: ArgumentHelp("Pool block size, 64K to 1G in multiples of 64K (default 64K).", valueName: "size"),
+            transform: ByteCount.parser("block size"))
+    var blockSize: ByteCount?
     @Option(name: .customLong("metadata-size"),
             help: ArgumentHelp("Pool metadata size, 2M to 15G (default: what thin_metadata_size gives for the "
-                               + "whole volume group and 1,000 thin devices per GiB).", valueName: "size"))
-    var metadataSize: String?
+                               + "whole volume group and 1,000 thin devices per GiB).", valueName: "size"),
+            transform: ByteCount.parser("metadata size"))
+    var metadataSize: ByteCount?
     @Option(name: .customLong("on-full"),
             help: ArgumentHelp("What writes do when the pool's data is full: queue (wait for thinsr-extend; the "
                                + "kernel fails them after 60 s) or error (fail at once).", valueName: "queue|error"))
@@ -54,39 +54,30 @@ public struct SRCreate: ToolCommand {
 
     public init() {}
 
-    public func execute() async throws(ThinError) {
-        let placement: SRCreateRequest.Placement
+    public func checkArguments() throws(ThinError) {
         switch (devices.isEmpty, vg) {
-        case (false, nil): placement = .devices(devices)
-        case (true, let vg?): placement = .volumeGroup(vg)
         case (false, _?): throw ThinError(.invalidArgument, "give either --device or --vg, not both")
         case (true, nil): throw ThinError(.invalidArgument, "give --device DEV (own the disks) or --vg VG (use an existing volume group)")
+        default: break
         }
-        var srUUID: UUID?
-        if let uuid {
-            guard let parsed = UUID(uuidString: uuid) else {
-                throw ThinError(.invalidArgument, "\"\(uuid)\" is not a uuid (expected e.g. 6f1c1a52-3b1e-4c8e-9d0f-2a7b5c4d3e21)")
-            }
-            srUUID = parsed
-        }
+    }
+
+    public func execute(_ lifecycle: SRLifecycle) async throws(ThinError) {
         let request = SRCreateRequest(
-            uuid: srUUID, name: name, description: description, placement: placement,
-            poolBytes: try poolSize.map { size throws(ThinError) in try ByteSize.parse(size, what: "pool size") },
-            blockBytes: try blockSize.map { size throws(ThinError) in try ByteSize.parse(size, what: "block size") },
-            metadataBytes: try metadataSize.map { size throws(ThinError) in
-                try ByteSize.parse(size, what: "metadata size")
-            },
-            onFull: onFull)
-        let record = try await SRLifecycle.create(request)
-        if output.json {
-            Console.printJSON(SRStatJSON(try SRLifecycle.status(record.uuid.uuidString)))
-        } else {
-            Console.out(record.uuid.uuidString.lowercased())
-        }
+            uuid: uuid, name: name, description: description,
+            placement: vg.map { .volumeGroup($0) } ?? .devices(devices), poolBytes: poolSize?.bytes,
+            blockBytes: blockSize?.bytes, metadataBytes: metadataSize?.bytes, onFull: onFull)
+        let sr = try await lifecycle.create(request)
+        try printSR(sr, json: output.json)
     }
 }
 
-public struct SRAttach: ToolCommand {
+/// Prints an SR: its `thinsr-stat --json` record with --json, else its uuid.
+func printSR(_ sr: AttachedSR, json: Bool) throws(ThinError) {
+    if json { Console.printJSON(SRStatJSON(try sr.status())) } else { Console.out(sr.names.uuidString) }
+}
+
+public struct SRAttach: LifecycleTool {
     public static let configuration = CommandConfiguration(
         commandName: "thinsr-attach",
         abstract: "Attach an SR on this host.",
@@ -103,24 +94,19 @@ public struct SRAttach: ToolCommand {
                                   ("thinsr-attach --take-over vmstore",
                                    "Attach an SR whose previous host failed, taking over its volume group.")]
 
-    @Argument(help: "The SR's uuid or unique name.", completion: Complete.srs) var sr: String
+    @OptionGroup public var target: SRArgument
     @Flag(name: .customLong("take-over"),
           help: "Take over an SR another host owns (only when that host no longer uses it).")
     var takeOver = false
     @OptionGroup public var output: OutputOptions
     public init() {}
 
-    public func execute() async throws(ThinError) {
-        let record = try await SRLifecycle.attach(sr, takeOver: takeOver)
-        if output.json {
-            Console.printJSON(SRStatJSON(try SRLifecycle.status(record.uuid.uuidString)))
-        } else {
-            Console.out(record.uuid.uuidString.lowercased())
-        }
+    public func execute(_ lifecycle: SRLifecycle) async throws(ThinError) {
+        try printSR(try await lifecycle.attach(target.sr, takeOver: takeOver), json: output.json)
     }
 }
 
-public struct SRDetach: ToolCommand {
+public struct SRDetach: LifecycleTool {
     public static let configuration = CommandConfiguration(
         commandName: "thinsr-detach",
         abstract: "Detach an SR from this host.",
@@ -132,18 +118,18 @@ public struct SRDetach: ToolCommand {
     public static let examples = [("thinsr-detach vmstore", "Detach the SR."),
                                   ("thinsr-detach --force vmstore", "Detach it and any attached volumes.")]
 
-    @Argument(help: "The SR's uuid or unique name.", completion: Complete.srs) var sr: String
+    @OptionGroup public var target: SRArgument
     @Flag(help: "Detach attached volumes first.") var force = false
     @OptionGroup public var output: OutputOptions
     public init() {}
 
-    public func execute() async throws(ThinError) {
-        try SRLifecycle.detach(sr, force: force)
+    public func execute(_ lifecycle: SRLifecycle) async throws(ThinError) {
+        try lifecycle.detach(target.sr, force: force)
         if output.json { Console.out("null") }
     }
 }
 
-public struct SRDestroy: ToolCommand {
+public struct SRDestroy: LifecycleTool {
     public static let configuration = CommandConfiguration(
         commandName: "thinsr-destroy",
         abstract: "Destroy a detached SR and everything in it.",
@@ -155,18 +141,20 @@ public struct SRDestroy: ToolCommand {
     public static let examples = [("thinsr-detach vmstore && thinsr-destroy vmstore", "Destroy an empty SR."),
                                   ("thinsr-destroy --force vmstore", "Destroy it with all its volumes.")]
 
+    // No completion: the SR to destroy is detached, and completion knows attached SRs only.
     @Argument(help: "The SR's uuid or unique name.") var sr: String
     @Flag(help: "Destroy the SR even though it holds volumes.") var force = false
     @OptionGroup public var output: OutputOptions
     public init() {}
 
-    public func execute() async throws(ThinError) {
-        try await SRLifecycle.destroy(sr, force: force)
+    public func execute(_ lifecycle: SRLifecycle) async throws(ThinError) {
+        try await lifecycle.destroy(sr, force: force)
         if output.json { Console.out("null") }
     }
 }
 
-public struct SRStat: ToolCommand {
+public struct SRStat: WholeSRTool {
+    public static let access = ToolAccess.read
     public static let configuration = CommandConfiguration(
         commandName: "thinsr-stat",
         abstract: "Show an attached SR's state and space.",
@@ -174,12 +162,12 @@ public struct SRStat: ToolCommand {
     public static let examples = [("thinsr-stat vmstore", "Show the SR's space and health."),
                                   ("thinsr-stat --json vmstore", "The same as an SMAPIv3 sr_stat record.")]
 
-    @Argument(help: "The SR's uuid or unique name.", completion: Complete.srs) var sr: String
+    @OptionGroup public var target: SRArgument
     @OptionGroup public var output: OutputOptions
     public init() {}
 
-    public func execute() async throws(ThinError) {
-        let stat = SRStatJSON(try SRLifecycle.status(sr))
+    public func execute(on sr: AttachedSR) async throws(ThinError) {
+        let stat = SRStatJSON(try sr.status())
         if output.json { return Console.printJSON(stat) }
         let bytes = { (value: UInt64?) in value.map { "\(ByteSize.format($0)) (\($0) bytes)" } ?? "-" }
         Console.fields([
@@ -197,7 +185,7 @@ public struct SRStat: ToolCommand {
     }
 }
 
-public struct SRList: ToolCommand {
+public struct SRList: LifecycleTool {
     public static let configuration = CommandConfiguration(
         commandName: "thinsr-ls",
         abstract: "List the SRs this host can see, attached or not.",
@@ -207,8 +195,8 @@ public struct SRList: ToolCommand {
     @OptionGroup public var output: OutputOptions
     public init() {}
 
-    public func execute() async throws(ThinError) {
-        let summaries = try SRLifecycle.list().map(SRSummaryJSON.init)
+    public func execute(_ lifecycle: SRLifecycle) async throws(ThinError) {
+        let summaries = try lifecycle.list().map(SRSummaryJSON.init)
         if output.json { return Console.printJSON(summaries) }
         Console.table(["UUID", "NAME", "VG", "MODE", "POOL", "OWNER", "ATTACHED"], summaries.map {
             [$0.uuid, $0.name, $0.volume_group, $0.mode, ByteSize.format($0.pool_size),
@@ -217,7 +205,8 @@ public struct SRList: ToolCommand {
     }
 }
 
-public struct SRSet: ToolCommand {
+public struct SRSet: WholeSRTool {
+    public static let access = ToolAccess.write
     public static let configuration = CommandConfiguration(
         commandName: "thinsr-set",
         abstract: "Change an attached SR's name, description or pool-full policy.",
@@ -228,7 +217,7 @@ public struct SRSet: ToolCommand {
     public static let examples = [("thinsr-set vmstore --name vmstore-ssd", "Rename the SR."),
                                   ("thinsr-set vmstore --on-full error", "Fail writes at once when the pool is full.")]
 
-    @Argument(help: "The SR's uuid or unique name.", completion: Complete.srs) var sr: String
+    @OptionGroup public var target: SRArgument
     @Option(help: "A new name label.") var name: String?
     @Option(help: "A new description.") var description: String?
     @Option(name: .customLong("on-full"),
@@ -238,22 +227,22 @@ public struct SRSet: ToolCommand {
     @OptionGroup public var output: OutputOptions
     public init() {}
 
-    public func execute() async throws(ThinError) {
+
+    public func checkArguments() throws(ThinError) {
         guard name != nil || description != nil || onFull != nil else {
             throw ThinError(.invalidArgument, "nothing to set: give --name, --description or --on-full")
         }
-        let repository = try AttachedSR.open(sr, exclusive: true)
-        if name != nil || description != nil { try repository.setLabel(name: name, description: description) }
-        if let onFull { try repository.setOnFull(onFull) }
-        if output.json { Console.printJSON(SRStatJSON(try repository.status())) }
+    }
+
+    public func execute(on sr: AttachedSR) async throws(ThinError) {
+        if name != nil || description != nil { try sr.setLabel(name: name, description: description) }
+        if let onFull { try sr.setOnFull(onFull) }
+        if output.json { Console.printJSON(SRStatJSON(try sr.status())) }
     }
 }
 
-extension OnFullPolicy: ExpressibleByArgument {
-    public init?(argument: String) { self.init(rawValue: argument) }
-}
-
-public struct SRExtend: ToolCommand {
+public struct SRExtend: WholeSRTool {
+    public static let access = ToolAccess.write
     public static let configuration = CommandConfiguration(
         commandName: "thinsr-extend",
         abstract: "Grow an attached SR's pool.",
@@ -269,10 +258,10 @@ public struct SRExtend: ToolCommand {
         ("thinsr-extend scratch --size +50G", "Grow a be-nice SR's pool by 50 GiB from its VG's free space."),
     ]
 
-    @Argument(help: "The SR's uuid or unique name.", completion: Complete.srs) var sr: String
+    @OptionGroup public var target: SRArgument
     @Option(help: ArgumentHelp("The new pool data size, or +SIZE to grow by SIZE (K, M, G or T suffix).",
-                               valueName: "size"))
-    var size: String?
+                               valueName: "size"), transform: SRExtendRequest.Size.parse)
+    var size: SRExtendRequest.Size?
     @Option(name: .customLong("device"), help: ArgumentHelp("A raw block device to add (repeatable).",
                                                             valueName: "device"),
             completion: .file())
@@ -280,16 +269,9 @@ public struct SRExtend: ToolCommand {
     @OptionGroup public var output: OutputOptions
     public init() {}
 
-    public func execute() async throws(ThinError) {
-        var requested: SRExtendRequest.Size?
-        if let size {
-            if size.hasPrefix("+") {
-                requested = .by(try ByteSize.parse(String(size.dropFirst()), what: "size"))
-            } else {
-                requested = .to(try ByteSize.parse(size, what: "size"))
-            }
-        }
-        let status = try await SRLifecycle.extend(sr, SRExtendRequest(size: requested, devices: devices))
+
+    public func execute(on sr: AttachedSR) async throws(ThinError) {
+        let status = try await sr.extend(SRExtendRequest(size: size, devices: devices))
         let stat = SRStatJSON(status)
         if output.json { return Console.printJSON(stat) }
         Console.out("\(stat.uuid): pool data \(ByteSize.format(stat.data_total ?? 0)), metadata "
@@ -298,6 +280,7 @@ public struct SRExtend: ToolCommand {
 }
 
 public struct SRCheckCommand: ToolCommand {
+    public static let access = ToolAccess.lifecycle
     public static let configuration = CommandConfiguration(
         commandName: "thinsr-check",
         abstract: "Check an SR's pool metadata and catalog, and repair what is safe.",
@@ -320,13 +303,13 @@ public struct SRCheckCommand: ToolCommand {
         (6, "Problems were found and all of them were repaired."),
     ]
 
-    @Argument(help: "The SR's uuid or unique name.", completion: Complete.srs) var sr: String
+    @OptionGroup public var target: SRArgument
     @Flag(help: "Repair what is safe to repair.") var repair = false
     @OptionGroup public var output: OutputOptions
     public init() {}
 
-    public func execute() async throws(ThinError) {
-        let report = try await SRCheck.run(sr, repair: repair)
+    public func perform(host: Host) async throws(ThinError) -> Int32 {
+        let report = try await SRLifecycle(host: host).check(target.sr, repair: repair)
         let uuid = report.srUUID.uuidString.lowercased()
         if output.json {
             Console.printJSON(CheckReportJSON(report))
@@ -338,13 +321,13 @@ public struct SRCheckCommand: ToolCommand {
             Console.out("result: \(report.outcome == .damaged ? "damage left" : report.outcome.rawValue)")
         }
         switch report.outcome {
-        case .clean: return
-        case .repaired: Glibc.exit(6)
+        case .clean: return 0
+        case .repaired: return 6
         case .damaged:
             let first = report.findings.first { !$0.repaired }
             Console.err("thinsr-check: SR \(uuid) has damage left: \(first?.problem ?? "?")"
                         + (repair ? "" : "; run thinsr-check --repair \(uuid)"))
-            Glibc.exit(ErrorCode.catalogInconsistent.exitStatus)
+            return ErrorCode.catalogInconsistent.exitStatus
         }
     }
 }

@@ -1,7 +1,8 @@
 public import ArgumentParser
 public import ThinCore
 
-public struct VDICreate: ToolCommand {
+public struct VDICreate: WholeSRTool {
+    public static let access = ToolAccess.write
     public static let configuration = CommandConfiguration(
         commandName: "thinvdi-create",
         abstract: "Create a thin volume (VDI) in an attached SR.",
@@ -12,57 +13,54 @@ public struct VDICreate: ToolCommand {
             """)
     public static let examples = [("thinvdi-create vmstore --name web01-root --size 20G", "Create a 20 GiB volume.")]
 
-    @Argument(help: "The SR's uuid or unique name.", completion: Complete.srs) var sr: String
+    @OptionGroup public var target: SRArgument
     @Option(help: "The volume's name label.") var name: String
-    @Option(help: ArgumentHelp("Virtual size, in bytes or with a K, M, G or T suffix.", valueName: "size"))
-    var size: String
+    @Option(help: ArgumentHelp("Virtual size, in bytes or with a K, M, G or T suffix.", valueName: "size"),
+            transform: ByteCount.parser("size"))
+    var size: ByteCount
     @Option(help: "The volume's description.") var description: String = ""
     @Flag(help: "Mark the volume sharable between VMs.") var sharable = false
     @OptionGroup public var output: OutputOptions
     public init() {}
 
-    public func execute() async throws(ThinError) {
-        let bytes = try ByteSize.parse(size)
-        let repository = try AttachedSR.open(sr, exclusive: true)
-        let volume = try repository.createVolume(name: name, description: description, sizeBytes: bytes,
-                                                 sharable: sharable)
-        try await printVolume(repository, key: volume.key, json: output.json)
+    public func execute(on sr: AttachedSR) async throws(ThinError) {
+        let volume = try sr.createVolume(name: name, description: description, sizeBytes: size.bytes, sharable: sharable)
+        try await printVolume(volume, of: sr, json: output.json)
     }
 }
 
-public struct VDIDestroy: ToolCommand {
+public struct VDIDestroy: VolumeTool {
+    public static let access = ToolAccess.write
     public static let configuration = CommandConfiguration(
         commandName: "thinvdi-destroy",
         abstract: "Destroy a volume and free its blocks.",
         discussion: "Refuses while the volume is attached.")
     public static let examples = [("thinvdi-destroy vmstore web01-root", "Destroy the volume.")]
 
-    @Argument(help: "The SR's uuid or unique name.", completion: Complete.srs) var sr: String
-    @Argument(help: "The volume's key or uuid.", completion: Complete.volumes) var vdi: String
+    @OptionGroup public var volume: VolumeArgument
     @OptionGroup public var output: OutputOptions
     public init() {}
 
-    public func execute() async throws(ThinError) {
-        try AttachedSR.open(sr, exclusive: true).destroyVolume(vdi)
+    public func execute(on sr: AttachedSR) async throws(ThinError) {
+        try sr.destroyVolume(volume.vdi)
         if output.json { Console.out("null") }
     }
 }
 
-public struct VDIStat: ToolCommand {
+public struct VDIStat: VolumeTool {
+    public static let access = ToolAccess.read
     public static let configuration = CommandConfiguration(
         commandName: "thinvdi-stat",
         abstract: "Show one volume.",
         discussion: "With --json, prints an SMAPIv3 volume record with thinsr's own fields.")
     public static let examples = [("thinvdi-stat vmstore web01-root", "Show the volume.")]
 
-    @Argument(help: "The SR's uuid or unique name.", completion: Complete.srs) var sr: String
-    @Argument(help: "The volume's key or uuid.", completion: Complete.volumes) var vdi: String
+    @OptionGroup public var volume: VolumeArgument
     @OptionGroup public var output: OutputOptions
     public init() {}
 
-    public func execute() async throws(ThinError) {
-        try Privileges.requireRoot(Self.toolName)
-        let view = VolumeJSON(try await AttachedSR.open(sr, exclusive: false).volumeViews(vdi)[0])
+    public func execute(on sr: AttachedSR) async throws(ThinError) {
+        let view = VolumeJSON(try await sr.view(of: try sr.requireVolume(volume.vdi)))
         if output.json { return Console.printJSON(view) }
         Console.fields([
             ("key", view.key), ("uuid", view.uuid), ("name", view.name), ("description", view.description),
@@ -76,19 +74,19 @@ public struct VDIStat: ToolCommand {
     }
 }
 
-public struct VDIList: ToolCommand {
+public struct VDIList: WholeSRTool {
+    public static let access = ToolAccess.read
     public static let configuration = CommandConfiguration(
         commandName: "thinvdi-ls",
         abstract: "List the volumes in an attached SR.")
     public static let examples = [("thinvdi-ls vmstore", "List volumes."), ("thinvdi-ls --json vmstore", "As JSON.")]
 
-    @Argument(help: "The SR's uuid or unique name.", completion: Complete.srs) var sr: String
+    @OptionGroup public var target: SRArgument
     @OptionGroup public var output: OutputOptions
     public init() {}
 
-    public func execute() async throws(ThinError) {
-        try Privileges.requireRoot(Self.toolName)
-        let views = try await AttachedSR.open(sr, exclusive: false).volumeViews().map(VolumeJSON.init)
+    public func execute(on sr: AttachedSR) async throws(ThinError) {
+        let views = try await sr.volumeViews().map(VolumeJSON.init)
         if output.json { return Console.printJSON(views) }
         Console.table(["KEY", "NAME", "KIND", "SIZE", "USED", "DEVICE"], views.map {
             [$0.key, String($0.name.prefix(40)).split(whereSeparator: \.isNewline).joined(separator: " "), $0.kind,
@@ -97,7 +95,8 @@ public struct VDIList: ToolCommand {
     }
 }
 
-public struct VDIAttach: ToolCommand {
+public struct VDIAttach: VolumeTool {
+    public static let access = ToolAccess.write
     public static let configuration = CommandConfiguration(
         commandName: "thinvdi-attach",
         abstract: "Attach a volume as a block device and print its path.",
@@ -108,24 +107,23 @@ public struct VDIAttach: ToolCommand {
     public static let examples = [("thinvdi-attach vmstore web01-root", "Attach read-write; prints the device path."),
                                   ("thinvdi-attach --read-only vmstore web01-root", "Attach read-only.")]
 
-    @Argument(help: "The SR's uuid or unique name.", completion: Complete.srs) var sr: String
-    @Argument(help: "The volume's key or uuid.", completion: Complete.volumes) var vdi: String
+    @OptionGroup public var volume: VolumeArgument
     @Flag(name: .customLong("read-only"), help: "Attach the block device read-only.") var readOnly = false
     @OptionGroup public var output: OutputOptions
     public init() {}
 
-    public func execute() async throws(ThinError) {
-        let repository = try AttachedSR.open(sr, exclusive: true)
-        let path = try repository.attachVolume(vdi, readOnly: readOnly)
+    public func execute(on sr: AttachedSR) async throws(ThinError) {
+        let (attached, path) = try sr.attachVolume(volume.vdi, readOnly: readOnly)
         if output.json {
-            Console.printJSON(VolumeJSON(try await repository.volumeViews(vdi)[0]))
+            Console.printJSON(VolumeJSON(try await sr.view(of: attached)))
         } else {
             Console.out(path)
         }
     }
 }
 
-public struct VDIDetach: ToolCommand {
+public struct VDIDetach: VolumeTool {
+    public static let access = ToolAccess.write
     public static let configuration = CommandConfiguration(
         commandName: "thinvdi-detach",
         abstract: "Detach a volume's block device.",
@@ -135,13 +133,21 @@ public struct VDIDetach: ToolCommand {
             """)
     public static let examples = [("thinvdi-detach vmstore web01-root", "Detach the volume.")]
 
-    @Argument(help: "The SR's uuid or unique name.", completion: Complete.srs) var sr: String
-    @Argument(help: "The volume's key or uuid.", completion: Complete.volumes) var vdi: String
+    @OptionGroup public var volume: VolumeArgument
     @OptionGroup public var output: OutputOptions
     public init() {}
 
-    public func execute() async throws(ThinError) {
-        try AttachedSR.open(sr, exclusive: true).detachVolume(vdi)
+    public func execute(on sr: AttachedSR) async throws(ThinError) {
+        try sr.detachVolume(volume.vdi)
         if output.json { Console.out("null") }
+    }
+}
+
+/// Prints a volume: its record with --json, else its key (unless `quiet`).
+func printVolume(_ volume: VolumeRecord, of sr: AttachedSR, json: Bool, quiet: Bool = false) async throws(ThinError) {
+    if json {
+        Console.printJSON(VolumeJSON(try await sr.view(of: volume)))
+    } else if !quiet {
+        Console.out(volume.key)
     }
 }

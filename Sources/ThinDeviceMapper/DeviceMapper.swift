@@ -16,6 +16,18 @@ public struct DeviceInfo: Equatable, Sendable {
     public var readOnly: Bool
     public var hasLiveTable: Bool
     public var targetCount: Int32
+
+    public init(name: String, major: UInt32, minor: UInt32, openCount: Int32 = 0, suspended: Bool = false,
+                readOnly: Bool = false, hasLiveTable: Bool = true, targetCount: Int32 = 1) {
+        self.name = name
+        self.major = major
+        self.minor = minor
+        self.openCount = openCount
+        self.suspended = suspended
+        self.readOnly = readOnly
+        self.hasLiveTable = hasLiveTable
+        self.targetCount = targetCount
+    }
 }
 
 /// Which udev rules run for a device. Pool and internal devices are hidden
@@ -41,59 +53,62 @@ public enum UdevVisibility: Sendable {
 /// The device-mapper control interface, through libdevmapper. Every libdevmapper
 /// call in the project goes through this type; calls are serialized because
 /// libdevmapper keeps global state.
-public enum DeviceMapper {
+public struct DeviceMapper: DeviceMapperControl {
+    public init() {}
+
     /// Whether this kernel has device-mapper (the control node exists).
     public static var isAvailable: Bool { access("/dev/mapper/control", F_OK) == 0 }
 
     /// Creates a device, loads `table` and resumes it (one DM_DEV_CREATE round).
-    public static func create(name: String, uuid: String? = nil, table: [TableLine], readOnly: Bool = false,
-                              udev: UdevVisibility = .standard) throws(DeviceMapperError) {
-        try run(DM_DEVICE_CREATE, "create", device: name, udev: udev) { task in
+    public func create(name: String, uuid: String?, table: [TableLine], readOnly: Bool,
+                       udev: UdevVisibility) throws(DeviceMapperError) {
+        try Self.run(DM_DEVICE_CREATE, "create", device: name, udev: udev) { task in
             guard dm_task_set_name(task, name) != 0 else { return false }
             if let uuid, dm_task_set_uuid(task, uuid) == 0 { return false }
             if readOnly, dm_task_set_ro(task) == 0 { return false }
-            return addTargets(task, table)
+            return Self.addTargets(task, table)
         }
     }
 
     /// Loads `table` into the device's inactive slot; `resume` makes it live.
-    public static func reload(name: String, table: [TableLine], readOnly: Bool = false) throws(DeviceMapperError) {
-        try run(DM_DEVICE_RELOAD, "reload", device: name, udev: nil) { task in
+    public func reload(name: String, table: [TableLine], readOnly: Bool) throws(DeviceMapperError) {
+        try Self.run(DM_DEVICE_RELOAD, "reload", device: name, udev: nil) { task in
             guard dm_task_set_name(task, name) != 0 else { return false }
             if readOnly, dm_task_set_ro(task) == 0 { return false }
-            return addTargets(task, table)
+            return Self.addTargets(task, table)
         }
     }
 
     /// Suspends I/O; with `flush` (the default) outstanding I/O completes first.
-    public static func suspend(name: String, flush: Bool = true) throws(DeviceMapperError) {
-        try run(DM_DEVICE_SUSPEND, "suspend", device: name, udev: nil) { task in
+    public func suspend(name: String, flush: Bool) throws(DeviceMapperError) {
+        try Self.run(DM_DEVICE_SUSPEND, "suspend", device: name, udev: nil) { task in
             guard dm_task_set_name(task, name) != 0 else { return false }
             if !flush, dm_task_no_flush(task) == 0 { return false }
             return true
         }
     }
 
-    public static func resume(name: String, udev: UdevVisibility = .standard) throws(DeviceMapperError) {
-        try run(DM_DEVICE_RESUME, "resume", device: name, udev: udev) { task in
+    public func resume(name: String, udev: UdevVisibility) throws(DeviceMapperError) {
+        try Self.run(DM_DEVICE_RESUME, "resume", device: name, udev: udev) { task in
             dm_task_set_name(task, name) != 0
         }
     }
 
     /// Removes a device; libdevmapper retries briefly while udev holds it open.
-    public static func remove(name: String) throws(DeviceMapperError) {
-        try run(DM_DEVICE_REMOVE, "remove", device: name, udev: .standard) { task in
+    public func remove(name: String) throws(DeviceMapperError) {
+        try Self.run(DM_DEVICE_REMOVE, "remove", device: name, udev: .standard) { task in
             dm_task_set_name(task, name) != 0 && dm_task_retry_remove(task) != 0
         }
     }
 
-    /// Sends a target message (e.g. `create_thin 1`) to sector 0; returns the response, if any.
+    /// Sends a pool message to sector 0 of `pool`; returns the response, if any.
     @discardableResult
-    public static func message(name: String, _ message: String) throws(DeviceMapperError) -> String? {
+    public func send(_ message: PoolMessage, to pool: String) throws(DeviceMapperError) -> String? {
         var response: String?
-        try run(DM_DEVICE_TARGET_MSG, "message '\(message)'", device: name, udev: nil, prepare: { task in
-            dm_task_set_name(task, name) != 0 && dm_task_set_sector(task, 0) != 0
-                && dm_task_set_message(task, message) != 0
+        let text = message.text
+        try Self.run(DM_DEVICE_TARGET_MSG, "message '\(text)'", device: pool, udev: nil, prepare: { task in
+            dm_task_set_name(task, pool) != 0 && dm_task_set_sector(task, 0) != 0
+                && dm_task_set_message(task, text) != 0
         }, collect: { task in
             if let text = dm_task_get_message_response(task), text.pointee != 0 {
                 response = String(cString: text)
@@ -103,19 +118,19 @@ public enum DeviceMapper {
     }
 
     /// The device's live table, or nil if the device does not exist.
-    public static func table(name: String) throws(DeviceMapperError) -> [TableLine]? {
-        try targets(DM_DEVICE_TABLE, "table", name: name)
+    public func table(name: String) throws(DeviceMapperError) -> [TableLine]? {
+        try Self.targets(DM_DEVICE_TABLE, "table", name: name)
     }
 
     /// The device's status lines (parameters hold the target's status), or nil if it does not exist.
-    public static func status(name: String) throws(DeviceMapperError) -> [TableLine]? {
-        try targets(DM_DEVICE_STATUS, "status", name: name)
+    public func status(name: String) throws(DeviceMapperError) -> [TableLine]? {
+        try Self.targets(DM_DEVICE_STATUS, "status", name: name)
     }
 
     /// The device's info, or nil if no device has that name.
-    public static func info(name: String) throws(DeviceMapperError) -> DeviceInfo? {
+    public func info(name: String) throws(DeviceMapperError) -> DeviceInfo? {
         var result: DeviceInfo?
-        try run(DM_DEVICE_INFO, "info", device: name, udev: nil, prepare: { task in
+        try Self.run(DM_DEVICE_INFO, "info", device: name, udev: nil, prepare: { task in
             dm_task_set_name(task, name) != 0
         }, collect: { task in
             var info = dm_info()
@@ -128,9 +143,9 @@ public enum DeviceMapper {
     }
 
     /// The names of all device-mapper devices.
-    public static func list() throws(DeviceMapperError) -> [String] {
+    public func list() throws(DeviceMapperError) -> [String] {
         var names: [String] = []
-        try run(DM_DEVICE_LIST, "list", device: "-", udev: nil, prepare: { _ in true }, collect: { task in
+        try Self.run(DM_DEVICE_LIST, "list", device: "-", udev: nil, prepare: { _ in true }, collect: { task in
             guard var entry = dm_task_get_names(task), entry.pointee.dev != 0 else { return }
             while true {
                 names.append(String(cString: UnsafeRawPointer(entry).advanced(by: MemoryLayout<UInt64>.size + 4)
@@ -152,7 +167,7 @@ public enum DeviceMapper {
         throws(DeviceMapperError) -> [TableLine]? {
         var lines: [TableLine] = []
         var exists = false
-        try run(type, operation, device: name, udev: nil, prepare: { task in
+        try Self.run(type, operation, device: name, udev: nil, prepare: { task in
             dm_task_set_name(task, name) != 0
         }, collect: { task in
             var info = dm_info()
@@ -181,7 +196,7 @@ public enum DeviceMapper {
 
     private static func run(_ type: Int, _ operation: String, device: String, udev: UdevVisibility?,
                             prepare: (OpaquePointer) -> Bool) throws(DeviceMapperError) {
-        try run(type, operation, device: device, udev: udev, prepare: prepare, collect: { _ in })
+        try Self.run(type, operation, device: device, udev: udev, prepare: prepare, collect: { _ in })
     }
 
     /// Creates a task, lets `prepare` fill it, runs it (waiting for udev when

@@ -78,21 +78,18 @@ public struct ThinPoolTable: Equatable, Sendable {
 
 /// The parameters of a `thin` target: `<pool dev> <dev id> [<external origin dev>]`.
 public struct ThinTable: Equatable, Sendable {
-    /// Thin device ids are 24-bit.
-    public static let maximumDeviceID: UInt32 = (1 << 24) - 1
-
     public var poolDevice: String
-    public var deviceID: UInt32
+    public var deviceID: ThinDeviceID
     public var externalOrigin: String?
 
-    public init(poolDevice: String, deviceID: UInt32, externalOrigin: String? = nil) {
+    public init(poolDevice: String, deviceID: ThinDeviceID, externalOrigin: String? = nil) {
         self.poolDevice = poolDevice
         self.deviceID = deviceID
         self.externalOrigin = externalOrigin
     }
 
     public var parameters: String {
-        [poolDevice, String(deviceID), externalOrigin].compactMap { $0 }.joined(separator: " ")
+        [poolDevice, deviceID.description, externalOrigin].compactMap { $0 }.joined(separator: " ")
     }
 
     public func line(lengthSectors: UInt64) -> TableLine {
@@ -101,7 +98,7 @@ public struct ThinTable: Equatable, Sendable {
 
     public init?(parameters: String) {
         let words = parameters.split(separator: " ").map(String.init)
-        guard (2...3).contains(words.count), let id = UInt32(words[1]), id <= Self.maximumDeviceID else { return nil }
+        guard (2...3).contains(words.count), let id = UInt32(words[1]).flatMap(ThinDeviceID.init(_:)) else { return nil }
         self.init(poolDevice: words[0], deviceID: id, externalOrigin: words.count == 3 ? words[2] : nil)
     }
 }

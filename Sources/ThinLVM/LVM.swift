@@ -11,6 +11,11 @@ public struct LVMError: Error, Equatable, CustomStringConvertible {
     public var command: String
     public var messages: [String]
 
+    public init(command: String, messages: [String]) {
+        self.command = command
+        self.messages = messages
+    }
+
     public var description: String {
         let detail = messages.last.map { ": \($0)" } ?? ""
         return "lvm \(command) failed\(detail)"

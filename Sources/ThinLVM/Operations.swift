@@ -8,6 +8,16 @@ public struct VolumeGroupReport: Equatable, Sendable {
     public var extentBytes: UInt64
     public var tags: [String]
     public var systemID: String
+
+    public init(name: String, sizeBytes: UInt64, freeBytes: UInt64, extentBytes: UInt64, tags: [String],
+                systemID: String = "") {
+        self.name = name
+        self.sizeBytes = sizeBytes
+        self.freeBytes = freeBytes
+        self.extentBytes = extentBytes
+        self.tags = tags
+        self.systemID = systemID
+    }
 }
 
 /// A logical volume as `lvs` reports it.
@@ -21,12 +31,28 @@ public struct LogicalVolumeReport: Equatable, Sendable {
     public var mapperPath: String
     /// The LVM system ID of the LV's VG: the host that owns it, or empty.
     public var systemID: String = ""
+
+    public init(volumeGroup: String, name: String, sizeBytes: UInt64, tags: [String], active: Bool,
+                mapperPath: String, systemID: String = "") {
+        self.volumeGroup = volumeGroup
+        self.name = name
+        self.sizeBytes = sizeBytes
+        self.tags = tags
+        self.active = active
+        self.mapperPath = mapperPath
+        self.systemID = systemID
+    }
 }
 
 /// A physical volume as `pvs` reports it.
 public struct PhysicalVolumeReport: Equatable, Sendable {
     public var device: String
     public var volumeGroup: String
+
+    public init(device: String, volumeGroup: String) {
+        self.device = device
+        self.volumeGroup = volumeGroup
+    }
 }
 
 public enum LVMFailure: Error, CustomStringConvertible {
@@ -43,12 +69,28 @@ public enum LVMFailure: Error, CustomStringConvertible {
     }
 }
 
-/// The LVM operations the core needs, each a validated command line.
-extension LVM {
-    public func createPhysicalVolumes(_ devices: [String]) throws(LVMFailure) {
-        try execute(["pvcreate", "--yes"], devices.map { .device($0) })
-    }
+/// The LVM operations the core needs. `LVM` runs them through liblvm2cmd;
+/// tests of the core's own logic use a recording double.
+public protocol LogicalVolumeManager: Sendable {
+    func removePhysicalVolumes(_ devices: [String]) throws(LVMFailure)
+    func createVolumeGroup(_ name: String, devices: [String], tags: [String]) throws(LVMFailure)
+    func removeVolumeGroup(_ name: String) throws(LVMFailure)
+    func extendVolumeGroup(_ name: String, devices: [String]) throws(LVMFailure)
+    func createLinearVolume(group: String, name: String, sizeBytes: UInt64, tags: [String]) throws(LVMFailure)
+    func extendLogicalVolume(group: String, name: String, sizeBytes: UInt64) throws(LVMFailure)
+    func retag(group: String, name: String, remove: [String], add: [String]) throws(LVMFailure)
+    func renameLogicalVolume(group: String, from old: String, to new: String) throws(LVMFailure)
+    func removeLogicalVolumes(group: String, names: [String]) throws(LVMFailure)
+    func setActive(_ active: Bool, group: String, names: [String]) throws(LVMFailure)
+    func volumeGroups() throws(LVMFailure) -> [VolumeGroupReport]
+    func logicalVolumes() throws(LVMFailure) -> [LogicalVolumeReport]
+    func physicalVolumes() throws(LVMFailure) -> [PhysicalVolumeReport]
+    func localSystemID() throws(LVMFailure) -> String
+    func takeOver(group: String, from owner: String, to local: String) throws(LVMFailure)
+}
 
+/// Each operation is one validated command line.
+extension LVM: LogicalVolumeManager {
     public func removePhysicalVolumes(_ devices: [String]) throws(LVMFailure) {
         try execute(["pvremove", "--yes"], devices.map { .device($0) })
     }
@@ -63,19 +105,17 @@ extension LVM {
     }
 
     /// Creates a linear LV; its first 4 KiB are zeroed and old signatures wiped.
-    public func createLinearVolume(group: String, name: String, sizeBytes: UInt64, tags: [String],
-                                   devices: [String] = []) throws(LVMFailure) {
+    public func createLinearVolume(group: String, name: String, sizeBytes: UInt64,
+                                   tags: [String]) throws(LVMFailure) {
         try execute(["lvcreate", "--yes", "--type", "linear", "--zero", "y", "--wipesignatures", "y",
                      "--setactivationskip", "n"],
                     [.word("--name"), .lv(name), .word("--size"), .bytes(sizeBytes)]
-                        + tags.flatMap { [.word("--addtag"), .tag($0)] } + [.vg(group)] + devices.map { .device($0) })
+                        + tags.flatMap { [.word("--addtag"), .tag($0)] } + [.vg(group)])
     }
 
-    /// Grows an LV to `sizeBytes` (LVM rounds up to whole extents), optionally onto given PVs.
-    public func extendLogicalVolume(group: String, name: String, sizeBytes: UInt64,
-                                    devices: [String] = []) throws(LVMFailure) {
-        try execute(["lvextend", "--yes"], [.word("--size"), .bytes(sizeBytes), .lvPath(group: group, name: name)]
-            + devices.map { .device($0) })
+    /// Grows an LV to `sizeBytes` (LVM rounds up to whole extents).
+    public func extendLogicalVolume(group: String, name: String, sizeBytes: UInt64) throws(LVMFailure) {
+        try execute(["lvextend", "--yes"], [.word("--size"), .bytes(sizeBytes), .lvPath(group: group, name: name)])
     }
 
     /// Adds PVs to a VG (own-the-world SRs grow this way).

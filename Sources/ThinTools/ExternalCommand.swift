@@ -12,6 +12,13 @@ public struct ExternalCommandError: Error, Equatable, CustomStringConvertible {
     public var exitStatus: Int32?
     public var standardError: String
 
+    public init(program: String, arguments: [String], exitStatus: Int32?, standardError: String) {
+        self.program = program
+        self.arguments = arguments
+        self.exitStatus = exitStatus
+        self.standardError = standardError
+    }
+
     public var description: String {
         let status = exitStatus.map { "exited with status \($0)" } ?? "could not be run"
         let detail = standardError.split(separator: "\n").last.map { ": \($0)" } ?? ""

@@ -1,20 +1,45 @@
-/// thin-provisioning-tools, run as processes.
-public enum ThinTools {
+/// The helper programs the core runs: thin-provisioning-tools for pool
+/// metadata, mkfs.ext4 for the catalog, blkid to refuse a disk in use.
+/// `ThinTools` runs the installed programs; tests use a recording double.
+public protocol HelperPrograms: Sendable {
+    /// `thin_check`: offline, or through the pool's held metadata snapshot.
+    func checkMetadata(device: String, metadataSnapshot: Bool,
+                       clearNeedsCheckFlag: Bool) async throws(ExternalCommandError) -> ThinTools.CheckResult
+    /// `thin_repair` from `input` into the (preallocated) `output`; the input is only read.
+    func repairMetadata(input: String, output: String) async throws(ExternalCommandError)
+    /// `thin_metadata_size`: bytes of metadata a pool needs.
+    func metadataSize(blockBytes: UInt64, poolBytes: UInt64,
+                      maximumThins: UInt64) async throws(ExternalCommandError) -> UInt64
+    /// `thin_ls`: per-device usage.
+    func listDevices(metadataDevice: String,
+                     metadataSnapshot: Bool) async throws(ExternalCommandError) -> [ThinTools.DeviceUsage]
+    /// `mkfs.ext4` for a catalog volume, fully initialised (no lazy writes later).
+    func makeCatalogFilesystem(device: String) async throws(ExternalCommandError)
+    /// `blkid -p`: the filesystem, RAID or partition-table type on `device`, if any.
+    func signature(of device: String) async throws(ExternalCommandError) -> String?
+}
+
+/// thin-provisioning-tools and the other installed helpers, run as processes.
+public struct ThinTools: HelperPrograms {
+    public init() {}
+
     /// The outcome of `thin_check`.
     public struct CheckResult: Equatable, Sendable {
         public var clean: Bool
         public var report: String
+
+        public init(clean: Bool, report: String) {
+            self.clean = clean
+            self.report = report
+        }
     }
 
-    /// Checks pool metadata. Offline only (the pool must not be assembled), unless
-    /// `metadataSnapshot` is set and the pool holds a metadata snapshot.
-    public static func check(metadataDevice: String, skipMappings: Bool = false, clearNeedsCheckFlag: Bool = false,
-                             metadataSnapshot: Bool = false) async throws(ExternalCommandError) -> CheckResult {
+    public func checkMetadata(device: String, metadataSnapshot: Bool,
+                              clearNeedsCheckFlag: Bool) async throws(ExternalCommandError) -> CheckResult {
         var arguments = ["-q"]
         if metadataSnapshot { arguments.append("--metadata-snap") }
-        if skipMappings { arguments.append("--skip-mappings") }
         if clearNeedsCheckFlag { arguments.append("--clear-needs-check-flag") }
-        arguments.append(metadataDevice)
+        arguments.append(device)
         let result = try await ExternalCommand.run("thin_check", arguments)
         switch result.exitStatus {
         case 0: return CheckResult(clean: true, report: result.standardError)
@@ -25,20 +50,16 @@ public enum ThinTools {
         }
     }
 
-    /// Rebuilds damaged metadata from `input` into the (preallocated) `output`
-    /// device; the input is only read.
-    public static func repair(input: String, output: String) async throws(ExternalCommandError) {
+    public func repairMetadata(input: String, output: String) async throws(ExternalCommandError) {
         _ = try await ExternalCommand.check("thin_repair", ["-i", input, "-o", output])
     }
 
-    /// The metadata size (bytes) a pool of `poolBytes` with `blockBytes` blocks
-    /// and up to `maximumThins` thin devices needs, from `thin_metadata_size`.
-    public static func metadataSize(blockBytes: UInt64, poolBytes: UInt64,
-                                    maximumThins: UInt64) async throws(ExternalCommandError) -> UInt64 {
+    public func metadataSize(blockBytes: UInt64, poolBytes: UInt64,
+                             maximumThins: UInt64) async throws(ExternalCommandError) -> UInt64 {
         let arguments = ["-b", "\(blockBytes / 512)s", "-s", "\(poolBytes / 512)s", "-m", "\(maximumThins)",
                          "-u", "b", "-n"]
         let output = try await ExternalCommand.check("thin_metadata_size", arguments)
-        guard let bytes = parseMetadataSize(output) else {
+        guard let bytes = Self.parseMetadataSize(output) else {
             throw ExternalCommandError(program: "thin_metadata_size", arguments: arguments, exitStatus: 0,
                                        standardError: "unexpected output \"\(output)\"")
         }
@@ -59,17 +80,23 @@ public enum ThinTools {
         public var mappedBytes: UInt64
         public var exclusiveBytes: UInt64
         public var sharedBytes: UInt64
+
+        public init(deviceID: UInt32, mappedBytes: UInt64, exclusiveBytes: UInt64, sharedBytes: UInt64) {
+            self.deviceID = deviceID
+            self.mappedBytes = mappedBytes
+            self.exclusiveBytes = exclusiveBytes
+            self.sharedBytes = sharedBytes
+        }
     }
 
-    /// Per-device usage from `thin_ls`; on a live pool pass `metadataSnapshot`
-    /// after reserving one with the pool's `reserve_metadata_snap` message.
-    public static func list(metadataDevice: String,
+    /// On a live pool pass `metadataSnapshot` after reserving one with the
+    /// pool's `reserve_metadata_snap` message.
+    public func listDevices(metadataDevice: String,
                             metadataSnapshot: Bool) async throws(ExternalCommandError) -> [DeviceUsage] {
         var arguments = ["--no-headers", "-o", "DEV,MAPPED_BYTES,EXCLUSIVE_BYTES,SHARED_BYTES"]
         if metadataSnapshot { arguments.append("-m") }
         arguments.append(metadataDevice)
-        let output = try await ExternalCommand.check("thin_ls", arguments)
-        return parseList(output)
+        return Self.parseList(try await ExternalCommand.check("thin_ls", arguments))
     }
 
     public static func parseList(_ output: String) -> [DeviceUsage] {
@@ -79,5 +106,31 @@ public enum ThinTools {
                   let exclusive = UInt64(words[2]), let shared = UInt64(words[3]) else { return nil }
             return DeviceUsage(deviceID: id, mappedBytes: mapped, exclusiveBytes: exclusive, sharedBytes: shared)
         }
+    }
+
+    public func makeCatalogFilesystem(device: String) async throws(ExternalCommandError) {
+        try await ExternalCommand.check("mkfs.ext4", ["-q", "-F", "-L", "thinsr-catalog", "-E",
+                                                      "lazy_itable_init=0,lazy_journal_init=0", device])
+    }
+
+    public func signature(of device: String) async throws(ExternalCommandError) -> String? {
+        let arguments = ["-p", "-o", "export", device]
+        let result = try await ExternalCommand.run("blkid", arguments)
+        switch result.exitStatus {
+        case 0: return Self.parseSignature(result.standardOutput)
+        case 2: return nil  // nothing found
+        default:
+            throw ExternalCommandError(program: "blkid", arguments: arguments, exitStatus: result.exitStatus,
+                                       standardError: result.standardError)
+        }
+    }
+
+    /// The TYPE (or else PTTYPE) of `blkid -o export` output; "unknown" when it names neither.
+    public static func parseSignature(_ output: String) -> String {
+        let fields = output.split(separator: "\n")
+        for key in ["TYPE=", "PTTYPE="] {
+            if let field = fields.first(where: { $0.hasPrefix(key) }) { return String(field.dropFirst(key.count)) }
+        }
+        return "unknown"
     }
 }

@@ -1,5 +1,6 @@
 import FoundationEssentials
 import Testing
+import ThinDeviceMapper
 @testable import ThinCore
 #if canImport(Glibc)
 import Glibc
@@ -20,7 +21,7 @@ struct CatalogTests {
             blockSizeBytes: 65536, transactionID: 0, nextThinID: 1, createdAt: 1_700_000_000))
     }
 
-    func volume(_ key: String, thinID: UInt32, state: VolumeState = .ready) -> VolumeRecord {
+    func volume(_ key: String, thinID: ThinDeviceID, state: VolumeState = .ready) -> VolumeRecord {
         VolumeRecord(uuid: UUID(), key: key, name: "name of \(key)", description: "", thinID: thinID,
                      virtualSize: 1 << 30, kind: .volume, readWrite: true, sharable: false, createdAt: 1,
                      keys: ["vdi-type": "user", "content_id": "abc"], parentUUID: nil, snapshotOf: nil, state: state)
@@ -50,7 +51,7 @@ struct CatalogTests {
         #expect(try catalog.volumes().map(\.key) == ["a"])
         #expect(try catalog.volumes(includingUnfinished: true).count == 2)
         #expect(try catalog.allKeys() == ["a", "b"])
-        #expect(try catalog.thinIDs() == [1, 2])
+        #expect(try catalog.referencedThinIDs() == [1, 2])
         #expect(try catalog.volume(matching: "a")?.keys == ["vdi-type": "user", "content_id": "abc"])
     }
 
@@ -66,20 +67,28 @@ struct CatalogTests {
     func pending() throws {
         let catalog = try makeCatalog()
         #expect(try catalog.pending() == nil)
-        let pending = PendingTransaction(oldTransactionID: 3, newTransactionID: 4,
-                                         messages: ["create_snap 5 2", "delete 2"], mustComplete: true)
+        let pending = PendingTransaction(from: 3, messages: [.createSnapshot(5, origin: 2), .delete(2)])
+        #expect(pending.newTransactionID == 4 && pending.mustComplete)
+        #expect(!PendingTransaction(from: 3, messages: [.createThin(5)]).mustComplete)
         try catalog.setPending(pending)
         #expect(try catalog.pending() == pending)
         #expect(throws: ThinError.self, "only one transaction may be open") { try catalog.setPending(pending) }
-        try catalog.clearPending()
+        try catalog.rollBack()
         #expect(try catalog.pending() == nil)
+    }
+
+    @Test("an open transaction with a message thinsr never records is refused, not skipped")
+    func unknownPendingMessage() throws {
+        let catalog = try makeCatalog()
+        try catalog.database.query("INSERT INTO pending VALUES (1, 3, 4, 'create_thin 5\nreserve_metadata_snap', 0)")
+        #expect { try catalog.pending() } throws: { ($0 as? ThinError)?.code == .catalogInconsistent }
     }
 
     @Test("a failed body rolls the SQLite transaction back")
     func rollback() throws {
         let catalog = try makeCatalog()
         #expect(throws: ThinError.self) {
-            try catalog.database.transaction { () throws(ThinError) in
+            try catalog.transaction { () throws(ThinError) in
                 try catalog.insert(volume("x", thinID: 7))
                 throw ThinError(.backendFailure, "boom")
             }
@@ -92,7 +101,7 @@ struct CatalogTests {
         let catalog = try makeCatalog()
         let record = volume("a", thinID: 1)
         try catalog.insert(record)
-        try catalog.deleteVolume(record.uuid)
+        try catalog.database.query("DELETE FROM volume WHERE uuid = ?", [.text(record.uuid.uuidString.lowercased())])
         #expect(try catalog.database.query("SELECT count(*) FROM volume_key").first?.int(0) == 0)
     }
 
@@ -122,7 +131,7 @@ struct CatalogTests {
         let record = volume("a", thinID: 1)
         try catalog.insert(record)
         try catalog.setPendingSwitch(volume: record.uuid, thinID: 9, virtualSize: 4096)
-        #expect(try catalog.thinIDs() == [1, 9])
+        #expect(try catalog.referencedThinIDs() == [1, 9])
     }
 
     @Test("a catalog of another format version is refused")

@@ -62,23 +62,6 @@ struct ThinToolsParsingTests {
     }
 }
 
-@Suite("pool messages in pending transactions")
-struct PoolMessageTests {
-    @Test(arguments: [PoolMessage.createThin(7), .createSnapshot(8, origin: 7), .delete(3)])
-    func roundTrip(message: PoolMessage) {
-        #expect(PoolMessage(message.text) == message)
-    }
-
-    @Test func created() {
-        #expect(PoolMessage.createThin(7).createdID == 7)
-        #expect(PoolMessage.createSnapshot(8, origin: 7).createdID == 8)
-        #expect(PoolMessage.delete(3).createdID == nil)
-    }
-
-    @Test(arguments: ["", "create_thin", "create_thin x", "delete 1 2", "frob 1"])
-    func malformed(text: String) { #expect(PoolMessage(text) == nil) }
-}
-
 @Suite("LVM JSON reports")
 struct LVMReportTests {
     @Test("warnings printed around or inside the report are left out")

@@ -10,18 +10,18 @@ import Glibc
 struct ReliabilityTests {
     @Test("the metadata reserve is the kernel's plus an eighth, never less than 64 blocks of our own")
     func reserve() {
-        #expect(AttachedSR.metadataReserveBlocks(totalBlocks: 1024) == 102 + 128)
-        #expect(AttachedSR.metadataReserveBlocks(totalBlocks: 512) == 51 + 64)
+        #expect(SpaceReserve.metadataReserveBlocks(totalBlocks: 1024) == 102 + 128)
+        #expect(SpaceReserve.metadataReserveBlocks(totalBlocks: 512) == 51 + 64)
         // The kernel's share stops at 4096 blocks (16 MiB).
-        #expect(AttachedSR.metadataReserveBlocks(totalBlocks: 1_000_000) == 4096 + 125_000)
+        #expect(SpaceReserve.metadataReserveBlocks(totalBlocks: 1_000_000) == 4096 + 125_000)
     }
 
     @Test("the on-full policy becomes error_if_no_space in the pool table, and nothing for queue")
     func policyTable() {
-        let error = Pool.table(metadataDevice: "/dev/m", dataDevice: "/dev/d", dataBytes: 1 << 30,
-                               blockBytes: 65536, onFull: .error)
-        let queue = Pool.table(metadataDevice: "/dev/m", dataDevice: "/dev/d", dataBytes: 1 << 30,
-                               blockBytes: 65536, onFull: .queue)
+        let error = Pool.Layout(metadataDevice: "/dev/m", dataDevice: "/dev/d", dataBytes: 1 << 30,
+                                blockBytes: 65536, onFull: .error).table
+        let queue = Pool.Layout(metadataDevice: "/dev/m", dataDevice: "/dev/d", dataBytes: 1 << 30,
+                                blockBytes: 65536, onFull: .queue).table
         #expect(error.parameters.hasSuffix(" 1 error_if_no_space"))
         #expect(queue.parameters.hasSuffix(" 0"))
         #expect(error.lengthSectors == (1 << 30) / 512)
@@ -30,10 +30,10 @@ struct ReliabilityTests {
 
     @Test("leaked and missing thin ids are told apart; a report's outcome follows its findings")
     func comparison() {
-        let findings = SRCheck.compareIDs(pool: [1, 2, 7], catalog: [1, 2, 3], repairable: true)
+        let findings = CheckReport.compareIDs(pool: [1, 2, 7], catalog: [1, 2, 3], repairable: true)
         #expect(findings.map(\.problem) == ["leaked-thin-id", "missing-thin-id"])
         #expect(findings[0].detail.contains("thin id 7") && findings[1].detail.contains("thin id 3"))
-        #expect(SRCheck.compareIDs(pool: [1], catalog: [1], repairable: true).isEmpty)
+        #expect(CheckReport.compareIDs(pool: [1], catalog: [1], repairable: true).isEmpty)
         var report = CheckReport(srUUID: UUID(), attached: true, metadata: "clean", findings: [])
         #expect(report.outcome == .clean)
         report.findings = [CheckFinding(problem: "a", detail: "", repaired: true)]
@@ -57,9 +57,9 @@ struct ReliabilityTests {
         try catalog.database.execute("CREATE TABLE old AS SELECT * FROM sr; DROP TABLE sr; "
                                      + "CREATE TABLE sr AS SELECT id, format_version, uuid, name, description, mode, "
                                      + "volume_group, block_size, transaction_id, next_thin_id, created_at FROM old")
-        catalog.database.close()
+        catalog.close()
         let reopened = try Catalog(path: path)
         #expect(try reopened.srRecord().onFull == .queue)
-        reopened.database.close()
+        reopened.close()
     }
 }

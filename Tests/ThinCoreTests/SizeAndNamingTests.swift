@@ -88,19 +88,25 @@ struct SRNamesTests {
     func dmNames() {
         #expect(names.poolDevice == "thinsr_6f1c1a523b1e4c8e9d0f2a7b5c4d3e21_pool")
         #expect(!names.poolDevice.contains("-"))
-        #expect(!names.volumeDevice(UUID()).contains("-"))
-        #expect(names.volumeDevice(UUID()).count < 128)
+        let volume = UUID()
+        #expect(!names.volumeDevice(volume).name.contains("-"))
+        #expect(names.volumeDevice(volume).name.count < 128)
+        #expect(names.volume(ofDevice: names.volumeDevice(volume).name) == volume)
+        #expect(names.volume(ofDevice: names.poolDevice) == nil)
+        #expect(names.volume(ofDevice: SRNames(uuid: UUID()).volumeDevice(volume).name) == nil)
     }
 
     @Test("LV names avoid LVM's reserved suffixes")
     func lvNames() {
-        for lv in names.allLVs { #expect(ThinLVMNames.isValidLV(lv), "\(lv)") }
+        for role in LVRole.allCases { #expect(ThinLVMNames.isValidLV(names.lv(role)), "\(role)") }
+        #expect(ThinLVMNames.isValidLV(names.swapLV))
+        #expect(names.lv(.metadata) == "thinsr_6f1c1a523b1e4c8e9d0f2a7b5c4d3e21_meta")
     }
 
     @Test("mapper paths double dashes as LVM does")
     func mapperPaths() {
-        #expect(SRLifecycle.mapperPath("my-vg", "lv-1") == "/dev/mapper/my--vg-lv--1")
-        #expect(SRLifecycle.mapperPath("vg", "lv") == "/dev/mapper/vg-lv")
+        #expect(Paths.mapperPath(group: "my-vg", volume: "lv-1") == "/dev/mapper/my--vg-lv--1")
+        #expect(Paths.mapperPath(group: "vg", volume: "lv") == "/dev/mapper/vg-lv")
     }
 
     @Test("SR names survive the round trip through an LVM tag")

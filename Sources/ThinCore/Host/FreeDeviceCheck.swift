@@ -1,10 +1,13 @@
-import ThinLVM
 import ThinTools
+import ThinLVM
 
-/// Checks that devices given to `thinsr-create --device` are free to take:
-/// refusing is cheap, and wiping someone's disk is not undoable.
-enum DeviceChecks {
-    static func validateFreeDevices(_ devices: [String]) async throws(ThinError) {
+/// Checks that devices given to `thinsr-create --device` (or `thinsr-extend
+/// --device`) are free to take: refusing is cheap, and wiping someone's disk
+/// is not undoable.
+struct FreeDeviceCheck {
+    let host: Host
+
+    func validate(_ devices: [String]) async throws(ThinError) {
         guard !devices.isEmpty else { throw .invalid("no device given; name at least one with --device") }
         var seen = Set<String>()
         var physicalVolumes: [PhysicalVolumeReport]?
@@ -37,7 +40,7 @@ enum DeviceChecks {
                                 + "(a device-mapper or md device); choose another device")
             }
             if physicalVolumes == nil {
-                do { physicalVolumes = try LVM.shared.physicalVolumes() } catch {
+                do { physicalVolumes = try host.lvm.physicalVolumes() } catch {
                     throw .backend("pvs failed", error)
                 }
             }
@@ -54,23 +57,8 @@ enum DeviceChecks {
         }
     }
 
-    /// The filesystem, RAID or partition-table type on `device`, if any (`blkid -p`).
-    static func signature(of device: String) async throws(ThinError) -> String? {
-        let result: ExternalCommandResult
-        do { result = try await ExternalCommand.run("blkid", ["-p", "-o", "export", device]) } catch {
-            throw .backend("blkid failed", error)
-        }
-        switch result.exitStatus {
-        case 0:
-            let fields = result.standardOutput.split(separator: "\n")
-            for key in ["TYPE=", "PTTYPE="] {
-                if let field = fields.first(where: { $0.hasPrefix(key) }) { return String(field.dropFirst(key.count)) }
-            }
-            return "unknown"
-        case 2: return nil
-        default:
-            throw ThinError(.backendFailure, "blkid -p \(device) exited with status \(result.exitStatus): "
-                            + result.standardError)
-        }
+    /// The filesystem, RAID or partition-table type on `device`, if any.
+    private func signature(of device: String) async throws(ThinError) -> String? {
+        do { return try await host.programs.signature(of: device) } catch { throw .backend("blkid failed", error) }
     }
 }

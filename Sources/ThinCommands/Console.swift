@@ -1,47 +1,11 @@
-public import ArgumentParser
+import ArgumentParser
 import FoundationEssentials
-public import ThinCore
+import ThinCore
 #if canImport(Glibc)
 import Glibc
 #endif
 
-/// Options every tool has.
-public struct OutputOptions: ParsableArguments {
-    @Flag(name: .long, help: "Print the result (or the error) as one JSON value on standard output.")
-    public var json = false
-
-    @Flag(name: [.short, .long],
-          help: "Print each device-mapper call, LVM command and helper program on stderr, with its time (as THINSR_LOG=debug does).")
-    public var verbose = false
-
-    public init() {}
-}
-
-/// A tool: parses its arguments, calls the core, prints the result. Errors
-/// become one line on stderr (and a JSON error object with `--json`) and the
-/// exit status the man page documents for their code.
-public protocol ToolCommand: AsyncParsableCommand {
-    var output: OutputOptions { get }
-    /// Lines for the man page's EXAMPLES section: (command, what it does).
-    static var examples: [(String, String)] { get }
-    /// Exit statuses beyond the shared error table, for the man page.
-    static var extraExitStatuses: [(Int32, String)] { get }
-    func execute() async throws(ThinError)
-}
-
-extension ToolCommand {
-    public static var extraExitStatuses: [(Int32, String)] { [] }
-
-    public mutating func run() async throws {
-        do {
-            try await execute()
-        } catch {
-            Console.report(error, tool: Self._commandName, json: output.json)
-            throw ExitCode(error.code.exitStatus)
-        }
-    }
-}
-
+/// Standard output and error, written with write(2), and the shapes tools print.
 enum Console {
     static func out(_ text: String) {
         var line = text + "\n"

@@ -1,0 +1,107 @@
+public import FoundationEssentials
+import ThinDeviceMapper
+
+/// The SR's SQLite catalog on its catalog LV. The schema is the contract a
+/// sysadmin can read with `sqlite3`; every statement thinsr runs is in the
+/// files of this folder.
+final class Catalog {
+    static let formatVersion: Int64 = 1
+    let database: Database
+
+    init(path: String, readOnly: Bool = false) throws(ThinError) {
+        database = try Database(path: path, readOnly: readOnly)
+        if !readOnly {
+            try database.execute("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON")
+            try addMissingColumns()
+        }
+    }
+
+    /// Closes the connection (the last close checkpoints and removes the WAL).
+    func close() { database.close() }
+
+    /// Runs `body` in one SQLite transaction, committed if it returns.
+    func transaction<T>(_ body: () throws(ThinError) -> T) throws(ThinError) -> T {
+        try database.transaction(body)
+    }
+
+    /// Columns added after format 1 shipped; old catalogs gain them on first writable open.
+    private func addMissingColumns() throws(ThinError) {
+        let columns = try database.query("PRAGMA table_info(sr)").compactMap { $0.text(1) }
+        guard !columns.isEmpty, !columns.contains("on_full") else { return }
+        try database.execute("ALTER TABLE sr ADD COLUMN on_full TEXT NOT NULL DEFAULT 'queue'")
+    }
+
+    static func create(path: String, record: SRRecord) throws(ThinError) -> Catalog {
+        let catalog = try Catalog(path: path)
+        try catalog.transaction { () throws(ThinError) in
+            try catalog.database.execute(schema)
+            try catalog.database.query("INSERT INTO sr VALUES (1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", [
+                .integer(formatVersion), .text(record.uuid.lowercased), .text(record.name),
+                .text(record.description), .text(record.mode.rawValue), .text(record.volumeGroup),
+                .integer(Int64(record.blockSizeBytes)), .integer(Int64(record.transactionID)),
+                .integer(Int64(record.nextThinID.value)), .integer(record.createdAt), .text(record.onFull.rawValue),
+            ])
+        }
+        return catalog
+    }
+
+    static let schema = """
+        CREATE TABLE sr (
+            id INTEGER PRIMARY KEY CHECK (id = 1), format_version INTEGER NOT NULL,
+            uuid TEXT NOT NULL, name TEXT NOT NULL, description TEXT NOT NULL, mode TEXT NOT NULL,
+            volume_group TEXT NOT NULL, block_size INTEGER NOT NULL, transaction_id INTEGER NOT NULL,
+            next_thin_id INTEGER NOT NULL, created_at INTEGER NOT NULL,
+            on_full TEXT NOT NULL DEFAULT 'queue');
+        CREATE TABLE volume (
+            uuid TEXT PRIMARY KEY, key TEXT NOT NULL UNIQUE, name TEXT NOT NULL,
+            description TEXT NOT NULL, thin_id INTEGER NOT NULL UNIQUE, virtual_size INTEGER NOT NULL,
+            kind TEXT NOT NULL, read_write INTEGER NOT NULL, sharable INTEGER NOT NULL,
+            created_at INTEGER NOT NULL, state TEXT NOT NULL, parent_uuid TEXT, snapshot_of TEXT,
+            pending_thin_id INTEGER UNIQUE, pending_virtual_size INTEGER);
+        CREATE TABLE volume_key (
+            volume_uuid TEXT NOT NULL REFERENCES volume(uuid) ON DELETE CASCADE,
+            k TEXT NOT NULL, v TEXT NOT NULL, PRIMARY KEY (volume_uuid, k));
+        CREATE TABLE pending (
+            id INTEGER PRIMARY KEY CHECK (id = 1), old_transaction_id INTEGER NOT NULL,
+            new_transaction_id INTEGER NOT NULL, messages TEXT NOT NULL, must_complete INTEGER NOT NULL);
+        """
+
+    // MARK: the SR record
+
+    func srRecord() throws(ThinError) -> SRRecord {
+        let rows = try database.query("""
+            SELECT uuid, name, description, mode, volume_group, block_size, transaction_id, next_thin_id,
+                   created_at, format_version, on_full FROM sr WHERE id = 1
+            """)
+        guard let row = rows.first, let uuid = row.text(0).flatMap(UUID.init(uuidString:)),
+              let mode = row.text(3).flatMap(SRMode.init(rawValue:)),
+              let nextThinID = row.int(7).flatMap(ThinDeviceID.init(_:)) else {
+            throw ThinError(.catalogInconsistent, "catalog \(database.path) has no valid SR record")
+        }
+        guard row.int(9) == Self.formatVersion else {
+            throw ThinError(.catalogInconsistent,
+                            "catalog format \(row.int(9) ?? 0) is not supported by this thinsr (expects \(Self.formatVersion))")
+        }
+        return SRRecord(uuid: uuid, name: row.text(1) ?? "", description: row.text(2) ?? "", mode: mode,
+                        volumeGroup: row.text(4) ?? "", blockSizeBytes: UInt64(row.int(5) ?? 0),
+                        transactionID: UInt64(row.int(6) ?? 0), nextThinID: nextThinID,
+                        createdAt: row.int(8) ?? 0, onFull: row.text(10).flatMap(OnFullPolicy.init(rawValue:)) ?? .queue)
+    }
+
+    func setSRLabel(name: String?, description: String?) throws(ThinError) {
+        if let name { try database.query("UPDATE sr SET name = ?", [.text(name)]) }
+        if let description { try database.query("UPDATE sr SET description = ?", [.text(description)]) }
+    }
+
+    func setOnFull(_ policy: OnFullPolicy) throws(ThinError) {
+        try database.query("UPDATE sr SET on_full = ?", [.text(policy.rawValue)])
+    }
+
+    func setTransactionID(_ id: UInt64) throws(ThinError) {
+        try database.query("UPDATE sr SET transaction_id = ?", [.integer(Int64(id))])
+    }
+
+    func setNextThinID(_ id: ThinDeviceID) throws(ThinError) {
+        try database.query("UPDATE sr SET next_thin_id = ?", [.integer(Int64(id.value))])
+    }
+}

@@ -1,0 +1,113 @@
+public import FoundationEssentials
+import ThinDeviceMapper
+
+/// The volume rows and their keys.
+extension Catalog {
+    static let volumeColumns = """
+        uuid, key, name, description, thin_id, virtual_size, kind, read_write, sharable, created_at, state,
+        parent_uuid, snapshot_of
+        """
+
+    func volumes(includingUnfinished: Bool = false) throws(ThinError) -> [VolumeRecord] {
+        let filter = includingUnfinished ? "" : "WHERE state = 'ready'"
+        let rows = try database.query("SELECT \(Self.volumeColumns) FROM volume \(filter) ORDER BY key")
+        var keys: [String: [String: String]] = [:]
+        for row in try database.query("SELECT volume_uuid, k, v FROM volume_key") {
+            keys[row.text(0) ?? "", default: [:]][row.text(1) ?? ""] = row.text(2) ?? ""
+        }
+        return try rows.map { row throws(ThinError) in try volume(from: row, keys: keys[row.text(0) ?? ""] ?? [:]) }
+    }
+
+    /// How many volumes are ready (what `thinsr-stat` counts).
+    func volumeCount() throws(ThinError) -> Int {
+        Int(try database.query("SELECT count(*) FROM volume WHERE state = 'ready'").first?.int(0) ?? 0)
+    }
+
+    /// The ready volume whose key, or else uuid, is `reference`.
+    func volume(matching reference: String) throws(ThinError) -> VolumeRecord? {
+        for column in ["key", "uuid"] {
+            let rows = try database.query(
+                "SELECT \(Self.volumeColumns) FROM volume WHERE \(column) = ? AND state = 'ready'",
+                [.text(column == "uuid" ? reference.lowercased() : reference)])
+            if let row = rows.first {
+                let keyRows = try database.query("SELECT k, v FROM volume_key WHERE volume_uuid = ?",
+                                                 [.text(row.text(0) ?? "")])
+                let keys = Dictionary(keyRows.map { ($0.text(0) ?? "", $0.text(1) ?? "") }, uniquingKeysWith: { $1 })
+                return try volume(from: row, keys: keys)
+            }
+        }
+        return nil
+    }
+
+    /// Every key in use, including volumes being created or destroyed.
+    func allKeys() throws(ThinError) -> Set<String> {
+        Set(try database.query("SELECT key FROM volume").compactMap { $0.text(0) })
+    }
+
+    /// Keys of ready volumes, for shell completion.
+    func readyKeys() throws(ThinError) -> [String] {
+        try database.query("SELECT key FROM volume WHERE state = 'ready' ORDER BY key").compactMap { $0.text(0) }
+    }
+
+    private func volume(from row: [SQLValue], keys: [String: String]) throws(ThinError) -> VolumeRecord {
+        guard let uuid = row.text(0).flatMap(UUID.init(uuidString:)),
+              let kind = row.text(6).flatMap(VolumeKind.init(rawValue:)),
+              let state = row.text(10).flatMap(VolumeState.init(rawValue:)),
+              let thinID = row.int(4).flatMap(ThinDeviceID.init(_:)), let size = row.int(5) else {
+            throw ThinError(.catalogInconsistent, "catalog \(database.path) has a malformed volume row")
+        }
+        return VolumeRecord(uuid: uuid, key: row.text(1) ?? "", name: row.text(2) ?? "",
+                            description: row.text(3) ?? "", thinID: thinID, virtualSize: UInt64(size),
+                            kind: kind, readWrite: row.int(7) == 1, sharable: row.int(8) == 1,
+                            createdAt: row.int(9) ?? 0, keys: keys,
+                            parentUUID: row.text(11).flatMap(UUID.init(uuidString:)),
+                            snapshotOf: row.text(12).flatMap(UUID.init(uuidString:)), state: state)
+    }
+
+    func insert(_ volume: VolumeRecord) throws(ThinError) {
+        try database.query("INSERT INTO volume (\(Self.volumeColumns)) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", [
+            .text(volume.uuid.lowercased), .text(volume.key), .text(volume.name),
+            .text(volume.description), .integer(Int64(volume.thinID.value)), .integer(Int64(volume.virtualSize)),
+            .text(volume.kind.rawValue), .integer(volume.readWrite ? 1 : 0), .integer(volume.sharable ? 1 : 0),
+            .integer(volume.createdAt), .text(volume.state.rawValue),
+            volume.parentUUID.map { .text($0.lowercased) } ?? .null,
+            volume.snapshotOf.map { .text($0.lowercased) } ?? .null,
+        ])
+        for (key, value) in volume.keys.sorted(by: { $0.key < $1.key }) {
+            try database.query("INSERT INTO volume_key VALUES (?, ?, ?)",
+                               [.text(volume.uuid.lowercased), .text(key), .text(value)])
+        }
+    }
+
+    func setState(_ state: VolumeState, volume: UUID) throws(ThinError) {
+        try database.query("UPDATE volume SET state = ? WHERE uuid = ?", [.text(state.rawValue), .text(volume.lowercased)])
+    }
+
+    /// Records the thin id and size a volume switches to when the open transaction settles.
+    func setPendingSwitch(volume: UUID, thinID: ThinDeviceID, virtualSize: UInt64) throws(ThinError) {
+        try database.query("UPDATE volume SET pending_thin_id = ?, pending_virtual_size = ? WHERE uuid = ?",
+                           [.integer(Int64(thinID.value)), .integer(Int64(virtualSize)), .text(volume.lowercased)])
+    }
+
+    func setVirtualSize(_ size: UInt64, volume: UUID) throws(ThinError) {
+        try database.query("UPDATE volume SET virtual_size = ? WHERE uuid = ?",
+                           [.integer(Int64(size)), .text(volume.lowercased)])
+    }
+
+    func setLabel(name: String?, description: String?, volume: UUID) throws(ThinError) {
+        let id = SQLValue.text(volume.lowercased)
+        if let name { try database.query("UPDATE volume SET name = ? WHERE uuid = ?", [.text(name), id]) }
+        if let description {
+            try database.query("UPDATE volume SET description = ? WHERE uuid = ?", [.text(description), id])
+        }
+    }
+
+    func setKey(_ key: String, value: String, volume: UUID) throws(ThinError) {
+        try database.query("INSERT OR REPLACE INTO volume_key VALUES (?, ?, ?)",
+                           [.text(volume.lowercased), .text(key), .text(value)])
+    }
+
+    func unsetKey(_ key: String, volume: UUID) throws(ThinError) {
+        try database.query("DELETE FROM volume_key WHERE volume_uuid = ? AND k = ?", [.text(volume.lowercased), .text(key)])
+    }
+}

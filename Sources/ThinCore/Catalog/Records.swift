@@ -1,0 +1,88 @@
+public import FoundationEssentials
+public import ThinDeviceMapper
+
+/// The SR's own record in its catalog.
+public struct SRRecord: Equatable, Sendable {
+    public var uuid: UUID
+    public var name: String
+    public var description: String
+    public var mode: SRMode
+    public var volumeGroup: String
+    public var blockSizeBytes: UInt64
+    public var transactionID: UInt64
+    public var nextThinID: ThinDeviceID
+    public var createdAt: Int64
+    /// What writes do when the pool's data is full.
+    public var onFull: OnFullPolicy = .queue
+}
+
+/// dm-thin's out-of-data-space behaviour: `queue` holds writes until the pool
+/// grows (the kernel fails them after its no_space_timeout, 60 s by default);
+/// `error` fails them at once (`error_if_no_space`).
+public enum OnFullPolicy: String, Sendable, Codable, CaseIterable {
+    case queue
+    case error
+}
+
+/// Own-the-world (the SR made the VG on raw devices) or be-nice (the SR lives
+/// in an existing VG beside LVs that are not its own).
+public enum SRMode: String, Sendable, Codable {
+    case ownTheWorld = "own"
+    case beNice = "nice"
+}
+
+/// What a volume is: made empty, a read-only snapshot, or a writable clone.
+public enum VolumeKind: String, Sendable, Codable {
+    case volume
+    case snapshot
+    case clone
+}
+
+/// Where a volume is in the transaction protocol.
+enum VolumeState: String {
+    case creating, ready, destroying
+}
+
+/// One volume's catalog record.
+public struct VolumeRecord: Equatable, Sendable {
+    public var uuid: UUID
+    public var key: String
+    public var name: String
+    public var description: String
+    public var thinID: ThinDeviceID
+    public var virtualSize: UInt64
+    public var kind: VolumeKind
+    public var readWrite: Bool
+    public var sharable: Bool
+    public var createdAt: Int64
+    public var keys: [String: String]
+    /// The volume this one was snapshotted or cloned from (its lineage parent).
+    public var parentUUID: UUID?
+    /// For snapshots: the volume it is a snapshot of.
+    public var snapshotOf: UUID?
+    var state: VolumeState
+}
+
+/// The change in flight: recorded and committed before any pool message is
+/// sent, removed in the same commit that records the result.
+struct PendingTransaction: Equatable {
+    var oldTransactionID: UInt64
+    var newTransactionID: UInt64
+    /// Pool messages in the order they are sent.
+    var messages: [PoolMessage]
+
+    init(from transactionID: UInt64, messages: [PoolMessage]) {
+        oldTransactionID = transactionID
+        newTransactionID = transactionID + 1
+        self.messages = messages
+    }
+
+    /// A transaction that deletes a thin device cannot be undone once the
+    /// delete is sent: recovery finishes it instead.
+    var mustComplete: Bool { messages.contains { $0.deletedID != nil } }
+}
+
+extension UUID {
+    /// The form thinsr prints, stores and accepts: lower case.
+    var lowercased: String { uuidString.lowercased() }
+}

@@ -1,0 +1,24 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A test-only switch proving crash consistency. Every mutating operation
+/// marks its steps with `point`; THINSR_FAULT=<step> makes the process kill
+/// itself with SIGKILL there, and THINSR_FAULT_TRACE=<file> appends each step
+/// reached to the file, so tests learn an operation's steps from the code.
+enum FaultInjection {
+    static let target = Paths.environment("THINSR_FAULT")
+    static let trace = Paths.environment("THINSR_FAULT_TRACE")
+
+    static func point(_ name: String) {
+        if let trace {
+            let descriptor = open(trace, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o644)
+            if descriptor >= 0 {
+                var line = name + "\n"
+                line.withUTF8 { bytes in _ = write(descriptor, bytes.baseAddress, bytes.count) }
+                close(descriptor)
+            }
+        }
+        if target == name { kill(getpid(), SIGKILL) }
+    }
+}

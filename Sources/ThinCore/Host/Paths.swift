@@ -1,0 +1,18 @@
+import FoundationEssentials
+
+/// Where thinsr keeps its run-time state and device links.
+public enum Paths {
+    /// Overridable for tests; production uses /run and /dev.
+    public static var runRoot: String { environment("THINSR_RUN_DIR") ?? "/run/thinsr" }
+    public static var deviceRoot: String { environment("THINSR_DEV_DIR") ?? "/dev/thinsr" }
+
+    static func environment(_ name: String) -> String? {
+        ProcessInfo.processInfo.environment[name].flatMap { $0.isEmpty ? nil : $0 }
+    }
+
+    /// `/dev/mapper/<vg>-<lv>`: LVM doubles each `-` inside either name.
+    static func mapperPath(group: String, volume: String) -> String {
+        let escape = { (text: String) in text.split(separator: "-", omittingEmptySubsequences: false).joined(separator: "--") }
+        return "/dev/mapper/\(escape(group))-\(escape(volume))"
+    }
+}

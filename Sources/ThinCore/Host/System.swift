@@ -1,0 +1,94 @@
+import SystemPackage
+internal import CThinShims
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Thin wrappers over the system calls the core makes directly.
+public enum System {
+    /// Throws `Permission_denied` unless running as root.
+    public static func requireRoot(_ tool: String) throws(ThinError) {
+        guard geteuid() == 0 else {
+            throw ThinError(.permissionDenied, "\(tool) must run as root (it drives LVM and device-mapper); try sudo")
+        }
+    }
+
+    static func errnoText(_ code: Int32 = errno) -> String { String(cString: strerror(code)) }
+
+    static func makeDirectories(_ path: String, mode: mode_t = 0o755) throws(ThinError) {
+        var current = ""
+        for component in path.split(separator: "/") {
+            current += "/\(component)"
+            if mkdir(current, mode) != 0 && errno != EEXIST {
+                throw ThinError(.backendFailure, "cannot create directory \(current): \(errnoText())")
+            }
+        }
+    }
+
+    static func exists(_ path: String) -> Bool { access(path, F_OK) == 0 }
+
+    /// The block device's `major:minor`, or nil if `path` is not a block device.
+    static func blockDevice(_ path: String) -> (major: UInt32, minor: UInt32)? {
+        var info = stat()
+        guard stat(path, &info) == 0, (info.st_mode & S_IFMT) == S_IFBLK else { return nil }
+        return (UInt32(CThinShims_major(UInt64(info.st_rdev))), UInt32(CThinShims_minor(UInt64(info.st_rdev))))
+    }
+
+    static func readFile(_ path: String) -> String? {
+        guard let descriptor = try? FileDescriptor.open(FilePath(path), .readOnly) else { return nil }
+        defer { try? descriptor.close() }
+        var bytes: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 65_536)
+        while true {
+            let count = (try? buffer.withUnsafeMutableBytes { try descriptor.read(into: $0) }) ?? 0
+            if count <= 0 { break }
+            bytes += buffer[0..<count]
+        }
+        return String(decoding: bytes, as: UTF8.self)
+    }
+
+    /// Writes a text file, replacing it (the man page and completion generators use it too).
+    public static func writeFile(_ path: String, _ text: String) throws(ThinError) {
+        do {
+            let descriptor = try FileDescriptor.open(FilePath(path), .writeOnly,
+                                                     options: [.create, .truncate], permissions: [.ownerReadWrite])
+            defer { try? descriptor.close() }
+            _ = try descriptor.writeAll(text.utf8)
+        } catch {
+            throw ThinError(.backendFailure, "cannot write \(path): \(error)")
+        }
+    }
+
+    static func directoryEntries(_ path: String) -> [String] {
+        guard let directory = opendir(path) else { return [] }
+        defer { closedir(directory) }
+        var names: [String] = []
+        while let entry = readdir(directory) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
+                String(decoding: raw.prefix(while: { $0 != 0 }), as: UTF8.self)
+            }
+            if name != "." && name != ".." { names.append(name) }
+        }
+        return names.sorted()
+    }
+
+    static func symlink(target: String, at path: String) throws(ThinError) {
+        unlink(path)
+        guard Glibc.symlink(target, path) == 0 else {
+            throw ThinError(.backendFailure, "cannot create link \(path): \(errnoText())")
+        }
+    }
+
+    static func removeFile(_ path: String) { unlink(path) }
+
+    /// Creates an empty file if there is none (markers the next process looks for).
+    static func touch(_ path: String) throws(ThinError) {
+        let descriptor = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0o600)
+        guard descriptor >= 0 else { throw ThinError(.backendFailure, "cannot create \(path): \(errnoText())") }
+        close(descriptor)
+    }
+    static func removeDirectory(_ path: String) { rmdir(path) }
+
+    static func currentTime() -> Int64 { Int64(time(nil)) }
+}
+

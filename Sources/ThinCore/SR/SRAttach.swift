@@ -1,0 +1,111 @@
+import ThinLVM
+import ThinTools
+
+extension SRLifecycle {
+    /// Attaches the SR: activates its LVs, checks the pool metadata, mounts the
+    /// catalog, assembles the pool and settles any open transaction. Attaching
+    /// an attached SR succeeds and changes nothing.
+    public func attach(_ reference: String, takeOver: Bool = false) async throws(ThinError) -> AttachedSR {
+        var sr = try discovery.find(reference)
+        let names = sr.names
+        do {
+            try discovery.requireOwned(sr)
+        } catch where error.code == .activatedOnAnotherHost && takeOver {
+            try take(sr)
+            sr = try discovery.find(names.uuidString)
+        }
+        if sr.attached {
+            if try Pool(names: names, deviceMapper: host.deviceMapper).exists() {
+                return try AttachedSR.open(names, for: .read, host: host)
+            }
+            // A catalog left mounted without its pool (an interrupted attach or
+            // detach): start the attach again from the beginning.
+            try host.system.unmount(names.catalogMount)
+        }
+        guard !sr.isIncomplete || !sr.isComplete else {
+            throw ThinError(.catalogInconsistent, "SR \(names.uuidString) was not completely created (thinsr-create "
+                            + "was interrupted); run thinsr-create --uuid \(names.uuidString) again, or remove it "
+                            + "with thinsr-destroy \(names.uuidString)")
+        }
+        guard sr.isComplete else {
+            throw ThinError(.catalogInconsistent, "SR \(names.uuidString) in VG \(sr.volumeGroup) is missing some "
+                            + "of its LVs (has: \(sr.volumes.keys.map(\.rawValue).sorted().joined(separator: ", ")))")
+        }
+        var undo = UndoStack()
+        do throws(ThinError) {
+            try activate(sr, undo: &undo)
+            try await checkMetadata(sr)
+            try mountCatalog(sr.mapperPath(.catalog), names: names, undo: &undo)
+            let attached = try openAttachedCatalog(sr)
+            undo.push { attached.close() }
+            try attached.pool.assemble(Pool.Layout(
+                metadataDevice: sr.mapperPath(.metadata), dataDevice: sr.mapperPath(.data),
+                dataBytes: sr.volumes[.data]?.sizeBytes ?? 0, blockBytes: try attached.record.blockSizeBytes,
+                onFull: try attached.record.onFull))
+            let pool = attached.pool
+            undo.push { try? pool.disassemble() }
+            FaultInjection.point("pool-assembled")
+            try FileLock(path: names.metadataSnapshotLockFile).release()
+            try attached.recovered()
+            FaultInjection.point("recovered")
+            attached.devices.removeStaleLinks()
+            undo.discard()
+            return attached
+        } catch {
+            undo.run()
+            throw error
+        }
+    }
+
+    /// Gives the SR's VG, which another host owns, to this host.
+    private func take(_ sr: DiscoveredSR) throws(ThinError) {
+        let local: String
+        do { local = try host.lvm.localSystemID() } catch { throw .backend("cannot read this host's LVM system ID", error) }
+        guard !local.isEmpty else {
+            throw ThinError(.invalidArgument, "this host has no LVM system ID to take SR \(sr.names.uuidString) over "
+                            + "with; set system_id_source in lvm.conf (see lvmsystemid(7))")
+        }
+        do { try host.lvm.takeOver(group: sr.volumeGroup, from: sr.owner, to: local) } catch {
+            throw .backend("taking over VG \(sr.volumeGroup) failed", error)
+        }
+    }
+
+    /// Activates the catalog, metadata and data LVs (the spare stays inactive).
+    private func activate(_ sr: DiscoveredSR, undo: inout UndoStack) throws(ThinError) {
+        let lvNames = [LVRole.catalog, .metadata, .data].compactMap { sr.volumes[$0]?.name }
+        do { try host.lvm.setActive(true, group: sr.volumeGroup, names: lvNames) } catch {
+            throw ThinError.backend("cannot activate the SR's LVs", error)
+        }
+        let lvm = host.lvm
+        undo.push { try? lvm.setActive(false, group: sr.volumeGroup, names: lvNames) }
+        FaultInjection.point("volumes-activated")
+    }
+
+    /// Refuses to assemble a pool whose metadata fails `thin_check`.
+    private func checkMetadata(_ sr: DiscoveredSR) async throws(ThinError) {
+        let check: ThinTools.CheckResult
+        do {
+            check = try await host.programs.checkMetadata(device: sr.mapperPath(.metadata), metadataSnapshot: false,
+                                                          clearNeedsCheckFlag: true)
+        } catch {
+            throw ThinError.backend("thin_check could not run", error)
+        }
+        guard check.clean else {
+            throw ThinError(.metadataCheckFailed, "pool metadata of SR \(sr.names.uuidString) fails thin_check; "
+                            + "repair it with thinsr-check --repair \(sr.names.uuidString), then attach again")
+        }
+        FaultInjection.point("metadata-checked")
+    }
+
+    /// Opens the freshly mounted catalog under the SR lock, checking it is this SR's.
+    private func openAttachedCatalog(_ sr: DiscoveredSR) throws(ThinError) -> AttachedSR {
+        let attached = try AttachedSR.open(sr.names, for: .write, host: host)
+        let record = try attached.record
+        guard record.uuid == sr.uuid else {
+            attached.close()
+            throw ThinError(.catalogInconsistent, "catalog on \(sr.names.lv(.catalog)) belongs to SR "
+                            + "\(record.uuid.lowercased), not \(sr.names.uuidString)")
+        }
+        return attached
+    }
+}

@@ -1,0 +1,85 @@
+public import FoundationEssentials
+import ThinDeviceMapper
+import ThinTools
+
+/// One problem `thinsr-check` found, and whether `--repair` fixed it.
+public struct CheckFinding: Sendable, Equatable {
+    /// A stable name: `open-transaction`, `leaked-thin-id`, ...
+    public var problem: String
+    public var detail: String
+    public var repaired: Bool
+}
+
+/// What `thinsr-check` found on one SR.
+public struct CheckReport: Sendable {
+    public enum Outcome: String, Sendable { case clean, repaired, damaged }
+
+    public var srUUID: UUID
+    public var attached: Bool
+    /// `clean`, `damaged` or `repaired` (thin_check's verdict on the pool metadata).
+    public var metadata: String
+    public var findings: [CheckFinding]
+
+    public var outcome: Outcome {
+        if findings.isEmpty { return .clean }
+        return findings.allSatisfy(\.repaired) ? .repaired : .damaged
+    }
+
+    /// Leaked ids (in the pool, not the catalog) and missing ones (the reverse).
+    static func compareIDs(pool: Set<ThinDeviceID>, catalog: Set<ThinDeviceID>, repairable: Bool) -> [CheckFinding] {
+        var findings: [CheckFinding] = []
+        for id in pool.subtracting(catalog).sorted() {
+            findings.append(CheckFinding(problem: "leaked-thin-id", detail: "thin id \(id) is in the pool but no "
+                                         + "volume in the catalog uses it" + (repairable ? "" : "; attach the SR "
+                                         + "and run thinsr-check --repair to delete it"), repaired: false))
+        }
+        for id in catalog.subtracting(pool).sorted() {
+            findings.append(CheckFinding(problem: "missing-thin-id", detail: "the catalog references thin id \(id), "
+                                         + "which the pool lacks; that volume's data is lost", repaired: false))
+        }
+        return findings
+    }
+
+    static func firstLine(_ text: String) -> String {
+        String(text.split(whereSeparator: \.isNewline).first ?? "failed")
+    }
+}
+
+extension SRLifecycle {
+    /// Checks an SR's pool metadata and its catalog against each other, and with
+    /// `repair` does what is safe: finish or undo an open transaction, delete thin
+    /// ids nothing references, rebuild metadata that fails `thin_check` into the
+    /// spare LV. Nothing the catalog references is ever deleted.
+    public func check(_ reference: String, repair: Bool) async throws(ThinError) -> CheckReport {
+        let sr = try discovery.find(reference)
+        try discovery.requireOwned(sr)
+        guard !sr.isIncomplete else {
+            return CheckReport(srUUID: sr.uuid, attached: false, metadata: "-", findings: [
+                CheckFinding(problem: "incomplete-sr", detail: "thinsr-create did not finish; run it again with "
+                             + "--uuid \(sr.names.uuidString) or remove the SR with thinsr-destroy", repaired: false),
+            ])
+        }
+        guard sr.attached else { return try await checkDetached(sr, repair: repair) }
+        let attached = try AttachedSR.open(sr.names, for: .write, host: host)
+        defer { attached.close() }
+        return try await attached.check(repair: repair)
+    }
+}
+
+/// Helpers both checks use: thin_check and thin_ls, as findings' inputs.
+extension HelperPrograms {
+    func thinCheck(_ device: String, metadataSnapshot: Bool = false) async throws(ThinError) -> ThinTools.CheckResult {
+        do { return try await checkMetadata(device: device, metadataSnapshot: metadataSnapshot, clearNeedsCheckFlag: false) } catch {
+            throw .backend("thin_check could not run", error)
+        }
+    }
+
+    func thinIDs(_ device: String, metadataSnapshot: Bool) async throws(ThinError) -> Set<ThinDeviceID> {
+        do {
+            return Set(try await listDevices(metadataDevice: device, metadataSnapshot: metadataSnapshot)
+                .compactMap { ThinDeviceID($0.deviceID) })
+        } catch {
+            throw .backend("thin_ls failed", error)
+        }
+    }
+}

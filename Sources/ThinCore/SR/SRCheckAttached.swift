@@ -1,0 +1,148 @@
+import ThinTools
+import ThinDeviceMapper
+
+extension AttachedSR {
+    /// Online: the pool's state, any open transaction, `thin_check` through a
+    /// metadata snapshot, thin ids against the catalog, attached devices'
+    /// tables, and catalog rows that contradict themselves.
+    func check(repair: Bool) async throws(ThinError) -> CheckReport {
+        var report = CheckReport(srUUID: names.uuid, attached: true, metadata: "clean", findings: [])
+        let usage: ThinPoolUsage
+        switch try pool.status() {
+        case .failed, .error:
+            report.metadata = "damaged"
+            report.findings.append(CheckFinding(problem: "pool-failed", detail: "the pool has failed; detach the SR "
+                                                + "and run thinsr-check --repair \(names.uuidString)", repaired: false))
+            return report
+        case .active(let active):
+            usage = active
+        }
+        if usage.needsCheck {
+            report.findings.append(CheckFinding(problem: "needs-check", detail: "the kernel flagged the metadata as "
+                                                + "needing a check; detach the SR and run thinsr-check --repair",
+                                                repaired: false))
+        }
+        let current = try checkOpenTransaction(repair: repair, usage: usage, into: &report)
+        let transactionOpen = try catalog.pending() != nil
+        let programs = host.programs
+        let (check, present) = try await withMetadataSnapshot { path throws(ThinError) in
+            (try await programs.thinCheck(path, metadataSnapshot: true),
+             try await programs.thinIDs(path, metadataSnapshot: true))
+        }
+        guard check.clean else {
+            report.metadata = "damaged"
+            report.findings.append(CheckFinding(problem: "metadata-damaged", detail: "thin_check: "
+                                                + CheckReport.firstLine(check.report) + "; detach the SR and run "
+                                                + "thinsr-check --repair \(names.uuidString)", repaired: false))
+            return report
+        }
+        guard !transactionOpen else { return report }  // the ids differ by design until it settles
+        try checkThinIDs(present, repair: repair, usage: current, into: &report)
+        report.findings += try checkRows()
+        report.findings += try checkDevices(repair: repair)
+        return report
+    }
+
+    /// An open transaction is a finding; `repair` finishes or undoes it.
+    private func checkOpenTransaction(repair: Bool, usage: ThinPoolUsage,
+                                      into report: inout CheckReport) throws(ThinError) -> ThinPoolUsage {
+        guard let pending = try catalog.pending() else { return usage }
+        var finding = CheckFinding(problem: "open-transaction", detail: "an interrupted operation left transaction "
+                                   + "\(pending.oldTransactionID) -> \(pending.newTransactionID) open ("
+                                   + pending.messages.map(\.text).joined(separator: "; ") + ")", repaired: false)
+        var current = usage
+        if repair {
+            current = try recovered()
+            finding.repaired = true
+            finding.detail += "; finished or undone"
+        }
+        report.findings.append(finding)
+        return current
+    }
+
+    /// Pool ids against catalog ids, and the two transaction ids; `repair`
+    /// deletes leaked ids (no row points at them) and records the pool's id.
+    private func checkThinIDs(_ present: Set<ThinDeviceID>, repair: Bool, usage: ThinPoolUsage,
+                              into report: inout CheckReport) throws(ThinError) {
+        let referenced = try catalog.referencedThinIDs()
+        let leaked = present.subtracting(referenced).sorted()
+        report.findings += CheckReport.compareIDs(pool: present, catalog: referenced, repairable: true)
+        let record = try catalog.srRecord()
+        if record.transactionID != usage.transactionID {
+            var finding = CheckFinding(problem: "transaction-id-mismatch", detail: "the pool's transaction id is "
+                                       + "\(usage.transactionID), the catalog's \(record.transactionID), and no "
+                                       + "transaction is open", repaired: false)
+            if repair {
+                try catalog.setTransactionID(usage.transactionID)
+                finding.repaired = true
+                finding.detail += "; the catalog now records the pool's id"
+            }
+            report.findings.append(finding)
+        }
+        guard repair && !leaked.isEmpty else { return }
+        try transact(leaked.map { .delete($0) }, from: try pool.usage()) { _ throws(ThinError) in }
+        for index in report.findings.indices where report.findings[index].problem == "leaked-thin-id" {
+            report.findings[index].repaired = true
+            report.findings[index].detail += "; deleted"
+        }
+    }
+
+    /// Catalog rows whose kind, flags or lineage contradict each other.
+    private func checkRows() throws(ThinError) -> [CheckFinding] {
+        let volumes = try catalog.volumes(includingUnfinished: true)
+        let known = Set(volumes.map(\.uuid))
+        var findings: [CheckFinding] = []
+        func found(_ problem: String, _ detail: String) {
+            findings.append(CheckFinding(problem: problem, detail: detail, repaired: false))
+        }
+        for volume in volumes {
+            if volume.readWrite != (volume.kind != .snapshot) {
+                found("kind-disagrees", "\(volume.key) is a \(volume.kind.rawValue) but is marked "
+                      + (volume.readWrite ? "writable" : "read-only"))
+            }
+            if volume.kind == .snapshot, volume.snapshotOf == nil {
+                found("kind-disagrees", "snapshot \(volume.key) records no origin")
+            }
+            if let parent = volume.parentUUID, !known.contains(parent) {
+                found("lineage-broken", "\(volume.key)'s parent \(parent.lowercased) is not in the catalog")
+            }
+            if volume.virtualSize == 0 || volume.virtualSize % 512 != 0 {
+                found("size-disagrees", "\(volume.key) has size \(volume.virtualSize), not a positive multiple of 512")
+            }
+        }
+        return findings
+    }
+
+    /// Attached volume devices must map the catalog's thin id at its size; a
+    /// device no volume owns is removed by `repair` unless something holds it open.
+    private func checkDevices(repair: Bool) throws(ThinError) -> [CheckFinding] {
+        let volumes = try catalog.volumes(includingUnfinished: true)
+        var findings: [CheckFinding] = []
+        for (uuid, info) in try devices.active() {
+            let device = names.volumeDevice(uuid).name
+            guard let volume = volumes.first(where: { $0.uuid == uuid }) else {
+                var finding = CheckFinding(problem: "orphan-device", detail: "device \(device) belongs to no volume",
+                                           repaired: false)
+                if repair && info.openCount == 0 {
+                    do { try host.deviceMapper.remove(name: device) } catch { throw .backend("cannot remove \(device)", error) }
+                    finding.repaired = true
+                    finding.detail += "; removed"
+                }
+                findings.append(finding)
+                continue
+            }
+            let live: [TableLine]?
+            do { live = try host.deviceMapper.table(name: device) } catch {
+                throw .backend("cannot read the table of \(device)", error)
+            }
+            guard let line = live?.first, let table = ThinTable(parameters: line.parameters) else { continue }
+            if table.deviceID != volume.thinID || line.lengthSectors != volume.virtualSize / 512 {
+                findings.append(CheckFinding(problem: "device-disagrees", detail: "the device of \(volume.key) maps "
+                                             + "thin id \(table.deviceID) with \(line.lengthSectors) sectors; the "
+                                             + "catalog says thin id \(volume.thinID) with \(volume.virtualSize / 512); "
+                                             + "detach and attach it again", repaired: false))
+            }
+        }
+        return findings
+    }
+}

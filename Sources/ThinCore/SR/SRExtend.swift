@@ -1,0 +1,125 @@
+import ThinDeviceMapper
+import ThinLVM
+
+/// How `thinsr-extend` is asked to grow an SR.
+public struct SRExtendRequest: Sendable {
+    public enum Size: Sendable {
+        case to(UInt64)
+        case by(UInt64)
+    }
+    public var size: Size?
+    public var devices: [String]
+
+    public init(size: Size?, devices: [String]) {
+        self.size = size
+        self.devices = devices
+    }
+}
+
+extension AttachedSR {
+    /// Grows the pool: adds devices to an own-the-world SR's VG, grows
+    /// metadata (and the spare) to what the larger pool needs, grows the data
+    /// LV and reloads the pool, which leaves out-of-data-space mode.
+    public func extend(_ request: SRExtendRequest) async throws(ThinError) -> SRStatus {
+        let record = try self.record
+        try await addDevices(request, record: record)
+        let (vg, data, metadata) = try storage(record.volumeGroup)
+        let extent = max(vg.extentBytes, 512)
+        let usage = try pool.usage()
+
+        // Metadata for the pool the VG could now hold; doubled when over half used.
+        var metadataTarget = try await StoragePlan.plannedMetadataBytes(vgBytes: vg.sizeBytes, blockBytes: record.blockSizeBytes,
+                                                                 programs: host.programs)
+        if usage.usedMetadataBlocks * 2 > usage.totalMetadataBlocks {
+            metadataTarget = max(metadataTarget, metadata.sizeBytes * 2)
+        }
+        metadataTarget = ByteSize.roundUp(min(max(metadataTarget, metadata.sizeBytes), StoragePlan.maximumMetadataBytes),
+                                          to: extent)
+        let metadataGrowth = (metadataTarget - metadata.sizeBytes) * 2  // the spare grows with it
+
+        let dataTarget: UInt64
+        switch request.size {
+        case .to(let bytes)?: dataTarget = bytes
+        case .by(let bytes)?: dataTarget = data.sizeBytes + bytes
+        case nil: dataTarget = data.sizeBytes + (vg.freeBytes > metadataGrowth ? vg.freeBytes - metadataGrowth : 0)
+        }
+        let dataBytes = ByteSize.roundUp(dataTarget, to: extent) / record.blockSizeBytes * record.blockSizeBytes
+        guard dataBytes >= data.sizeBytes else {
+            throw .invalid("the pool is \(ByteSize.format(data.sizeBytes)); shrinking it to "
+                           + "\(ByteSize.format(dataBytes)) is not supported")
+        }
+        let needed = (ByteSize.roundUp(dataTarget, to: extent) - data.sizeBytes) + metadataGrowth
+        guard needed <= vg.freeBytes else {
+            throw ThinError(.noSpace, "growing the pool to \(ByteSize.format(dataTarget)) needs "
+                            + "\(ByteSize.format(needed)) but volume group \(vg.name) has \(ByteSize.format(vg.freeBytes)) "
+                            + "free; add a device with --device (own-the-world SRs) or vgextend")
+        }
+        // An extend killed before its reload left the LVs grown: reloading finishes it.
+        let poolBytes = try pool.liveBytes() ?? 0
+        guard dataBytes > data.sizeBytes || metadataGrowth > 0
+                || poolBytes < data.sizeBytes / record.blockSizeBytes * record.blockSizeBytes else {
+            throw ThinError(.noSpace, "volume group \(vg.name) has no free space to grow SR \(names.uuidString) into; "
+                            + "add a device with --device (own-the-world SRs) or vgextend")
+        }
+        try grow(group: vg.name, metadataTo: metadataGrowth > 0 ? metadataTarget : nil,
+                 dataTo: dataBytes > data.sizeBytes ? dataBytes : nil)
+        try reloadPool(dataBytes: max(dataBytes, data.sizeBytes), onFull: record.onFull)
+        FaultInjection.point("pool-reloaded")
+        return try status()
+    }
+
+    /// `--device`: only an SR that owns its VG takes new disks.
+    private func addDevices(_ request: SRExtendRequest, record: SRRecord) async throws(ThinError) {
+        guard !request.devices.isEmpty else {
+            if request.size == nil && record.mode == .beNice {
+                throw .invalid("give --size: a be-nice SR takes only the space it is given")
+            }
+            return
+        }
+        guard record.mode == .ownTheWorld else {
+            throw .invalid("SR \(names.uuidString) lives in your volume group \(record.volumeGroup); add disks to it "
+                           + "with vgextend, then run thinsr-extend --size")
+        }
+        try await FreeDeviceCheck(host: host).validate(request.devices)
+        do { try host.lvm.extendVolumeGroup(record.volumeGroup, devices: request.devices) } catch {
+            throw .backend("vgextend failed", error)
+        }
+        FaultInjection.point("volume-group-extended")
+    }
+
+    /// The VG and the data and metadata LVs, as LVM reports them now.
+    private func storage(_ group: String) throws(ThinError)
+        -> (VolumeGroupReport, data: LogicalVolumeReport, metadata: LogicalVolumeReport) {
+        let groups: [VolumeGroupReport]
+        let volumes: [LogicalVolumeReport]
+        do {
+            groups = try host.lvm.volumeGroups()
+            volumes = try host.lvm.logicalVolumes().filter { $0.volumeGroup == group }
+        } catch {
+            throw .backend("cannot read the volume group", error)
+        }
+        guard let vg = groups.first(where: { $0.name == group }),
+              let data = volumes.first(where: { $0.name == names.lv(.data) }),
+              let metadata = volumes.first(where: { $0.name == names.lv(.metadata) }) else {
+            throw ThinError(.catalogInconsistent, "SR \(names.uuidString)'s LVs are missing from \(group)")
+        }
+        return (vg, data, metadata)
+    }
+
+    /// lvextend of the metadata and its spare, then of the data.
+    private func grow(group: String, metadataTo metadataBytes: UInt64?, dataTo dataBytes: UInt64?) throws(ThinError) {
+        do {
+            if let metadataBytes {
+                try host.lvm.extendLogicalVolume(group: group, name: names.lv(.metadata), sizeBytes: metadataBytes)
+                try host.lvm.extendLogicalVolume(group: group, name: names.lv(.spare), sizeBytes: metadataBytes)
+                FaultInjection.point("metadata-extended")
+            }
+            if let dataBytes {
+                try host.lvm.extendLogicalVolume(group: group, name: names.lv(.data), sizeBytes: dataBytes)
+                FaultInjection.point("data-extended")
+            }
+        } catch {
+            throw .backend("lvextend failed", error)
+        }
+    }
+}

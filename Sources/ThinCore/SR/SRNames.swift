@@ -1,0 +1,97 @@
+public import FoundationEssentials
+
+/// The four LVs of an SR, by the role tag each carries.
+public enum LVRole: String, CaseIterable, Sendable {
+    case catalog
+    case metadata = "meta"
+    case spare
+    case data
+
+    static let tagPrefix = "thinsr.role="
+    var tag: String { Self.tagPrefix + rawValue }
+}
+
+/// A volume's dm device: `thinsr_<sr hex>_v<volume hex>`, with a dm uuid
+/// naming both, under /dev/mapper.
+struct VolumeDevice: Equatable {
+    let name: String
+    let dmUUID: String
+    var path: String { "/dev/mapper/\(name)" }
+}
+
+/// The names of everything one SR owns. dm names contain no `-`, so they can
+/// never be LVM's `<vg>-<lv>` names.
+public struct SRNames: Sendable, Equatable {
+    public let uuid: UUID
+    var hex: String { Self.hex(uuid) }
+
+    public init(uuid: UUID) { self.uuid = uuid }
+
+    public var uuidString: String { uuid.lowercased }
+    var ownVolumeGroup: String { "thinsr_\(hex)" }
+    func lv(_ role: LVRole) -> String { "thinsr_\(hex)_\(role.rawValue)" }
+    /// The name the metadata LV has for a moment while it swaps with the spare.
+    var swapLV: String { "thinsr_\(hex)_swap" }
+
+    var poolDevice: String { "thinsr_\(hex)_pool" }
+    var poolDeviceUUID: String { "THINSR-\(uuidString)-pool" }
+    var volumeDevicePrefix: String { "thinsr_\(hex)_v" }
+    func volumeDevice(_ volume: UUID) -> VolumeDevice {
+        VolumeDevice(name: volumeDevicePrefix + Self.hex(volume), dmUUID: "THINSR-\(uuidString)-\(volume.lowercased)")
+    }
+
+    /// The volume whose device `name` is, if it is one of this SR's volume devices.
+    func volume(ofDevice name: String) -> UUID? {
+        guard name.hasPrefix(volumeDevicePrefix) else { return nil }
+        let hex = Array(name.dropFirst(volumeDevicePrefix.count))
+        guard hex.count == 32 else { return nil }
+        let text = [0..<8, 8..<12, 12..<16, 16..<20, 20..<32].map { String(hex[$0]) }.joined(separator: "-")
+        return UUID(uuidString: text)
+    }
+
+    var runDirectory: String { "\(Paths.runRoot)/\(uuidString)" }
+    var catalogMount: String { "\(runDirectory)/catalog" }
+    var catalogDatabase: String { "\(catalogMount)/catalog.db" }
+    /// Where a detached SR's catalog is mounted read-only for a moment.
+    var inspectMount: String { "\(runDirectory)/inspect" }
+    var lockFile: String { "\(catalogMount)/lock" }
+    /// Serializes thinsr's use of the pool's one metadata snapshot.
+    var metadataSnapshotLockFile: String { "\(catalogMount)/metadata-snapshot.lock" }
+    /// Present while an operation has a volume device suspended or its table
+    /// half changed; on tmpfs, so it goes with the devices at reboot.
+    var devicesChangingMarker: String { "\(runDirectory)/devices-changing" }
+    var deviceDirectory: String { "\(Paths.deviceRoot)/\(uuidString)" }
+    func devicePath(key: String) -> String { "\(deviceDirectory)/\(key)" }
+
+    // LVM tags: every LV carries the SR and its role; the catalog LV also
+    // carries the mode and the name, so `thinsr-ls` can show detached SRs.
+    static let tagPrefix = "thinsr.sr="
+    var srTag: String { Self.tagPrefix + uuidString }
+    static let modeTagPrefix = "thinsr.mode="
+    static let nameTagPrefix = "thinsr.name="
+    /// On the catalog LV from its creation until `thinsr-create` finishes.
+    static let incompleteTag = "thinsr.incomplete"
+
+    /// The hex form of an SR or volume uuid, used in LVM and dm names.
+    static func hex(_ uuid: UUID) -> String { String(uuid.lowercased.filter { $0 != "-" }) }
+}
+
+/// Hex encoding for text kept in LVM tags (which allow only a few characters).
+enum TagText {
+    static let maximumBytes = 400
+
+    static func encode(_ text: String) -> String {
+        let digits = Array("0123456789abcdef")
+        return String(text.utf8.prefix(maximumBytes).flatMap { [digits[Int($0 >> 4)], digits[Int($0 & 15)]] })
+    }
+
+    static func decode(_ hex: String) -> String? {
+        var bytes: [UInt8] = []
+        var iterator = hex.makeIterator()
+        while let high = iterator.next() {
+            guard let low = iterator.next(), let h = high.hexDigitValue, let l = low.hexDigitValue else { return nil }
+            bytes.append(UInt8(h << 4 | l))
+        }
+        return String(decoding: bytes, as: UTF8.self)
+    }
+}

@@ -1,0 +1,51 @@
+import ThinLVM
+
+/// The SR's own settings: its name and description, and its pool-full policy.
+extension AttachedSR {
+    /// Renames or re-describes the SR: in its catalog, and the name also in
+    /// the catalog LV's tag so `thinsr-ls` shows it while detached.
+    public func setLabel(name: String?, description: String?) throws(ThinError) {
+        if let name { try Naming.validateLabel(name, what: "SR name", maximumBytes: TagText.maximumBytes) }
+        if let description { try Naming.validateLabel(description, what: "SR description") }
+        let record = try self.record
+        // The catalog first; the name tag follows from the tags LVM has now,
+        // so running the same command again finishes an interrupted rename.
+        try catalog.setSRLabel(name: name, description: description)
+        FaultInjection.point("catalog-updated")
+        guard let name else { return }
+        let current: [String]
+        do {
+            current = try host.lvm.logicalVolumes()
+                .first { $0.volumeGroup == record.volumeGroup && $0.name == names.lv(.catalog) }?.tags ?? []
+        } catch {
+            throw .backend("cannot read the SR's tags", error)
+        }
+        let old = current.filter { $0.hasPrefix(SRNames.nameTagPrefix) }
+        let new = name.isEmpty ? [] : [SRNames.nameTagPrefix + TagText.encode(name)]
+        guard Set(old) != Set(new) else { return }
+        do {
+            try host.lvm.retag(group: record.volumeGroup, name: names.lv(.catalog), remove: old, add: new)
+        } catch {
+            throw .backend("cannot update the SR's name tag", error)
+        }
+    }
+
+    /// Records the policy and reloads the live pool with it.
+    public func setOnFull(_ policy: OnFullPolicy) throws(ThinError) {
+        try catalog.setOnFull(policy)
+        FaultInjection.point("policy-recorded")
+        try reloadPool(dataBytes: nil, onFull: policy)
+    }
+
+    /// Reloads the pool's table; `dataBytes` nil keeps the current length.
+    func reloadPool(dataBytes: UInt64?, onFull: OnFullPolicy) throws(ThinError) {
+        let record = try self.record
+        let live: UInt64?
+        if let dataBytes { live = dataBytes } else { live = try pool.liveBytes() }
+        guard let length = live else {
+            throw ThinError(.srNotAttached, "pool device \(pool.name) does not exist; attach the SR")
+        }
+        try pool.reload(Pool.Layout(metadataDevice: try mapperPath(.metadata), dataDevice: try mapperPath(.data),
+                                    dataBytes: length, blockBytes: record.blockSizeBytes, onFull: onFull))
+    }
+}

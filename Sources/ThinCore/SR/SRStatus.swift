@@ -1,0 +1,34 @@
+import FoundationEssentials
+public import ThinDeviceMapper
+
+/// An attached SR's state as `thinsr-stat` reports it.
+public struct SRStatus: Sendable {
+    public var record: SRRecord
+    public var pool: ThinPoolStatus
+    public var volumeCount: Int
+    public var attachedVolumeCount: Int
+    public var poolDevice: String
+
+    /// SMAPIv3 health: Healthy, or why not.
+    public var health: (state: String, detail: String) {
+        switch pool {
+        case .failed, .error: return ("Unavailable", "the pool has failed")
+        case .active(let usage):
+            if usage.needsCheck { return ("Unavailable", "the pool metadata needs checking") }
+            switch usage.mode {
+            case .readWrite: return ("Healthy", "")
+            case .readOnly: return ("Unavailable", "the pool is read-only")
+            case .outOfDataSpace: return ("Unavailable", "the pool is out of data space")
+            }
+        }
+    }
+}
+
+extension AttachedSR {
+    /// The record, the pool's status and the volume counts: one catalog read,
+    /// one pool status and one device list.
+    public func status() throws(ThinError) -> SRStatus {
+        SRStatus(record: try record, pool: try pool.status(), volumeCount: try catalog.volumeCount(),
+                 attachedVolumeCount: try devices.activeNames().count, poolDevice: pool.path)
+    }
+}

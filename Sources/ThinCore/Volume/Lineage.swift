@@ -1,0 +1,34 @@
+import ThinTools
+import FoundationEssentials
+
+/// One node of the lineage tree, with space figures from `thin_ls`.
+public struct LineageNode: Sendable {
+    public var volume: VolumeRecord
+    public var mappedBytes: UInt64
+    public var exclusiveBytes: UInt64
+    public var sharedBytes: UInt64
+    public var children: [LineageNode]
+}
+
+extension AttachedSR {
+    /// The lineage forest of the SR, or the subtree rooted at `reference`.
+    public func lineage(_ reference: String? = nil) async throws(ThinError) -> [LineageNode] {
+        let volumes = try catalog.volumes()
+        let usage = try await thinUsage()
+        let known = Set(volumes.map(\.uuid))
+        var children: [UUID: [VolumeRecord]] = [:]
+        for volume in volumes {
+            if let parent = volume.parentUUID, known.contains(parent) { children[parent, default: []].append(volume) }
+        }
+        func node(_ volume: VolumeRecord) -> LineageNode {
+            let use = usage[volume.thinID]
+            return LineageNode(volume: volume, mappedBytes: use?.mappedBytes ?? 0,
+                               exclusiveBytes: use?.exclusiveBytes ?? 0, sharedBytes: use?.sharedBytes ?? 0,
+                               children: (children[volume.uuid] ?? []).sorted { $0.createdAt < $1.createdAt }
+                                   .map(node))
+        }
+        if let reference { return [node(try requireVolume(reference))] }
+        return volumes.filter { $0.parentUUID.map { !known.contains($0) } ?? true }
+            .sorted { ($0.createdAt, $0.key) < ($1.createdAt, $1.key) }.map(node)
+    }
+}

@@ -1,0 +1,27 @@
+import ThinDeviceMapper
+
+/// Attaching and detaching volumes as block devices.
+extension AttachedSR {
+    /// Attaches a volume and returns it with its device path. Attaching an
+    /// attached volume in the same mode succeeds and changes nothing.
+    public func attachVolume(_ reference: String, readOnly: Bool) throws(ThinError) -> (VolumeRecord, path: String) {
+        try recovered()
+        let volume = try requireVolume(reference)
+        let readOnly = readOnly || !volume.readWrite
+        guard let info = try devices.info(volume.uuid) else {
+            return (volume, try devices.activate(volume, readOnly: readOnly))
+        }
+        guard info.readOnly == readOnly else {
+            let mode = info.readOnly ? "read-only" : "read-write"
+            throw ThinError(.volumeInUse, "volume \(volume.key) is already attached \(mode); detach it first "
+                            + "to attach it \(readOnly ? "read-only" : "read-write")", parameters: [volume.key])
+        }
+        return (volume, try devices.link(volume))
+    }
+
+    /// Detaches a volume; detaching a detached volume succeeds.
+    public func detachVolume(_ reference: String) throws(ThinError) {
+        let volume = try requireVolume(reference)
+        try devices.deactivate(volume.uuid, key: volume.key)
+    }
+}

@@ -1,0 +1,58 @@
+import ThinDeviceMapper
+
+/// Changes to one volume that send no pool message: its size and its labels.
+extension AttachedSR {
+    /// Grows a volume; an attached volume's device grows at once. Shrinking is refused.
+    public func resizeVolume(_ reference: String, to newSize: UInt64) throws(ThinError) {
+        try recovered()
+        let volume = try requireVolume(reference)
+        let size = ByteSize.roundUp(newSize, to: 512)
+        guard volume.readWrite else { throw .invalid("\(volume.key) is a read-only snapshot and cannot be resized") }
+        guard size >= volume.virtualSize else {
+            throw .invalid("\(volume.key) is \(ByteSize.format(volume.virtualSize)); shrinking to "
+                           + "\(ByteSize.format(size)) is not supported (it would lose data)")
+        }
+        try Self.requireVolumeSize(size)
+        guard size > volume.virtualSize else { return }
+        guard let info = try devices.info(volume.uuid) else {
+            // Detached: the next attach makes the device at the new size.
+            try catalog.setVirtualSize(size, volume: volume.uuid)
+            FaultInjection.point("size-recorded")
+            return
+        }
+        // The catalog first: a crash before the reload leaves a device the next operation grows.
+        try devices.changing { () throws(ThinError) in
+            try catalog.setVirtualSize(size, volume: volume.uuid)
+            FaultInjection.point("size-recorded")
+            let device = names.volumeDevice(volume.uuid).name
+            do {
+                try host.deviceMapper.reload(name: device, table: [devices.table(for: volume, sizeBytes: size)],
+                                             readOnly: info.readOnly)
+                FaultInjection.point("table-loaded")
+                try host.deviceMapper.resume(name: device, udev: .standard)
+            } catch {
+                try? catalog.setVirtualSize(volume.virtualSize, volume: volume.uuid)
+                throw .backend("cannot grow the attached device of \(volume.key)", error)
+            }
+        }
+    }
+
+    /// Changes name, description and keys; the volume's key never changes.
+    public func setMetadata(_ reference: String, name: String?, description: String?,
+                            set: [(String, String)], unset: [String]) throws(ThinError) {
+        if let name { try Naming.validateLabel(name, what: "name") }
+        if let description { try Naming.validateLabel(description, what: "description") }
+        for (key, value) in set {
+            try Naming.validateLabel(key, what: "key", maximumBytes: 4096)
+            try Naming.validateLabel(value, what: "value of \(key)")
+            guard !key.isEmpty else { throw .invalid("an empty key is not allowed (expected KEY=VALUE)") }
+        }
+        let volume = try requireVolume(reference)
+        try catalog.transaction { () throws(ThinError) in
+            try catalog.setLabel(name: name, description: description, volume: volume.uuid)
+            for (key, value) in set { try catalog.setKey(key, value: value, volume: volume.uuid) }
+            for key in unset { try catalog.unsetKey(key, volume: volume.uuid) }
+            FaultInjection.point("metadata-written")  // before the commit: nothing is kept
+        }
+    }
+}

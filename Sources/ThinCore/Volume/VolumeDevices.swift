@@ -1,0 +1,129 @@
+import FoundationEssentials
+import ThinDeviceMapper
+
+/// Block devices for volumes: a dm `thin` device per attached volume and a
+/// readable link `/dev/thinsr/<sr-uuid>/<key>` to it.
+struct VolumeDevices {
+    let names: SRNames
+    let pool: Pool
+    let deviceMapper: any DeviceMapperControl
+
+    func table(for volume: VolumeRecord, sizeBytes: UInt64? = nil) -> TableLine {
+        ThinTable(poolDevice: pool.path, deviceID: volume.thinID)
+            .line(lengthSectors: (sizeBytes ?? volume.virtualSize) / 512)
+    }
+
+    /// The device's info, or nil if the volume is not attached.
+    func info(_ volume: UUID) throws(ThinError) -> DeviceInfo? {
+        let device = names.volumeDevice(volume)
+        do { return try deviceMapper.info(name: device.name) } catch { throw .backend("cannot query \(device.name)", error) }
+    }
+
+    /// The dm devices of this SR's volumes that exist now, by volume uuid.
+    func active() throws(ThinError) -> [UUID: DeviceInfo] {
+        var found: [UUID: DeviceInfo] = [:]
+        for (uuid, name) in try activeNames() {
+            do {
+                if let info = try deviceMapper.info(name: name) { found[uuid] = info }
+            } catch {
+                throw .backend("cannot query \(name)", error)
+            }
+        }
+        return found
+    }
+
+    /// The names of this SR's volume devices, from one device-mapper list.
+    func activeNames() throws(ThinError) -> [(UUID, String)] {
+        let all: [String]
+        do { all = try deviceMapper.list() } catch { throw .backend("cannot list dm devices", error) }
+        return all.compactMap { name in names.volume(ofDevice: name).map { ($0, name) } }
+    }
+
+    /// The link's path, made to point at the volume's device.
+    func link(_ volume: VolumeRecord) throws(ThinError) -> String {
+        let link = names.devicePath(key: volume.key)
+        try System.makeDirectories(names.deviceDirectory)
+        try System.symlink(target: names.volumeDevice(volume.uuid).path, at: link)
+        return link
+    }
+
+    func activate(_ volume: VolumeRecord, readOnly: Bool) throws(ThinError) -> String {
+        let device = names.volumeDevice(volume.uuid)
+        do {
+            try deviceMapper.create(name: device.name, uuid: device.dmUUID, table: [table(for: volume)],
+                                    readOnly: readOnly, udev: .standard)
+        } catch {
+            throw .backend("cannot activate volume \(volume.key)", error)
+        }
+        FaultInjection.point("device-created")
+        do {
+            return try link(volume)
+        } catch {
+            try? deviceMapper.remove(name: device.name)
+            throw error
+        }
+    }
+
+    /// Removes the volume's device and its link. A volume held open is
+    /// refused with `Volume_in_use`; a detached one is left as it is.
+    func deactivate(_ volume: UUID, key: String?) throws(ThinError) {
+        let device = names.volumeDevice(volume)
+        let label = key ?? volume.lowercased
+        if let info = try info(volume) {
+            guard info.openCount == 0 else {
+                throw ThinError(.volumeInUse, "volume \(label) is open by a process; close it first", parameters: [label])
+            }
+            do { try deviceMapper.remove(name: device.name) } catch {
+                if error.reason == .busy {
+                    throw ThinError(.volumeInUse, "volume \(label) is busy; close it first", parameters: [label])
+                }
+                throw .backend("cannot deactivate volume \(label)", error)
+            }
+            FaultInjection.point("device-removed")
+        }
+        if let key { System.removeFile(names.devicePath(key: key)) }
+    }
+
+    /// Links left from before a reboot or crash point at nothing: remove them.
+    func removeStaleLinks() {
+        for entry in System.directoryEntries(names.deviceDirectory) {
+            let path = "\(names.deviceDirectory)/\(entry)"
+            if !System.exists(path) { System.removeFile(path) }
+        }
+    }
+
+    /// Runs `body`, which suspends a device or changes a table, with the
+    /// marker set that makes the next operation reconcile the devices if this
+    /// process dies before the change is whole.
+    func changing<T>(_ body: () throws(ThinError) -> T) throws(ThinError) -> T {
+        try System.touch(names.devicesChangingMarker)
+        let result = try body()
+        System.removeFile(names.devicesChangingMarker)
+        return result
+    }
+
+    /// Finishes device changes a killed process left half done. Only thinsr
+    /// suspends our volume devices, and only while it holds the SR lock we now
+    /// hold, so a suspended one was left by a process that died: resume it. A
+    /// device shorter than its catalog size was being grown: grow it.
+    func reconcile(with volumes: [VolumeRecord]) throws(ThinError) {
+        let byUUID = Dictionary(volumes.map { ($0.uuid, $0) }, uniquingKeysWith: { first, _ in first })
+        for (uuid, info) in try active() {
+            let device = names.volumeDevice(uuid).name
+            let live: [TableLine]?
+            do { live = try deviceMapper.table(name: device) } catch { throw .backend("cannot read the table of \(device)", error) }
+            if let volume = byUUID[uuid], let line = live?.first, line.lengthSectors < volume.virtualSize / 512 {
+                do {
+                    try deviceMapper.reload(name: device, table: [table(for: volume)], readOnly: info.readOnly)
+                    try deviceMapper.resume(name: device, udev: .standard)
+                } catch {
+                    throw .backend("recovery: cannot grow the device of \(volume.key)", error)
+                }
+            } else if info.suspended {
+                do { try deviceMapper.resume(name: device, udev: .standard) } catch {
+                    throw .backend("recovery: cannot resume \(device)", error)
+                }
+            }
+        }
+    }
+}

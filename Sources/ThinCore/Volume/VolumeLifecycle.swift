@@ -1,0 +1,73 @@
+import FoundationEssentials
+import ThinDeviceMapper
+
+/// A volume's largest size: dm tables are limited to 2^63 bytes of sectors.
+public let maximumVolumeBytes: UInt64 = 1 << 62
+
+/// Creating and destroying volumes; each is one pool transaction.
+extension AttachedSR {
+    @discardableResult
+    public func createVolume(name: String, description: String, sizeBytes: UInt64,
+                             sharable: Bool) throws(ThinError) -> VolumeRecord {
+        try Naming.validateLabel(name, what: "volume name")
+        try Naming.validateLabel(description, what: "volume description")
+        guard sizeBytes > 0 else { throw .invalid("size 0 is not allowed; give a size such as 10G") }
+        try Self.requireVolumeSize(sizeBytes)
+        let usage = try recovered()
+        try SpaceReserve.requireRoomForNewDevice(usage, sr: names)
+        let thinID = try allocateThinID()
+        var volume = VolumeRecord(
+            uuid: UUID(), key: Naming.deriveKey(fromName: name, existing: try catalog.allKeys()), name: name,
+            description: description, thinID: thinID, virtualSize: ByteSize.roundUp(sizeBytes, to: 512),
+            kind: .volume, readWrite: true, sharable: sharable, createdAt: System.currentTime(), keys: [:],
+            parentUUID: nil, snapshotOf: nil, state: .creating)
+        try transact([.createThin(thinID)]) { catalog throws(ThinError) in
+            try catalog.insert(volume)
+            try catalog.setNextThinID(thinID.successor)
+        }
+        volume.state = .ready
+        return volume
+    }
+
+    public func destroyVolume(_ reference: String) throws(ThinError) {
+        try recovered()
+        let volume = try requireVolume(reference)
+        try requireDetached(volume, to: "destroy it")
+        try transact([.delete(volume.thinID)]) { catalog throws(ThinError) in
+            try catalog.setState(.destroying, volume: volume.uuid)
+        }
+    }
+
+    /// The lowest unused id at or after the catalog's next id, wrapping within the 24-bit space.
+    func allocateThinID() throws(ThinError) -> ThinDeviceID {
+        let used = try catalog.referencedThinIDs()
+        var candidate = max(try record.nextThinID, .first)
+        for _ in 0..<ThinDeviceID.maximum.value {
+            if !used.contains(candidate) { return candidate }
+            candidate = candidate.successor
+        }
+        throw ThinError(.noSpace, "all \(ThinDeviceID.maximum) thin device ids are in use")
+    }
+
+    public func requireVolume(_ reference: String) throws(ThinError) -> VolumeRecord {
+        guard let volume = try catalog.volume(matching: reference) else {
+            throw ThinError(.volumeDoesNotExist, "no volume \"\(reference)\" in SR \(names.uuidString); list them "
+                            + "with thinvdi-ls \(names.uuidString)", parameters: [reference])
+        }
+        return volume
+    }
+
+    /// Refuses an attached volume with `Volume_in_use`, saying what to detach it for.
+    func requireDetached(_ volume: VolumeRecord, to purpose: String) throws(ThinError) {
+        guard try devices.info(volume.uuid) == nil else {
+            throw ThinError(.volumeInUse, "volume \(volume.key) is attached; detach it with thinvdi-detach before "
+                            + "you \(purpose)", parameters: [volume.key])
+        }
+    }
+
+    static func requireVolumeSize(_ bytes: UInt64) throws(ThinError) {
+        guard bytes <= maximumVolumeBytes else {
+            throw .invalid("size \(ByteSize.format(bytes)) exceeds the largest volume, \(ByteSize.format(maximumVolumeBytes))")
+        }
+    }
+}

@@ -1,0 +1,39 @@
+/// What the core asks of device-mapper. `DeviceMapper` is the kernel's, through
+/// libdevmapper; tests of the core's own logic use a recording double.
+public protocol DeviceMapperControl: Sendable {
+    /// Creates a device, loads `table` and resumes it.
+    func create(name: String, uuid: String?, table: [TableLine], readOnly: Bool,
+                udev: UdevVisibility) throws(DeviceMapperError)
+    /// Loads `table` into the device's inactive slot; `resume` makes it live.
+    func reload(name: String, table: [TableLine], readOnly: Bool) throws(DeviceMapperError)
+    /// Suspends I/O; with `flush` outstanding I/O completes first.
+    func suspend(name: String, flush: Bool) throws(DeviceMapperError)
+    func resume(name: String, udev: UdevVisibility) throws(DeviceMapperError)
+    func remove(name: String) throws(DeviceMapperError)
+    /// Sends a message to a pool; returns the response, if any.
+    @discardableResult
+    func send(_ message: PoolMessage, to pool: String) throws(DeviceMapperError) -> String?
+    /// The live table, or nil if no device has that name.
+    func table(name: String) throws(DeviceMapperError) -> [TableLine]?
+    /// The status lines, or nil if no device has that name.
+    func status(name: String) throws(DeviceMapperError) -> [TableLine]?
+    /// The device's info, or nil if no device has that name.
+    func info(name: String) throws(DeviceMapperError) -> DeviceInfo?
+    /// The names of all devices.
+    func list() throws(DeviceMapperError) -> [String]
+}
+
+extension DeviceMapperControl {
+    public func create(name: String, uuid: String? = nil, table: [TableLine],
+                       readOnly: Bool = false) throws(DeviceMapperError) {
+        try create(name: name, uuid: uuid, table: table, readOnly: readOnly, udev: .standard)
+    }
+
+    public func reload(name: String, table: [TableLine]) throws(DeviceMapperError) {
+        try reload(name: name, table: table, readOnly: false)
+    }
+
+    public func suspend(name: String) throws(DeviceMapperError) { try suspend(name: name, flush: true) }
+
+    public func resume(name: String) throws(DeviceMapperError) { try resume(name: name, udev: .standard) }
+}

@@ -1,0 +1,222 @@
+import FoundationEssentials
+import Synchronization
+import Testing
+import ThinLVM
+import ThinDeviceMapper
+import ThinTools
+@testable import ThinCore
+
+/// `thinsr-check`'s branches on an attached SR (through the metadata
+/// snapshot) and a detached one (offline, with the spare), against the doubles.
+@Suite("check, attached")
+struct AttachedCheckTests {
+    func check(_ sr: TestSR, repair: Bool = false) async throws -> CheckReport {
+        try await SRLifecycle(host: sr.host).check(sr.names.uuidString, repair: repair)
+    }
+
+    @Test("a consistent SR is clean, read through a metadata snapshot that is released after")
+    func clean() async throws {
+        let sr = try TestSR()
+        try sr.addVolume("a", thinID: 1)
+        let report = try await check(sr)
+        #expect(report.outcome == .clean && report.attached && report.metadata == "clean")
+        #expect(sr.poolMessages == ["reserve_metadata_snap", "release_metadata_snap"])
+        #expect(sr.programs.calls.contains("thin_check --metadata-snap \(sr.mapperPath(.metadata))"))
+        #expect(sr.deviceMapper.pool(sr.names.poolDevice)?.metadataSnapshotHeld == false)
+    }
+
+    @Test("a metadata snapshot left held by a dead process is released and taken again")
+    func heldSnapshot() async throws {
+        let sr = try TestSR()
+        sr.deviceMapper.updatePool(sr.names.poolDevice) { $0.metadataSnapshotHeld = true }
+        #expect(try await check(sr).outcome == .clean)
+        #expect(sr.poolMessages == ["reserve_metadata_snap", "release_metadata_snap", "reserve_metadata_snap",
+                                    "release_metadata_snap"])
+    }
+
+    @Test("a failed pool is reported and nothing else is read")
+    func failedPool() async throws {
+        let sr = try TestSR()
+        sr.deviceMapper.updatePool(sr.names.poolDevice) { $0.failed = true }
+        let report = try await check(sr, repair: true)
+        #expect(report.findings.map(\.problem) == ["pool-failed"] && report.outcome == .damaged)
+        #expect(sr.programs.calls.isEmpty && sr.poolMessages.isEmpty)
+    }
+
+    @Test("the kernel's needs_check flag is reported")
+    func needsCheck() async throws {
+        let sr = try TestSR()
+        sr.deviceMapper.updatePool(sr.names.poolDevice) { $0.needsCheck = true }
+        #expect(try await check(sr).findings.map(\.problem) == ["needs-check"])
+    }
+
+    @Test("an open transaction is found; repair finishes or undoes it", arguments: [false, true])
+    func openTransaction(repair: Bool) async throws {
+        let sr = try TestSR()
+        let catalog = try sr.catalog()
+        try catalog.setPending(PendingTransaction(from: 0, messages: [.createThin(1)]))
+        catalog.close()
+        let report = try await check(sr, repair: repair)
+        #expect(report.findings.first?.problem == "open-transaction")
+        #expect(report.findings.first?.repaired == repair)
+        #expect(report.outcome == (repair ? .repaired : .damaged))
+        #expect((sr.openTransaction == nil) == repair)
+    }
+
+    @Test("metadata that fails thin_check is damage to repair offline")
+    func damagedMetadata() async throws {
+        let sr = try TestSR()
+        sr.programs.state.withLock {
+            $0.checks[sr.mapperPath(.metadata)] = ThinTools.CheckResult(clean: false, report: "bad btree\nmore")
+        }
+        let report = try await check(sr)
+        #expect(report.metadata == "damaged" && report.findings.map(\.problem) == ["metadata-damaged"])
+        #expect(report.findings[0].detail.contains("thin_check: bad btree;"))
+    }
+
+    @Test("leaked ids are found; repair deletes them in a transaction; missing ones stay damage")
+    func leakedAndMissing() async throws {
+        let sr = try TestSR()
+        try sr.addVolume("a", thinID: 1)
+        try sr.addVolume("b", thinID: 2)
+        sr.deviceMapper.updatePool(sr.names.poolDevice) { $0.thinIDs = [1, 7, 8] }
+        let found = try await check(sr)
+        #expect(found.findings.map(\.problem) == ["leaked-thin-id", "leaked-thin-id", "missing-thin-id"])
+        #expect(sr.poolThinIDs == [1, 7, 8])
+        let repaired = try await check(sr, repair: true)
+        #expect(repaired.findings.filter { $0.problem == "leaked-thin-id" }.allSatisfy { $0.repaired })
+        #expect(repaired.outcome == .damaged, "a missing id cannot be repaired")
+        #expect(sr.poolThinIDs == [1] && sr.poolTransactionID == 1)
+        #expect(sr.poolMessages.suffix(3) == ["delete 7", "delete 8", "set_transaction_id 0 1"])
+    }
+
+    @Test("a transaction id mismatch is found; repair records the pool's id in the catalog")
+    func transactionIDs() async throws {
+        let sr = try TestSR()
+        sr.deviceMapper.updatePool(sr.names.poolDevice) { $0.transactionID = 4 }
+        #expect(try await check(sr).findings.map(\.problem) == ["transaction-id-mismatch"])
+        #expect(try await check(sr, repair: true).outcome == .repaired)
+        #expect(try sr.catalog().srRecord().transactionID == 4)
+        #expect(try await check(sr).outcome == .clean)
+    }
+
+    @Test("rows that contradict themselves are found")
+    func rows() async throws {
+        let sr = try TestSR()
+        try sr.addVolume("snap", thinID: 1, kind: .snapshot, parent: UUID())
+        let catalog = try sr.catalog()
+        try catalog.database.query("UPDATE volume SET read_write = 1, snapshot_of = NULL, virtual_size = 1000")
+        catalog.close()
+        let problems = try await check(sr).findings.map(\.problem)
+        #expect(problems == ["kind-disagrees", "kind-disagrees", "lineage-broken", "size-disagrees"])
+    }
+
+    @Test("a device mapping the wrong size is found; an orphan device is removed by repair unless open",
+          arguments: [0, 1] as [Int32])
+    func devices(openCount: Int32) async throws {
+        let sr = try TestSR()
+        let volume = try sr.addVolume("a", thinID: 1)
+        sr.attachDevice(volume, sizeBytes: 1 << 20)
+        let orphan = sr.names.volumeDevice(UUID()).name
+        sr.deviceMapper.addDevice(orphan, .init(table: [ThinTable(poolDevice: "p", deviceID: 9).line(lengthSectors: 8)],
+                                                openCount: openCount))
+        sr.deviceMapper.updatePool(sr.names.poolDevice) { $0.thinIDs = [1] }
+        let report = try await check(sr, repair: true)
+        #expect(Set(report.findings.map(\.problem)) == ["device-disagrees", "orphan-device"])
+        let removed = report.findings.first { $0.problem == "orphan-device" }?.repaired
+        #expect(removed == (openCount == 0))
+        #expect((sr.deviceMapper.device(orphan) == nil) == (openCount == 0))
+    }
+}
+
+@Suite("check, detached")
+struct DetachedCheckTests {
+    func check(_ sr: TestSR, repair: Bool = false) async throws -> CheckReport {
+        try await SRLifecycle(host: sr.host).check(sr.names.uuidString, repair: repair)
+    }
+
+    func damage(_ sr: TestSR, _ device: String) {
+        sr.programs.state.withLock { $0.checks[device] = ThinTools.CheckResult(clean: false, report: "bad superblock") }
+    }
+
+    @Test("offline: the metadata LVs are activated, checked and deactivated; the catalog read read-only")
+    func clean() async throws {
+        let sr = try TestSR(attached: false)
+        try sr.addVolume("a", thinID: 1)
+        sr.programs.state.withLock { $0.listed[sr.mapperPath(.metadata)] = [1] }
+        let report = try await check(sr)
+        #expect(report.outcome == .clean && !report.attached)
+        #expect(sr.system.calls.first == "mount -r \(sr.mapperPath(.catalog)) \(sr.names.inspectMount)")
+        #expect(sr.lvm.calls.contains("lvchange -ay \(sr.names.lv(.metadata)) \(sr.names.lv(.spare)) \(sr.names.lv(.catalog))"))
+        #expect(sr.lvm.calls.last == "lvchange -an \(sr.names.lv(.metadata)) \(sr.names.lv(.spare)) \(sr.names.lv(.catalog))")
+        #expect(sr.deviceMapper.calls.isEmpty, "a detached SR's check never touches device-mapper")
+    }
+
+    @Test("offline ids are compared too; leaked ones need the SR attached to delete")
+    func ids() async throws {
+        let sr = try TestSR(attached: false)
+        try sr.addVolume("a", thinID: 1)
+        sr.programs.state.withLock { $0.listed[sr.mapperPath(.metadata)] = [1, 5] }
+        let report = try await check(sr, repair: true)
+        #expect(report.findings.map(\.problem) == ["leaked-thin-id"])
+        #expect(report.findings[0].detail.contains("attach the SR"))
+    }
+
+    @Test("damaged metadata without repair says how to repair")
+    func damagedNoRepair() async throws {
+        let sr = try TestSR(attached: false)
+        damage(sr, sr.mapperPath(.metadata))
+        let report = try await check(sr)
+        #expect(report.metadata == "damaged" && report.findings[0].detail.contains("thinsr-check --repair"))
+        #expect(!sr.programs.calls.contains { $0.hasPrefix("thin_repair") })
+    }
+
+    @Test("repair rebuilds into the zeroed spare and swaps it in by name and role tag")
+    func repaired() async throws {
+        let sr = try TestSR(attached: false)
+        try sr.addVolume("a", thinID: 1)
+        damage(sr, sr.mapperPath(.metadata))
+        sr.programs.state.withLock { $0.listed[sr.mapperPath(.spare)] = [1] }
+        let report = try await check(sr, repair: true)
+        #expect(report.metadata == "repaired" && report.findings[0].repaired)
+        #expect(sr.system.calls.contains("zero \(sr.mapperPath(.spare))"))
+        #expect(sr.programs.calls.contains("thin_repair -i \(sr.mapperPath(.metadata)) -o \(sr.mapperPath(.spare))"))
+        let (meta, spare, swap) = (sr.names.lv(.metadata), sr.names.lv(.spare), sr.names.swapLV)
+        let renames = sr.lvm.calls.filter { $0.hasPrefix("lvrename") }
+        #expect(renames == ["lvrename vg0 \(meta) \(swap)", "lvrename vg0 \(spare) \(meta)", "lvrename vg0 \(swap) \(spare)"])
+    }
+
+    @Test("a repair that fails leaves the metadata as it was")
+    func repairFails() async throws {
+        let sr = try TestSR(attached: false)
+        damage(sr, sr.mapperPath(.metadata))
+        sr.programs.state.withLock { $0.repairFails = true }
+        let report = try await check(sr, repair: true)
+        #expect(!report.findings[0].repaired && report.findings[0].detail.contains("thin_repair failed"))
+        #expect(!sr.lvm.calls.contains { $0.hasPrefix("lvrename") })
+    }
+
+    @Test("a repaired copy that still fails, or lacks referenced ids, is not used", arguments: [false, true])
+    func copyRefused(stillDamaged: Bool) async throws {
+        let sr = try TestSR(attached: false)
+        try sr.addVolume("a", thinID: 1)
+        damage(sr, sr.mapperPath(.metadata))
+        if stillDamaged { damage(sr, sr.mapperPath(.spare)) }
+        sr.programs.state.withLock { $0.listed[sr.mapperPath(.spare)] = stillDamaged ? [1] : [] }
+        let report = try await check(sr, repair: true)
+        #expect(!report.findings[0].repaired)
+        #expect(report.findings[0].detail.contains(stillDamaged ? "still fails thin_check" : "lacks thin ids"))
+        #expect(!sr.lvm.calls.contains { $0.hasPrefix("lvrename") })
+    }
+
+    @Test("an SR another host owns is refused before anything is read")
+    func foreign() async throws {
+        let sr = try TestSR(attached: false)
+        sr.lvm.state.withLock { state in
+            state.systemID = "here"
+            for index in state.logicalVolumes.indices { state.logicalVolumes[index].systemID = "there" }
+        }
+        await #expect { try await check(sr) } throws: { ($0 as? ThinError)?.code == .activatedOnAnotherHost }
+        #expect(sr.programs.calls.isEmpty && sr.system.calls.isEmpty)
+    }
+}

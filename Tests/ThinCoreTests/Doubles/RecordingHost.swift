@@ -1,0 +1,180 @@
+import FoundationEssentials
+import Synchronization
+import ThinDeviceMapper
+import ThinLVM
+import ThinTools
+@testable import ThinCore
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// An LVM double: the reports a test sets up, every command recorded.
+final class RecordingLVM: LogicalVolumeManager {
+    struct State {
+        var logicalVolumes: [LogicalVolumeReport] = []
+        var volumeGroups: [VolumeGroupReport] = []
+        var physicalVolumes: [PhysicalVolumeReport] = []
+        var systemID = ""
+        var calls: [String] = []
+        var failing: Set<String> = []
+    }
+
+    let state = Mutex(State())
+    var calls: [String] { state.withLock { $0.calls } }
+
+    private func record(_ call: String) throws(LVMFailure) {
+        try state.withLock { (state: inout State) throws(LVMFailure) in
+            state.calls.append(call)
+            if state.failing.contains(call) { throw .command(LVMError(command: call, messages: ["refused by the test"])) }
+        }
+    }
+
+    func removePhysicalVolumes(_ devices: [String]) throws(LVMFailure) { try record("pvremove \(devices)") }
+    func createVolumeGroup(_ name: String, devices: [String], tags: [String]) throws(LVMFailure) {
+        try record("vgcreate \(name)")
+    }
+    func removeVolumeGroup(_ name: String) throws(LVMFailure) { try record("vgremove \(name)") }
+    func extendVolumeGroup(_ name: String, devices: [String]) throws(LVMFailure) { try record("vgextend \(name)") }
+    func createLinearVolume(group: String, name: String, sizeBytes: UInt64, tags: [String]) throws(LVMFailure) {
+        try record("lvcreate \(group)/\(name)")
+    }
+    func extendLogicalVolume(group: String, name: String, sizeBytes: UInt64) throws(LVMFailure) {
+        try record("lvextend \(group)/\(name)")
+    }
+    func retag(group: String, name: String, remove: [String], add: [String]) throws(LVMFailure) {
+        try record("lvchange \(group)/\(name) -\(remove.joined(separator: ",")) +\(add.joined(separator: ","))")
+    }
+    func renameLogicalVolume(group: String, from old: String, to new: String) throws(LVMFailure) {
+        try record("lvrename \(group) \(old) \(new)")
+    }
+    func removeLogicalVolumes(group: String, names: [String]) throws(LVMFailure) { try record("lvremove \(names)") }
+    func setActive(_ active: Bool, group: String, names: [String]) throws(LVMFailure) {
+        guard !names.isEmpty else { return }
+        try record("lvchange -a\(active ? "y" : "n") \(names.joined(separator: " "))")
+    }
+    func volumeGroups() throws(LVMFailure) -> [VolumeGroupReport] {
+        try record("vgs")
+        return state.withLock { $0.volumeGroups }
+    }
+    func logicalVolumes() throws(LVMFailure) -> [LogicalVolumeReport] {
+        try record("lvs")
+        return state.withLock { $0.logicalVolumes }
+    }
+    func physicalVolumes() throws(LVMFailure) -> [PhysicalVolumeReport] {
+        try record("pvs")
+        return state.withLock { $0.physicalVolumes }
+    }
+    func localSystemID() throws(LVMFailure) -> String {
+        try record("systemid")
+        return state.withLock { $0.systemID }
+    }
+    func takeOver(group: String, from owner: String, to local: String) throws(LVMFailure) {
+        try record("vgchange --systemid \(local) \(group)")
+    }
+}
+
+/// A helper-program double: `thin_ls` lists the pool's ids as the device-mapper
+/// double holds them (or what a test sets), `thin_check` says what a test sets.
+final class RecordingPrograms: HelperPrograms {
+    struct State {
+        var calls: [String] = []
+        /// Per device path: thin_check's verdict (default clean).
+        var checks: [String: ThinTools.CheckResult] = [:]
+        /// Per device path: the ids thin_ls lists (default: the live pool's).
+        var listed: [String: [UInt32]] = [:]
+        var repairFails = false
+    }
+
+    let state = Mutex(State())
+    let deviceMapper: RecordingDeviceMapper
+    let poolName: String
+
+    init(deviceMapper: RecordingDeviceMapper, poolName: String) {
+        self.deviceMapper = deviceMapper
+        self.poolName = poolName
+    }
+
+    var calls: [String] { state.withLock { $0.calls } }
+
+    func checkMetadata(device: String, metadataSnapshot: Bool,
+                       clearNeedsCheckFlag: Bool) async throws(ExternalCommandError) -> ThinTools.CheckResult {
+        state.withLock { state in
+            state.calls.append("thin_check \(metadataSnapshot ? "--metadata-snap " : "")\(device)")
+            return state.checks[device] ?? ThinTools.CheckResult(clean: true, report: "")
+        }
+    }
+
+    func repairMetadata(input: String, output: String) async throws(ExternalCommandError) {
+        let fails = state.withLock { state in
+            state.calls.append("thin_repair -i \(input) -o \(output)")
+            return state.repairFails
+        }
+        if fails {
+            throw ExternalCommandError(program: "thin_repair", arguments: [], exitStatus: 1, standardError: "no roots")
+        }
+    }
+
+    func metadataSize(blockBytes: UInt64, poolBytes: UInt64,
+                      maximumThins: UInt64) async throws(ExternalCommandError) -> UInt64 {
+        state.withLock { $0.calls.append("thin_metadata_size") }
+        return 16 << 20
+    }
+
+    func listDevices(metadataDevice: String,
+                     metadataSnapshot: Bool) async throws(ExternalCommandError) -> [ThinTools.DeviceUsage] {
+        let listed = state.withLock { state in
+            state.calls.append("thin_ls \(metadataSnapshot ? "-m " : "")\(metadataDevice)")
+            return state.listed[metadataDevice]
+        }
+        let ids = listed ?? (deviceMapper.pool(poolName)?.thinIDs.map(\.value) ?? [])
+        return ids.sorted().map { ThinTools.DeviceUsage(deviceID: $0, mappedBytes: 65536, exclusiveBytes: 65536,
+                                                        sharedBytes: 0) }
+    }
+
+    func makeCatalogFilesystem(device: String) async throws(ExternalCommandError) {
+        state.withLock { $0.calls.append("mkfs.ext4 \(device)") }
+    }
+
+    func signature(of device: String) async throws(ExternalCommandError) -> String? {
+        state.withLock { $0.calls.append("blkid \(device)") }
+        return nil
+    }
+}
+
+/// Mounts as a test sets them up: a mount point is mounted when listed; a
+/// mount links the mount point to the directory a test prepared for the device.
+final class RecordingSystem: HostSystem {
+    struct State {
+        var mounted: Set<String> = []
+        /// Device path to the directory that "is" its filesystem.
+        var filesystems: [String: String] = [:]
+        var calls: [String] = []
+    }
+
+    let state = Mutex(State())
+    var calls: [String] { state.withLock { $0.calls } }
+
+    func isMounted(_ mountPoint: String) -> Bool { state.withLock { $0.mounted.contains(mountPoint) } }
+
+    func mount(device: String, at mountPoint: String, type: String, readOnly: Bool) throws(ThinError) {
+        let directory = state.withLock { state in
+            state.calls.append("mount \(readOnly ? "-r " : "")\(device) \(mountPoint)")
+            state.mounted.insert(mountPoint)
+            return state.filesystems[device]
+        }
+        guard let directory else { throw ThinError(.backendFailure, "no filesystem on \(device)") }
+        let parent = String(mountPoint[..<(mountPoint.lastIndex(of: "/") ?? mountPoint.endIndex)])
+        try System.makeDirectories(parent)
+        try System.symlink(target: directory, at: mountPoint)
+    }
+
+    func unmount(_ mountPoint: String) throws(ThinError) {
+        state.withLock { state in
+            state.calls.append("umount \(mountPoint)")
+            state.mounted.remove(mountPoint)
+        }
+        unlink(mountPoint)
+    }
+
+    func zeroStart(of device: String) throws(ThinError) { state.withLock { $0.calls.append("zero \(device)") } }
+}

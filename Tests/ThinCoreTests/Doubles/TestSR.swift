@@ -1,0 +1,103 @@
+import FoundationEssentials
+import Synchronization
+import ThinDeviceMapper
+import ThinLVM
+@testable import ThinCore
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// An SR for host tests of the core's logic: its catalog is a real SQLite file
+/// in a temporary run directory; device-mapper, LVM, the helper programs and
+/// mounts are recording doubles. `attached` decides whether its catalog counts
+/// as mounted.
+struct TestSR {
+    /// One temporary run and device root for the whole test process (the core
+    /// reads them from THINSR_RUN_DIR and THINSR_DEV_DIR).
+    static let root: String = {
+        var template = Array("/tmp/thinsr-core-XXXXXX".utf8CString)
+        let directory = String(cString: mkdtemp(&template))
+        setenv("THINSR_RUN_DIR", "\(directory)/run", 1)
+        setenv("THINSR_DEV_DIR", "\(directory)/dev", 1)
+        return directory
+    }()
+
+    let names = SRNames(uuid: UUID())
+    let deviceMapper = RecordingDeviceMapper()
+    let lvm = RecordingLVM()
+    let system = RecordingSystem()
+    let programs: RecordingPrograms
+    let host: Host
+    static let group = "vg0"
+
+    init(attached: Bool = true, pool: RecordingDeviceMapper.PoolState = .init()) throws {
+        _ = Self.root
+        programs = RecordingPrograms(deviceMapper: deviceMapper, poolName: names.poolDevice)
+        host = Host(deviceMapper: deviceMapper, lvm: lvm, programs: programs, system: system)
+        try System.makeDirectories(names.catalogMount)
+        let catalog = try Catalog.create(path: names.catalogDatabase, record: SRRecord(
+            uuid: names.uuid, name: "test-\(names.hex.prefix(8))", description: "", mode: .beNice,
+            volumeGroup: Self.group, blockSizeBytes: 65536, transactionID: pool.transactionID, nextThinID: .first,
+            createdAt: 1_700_000_000))
+        catalog.close()
+        try SRLifecycle.createLockFiles(names)
+        let reports = LVRole.allCases.map { role in
+            LogicalVolumeReport(volumeGroup: Self.group, name: names.lv(role), sizeBytes: 64 << 20,
+                                tags: [names.srTag, role.tag], active: attached && role != .spare,
+                                mapperPath: mapperPath(role))
+        }
+        lvm.state.withLock { $0.logicalVolumes = reports }
+        if attached {
+            deviceMapper.addPool(names.poolDevice, pool)
+            system.state.withLock { _ = $0.mounted.insert(names.catalogMount) }
+        } else {
+            // A detached SR's catalog "filesystem" is the directory it was written in.
+            system.state.withLock { $0.filesystems[mapperPath(.catalog)] = names.catalogMount }
+        }
+    }
+
+    func mapperPath(_ role: LVRole) -> String { Paths.mapperPath(group: Self.group, volume: names.lv(role)) }
+
+    /// Opens the SR as a tool would, by uuid.
+    func open(_ access: SRAccess = .write) throws -> AttachedSR {
+        try AttachedSR.open(names.uuidString, for: access, host: host)
+    }
+
+    /// A read-write connection to the catalog, for setting up and inspecting rows.
+    func catalog() throws -> Catalog { try Catalog(path: names.catalogDatabase) }
+
+    /// Inserts a ready volume whose thin id the pool holds too.
+    @discardableResult
+    func addVolume(_ key: String, thinID: ThinDeviceID, kind: VolumeKind = .volume, parent: UUID? = nil,
+                   size: UInt64 = 1 << 30) throws -> VolumeRecord {
+        let volume = VolumeRecord(uuid: UUID(), key: key, name: key, description: "", thinID: thinID, virtualSize: size,
+                                  kind: kind, readWrite: kind != .snapshot, sharable: false, createdAt: 1, keys: [:],
+                                  parentUUID: parent, snapshotOf: kind == .snapshot ? parent : nil, state: .ready)
+        let catalog = try catalog()
+        defer { catalog.close() }
+        try catalog.insert(volume)
+        try catalog.setNextThinID(thinID.successor)
+        deviceMapper.updatePool(names.poolDevice) { $0.thinIDs.insert(thinID) }
+        return volume
+    }
+
+    /// Attaches a volume's device as the kernel would have it.
+    func attachDevice(_ volume: VolumeRecord, sizeBytes: UInt64? = nil, suspended: Bool = false, openCount: Int32 = 0) {
+        let table = ThinTable(poolDevice: "/dev/mapper/\(names.poolDevice)", deviceID: volume.thinID)
+            .line(lengthSectors: (sizeBytes ?? volume.virtualSize) / 512)
+        deviceMapper.addDevice(names.volumeDevice(volume.uuid).name,
+                               .init(table: [table], suspended: suspended, openCount: openCount))
+    }
+
+    /// The catalog's open transaction (a catalog that cannot be read stops the tests).
+    var openTransaction: PendingTransaction? {
+        let catalog = try! catalog()
+        defer { catalog.close() }
+        return try! catalog.pending()
+    }
+
+    var poolTransactionID: UInt64? { deviceMapper.pool(names.poolDevice)?.transactionID }
+    var poolThinIDs: Set<ThinDeviceID> { deviceMapper.pool(names.poolDevice)?.thinIDs ?? [] }
+    var poolMessages: [String] { deviceMapper.messages }
+    func message(_ text: String) -> String { "message \(names.poolDevice) \(text)" }
+}

@@ -1,0 +1,294 @@
+import FoundationEssentials
+import Synchronization
+import Testing
+import ThinLVM
+import ThinDeviceMapper
+@testable import ThinCore
+
+/// The transaction protocol's branches, against the recording double: what
+/// reaches the pool, in what order, and what the catalog holds after.
+@Suite("pool transactions")
+struct TransactionTests {
+    @Test("a transaction records, sends its messages, sets the transaction id and settles, in that order")
+    func success() throws {
+        let sr = try TestSR()
+        let open = try sr.open()
+        let volume = try open.createVolume(name: "a", description: "", sizeBytes: 1 << 20, sharable: false)
+        #expect(sr.poolMessages == ["create_thin 1", "set_transaction_id 0 1"])
+        #expect(sr.poolThinIDs == [1] && sr.poolTransactionID == 1)
+        let catalog = try sr.catalog()
+        #expect(try catalog.pending() == nil)
+        #expect(try catalog.srRecord().transactionID == 1 && catalog.srRecord().nextThinID == 2)
+        #expect(try catalog.volume(matching: volume.key)?.state == .ready)
+        #expect(volume.thinID == 1 && volume.state == .ready)
+    }
+
+    @Test("a refused create is undone: nothing was created, the rows roll back, the id stays")
+    func refusedCreate() throws {
+        let sr = try TestSR()
+        sr.deviceMapper.fail(sr.message("create_thin 1"), .noSpace)
+        #expect { try sr.open().createVolume(name: "a", description: "", sizeBytes: 1 << 20, sharable: false) }
+            throws: { ($0 as? ThinError)?.message.contains("pool message \"create_thin 1\" failed") == true }
+        #expect(sr.poolMessages == ["create_thin 1"])
+        #expect(sr.poolThinIDs.isEmpty && sr.poolTransactionID == 0)
+        let catalog = try sr.catalog()
+        #expect(try catalog.pending() == nil && catalog.volumes(includingUnfinished: true).isEmpty)
+    }
+
+    @Test("a failure part way deletes what the transaction created, newest first")
+    func undoNewestFirst() throws {
+        let sr = try TestSR()
+        let open = try sr.open()
+        sr.deviceMapper.fail(sr.message("create_thin 7"))
+        #expect(throws: ThinError.self) {
+            try open.transact([.createThin(5), .createThin(6), .createThin(7)]) { _ throws(ThinError) in }
+        }
+        #expect(sr.poolMessages == ["create_thin 5", "create_thin 6", "create_thin 7", "delete 6", "delete 5"])
+        #expect(sr.poolThinIDs.isEmpty && sr.openTransaction == nil)
+    }
+
+    @Test("once a delete is sent the change is kept for recovery, which completes it")
+    func completeAfterDelete() throws {
+        let sr = try TestSR()
+        try sr.addVolume("a", thinID: 1)
+        try sr.addVolume("b", thinID: 2)
+        let open = try sr.open()
+        sr.deviceMapper.fail(sr.message("delete 2"))
+        #expect { try open.transact([.delete(1), .delete(2)]) { _ throws(ThinError) in } }
+            throws: { ($0 as? ThinError)?.message.contains("completed by the next thinsr operation") == true }
+        #expect(sr.openTransaction?.mustComplete == true)
+        open.close()
+        sr.deviceMapper.clearCalls()
+        try sr.open().recovered()
+        // delete 1 took effect before: its ENODATA means done.
+        #expect(sr.poolMessages == ["delete 1", "delete 2", "set_transaction_id 0 1"])
+        #expect(sr.poolThinIDs.isEmpty && sr.poolTransactionID == 1 && sr.openTransaction == nil)
+    }
+
+    @Test("a failed set_transaction_id leaves the transaction open; recovery undoes a create")
+    func interruptedCreate() throws {
+        let sr = try TestSR()
+        sr.deviceMapper.fail(sr.message("set_transaction_id 0 1"))
+        #expect { try sr.open().createVolume(name: "a", description: "", sizeBytes: 1 << 20, sharable: false) }
+            throws: { ($0 as? ThinError)?.message.contains("cannot set the pool's transaction id") == true }
+        #expect(sr.poolThinIDs == [1] && sr.openTransaction != nil)
+        sr.deviceMapper.clearCalls()
+        try sr.open().recovered()
+        #expect(sr.poolMessages == ["delete 1"])
+        let catalog = try sr.catalog()
+        #expect(sr.poolThinIDs.isEmpty && sr.poolTransactionID == 0)
+        #expect(try catalog.pending() == nil && catalog.volumes(includingUnfinished: true).isEmpty)
+    }
+
+    @Test("rows that fail to record send nothing")
+    func prepareFails() throws {
+        let sr = try TestSR()
+        #expect(throws: ThinError.self) {
+            try sr.open().transact([.createThin(1)]) { _ throws(ThinError) in throw ThinError(.backendFailure, "boom") }
+        }
+        #expect(sr.poolMessages.isEmpty && sr.openTransaction == nil)
+    }
+
+    @Test("destroying a node moves its children up to its parent")
+    func lineageStaysWhole() throws {
+        let sr = try TestSR()
+        let a = try sr.addVolume("a", thinID: 1)
+        let b = try sr.addVolume("b", thinID: 2, kind: .snapshot, parent: a.uuid)
+        let c = try sr.addVolume("c", thinID: 3, kind: .clone, parent: b.uuid)
+        try sr.open().destroyVolume("b")
+        #expect(sr.poolMessages == ["delete 2", "set_transaction_id 0 1"])
+        #expect(try sr.catalog().volume(matching: "c")?.parentUUID == a.uuid)
+        #expect(try sr.catalog().volume(matching: "b") == nil && c.parentUUID == b.uuid)
+    }
+
+    @Test("a revert snapshots the snapshot, deletes the old id and switches the volume on settling")
+    func revert() throws {
+        let sr = try TestSR()
+        let volume = try sr.addVolume("v", thinID: 1)
+        try sr.addVolume("s", thinID: 2, kind: .snapshot, parent: volume.uuid, size: 1 << 20)
+        try sr.open().revertVolume("v", to: "s")
+        #expect(sr.poolMessages == ["create_snap 3 2", "delete 1", "set_transaction_id 0 1"])
+        let reverted = try #require(try sr.catalog().volume(matching: "v"))
+        #expect(reverted.thinID == 3 && reverted.virtualSize == 1 << 20 && reverted.uuid == volume.uuid)
+    }
+}
+
+@Suite("recovery")
+struct RecoveryTests {
+    /// Leaves `messages` recorded as the open transaction from the pool's current id.
+    func leaveOpen(_ sr: TestSR, _ messages: [PoolMessage], rows: (Catalog) throws -> Void = { _ in }) throws {
+        let catalog = try sr.catalog()
+        defer { catalog.close() }
+        try rows(catalog)
+        try catalog.setPending(PendingTransaction(from: sr.poolTransactionID ?? 0, messages: messages))
+    }
+
+    func row(_ key: String, _ id: ThinDeviceID, _ state: VolumeState) -> VolumeRecord {
+        VolumeRecord(uuid: UUID(), key: key, name: key, description: "", thinID: id, virtualSize: 1 << 20,
+                     kind: .volume, readWrite: true, sharable: false, createdAt: 1, keys: [:], parentUUID: nil,
+                     snapshotOf: nil, state: state)
+    }
+
+    @Test("nothing open and the ids agree: nothing is sent")
+    func clean() throws {
+        let sr = try TestSR()
+        let usage = try sr.open().recovered()
+        #expect(usage.transactionID == 0 && sr.poolMessages.isEmpty)
+    }
+
+    @Test("nothing open but the ids differ: the SR needs checking")
+    func idsDiffer() throws {
+        let sr = try TestSR()
+        sr.deviceMapper.updatePool(sr.names.poolDevice) { $0.transactionID = 5 }
+        #expect { try sr.open().recovered() } throws: { ($0 as? ThinError)?.code == .catalogInconsistent }
+        #expect(sr.poolMessages.isEmpty)
+    }
+
+    @Test("the pool reached the new id: the rows settle, nothing is sent")
+    func settleOnly() throws {
+        let sr = try TestSR()
+        try leaveOpen(sr, [.createThin(1)]) { try $0.insert(row("a", 1, .creating)) }
+        sr.deviceMapper.updatePool(sr.names.poolDevice) { $0.transactionID = 1; $0.thinIDs = [1] }
+        #expect(try sr.open().recovered().transactionID == 1)
+        #expect(sr.poolMessages.isEmpty)
+        #expect(try sr.catalog().volume(matching: "a")?.state == .ready)
+        #expect(try sr.catalog().srRecord().transactionID == 1)
+    }
+
+    @Test("a delete at the old id must complete: messages resent (done ones ignored), id set, rows settled",
+          arguments: [false, true])
+    func completes(createSent: Bool) throws {
+        let sr = try TestSR()
+        let volume = try sr.addVolume("v", thinID: 1)
+        try sr.addVolume("s", thinID: 2, kind: .snapshot, parent: volume.uuid)
+        if createSent { sr.deviceMapper.updatePool(sr.names.poolDevice) { $0.thinIDs.insert(3) } }
+        try leaveOpen(sr, [.createSnapshot(3, origin: 2), .delete(1)]) {
+            try $0.setPendingSwitch(volume: volume.uuid, thinID: 3, virtualSize: 1 << 30)
+        }
+        try sr.open().recovered()
+        #expect(sr.poolMessages == ["create_snap 3 2", "delete 1", "set_transaction_id 0 1"])
+        #expect(sr.poolThinIDs == [2, 3])
+        #expect(try sr.catalog().volume(matching: "v")?.thinID == 3)
+    }
+
+    @Test("a resend refused for another reason than done stops recovery")
+    func resendRefused() throws {
+        let sr = try TestSR()
+        try sr.addVolume("v", thinID: 1)
+        try leaveOpen(sr, [.createSnapshot(3, origin: 9), .delete(1)])
+        #expect { try sr.open().recovered() } throws: { ($0 as? ThinError)?.message.hasPrefix("recovery:") == true }
+        #expect(sr.openTransaction != nil)
+    }
+
+    @Test("creates at the old id are undone, whether or not they were sent", arguments: [false, true])
+    func undoes(sent: Bool) throws {
+        let sr = try TestSR()
+        if sent { sr.deviceMapper.updatePool(sr.names.poolDevice) { $0.thinIDs = [1] } }
+        try leaveOpen(sr, [.createThin(1)]) { try $0.insert(row("a", 1, .creating)) }
+        try sr.open().recovered()
+        #expect(sr.poolMessages == ["delete 1"] && sr.poolThinIDs.isEmpty)
+        let catalog = try sr.catalog()
+        #expect(try catalog.pending() == nil && catalog.volumes(includingUnfinished: true).isEmpty)
+    }
+
+    @Test("an undo that cannot delete stops recovery")
+    func undoRefused() throws {
+        let sr = try TestSR()
+        sr.deviceMapper.updatePool(sr.names.poolDevice) { $0.thinIDs = [1] }
+        try leaveOpen(sr, [.createThin(1)]) { try $0.insert(row("a", 1, .creating)) }
+        sr.deviceMapper.fail(sr.message("delete 1"), .busy)
+        #expect(throws: ThinError.self) { try sr.open().recovered() }
+        #expect(sr.openTransaction != nil)
+    }
+
+    @Test("a destroy at the old id is undone by putting the row back")
+    func undoDestroyRow() throws {
+        let sr = try TestSR()
+        try sr.addVolume("a", thinID: 1)
+        try leaveOpen(sr, [.createThin(2)]) { try $0.setState(.destroying, volume: try #require(try $0.volume(matching: "a")).uuid) }
+        try sr.open().recovered()
+        #expect(try sr.catalog().volume(matching: "a")?.state == .ready)
+    }
+
+    @Test("a pool id on neither side of the open transaction: the SR needs checking")
+    func neither() throws {
+        let sr = try TestSR()
+        try leaveOpen(sr, [.createThin(1)])
+        sr.deviceMapper.updatePool(sr.names.poolDevice) { $0.transactionID = 7 }
+        #expect { try sr.open().recovered() } throws: { ($0 as? ThinError)?.code == .catalogInconsistent }
+    }
+
+    @Test("recovery runs once per open SR: two operations read the pool's status once")
+    func once() throws {
+        let sr = try TestSR()
+        let open = try sr.open()
+        try open.createVolume(name: "a", description: "", sizeBytes: 1 << 20, sharable: false)
+        try open.createVolume(name: "b", description: "", sizeBytes: 1 << 20, sharable: false)
+        #expect(sr.deviceMapper.calls.filter { $0.hasPrefix("status ") }.count == 1)
+        #expect(sr.poolMessages == ["create_thin 1", "set_transaction_id 0 1", "create_thin 2", "set_transaction_id 1 2"])
+    }
+
+    @Test("opening by uuid reads no device and runs no LVM command; a write op adds only what it needs")
+    func onePass() throws {
+        let sr = try TestSR()
+        let open = try sr.open()
+        #expect(sr.deviceMapper.calls.isEmpty && sr.lvm.calls.isEmpty)
+        try open.createVolume(name: "a", description: "", sizeBytes: 1 << 20, sharable: false)
+        #expect(sr.deviceMapper.calls == ["status \(sr.names.poolDevice)", sr.message("create_thin 1"),
+                                          sr.message("set_transaction_id 0 1")])
+        #expect(sr.lvm.calls.isEmpty)
+    }
+}
+
+@Suite("device recovery")
+struct DeviceRecoveryTests {
+    @Test("with the marker a killed change leaves, a suspended device is resumed and a short one grown")
+    func reconciles() throws {
+        let sr = try TestSR()
+        let short = try sr.addVolume("short", thinID: 1, size: 2 << 20)
+        let held = try sr.addVolume("held", thinID: 2)
+        sr.attachDevice(short, sizeBytes: 1 << 20)
+        sr.attachDevice(held, suspended: true)
+        try System.touch(sr.names.devicesChangingMarker)
+        try sr.open().recovered()
+        #expect(sr.deviceMapper.device(sr.names.volumeDevice(held.uuid).name)?.suspended == false)
+        #expect(sr.deviceMapper.device(sr.names.volumeDevice(short.uuid).name)?.table.first?.lengthSectors == 4096)
+        #expect(!System.exists(sr.names.devicesChangingMarker))
+    }
+
+    @Test("without the marker no device is listed or touched")
+    func noMarker() throws {
+        let sr = try TestSR()
+        let held = try sr.addVolume("held", thinID: 1)
+        sr.attachDevice(held, suspended: true)
+        try sr.open().recovered()
+        #expect(!sr.deviceMapper.calls.contains("list"))
+        #expect(sr.deviceMapper.device(sr.names.volumeDevice(held.uuid).name)?.suspended == true)
+    }
+
+    @Test("a snapshot of an attached origin suspends it around the transaction and clears the marker")
+    func snapshotSuspends() throws {
+        let sr = try TestSR()
+        let origin = try sr.addVolume("origin", thinID: 1)
+        sr.attachDevice(origin)
+        let device = sr.names.volumeDevice(origin.uuid).name
+        try sr.open().copyVolume("origin", kind: .snapshot, name: nil)
+        let calls = sr.deviceMapper.calls
+        let suspend = try #require(calls.firstIndex(of: "suspend \(device)"))
+        let resume = try #require(calls.firstIndex(of: "resume \(device)"))
+        let snap = try #require(calls.firstIndex(of: sr.message("create_snap 2 1")))
+        #expect(suspend < snap && snap < resume)
+        #expect(!System.exists(sr.names.devicesChangingMarker))
+    }
+
+    @Test("growing an attached volume reloads its device at the new size")
+    func resizeAttached() throws {
+        let sr = try TestSR()
+        let volume = try sr.addVolume("v", thinID: 1, size: 1 << 20)
+        sr.attachDevice(volume)
+        try sr.open().resizeVolume("v", to: 2 << 20)
+        #expect(sr.deviceMapper.device(sr.names.volumeDevice(volume.uuid).name)?.table.first?.lengthSectors == 4096)
+        #expect(try sr.catalog().volume(matching: "v")?.virtualSize == 2 << 20)
+        #expect(!System.exists(sr.names.devicesChangingMarker))
+    }
+}
