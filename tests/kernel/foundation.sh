@@ -224,6 +224,43 @@ thinvdi-detach two "$K"
 /usr/lib/systemd/systemd-udevd --daemon >/dev/null 2>&1 || /lib/systemd/systemd-udevd --daemon >/dev/null 2>&1
 udevadm settle 2>/dev/null
 
+# ---------------------------------------------------------------- one pass per operation
+test_begin "one pass per operation: ioctls and programs per tool call (strace)"
+# syscall_counts TOOL ARGS...: "IOCTLS EXECS" of one run, children included;
+# the tool's own exec is one. The output goes to /tmp/counted.out.
+syscall_counts() {
+    strace -f -qq -c -o /tmp/strace.counts -e trace=ioctl,execve "$@" >/tmp/counted.out 2>/dev/null || { echo "failed"; return; }
+    echo "$(awk '$NF == "ioctl" {print $4}' /tmp/strace.counts) $(awk '$NF == "execve" {print $4}' /tmp/strace.counts)"
+}
+# At most this many, the figures of the one-pass core (ioctls execs): a
+# regression shows here. The extra attached volumes must not add a call.
+declare -A CEILING=([create]="6 1" [snapshot]="7 1" [attach]="8 1" [destroy]="7 1")
+counted_ops() { # counted_ops LABEL: create, snapshot, attach, detach and destroy one volume, counting each
+    local key snap
+    COUNTS[create]=$(syscall_counts thinvdi-create two --name "counted $1" --size 8M); key=$(cat /tmp/counted.out)
+    COUNTS[snapshot]=$(syscall_counts thinvdi-snapshot two "$key" --name "counted snap $1"); snap=$(cat /tmp/counted.out)
+    COUNTS[attach]=$(syscall_counts thinvdi-attach two "$key")
+    thinvdi-detach two "$key"
+    COUNTS[destroy]=$(syscall_counts thinvdi-destroy two "$key")
+    thinvdi-destroy two "$snap"
+}
+declare -A COUNTS
+counted_ops alone
+declare -A ALONE; for op in "${!COUNTS[@]}"; do ALONE[$op]=${COUNTS[$op]}; done
+for n in 1 2 3 4 5; do k=$(thinvdi-create two --name "busy $n" --size 8M); thinvdi-attach two "$k" >/dev/null; done
+counted_ops busy
+for op in create snapshot attach destroy; do
+    read -r ioctls execs <<<"${COUNTS[$op]}"
+    read -r most_ioctls most_execs <<<"${CEILING[$op]}"
+    echo "     thinvdi-$op: $ioctls ioctls, $execs execs (alone: ${ALONE[$op]}; ceiling ${CEILING[$op]})"
+    check "thinvdi-$op: at most $most_ioctls ioctls (got $ioctls)" test "$ioctls" -le "$most_ioctls"
+    check_eq "thinvdi-$op runs no other program" "$most_execs" "$execs"
+    check_eq "thinvdi-$op makes the same calls with five other volumes attached" "${ALONE[$op]}" "${COUNTS[$op]}"
+done
+for key in $(thinvdi-ls --json two | jq -r '.[] | select(.name | startswith("busy ")) | .key'); do
+    thinvdi-detach two "$key"; thinvdi-destroy two "$key"
+done
+
 # ---------------------------------------------------------------- metadata checks at the end
 test_begin "pool metadata passes thin_check and matches the catalog"
 for sr in "$SR1" "$SR2"; do final_metadata_check "$sr"; done
