@@ -68,6 +68,7 @@ public struct SRCreate: LifecycleTool {
             placement: vg.map { .volumeGroup($0) } ?? .devices(devices), poolBytes: poolSize?.bytes,
             blockBytes: blockSize?.bytes, metadataBytes: metadataSize?.bytes, onFull: onFull)
         let sr = try await lifecycle.create(request)
+        defer { sr.close() }
         try printSR(sr, json: output.json)
     }
 }
@@ -102,7 +103,9 @@ public struct SRAttach: LifecycleTool {
     public init() {}
 
     public func execute(_ lifecycle: SRLifecycle) async throws(ThinError) {
-        try printSR(try await lifecycle.attach(target.sr, takeOver: takeOver), json: output.json)
+        let sr = try await lifecycle.attach(target.sr, takeOver: takeOver)
+        defer { sr.close() }
+        try printSR(sr, json: output.json)
     }
 }
 

@@ -63,6 +63,32 @@ struct AttachedCheckTests {
         #expect((sr.openTransaction == nil) == repair)
     }
 
+    @Test("an open transaction that must complete is completed by repair")
+    func mustComplete() async throws {
+        let sr = try TestSR()
+        let volume = try sr.addVolume("v", thinID: 1)
+        let catalog = try sr.catalog()
+        try catalog.setState(.destroying, volume: volume.uuid)
+        try catalog.setPending(PendingTransaction(from: 0, messages: [.delete(1)]))
+        catalog.close()
+        let report = try await check(sr, repair: true)
+        #expect(report.outcome == .repaired && report.findings.map(\.problem) == ["open-transaction"])
+        let left = try sr.catalog().volumes(includingUnfinished: true)
+        #expect(sr.poolThinIDs.isEmpty && left.isEmpty)
+    }
+
+    @Test("a device a killed change left suspended is found without its marker; repair resumes it")
+    func unfinishedDevice() async throws {
+        let sr = try TestSR()
+        let volume = try sr.addVolume("v", thinID: 1)
+        sr.attachDevice(volume, suspended: true)
+        let found = try await check(sr)
+        #expect(found.findings.map(\.problem) == ["device-unfinished"] && found.outcome == .damaged)
+        let repaired = try await check(sr, repair: true)
+        #expect(repaired.outcome == .repaired)
+        #expect(sr.deviceMapper.device(sr.names.volumeDevice(volume.uuid).name)?.suspended == false)
+    }
+
     @Test("metadata that fails thin_check is damage to repair offline")
     func damagedMetadata() async throws {
         let sr = try TestSR()
@@ -111,7 +137,7 @@ struct AttachedCheckTests {
         #expect(problems == ["kind-disagrees", "kind-disagrees", "lineage-broken", "size-disagrees"])
     }
 
-    @Test("a device mapping the wrong size is found; an orphan device is removed by repair unless open",
+    @Test("repair grows a short device, reports one mapping another id, removes an orphan unless it is open",
           arguments: [0, 1] as [Int32])
     func devices(openCount: Int32) async throws {
         let sr = try TestSR()
@@ -120,9 +146,18 @@ struct AttachedCheckTests {
         let orphan = sr.names.volumeDevice(UUID()).name
         sr.deviceMapper.addDevice(orphan, .init(table: [ThinTable(poolDevice: "p", deviceID: 9).line(lengthSectors: 8)],
                                                 openCount: openCount))
-        sr.deviceMapper.updatePool(sr.names.poolDevice) { $0.thinIDs = [1] }
+        let other = try sr.addVolume("b", thinID: 2)
+        sr.attachDevice(other)
+        sr.deviceMapper.updatePool(sr.names.poolDevice) { $0.thinIDs = [1, 2] }
+        sr.deviceMapper.state.withLock { state in
+            // b's device maps a thin id its row does not name.
+            state.devices[sr.names.volumeDevice(other.uuid).name]?.table =
+                [ThinTable(poolDevice: "p", deviceID: 5).line(lengthSectors: (1 << 30) / 512)]
+        }
         let report = try await check(sr, repair: true)
-        #expect(Set(report.findings.map(\.problem)) == ["device-disagrees", "orphan-device"])
+        #expect(Set(report.findings.map(\.problem)) == ["device-disagrees", "device-unfinished", "orphan-device"])
+        #expect(report.findings.first { $0.problem == "device-disagrees" }?.repaired == false)
+        #expect(report.findings.first { $0.problem == "device-disagrees" }?.detail.contains("thin id 5") == true)
         let removed = report.findings.first { $0.problem == "orphan-device" }?.repaired
         #expect(removed == (openCount == 0))
         #expect((sr.deviceMapper.device(orphan) == nil) == (openCount == 0))

@@ -57,13 +57,20 @@ public final class AttachedSR {
         return try open(hit.names, catalog: hit.catalog, for: access, host: host)
     }
 
-    /// Opens the attached SR with these names.
+    /// Opens the attached SR with these names. A writer takes the SR lock
+    /// before it opens the catalog: waiting for the lock with the catalog open
+    /// would keep the holder's detach from closing the last connection (and
+    /// unmounting), so a catalog opened to match a name is reused by readers only.
     static func open(_ names: SRNames, catalog: Catalog? = nil, for access: SRAccess,
                      host: Host) throws(ThinError) -> AttachedSR {
-        let lock = access == .write ? try FileLock(path: names.lockFile) : nil
+        if access == .write {
+            catalog?.close()
+            let lock = try FileLock(path: names.lockFile)
+            return AttachedSR(names: names, catalog: try Catalog(path: names.catalogDatabase), lock: lock, host: host)
+        }
         let opened: Catalog
         if let catalog { opened = catalog } else { opened = try Catalog(path: names.catalogDatabase) }
-        return AttachedSR(names: names, catalog: opened, lock: lock, host: host)
+        return AttachedSR(names: names, catalog: opened, lock: nil, host: host)
     }
 
     /// Catalogs mounted under the run directory, open, with their SR records.
@@ -114,8 +121,14 @@ public final class AttachedSR {
                   prepare: (Catalog) throws(ThinError) -> Void) throws(ThinError) {
         let start: ThinPoolUsage
         if let usage { start = usage } else { start = try recovered() }
-        let transactionID = try transactions.run(messages, from: start, prepare: prepare)
-        recoveredUsage?.transactionID = transactionID
+        do {
+            let transactionID = try transactions.run(messages, from: start, prepare: prepare)
+            // The used blocks are as recovery read them: one operation per tool call.
+            recoveredUsage?.transactionID = transactionID
+        } catch {
+            recoveredUsage = nil  // a failure may leave a transaction open: recover again
+            throw error
+        }
     }
 
     /// Keys of the SR's ready volumes (shell completion).

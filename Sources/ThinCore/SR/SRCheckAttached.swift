@@ -113,12 +113,20 @@ extension AttachedSR {
         return findings
     }
 
-    /// Attached volume devices must map the catalog's thin id at its size; a
-    /// device no volume owns is removed by `repair` unless something holds it open.
+    /// Attached volume devices must map the catalog's thin id at its size and
+    /// not be left suspended; `repair` finishes a device change a killed
+    /// process left (whether or not its marker survived) and removes a device
+    /// no volume owns unless something holds it open.
     private func checkDevices(repair: Bool) throws(ThinError) -> [CheckFinding] {
         let volumes = try catalog.volumes(includingUnfinished: true)
+        let active = try devices.active()
+        let unfinished = try devices.unfinished(volumes, active: active)
+        if repair && !unfinished.isEmpty {
+            try devices.reconcile(with: volumes)
+            System.removeFile(names.devicesChangingMarker)
+        }
         var findings: [CheckFinding] = []
-        for (uuid, info) in try devices.active() {
+        for (uuid, info) in active {
             let device = names.volumeDevice(uuid).name
             guard let volume = volumes.first(where: { $0.uuid == uuid }) else {
                 var finding = CheckFinding(problem: "orphan-device", detail: "device \(device) belongs to no volume",
@@ -129,6 +137,13 @@ extension AttachedSR {
                     finding.detail += "; removed"
                 }
                 findings.append(finding)
+                continue
+            }
+            if unfinished.contains(uuid) {
+                findings.append(CheckFinding(problem: "device-unfinished", detail: "the device of \(volume.key) was left "
+                                             + "suspended or shorter than the volume by an interrupted operation"
+                                             + (repair ? "; resumed at the volume's size" : "; run thinsr-check --repair"),
+                                             repaired: repair))
                 continue
             }
             let live: [TableLine]?

@@ -25,6 +25,7 @@ extension AttachedSR {
             try catalog.setNextThinID(thinID.successor)
         }
         let message = PoolMessage.createSnapshot(thinID, origin: source.thinID)
+        // Recovery ran above: inside `changing` it would find this operation's own marker.
         if let info = try devices.info(source.uuid), !info.readOnly, !info.suspended {
             try devices.changing { () throws(ThinError) in
                 try whileSuspended(source) { () throws(ThinError) in try transact([message], prepare: record) }
@@ -36,15 +37,22 @@ extension AttachedSR {
         return copy
     }
 
-    /// Runs `body` with the volume's device suspended (its writes flushed), then resumes it.
+    /// Runs `body` with the volume's device suspended (its writes flushed), then
+    /// resumes it. A resume that fails is an error even when `body` succeeded,
+    /// so the devices-changing marker stays and the next operation resumes it.
     private func whileSuspended(_ volume: VolumeRecord, _ body: () throws(ThinError) -> Void) throws(ThinError) {
         let device = names.volumeDevice(volume.uuid).name
         do { try host.deviceMapper.suspend(name: device, flush: true) } catch {
             throw .backend("cannot suspend \(volume.key) for a consistent snapshot", error)
         }
         FaultInjection.point("origin-suspended")
-        defer { try? host.deviceMapper.resume(name: device, udev: .standard) }
-        try body()
+        let outcome = Result { () throws(ThinError) in try body() }
+        do { try host.deviceMapper.resume(name: device, udev: .standard) } catch {
+            let done = (try? outcome.get()) != nil ? "the snapshot was made, but " : ""
+            throw .backend("\(done)\(volume.key) could not be resumed (the next thinsr operation on this SR resumes it)",
+                           error)
+        }
+        try outcome.get()
     }
 
     /// Makes `reference`'s contents those of `snapshotReference`, in place and
@@ -61,7 +69,7 @@ extension AttachedSR {
             throw .invalid("\(volume.key) is a read-only snapshot; revert a writable volume to one of its snapshots")
         }
         guard volume.uuid != snapshot.uuid else { throw .invalid("cannot revert \(volume.key) to itself") }
-        try requireDetached(volume, to: "revert it")
+        try requireDetached(volume, "detach it with thinvdi-detach before reverting it")
         let thinID = try allocateThinID()
         try transact([.createSnapshot(thinID, origin: snapshot.thinID), .delete(volume.thinID)]) { catalog throws(ThinError) in
             try catalog.setPendingSwitch(volume: volume.uuid, thinID: thinID, virtualSize: snapshot.virtualSize)

@@ -69,7 +69,11 @@ struct VolumeDevices {
     func deactivate(_ volume: UUID, key: String?) throws(ThinError) {
         let device = names.volumeDevice(volume)
         let label = key ?? volume.lowercased
-        if let info = try info(volume) {
+        let current: DeviceInfo?
+        do { current = try deviceMapper.info(name: device.name) } catch {
+            throw .backend("cannot deactivate volume \(label)", error)
+        }
+        if let info = current {
             guard info.openCount == 0 else {
                 throw ThinError(.volumeInUse, "volume \(label) is open by a process; close it first", parameters: [label])
             }
@@ -100,6 +104,20 @@ struct VolumeDevices {
         let result = try body()
         System.removeFile(names.devicesChangingMarker)
         return result
+    }
+
+    /// Devices a killed change left: suspended, or shorter than the catalog says.
+    func unfinished(_ volumes: [VolumeRecord], active: [UUID: DeviceInfo]) throws(ThinError) -> Set<UUID> {
+        var found = Set<UUID>()
+        for (uuid, info) in active {
+            if info.suspended { found.insert(uuid); continue }
+            guard let volume = volumes.first(where: { $0.uuid == uuid }) else { continue }
+            let device = names.volumeDevice(uuid).name
+            let live: [TableLine]?
+            do { live = try deviceMapper.table(name: device) } catch { throw .backend("cannot read the table of \(device)", error) }
+            if let line = live?.first, line.lengthSectors < volume.virtualSize / 512 { found.insert(uuid) }
+        }
+        return found
     }
 
     /// Finishes device changes a killed process left half done. Only thinsr

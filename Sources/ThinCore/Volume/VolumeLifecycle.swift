@@ -32,7 +32,7 @@ extension AttachedSR {
     public func destroyVolume(_ reference: String) throws(ThinError) {
         try recovered()
         let volume = try requireVolume(reference)
-        try requireDetached(volume, to: "destroy it")
+        try requireDetached(volume, "detach it with thinvdi-detach first")
         try transact([.delete(volume.thinID)]) { catalog throws(ThinError) in
             try catalog.setState(.destroying, volume: volume.uuid)
         }
@@ -57,11 +57,10 @@ extension AttachedSR {
         return volume
     }
 
-    /// Refuses an attached volume with `Volume_in_use`, saying what to detach it for.
-    func requireDetached(_ volume: VolumeRecord, to purpose: String) throws(ThinError) {
+    /// Refuses an attached volume with `Volume_in_use`, saying what to do.
+    func requireDetached(_ volume: VolumeRecord, _ advice: String) throws(ThinError) {
         guard try devices.info(volume.uuid) == nil else {
-            throw ThinError(.volumeInUse, "volume \(volume.key) is attached; detach it with thinvdi-detach before "
-                            + "you \(purpose)", parameters: [volume.key])
+            throw ThinError(.volumeInUse, "volume \(volume.key) is attached; \(advice)", parameters: [volume.key])
         }
     }
 

@@ -1,5 +1,8 @@
 import Synchronization
 import ThinDeviceMapper
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// A device-mapper double for the core's own logic: a small model of the
 /// kernel (devices with tables; pools with thin ids, a transaction id and one
@@ -9,6 +12,8 @@ import ThinDeviceMapper
 final class RecordingDeviceMapper: DeviceMapperControl {
     struct Device {
         var table: [TableLine]
+        /// A table loaded by `reload`, live from the next `resume`.
+        var inactive: [TableLine]?
         var suspended = false
         var readOnly = false
         var openCount: Int32 = 0
@@ -33,6 +38,9 @@ final class RecordingDeviceMapper: DeviceMapperControl {
         var calls: [String] = []
         /// Calls (as recorded) that fail, with the errno reason, each once.
         var failures: [String: DeviceMapperError.Reason] = [:]
+        /// A file whose presence is noted at every call (the devices-changing marker).
+        var watchedFile: String?
+        var watchedFilePresent: [String: Bool] = [:]
     }
 
     let state = Mutex(State())
@@ -68,6 +76,7 @@ final class RecordingDeviceMapper: DeviceMapperControl {
     private func record(_ call: String, _ body: (inout State) throws(DeviceMapperError) -> Void) throws(DeviceMapperError) {
         try state.withLock { (state: inout State) throws(DeviceMapperError) in
             state.calls.append(call)
+            if let watched = state.watchedFile { state.watchedFilePresent[call] = access(watched, F_OK) == 0 }
             if let reason = state.failures.removeValue(forKey: call) {
                 throw DeviceMapperError(operation: call, device: "-", reason: reason)
             }
@@ -93,7 +102,7 @@ final class RecordingDeviceMapper: DeviceMapperControl {
     func reload(name: String, table: [TableLine], readOnly: Bool) throws(DeviceMapperError) {
         try record("reload \(name)") { (state: inout State) throws(DeviceMapperError) in
             guard state.devices[name] != nil else { throw Self.missing(name) }
-            state.devices[name]?.table = table
+            state.devices[name]?.inactive = table
         }
     }
 
@@ -106,8 +115,11 @@ final class RecordingDeviceMapper: DeviceMapperControl {
 
     func resume(name: String, udev: UdevVisibility) throws(DeviceMapperError) {
         try record("resume \(name)") { (state: inout State) throws(DeviceMapperError) in
-            guard state.devices[name] != nil else { throw Self.missing(name) }
-            state.devices[name]?.suspended = false
+            guard var device = state.devices[name] else { throw Self.missing(name) }
+            if let inactive = device.inactive { device.table = inactive }
+            device.inactive = nil
+            device.suspended = false
+            state.devices[name] = device
         }
     }
 

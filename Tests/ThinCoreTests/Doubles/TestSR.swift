@@ -63,6 +63,22 @@ struct TestSR {
         try AttachedSR.open(names.uuidString, for: access, host: host)
     }
 
+    /// Another SR, attached on this host double, with this name; returns its names.
+    func addAttachedSR(named name: String) throws -> SRNames {
+        let other = SRNames(uuid: UUID())
+        try System.makeDirectories(other.catalogMount)
+        try Catalog.create(path: other.catalogDatabase, record: SRRecord(
+            uuid: other.uuid, name: name, description: "", mode: .beNice, volumeGroup: Self.group,
+            blockSizeBytes: 65536, transactionID: 0, nextThinID: .first, createdAt: 1)).close()
+        try SRLifecycle.createLockFiles(other)
+        system.state.withLock { _ = $0.mounted.insert(other.catalogMount) }
+        return other
+    }
+
+    /// Notes at every device-mapper call whether the devices-changing marker exists.
+    func watchMarker() { deviceMapper.state.withLock { $0.watchedFile = names.devicesChangingMarker } }
+    func markerPresent(at call: String) -> Bool? { deviceMapper.state.withLock { $0.watchedFilePresent[call] } }
+
     /// A read-write connection to the catalog, for setting up and inspecting rows.
     func catalog() throws -> Catalog { try Catalog(path: names.catalogDatabase) }
 
