@@ -34,27 +34,32 @@ struct TestSR {
         _ = Self.root
         programs = RecordingPrograms(deviceMapper: deviceMapper, poolName: names.poolDevice)
         host = Host(deviceMapper: deviceMapper, lvm: lvm, programs: programs, system: system)
-        try System.makeDirectories(names.catalogMount)
-        let catalog = try Catalog.create(path: names.catalogDatabase, record: SRRecord(
+        // The catalog's "filesystem" is a directory of its own; mounting it links the mount point there.
+        try System.makeDirectories(filesystem)
+        let catalog = try Catalog.create(path: "\(filesystem)/catalog.db", record: SRRecord(
             uuid: names.uuid, name: "test-\(names.hex.prefix(8))", description: "", mode: .beNice,
             volumeGroup: Self.group, blockSizeBytes: 65536, transactionID: pool.transactionID, nextThinID: .first,
             createdAt: 1_700_000_000))
         catalog.close()
-        try SRLifecycle.createLockFiles(names)
+        try FileLock(path: "\(filesystem)/lock").release()
+        try FileLock(path: "\(filesystem)/metadata-snapshot.lock").release()
         let reports = LVRole.allCases.map { role in
             LogicalVolumeReport(volumeGroup: Self.group, name: names.lv(role), sizeBytes: 64 << 20,
                                 tags: [names.srTag, role.tag], active: attached && role != .spare,
                                 mapperPath: mapperPath(role))
         }
         lvm.state.withLock { $0.logicalVolumes = reports }
+        let catalogDevice = mapperPath(.catalog)
+        system.state.withLock { $0.filesystems[catalogDevice] = filesystem }
         if attached {
             deviceMapper.addPool(names.poolDevice, pool)
-            system.state.withLock { _ = $0.mounted.insert(names.catalogMount) }
-        } else {
-            // A detached SR's catalog "filesystem" is the directory it was written in.
-            system.state.withLock { $0.filesystems[mapperPath(.catalog)] = names.catalogMount }
+            try system.mount(device: catalogDevice, at: names.catalogMount, type: "ext4", readOnly: false)
+            system.state.withLock { $0.calls.removeAll() }
         }
     }
+
+    /// Where the catalog volume's files live, mounted or not.
+    var filesystem: String { "\(Self.root)/fs/\(names.uuidString)" }
 
     func mapperPath(_ role: LVRole) -> String { Paths.mapperPath(group: Self.group, volume: names.lv(role)) }
 
@@ -80,7 +85,7 @@ struct TestSR {
     func markerPresent(at call: String) -> Bool? { deviceMapper.state.withLock { $0.watchedFilePresent[call] } }
 
     /// A read-write connection to the catalog, for setting up and inspecting rows.
-    func catalog() throws -> Catalog { try Catalog(path: names.catalogDatabase) }
+    func catalog() throws -> Catalog { try Catalog(path: "\(filesystem)/catalog.db") }
 
     /// Inserts a ready volume whose thin id the pool holds too.
     @discardableResult
