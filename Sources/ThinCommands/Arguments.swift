@@ -34,8 +34,6 @@ public struct ByteCount: ExpressibleByArgument, Sendable {
     static func parser(_ what: String) -> @Sendable (String) throws -> ByteCount {
         { text in try ByteCount(parsing: text, what: what) }
     }
-
-    public var defaultValueDescription: String { ByteSize.format(bytes) }
 }
 
 /// `SIZE` (grow to) or `+SIZE` (grow by).

@@ -247,10 +247,7 @@ struct DetachedCheckTests {
     @Test("an SR another host owns is refused before anything is read")
     func foreign() async throws {
         let sr = try TestSR(attached: false)
-        sr.lvm.state.withLock { state in
-            state.systemID = "here"
-            for index in state.logicalVolumes.indices { state.logicalVolumes[index].systemID = "there" }
-        }
+        sr.own(by: "there", local: "here")
         await #expect { try await check(sr) } throws: { ($0 as? ThinError)?.code == .activatedOnAnotherHost }
         #expect(sr.programs.calls.isEmpty && sr.system.calls.isEmpty)
     }

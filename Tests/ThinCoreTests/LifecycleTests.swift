@@ -57,10 +57,7 @@ struct LifecycleTests {
     @Test("an SR another host owns is refused; --take-over gives its VG to this host first")
     func takeOver() async throws {
         let sr = try TestSR(attached: false)
-        sr.lvm.state.withLock { state in
-            state.systemID = "here"
-            for index in state.logicalVolumes.indices { state.logicalVolumes[index].systemID = "there" }
-        }
+        sr.own(by: "there", local: "here")
         await #expect { try await lifecycle(sr).attach(sr.names.uuidString) }
             throws: { ($0 as? ThinError)?.code == .activatedOnAnotherHost }
         #expect(sr.system.calls.isEmpty)

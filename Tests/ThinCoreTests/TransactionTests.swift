@@ -299,9 +299,7 @@ struct DeviceRecoveryTests {
     @Test("a snapshot of an attached origin suspends it, with the marker set, around the transaction")
     func snapshotSuspends() throws {
         let sr = try TestSR()
-        let origin = try sr.addVolume("origin", thinID: 1)
-        sr.attachDevice(origin)
-        let device = sr.names.volumeDevice(origin.uuid).name
+        let (_, device) = try sr.addAttachedVolume("origin", thinID: 1)
         sr.watchMarker()
         try sr.open().copyVolume("origin", kind: .snapshot, name: nil)
         #expect(sr.markerPresent(at: "suspend \(device)") == true)
@@ -317,9 +315,7 @@ struct DeviceRecoveryTests {
     @Test("a resume that fails after the snapshot keeps the marker; the next operation resumes the origin")
     func resumeFails() throws {
         let sr = try TestSR()
-        let origin = try sr.addVolume("origin", thinID: 1)
-        sr.attachDevice(origin)
-        let device = sr.names.volumeDevice(origin.uuid).name
+        let (_, device) = try sr.addAttachedVolume("origin", thinID: 1)
         sr.deviceMapper.fail("resume \(device)")
         #expect { try sr.open().copyVolume("origin", kind: .snapshot, name: nil) }
             throws: { ($0 as? ThinError)?.message.hasPrefix("the snapshot was made, but origin could not be resumed") == true }
@@ -332,14 +328,12 @@ struct DeviceRecoveryTests {
     @Test("growing an attached volume loads the new table and resumes it, with the marker set")
     func resizeAttached() throws {
         let sr = try TestSR()
-        let volume = try sr.addVolume("v", thinID: 1, size: 1 << 20)
-        sr.attachDevice(volume)
+        let (_, device) = try sr.addAttachedVolume("v", thinID: 1, size: 1 << 20)
         sr.watchMarker()
         try sr.open().resizeVolume("v", to: 2 << 20)
-        let device = sr.names.volumeDevice(volume.uuid).name
         #expect(sr.markerPresent(at: "reload \(device)") == true)
         #expect(sr.deviceMapper.calls.filter { $0.hasSuffix(device) }.suffix(2) == ["reload \(device)", "resume \(device)"])
-        #expect(sr.deviceMapper.device(sr.names.volumeDevice(volume.uuid).name)?.table.first?.lengthSectors == 4096)
+        #expect(sr.deviceMapper.device(device)?.table.first?.lengthSectors == 4096)
         #expect(try sr.catalog().volume(matching: "v")?.virtualSize == 2 << 20)
         #expect(!System.exists(sr.names.devicesChangingMarker))
     }

@@ -32,7 +32,7 @@ public final class AttachedSR {
     var transactions: PoolTransactions { PoolTransactions(catalog: catalog, pool: pool) }
     var devices: VolumeDevices { VolumeDevices(names: names, pool: pool, deviceMapper: host.deviceMapper) }
     func mapperPath(_ role: LVRole) throws(ThinError) -> String {
-        Paths.mapperPath(group: try record.volumeGroup, volume: names.lv(role))
+        names.mapperPath(role, group: try record.volumeGroup)
     }
 
     /// Opens the attached SR `reference` (its uuid, or its unique name) names.
@@ -140,17 +140,6 @@ public final class AttachedSR {
         return try await pool.withMetadataSnapshot(lockFile: names.metadataSnapshotLockFile) { () throws(ThinError) in
             try await body(path)
         }
-    }
-}
-
-/// Undo steps for a multi-step operation, run newest first on failure.
-struct UndoStack {
-    private var steps: [() -> Void] = []
-    mutating func push(_ step: @escaping () -> Void) { steps.append(step) }
-    mutating func discard() { steps.removeAll() }
-    mutating func run() {
-        for step in steps.reversed() { step() }
-        steps.removeAll()
     }
 }
 

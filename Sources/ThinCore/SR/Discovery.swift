@@ -21,7 +21,7 @@ public struct DiscoveredSR: Sendable {
     /// Left by a `thinsr-create` that did not finish: it holds no volumes.
     var isIncomplete: Bool { volumes[.catalog].map { $0.tags.contains(SRNames.incompleteTag) } ?? true }
 
-    func mapperPath(_ role: LVRole) -> String { Paths.mapperPath(group: volumeGroup, volume: names.lv(role)) }
+    func mapperPath(_ role: LVRole) -> String { names.mapperPath(role, group: volumeGroup) }
 }
 
 /// Finds SRs: through the LVM tags on their LVs (every SR, attached or not),

@@ -122,7 +122,7 @@ extension AttachedSR {
         let active = try devices.active()
         let unfinished = try devices.unfinished(volumes, active: active)
         if repair && !unfinished.isEmpty {
-            try devices.reconcile(with: volumes)
+            try devices.finish(unfinished)
             System.removeFile(names.devicesChangingMarker)
         }
         var findings: [CheckFinding] = []
@@ -139,7 +139,7 @@ extension AttachedSR {
                 findings.append(finding)
                 continue
             }
-            if unfinished.contains(uuid) {
+            if unfinished[uuid] != nil {
                 findings.append(CheckFinding(problem: "device-unfinished", detail: "the device of \(volume.key) was left "
                                              + "suspended or shorter than the volume by an interrupted operation"
                                              + (repair ? "; resumed at the volume's size" : "; run thinsr-check --repair"),

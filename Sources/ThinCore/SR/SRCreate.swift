@@ -71,7 +71,7 @@ extension SRLifecycle {
             let plan = try await StoragePlan.make(vg: vg, poolBytes: request.poolBytes, blockBytes: blockBytes,
                                                   metadataBytes: request.metadataBytes, programs: host.programs)
             try createVolumes(plan, group: group, mode: mode, names: names, label: request.name, undo: &undo)
-            let path = { (role: LVRole) in Paths.mapperPath(group: group, volume: names.lv(role)) }
+            let path = { (role: LVRole) in names.mapperPath(role, group: group) }
             try host.system.zeroStart(of: path(.metadata))
             try host.system.zeroStart(of: path(.spare))
             FaultInjection.point("metadata-zeroed")

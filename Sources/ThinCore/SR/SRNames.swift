@@ -30,6 +30,8 @@ public struct SRNames: Sendable, Equatable {
     public var uuidString: String { uuid.lowercased }
     var ownVolumeGroup: String { "thinsr_\(hex)" }
     func lv(_ role: LVRole) -> String { "thinsr_\(hex)_\(role.rawValue)" }
+    /// The LV's node while it is active, in the SR's volume group.
+    func mapperPath(_ role: LVRole, group: String) -> String { Paths.mapperPath(group: group, volume: lv(role)) }
     /// The name the metadata LV has for a moment while it swaps with the spare.
     var swapLV: String { "thinsr_\(hex)_swap" }
 

@@ -45,7 +45,9 @@ extension AttachedSR {
         guard let length = live else {
             throw ThinError(.srNotAttached, "pool device \(pool.name) does not exist; attach the SR")
         }
-        try pool.reload(Pool.Layout(metadataDevice: try mapperPath(.metadata), dataDevice: try mapperPath(.data),
+        let group = record.volumeGroup
+        try pool.reload(Pool.Layout(metadataDevice: names.mapperPath(.metadata, group: group),
+                                    dataDevice: names.mapperPath(.data, group: group),
                                     dataBytes: length, blockBytes: record.blockSizeBytes, onFull: onFull))
     }
 }

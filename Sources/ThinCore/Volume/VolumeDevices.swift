@@ -106,42 +106,56 @@ struct VolumeDevices {
         return result
     }
 
-    /// Devices a killed change left: suspended, or shorter than the catalog says.
-    func unfinished(_ volumes: [VolumeRecord], active: [UUID: DeviceInfo]) throws(ThinError) -> Set<UUID> {
-        var found = Set<UUID>()
+    /// A device a killed change left half done: suspended, or shorter than
+    /// its volume (`growTo` is then the volume whose size it must take).
+    struct Unfinished {
+        let info: DeviceInfo
+        let growTo: VolumeRecord?
+    }
+
+    /// The active devices a killed change left half done, by volume uuid.
+    func unfinished(_ volumes: [VolumeRecord], active: [UUID: DeviceInfo]) throws(ThinError) -> [UUID: Unfinished] {
+        let byUUID = Dictionary(volumes.map { ($0.uuid, $0) }, uniquingKeysWith: { first, _ in first })
+        var found: [UUID: Unfinished] = [:]
         for (uuid, info) in active {
-            if info.suspended { found.insert(uuid); continue }
-            guard let volume = volumes.first(where: { $0.uuid == uuid }) else { continue }
-            let device = names.volumeDevice(uuid).name
-            let live: [TableLine]?
-            do { live = try deviceMapper.table(name: device) } catch { throw .backend("cannot read the table of \(device)", error) }
-            if let line = live?.first, line.lengthSectors < volume.virtualSize / 512 { found.insert(uuid) }
+            var short: VolumeRecord?
+            if let volume = byUUID[uuid] {
+                let device = names.volumeDevice(uuid).name
+                let live: [TableLine]?
+                do { live = try deviceMapper.table(name: device) } catch {
+                    throw .backend("cannot read the table of \(device)", error)
+                }
+                if let line = live?.first, line.lengthSectors < volume.virtualSize / 512 { short = volume }
+            }
+            if short != nil || info.suspended { found[uuid] = Unfinished(info: info, growTo: short) }
         }
         return found
     }
 
-    /// Finishes device changes a killed process left half done. Only thinsr
-    /// suspends our volume devices, and only while it holds the SR lock we now
-    /// hold, so a suspended one was left by a process that died: resume it. A
-    /// device shorter than its catalog size was being grown: grow it.
-    func reconcile(with volumes: [VolumeRecord]) throws(ThinError) {
-        let byUUID = Dictionary(volumes.map { ($0.uuid, $0) }, uniquingKeysWith: { first, _ in first })
-        for (uuid, info) in try active() {
-            let device = names.volumeDevice(uuid).name
-            let live: [TableLine]?
-            do { live = try deviceMapper.table(name: device) } catch { throw .backend("cannot read the table of \(device)", error) }
-            if let volume = byUUID[uuid], let line = live?.first, line.lengthSectors < volume.virtualSize / 512 {
+    /// Finishes what `unfinished` found. Only thinsr suspends our volume
+    /// devices, and only while it holds the SR lock the caller now holds, so a
+    /// suspended one was left by a process that died: resume it. A device
+    /// shorter than its catalog size was being grown: grow it.
+    func finish(_ unfinished: [UUID: Unfinished]) throws(ThinError) {
+        for (uuid, device) in unfinished {
+            let name = names.volumeDevice(uuid).name
+            if let volume = device.growTo {
                 do {
-                    try deviceMapper.reload(name: device, table: [table(for: volume)], readOnly: info.readOnly)
-                    try deviceMapper.resume(name: device, udev: .standard)
+                    try deviceMapper.reload(name: name, table: [table(for: volume)], readOnly: device.info.readOnly)
+                    try deviceMapper.resume(name: name, udev: .standard)
                 } catch {
                     throw .backend("recovery: cannot grow the device of \(volume.key)", error)
                 }
-            } else if info.suspended {
-                do { try deviceMapper.resume(name: device, udev: .standard) } catch {
-                    throw .backend("recovery: cannot resume \(device)", error)
+            } else {
+                do { try deviceMapper.resume(name: name, udev: .standard) } catch {
+                    throw .backend("recovery: cannot resume \(name)", error)
                 }
             }
         }
+    }
+
+    /// Finds and finishes device changes a killed process left half done.
+    func reconcile(with volumes: [VolumeRecord]) throws(ThinError) {
+        try finish(unfinished(volumes, active: try active()))
     }
 }

@@ -61,7 +61,7 @@ struct TestSR {
     /// Where the catalog volume's files live, mounted or not.
     var filesystem: String { "\(Self.root)/fs/\(names.uuidString)" }
 
-    func mapperPath(_ role: LVRole) -> String { Paths.mapperPath(group: Self.group, volume: names.lv(role)) }
+    func mapperPath(_ role: LVRole) -> String { names.mapperPath(role, group: Self.group) }
 
     /// Opens the SR as a tool would, by uuid.
     func open(_ access: SRAccess = .write) throws -> AttachedSR {
@@ -100,6 +100,21 @@ struct TestSR {
         try catalog.setNextThinID(thinID.successor)
         deviceMapper.updatePool(names.poolDevice) { $0.thinIDs.insert(thinID) }
         return volume
+    }
+
+    /// Makes the SR's VG another host's: LVM reports `owner`, this host is `local`.
+    func own(by owner: String, local: String) {
+        lvm.state.withLock { state in
+            state.systemID = local
+            for index in state.logicalVolumes.indices { state.logicalVolumes[index].systemID = owner }
+        }
+    }
+
+    /// A ready volume with its device attached; returns it and its dm name.
+    func addAttachedVolume(_ key: String, thinID: ThinDeviceID, size: UInt64 = 1 << 30) throws -> (VolumeRecord, String) {
+        let volume = try addVolume(key, thinID: thinID, size: size)
+        attachDevice(volume)
+        return (volume, names.volumeDevice(volume.uuid).name)
     }
 
     /// Attaches a volume's device as the kernel would have it.
