@@ -44,9 +44,21 @@ def tool_path(name):
     raise StorageError("Backend_failure", "%s not found; is thinsr installed?" % name)
 
 
-def tool(name, *arguments):
-    """Runs a thinsr tool with --json and returns its parsed result."""
-    argv = [tool_path(name), "--json"] + [str(a) for a in arguments]
+def tool(program, *positionals, **options):
+    """Runs a thinsr tool with --json and returns its parsed result. Text from
+    xapi never reaches the tool's parser as an option: each option is one
+    `--name=value` word (an empty value is `--name ""`; a list repeats it,
+    True is a flag, None leaves it out), and the positional arguments follow `--`."""
+    argv = [tool_path(program), "--json"]
+    for option, value in options.items():
+        flag = "--" + option.rstrip("_").replace("_", "-")
+        if value is True:
+            argv.append(flag)
+        elif value is not None and value is not False:
+            for v in (value if isinstance(value, list) else [value]):
+                # The argument parser reads `--opt=` as a missing value; an empty word after it is a value.
+                argv += ["%s=%s" % (flag, v)] if str(v) else [flag, ""]
+    argv += ["--"] + [str(a) for a in positionals]
     process = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                              universal_newlines=True)
     if process.returncode == 0:
@@ -55,7 +67,7 @@ def tool(name, *arguments):
         error = json.loads(process.stdout)
         code, params = error["code"], error.get("params", [])
     except (ValueError, KeyError, TypeError):
-        raise StorageError("Backend_failure", "%s exited %d: %s" % (name, process.returncode,
+        raise StorageError("Backend_failure", "%s exited %d: %s" % (program, process.returncode,
                                                                    process.stderr.strip()))
     detail = params[1:] if params[:1] == [code] else params
     if code in SMAPI_ERRORS:

@@ -20,7 +20,7 @@ enum Console {
     static func report(_ error: ThinError, tool: String, json: Bool) {
         // One line, always: a message with a newline in it (e.g. from a name) is flattened.
         let message = error.message.split(whereSeparator: \.isNewline).joined(separator: " ")
-        err("\(tool): \(message)")
+        err("\(tool): \(message.terminalSafe)")
         if json {
             printJSON(ErrorJSON(code: error.code.rawValue, params: [error.code.rawValue] + error.parameters,
                                 message: message))
@@ -34,8 +34,9 @@ enum Console {
         out(String(decoding: data, as: UTF8.self))
     }
 
-    /// Prints rows as left-aligned columns under a header.
+    /// Prints rows as left-aligned columns under a header; cells are escaped.
     static func table(_ header: [String], _ rows: [[String]]) {
+        let rows = rows.map { $0.map(\.terminalSafe) }
         let widths = header.indices.map { column in
             ([header] + rows).map { $0[column].count }.max() ?? 0
         }
@@ -47,10 +48,10 @@ enum Console {
         }
     }
 
-    /// `key: value` lines with the values aligned.
+    /// `key: value` lines with the values aligned and escaped.
     static func fields(_ pairs: [(String, String)]) {
         let width = (pairs.map { $0.0.count }.max() ?? 0) + 1
-        for (key, value) in pairs { out("\((key + ":").padding(toLength: width)) \(value)") }
+        for (key, value) in pairs { out("\((key + ":").padding(toLength: width)) \(value.terminalSafe)") }
     }
 }
 
@@ -61,6 +62,30 @@ struct ErrorJSON: Encodable {
 }
 
 extension String {
+    /// The text with control characters (C0, DEL, C1) written as escapes, so
+    /// a name set through xapi cannot move the cursor or recolour a terminal.
+    /// JSON output is exact instead.
+    var terminalSafe: String {
+        guard unicodeScalars.contains(where: Self.isControl) else { return self }
+        var escaped = ""
+        for scalar in unicodeScalars {
+            switch scalar {
+            case "\n": escaped += "\\n"
+            case "\t": escaped += "\\t"
+            case "\r": escaped += "\\r"
+            case _ where Self.isControl(scalar):
+                let hex = String(scalar.value, radix: 16)
+                escaped += scalar.value < 0x80 ? "\\x" + (hex.count < 2 ? "0" + hex : hex) : "\\u{\(hex)}"
+            default: escaped.unicodeScalars.append(scalar)
+            }
+        }
+        return escaped
+    }
+
+    private static func isControl(_ scalar: Unicode.Scalar) -> Bool {
+        scalar.value < 0x20 || (0x7f...0x9f).contains(scalar.value)
+    }
+
     func padding(toLength length: Int) -> String {
         count >= length ? self : self + String(repeating: " ", count: length - count)
     }

@@ -95,29 +95,41 @@ public struct VDISet: VolumeTool {
         commandName: "thinvdi-set",
         abstract: "Set a volume's name, description or keys.",
         discussion: """
-            KEY=VALUE pairs set keys (the value may contain '='); values round-trip exactly. Changing the \
-            name does not change the volume's key.
+            KEY=VALUE pairs set keys (split at the first '=', so the value may contain '='). For any key \
+            and value, including ones that contain '=' or begin with '-', give --key=KEY --value=VALUE \
+            instead: the Nth --key takes the Nth --value, nothing is split, and both round-trip exactly. \
+            Changing the name does not change the volume's key.
             """)
     public static let examples = [("thinvdi-set vmstore web01-root --name \"web01 root disk\" vdi-type=user",
-                                   "Rename the volume and set a key.")]
+                                   "Rename the volume and set a key."),
+                                  ("thinvdi-set --key='a=b' --value='-1' -- vmstore web01-root",
+                                   "Set a key containing '=' to a value beginning with '-'.")]
 
     @OptionGroup public var volume: VolumeArgument
     @Option(help: "A new name label.") var name: String?
     @Option(help: "A new description.") var description: String?
     @Argument(help: ArgumentHelp("Keys to set.", valueName: "key=value"), transform: KeyValue.parse)
     var pairs: [KeyValue] = []
+    @Option(name: .customLong("key"), help: "A key to set to the matching --value, taken whole.")
+    var keys: [String] = []
+    @Option(name: .customLong("value"), help: "The value of the matching --key, taken whole.")
+    var values: [String] = []
     @OptionGroup public var output: OutputOptions
     public init() {}
 
     public func checkArguments() throws(ThinError) {
-        guard name != nil || description != nil || !pairs.isEmpty else {
-            throw ThinError(.invalidArgument, "nothing to set: give --name, --description or KEY=VALUE")
+        guard keys.count == values.count else {
+            throw ThinError(.invalidArgument, "\(keys.count) --key but \(values.count) --value given; give one --value "
+                            + "after each --key")
+        }
+        guard name != nil || description != nil || !pairs.isEmpty || !keys.isEmpty else {
+            throw ThinError(.invalidArgument, "nothing to set: give --name, --description, KEY=VALUE or --key with --value")
         }
     }
 
     public func execute(on sr: AttachedSR) async throws(ThinError) {
-        try sr.setMetadata(volume.vdi, name: name, description: description, set: pairs.map { ($0.key, $0.value) },
-                           unset: [])
+        let set = pairs.map { ($0.key, $0.value) } + Array(zip(keys, values))
+        try sr.setMetadata(volume.vdi, name: name, description: description, set: set, unset: [])
         try await printVolume(try sr.requireVolume(volume.vdi), of: sr, json: output.json, quiet: true)
     }
 }
@@ -127,8 +139,9 @@ public struct VDIUnset: VolumeTool {
     public static let configuration = CommandConfiguration(
         commandName: "thinvdi-unset",
         abstract: "Remove keys from a volume.",
-        discussion: "Removing a key that is not set succeeds.")
-    public static let examples = [("thinvdi-unset vmstore web01-root clone-on-boot", "Remove a key.")]
+        discussion: "Removing a key that is not set succeeds. Give -- before the SR to remove a key beginning with '-'.")
+    public static let examples = [("thinvdi-unset vmstore web01-root clone-on-boot", "Remove a key."),
+                                  ("thinvdi-unset -- vmstore web01-root --odd-key", "Remove a key beginning with '-'.")]
 
     @OptionGroup public var volume: VolumeArgument
     @Argument(help: ArgumentHelp("Keys to remove.", valueName: "key")) var keys: [String]
@@ -164,8 +177,8 @@ public struct VDITree: WholeSRTool {
         if output.json { return Console.printJSON(forest.map(TreeJSON.init)) }
         func draw(_ node: LineageNode, prefix: String, last: Bool, root: Bool) {
             let volume = node.volume
-            let label = volume.name.split(whereSeparator: \.isNewline).joined(separator: " ")
-            let line = "\(volume.key) \"\(label.prefix(40))\" \(volume.kind.rawValue) \(ByteSize.format(volume.virtualSize)) "
+            let label = String(volume.name.terminalSafe.prefix(40))
+            let line = "\(volume.key) \"\(label)\" \(volume.kind.rawValue) \(ByteSize.format(volume.virtualSize)) "
                 + "exclusive \(ByteSize.format(node.exclusiveBytes)) shared \(ByteSize.format(node.sharedBytes))"
             Console.out(root ? line : prefix + (last ? "└── " : "├── ") + line)
             let childPrefix = root ? "" : prefix + (last ? "    " : "│   ")

@@ -1,4 +1,4 @@
-public import FoundationEssentials
+import FoundationEssentials
 
 /// Volume keys derived from name labels, and the rules for labels.
 public enum Naming {
@@ -33,14 +33,26 @@ public enum Naming {
             && key.unicodeScalars.allSatisfy { keyCharacters.contains($0) || $0 == "~" }
     }
 
-    /// Name labels and descriptions: any text without NUL or other control
-    /// characters except newline and tab, bounded.
+    /// Name labels and descriptions: any text without NUL, bounded. xapi
+    /// lets users set any other character, so the tools keep them exactly
+    /// (JSON shows them as they are) and escape control characters in human
+    /// output instead of refusing them.
     public static func validateLabel(_ text: String, what: String, maximumBytes: Int = 65_536) throws(ThinError) {
         guard text.utf8.count <= maximumBytes else {
             throw .invalid("\(what) is \(text.utf8.count) bytes long; the limit is \(maximumBytes)")
         }
         guard !text.unicodeScalars.contains(where: { $0.value == 0 }) else {
             throw .invalid("\(what) contains a NUL character")
+        }
+    }
+
+    /// SR names: a label that is not shaped like a uuid, since every tool
+    /// takes an SR's uuid or its name in one argument.
+    public static func validateSRName(_ name: String) throws(ThinError) {
+        try validateLabel(name, what: "SR name", maximumBytes: TagText.maximumBytes)
+        guard UUID(uuidString: name) == nil else {
+            throw .invalid("SR name \"\(name)\" is shaped like a uuid, which tools would take for an SR's uuid; "
+                           + "choose another name")
         }
     }
 

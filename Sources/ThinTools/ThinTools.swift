@@ -15,8 +15,9 @@ public protocol HelperPrograms: Sendable {
                      metadataSnapshot: Bool) async throws(ExternalCommandError) -> [ThinTools.DeviceUsage]
     /// `mkfs.ext4` for a catalog volume, fully initialised (no lazy writes later).
     func makeCatalogFilesystem(device: String) async throws(ExternalCommandError)
-    /// `blkid -p`: the filesystem, RAID or partition-table type on `device`, if any.
-    func signature(of device: String) async throws(ExternalCommandError) -> String?
+    /// `blkid -p`: the filesystem, RAID and partition-table types on `device`
+    /// (empty when it has none).
+    func signatures(of device: String) async throws(ExternalCommandError) -> [String]
 }
 
 /// thin-provisioning-tools and the other installed helpers, run as processes.
@@ -113,24 +114,28 @@ public struct ThinTools: HelperPrograms {
                                                       "lazy_itable_init=0,lazy_journal_init=0", device])
     }
 
-    public func signature(of device: String) async throws(ExternalCommandError) -> String? {
+    public func signatures(of device: String) async throws(ExternalCommandError) -> [String] {
         let arguments = ["-p", "-o", "export", device]
         let result = try await ExternalCommand.run("blkid", arguments)
         switch result.exitStatus {
-        case 0: return Self.parseSignature(result.standardOutput)
-        case 2: return nil  // nothing found
+        case 0: return Self.parseSignatures(result.standardOutput)
+        case 2: return []  // nothing found
+        case 8: return [Self.ambivalent]  // more than one filesystem: blkid names none
         default:
             throw ExternalCommandError(program: "blkid", arguments: arguments, exitStatus: result.exitStatus,
                                        standardError: result.standardError)
         }
     }
 
-    /// The TYPE (or else PTTYPE) of `blkid -o export` output; "unknown" when it names neither.
-    public static func parseSignature(_ output: String) -> String {
+    /// What `signatures` reports when blkid finds more than one filesystem.
+    public static let ambivalent = "more than one filesystem"
+
+    /// The TYPE and PTTYPE of `blkid -o export` output; "unknown" when it names neither.
+    public static func parseSignatures(_ output: String) -> [String] {
         let fields = output.split(separator: "\n")
-        for key in ["TYPE=", "PTTYPE="] {
-            if let field = fields.first(where: { $0.hasPrefix(key) }) { return String(field.dropFirst(key.count)) }
+        let found = ["TYPE=", "PTTYPE="].compactMap { key in
+            fields.first(where: { $0.hasPrefix(key) }).map { String($0.dropFirst(key.count)) }
         }
-        return "unknown"
+        return found.isEmpty ? ["unknown"] : found
     }
 }

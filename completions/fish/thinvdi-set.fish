@@ -20,7 +20,7 @@ function __thinvdi-set_parse_tokens -S
     set -l unparsed_tokens (__thinvdi-set_tokens -pc)
     switch $unparsed_tokens[1]
     case 'thinvdi-set'
-        __thinvdi-set_parse_subcommand -r 3 'name=' 'description=' 'json' 'v/verbose' 'h/help'
+        __thinvdi-set_parse_subcommand -r 3 'name=' 'description=' 'key=+' 'value=+' 'json' 'v/verbose' 'h/help'
         switch $unparsed_tokens[1]
         case 'help'
             __thinvdi-set_parse_subcommand -r 1 
@@ -81,6 +81,8 @@ complete -c 'thinvdi-set' -n '__thinvdi-set_should_offer_completions_for_positio
 complete -c 'thinvdi-set' -n '__thinvdi-set_should_offer_completions_for_positional "thinvdi-set" -eq 2' -fka '(__thinvdi-set_custom_completion ---completion -- positional@1 (count (__thinvdi-set_tokens -pc)) (__thinvdi-set_tokens -tC))'
 complete -c 'thinvdi-set' -n '__thinvdi-set_should_offer_completions_for_flags_or_options "thinvdi-set" name' -l 'name' -d 'A new name label.' -rfka ''
 complete -c 'thinvdi-set' -n '__thinvdi-set_should_offer_completions_for_flags_or_options "thinvdi-set" description' -l 'description' -d 'A new description.' -rfka ''
+complete -c 'thinvdi-set' -n '__thinvdi-set_should_offer_completions_for_flags_or_options "thinvdi-set"' -l 'key' -d 'A key to set to the matching --value, taken whole.' -rfka ''
+complete -c 'thinvdi-set' -n '__thinvdi-set_should_offer_completions_for_flags_or_options "thinvdi-set"' -l 'value' -d 'The value of the matching --key, taken whole.' -rfka ''
 complete -c 'thinvdi-set' -n '__thinvdi-set_should_offer_completions_for_flags_or_options "thinvdi-set" json' -l 'json' -d 'Print the result (or the error) as one JSON value on standard output.'
 complete -c 'thinvdi-set' -n '__thinvdi-set_should_offer_completions_for_flags_or_options "thinvdi-set" v verbose' -s 'v' -l 'verbose' -d 'Print each device-mapper call, LVM command and helper program on stderr, with its time (as THINSR_LOG=debug does).'
 complete -c 'thinvdi-set' -n '__thinvdi-set_should_offer_completions_for_flags_or_options "thinvdi-set" h help' -s 'h' -l 'help' -d 'Show help information.'

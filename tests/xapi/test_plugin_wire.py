@@ -22,12 +22,13 @@ class PluginWire(unittest.TestCase):
     def stub(self, name, stdout, status=0):
         path = os.path.join(self.tools, name)
         with open(path, "w") as script:
-            script.write("#!/bin/sh\necho \"$@\" > %s.args\ncat <<'JSON'\n%s\nJSON\nexit %d\n" % (path, stdout, status))
+            script.write("#!/bin/sh\nfor a in \"$@\"; do printf '%%s\\0' \"$a\"; done > %s.args\n"
+                         "cat <<'JSON'\n%s\nJSON\nexit %d\n" % (path, stdout, status))
         os.chmod(path, stat.S_IRWXU)
 
     def args(self, name):
         with open(os.path.join(self.tools, name + ".args")) as f:
-            return f.read().split()
+            return f.read().split("\0")[:-1]
 
     def call(self, directory, method, params, argv=("--json",)):
         env = dict(os.environ, THINSR_TOOLS_DIR=self.tools)
@@ -56,7 +57,7 @@ class PluginWire(unittest.TestCase):
         self.assertEqual(value["code"], "SR_BACKEND_FAILURE")
         self.assertEqual(value["params"], ["Volume_does_not_exist", "k"])
         self.assertEqual(set(value["backtrace"]), {"error", "files", "lines"})
-        self.assertEqual(self.args("thinvdi-stat"), ["--json", "s", "k"])
+        self.assertEqual(self.args("thinvdi-stat"), ["--json", "--", "s", "k"])
 
     def test_our_own_codes_keep_their_name_and_message(self):
         self.stub("thinvdi-destroy", json.dumps({"code": "Volume_in_use", "params": ["Volume_in_use", "k"],
@@ -79,7 +80,22 @@ class PluginWire(unittest.TestCase):
         self.assertEqual(status, 0)
         self.assertNotIn("thin_id", value)
         self.assertEqual(value["volume_type"], "Data")
-        self.assertEqual(self.args("thinvdi-create"), ["--json", "s", "--name", "n", "--size", "512", "--description"])
+        self.assertEqual(self.args("thinvdi-create"), ["--json", "--name=n", "--size=512", "--description", "", "--", "s"])
+
+    def test_user_text_is_never_split_or_taken_for_an_option(self):
+        record = {"key": "k", "uuid": "u", "name": "n", "description": "", "read_write": True, "sharable": False,
+                  "virtual_size": 512, "physical_utilisation": 0, "uri": ["thinsr://s/k"], "keys": {}}
+        self.stub("thinvdi-set", json.dumps(record))
+        key, value = "--description=a=b", "-x 'q\"\nü"
+        status, _ = self.call(VOLUME, "Volume.set", {"dbg": "x", "sr": "-s", "key": "k", "k": key, "v": value})
+        self.assertEqual(status, 0)
+        self.assertEqual(self.args("thinvdi-set"), ["--json", "--key=" + key, "--value=" + value, "--", "-s", "k"])
+        self.stub("thinvdi-unset", json.dumps(record))
+        self.call(VOLUME, "Volume.unset", {"dbg": "x", "sr": "s", "key": "k", "k": "--name"})
+        self.assertEqual(self.args("thinvdi-unset"), ["--json", "--", "s", "k", "--name"])
+        self.stub("thinvdi-set", json.dumps(record))
+        self.call(VOLUME, "Volume.set_name", {"dbg": "x", "sr": "s", "key": "k", "new_name": "-n"})
+        self.assertEqual(self.args("thinvdi-set"), ["--json", "--name=-n", "--", "s", "k"])
 
     def test_datapath_attach_names_the_device_and_static_vdis_mode(self):
         self.stub("thinvdi-stat", json.dumps({"sr": "6f1c", "key": "disk"}))

@@ -44,21 +44,23 @@ struct FreeDeviceCheck {
                     throw .backend("pvs failed", error)
                 }
             }
-            if let pv = physicalVolumes?.first(where: { System.blockDevice($0.device).map { "\($0.major):\($0.minor)" } == majorMinor }) {
-                // A label without a VG holds no data (e.g. left by an interrupted thinsr-destroy): reuse it.
-                if pv.volumeGroup.isEmpty { continue }
+            let pv = physicalVolumes?.first { System.blockDevice($0.device).map { "\($0.major):\($0.minor)" } == majorMinor }
+            if let pv, !pv.volumeGroup.isEmpty {
                 throw ThinError(.deviceInUse, "\(device) is already in volume group \(pv.volumeGroup); use --vg for "
                                 + "an existing VG, or choose another device")
             }
-            if let signature = try await signature(of: device) {
-                throw ThinError(.deviceInUse, "\(device) holds a \(signature) signature; if its data is not "
-                                + "needed, erase it with wipefs -a \(device), then try again")
+            // A PV label without a VG holds no LVM data (e.g. one an interrupted
+            // thinsr-destroy left) and may be reused, but only if nothing else is there.
+            let others = try await signatures(of: device).filter { pv == nil || $0 != "LVM2_member" }
+            if !others.isEmpty {
+                throw ThinError(.deviceInUse, "\(device) holds a \(others.joined(separator: " and ")) signature; if "
+                                + "its data is not needed, erase it with wipefs -a \(device), then try again")
             }
         }
     }
 
-    /// The filesystem, RAID or partition-table type on `device`, if any.
-    private func signature(of device: String) async throws(ThinError) -> String? {
-        do { return try await host.programs.signature(of: device) } catch { throw .backend("blkid failed", error) }
+    /// The filesystem, RAID and partition-table types on `device`.
+    private func signatures(of device: String) async throws(ThinError) -> [String] {
+        do { return try await host.programs.signatures(of: device) } catch { throw .backend("blkid failed", error) }
     }
 }

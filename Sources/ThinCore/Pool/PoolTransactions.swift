@@ -16,16 +16,30 @@ struct PoolTransactions {
 
     /// Runs `messages` as one transaction from the pool's state `usage` (which
     /// `recover` returned under the SR lock, so nothing has moved since);
-    /// `prepare` records the rows it touches. Returns the new transaction id.
+    /// `prepare` records the rows it touches. `sending` wraps the sending of
+    /// the messages alone (a snapshot suspends its origin there), so the
+    /// catalog's commits and their fsyncs stay outside it. Returns the new
+    /// transaction id.
     @discardableResult
     func run(_ messages: [PoolMessage], from usage: ThinPoolUsage,
-             prepare: (Catalog) throws(ThinError) -> Void) throws(ThinError) -> UInt64 {
+             prepare: (Catalog) throws(ThinError) -> Void,
+             sending: (() throws(ThinError) -> Void) throws(ThinError) -> Void = { try $0() }) throws(ThinError) -> UInt64 {
         let pending = PendingTransaction(from: usage.transactionID, messages: messages)
         try catalog.transaction { () throws(ThinError) in
             try prepare(catalog)
             try catalog.setPending(pending)
         }
         FaultInjection.point("transaction-recorded")
+        try sending { () throws(ThinError) in try send(messages) }
+        try setTransactionID(pending)
+        FaultInjection.point("transaction-id-set")
+        try catalog.settle(pending)
+        FaultInjection.point("transaction-settled")
+        return pending.newTransactionID
+    }
+
+    /// Sends the messages in order; a failure undoes what can still be undone.
+    private func send(_ messages: [PoolMessage]) throws(ThinError) {
         var sent: [PoolMessage] = []
         for (index, message) in messages.enumerated() {
             do {
@@ -42,11 +56,6 @@ struct PoolTransactions {
             }
             FaultInjection.point("message-\(index + 1)-sent")
         }
-        try setTransactionID(pending)
-        FaultInjection.point("transaction-id-set")
-        try catalog.settle(pending)
-        FaultInjection.point("transaction-settled")
-        return pending.newTransactionID
     }
 
     /// Finishes or undoes a transaction a killed process left open, given the

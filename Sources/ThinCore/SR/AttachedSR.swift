@@ -39,7 +39,8 @@ public final class AttachedSR {
     public static func open(_ reference: String, for access: SRAccess, host: Host = .live) throws(ThinError) -> AttachedSR {
         if let uuid = UUID(uuidString: reference) {
             let names = SRNames(uuid: uuid)
-            if host.system.isMounted(names.catalogMount) { return try open(names, for: access, host: host) }
+            guard host.system.isMounted(names.catalogMount) else { throw notAttached(reference, host: host) }
+            return try open(names, for: access, host: host)
         }
         // By name: each mounted catalog is opened once, and the match is kept open.
         var named: [(names: SRNames, catalog: Catalog)] = []
@@ -118,11 +119,12 @@ public final class AttachedSR {
     /// Runs `messages` as one pool transaction (see `PoolTransactions`) from
     /// the recovered state, or from `usage` when the caller read it itself.
     func transact(_ messages: [PoolMessage], from usage: ThinPoolUsage? = nil,
-                  prepare: (Catalog) throws(ThinError) -> Void) throws(ThinError) {
+                  prepare: (Catalog) throws(ThinError) -> Void,
+                  sending: (() throws(ThinError) -> Void) throws(ThinError) -> Void = { try $0() }) throws(ThinError) {
         let start: ThinPoolUsage
         if let usage { start = usage } else { start = try recovered() }
         do {
-            let transactionID = try transactions.run(messages, from: start, prepare: prepare)
+            let transactionID = try transactions.run(messages, from: start, prepare: prepare, sending: sending)
             // The used blocks are as recovery read them: one operation per tool call.
             recoveredUsage?.transactionID = transactionID
         } catch {

@@ -74,7 +74,9 @@ struct Discovery {
     /// Picks the one candidate whose uuid is `reference`, or else whose name is.
     static func match<T>(_ reference: String, in candidates: [T], uuid: (T) -> UUID,
                          name: (T) -> String) throws(ThinError) -> T {
-        if let parsed = UUID(uuidString: reference), let hit = candidates.first(where: { uuid($0) == parsed }) {
+        // A uuid-shaped reference is a uuid only: falling back to names could act on another SR.
+        if let parsed = UUID(uuidString: reference) {
+            guard let hit = candidates.first(where: { uuid($0) == parsed }) else { throw notFound(reference) }
             return hit
         }
         let named = candidates.filter { name($0) == reference }

@@ -35,7 +35,7 @@ public struct SRCreateRequest: Sendable {
 
     /// The data block size, after checking every size the request gives.
     func validatedBlockBytes() throws(ThinError) -> UInt64 {
-        try Naming.validateLabel(name, what: "SR name", maximumBytes: TagText.maximumBytes)
+        try Naming.validateSRName(name)
         try Naming.validateLabel(description, what: "SR description")
         let blockBytes = self.blockBytes ?? StoragePlan.defaultBlockBytes
         guard ThinPoolTable.isValidBlockSize(sectors: blockBytes / 512), blockBytes % 512 == 0 else {

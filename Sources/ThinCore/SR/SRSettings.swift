@@ -5,7 +5,7 @@ extension AttachedSR {
     /// Renames or re-describes the SR: in its catalog, and the name also in
     /// the catalog LV's tag so `thinsr-ls` shows it while detached.
     public func setLabel(name: String?, description: String?) throws(ThinError) {
-        if let name { try Naming.validateLabel(name, what: "SR name", maximumBytes: TagText.maximumBytes) }
+        if let name { try Naming.validateSRName(name) }
         if let description { try Naming.validateLabel(description, what: "SR description") }
         let record = try self.record
         // The catalog first; the name tag follows from the tags LVM has now,

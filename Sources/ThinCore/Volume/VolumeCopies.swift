@@ -4,8 +4,8 @@ import ThinDeviceMapper
 /// Snapshots, clones and revert: metadata-only on dm-thin, each one pool transaction.
 extension AttachedSR {
     /// Makes a read-only snapshot (`.snapshot`) or a writable clone (`.clone`) of
-    /// any volume, snapshot or clone. An attached writable source is suspended
-    /// around `create_snap` (flushing what was written before) and resumed.
+    /// any volume, snapshot or clone. An attached source is suspended around
+    /// `create_snap` (flushing what was written before) and resumed.
     @discardableResult
     public func copyVolume(_ reference: String, kind: VolumeKind, name: String?) throws(ThinError) -> VolumeRecord {
         precondition(kind != .volume)
@@ -24,23 +24,38 @@ extension AttachedSR {
             try catalog.insert(copy)
             try catalog.setNextThinID(thinID.successor)
         }
-        let message = PoolMessage.createSnapshot(thinID, origin: source.thinID)
-        // Recovery ran above: inside `changing` it would find this operation's own marker.
-        if let info = try devices.info(source.uuid), !info.readOnly, !info.suspended {
-            try devices.changing { () throws(ThinError) in
-                try whileSuspended(source) { () throws(ThinError) in try transact([message], prepare: record) }
-            }
-        } else {
-            try transact([message], prepare: record)
-        }
+        try transact(fromOrigin: source, [.createSnapshot(thinID, origin: source.thinID)], prepare: record)
         copy.state = .ready
         return copy
     }
 
-    /// Runs `body` with the volume's device suspended (its writes flushed), then
-    /// resumes it. A resume that fails is an error even when `body` succeeded,
-    /// so the devices-changing marker stays and the next operation resumes it.
-    private func whileSuspended(_ volume: VolumeRecord, _ body: () throws(ThinError) -> Void) throws(ThinError) {
+    /// Runs a transaction whose messages snapshot `origin`. The kernel needs
+    /// an active origin suspended while `create_snap` runs: only the sending
+    /// is inside that window, the catalog's commits (and fsyncs) are outside.
+    private func transact(fromOrigin origin: VolumeRecord, _ messages: [PoolMessage],
+                          prepare: (Catalog) throws(ThinError) -> Void) throws(ThinError) {
+        // Recovery runs first: inside `changing` it would find this operation's own marker.
+        try recovered()
+        guard let info = try devices.info(origin.uuid), !info.suspended else {
+            return try transact(messages, prepare: prepare)
+        }
+        // A resume that fails after the messages went through must not undo
+        // them: the transaction completes, then the failure is reported (and
+        // the marker stays, so the next thinsr command resumes the device).
+        var resumeFailure: ThinError?
+        try devices.changing { () throws(ThinError) in
+            try transact(messages, prepare: prepare) { send throws(ThinError) in
+                resumeFailure = try whileSuspended(origin, send)
+            }
+            if let resumeFailure { throw resumeFailure }
+        }
+    }
+
+    /// Runs `body` with the volume's device suspended (its writes flushed),
+    /// then resumes it. When `body` succeeded but the resume failed, returns
+    /// that failure for the caller to report once its transaction is whole.
+    private func whileSuspended(_ volume: VolumeRecord,
+                                _ body: () throws(ThinError) -> Void) throws(ThinError) -> ThinError? {
         let device = names.volumeDevice(volume.uuid).name
         do { try host.deviceMapper.suspend(name: device, flush: true) } catch {
             throw .backend("cannot suspend \(volume.key) for a consistent snapshot", error)
@@ -48,18 +63,23 @@ extension AttachedSR {
         FaultInjection.point("origin-suspended")
         let outcome = Result { () throws(ThinError) in try body() }
         do { try host.deviceMapper.resume(name: device, udev: .standard) } catch {
-            let done = (try? outcome.get()) != nil ? "the snapshot was made, but " : ""
-            throw .backend("\(done)\(volume.key) could not be resumed (the next thinsr operation on this SR resumes it)",
-                           error)
+            let failure = ThinError.backend("\(volume.key) could not be resumed (the next thinsr command on this SR "
+                                            + "resumes it)", error)
+            guard case .success = outcome else { throw failure }
+            return ThinError(failure.code, "the snapshot was made, but " + failure.message, parameters: failure.parameters)
         }
+        FaultInjection.point("origin-resumed")
         try outcome.get()
+        return nil
     }
 
     /// Makes `reference`'s contents those of `snapshotReference`, in place and
     /// in O(1): a new thin id is snapshotted from the snapshot and the volume
-    /// switches to it; its key, uuid, name, description and keys stay. An
-    /// attached volume is refused with `Volume_in_use` (its device holds the
-    /// old thin id open).
+    /// switches to it; its key, uuid, name, description and keys stay. Only a
+    /// snapshot of the volume's own lineage is accepted (see
+    /// `isEarlierState`). An attached volume is refused with `Volume_in_use`
+    /// (its device holds the old thin id open); an attached snapshot is
+    /// suspended around `create_snap`.
     public func revertVolume(_ reference: String, to snapshotReference: String) throws(ThinError) {
         let usage = try recovered()
         try SpaceReserve.requireRoomForNewDevice(usage, sr: names)
@@ -69,11 +89,45 @@ extension AttachedSR {
             throw .invalid("\(volume.key) is a read-only snapshot; revert a writable volume to one of its snapshots")
         }
         guard volume.uuid != snapshot.uuid else { throw .invalid("cannot revert \(volume.key) to itself") }
+        guard snapshot.kind == .snapshot else {
+            throw .invalid("\(snapshot.key) is a \(snapshot.kind.rawValue), not a snapshot; revert \(volume.key) to one "
+                           + "of its own snapshots (thinvdi-tree shows them)")
+        }
+        let all = Dictionary(try catalog.volumes().map { ($0.uuid, $0) }, uniquingKeysWith: { first, _ in first })
+        guard Self.isEarlierState(snapshot, of: volume, volumes: all) else {
+            throw .invalid("snapshot \(snapshot.key) is not of \(volume.key)'s lineage; revert \(volume.key) only to "
+                           + "one of its own snapshots (thinvdi-tree shows them)")
+        }
         try requireDetached(volume, "detach it with thinvdi-detach before reverting it")
         let thinID = try allocateThinID()
-        try transact([.createSnapshot(thinID, origin: snapshot.thinID), .delete(volume.thinID)]) { catalog throws(ThinError) in
+        try transact(fromOrigin: snapshot, [.createSnapshot(thinID, origin: snapshot.thinID), .delete(volume.thinID)]) {
+            catalog throws(ThinError) in
             try catalog.setPendingSwitch(volume: volume.uuid, thinID: thinID, virtualSize: snapshot.virtualSize)
             try catalog.setNextThinID(thinID.successor)
         }
+    }
+
+    /// Whether `snapshot` holds an earlier state of `volume`, as `zfs rollback`
+    /// and xapi's `Volume.revert` mean it: a snapshot taken of the volume (or
+    /// of one of its snapshots, transitively), or the snapshot the volume was
+    /// cloned from (or one that snapshot was itself taken from). A snapshot of
+    /// another disk, or of a clone of this one, is another disk's data.
+    static func isEarlierState(_ snapshot: VolumeRecord, of volume: VolumeRecord, volumes: [UUID: VolumeRecord]) -> Bool {
+        var node = snapshot
+        var steps = 0
+        while node.kind == .snapshot, let origin = node.snapshotOf, steps < volumes.count {
+            if origin == volume.uuid { return true }
+            guard let next = volumes[origin] else { break }
+            node = next
+            steps += 1
+        }
+        node = volume
+        steps = 0
+        while let parent = node.parentUUID, let source = volumes[parent], source.kind == .snapshot, steps < volumes.count {
+            if source.uuid == snapshot.uuid { return true }
+            node = source
+            steps += 1
+        }
+        return false
     }
 }

@@ -135,9 +135,9 @@ final class RecordingPrograms: HelperPrograms {
         state.withLock { $0.calls.append("mkfs.ext4 \(device)") }
     }
 
-    func signature(of device: String) async throws(ExternalCommandError) -> String? {
+    func signatures(of device: String) async throws(ExternalCommandError) -> [String] {
         state.withLock { $0.calls.append("blkid \(device)") }
-        return nil
+        return []
     }
 }
 

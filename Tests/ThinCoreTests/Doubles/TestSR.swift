@@ -118,11 +118,12 @@ struct TestSR {
     }
 
     /// Attaches a volume's device as the kernel would have it.
-    func attachDevice(_ volume: VolumeRecord, sizeBytes: UInt64? = nil, suspended: Bool = false, openCount: Int32 = 0) {
+    func attachDevice(_ volume: VolumeRecord, sizeBytes: UInt64? = nil, suspended: Bool = false, openCount: Int32 = 0,
+                      readOnly: Bool = false) {
         let table = ThinTable(poolDevice: "/dev/mapper/\(names.poolDevice)", deviceID: volume.thinID)
             .line(lengthSectors: (sizeBytes ?? volume.virtualSize) / 512)
         deviceMapper.addDevice(names.volumeDevice(volume.uuid).name,
-                               .init(table: [table], suspended: suspended, openCount: openCount))
+                               .init(table: [table], suspended: suspended, readOnly: readOnly, openCount: openCount))
     }
 
     /// The catalog's open transaction (a catalog that cannot be read stops the tests).

@@ -38,7 +38,7 @@ def activate(params):
 
 def activate_readonly(params):
     sr, key = parse_uri(params["uri"])
-    tool("thinvdi-attach", "--read-only", sr, key)
+    tool("thinvdi-attach", sr, key, read_only=True)
 
 
 def deactivate(params):

@@ -40,17 +40,15 @@ def devices_of(configuration):
 
 def sr_create(params):
     configuration = dict(params.get("configuration") or {})
-    arguments = ["--uuid", params["uuid"], "--name", params.get("name", ""),
-                 "--description", params.get("description", "")]
+    arguments = {"uuid": params["uuid"], "name": params.get("name", ""), "description": params.get("description", "")}
     devices = devices_of(configuration)
     if devices:
-        for device in devices:
-            arguments += ["--device", device]
+        arguments["device"] = devices
     elif configuration.get("vg"):
-        arguments += ["--vg", configuration["vg"], "--pool-size", configuration.get("pool-size", "")]
+        arguments.update(vg=configuration["vg"], pool_size=configuration.get("pool-size", ""))
     else:
         raise StorageError("Backend_failure", "device-config needs device=DEV[,DEV...] or vg=VG with pool-size=SIZE")
-    stat = tool("thinsr-create", *arguments)
+    stat = tool("thinsr-create", **arguments)
     configuration["sr_uuid"] = stat["uuid"]
     return configuration
 
@@ -77,7 +75,7 @@ def sr_detach(params):
 
 def sr_destroy(params):
     sr_detach(params)
-    tool("thinsr-destroy", "--force", params["sr"])
+    tool("thinsr-destroy", params["sr"], force=True)
     return None
 
 
@@ -109,11 +107,11 @@ def probe(params):
 
 
 def sr_set_name(params):
-    tool("thinsr-set", params["sr"], "--name", params["new_name"])
+    tool("thinsr-set", params["sr"], name=params["new_name"])
 
 
 def sr_set_description(params):
-    tool("thinsr-set", params["sr"], "--description", params["new_description"])
+    tool("thinsr-set", params["sr"], description=params["new_description"])
 
 
 def volume_record(v):
@@ -127,11 +125,8 @@ def volume_record(v):
 
 
 def volume_create(params):
-    arguments = [params["sr"], "--name", params.get("name", ""), "--size", str(params["size"]),
-                 "--description", params.get("description", "")]
-    if params.get("sharable"):
-        arguments.append("--sharable")
-    return volume_record(tool("thinvdi-create", *arguments))
+    return volume_record(tool("thinvdi-create", params["sr"], name=params.get("name", ""), size=params["size"],
+                              description=params.get("description", ""), sharable=bool(params.get("sharable"))))
 
 
 def volume_copy(tool_name):
@@ -157,7 +152,7 @@ def volume_stat(params):
 
 
 def volume_set(params):
-    tool("thinvdi-set", params["sr"], params["key"], "%s=%s" % (params["k"], params["v"]))
+    tool("thinvdi-set", params["sr"], params["key"], key=[params["k"]], value=[params["v"]])
 
 
 def volume_unset(params):
@@ -165,11 +160,11 @@ def volume_unset(params):
 
 
 def volume_set_name(params):
-    tool("thinvdi-set", params["sr"], params["key"], "--name", params["new_name"])
+    tool("thinvdi-set", params["sr"], params["key"], name=params["new_name"])
 
 
 def volume_set_description(params):
-    tool("thinvdi-set", params["sr"], params["key"], "--description", params["new_description"])
+    tool("thinvdi-set", params["sr"], params["key"], description=params["new_description"])
 
 
 METHODS = {
