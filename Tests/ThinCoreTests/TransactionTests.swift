@@ -315,6 +315,46 @@ struct RecoveryTests {
 
 @Suite("device recovery")
 struct DeviceRecoveryTests {
+    @Test("a reader resumes a device a dead writer left suspended, but leaves a live writer's alone")
+    func readerResumes() throws {
+        let sr = try TestSR()
+        let volume = try sr.addVolume("v", thinID: 1)
+        sr.attachDevice(volume, suspended: true)
+        let device = sr.names.volumeDevice(volume.uuid).name
+        try System.touch(sr.names.devicesChangingMarker)
+        let writer = try sr.open(.write)
+        try sr.open(.read).close()
+        #expect(sr.deviceMapper.device(device)?.suspended == true)
+        writer.close()
+        let reader = try sr.open(.read)
+        #expect(sr.deviceMapper.device(device)?.suspended == false && !System.exists(sr.names.devicesChangingMarker))
+        // The reader gave the SR lock back once it had recovered.
+        #expect(try FileLock.attempt(path: sr.names.lockFile, mode: .exclusive) != nil)
+        reader.close()
+    }
+
+    @Test("a reader settles an open transaction a dead writer left, so it lists what the pool holds")
+    func readerSettles() throws {
+        let sr = try TestSR()
+        try sr.addVolume("a", thinID: 1)
+        let catalog = try sr.catalog()
+        let created = VolumeRecord(uuid: UUID(), key: "b", name: "b", description: "", thinID: 2, virtualSize: 1 << 20,
+                                   kind: .volume, readWrite: true, sharable: false, createdAt: 1, keys: [:],
+                                   parentUUID: nil, snapshotOf: nil, state: .creating)
+        try catalog.insert(created)
+        try catalog.setPending(PendingTransaction(from: 0, messages: [.createThin(2)]))
+        catalog.close()
+        // The kill came after set_transaction_id: the pool has b.
+        sr.deviceMapper.updatePool(sr.names.poolDevice) { pool in
+            pool.thinIDs.insert(2)
+            pool.transactionID = 1
+        }
+        let reader = try sr.open(.read)
+        defer { reader.close() }
+        #expect(try reader.catalog.volumes().map(\.key).sorted() == ["a", "b"])
+        #expect(sr.openTransaction == nil)
+    }
+
     @Test("with the marker a killed change leaves, a suspended device is resumed and a short one grown")
     func reconciles() throws {
         let sr = try TestSR()

@@ -5,6 +5,8 @@ public enum Paths {
     /// Overridable for tests; production uses /run and /dev.
     public static var runRoot: String { environment("THINSR_RUN_DIR") ?? "/run/thinsr" }
     public static var deviceRoot: String { environment("THINSR_DEV_DIR") ?? "/dev/thinsr" }
+    /// The SRs' lock files: on tmpfs beside, never inside, their catalog mounts.
+    static var lockRoot: String { "\(runRoot)/locks" }
 
     static func environment(_ name: String) -> String? {
         ProcessInfo.processInfo.environment[name].flatMap { $0.isEmpty ? nil : $0 }

@@ -15,16 +15,20 @@ public final class AttachedSR {
     let host: Host
     let catalog: Catalog
     let pool: Pool
+    /// The SR lock, held by writers and lifecycle operations.
     private var lock: FileLock?
+    /// The readers lock, held shared by readers so the catalog is not unmounted under them.
+    private var readersLock: FileLock?
     /// The pool's state once `recovered()` has run, kept current by `transact`.
     private var recoveredUsage: ThinPoolUsage?
 
-    init(names: SRNames, catalog: Catalog, lock: FileLock?, host: Host) {
+    init(names: SRNames, catalog: Catalog, lock: FileLock?, readersLock: FileLock? = nil, host: Host) {
         self.names = names
         self.catalog = catalog
         self.host = host
         self.pool = Pool(names: names, deviceMapper: host.deviceMapper)
         self.lock = lock
+        self.readersLock = readersLock
     }
 
     public var record: SRRecord { get throws(ThinError) { try catalog.srRecord() } }
@@ -43,46 +47,90 @@ public final class AttachedSR {
             return try open(names, for: access, host: host)
         }
         // By name: each mounted catalog is opened once, and the match is kept open.
-        var named: [(names: SRNames, catalog: Catalog)] = []
-        for (names, catalog, record) in mountedCatalogs(host: host) {
-            if record.name == reference { named.append((names, catalog)) } else { catalog.close() }
+        var named: [MountedCatalog] = []
+        for mounted in mountedCatalogs(host: host) {
+            if mounted.record.name == reference { named.append(mounted) } else { mounted.close() }
         }
         guard named.count == 1, let hit = named.first else {
-            named.forEach { $0.catalog.close() }
+            named.forEach { $0.close() }
             if named.count > 1 {
                 let uuids = named.map(\.names.uuidString).joined(separator: ", ")
                 throw ThinError(.invalidArgument, "SR name \"\(reference)\" is ambiguous (\(uuids)); give the uuid")
             }
             throw notAttached(reference, host: host)
         }
-        return try open(hit.names, catalog: hit.catalog, for: access, host: host)
+        guard access == .read else {
+            hit.close()
+            return try open(hit.names, for: access, host: host)
+        }
+        return try reader(AttachedSR(names: hit.names, catalog: hit.catalog, lock: nil, readersLock: hit.readersLock,
+                                     host: host))
     }
 
     /// Opens the attached SR with these names. A writer takes the SR lock
-    /// before it opens the catalog: waiting for the lock with the catalog open
-    /// would keep the holder's detach from closing the last connection (and
-    /// unmounting), so a catalog opened to match a name is reused by readers only.
-    static func open(_ names: SRNames, catalog: Catalog? = nil, for access: SRAccess,
+    /// (or uses `lock`, which a lifecycle operation holds) before it opens the
+    /// catalog; a reader holds the readers lock while the catalog is open.
+    static func open(_ names: SRNames, for access: SRAccess, lock: FileLock? = nil,
                      host: Host) throws(ThinError) -> AttachedSR {
-        if access == .write {
-            catalog?.close()
-            let lock = try FileLock(path: names.lockFile)
-            return AttachedSR(names: names, catalog: try Catalog(path: names.catalogDatabase), lock: lock, host: host)
+        if access == .write || lock != nil {
+            let held: FileLock
+            if let lock { held = lock } else { held = try FileLock(path: names.lockFile) }
+            guard host.system.isMounted(names.catalogMount) else { throw notAttached(names.uuidString, host: host) }
+            return AttachedSR(names: names, catalog: try Catalog(path: names.catalogDatabase), lock: held, host: host)
         }
-        let opened: Catalog
-        if let catalog { opened = catalog } else { opened = try Catalog(path: names.catalogDatabase) }
-        return AttachedSR(names: names, catalog: opened, lock: nil, host: host)
+        let readersLock = try FileLock(path: names.readersLockFile, mode: .shared)
+        // A detach may have finished while this reader waited.
+        guard host.system.isMounted(names.catalogMount) else { throw notAttached(names.uuidString, host: host) }
+        let catalog = try Catalog(path: names.catalogDatabase)
+        return try reader(AttachedSR(names: names, catalog: catalog, lock: nil, readersLock: readersLock, host: host))
     }
 
-    /// Catalogs mounted under the run directory, open, with their SR records.
-    static func mountedCatalogs(host: Host) -> [(SRNames, Catalog, SRRecord)] {
+    /// A reader that finds what a killed writer left (a device change or an
+    /// open transaction) finishes it first under the SR lock, unless a live
+    /// writer holds that lock: reads never show a half state, and a device a
+    /// dead process left suspended is resumed by the next command of any kind.
+    private static func reader(_ sr: AttachedSR) throws(ThinError) -> AttachedSR {
+        guard System.exists(sr.names.devicesChangingMarker) || (try? sr.catalog.pending()) != nil,
+              let lock = try? FileLock.attempt(path: sr.names.lockFile, mode: .exclusive) else { return sr }
+        sr.lock = lock
+        defer {
+            lock.release()
+            sr.lock = nil
+        }
+        // A recovery that fails leaves the reader with the catalog as committed;
+        // the next writer reports the failure.
+        _ = try? sr.recovered()
+        return sr
+    }
+
+    /// A mounted catalog, open, with its SR record and the readers lock held.
+    struct MountedCatalog {
+        let names: SRNames
+        let catalog: Catalog
+        let record: SRRecord
+        let readersLock: FileLock
+
+        func close() {
+            catalog.close()
+            readersLock.release()
+        }
+    }
+
+    /// Catalogs mounted under the run directory, open. One being unmounted
+    /// (its readers lock held exclusively) is skipped, not waited for.
+    static func mountedCatalogs(host: Host) -> [MountedCatalog] {
         System.directoryEntries(Paths.runRoot).compactMap { entry in
             guard let uuid = UUID(uuidString: entry) else { return nil }
             let names = SRNames(uuid: uuid)
+            guard let readersLock = try? FileLock.attempt(path: names.readersLockFile, mode: .shared) else { return nil }
             guard host.system.isMounted(names.catalogMount),
-                  let catalog = try? Catalog(path: names.catalogDatabase) else { return nil }
-            guard let record = try? catalog.srRecord() else { catalog.close(); return nil }
-            return (names, catalog, record)
+                  let catalog = try? Catalog(path: names.catalogDatabase) else { readersLock.release(); return nil }
+            guard let record = try? catalog.srRecord() else {
+                catalog.close()
+                readersLock.release()
+                return nil
+            }
+            return MountedCatalog(names: names, catalog: catalog, record: record, readersLock: readersLock)
         }
     }
 
@@ -93,11 +141,22 @@ public final class AttachedSR {
                          + "thinsr-attach \(detached.names.uuidString)", parameters: [reference])
     }
 
-    /// Closes the catalog and releases the lock, so the catalog can be unmounted.
+    /// Closes the catalog and releases the locks, so the catalog can be unmounted.
     public func close() {
         catalog.close()
+        readersLock?.release()
+        readersLock = nil
         lock?.release()
         lock = nil
+    }
+
+    /// Hands the SR lock to the caller (a lifecycle operation that goes on
+    /// after closing the catalog) and closes the rest.
+    func closeKeepingLock() -> FileLock? {
+        let held = lock
+        lock = nil
+        close()
+        return held
     }
 
     /// Brings catalog, pool and devices into agreement, once per open SR:
@@ -149,9 +208,9 @@ extension AttachedSR {
     /// The uuid and name of every SR attached here, from the mounted catalogs
     /// alone (shell completion: no LVM or device-mapper call on every TAB).
     public static func attachedSummaries(host: Host = .live) -> [(uuid: String, name: String)] {
-        mountedCatalogs(host: host).map { names, catalog, record in
-            catalog.close()
-            return (names.uuidString, record.name)
+        mountedCatalogs(host: host).map { mounted in
+            mounted.close()
+            return (mounted.names.uuidString, mounted.record.name)
         }
     }
 }

@@ -6,7 +6,8 @@ extension SRLifecycle {
     /// catalog, assembles the pool and settles any open transaction. Attaching
     /// an attached SR succeeds and changes nothing.
     public func attach(_ reference: String, takeOver: Bool = false) async throws(ThinError) -> AttachedSR {
-        var sr = try discovery.find(reference)
+        var (sr, lock) = try lockedFind(reference)
+        defer { withExtendedLifetime(lock) {} }  // held through any undo; the returned SR holds it after
         let names = sr.names
         do {
             try discovery.requireOwned(sr)
@@ -16,11 +17,11 @@ extension SRLifecycle {
         }
         if sr.attached {
             if try Pool(names: names, deviceMapper: host.deviceMapper).exists() {
-                return try AttachedSR.open(names, for: .read, host: host)
+                return try AttachedSR.open(names, for: .write, lock: lock, host: host)
             }
             // A catalog left mounted without its pool (an interrupted attach or
             // detach): start the attach again from the beginning.
-            try host.system.unmount(names.catalogMount)
+            try unmountCatalog(names)
         }
         guard !sr.isIncomplete || !sr.isComplete else {
             throw ThinError(.catalogInconsistent, "SR \(names.uuidString) was not completely created (thinsr-create "
@@ -36,8 +37,8 @@ extension SRLifecycle {
             try activate(sr, undo: &undo)
             try await checkMetadata(sr)
             try mountCatalog(sr.mapperPath(.catalog), names: names, undo: &undo)
-            let attached = try openAttachedCatalog(sr)
-            undo.push { attached.close() }
+            let attached = try openAttachedCatalog(sr, lock: lock)
+            undo.push { _ = attached.closeKeepingLock() }
             try attached.pool.assemble(Pool.Layout(
                 metadataDevice: sr.mapperPath(.metadata), dataDevice: sr.mapperPath(.data),
                 dataBytes: sr.volumes[.data]?.sizeBytes ?? 0, blockBytes: try attached.record.blockSizeBytes,
@@ -45,7 +46,6 @@ extension SRLifecycle {
             let pool = attached.pool
             undo.push { try? pool.disassemble() }
             FaultInjection.point("pool-assembled")
-            try FileLock(path: names.metadataSnapshotLockFile).release()
             try attached.recovered()
             FaultInjection.point("recovered")
             attached.devices.removeStaleLinks()
@@ -98,8 +98,8 @@ extension SRLifecycle {
     }
 
     /// Opens the freshly mounted catalog under the SR lock, checking it is this SR's.
-    private func openAttachedCatalog(_ sr: DiscoveredSR) throws(ThinError) -> AttachedSR {
-        let attached = try AttachedSR.open(sr.names, for: .write, host: host)
+    private func openAttachedCatalog(_ sr: DiscoveredSR, lock: FileLock) throws(ThinError) -> AttachedSR {
+        let attached = try AttachedSR.open(sr.names, for: .write, lock: lock, host: host)
         let record = try attached.record
         guard record.uuid == sr.uuid else {
             attached.close()

@@ -51,7 +51,8 @@ extension SRLifecycle {
     /// ids nothing references, rebuild metadata that fails `thin_check` into the
     /// spare LV. Nothing the catalog references is ever deleted.
     public func check(_ reference: String, repair: Bool) async throws(ThinError) -> CheckReport {
-        let sr = try discovery.find(reference)
+        let (sr, lock) = try lockedFind(reference)
+        defer { lock.release() }
         try discovery.requireOwned(sr)
         guard !sr.isIncomplete else {
             return CheckReport(srUUID: sr.uuid, attached: false, metadata: "-", findings: [
@@ -60,7 +61,7 @@ extension SRLifecycle {
             ])
         }
         guard sr.attached else { return try await checkDetached(sr, repair: repair) }
-        let attached = try AttachedSR.open(sr.names, for: .write, host: host)
+        let attached = try AttachedSR.open(sr.names, for: .write, lock: lock, host: host)
         defer { attached.close() }
         return try await attached.check(repair: repair)
     }

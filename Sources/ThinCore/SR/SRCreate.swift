@@ -63,6 +63,8 @@ extension SRLifecycle {
     public func create(_ request: SRCreateRequest) async throws(ThinError) -> AttachedSR {
         let blockBytes = try request.validatedBlockBytes()
         let names = SRNames(uuid: request.uuid ?? UUID())
+        let lock = try FileLock(path: names.lockFile)
+        defer { withExtendedLifetime(lock) {} }  // held through any undo; the returned SR holds it after
         try removeInterruptedCreate(of: names, placement: request.placement)
         var undo = UndoStack()
         do throws(ThinError) {
@@ -85,9 +87,8 @@ extension SRLifecycle {
                                   createdAt: System.currentTime(), onFull: request.onFull)
             let catalog = try Catalog.create(path: names.catalogDatabase, record: record)
             undo.push { catalog.close() }
-            try Self.createLockFiles(names)
             FaultInjection.point("catalog-written")
-            let sr = AttachedSR(names: names, catalog: catalog, lock: nil, host: host)
+            let sr = AttachedSR(names: names, catalog: catalog, lock: lock, host: host)
             try assembleEmptyPool(sr, layout: Pool.Layout(
                 metadataDevice: path(.metadata), dataDevice: path(.data), dataBytes: plan.dataBytes,
                 blockBytes: blockBytes, onFull: request.onFull), undo: &undo)

@@ -4,7 +4,8 @@ extension SRLifecycle {
     /// Destroys a detached SR: its LVs (and, if it owns them, its VG and PVs).
     /// Refuses while it holds volumes unless `force`.
     public func destroy(_ reference: String, force: Bool) async throws(ThinError) {
-        let sr = try discovery.find(reference)
+        let (sr, lock) = try lockedFind(reference)
+        defer { lock.release() }
         let names = sr.names
         try discovery.requireOwned(sr)
         if sr.isIncomplete { return try removeStorage(sr) }

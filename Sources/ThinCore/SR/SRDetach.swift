@@ -9,7 +9,9 @@ extension SRLifecycle {
     public func detach(_ reference: String, force: Bool) throws(ThinError) {
         let attached: AttachedSR
         let sr: DiscoveredSR
-        switch try locate(reference, for: .write) {
+        let (located, lock) = try locate(reference)
+        defer { lock.release() }
+        switch located {
         case .detached(let detached): return try finishDetach(detached)
         case .attached(let open, let discovered): (attached, sr) = (open, discovered)
         }
@@ -21,8 +23,8 @@ extension SRLifecycle {
             try attached.pool.disassemble()
             FaultInjection.point("pool-removed")
         }
-        attached.close()
-        try host.system.unmount(names.catalogMount)
+        _ = attached.closeKeepingLock()
+        try unmountCatalog(names)
         FaultInjection.point("catalog-unmounted")
         System.removeDirectory(names.catalogMount)
         System.removeDirectory(names.runDirectory)

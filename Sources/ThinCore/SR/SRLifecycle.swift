@@ -17,11 +17,34 @@ public struct SRLifecycle: Sendable {
     }
 
     /// The one way lifecycle operations find an SR: by its LVM tags (so a
-    /// detached SR is found too), opened with `access` when it is attached.
-    func locate(_ reference: String, for access: SRAccess) throws(ThinError) -> LocatedSR {
-        let sr = try discovery.find(reference)
-        guard sr.attached else { return .detached(sr) }
-        return .attached(try AttachedSR.open(sr.names, for: access, host: host), sr)
+    /// detached SR is found too), with the SR lock held, and opened when it is
+    /// attached (the AttachedSR then holds the lock; else the caller does).
+    func locate(_ reference: String) throws(ThinError) -> (LocatedSR, FileLock) {
+        let (sr, lock) = try lockedFind(reference)
+        guard sr.attached else { return (.detached(sr), lock) }
+        return (.attached(try AttachedSR.open(sr.names, for: .write, lock: lock, host: host), sr), lock)
+    }
+
+    /// Finds the SR `reference` names with its SR lock held, as LVM shows it
+    /// once the lock is held: every lifecycle operation runs alone on its SR.
+    func lockedFind(_ reference: String) throws(ThinError) -> (DiscoveredSR, FileLock) {
+        if let uuid = UUID(uuidString: reference) {
+            let lock = try FileLock(path: SRNames(uuid: uuid).lockFile)
+            return (try discovery.find(reference), lock)
+        }
+        // A name: find its uuid, lock, then look again (it may have changed meanwhile).
+        let names = try discovery.find(reference).names
+        let lock = try FileLock(path: names.lockFile)
+        return (try discovery.find(names.uuidString), lock)
+    }
+
+    /// Unmounts the SR's catalog once no reader has it open: readers hold
+    /// the readers lock shared, so this waits for them rather than failing
+    /// with EBUSY, and readers that come later find the SR detached.
+    func unmountCatalog(_ names: SRNames) throws(ThinError) {
+        let barrier = try FileLock(path: names.readersLockFile, mode: .exclusive)
+        defer { barrier.release() }
+        try host.system.unmount(names.catalogMount)
     }
 
     /// Every SR this host can see, attached or not.
@@ -40,7 +63,7 @@ public struct SRLifecycle: Sendable {
     func removeStorage(_ sr: DiscoveredSR) throws(ThinError) {
         let names = sr.names
         try Pool(names: names, deviceMapper: host.deviceMapper).disassemble()
-        if host.system.isMounted(names.catalogMount) { try host.system.unmount(names.catalogMount) }
+        if host.system.isMounted(names.catalogMount) { try unmountCatalog(names) }
         System.removeDirectory(names.catalogMount)
         System.removeDirectory(names.runDirectory)
         if sr.volumeGroup == names.ownVolumeGroup { return try removeOwnVolumeGroup(sr.volumeGroup) }
@@ -67,17 +90,10 @@ public struct SRLifecycle: Sendable {
     func mountCatalog(_ device: String, names: SRNames, undo: inout UndoStack) throws(ThinError) {
         try host.system.mount(device: device, at: names.catalogMount, type: "ext4", readOnly: false)
         FaultInjection.point("catalog-mounted")
-        let system = host.system
         undo.push {
-            try? system.unmount(names.catalogMount)
+            try? unmountCatalog(names)
             System.removeDirectory(names.catalogMount)
             System.removeDirectory(names.runDirectory)
         }
-    }
-
-    /// The lock files exist from the start, so no operation adds a file to the catalog volume.
-    static func createLockFiles(_ names: SRNames) throws(ThinError) {
-        try FileLock(path: names.lockFile).release()
-        try FileLock(path: names.metadataSnapshotLockFile).release()
     }
 }

@@ -56,9 +56,15 @@ public struct SRNames: Sendable, Equatable {
     var catalogDatabase: String { "\(catalogMount)/catalog.db" }
     /// Where a detached SR's catalog is mounted read-only for a moment.
     var inspectMount: String { "\(runDirectory)/inspect" }
-    var lockFile: String { "\(catalogMount)/lock" }
+    /// The SR lock: held by every operation that changes the SR (writers and
+    /// the lifecycle operations), for its whole run.
+    var lockFile: String { "\(Paths.lockRoot)/\(uuidString)" }
+    /// Held shared by readers while they have the catalog open, and exclusive
+    /// by whoever unmounts the catalog: an unmount waits for readers instead
+    /// of failing with EBUSY, and a reader never finds the catalog half gone.
+    var readersLockFile: String { "\(Paths.lockRoot)/\(uuidString).readers" }
     /// Serializes thinsr's use of the pool's one metadata snapshot.
-    var metadataSnapshotLockFile: String { "\(catalogMount)/metadata-snapshot.lock" }
+    var metadataSnapshotLockFile: String { "\(Paths.lockRoot)/\(uuidString).metadata-snapshot" }
     /// Present while an operation has a volume device suspended or its table
     /// half changed; on tmpfs, so it goes with the devices at reboot.
     var devicesChangingMarker: String { "\(runDirectory)/devices-changing" }

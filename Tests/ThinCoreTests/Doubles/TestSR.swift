@@ -75,7 +75,6 @@ struct TestSR {
         try Catalog.create(path: other.catalogDatabase, record: SRRecord(
             uuid: other.uuid, name: name, description: "", mode: .beNice, volumeGroup: Self.group,
             blockSizeBytes: 65536, transactionID: 0, nextThinID: .first, createdAt: 1)).close()
-        try SRLifecycle.createLockFiles(other)
         system.state.withLock { _ = $0.mounted.insert(other.catalogMount) }
         return other
     }
