@@ -102,18 +102,24 @@ public struct VDIAttach: VolumeTool {
         abstract: "Attach a volume as a block device and print its path.",
         discussion: """
             Creates the volume's device-mapper device and the link /dev/thinsr/<sr-uuid>/<key>. Attaching \
-            an attached volume in the same mode succeeds and prints the same path.
+            an attached volume in the same mode succeeds and prints the same path. With --inactive, only \
+            the device node is made (it exists, 0 bytes long, and opens no thin device), as \
+            Datapath.attach needs; a later thinvdi-attach without --inactive loads the volume into it, \
+            read-write or read-only. A 0-byte volume's device is always such a node.
             """)
     public static let examples = [("thinvdi-attach vmstore web01-root", "Attach read-write; prints the device path."),
-                                  ("thinvdi-attach --read-only vmstore web01-root", "Attach read-only.")]
+                                  ("thinvdi-attach --read-only vmstore web01-root", "Attach read-only."),
+                                  ("thinvdi-attach --inactive vmstore web01-root",
+                                   "Make the device node only; attach again to activate it.")]
 
     @OptionGroup public var volume: VolumeArgument
     @Flag(name: .customLong("read-only"), help: "Attach the block device read-only.") var readOnly = false
+    @Flag(help: "Make only the device node, without loading the volume.") var inactive = false
     @OptionGroup public var output: OutputOptions
     public init() {}
 
     public func execute(on sr: AttachedSR) async throws(ThinError) {
-        let (attached, path) = try sr.attachVolume(volume.vdi, readOnly: readOnly)
+        let (attached, path) = try sr.attachVolume(volume.vdi, readOnly: readOnly, inactive: inactive)
         if output.json {
             Console.printJSON(VolumeJSON(try await sr.view(of: attached)))
         } else {

@@ -136,7 +136,6 @@ expect_failure 64 "neither --device nor --vg" thinsr-create --name x
 expect_failure 64 "--vg without --pool-size" thinsr-create --vg "$VG2"
 expect_failure 64 "bad uuid" thinsr-create --uuid not-a-uuid --device "$FREE"
 expect_failure 64 "bad block size" thinsr-create --block-size 3K --device "$FREE"
-expect_failure 64 "size 0" thinvdi-create one --name z --size 0
 expect_failure 64 "unknown suffix" thinvdi-create one --name z --size 10Q
 expect_failure 64 "negative size" thinvdi-create one --name z --size -5G
 expect_failure 64 "overflowing size" thinvdi-create one --name z --size 99999999999T

@@ -80,7 +80,6 @@ done
 # Malformed sizes, policies and uuids, unknown options and extra arguments are
 # refused before any device is touched: tests/host/refusals.sh checks those on
 # the host (with strace). What follows needs the SR, the VG or a device to decide.
-refuse "thinvdi-create --size 0" thinvdi-create hostile --name sized --size 0
 refuse "thinvdi-resize to 0" thinvdi-resize hostile "$HV" 0
 refuse "thinsr-extend --size 0" thinsr-extend hostile --size 0
 refuse "thinsr-create --uuid of an existing SR" thinsr-create --uuid "$HSR" --device "$HD3"

@@ -41,12 +41,13 @@ same_as_pattern() { cmp -n "$(stat -c %s "$THINSR_SCRATCH/pattern-$2")" "$THINSR
 # thinsr_files: the run and device trees, listed by the shell itself (a
 # process costs 50-100 ms in the UML lab). SQLite's -wal/-shm are left out: a
 # test's read-only sqlite3 reader leaves them behind (it cannot checkpoint) and
-# the tools' next read-write close removes them.
+# the tools' next read-write close removes them. Lock files hold no state: the
+# first command to take a lock makes its file, refused or not.
 thinsr_files() {
     local path
     shopt -s globstar nullglob
     for path in /run/thinsr/** /dev/thinsr/**; do
-        case $path in *.db-wal | *.db-shm) ;; *) echo "$path" ;; esac
+        case $path in *.db-wal | *.db-shm | /run/thinsr/locks/*) ;; *) echo "$path" ;; esac
     done
     shopt -u globstar nullglob
 }

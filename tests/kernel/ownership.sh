@@ -23,8 +23,13 @@ be_host hostB
 check_eq "thinsr-ls on hostB names the owner" "hostA" "$(thinsr-ls --json | jq -r --arg u "$OWN" '.[] | select(.uuid == $u) | .owner')"
 expect_failure 3 "hostB refuses to attach hostA's SR" thinsr-attach "$OWN"
 check "the error names the owner and --take-over" grep -q 'host "hostA".*--take-over' /tmp/ef.err
-check_eq "--json says Activated_on_another_host" "Activated_on_another_host" \
-    "$(thinsr-attach --json "$OWN" 2>/dev/null | jq -r .code)"
+check_eq "--json says Activated_on_another_host with the owner, the shape xapi reads" \
+    '["Activated_on_another_host","hostA"]' "$(thinsr-attach --json "$OWN" 2>/dev/null | jq -c .params)"
+make -s install-plugins DESTDIR="$THINSR_SCRATCH/root" >/dev/null
+XAPI_ERR=$(echo "{\"dbg\": \"x\", \"configuration\": {\"sr_uuid\": \"$OWN\"}}" | THINSR_TOOLS_DIR=$THINSR_SCRATCH/bin \
+    "$THINSR_SCRATCH/root/usr/libexec/xapi-storage-script/volume/org.xen.xapi.storage.thinsr/SR.attach" --json)
+check_eq "SR.attach through the plugin: params [Activated_on_another_host, owner]" \
+    '["Activated_on_another_host","hostA"]' "$(echo "$XAPI_ERR" | jq -c .params)"
 expect_failure 3 "hostB refuses to destroy hostA's SR" thinsr-destroy --force "$OWN"
 expect_failure 3 "hostB refuses to check hostA's SR" thinsr-check --repair "$OWN"
 check "hostB takes it over with --take-over" thinsr-attach --take-over "$OWN"

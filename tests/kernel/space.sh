@@ -14,12 +14,14 @@ write_pattern "$PA" full-a 40
 dd if=/dev/urandom of="$PB" bs=1M count=40 oflag=direct status=none 2>/dev/null
 check_eq "writes beyond the pool's end fail at once" "1" "$?"
 check_eq "pool is out of data space" "out_of_data_space" "$(pool_status_field "$FULL" 5)"
-check_eq "thinsr-stat health says why" "Unavailable" "$(sr_field "$FULL" 'health[0]')"
+check_eq "a full pool is degraded, not unavailable: Healthy, so sr-scan works" "Healthy" "$(sr_field "$FULL" 'health[0]')"
+check "thinsr-stat health says why" bash -c "thinsr-stat --json full | jq -r '.health[1]' | grep -q '^degraded: the pool is out of data space'"
+check "thinvdi-ls works on the full pool" thinvdi-ls full
 check "data committed before the pool filled is intact" same_as_pattern "$PA" full-a
 expect_failure 4 "creating a volume in a full pool is refused (No_space)" thinvdi-create full --name c --size 4M
 check "thinsr-extend --device adds a disk and grows the pool" thinsr-extend full --device "$SD2" --size +32M
 check_eq "pool back to read-write" "rw" "$(pool_status_field "$FULL" 5)"
-check_eq "thinsr-stat health" "Healthy" "$(sr_field "$FULL" 'health[0]')"
+check_eq "thinsr-stat health, grown" '["Healthy",""]' "$(sr_json "$FULL" | jq -c .health)"
 write_pattern "$PB" full-b 40
 check "writes succeed after growing" same_as_pattern "$PB" full-b
 check "earlier data still intact" same_as_pattern "$PA" full-a

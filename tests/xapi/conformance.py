@@ -10,6 +10,7 @@ where ROOT holds volume/ and datapath/ as installed."""
 import concurrent.futures
 import json
 import os
+import stat as stat_module
 import subprocess
 import sys
 
@@ -201,12 +202,57 @@ check("vdi-type round-trips", ok and v["keys"].get("vdi-type") == "user")
 check("the uri names the thinsr datapath", ok and v["uri"] and v["uri"][0].startswith("thinsr://"))
 uri = v["uri"][0] if ok else "thinsr://none/none"
 
+# Text from xapi reaches the catalog whole: keys and values with '=', a leading
+# '-', spaces, quotes, newlines and non-ASCII, and names that look like options.
+HOSTILE = ["a=b", "=lead", "-x", "--description", "--name=evil", "two words", "quote'\"s", "line\nbreak", "nön-äscii ✓",
+           "tab\there", "trailing=", "-"]
+for text in HOSTILE:
+    ok, _ = volume("Volume.set", sr=sr, key=key, k=text, v=text + "=" + text)
+    check("Volume.set key %r" % text, ok)
+ok, v = volume("Volume.stat", sr=sr, key=key)
+check("every hostile key and value round-trips exactly", ok and all(v["keys"].get(t) == t + "=" + t for t in HOSTILE)
+      and v["description"] == "a disk" and v["name"] == "vm disk", json.dumps(v and v.get("keys"))[:400])
+ok, _ = volume("Volume.set", sr=sr, key=key, k="empty", v="")
+ok2, v = volume("Volume.stat", sr=sr, key=key)
+check("an empty value round-trips", ok and ok2 and v["keys"].get("empty") == "")
+for text in HOSTILE + ["empty"]:
+    volume("Volume.unset", sr=sr, key=key, k=text)
+ok, v = volume("Volume.stat", sr=sr, key=key)
+check("Volume.unset removes each hostile key", ok and v["keys"] == {"vdi-type": "user"}, json.dumps(v and v.get("keys")))
+ok, _ = volume("Volume.set_name", sr=sr, key=key, new_name="-n --json")
+ok2, _ = volume("Volume.set_description", sr=sr, key=key, new_description="--name=x")
+ok3, v = volume("Volume.stat", sr=sr, key=key)
+check("option-like names and descriptions are taken as text", ok and ok2 and ok3 and v["name"] == "-n --json"
+      and v["description"] == "--name=x")
+volume("Volume.set_name", sr=sr, key=key, new_name="vm disk")
+volume("Volume.set_description", sr=sr, key=key, new_description="a disk")
+
+# The daemon self-test's 0-byte volume: create, set, stat, attach, activate, destroy.
+ok, empty = volume("Volume.create", sr=sr, name="vdi name", description="vdi description", size=0, sharable=False)
+check("Volume.create of 0 bytes (xapi's self-test)", ok and empty and empty["virtual_size"] == 0, json.dumps(empty)[:300])
+if ok:
+    ok, _ = volume("Volume.set", sr=sr, key=empty["key"], k="vdi-type", v="redolog")
+    ok2, e = volume("Volume.stat", sr=sr, key=empty["key"])
+    check("a 0-byte volume takes keys", ok and ok2 and e["keys"] == {"vdi-type": "redolog"})
+    ok, b = datapath("Datapath.attach", uri=e["uri"][0], domain="6")
+    ok2, _ = datapath("Datapath.activate", uri=e["uri"][0], domain="6")
+    path = dict(b["implementations"])["BlockDevice"]["path"] if ok else ""
+    check("a 0-byte volume attaches and activates as a 0-byte device", ok and ok2 and os.path.exists(path)
+          and open(path, "rb").read(1) == b"")
+    datapath("Datapath.deactivate", uri=e["uri"][0], domain="6")
+    datapath("Datapath.detach", uri=e["uri"][0], domain="6")
+    ok, _ = volume("Volume.destroy", sr=sr, key=empty["key"])
+    check("a 0-byte volume is destroyed", ok)
+
 # VM start/stop: Volume.stat -> Datapath.attach -> activate -> I/O -> deactivate -> detach
 ok, backend = datapath("Datapath.attach", uri=uri, domain="3")
 check("Datapath.attach returns a backend with XenDisk", ok and valid_backend(backend), json.dumps(backend)[:300])
 xendisk = dict(backend["implementations"]).get("XenDisk", {}) if ok else {}
 check("XenDisk is a kernel blkback vbd", xendisk.get("backend_type") == "vbd")
 device = xendisk.get("params", "")
+block = dict(backend["implementations"]).get("BlockDevice", {}).get("path", "") if ok else ""
+check("the device Datapath.attach returns exists before activate", os.path.exists(block)
+      and stat_module.S_ISBLK(os.stat(block).st_mode), block)
 ok, _ = datapath("Datapath.activate", uri=uri, domain="3")
 check("Datapath.activate", ok)
 ok, _ = datapath("Datapath.activate", uri=uri, domain="3")

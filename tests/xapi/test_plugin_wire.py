@@ -65,6 +65,13 @@ class PluginWire(unittest.TestCase):
         status, value = self.call(VOLUME, "Volume.destroy", {"dbg": "x", "sr": "s", "key": "k"})
         self.assertEqual((status, value["params"]), (1, ["Volume_in_use", "volume k is attached"]))
 
+    def test_activated_on_another_host_carries_only_the_owner(self):
+        self.stub("thinsr-attach", json.dumps({"code": "Activated_on_another_host",
+                                               "params": ["Activated_on_another_host", "hostA"], "message": "m"}),
+                  status=3)
+        status, value = self.call(VOLUME, "SR.attach", {"dbg": "x", "configuration": {"sr_uuid": "u"}})
+        self.assertEqual((status, value["params"]), (1, ["Activated_on_another_host", "hostA"]))
+
     def test_garbage_from_a_tool_is_a_backend_failure_not_a_crash(self):
         self.stub("thinsr-stat", "not json", status=1)
         status, value = self.call(VOLUME, "SR.stat", {"dbg": "x", "sr": "s"})
@@ -98,8 +105,9 @@ class PluginWire(unittest.TestCase):
         self.assertEqual(self.args("thinvdi-set"), ["--json", "--name=-n", "--", "s", "k"])
 
     def test_datapath_attach_names_the_device_and_static_vdis_mode(self):
-        self.stub("thinvdi-stat", json.dumps({"sr": "6f1c", "key": "disk"}))
+        self.stub("thinvdi-attach", json.dumps({"sr": "6f1c", "key": "disk"}))
         status, value = self.call(DATAPATH, "Datapath.attach", None, argv=("static-vdis", "thinsr://6f1c/disk", "0"))
+        self.assertEqual(self.args("thinvdi-attach"), ["--json", "--inactive", "--", "6f1c", "disk"])
         self.assertEqual(status, 0)
         implementations = dict(value["implementations"])
         self.assertEqual(implementations["XenDisk"]["backend_type"], "vbd")

@@ -1,4 +1,4 @@
-public import FoundationEssentials
+import FoundationEssentials
 import ThinDeviceMapper
 
 /// The SR's SQLite catalog on its catalog LV. The schema is the contract a
@@ -8,12 +8,10 @@ final class Catalog {
     static let formatVersion: Int64 = 1
     let database: Database
 
-    init(path: String, readOnly: Bool = false) throws(ThinError) {
-        database = try Database(path: path, readOnly: readOnly)
-        if !readOnly {
-            try database.execute("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON")
-            try addMissingColumns()
-        }
+    init(path: String) throws(ThinError) {
+        database = try Database(path: path)
+        try database.execute("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON")
+        try addMissingColumns()
     }
 
     /// Closes the connection (the last close checkpoints and removes the WAL).

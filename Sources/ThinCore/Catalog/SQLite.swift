@@ -14,13 +14,10 @@ final class Database {
     private var handle: OpaquePointer?
     let path: String
 
-    init(path: String, readOnly: Bool = false) throws(ThinError) {
+    init(path: String) throws(ThinError) {
         self.path = path
-        // Read-only opens are of a catalog on a read-only mount: `immutable` lets
-        // SQLite read a WAL-mode database without creating its -shm file.
-        let flags = readOnly ? (SQLITE_OPEN_READONLY | SQLITE_OPEN_URI) : (SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE)
-        let name = readOnly ? "file:\(path)?immutable=1" : path
-        guard sqlite3_open_v2(name, &handle, flags | SQLITE_OPEN_NOMUTEX, nil) == SQLITE_OK else {
+        let flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX
+        guard sqlite3_open_v2(path, &handle, flags, nil) == SQLITE_OK else {
             let message = handle.map { String(cString: sqlite3_errmsg($0)) } ?? "out of memory"
             sqlite3_close(handle)
             handle = nil

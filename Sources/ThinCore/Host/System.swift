@@ -81,6 +81,26 @@ public enum System {
 
     static func removeFile(_ path: String) { unlink(path) }
 
+    /// Copies a file's bytes; returns false if `source` does not exist.
+    @discardableResult
+    static func copyFile(_ source: String, to destination: String) throws(ThinError) -> Bool {
+        guard let input = try? FileDescriptor.open(FilePath(source), .readOnly) else { return false }
+        defer { try? input.close() }
+        do {
+            let output = try FileDescriptor.open(FilePath(destination), .writeOnly, options: [.create, .truncate],
+                                                 permissions: [.ownerReadWrite])
+            defer { try? output.close() }
+            var buffer = [UInt8](repeating: 0, count: 1 << 20)
+            while true {
+                let count = try buffer.withUnsafeMutableBytes { try input.read(into: $0) }
+                if count == 0 { return true }
+                _ = try output.writeAll(buffer[0..<count])
+            }
+        } catch {
+            throw ThinError(.backendFailure, "cannot copy \(source) to \(destination): \(error)")
+        }
+    }
+
     /// Creates an empty file if there is none (markers the next process looks for).
     static func touch(_ path: String) throws(ThinError) {
         let descriptor = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0o600)

@@ -68,7 +68,7 @@ struct Discovery {
         throw ThinError(.activatedOnAnotherHost, "SR \(sr.names.uuidString) belongs to host \"\(sr.owner)\" (the LVM "
                         + "system ID of VG \(sr.volumeGroup))" + (takeOverHint ? "; if that host is down or has let it "
                         + "go, take it over with thinsr-attach --take-over \(sr.names.uuidString)" : ""),
-                        parameters: [sr.names.uuidString, sr.owner])
+                        parameters: [sr.owner])
     }
 
     /// Picks the one candidate whose uuid is `reference`, or else whose name is.

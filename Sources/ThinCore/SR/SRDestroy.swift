@@ -26,6 +26,10 @@ extension SRLifecycle {
     }
 
     /// Runs `body` on a detached SR's catalog, mounted read-only for the call.
+    /// A host that crashed leaves the last commits in the write-ahead log,
+    /// which SQLite cannot read on a read-only mount: the database and its
+    /// log are copied to the run directory (tmpfs) and the copy is opened,
+    /// which replays the log into it. The catalog LV is never written.
     func withCatalogReadOnly<T>(_ sr: DiscoveredSR, _ body: (Catalog) throws(ThinError) -> T) throws(ThinError) -> T {
         let names = sr.names
         guard let catalogLV = sr.volumes[.catalog] else {
@@ -37,12 +41,20 @@ extension SRLifecycle {
         }
         defer { if !wasActive { try? host.lvm.setActive(false, group: sr.volumeGroup, names: [catalogLV.name]) } }
         try host.system.mount(device: sr.mapperPath(.catalog), at: names.inspectMount, type: "ext4", readOnly: true)
+        let copy = "\(names.runDirectory)/inspect-copy"
         defer {
+            for suffix in ["", "-wal", "-shm"] { System.removeFile("\(copy)/catalog.db\(suffix)") }
+            System.removeDirectory(copy)
             try? host.system.unmount(names.inspectMount)
             System.removeDirectory(names.inspectMount)
             System.removeDirectory(names.runDirectory)
         }
-        let catalog = try Catalog(path: "\(names.inspectMount)/catalog.db", readOnly: true)
+        try System.makeDirectories(copy, mode: 0o700)
+        guard try System.copyFile("\(names.inspectMount)/catalog.db", to: "\(copy)/catalog.db") else {
+            throw ThinError(.catalogInconsistent, "the catalog LV of SR \(names.uuidString) holds no catalog.db")
+        }
+        try System.copyFile("\(names.inspectMount)/catalog.db-wal", to: "\(copy)/catalog.db-wal")
+        let catalog = try Catalog(path: "\(copy)/catalog.db")
         defer { catalog.close() }
         return try body(catalog)
     }

@@ -9,7 +9,10 @@ public struct SRStatus: Sendable {
     public var attachedVolumeCount: Int
     public var poolDevice: String
 
-    /// SMAPIv3 health: Healthy, or why not.
+    /// SMAPIv3 health: Healthy, or why not. A pool out of data space is
+    /// degraded, not unavailable: reads, destroys and thinsr-extend still
+    /// work, and xapi's sr-scan fails on anything but Healthy, so it is
+    /// Healthy with the reason in the detail.
     public var health: (state: String, detail: String) {
         switch pool {
         case .failed, .error: return ("Unavailable", "the pool has failed")
@@ -18,7 +21,9 @@ public struct SRStatus: Sendable {
             switch usage.mode {
             case .readWrite: return ("Healthy", "")
             case .readOnly: return ("Unavailable", "the pool is read-only")
-            case .outOfDataSpace: return ("Unavailable", "the pool is out of data space")
+            case .outOfDataSpace:
+                return ("Healthy", "degraded: the pool is out of data space; writes to unprovisioned blocks wait or "
+                        + "fail (the on-full policy) until thinsr-extend adds space")
             }
         }
     }

@@ -14,8 +14,8 @@ extension AttachedSR {
         }
         try Self.requireVolumeSize(size)
         guard size > volume.virtualSize else { return }
-        guard let info = try devices.info(volume.uuid) else {
-            // Detached: the next attach makes the device at the new size.
+        guard let info = try devices.info(volume.uuid), info.hasLiveTable else {
+            // Detached, or a node without a table: the next attach loads the new size.
             try catalog.setVirtualSize(size, volume: volume.uuid)
             FaultInjection.point("size-recorded")
             return

@@ -36,7 +36,7 @@ extension AttachedSR {
                           prepare: (Catalog) throws(ThinError) -> Void) throws(ThinError) {
         // Recovery runs first: inside `changing` it would find this operation's own marker.
         try recovered()
-        guard let info = try devices.info(origin.uuid), !info.suspended else {
+        guard let info = try devices.info(origin.uuid), info.hasLiveTable, !info.suspended else {
             return try transact(messages, prepare: prepare)
         }
         // A resume that fails after the messages went through must not undo

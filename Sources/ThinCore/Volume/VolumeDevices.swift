@@ -64,6 +64,41 @@ struct VolumeDevices {
         }
     }
 
+    /// Creates the volume's device without a table: the node exists (size 0)
+    /// and no thin device is opened. Datapath.attach makes this half, so the
+    /// path it returns exists; `load` (at activate) makes it the volume. A
+    /// 0-byte volume's device stays like this: a table cannot be 0 long.
+    func createNode(_ volume: VolumeRecord) throws(ThinError) -> String {
+        let device = names.volumeDevice(volume.uuid)
+        do {
+            try deviceMapper.create(name: device.name, uuid: device.dmUUID, table: [], readOnly: false, udev: .standard)
+        } catch {
+            throw .backend("cannot create the device of volume \(volume.key)", error)
+        }
+        FaultInjection.point("device-created")
+        do {
+            return try link(volume)
+        } catch {
+            try? deviceMapper.remove(name: device.name)
+            throw error
+        }
+    }
+
+    /// Loads the volume's table into a device `createNode` made, and resumes it.
+    func load(_ volume: VolumeRecord, readOnly: Bool) throws(ThinError) {
+        guard volume.virtualSize > 0 else { return }
+        let name = names.volumeDevice(volume.uuid).name
+        try changing { () throws(ThinError) in
+            do {
+                try deviceMapper.reload(name: name, table: [table(for: volume)], readOnly: readOnly)
+                FaultInjection.point("table-loaded")
+                try deviceMapper.resume(name: name, udev: .standard)
+            } catch {
+                throw .backend("cannot activate volume \(volume.key)", error)
+            }
+        }
+    }
+
     /// Removes the volume's device and its link. A volume held open is
     /// refused with `Volume_in_use`; a detached one is left as it is.
     func deactivate(_ volume: UUID, key: String?) throws(ThinError) {
@@ -117,7 +152,8 @@ struct VolumeDevices {
     func unfinished(_ volumes: [VolumeRecord], active: [UUID: DeviceInfo]) throws(ThinError) -> [UUID: Unfinished] {
         let byUUID = Dictionary(volumes.map { ($0.uuid, $0) }, uniquingKeysWith: { first, _ in first })
         var found: [UUID: Unfinished] = [:]
-        for (uuid, info) in active {
+        // A device without a table (made by Datapath.attach, or a 0-byte volume's) has nothing to finish.
+        for (uuid, info) in active where info.hasLiveTable {
             var short: VolumeRecord?
             if let volume = byUUID[uuid] {
                 let device = names.volumeDevice(uuid).name

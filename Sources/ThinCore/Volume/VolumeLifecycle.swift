@@ -11,7 +11,6 @@ extension AttachedSR {
                              sharable: Bool) throws(ThinError) -> VolumeRecord {
         try Naming.validateLabel(name, what: "volume name")
         try Naming.validateLabel(description, what: "volume description")
-        guard sizeBytes > 0 else { throw .invalid("size 0 is not allowed; give a size such as 10G") }
         try Self.requireVolumeSize(sizeBytes)
         let usage = try recovered()
         try SpaceReserve.requireRoomForNewDevice(usage, sr: names)

@@ -1,7 +1,8 @@
 #!/usr/bin/python3
 """thinsr's SMAPIv3 datapath plugin for `thinsr://<sr-uuid>/<key>` URIs: the
-data path is the kernel's (a dm-thin device handed to blkback), so attach only
-names the device and activate creates it."""
+data path is the kernel's (a dm-thin device handed to blkback). Attach makes
+the device node, so the path it returns exists at once (as tapdisk-based
+plugins' do); activate loads the volume into it, read-write or read-only."""
 
 import os
 import sys
@@ -23,7 +24,7 @@ def query(_):
 
 def attach(params):
     sr, key = parse_uri(params["uri"])
-    volume = tool("thinvdi-stat", sr, key)          # fails with Volume_does_not_exist for a bad URI
+    volume = tool("thinvdi-attach", sr, key, inactive=True)   # Volume_does_not_exist for a bad URI
     path = os.path.join(DEVICE_ROOT, volume["sr"], volume["key"])
     return {"implementations": [
         ["XenDisk", {"params": path, "extra": {}, "backend_type": "vbd"}],
