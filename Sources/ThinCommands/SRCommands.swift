@@ -114,20 +114,29 @@ public struct SRDetach: LifecycleTool {
         commandName: "thinsr-detach",
         abstract: "Detach an SR from this host.",
         discussion: """
-            Removes the pool device, unmounts the catalog and deactivates the SR's logical volumes. Refuses \
-            while volumes are attached unless --force, which detaches them first; a volume that a process \
-            holds open is never detached. Detaching a detached SR succeeds and changes nothing.
+            Removes the pool device, unmounts the catalog and deactivates the SR's logical volumes, after \
+            finishing any operation a crash interrupted. Refuses while volumes are attached unless --force. \
+            --force detaches attached volumes first, and tears the SR down even when its pool has failed or \
+            its catalog and pool disagree (it says so on stderr; run thinsr-check --repair before attaching \
+            again). A volume that a process holds open is reported and the SR stays attached, unless --force \
+            is given twice: then that volume's device fails all further I/O and goes when it is closed. \
+            Detaching a detached SR succeeds and changes nothing.
             """)
     public static let examples = [("thinsr-detach vmstore", "Detach the SR."),
-                                  ("thinsr-detach --force vmstore", "Detach it and any attached volumes.")]
+                                  ("thinsr-detach --force vmstore", "Detach it and any attached volumes, even if its "
+                                   + "pool has failed."),
+                                  ("thinsr-detach --force --force vmstore",
+                                   "Also take away volumes that processes hold open (their I/O fails).")]
 
     @OptionGroup public var target: SRArgument
-    @Flag(help: "Detach attached volumes first.") var force = false
+    @Flag(name: .long, help: "Detach attached volumes first and tear down a failed pool; twice: open volumes too.")
+    var force: Int
     @OptionGroup public var output: OutputOptions
     public init() {}
 
     public func execute(_ lifecycle: SRLifecycle) async throws(ThinError) {
-        try lifecycle.detach(target.sr, force: force)
+        let warnings = try lifecycle.detach(target.sr, force: SRLifecycle.DetachForce(count: force))
+        for warning in warnings { Console.err("thinsr-detach: warning: \(warning.terminalSafe)") }
         if output.json { Console.out("null") }
     }
 }

@@ -62,7 +62,10 @@ public struct DeviceMapper: DeviceMapperControl {
     /// Creates a device, loads `table` and resumes it (one DM_DEV_CREATE round).
     public func create(name: String, uuid: String?, table: [TableLine], readOnly: Bool,
                        udev: UdevVisibility) throws(DeviceMapperError) {
-        try Self.run(DM_DEVICE_CREATE, "create", device: name, udev: udev) { task in
+        // Without a table the kernel sends no uevent (only resume, remove and
+        // rename do), so a udev cookie would never be released: libdevmapper
+        // makes the node itself, and the resume after a load tells udev.
+        try Self.run(DM_DEVICE_CREATE, "create", device: name, udev: table.isEmpty ? nil : udev) { task in
             guard dm_task_set_name(task, name) != 0 else { return false }
             if let uuid, dm_task_set_uuid(task, uuid) == 0 { return false }
             if readOnly, dm_task_set_ro(task) == 0 { return false }
@@ -98,6 +101,12 @@ public struct DeviceMapper: DeviceMapperControl {
     public func remove(name: String) throws(DeviceMapperError) {
         try Self.run(DM_DEVICE_REMOVE, "remove", device: name, udev: .standard) { task in
             dm_task_set_name(task, name) != 0 && dm_task_retry_remove(task) != 0
+        }
+    }
+
+    public func removeDeferred(name: String) throws(DeviceMapperError) {
+        try Self.run(DM_DEVICE_REMOVE, "remove (deferred)", device: name, udev: .standard) { task in
+            dm_task_set_name(task, name) != 0 && dm_task_deferred_remove(task) != 0
         }
     }
 

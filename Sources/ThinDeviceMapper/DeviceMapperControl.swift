@@ -1,7 +1,8 @@
 /// What the core asks of device-mapper. `DeviceMapper` is the kernel's, through
 /// libdevmapper; tests of the core's own logic use a recording double.
 public protocol DeviceMapperControl: Sendable {
-    /// Creates a device, loads `table` and resumes it.
+    /// Creates a device, loads `table` and resumes it; with an empty table,
+    /// only creates it (a node of size 0 until a table is loaded and resumed).
     func create(name: String, uuid: String?, table: [TableLine], readOnly: Bool,
                 udev: UdevVisibility) throws(DeviceMapperError)
     /// Loads `table` into the device's inactive slot; `resume` makes it live.
@@ -10,6 +11,8 @@ public protocol DeviceMapperControl: Sendable {
     func suspend(name: String, flush: Bool) throws(DeviceMapperError)
     func resume(name: String, udev: UdevVisibility) throws(DeviceMapperError)
     func remove(name: String) throws(DeviceMapperError)
+    /// Removes the device when its last opener closes it (at once if none does).
+    func removeDeferred(name: String) throws(DeviceMapperError)
     /// Sends a message to a pool; returns the response, if any.
     @discardableResult
     func send(_ message: PoolMessage, to pool: String) throws(DeviceMapperError) -> String?

@@ -16,8 +16,9 @@ public protocol HelperPrograms: Sendable {
     /// `mkfs.ext4` for a catalog volume, fully initialised (no lazy writes later).
     func makeCatalogFilesystem(device: String) async throws(ExternalCommandError)
     /// `blkid -p`: the filesystem, RAID and partition-table types on `device`
-    /// (empty when it has none).
-    func signatures(of device: String) async throws(ExternalCommandError) -> [String]
+    /// (empty when it has none). `skippingRAID` leaves out RAID and LVM
+    /// labels, which otherwise hide the filesystems under them.
+    func signatures(of device: String, skippingRAID: Bool) async throws(ExternalCommandError) -> [String]
 }
 
 /// thin-provisioning-tools and the other installed helpers, run as processes.
@@ -114,8 +115,8 @@ public struct ThinTools: HelperPrograms {
                                                       "lazy_itable_init=0,lazy_journal_init=0", device])
     }
 
-    public func signatures(of device: String) async throws(ExternalCommandError) -> [String] {
-        let arguments = ["-p", "-o", "export", device]
+    public func signatures(of device: String, skippingRAID: Bool) async throws(ExternalCommandError) -> [String] {
+        let arguments = ["-p"] + (skippingRAID ? ["-u", "noraid"] : []) + ["-o", "export", device]
         let result = try await ExternalCommand.run("blkid", arguments)
         switch result.exitStatus {
         case 0: return Self.parseSignatures(result.standardOutput)

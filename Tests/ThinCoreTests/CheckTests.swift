@@ -219,6 +219,41 @@ struct DetachedCheckTests {
         let (meta, spare, swap) = (sr.names.lv(.metadata), sr.names.lv(.spare), sr.names.swapLV)
         let renames = sr.lvm.calls.filter { $0.hasPrefix("lvrename") }
         #expect(renames == ["lvrename vg0 \(meta) \(swap)", "lvrename vg0 \(spare) \(meta)", "lvrename vg0 \(swap) \(spare)"])
+        // The commit point came first: one lvchange gave the repaired copy the next generation.
+        let commit = try #require(sr.lvm.calls.firstIndex(of: "lvchange vg0/\(spare) - +thinsr.metagen=1"))
+        #expect(commit < (sr.lvm.calls.firstIndex(of: renames[0]) ?? -1))
+        let lvs = sr.lvm.state.withLock { $0.logicalVolumes }
+        let metadataLV = try #require(lvs.first { $0.name == meta })
+        #expect(metadataLV.tags.contains("thinsr.metagen=1") && metadataLV.tags.contains(LVRole.metadata.tag))
+        #expect(lvs.first { $0.name == spare }?.tags.contains(LVRole.spare.tag) == true)
+    }
+
+    @Test("a swap killed after its commit point, at any later step, is finished by the next check or attach",
+          arguments: [0, 1, 2, 3])
+    func swapRollsForward(failingStep: Int) async throws {
+        let sr = try TestSR(attached: false)
+        try sr.addVolume("a", thinID: 1)
+        damage(sr, sr.mapperPath(.metadata))
+        sr.programs.state.withLock { $0.listed[sr.mapperPath(.spare)] = [1] }
+        let (meta, spare, swap) = (sr.names.lv(.metadata), sr.names.lv(.spare), sr.names.swapLV)
+        let steps = ["lvrename vg0 \(meta) \(swap)", "lvrename vg0 \(spare) \(meta)", "lvrename vg0 \(swap) \(spare)",
+                     "lvchange vg0/\(meta) -thinsr.role=spare +thinsr.role=meta"]
+        sr.lvm.state.withLock { _ = $0.failing.insert(steps[failingStep]) }
+        await #expect(throws: ThinError.self) { try await check(sr, repair: true) }
+        sr.lvm.state.withLock { $0.failing = [] }
+        let zeroes = sr.system.calls.filter { $0.hasPrefix("zero") }.count
+        // The metadata now (by generation) is the repaired copy, whatever its name: the next check is clean.
+        sr.programs.state.withLock {
+            $0.checks = [:]
+            $0.listed[sr.mapperPath(.metadata)] = [1]
+        }
+        let report = try await check(sr, repair: true)
+        #expect(report.findings.isEmpty)
+        #expect(sr.system.calls.filter { $0.hasPrefix("zero") }.count == zeroes)
+        let lvs = sr.lvm.state.withLock { $0.logicalVolumes }
+        #expect(lvs.first { $0.name == meta }?.tags.contains("thinsr.metagen=1") == true)
+        #expect(lvs.first { $0.name == spare }?.tags.contains(LVRole.spare.tag) == true)
+        #expect(!lvs.contains { $0.name == swap })
     }
 
     @Test("a repair that fails leaves the metadata as it was")

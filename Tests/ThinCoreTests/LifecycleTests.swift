@@ -70,7 +70,7 @@ struct LifecycleTests {
     @Test("detach removes the pool, unmounts the catalog and deactivates the LVs, in that order")
     func detach() throws {
         let sr = try TestSR()
-        try lifecycle(sr).detach(sr.names.uuidString, force: false)
+        try lifecycle(sr).detach(sr.names.uuidString, force: .none)
         #expect(sr.deviceMapper.device(sr.names.poolDevice) == nil)
         #expect(sr.system.calls == ["umount \(sr.names.catalogMount)"])
         #expect(sr.lvm.calls.last?.hasPrefix("lvchange -an") == true)
@@ -81,14 +81,14 @@ struct LifecycleTests {
         let sr = try TestSR()
         let volume = try sr.addVolume("a", thinID: 1)
         sr.attachDevice(volume, openCount: held ? 1 : 0)
-        #expect { try lifecycle(sr).detach(sr.names.uuidString, force: false) }
+        #expect { try lifecycle(sr).detach(sr.names.uuidString, force: .none) }
             throws: { ($0 as? ThinError)?.code == .volumeInUse }
         if held {
-            #expect { try lifecycle(sr).detach(sr.names.uuidString, force: true) }
+            #expect { try lifecycle(sr).detach(sr.names.uuidString, force: .volumes) }
                 throws: { ($0 as? ThinError)?.message.contains("open by a process") == true }
             #expect(sr.deviceMapper.device(sr.names.poolDevice) != nil && sr.system.isMounted(sr.names.catalogMount))
         } else {
-            try lifecycle(sr).detach(sr.names.uuidString, force: true)
+            try lifecycle(sr).detach(sr.names.uuidString, force: .volumes)
             #expect(sr.deviceMapper.device(sr.names.volumeDevice(volume.uuid).name) == nil)
             #expect(sr.deviceMapper.device(sr.names.poolDevice) == nil && !sr.system.isMounted(sr.names.catalogMount))
         }
@@ -97,7 +97,7 @@ struct LifecycleTests {
     @Test("detaching a detached SR succeeds and changes nothing")
     func detachDetached() throws {
         let sr = try TestSR(attached: false)
-        try lifecycle(sr).detach(sr.names.uuidString, force: false)
+        try lifecycle(sr).detach(sr.names.uuidString, force: .none)
         #expect(sr.system.calls.isEmpty && !sr.lvm.calls.contains { $0.hasPrefix("lvchange") })
     }
 }

@@ -78,7 +78,7 @@ end
 
 complete -c 'thinsr-detach' -f
 complete -c 'thinsr-detach' -n '__thinsr-detach_should_offer_completions_for_positional "thinsr-detach" -eq 1' -fka '(__thinsr-detach_custom_completion ---completion -- positional@0 (count (__thinsr-detach_tokens -pc)) (__thinsr-detach_tokens -tC))'
-complete -c 'thinsr-detach' -n '__thinsr-detach_should_offer_completions_for_flags_or_options "thinsr-detach" force' -l 'force' -d 'Detach attached volumes first.'
+complete -c 'thinsr-detach' -n '__thinsr-detach_should_offer_completions_for_flags_or_options "thinsr-detach"' -l 'force' -d 'Detach attached volumes first and tear down a failed pool; twice: open volumes too.'
 complete -c 'thinsr-detach' -n '__thinsr-detach_should_offer_completions_for_flags_or_options "thinsr-detach" json' -l 'json' -d 'Print the result (or the error) as one JSON value on standard output.'
 complete -c 'thinsr-detach' -n '__thinsr-detach_should_offer_completions_for_flags_or_options "thinsr-detach" v verbose' -s 'v' -l 'verbose' -d 'Print each device-mapper call, LVM command and helper program on stderr, with its time (as THINSR_LOG=debug does).'
 complete -c 'thinsr-detach' -n '__thinsr-detach_should_offer_completions_for_flags_or_options "thinsr-detach" h help' -s 'h' -l 'help' -d 'Show help information.'

@@ -1,16 +1,19 @@
 # Crash consistency: every mutating operation is run once normally with
 # THINSR_FAULT_TRACE to learn its steps from the code, then once per step
-# killed there (THINSR_FAULT). After the next command, the operation must have
-# happened entirely or not at all, thinsr-check must find the SR clean
-# (thin_check, thin ids against the catalog, no open transaction), and a
-# volume nobody operated on must be byte-identical.
+# killed there (THINSR_FAULT). Right after the kill, before any other mutating
+# call, a read (thinvdi-ls) must list exactly the thin ids the kernel holds.
+# After the next command, the operation must have happened entirely or not at
+# all, thinsr-check must find the SR clean (thin_check, thin ids against the
+# catalog, no open transaction), and a volume nobody operated on must be
+# byte-identical.
 
 test_begin "fault injection at every step of every mutating operation"
 FAULT_TRIED=0 FAULT_SURVIVED=0
 TRACE=$THINSR_SCRATCH/fault-trace
 new_loop FD1 1024
 new_loop FD2 256
-FSR=$(thinsr-create --name faults --device "$FD1")
+# A pool of half the VG, so thinsr-extend has room to grow into at every step.
+FSR=$(thinsr-create --name faults --device "$FD1" --pool-size 512M)
 # Observations read the catalog with sqlite3 (cheaper than thinvdi-ls, and not our code).
 catalog_query() { sqlite3 "file:/run/thinsr/$FSR/catalog/catalog.db?mode=ro" "$1"; }
 key_of() { catalog_query "SELECT key FROM volume WHERE name = '$1' AND state = 'ready' LIMIT 1"; }
@@ -21,6 +24,17 @@ destroy_named() {
         if [ -e "/dev/thinsr/$FSR/$key" ]; then thinvdi-detach faults "$key"; fi
         thinvdi-destroy faults "$key" || return
     done
+}
+# reads_agree: thinvdi-ls's thin ids against the kernel's (thin_ls through a
+# metadata snapshot); prints the difference, if any.
+reads_agree() {
+    local listed kernel pool=$(pool_name "$FSR") meta
+    listed=$(thinvdi-ls --json faults | jq -r '.[].thin_id' | sort -n | tr '\n' ' ')
+    meta=/dev/mapper/$(echo "thinsr_$(echo "$FSR" | tr -d -)" | sed 's/-/--/g')-thinsr_$(echo "$FSR" | tr -d -)_meta
+    dmsetup message "$pool" 0 reserve_metadata_snap
+    kernel=$(thin_ls -m --no-headers -o DEV "$meta" | awk '{print $1}' | sort -n | tr '\n' ' ')
+    dmsetup message "$pool" 0 release_metadata_snap
+    [ "$listed" = "$kernel" ] || echo " thinvdi-ls right after the kill lists '$listed' but the pool holds '$kernel'"
 }
 content_of() { # content_of NAME: checksum of a volume's contents (attached read-only for the read)
     local key path sum; key=$(key_of "$1")
@@ -55,10 +69,11 @@ fault_op() {
         "${op}_setup" >/dev/null 2>&1
         THINSR_FAULT=$step "${op}_run" >/dev/null 2>&1
         status=$?
+        local problems=""
+        if type -t "${op}_reads" >/dev/null; then problems+=$("${op}_reads" 2>&1); fi
         "${op}_next" >/tmp/fault-next.out 2>&1
         got=$("${op}_observe" 2>/dev/null)
         sr=$(type -t "${op}_check" >/dev/null && "${op}_check" || echo "$FSR")
-        local problems=""
         [ "$status" = 137 ] || problems+=" exit=$status(not killed)"
         [ "$got" = "$before" ] || [ "$got" = "$after" ] || problems+=" state='$got' (before '$before', after '$after')"
         if [ -n "$sr" ] && ! thinsr-check "$sr" >/tmp/fault-check.out 2>&1; then
@@ -82,6 +97,7 @@ vdi_create_setup() { :; }
 vdi_create_run() { thinvdi-create faults --name fc --size 8M; }
 vdi_create_observe() { count_named fc; }
 vdi_create_next() { next_create; }
+vdi_create_reads() { reads_agree; }
 vdi_create_cleanup() { destroy_named fc; destroy_named nx; }
 fault_op vdi_create
 
@@ -89,18 +105,22 @@ vdi_destroy_setup() { thinvdi-create faults --name fd --size 8M; }
 vdi_destroy_run() { thinvdi-destroy faults "$(key_of fd)"; }
 vdi_destroy_observe() { count_named fd; }
 vdi_destroy_next() { next_create; }
+vdi_destroy_reads() { reads_agree; }
 vdi_destroy_cleanup() { destroy_named fd; destroy_named nx; }
 fault_op vdi_destroy
 
 # The origin of snapshots and clones is attached and written, so the steps
-# around suspending it are covered too.
+# around suspending it are covered too. The next command after a snapshot is
+# a read: a kill inside the suspend window must not leave the origin
+# suspended until some later write comes along.
 SRC=$(thinvdi-create faults --name origin --size 8M)
 SRCP=$(thinvdi-attach faults "$SRC")
 write_pattern "$SRCP" origin 8
 vdi_snapshot_setup() { :; }
 vdi_snapshot_run() { thinvdi-snapshot faults "$SRC" --name snap1; }
 vdi_snapshot_observe() { echo "$(count_named snap1) $(dmsetup info -c --noheadings -o suspended "$(basename "$(readlink "$SRCP")")")"; }
-vdi_snapshot_next() { next_create; dd if="$SRCP" of=/dev/null bs=1M count=1 iflag=direct status=none; }
+vdi_snapshot_next() { thinvdi-ls faults >/dev/null; timeout 10 dd if="$SRCP" of=/dev/null bs=1M count=1 iflag=direct status=none; }
+vdi_snapshot_reads() { reads_agree; }
 vdi_snapshot_cleanup() { destroy_named snap1; destroy_named nx; }
 fault_op vdi_snapshot
 
@@ -108,6 +128,7 @@ vdi_clone_setup() { :; }
 vdi_clone_run() { thinvdi-clone faults "$SRC" --name clone1; }
 vdi_clone_observe() { echo "$(count_named clone1) $(dmsetup info -c --noheadings -o suspended "$(basename "$(readlink "$SRCP")")")"; }
 vdi_clone_next() { next_create; }
+vdi_clone_reads() { reads_agree; }
 vdi_clone_cleanup() { destroy_named clone1; destroy_named nx; }
 fault_op vdi_clone
 
@@ -121,6 +142,7 @@ vdi_revert_setup() { :; }
 vdi_revert_run() { thinvdi-revert faults "$RV" "$RVA"; }
 vdi_revert_observe() { content_of rv; }
 vdi_revert_next() { next_create; }
+vdi_revert_reads() { reads_agree; }
 vdi_revert_cleanup() { thinvdi-revert faults "$RV" "$RVB"; destroy_named nx; }
 fault_op vdi_revert
 
@@ -138,6 +160,29 @@ vdi_set_observe() { catalog_query "SELECT name, description FROM volume WHERE ke
 vdi_set_next() { thinvdi-stat faults "$ST"; }
 vdi_set_cleanup() { :; }
 fault_op vdi_set
+
+vdi_unset_setup() { thinvdi-set faults "$ST" k1=v1 k2=v2; }
+vdi_unset_run() { thinvdi-unset faults "$ST" k1 k2; }
+vdi_unset_observe() { catalog_query "SELECT count(*) FROM volume_key WHERE volume_uuid = (SELECT uuid FROM volume WHERE key = '$ST')"; }
+vdi_unset_next() { thinvdi-stat faults "$ST"; }
+vdi_unset_cleanup() { :; }
+fault_op vdi_unset
+
+# Extend by 8 MiB: the observation is how far the pool grew since the setup,
+# and whether the data LV, the live table and thinsr-stat agree.
+extend_state() {
+    local lv table stat
+    lv=$(lvs --noheadings --units b --nosuffix -o lv_size "thinsr_$(echo "$FSR" | tr -d -)/thinsr_$(echo "$FSR" | tr -d -)_data" | tr -d ' ')
+    table=$(( $(dmsetup table "$(pool_name "$FSR")" | awk '{print $2}') * 512 ))
+    stat=$(sr_field "$FSR" data_total)
+    echo "grown=$(( (table - EXTEND_BASE) >> 20 ))M agree=$([ "$lv" = "$table" ] && [ "$table" = "$stat" ] && echo yes || echo "no(lv $lv table $table stat $stat)")"
+}
+sr_extend_setup() { EXTEND_BASE=$(( $(dmsetup table "$(pool_name "$FSR")" | awk '{print $2}') * 512 )); }
+sr_extend_run() { thinsr-extend faults --size +8M; }
+sr_extend_observe() { extend_state; }
+sr_extend_next() { thinvdi-ls faults; }
+sr_extend_cleanup() { :; }
+fault_op sr_extend
 
 AT=$(thinvdi-create faults --name at --size 4M)
 AT_DM=$(basename "$(readlink -f "$(thinvdi-attach faults "$AT")")"); thinvdi-detach faults "$AT"

@@ -50,8 +50,9 @@ struct FreeDeviceCheck {
                                 + "an existing VG, or choose another device")
             }
             // A PV label without a VG holds no LVM data (e.g. one an interrupted
-            // thinsr-destroy left) and may be reused, but only if nothing else is there.
-            let others = try await signatures(of: device).filter { pv == nil || $0 != "LVM2_member" }
+            // thinsr-destroy left) and may be reused, but only if nothing else
+            // is there: blkid stops at the label unless told to look past it.
+            let others = try await signatures(of: device, skippingRAID: pv != nil)
             if !others.isEmpty {
                 throw ThinError(.deviceInUse, "\(device) holds a \(others.joined(separator: " and ")) signature; if "
                                 + "its data is not needed, erase it with wipefs -a \(device), then try again")
@@ -60,7 +61,9 @@ struct FreeDeviceCheck {
     }
 
     /// The filesystem, RAID and partition-table types on `device`.
-    private func signatures(of device: String) async throws(ThinError) -> [String] {
-        do { return try await host.programs.signatures(of: device) } catch { throw .backend("blkid failed", error) }
+    private func signatures(of device: String, skippingRAID: Bool) async throws(ThinError) -> [String] {
+        do { return try await host.programs.signatures(of: device, skippingRAID: skippingRAID) } catch {
+            throw .backend("blkid failed", error)
+        }
     }
 }

@@ -90,7 +90,8 @@ public final class AttachedSR {
     /// writer holds that lock: reads never show a half state, and a device a
     /// dead process left suspended is resumed by the next command of any kind.
     private static func reader(_ sr: AttachedSR) throws(ThinError) -> AttachedSR {
-        guard System.exists(sr.names.devicesChangingMarker) || (try? sr.catalog.pending()) != nil,
+        guard System.exists(sr.names.devicesChangingMarker) || System.exists(sr.names.poolGrowingMarker)
+                || (try? sr.catalog.pending()) != nil,
               let lock = try? FileLock.attempt(path: sr.names.lockFile, mode: .exclusive) else { return sr }
         sr.lock = lock
         defer {
@@ -166,6 +167,10 @@ public final class AttachedSR {
     func recovered() throws(ThinError) -> ThinPoolUsage {
         precondition(lock != nil, "recovery needs the SR lock")
         if let recoveredUsage { return recoveredUsage }
+        if System.exists(names.poolGrowingMarker) {
+            try finishGrowingPool()
+            System.removeFile(names.poolGrowingMarker)
+        }
         if System.exists(names.devicesChangingMarker) {
             try devices.reconcile(with: try catalog.volumes())
             System.removeFile(names.devicesChangingMarker)

@@ -21,7 +21,50 @@ public struct DiscoveredSR: Sendable {
     /// Left by a `thinsr-create` that did not finish: it holds no volumes.
     var isIncomplete: Bool { volumes[.catalog].map { $0.tags.contains(SRNames.incompleteTag) } ?? true }
 
-    func mapperPath(_ role: LVRole) -> String { names.mapperPath(role, group: volumeGroup) }
+    /// The node of the LV that has `role` now (found by tags, not by name).
+    func mapperPath(_ role: LVRole) -> String {
+        Paths.mapperPath(group: volumeGroup, volume: volumes[role]?.name ?? names.lv(role))
+    }
+
+    /// Whether the metadata pair's names and role tags match their roles (a
+    /// swap killed half way leaves them apart until `normalizeMetadataPair`).
+    var metadataPairIsNormal: Bool {
+        guard let metadata = volumes[.metadata], let spare = volumes[.spare] else { return true }
+        return metadata.name == names.lv(.metadata) && spare.name == names.lv(.spare)
+            && metadata.tags.contains(LVRole.metadata.tag) && !metadata.tags.contains(LVRole.spare.tag)
+            && spare.tags.contains(LVRole.spare.tag) && !spare.tags.contains(LVRole.metadata.tag)
+    }
+}
+
+/// Which of the two metadata-sized LVs is the pool's metadata: the one with
+/// the higher generation tag (`thinsr.metagen=N`), else the one tagged with
+/// the metadata role. A repair's swap is one `lvchange` giving the repaired
+/// copy the next generation; renames and role tags follow, and can be
+/// finished from any point, because roles never depend on them.
+enum MetadataGeneration {
+    static let tagPrefix = "thinsr.metagen="
+
+    static func of(_ volume: LogicalVolumeReport) -> UInt64 {
+        volume.tags.compactMap { $0.hasPrefix(tagPrefix) ? UInt64($0.dropFirst(tagPrefix.count)) : nil }.max() ?? 0
+    }
+
+    static func tags(of volume: LogicalVolumeReport) -> [String] { volume.tags.filter { $0.hasPrefix(tagPrefix) } }
+
+    /// The metadata and the spare among the LVs tagged with either role.
+    static func resolve(_ candidates: [LogicalVolumeReport]) -> (metadata: LogicalVolumeReport?, spare: LogicalVolumeReport?) {
+        let ranked = candidates.sorted { a, b in
+            let (ga, gb) = (of(a), of(b))
+            if ga != gb { return ga > gb }
+            let (ma, mb) = (a.tags.contains(LVRole.metadata.tag), b.tags.contains(LVRole.metadata.tag))
+            if ma != mb { return ma }
+            return a.name < b.name
+        }
+        guard let first = ranked.first else { return (nil, nil) }
+        if ranked.count == 1 && !first.tags.contains(LVRole.metadata.tag) && of(first) == 0 {
+            return (nil, first)  // only the spare is left
+        }
+        return (first, ranked.count > 1 ? ranked[1] : nil)
+    }
 }
 
 /// Finds SRs: through the LVM tags on their LVs (every SR, attached or not),
@@ -36,19 +79,29 @@ struct Discovery {
             throw .backend("cannot list logical volumes", error)
         }
         var found: [UUID: DiscoveredSR] = [:]
+        var metadataPairs: [UUID: [LogicalVolumeReport]] = [:]
         for volume in logicalVolumes {
             guard let uuid = volume.tags.lazy.compactMap(Self.srUUID(fromTag:)).first,
                   let role = volume.tags.lazy.compactMap(Self.role(fromTag:)).first else { continue }
             var entry = found[uuid] ?? DiscoveredSR(uuid: uuid, name: "", mode: .beNice,
                                                     volumeGroup: volume.volumeGroup, dataBytes: 0,
                                                     attached: false, owner: volume.systemID, volumes: [:])
-            entry.volumes[role] = volume
-            if role == .data { entry.dataBytes = volume.sizeBytes }
-            if role == .catalog { Self.readCatalogTags(volume.tags, into: &entry) }
+            switch role {
+            case .metadata, .spare: metadataPairs[uuid, default: []].append(volume)
+            case .data:
+                entry.volumes[role] = volume
+                entry.dataBytes = volume.sizeBytes
+            case .catalog:
+                entry.volumes[role] = volume
+                Self.readCatalogTags(volume.tags, into: &entry)
+            }
             found[uuid] = entry
         }
         return found.values.map { sr in
             var sr = sr
+            let (metadata, spare) = MetadataGeneration.resolve(metadataPairs[sr.uuid] ?? [])
+            sr.volumes[.metadata] = metadata
+            sr.volumes[.spare] = spare
             sr.attached = host.system.isMounted(sr.names.catalogMount)
             return sr
         }.sorted { ($0.name, $0.uuid.uuidString) < ($1.name, $1.uuid.uuidString) }

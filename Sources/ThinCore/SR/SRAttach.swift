@@ -15,6 +15,8 @@ extension SRLifecycle {
             try take(sr)
             sr = try discovery.find(names.uuidString)
         }
+        // A metadata repair killed half way left names apart from roles: finish it.
+        if !sr.attached && !sr.metadataPairIsNormal { sr = try normalizeMetadataPair(sr.uuid) }
         if sr.attached {
             if try Pool(names: names, deviceMapper: host.deviceMapper).exists() {
                 return try AttachedSR.open(names, for: .write, lock: lock, host: host)

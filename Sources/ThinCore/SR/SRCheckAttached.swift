@@ -106,8 +106,8 @@ extension AttachedSR {
             if let parent = volume.parentUUID, !known.contains(parent) {
                 found("lineage-broken", "\(volume.key)'s parent \(parent.lowercased) is not in the catalog")
             }
-            if volume.virtualSize == 0 || volume.virtualSize % 512 != 0 {
-                found("size-disagrees", "\(volume.key) has size \(volume.virtualSize), not a positive multiple of 512")
+            if volume.virtualSize % 512 != 0 {
+                found("size-disagrees", "\(volume.key) has size \(volume.virtualSize), not a multiple of 512")
             }
         }
         return findings

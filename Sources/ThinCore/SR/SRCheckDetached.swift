@@ -1,3 +1,4 @@
+import FoundationEssentials
 import ThinTools
 import ThinLVM
 import ThinDeviceMapper
@@ -7,6 +8,7 @@ extension SRLifecycle {
     /// into the spare, which is swapped in only if it checks clean and still
     /// holds every thin id the catalog references.
     func checkDetached(_ sr: DiscoveredSR, repair: Bool) async throws(ThinError) -> CheckReport {
+        let sr = sr.metadataPairIsNormal ? sr : try normalizeMetadataPair(sr.uuid)
         var report = CheckReport(srUUID: sr.uuid, attached: false, metadata: "clean", findings: [])
         let inactive = [LVRole.metadata, .spare, .catalog].compactMap { sr.volumes[$0] }.filter { !$0.active }.map(\.name)
         do { try host.lvm.setActive(true, group: sr.volumeGroup, names: inactive) } catch {
@@ -41,10 +43,12 @@ extension SRLifecycle {
         let metadata = sr.mapperPath(.metadata)
         let spare = sr.mapperPath(.spare)
         try host.system.zeroStart(of: spare)
+        FaultInjection.point("spare-zeroed")
         do { try await host.programs.repairMetadata(input: metadata, output: spare) } catch {
             finding.detail += "; thin_repair failed: \(CheckReport.firstLine(error.description)); the metadata is unchanged"
             return
         }
+        FaultInjection.point("metadata-repaired")
         let recheck = try await host.programs.thinCheck(spare)
         let lost = referenced.subtracting(try await host.programs.thinIDs(spare, metadataSnapshot: false))
         if !recheck.clean {
@@ -60,22 +64,73 @@ extension SRLifecycle {
         }
     }
 
-    /// Swaps the metadata and spare LVs by name and role tag, so the repaired
-    /// copy becomes the metadata and the damaged one the spare.
+    /// Makes the spare, which holds the repaired copy, the metadata. The one
+    /// commit point is a single `lvchange` giving it the next generation; the
+    /// names and role tags then follow (`normalizeMetadataPair`), so a repair
+    /// killed at any step is finished by the next thinsr-check or attach, and
+    /// a second repair never zeroes the copy a first one made.
     private func swapMetadataAndSpare(_ sr: DiscoveredSR) throws(ThinError) {
-        let names = sr.names
-        let group = sr.volumeGroup
-        let (metadata, spare) = (names.lv(.metadata), names.lv(.spare))
-        do {
-            try host.lvm.setActive(false, group: group, names: [metadata, spare])
-            try host.lvm.renameLogicalVolume(group: group, from: metadata, to: names.swapLV)
-            try host.lvm.renameLogicalVolume(group: group, from: spare, to: metadata)
-            try host.lvm.retag(group: group, name: metadata, remove: [LVRole.spare.tag], add: [LVRole.metadata.tag])
-            try host.lvm.renameLogicalVolume(group: group, from: names.swapLV, to: spare)
-            try host.lvm.retag(group: group, name: spare, remove: [LVRole.metadata.tag], add: [LVRole.spare.tag])
-            try host.lvm.setActive(true, group: group, names: [metadata, spare])
-        } catch {
-            throw .backend("swapping the repaired metadata in failed", error)
+        guard let metadata = sr.volumes[.metadata], let spare = sr.volumes[.spare] else {
+            throw ThinError(.catalogInconsistent, "SR \(sr.names.uuidString) lacks its metadata or spare LV")
         }
+        let next = "\(MetadataGeneration.tagPrefix)\(MetadataGeneration.of(metadata) + 1)"
+        do {
+            try host.lvm.setActive(false, group: sr.volumeGroup, names: [metadata.name, spare.name])
+            FaultInjection.point("metadata-pair-deactivated")
+            try host.lvm.retag(group: sr.volumeGroup, name: spare.name, remove: MetadataGeneration.tags(of: spare),
+                               add: [next])
+        } catch {
+            throw .backend("making the repaired copy the metadata failed", error)
+        }
+        FaultInjection.point("metadata-generation-advanced")
+        let normal = try normalizeMetadataPair(sr.uuid)
+        let pair = [LVRole.metadata, .spare].compactMap { normal.volumes[$0]?.name }
+        do { try host.lvm.setActive(true, group: sr.volumeGroup, names: pair) } catch {
+            throw .backend("cannot activate the SR's metadata LVs", error)
+        }
+    }
+}
+
+extension SRLifecycle {
+    /// Renames and retags the metadata pair until the LV named `_meta` is the
+    /// metadata (the higher generation) with its role tag, and `_spare` the
+    /// spare. Each step is one LVM command chosen from what LVM shows now, so
+    /// a run killed anywhere is finished by the next. Returns the SR as LVM
+    /// shows it at the end.
+    func normalizeMetadataPair(_ uuid: UUID) throws(ThinError) -> DiscoveredSR {
+        let names = SRNames(uuid: uuid)
+        let (metadataName, spareName) = (names.lv(.metadata), names.lv(.spare))
+        for _ in 0..<8 {
+            let sr = try discovery.find(uuid.lowercased)
+            guard !sr.metadataPairIsNormal, let metadata = sr.volumes[.metadata], let spare = sr.volumes[.spare] else {
+                return sr
+            }
+            let group = sr.volumeGroup
+            do {
+                if metadata.name != metadataName {
+                    if spare.name == metadataName {
+                        try host.lvm.renameLogicalVolume(group: group, from: spare.name, to: names.swapLV)
+                        FaultInjection.point("spare-renamed-aside")
+                    } else {
+                        try host.lvm.renameLogicalVolume(group: group, from: metadata.name, to: metadataName)
+                        FaultInjection.point("metadata-renamed")
+                    }
+                } else if spare.name != spareName {
+                    try host.lvm.renameLogicalVolume(group: group, from: spare.name, to: spareName)
+                    FaultInjection.point("spare-renamed")
+                } else if !metadata.tags.contains(LVRole.metadata.tag) || metadata.tags.contains(LVRole.spare.tag) {
+                    try host.lvm.retag(group: group, name: metadata.name, remove: [LVRole.spare.tag],
+                                       add: [LVRole.metadata.tag])
+                    FaultInjection.point("metadata-retagged")
+                } else {
+                    try host.lvm.retag(group: group, name: spare.name, remove: [LVRole.metadata.tag],
+                                       add: [LVRole.spare.tag])
+                    FaultInjection.point("spare-retagged")
+                }
+            } catch {
+                throw .backend("renaming SR \(names.uuidString)'s metadata LVs to match their roles failed", error)
+            }
+        }
+        throw ThinError(.catalogInconsistent, "the metadata LVs of SR \(names.uuidString) do not settle on their names")
     }
 }

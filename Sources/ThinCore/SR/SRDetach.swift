@@ -3,23 +3,46 @@ import FoundationEssentials
 import ThinDeviceMapper
 
 extension SRLifecycle {
+    /// How hard `thinsr-detach` pushes: `--force` once or twice.
+    public enum DetachForce: Int, Comparable, Sendable {
+        case none, volumes, openVolumes
+
+        public init(count: Int) { self = Self(rawValue: min(max(count, 0), 2)) ?? .none }
+        public static func < (a: Self, b: Self) -> Bool { a.rawValue < b.rawValue }
+    }
+
     /// Detaches the SR. Refuses while volumes are attached unless `force`,
-    /// which detaches them first (refusing any that a process holds open, so
-    /// no written data is lost). Detaching a detached SR succeeds.
-    public func detach(_ reference: String, force: Bool) throws(ThinError) {
+    /// which detaches them first and tears the SR down even when recovery
+    /// fails (a failed pool, ids that disagree): those are returned as
+    /// warnings. A volume a process holds open is refused unless
+    /// `.openVolumes`. Detaching a detached SR succeeds.
+    @discardableResult
+    public func detach(_ reference: String, force: DetachForce) throws(ThinError) -> [String] {
         let attached: AttachedSR
         let sr: DiscoveredSR
         let (located, lock) = try locate(reference)
         defer { lock.release() }
         switch located {
-        case .detached(let detached): return try finishDetach(detached)
+        case .detached(let detached):
+            try finishDetach(detached)
+            return []
         case .attached(let open, let discovered): (attached, sr) = (open, discovered)
         }
         let names = sr.names
+        var warnings: [String] = []
         try detachVolumes(of: attached, force: force)
         // A detach interrupted after removing the pool finds no pool: carry on.
         if try attached.pool.exists() {
-            try attached.recovered()
+            do {
+                try attached.recovered()
+            } catch {
+                guard force > .none else {
+                    throw ThinError(error.code, "\(error.message); thinsr-detach --force detaches it anyway, then "
+                                    + "run thinsr-check --repair \(names.uuidString)", parameters: error.parameters)
+                }
+                warnings.append("\(error.message); detached without finishing it: run thinsr-check --repair "
+                                + "\(names.uuidString) before attaching again")
+            }
             try attached.pool.disassemble()
             FaultInjection.point("pool-removed")
         }
@@ -27,6 +50,7 @@ extension SRLifecycle {
         try unmountCatalog(names)
         FaultInjection.point("catalog-unmounted")
         System.removeDirectory(names.catalogMount)
+        for marker in [names.devicesChangingMarker, names.poolGrowingMarker] { System.removeFile(marker) }
         System.removeDirectory(names.runDirectory)
         System.removeDirectory(names.deviceDirectory)
         do {
@@ -34,6 +58,7 @@ extension SRLifecycle {
         } catch {
             throw .backend("the SR is detached but its LVs could not be deactivated", error)
         }
+        return warnings
     }
 
     /// A detach killed after unmounting left LVs active: finish it.
@@ -46,24 +71,32 @@ extension SRLifecycle {
     }
 
     /// Refuses attached volumes unless `force`; with it, detaches them all
-    /// after checking that no process holds one open.
-    private func detachVolumes(of attached: AttachedSR, force: Bool) throws(ThinError) {
+    /// after checking that no process holds one open (with `.openVolumes`,
+    /// those are taken away from their processes instead).
+    private func detachVolumes(of attached: AttachedSR, force: DetachForce) throws(ThinError) {
         let active = try attached.devices.active()
         guard !active.isEmpty else { return }
         let volumes = try attached.catalog.volumes(includingUnfinished: true)
         let key = { (uuid: UUID) in volumes.first { $0.uuid == uuid }?.key }
         let keys = active.keys.map { key($0) ?? $0.lowercased }.sorted()
-        guard force else {
+        guard force > .none else {
             throw ThinError(.volumeInUse, "SR \(attached.names.uuidString) has attached volumes "
                             + "(\(keys.joined(separator: ", "))); detach them with thinvdi-detach or use --force",
                             parameters: keys)
         }
-        for (uuid, info) in active where info.openCount > 0 {
-            let label = key(uuid) ?? uuid.lowercased
-            throw ThinError(.volumeInUse, "volume \(label) is open by a process; close it before detaching the SR",
-                            parameters: [label])
+        let open = active.filter { $0.value.openCount > 0 }.map { key($0.key) ?? $0.key.lowercased }.sorted()
+        guard open.isEmpty || force == .openVolumes else {
+            throw ThinError(.volumeInUse, "volume(s) \(open.joined(separator: ", ")) open by a process; close them "
+                            + "before detaching the SR, or give --force twice to take them away (their I/O fails)",
+                            parameters: open)
         }
-        for uuid in active.keys { try attached.devices.deactivate(uuid, key: key(uuid)) }
+        for (uuid, info) in active {
+            if info.openCount > 0 {
+                try attached.devices.yank(uuid, key: key(uuid))
+            } else {
+                try attached.devices.deactivate(uuid, key: key(uuid))
+            }
+        }
         FaultInjection.point("volumes-detached")
     }
 }

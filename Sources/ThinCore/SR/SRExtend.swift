@@ -61,11 +61,22 @@ extension AttachedSR {
             throw ThinError(.noSpace, "volume group \(vg.name) has no free space to grow SR \(names.uuidString) into; "
                             + "add a device with --device (own-the-world SRs) or vgextend")
         }
+        try System.touch(names.poolGrowingMarker)
         try grow(group: vg.name, metadataTo: metadataGrowth > 0 ? metadataTarget : nil,
                  dataTo: dataBytes > data.sizeBytes ? dataBytes : nil)
         try reloadPool(dataBytes: max(dataBytes, data.sizeBytes), onFull: record.onFull)
         FaultInjection.point("pool-reloaded")
+        System.removeFile(names.poolGrowingMarker)
         return try status()
+    }
+
+    /// A `thinsr-extend` killed between its lvextends and the pool's reload
+    /// left LVs the pool does not span: reload it at the data LV's size (a
+    /// resume also takes in grown metadata).
+    func finishGrowingPool() throws(ThinError) {
+        let record = try self.record
+        let (_, data, _) = try storage(record.volumeGroup)
+        try reloadPool(dataBytes: data.sizeBytes / record.blockSizeBytes * record.blockSizeBytes, onFull: record.onFull)
     }
 
     /// `--device`: only an SR that owns its VG takes new disks.

@@ -68,6 +68,9 @@ public struct SRNames: Sendable, Equatable {
     /// Present while an operation has a volume device suspended or its table
     /// half changed; on tmpfs, so it goes with the devices at reboot.
     var devicesChangingMarker: String { "\(runDirectory)/devices-changing" }
+    /// Present while `thinsr-extend` has grown LVs the pool's table does not
+    /// span yet; the next operation reloads the pool.
+    var poolGrowingMarker: String { "\(runDirectory)/pool-growing" }
     var deviceDirectory: String { "\(Paths.deviceRoot)/\(uuidString)" }
     func devicePath(key: String) -> String { "\(deviceDirectory)/\(key)" }
 

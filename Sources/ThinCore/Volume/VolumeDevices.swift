@@ -123,6 +123,27 @@ struct VolumeDevices {
         if let key { System.removeFile(names.devicePath(key: key)) }
     }
 
+    /// Takes a device that a process holds open away from it: its table
+    /// becomes `error` (that process's I/O fails from now on) and the device
+    /// goes when the process closes it. The pool under it is free at once.
+    func yank(_ volume: UUID, key: String?) throws(ThinError) {
+        let device = names.volumeDevice(volume)
+        let label = key ?? volume.lowercased
+        do {
+            let length = try deviceMapper.table(name: device.name)?.first?.lengthSectors ?? 0
+            if length > 0 {
+                try deviceMapper.reload(name: device.name, table: [
+                    TableLine(lengthSectors: length, targetType: "error", parameters: ""),
+                ], readOnly: false)
+                try deviceMapper.resume(name: device.name, udev: .standard)
+            }
+            try deviceMapper.removeDeferred(name: device.name)
+        } catch {
+            throw .backend("cannot take volume \(label) away from the process holding it", error)
+        }
+        if let key { System.removeFile(names.devicePath(key: key)) }
+    }
+
     /// Links left from before a reboot or crash point at nothing: remove them.
     func removeStaleLinks() {
         for entry in System.directoryEntries(names.deviceDirectory) {

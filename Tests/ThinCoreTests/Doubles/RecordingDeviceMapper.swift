@@ -132,6 +132,13 @@ final class RecordingDeviceMapper: DeviceMapperControl {
         }
     }
 
+    func removeDeferred(name: String) throws(DeviceMapperError) {
+        try record("remove --deferred \(name)") { (state: inout State) throws(DeviceMapperError) in
+            guard state.devices[name] != nil else { throw Self.missing(name) }
+            state.devices[name] = nil
+        }
+    }
+
     @discardableResult
     func send(_ message: PoolMessage, to pool: String) throws(DeviceMapperError) -> String? {
         try record("message \(pool) \(message.text)") { (state: inout State) throws(DeviceMapperError) in

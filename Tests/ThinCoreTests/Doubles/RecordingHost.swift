@@ -41,11 +41,23 @@ final class RecordingLVM: LogicalVolumeManager {
     func extendLogicalVolume(group: String, name: String, sizeBytes: UInt64) throws(LVMFailure) {
         try record("lvextend \(group)/\(name)")
     }
+    /// Retags and renames change the reported LVs, as LVM's would.
     func retag(group: String, name: String, remove: [String], add: [String]) throws(LVMFailure) {
         try record("lvchange \(group)/\(name) -\(remove.joined(separator: ",")) +\(add.joined(separator: ","))")
+        state.withLock { state in
+            for index in state.logicalVolumes.indices where state.logicalVolumes[index].name == name {
+                state.logicalVolumes[index].tags.removeAll { remove.contains($0) }
+                state.logicalVolumes[index].tags += add.filter { !state.logicalVolumes[index].tags.contains($0) }
+            }
+        }
     }
     func renameLogicalVolume(group: String, from old: String, to new: String) throws(LVMFailure) {
         try record("lvrename \(group) \(old) \(new)")
+        state.withLock { state in
+            for index in state.logicalVolumes.indices where state.logicalVolumes[index].name == old {
+                state.logicalVolumes[index].name = new
+            }
+        }
     }
     func removeLogicalVolumes(group: String, names: [String]) throws(LVMFailure) { try record("lvremove \(names)") }
     func setActive(_ active: Bool, group: String, names: [String]) throws(LVMFailure) {
@@ -135,7 +147,7 @@ final class RecordingPrograms: HelperPrograms {
         state.withLock { $0.calls.append("mkfs.ext4 \(device)") }
     }
 
-    func signatures(of device: String) async throws(ExternalCommandError) -> [String] {
+    func signatures(of device: String, skippingRAID: Bool) async throws(ExternalCommandError) -> [String] {
         state.withLock { $0.calls.append("blkid \(device)") }
         return []
     }

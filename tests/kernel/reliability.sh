@@ -1,0 +1,171 @@
+# Reliability, round 2 (issue 11): revert only within a lineage, the snapshot's
+# suspend window, reads after a dead writer, locks that let detach race readers,
+# the write-ahead log seen offline, text from users, 0-byte volumes and the
+# datapath's device node. Sourced by suite.sh.
+
+dm_name_of() { basename "$(readlink "$1")"; }   # a /dev/thinsr link -> its dm name
+suspended_state() { dmsetup info -c --noheadings -o suspended "$(dm_name_of "$1")"; }
+
+test_begin "revert: only to a snapshot of the volume's own lineage"
+new_loop RD1 512
+RSR=$(thinsr-create --name rel --device "$RD1")
+RA=$(thinvdi-create rel --name a --size 16M)
+RB=$(thinvdi-create rel --name b --size 16M)
+P=$(thinvdi-attach rel "$RA"); write_pattern "$P" rel-a1 16; thinvdi-detach rel "$RA"
+RAS=$(thinvdi-snapshot rel "$RA" --name a-snap)
+P=$(thinvdi-attach rel "$RA"); write_pattern "$P" rel-a2 16; thinvdi-detach rel "$RA"
+P=$(thinvdi-attach rel "$RB"); write_pattern "$P" rel-b 16; thinvdi-detach rel "$RB"
+RBS=$(thinvdi-snapshot rel "$RB" --name b-snap)
+RAC=$(thinvdi-clone rel "$RAS" --name a-clone)
+expect_failure 64 "reverting a to another disk's snapshot is refused" thinvdi-revert rel "$RA" "$RBS"
+expect_failure 64 "reverting a to a writable volume is refused" thinvdi-revert rel "$RA" "$RB"
+expect_failure 64 "reverting b to a's snapshot is refused" thinvdi-revert rel "$RB" "$RAS"
+expect_failure 64 "reverting a's clone to b's snapshot is refused" thinvdi-revert rel "$RAC" "$RBS"
+P=$(thinvdi-attach --read-only rel "$RA"); check "a still holds its own data (cmp)" same_as_pattern "$P" rel-a2
+thinvdi-detach rel "$RA"
+
+test_begin "revert to a snapshot that is attached and being read"
+SP=$(thinvdi-attach --read-only rel "$RAS")
+( while dd if="$SP" of=/dev/null bs=1M iflag=direct status=none; do :; done ) & READER=$!
+strace -f -qq -o "$THINSR_SCRATCH/revert.trace" -e trace=ioctl thinvdi-revert rel "$RA" "$RAS" >/dev/null 2>&1
+check_eq "the revert succeeded" "0" "$?"
+kill "$READER" 2>/dev/null; wait "$READER" 2>/dev/null
+check "the attached snapshot was suspended and resumed around create_snap" \
+    bash -c "awk '/DM_DEV_SUSPEND/ && /$(dm_name_of "$SP")/ {n++} /DM_TARGET_MSG/ && n == 1 {m++} END {exit !(n == 2 && m >= 1)}' '$THINSR_SCRATCH/revert.trace'"
+check_eq "the snapshot is not left suspended" "Active" "$(suspended_state "$SP")"
+check "the snapshot still reads its data (cmp)" same_as_pattern "$SP" rel-a1
+thinvdi-detach rel "$RAS"
+P=$(thinvdi-attach --read-only rel "$RA"); check "a now holds the snapshot's data (cmp)" same_as_pattern "$P" rel-a1
+thinvdi-detach rel "$RA"
+check "a clone reverts to the snapshot it was cloned from" thinvdi-revert rel "$RAC" "$RAS"
+check_pool_agrees "$RSR" "after the reverts"
+
+test_begin "a snapshot's suspend window holds the pool message, not the catalog's fsyncs"
+OV=$(thinvdi-create rel --name busy --size 16M)
+OP=$(thinvdi-attach rel "$OV")
+( while dd if=/dev/urandom of="$OP" bs=64K count=16 oflag=direct status=none; do :; done ) & WRITER=$!
+strace -f -qq -o "$THINSR_SCRATCH/snap.trace" -e trace=ioctl,fsync,fdatasync thinvdi-snapshot rel "$OV" --name busy-snap >/dev/null 2>&1
+check_eq "the snapshot of a volume being written succeeded" "0" "$?"
+kill "$WRITER" 2>/dev/null; wait "$WRITER" 2>/dev/null
+window=$(awk -v dev="$(dm_name_of "$OP")" '/DM_DEV_SUSPEND/ && index($0, dev) {n++; next} n == 1' "$THINSR_SCRATCH/snap.trace")
+check_eq "one pool message inside the window" "1" "$(grep -c DM_TARGET_MSG <<<"$window")"
+check_eq "no fsync inside the window" "0" "$(grep -cE 'fsync|fdatasync' <<<"$window")"
+check "the catalog was fsynced outside it" grep -qE 'fsync|fdatasync' "$THINSR_SCRATCH/snap.trace"
+
+test_begin "a kill inside the suspend window: the next command of any kind resumes the origin"
+for reader in "thinvdi-ls rel" "thinsr-stat rel" "thinvdi-stat rel $OV"; do
+    THINSR_FAULT=origin-suspended thinvdi-snapshot rel "$OV" --name killed >/dev/null 2>&1
+    check_eq "the kill left the origin suspended" "Suspended" "$(suspended_state "$OP")"
+    $reader >/dev/null
+    check_eq "$reader (a read) resumed it" "Active" "$(suspended_state "$OP")"
+done
+check "the origin takes writes again" timeout 20 dd if=/dev/zero of="$OP" bs=64K count=1 oflag=direct status=none
+thinvdi-detach rel "$OV"
+check_pool_agrees "$RSR" "after the killed snapshots"
+
+test_begin "a read after a killed create lists what the kernel holds"
+for step in message-1-sent transaction-id-set; do
+    THINSR_FAULT=$step thinvdi-create rel --name half --size 4M >/dev/null 2>&1
+    check_pool_agrees "$RSR" "thinvdi-ls right after a create killed at $step"
+done
+
+test_begin "human output escapes control characters; JSON is exact"
+EVIL=$'evil\e[31mred\a\x7f'
+EK=$(thinvdi-create rel --name "$EVIL" --size 4M)
+thinvdi-set rel "$EK" --description $'line1\nline2\e]0;title\a' >/dev/null
+check "thinvdi-stat prints no control byte" bash -c "! thinvdi-stat rel '$EK' | tr -d '\n' | grep -q '[[:cntrl:]]'"
+check "thinvdi-stat shows them escaped" bash -c "thinvdi-stat rel '$EK' | grep -qF 'evil\\x1b[31mred\\x07\\x7f'"
+check "thinvdi-ls prints no control byte" bash -c "! thinvdi-ls rel | tr -d '\n' | grep -q '[[:cntrl:]]'"
+check "thinvdi-tree prints no control byte" bash -c "! thinvdi-tree rel | tr -d '\n' | grep -q '[[:cntrl:]]'"
+check_eq "JSON keeps the name exactly" "$(printf '%s' "$EVIL" | od -An -tx1)" \
+    "$(thinvdi-stat --json rel "$EK" | jq -j .name | od -An -tx1)"
+thinsr-set rel --description $'sr\e[2Jdesc' >/dev/null
+check "thinsr-stat and thinsr-ls print no control byte" \
+    bash -c "! { thinsr-stat rel; thinsr-ls; } | tr -d '\n' | grep -q '[[:cntrl:]]'"
+thinvdi-destroy rel "$EK" >/dev/null
+
+test_begin "SR names that look like uuids; PV labels over other data"
+new_loop ND1 256
+expect_failure 64 "an SR named like a uuid is refused at create" thinsr-create --name "$(cat /proc/sys/kernel/random/uuid)" --device "$ND1"
+expect_failure 64 "and at thinsr-set" thinsr-set rel --name "$(cat /proc/sys/kernel/random/uuid)"
+pvcreate -q "$ND1" >/dev/null
+truncate -s 16M "$THINSR_SCRATCH/fs.img"; mkfs.ext4 -q -F "$THINSR_SCRATCH/fs.img"
+dd if="$THINSR_SCRATCH/fs.img" of="$ND1" bs=1024 skip=1 seek=1 count=1 conv=notrunc status=none
+check "blkid sees the filesystem under the label" bash -c "blkid -p -u noraid '$ND1' | grep -q 'TYPE=\"ext4\"'"
+expect_failure 3 "a PV label without a VG over a filesystem is refused" thinsr-create --name pvfs --device "$ND1"
+wipefs -q -a "$ND1"; pvcreate -q "$ND1" >/dev/null
+check "a bare PV label without a VG is reused" thinsr-create --name pvbare --device "$ND1"
+thinsr-detach pvbare && thinsr-destroy --force pvbare
+
+test_begin "0-byte volumes, and the datapath's device node before activate"
+Z=$(thinvdi-create rel --name zero --size 0)
+check_eq "a 0-byte volume is created" "0" "$(thinvdi-stat --json rel "$Z" | jq .virtual_size)"
+ZP=$(thinvdi-attach rel "$Z")
+check "it attaches as a block device" test -b "$ZP"
+check_eq "of 0 bytes" "0" "$(blockdev --getsize64 "$ZP")"
+thinvdi-detach rel "$Z"
+check "it grows" thinvdi-resize rel "$Z" 8M
+ZP=$(thinvdi-attach rel "$Z"); check_eq "and attaches at its new size" "8388608" "$(blockdev --getsize64 "$ZP")"
+thinvdi-detach rel "$Z"; check "and is destroyed" thinvdi-destroy rel "$Z"
+NV=$(thinvdi-create rel --name node --size 8M)
+NP=$(thinvdi-attach --inactive rel "$NV")
+check "--inactive makes the device node" test -b "$NP"
+check_eq "with no table" "" "$(dmsetup table "$(dm_name_of "$NP")")"
+check_eq "of 0 bytes" "0" "$(blockdev --getsize64 "$NP")"
+expect_failure 3 "the volume is attached: destroy is refused" thinvdi-destroy rel "$NV"
+NP2=$(thinvdi-attach --read-only rel "$NV")
+check_eq "attach loads the volume into the node, at the same path" "$NP" "$NP2"
+check "a read-only thin table is live" bash -c "dmsetup table '$(dm_name_of "$NP")' | grep -q ' thin ' && [ \$(blockdev --getro '$NP') = 1 ]"
+check_eq "of the volume's size" "8388608" "$(blockdev --getsize64 "$NP")"
+thinvdi-detach rel "$NV"
+check "thinsr-check clean" thinsr-check rel
+
+test_begin "lifecycle operations are serialized; detach races readers and another SR's traffic"
+new_loop LD1 256
+new_loop LD2 256
+L1=$(thinsr-create --name race1 --device "$LD1")
+L2=$(thinsr-create --name race2 --device "$LD2")
+LX=$(thinvdi-create race1 --name x --size 4M)
+STOP=$THINSR_SCRATCH/stop-race; rm -f "$STOP"
+race_readers() { while [ ! -e "$STOP" ]; do thinvdi-ls race1; thinsr-stat "$L1"; thinvdi-stat race1 "$LX"; done >/dev/null 2>&1; }
+race_writer() { while [ ! -e "$STOP" ]; do thinvdi-set race1 "$LX" --description w; done >/dev/null 2>&1; }
+race_traffic() {
+    local k
+    while [ ! -e "$STOP" ]; do k=$(thinvdi-create race2 --name t --size 4M) && thinvdi-destroy race2 "$k"; thinvdi-ls race2; done >/dev/null 2>&1
+}
+race_readers & R1=$!; race_readers & R2=$!; race_writer & R3=$!; race_traffic & R4=$!
+cycles=0
+for _ in 1 2 3 4 5; do
+    thinsr-detach race1 >/dev/null && ! mountpoint -q "/run/thinsr/$L1/catalog" && thinsr-attach race1 >/dev/null \
+        && cycles=$((cycles + 1))
+done
+touch "$STOP"; wait "$R1" "$R2" "$R3" "$R4"
+check_eq "five detach/attach cycles under readers, a writer and another SR's traffic" "5" "$cycles"
+thinsr-attach "$L1" & A1=$!; thinsr-attach "$L1" & A2=$!; thinsr-check "$L1" >/dev/null & A3=$!
+wait "$A1"; s1=$?; wait "$A2"; s2=$?; wait "$A3"; s3=$?
+check_eq "two attaches and a check at once all succeed" "0 0 0" "$s1 $s2 $s3"
+thinsr-detach "$L1" & D1=$!; thinsr-detach "$L1" & D2=$!
+wait "$D1"; s1=$?; wait "$D2"; s2=$?
+check_eq "two detaches at once both succeed" "0 0" "$s1 $s2"
+check "race1 checks clean offline" thinsr-check race1
+check "race1 attaches again with its volume" bash -c "thinsr-attach race1 >/dev/null && thinvdi-stat race1 '$LX' >/dev/null"
+check "race2 checks clean" thinsr-check race2
+check_pool_agrees "$L2" "race2 after the traffic"
+thinsr-detach race1; thinsr-destroy --force race1; thinsr-detach race2; thinsr-destroy --force race2
+
+test_begin "offline reads see the write-ahead log a crashed host left"
+new_loop WD1 256
+WSR=$(thinsr-create --name wal --device "$WD1")
+WHEX=$(echo "$WSR" | tr -d -)
+THINSR_FAULT=transaction-settled thinvdi-create wal --name last --size 4M >/dev/null 2>&1
+check "the kill left the commit in the log" test -s "/run/thinsr/$WSR/catalog/catalog.db-wal"
+# The host "crashes": the pool, the mount and the run state go, and nothing checkpoints the log.
+dmsetup remove "$(pool_name "$WSR")"
+umount "/run/thinsr/$WSR/catalog"
+vgchange -q -an "thinsr_$WHEX" >/dev/null
+rm -rf "/run/thinsr/$WSR" "/dev/thinsr/$WSR"
+expect_failure 3 "thinsr-destroy counts the volume only the log holds" thinsr-destroy "$WSR"
+check "the offline thinsr-check finds the volume's thin id referenced (clean)" thinsr-check "$WSR"
+check "attach" thinsr-attach "$WSR"
+check_eq "the volume is there" "last" "$(thinvdi-ls --json "$WSR" | jq -r '.[].name')"
+final_metadata_check "$WSR"
