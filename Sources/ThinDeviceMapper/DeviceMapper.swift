@@ -63,13 +63,18 @@ public struct DeviceMapper: DeviceMapperControl {
     public func create(name: String, uuid: String?, table: [TableLine], readOnly: Bool,
                        udev: UdevVisibility) throws(DeviceMapperError) {
         // Without a table the kernel sends no uevent (only resume, remove and
-        // rename do), so a udev cookie would never be released: libdevmapper
-        // makes the node itself, and the resume after a load tells udev.
+        // rename do), so a udev cookie would never be released and udev makes
+        // no /dev/mapper node: libdevmapper makes it (dm_mknodes), and the
+        // resume after a later load tells udev as usual.
         try Self.run(DM_DEVICE_CREATE, "create", device: name, udev: table.isEmpty ? nil : udev) { task in
             guard dm_task_set_name(task, name) != 0 else { return false }
             if let uuid, dm_task_set_uuid(task, uuid) == 0 { return false }
             if readOnly, dm_task_set_ro(task) == 0 { return false }
             return Self.addTargets(task, table)
+        }
+        if table.isEmpty {
+            let made = Self.lock.withLock { _ in dm_mknodes(name) != 0 }
+            guard made else { throw DeviceMapperError(operation: "mknodes", device: name, errno: EIO) }
         }
     }
 

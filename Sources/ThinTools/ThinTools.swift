@@ -13,6 +13,9 @@ public protocol HelperPrograms: Sendable {
     /// `thin_ls`: per-device usage.
     func listDevices(metadataDevice: String,
                      metadataSnapshot: Bool) async throws(ExternalCommandError) -> [ThinTools.DeviceUsage]
+    /// The transaction id in the superblock of an inactive pool's metadata
+    /// (`thin_dump --skip-mappings`: the superblock and device lines only).
+    func transactionID(metadataDevice: String) async throws(ExternalCommandError) -> UInt64
     /// `mkfs.ext4` for a catalog volume, fully initialised (no lazy writes later).
     func makeCatalogFilesystem(device: String) async throws(ExternalCommandError)
     /// `blkid -p`: the filesystem, RAID and partition-table types on `device`
@@ -99,6 +102,25 @@ public struct ThinTools: HelperPrograms {
         if metadataSnapshot { arguments.append("-m") }
         arguments.append(metadataDevice)
         return Self.parseList(try await ExternalCommand.check("thin_ls", arguments))
+    }
+
+    public func transactionID(metadataDevice: String) async throws(ExternalCommandError) -> UInt64 {
+        let arguments = ["--skip-mappings", metadataDevice]
+        let output = try await ExternalCommand.check("thin_dump", arguments)
+        guard let id = Self.parseTransactionID(output) else {
+            throw ExternalCommandError(program: "thin_dump", arguments: arguments, exitStatus: 0,
+                                       standardError: "no transaction id in the superblock line")
+        }
+        return id
+    }
+
+    /// The `transaction="N"` attribute of thin_dump's `<superblock ...>` line.
+    public static func parseTransactionID(_ output: String) -> UInt64? {
+        guard let line = output.split(separator: "\n").first(where: { $0.contains("<superblock") }) else { return nil }
+        let attribute = " transaction=\""
+        let words = line.split(separator: " ", omittingEmptySubsequences: true)
+        guard let word = words.first(where: { $0.hasPrefix(attribute.dropFirst()) }) else { return nil }
+        return UInt64(word.dropFirst(attribute.count - 1).prefix { $0 != "\"" })
     }
 
     public static func parseList(_ output: String) -> [DeviceUsage] {

@@ -187,14 +187,49 @@ struct DetachedCheckTests {
         #expect(sr.deviceMapper.calls.isEmpty, "a detached SR's check never touches device-mapper")
     }
 
-    @Test("offline ids are compared too; leaked ones need the SR attached to delete")
+    @Test("offline ids are compared too; --repair assembles the pool to delete leaked ones, then tears it down")
     func ids() async throws {
         let sr = try TestSR(attached: false)
         try sr.addVolume("a", thinID: 1)
         sr.programs.state.withLock { $0.listed[sr.mapperPath(.metadata)] = [1, 5] }
+        sr.deviceMapper.updatePool(sr.names.poolDevice) { $0.thinIDs.insert(5) }
+        let found = try await check(sr)
+        #expect(found.findings.map(\.problem) == ["leaked-thin-id"] && found.findings[0].detail.contains("--repair"))
+        #expect(sr.deviceMapper.calls.isEmpty)
         let report = try await check(sr, repair: true)
-        #expect(report.findings.map(\.problem) == ["leaked-thin-id"])
-        #expect(report.findings[0].detail.contains("attach the SR"))
+        #expect(report.findings.map(\.problem) == ["leaked-thin-id"] && report.findings[0].repaired)
+        #expect(sr.deviceMapper.calls.contains(sr.message("delete 5")))
+        #expect(sr.deviceMapper.device(sr.names.poolDevice) == nil && !sr.system.isMounted(sr.names.catalogMount))
+    }
+
+    @Test("offline: a transaction id the catalog does not know, or an open transaction, is found and repaired online")
+    func offlineTransactions() async throws {
+        let sr = try TestSR(attached: false)
+        try sr.addVolume("a", thinID: 1)
+        sr.programs.state.withLock { $0.listed[sr.mapperPath(.metadata)] = [1] }
+        sr.deviceMapper.updatePool(sr.names.poolDevice) { $0.transactionID = 7 }
+        #expect(try await check(sr).findings.map(\.problem) == ["transaction-id-mismatch"])
+        let report = try await check(sr, repair: true)
+        #expect(report.findings.map(\.problem) == ["transaction-id-mismatch"] && report.findings[0].repaired)
+        #expect(try sr.catalog().srRecord().transactionID == 7)
+        // An open create whose ids match neither side, and which reached the pool: kept.
+        let catalog = try sr.catalog()
+        try catalog.insert(VolumeRecord(uuid: UUID(), key: "b", name: "b", description: "", thinID: 2,
+                                        virtualSize: 1 << 20, kind: .volume, readWrite: true, sharable: false,
+                                        createdAt: 1, keys: [:], parentUUID: nil, snapshotOf: nil, state: .creating))
+        try catalog.setPending(PendingTransaction(from: 3, messages: [.createThin(2)]))
+        catalog.close()
+        // (The double forgets a pool's metadata when its device goes: set it up again.)
+        sr.deviceMapper.updatePool(sr.names.poolDevice) { pool in
+            pool.thinIDs = [1, 2]
+            pool.transactionID = 7
+        }
+        sr.programs.state.withLock { $0.listed[sr.mapperPath(.metadata)] = [1, 2] }
+        #expect(try await check(sr).findings.map(\.problem) == ["open-transaction"])
+        let settled = try await check(sr, repair: true)
+        #expect(settled.findings.first?.repaired == true && settled.findings[0].detail.contains("settled"))
+        #expect(try sr.catalog().volumes().map(\.key).sorted() == ["a", "b"] && sr.openTransaction == nil)
+        #expect(try sr.catalog().srRecord().transactionID == 7)
     }
 
     @Test("damaged metadata without repair says how to repair")

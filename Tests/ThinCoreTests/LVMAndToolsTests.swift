@@ -60,6 +60,15 @@ struct ThinToolsParsingTests {
             .init(deviceID: 2, mappedBytes: 131_072, exclusiveBytes: 65536, sharedBytes: 65536),
         ])
     }
+
+    @Test("thin_dump's superblock line gives the transaction id; anything else gives none")
+    func transactionID() {
+        let dump = "<superblock uuid=\"\" time=\"3\" transaction=\"17\" version=\"2\" data_block_size=\"128\" "
+            + "nr_data_blocks=\"8192\">\n  <device dev_id=\"1\" mapped_blocks=\"0\" transaction=\"9\">\n"
+        #expect(ThinTools.parseTransactionID(dump) == 17)
+        #expect(ThinTools.parseTransactionID("<device dev_id=\"1\" transaction=\"9\">") == nil)
+        #expect(ThinTools.parseTransactionID("<superblock transaction=\"x\">") == nil)
+    }
 }
 
 @Suite("LVM JSON reports")

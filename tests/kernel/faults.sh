@@ -247,6 +247,42 @@ P=$(thinvdi-attach "$SRU" "$K")
 check "the SR's data survived every interrupted attach and detach" same_as_pattern "$P" srdata
 thinvdi-detach "$SRU" "$K"
 
+# thinsr-check --repair of damaged metadata, killed at each step (thin_repair,
+# the generation that makes the copy the metadata, each rename and retag): the
+# next --repair finishes it, and the data is intact.
+new_loop FD3 256
+RPU=$(thinsr-create --name frep --device "$FD3")
+RPK=$(thinvdi-create frep --name data --size 8M); P=$(thinvdi-attach frep "$RPK")
+write_pattern "$P" frep 8; thinvdi-detach frep "$RPK"; thinsr-detach frep
+RPHEX=$(echo "$RPU" | tr -d -); RPVG=thinsr_$RPHEX
+damage_metadata() {
+    lvchange -ay "$RPVG/thinsr_${RPHEX}_meta"
+    dd if=/dev/urandom of="/dev/$RPVG/thinsr_${RPHEX}_meta" bs=4096 seek=2 count=1 conv=notrunc oflag=direct status=none
+    lvchange -an "$RPVG/thinsr_${RPHEX}_meta"
+}
+repair_state() { # names and role tags as LVM shows them, then thin_check and thin_dump of the LV named _meta
+    local lvs names
+    lvs=$(lvs --noheadings -o lv_name,lv_tags "$RPVG" | tr -s ' ')
+    names=$(grep -q "thinsr_${RPHEX}_meta .*thinsr.role=meta" <<<"$lvs" && grep -q "thinsr_${RPHEX}_spare .*thinsr.role=spare" <<<"$lvs" \
+            && ! grep -q "_swap" <<<"$lvs" && echo normal || echo odd)
+    lvchange -ay "$RPVG/thinsr_${RPHEX}_meta" 2>/dev/null
+    echo "$names $(thin_check -q "/dev/$RPVG/thinsr_${RPHEX}_meta" 2>/dev/null && echo clean || echo damaged)" \
+         "devices=$(thin_dump "/dev/$RPVG/thinsr_${RPHEX}_meta" 2>/dev/null | grep -c '<device ')"
+    lvchange -an "$RPVG/thinsr_${RPHEX}_meta" 2>/dev/null
+}
+sr_repair_setup() { damage_metadata; }
+sr_repair_run() { # exit 6 (repaired) is this operation's success; a kill's 137 passes through
+    thinsr-check --repair "$RPU"; local status=$?; [ "$status" = 6 ] && return 0; return "$status"
+}
+sr_repair_observe() { repair_state; }
+sr_repair_next() { thinsr-check --repair "$RPU"; }
+sr_repair_cleanup() { :; }
+sr_repair_check() { echo "$RPU"; }
+fault_op sr_repair
+P=$(thinsr-attach "$RPU" >/dev/null && thinvdi-attach --read-only "$RPU" "$RPK")
+check "the repaired SR's data survived every interrupted repair (cmp)" same_as_pattern "$P" frep
+thinvdi-detach "$RPU" "$RPK"; thinsr-detach "$RPU"; thinsr-destroy --force "$RPU"
+
 sr_destroy_setup() { thinsr-create "${SR_ARGS[@]}"; thinsr-detach "$SRU"; }
 sr_destroy_run() { thinsr-destroy "$SRU"; }
 sr_destroy_observe() { sr_state; }

@@ -169,3 +169,67 @@ check "the offline thinsr-check finds the volume's thin id referenced (clean)" t
 check "attach" thinsr-attach "$WSR"
 check_eq "the volume is there" "last" "$(thinvdi-ls --json "$WSR" | jq -r '.[].name')"
 final_metadata_check "$WSR"
+
+test_begin "a failed pool: detach --force tears it down; check --repair and attach bring its volumes back"
+new_loop FPD 512
+FP=$(thinsr-create --name failing --device "$FPD")
+FHEX=$(echo "$FP" | tr -d -)
+FK=$(thinvdi-create failing --name kept --size 16M)
+P=$(thinvdi-attach failing "$FK"); write_pattern "$P" failing 16
+# Every I/O to the metadata LV fails from now on: the pool fails at its next commit.
+FMETA=thinsr_${FHEX}-thinsr_${FHEX}_meta
+dmsetup suspend "$FMETA"
+dmsetup load "$FMETA" --table "0 $(blockdev --getsz "/dev/mapper/$FMETA") error"
+dmsetup resume "$FMETA"
+thinvdi-create failing --name trigger --size 4M >/dev/null 2>&1
+check "the pool has failed (dmsetup status)" bash -c "dmsetup status '$(pool_name "$FP")' | grep -q ' Fail'"
+expect_failure 3 "detach without --force refuses the attached volume" thinsr-detach failing
+thinvdi-detach failing "$FK" 2>/dev/null
+thinsr-detach failing >/tmp/fp.out 2>/tmp/fp.err
+check_eq "detach without --force refuses the failed pool (exit 5)" "5" "$?"
+check "and names --force and thinsr-check --repair" grep -q -- "--force.*thinsr-check --repair" /tmp/fp.err
+thinsr-detach --force failing 2>/tmp/fp.err
+check_eq "thinsr-detach --force tears the failed SR down" "0" "$?"
+check "it warns, naming thinsr-check --repair" grep -q "warning: .*thinsr-check --repair" /tmp/fp.err
+check_eq "the SR is detached" "false" "$(thinsr-ls --json | jq -r --arg u "$FP" '.[] | select(.uuid == $u) | .attached')"
+check_eq "no device of the SR is left" "" "$(dmsetup ls | grep "$FHEX")"
+thinsr-check --repair failing >/tmp/fp.out 2>&1; status=$?
+check "thinsr-check --repair offline: clean or repaired (exit 0 or 6)" test "$status" = 0 -o "$status" = 6
+check "thinsr-attach after the repair" thinsr-attach failing
+P=$(thinvdi-attach --read-only failing "$FK")
+check "the committed volume's data is intact (cmp)" same_as_pattern "$P" failing
+thinvdi-detach failing "$FK"
+check "thinsr-check clean" thinsr-check failing
+check_pool_agrees "$FP" "after the failed pool's repair"
+
+test_begin "forged transaction ids: detach --force, offline check --repair, attach"
+FPOOL=$(pool_name "$FP")
+tid=$(pool_status_field "$FP" 1)
+dmsetup message "$FPOOL" 0 "set_transaction_id $tid $((tid + 3))"
+expect_failure 5 "detach refuses a pool id the catalog does not know" thinsr-detach failing
+check "detach --force" thinsr-detach --force failing
+thinsr-check failing >/tmp/fp.out 2>&1
+check_eq "the offline check reports it (exit 5)" "5" "$?"
+check "as transaction-id-mismatch" grep -q "transaction-id-mismatch" /tmp/fp.out
+thinsr-check --repair failing >/tmp/fp.out 2>&1
+check_eq "the offline --repair records the pool's id (exit 6)" "6" "$?"
+check "attach" thinsr-attach failing
+check "the SR works again" thinvdi-create failing --name after --size 4M
+# An open transaction whose ids match neither side: a create killed after its
+# message, then the pool's id moved on behind thinsr's back.
+THINSR_FAULT=message-1-sent thinvdi-create failing --name neither --size 4M >/dev/null 2>&1
+tid=$(pool_status_field "$FP" 1)
+dmsetup message "$FPOOL" 0 "set_transaction_id $tid $((tid + 5))"
+expect_failure 5 "volume operations refuse it" thinvdi-create failing --name x --size 4M
+check "detach --force" thinsr-detach --force failing
+thinsr-check --json failing >/tmp/fp.json 2>/dev/null
+check_eq "the offline check reports the open transaction" "open-transaction" "$(jq -r '.findings[0].problem' /tmp/fp.json)"
+thinsr-check --repair failing >/tmp/fp.out 2>&1
+check_eq "--repair settles it by what the pool holds (exit 6)" "6" "$?"
+check "attach" thinsr-attach failing
+check_eq "the create that reached the pool is kept" "1" "$(thinvdi-ls --json failing | jq '[.[] | select(.name == "neither")] | length')"
+P=$(thinvdi-attach --read-only failing "$FK")
+check "the first volume's data is intact (cmp)" same_as_pattern "$P" failing
+thinvdi-detach failing "$FK"
+check "thinsr-check clean" thinsr-check failing
+final_metadata_check "$FP"

@@ -42,7 +42,8 @@ struct Pool {
         case .active(let usage): return usage
         case .failed, .error:
             throw ThinError(.metadataCheckFailed,
-                            "pool \(name) has failed; detach the SR and check its metadata with thin_check")
+                            "pool \(name) has failed; detach the SR with thinsr-detach --force, then repair it "
+                            + "with thinsr-check --repair")
         }
     }
 

@@ -66,7 +66,7 @@ struct PoolTransactions {
             guard record.transactionID == usage.transactionID else {
                 throw ThinError(.catalogInconsistent,
                                 "pool transaction id \(usage.transactionID) differs from the catalog's "
-                                + "\(record.transactionID) with no open transaction; the SR needs checking")
+                                + "\(record.transactionID) with no open transaction; repair it with thinsr-check --repair")
             }
             return usage
         }
@@ -82,9 +82,42 @@ struct PoolTransactions {
         default:
             throw ThinError(.catalogInconsistent,
                             "pool transaction id \(usage.transactionID) matches neither side of the open "
-                            + "transaction (\(pending.oldTransactionID) -> \(pending.newTransactionID))")
+                            + "transaction (\(pending.oldTransactionID) -> \(pending.newTransactionID)); repair it "
+                            + "with thinsr-check --repair")
         }
         return try pool.usage()
+    }
+
+    /// Settles an open transaction whose old and new ids both differ from
+    /// the pool's (something else moved the pool's id) by what the pool
+    /// holds: each message took effect or not, as its thin id shows. All of
+    /// them: settle; none: roll back; some: finish the rest (a transaction
+    /// with a delete must complete) or undo them (creates only). The catalog
+    /// then records the pool's id. Only `thinsr-check --repair` runs this.
+    func resolveByEvidence(_ pending: PendingTransaction, present: Set<ThinDeviceID>,
+                           usage: ThinPoolUsage) throws(ThinError) -> String {
+        let done = pending.messages.map { message in
+            if let id = message.createdID { return present.contains(id) }
+            if let id = message.deletedID { return !present.contains(id) }
+            return true
+        }
+        let outcome: String
+        if done.allSatisfy({ $0 }) {
+            try catalog.settle(pending)
+            outcome = "every message had taken effect: settled"
+        } else if !done.contains(true) {
+            try catalog.rollBack()
+            outcome = "no message had taken effect: rolled back"
+        } else if pending.mustComplete {
+            for (message, taken) in zip(pending.messages, done) where !taken { try sendIgnoringDone(message) }
+            try catalog.settle(pending)
+            outcome = "some messages had taken effect: the rest were sent and it settled"
+        } else {
+            try undo(pending.messages)
+            outcome = "some messages had taken effect: they were undone"
+        }
+        try catalog.setTransactionID(try pool.usage().transactionID)
+        return outcome
     }
 
     /// Deletes the thin devices `sent` created, newest first, and rolls the rows back.

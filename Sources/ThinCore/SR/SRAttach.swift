@@ -34,6 +34,15 @@ extension SRLifecycle {
             throw ThinError(.catalogInconsistent, "SR \(names.uuidString) in VG \(sr.volumeGroup) is missing some "
                             + "of its LVs (has: \(sr.volumes.keys.map(\.rawValue).sorted().joined(separator: ", ")))")
         }
+        return try await assemble(sr, lock: lock, recover: true)
+    }
+
+    /// Activates the LVs, checks the metadata, mounts the catalog and
+    /// assembles the pool, undoing every step if a later one fails. With
+    /// `recover` it finishes what a crash left (attach); without, catalog and
+    /// pool stay as they are, for the offline repair to repair them online.
+    func assemble(_ sr: DiscoveredSR, lock: FileLock, recover: Bool) async throws(ThinError) -> AttachedSR {
+        let names = sr.names
         var undo = UndoStack()
         do throws(ThinError) {
             try activate(sr, undo: &undo)
@@ -48,8 +57,10 @@ extension SRLifecycle {
             let pool = attached.pool
             undo.push { try? pool.disassemble() }
             FaultInjection.point("pool-assembled")
-            try attached.recovered()
-            FaultInjection.point("recovered")
+            if recover {
+                try attached.recovered()
+                FaultInjection.point("recovered")
+            }
             attached.devices.removeStaleLinks()
             undo.discard()
             return attached

@@ -22,7 +22,7 @@ extension AttachedSR {
                                                 + "needing a check; detach the SR and run thinsr-check --repair",
                                                 repaired: false))
         }
-        let current = try checkOpenTransaction(repair: repair, usage: usage, into: &report)
+        let current = try await checkOpenTransaction(repair: repair, usage: usage, into: &report)
         let transactionOpen = try catalog.pending() != nil
         let programs = host.programs
         let (check, present) = try await withMetadataSnapshot { path throws(ThinError) in
@@ -44,14 +44,27 @@ extension AttachedSR {
     }
 
     /// An open transaction is a finding; `repair` finishes or undoes it.
+    /// An open transaction whose ids match neither of the pool's is settled
+    /// by what the pool holds (`resolveByEvidence`).
     private func checkOpenTransaction(repair: Bool, usage: ThinPoolUsage,
-                                      into report: inout CheckReport) throws(ThinError) -> ThinPoolUsage {
+                                      into report: inout CheckReport) async throws(ThinError) -> ThinPoolUsage {
         guard let pending = try catalog.pending() else { return usage }
+        let matchesNeither = ![pending.oldTransactionID, pending.newTransactionID].contains(usage.transactionID)
         var finding = CheckFinding(problem: "open-transaction", detail: "an interrupted operation left transaction "
                                    + "\(pending.oldTransactionID) -> \(pending.newTransactionID) open ("
-                                   + pending.messages.map(\.text).joined(separator: "; ") + ")", repaired: false)
+                                   + pending.messages.map(\.text).joined(separator: "; ") + ")"
+                                   + (matchesNeither ? "; the pool's id, \(usage.transactionID), matches neither side" : ""),
+                                   repaired: false)
         var current = usage
-        if repair {
+        if repair && matchesNeither {
+            let programs = host.programs
+            let present = try await withMetadataSnapshot { path throws(ThinError) in
+                try await programs.thinIDs(path, metadataSnapshot: true)
+            }
+            finding.detail += "; " + (try transactions.resolveByEvidence(pending, present: present, usage: usage))
+            finding.repaired = true
+            current = try pool.usage()
+        } else if repair {
             current = try recovered()
             finding.repaired = true
             finding.detail += "; finished or undone"

@@ -4,20 +4,25 @@ import ThinLVM
 import ThinDeviceMapper
 
 extension SRLifecycle {
-    /// Offline: `thin_check` on the metadata LV; with `repair`, `thin_repair`
+    /// Offline: `thin_check` on the metadata LV (with `repair`, `thin_repair`
     /// into the spare, which is swapped in only if it checks clean and still
-    /// holds every thin id the catalog references.
-    func checkDetached(_ sr: DiscoveredSR, repair: Bool) async throws(ThinError) -> CheckReport {
-        let sr = sr.metadataPairIsNormal ? sr : try normalizeMetadataPair(sr.uuid)
+    /// holds every thin id the catalog references); the pool's transaction id
+    /// and thin ids against the catalog's, its write-ahead log included. What
+    /// needs pool messages to repair (an open transaction, ids that disagree,
+    /// leaked thin ids) is repaired by assembling the pool for the check,
+    /// repairing it online and tearing it down again.
+    func checkDetached(_ found: DiscoveredSR, repair: Bool, lock: FileLock) async throws(ThinError) -> CheckReport {
+        var sr = found.metadataPairIsNormal ? found : try normalizeMetadataPair(found.uuid)
         var report = CheckReport(srUUID: sr.uuid, attached: false, metadata: "clean", findings: [])
         let inactive = [LVRole.metadata, .spare, .catalog].compactMap { sr.volumes[$0] }.filter { !$0.active }.map(\.name)
         do { try host.lvm.setActive(true, group: sr.volumeGroup, names: inactive) } catch {
             throw .backend("cannot activate the SR's metadata LVs", error)
         }
         defer { try? host.lvm.setActive(false, group: sr.volumeGroup, names: inactive) }
-        let metadata = sr.mapperPath(.metadata)
-        let referenced = try withCatalogReadOnly(sr) { catalog throws(ThinError) in try catalog.referencedThinIDs() }
-        let check = try await host.programs.thinCheck(metadata)
+        let (referenced, record, pending) = try withCatalogReadOnly(sr) { catalog throws(ThinError) in
+            (try catalog.referencedThinIDs(), try catalog.srRecord(), try catalog.pending())
+        }
+        let check = try await host.programs.thinCheck(sr.mapperPath(.metadata))
         if !check.clean {
             report.metadata = "damaged"
             var finding = CheckFinding(problem: "metadata-damaged",
@@ -25,14 +30,52 @@ extension SRLifecycle {
             if repair {
                 try await repairMetadata(sr, referenced: referenced, finding: &finding)
                 if finding.repaired { report.metadata = "repaired" }
+                sr = try discovery.find(sr.names.uuidString)
             } else {
                 finding.detail += "; run thinsr-check --repair \(sr.names.uuidString)"
             }
             report.findings.append(finding)
             guard finding.repaired else { return report }
         }
+        let metadata = sr.mapperPath(.metadata)
         let present = try await host.programs.thinIDs(metadata, metadataSnapshot: false)
-        report.findings += CheckReport.compareIDs(pool: present, catalog: referenced, repairable: false)
+        let poolTransaction: UInt64
+        do { poolTransaction = try await host.programs.transactionID(metadataDevice: metadata) } catch {
+            throw .backend("thin_dump could not read the pool's transaction id", error)
+        }
+        var offline: [CheckFinding] = []
+        if let pending {
+            offline.append(CheckFinding(problem: "open-transaction", detail: "an interrupted operation left transaction "
+                                        + "\(pending.oldTransactionID) -> \(pending.newTransactionID) open; the pool's "
+                                        + "id is \(poolTransaction)", repaired: false))
+        } else {
+            if record.transactionID != poolTransaction {
+                offline.append(CheckFinding(problem: "transaction-id-mismatch", detail: "the pool's transaction id is "
+                                            + "\(poolTransaction), the catalog's \(record.transactionID), and no "
+                                            + "transaction is open", repaired: false))
+            }
+            offline += CheckReport.compareIDs(pool: present, catalog: referenced, repairable: true)
+        }
+        let repairable = offline.contains { $0.problem != "missing-thin-id" }
+        guard repair && repairable else {
+            report.findings += offline.map { finding in
+                var finding = finding
+                if finding.problem != "missing-thin-id" { finding.detail += "; run thinsr-check --repair \(sr.names.uuidString)" }
+                return finding
+            }
+            return report
+        }
+        // Repaired online: the pool assembled as attach would, without recovery, then torn down.
+        let attached = try await assemble(sr, lock: lock, recover: false)
+        let online: CheckReport
+        do {
+            online = try await attached.check(repair: true)
+        } catch {
+            try? tearDown(attached, sr)
+            throw error
+        }
+        try tearDown(attached, sr)
+        report.findings += online.findings
         return report
     }
 

@@ -43,6 +43,17 @@ extension SRLifecycle {
                 warnings.append("\(error.message); detached without finishing it: run thinsr-check --repair "
                                 + "\(names.uuidString) before attaching again")
             }
+        }
+        try tearDown(attached, sr)
+        return warnings
+    }
+
+    /// Removes the pool, unmounts the catalog and deactivates the LVs of an
+    /// SR whose volumes are detached (the end of a detach, and of an offline
+    /// repair that assembled the pool to repair it).
+    func tearDown(_ attached: AttachedSR, _ sr: DiscoveredSR) throws(ThinError) {
+        let names = sr.names
+        if try attached.pool.exists() {
             try attached.pool.disassemble()
             FaultInjection.point("pool-removed")
         }
@@ -58,7 +69,6 @@ extension SRLifecycle {
         } catch {
             throw .backend("the SR is detached but its LVs could not be deactivated", error)
         }
-        return warnings
     }
 
     /// A detach killed after unmounting left LVs active: finish it.

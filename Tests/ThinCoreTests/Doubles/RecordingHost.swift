@@ -132,6 +132,12 @@ final class RecordingPrograms: HelperPrograms {
         return 16 << 20
     }
 
+    /// The offline pool's id: the pool double's, as its metadata would hold it.
+    func transactionID(metadataDevice: String) async throws(ExternalCommandError) -> UInt64 {
+        state.withLock { $0.calls.append("thin_dump --skip-mappings \(metadataDevice)") }
+        return deviceMapper.pool(poolName)?.transactionID ?? 0
+    }
+
     func listDevices(metadataDevice: String,
                      metadataSnapshot: Bool) async throws(ExternalCommandError) -> [ThinTools.DeviceUsage] {
         let listed = state.withLock { state in
