@@ -18,10 +18,43 @@ public protocol HelperPrograms: Sendable {
     func transactionID(metadataDevice: String) async throws(ExternalCommandError) -> UInt64
     /// `mkfs.ext4` for a catalog volume, fully initialised (no lazy writes later).
     func makeCatalogFilesystem(device: String) async throws(ExternalCommandError)
+    /// `e2fsck` of the catalog's filesystem (unmounted): `.preen` (-p) before
+    /// attach mounts it, `.report` (-fn) changes nothing, `.fix` (-fy).
+    func checkCatalogFilesystem(device: String, mode: FilesystemCheck) async throws(ExternalCommandError) -> FilesystemCheckResult
+    /// `resize2fs` of the (mounted) catalog filesystem to its LV's size.
+    func growCatalogFilesystem(device: String) async throws(ExternalCommandError)
     /// `blkid -p`: the filesystem, RAID and partition-table types on `device`
     /// (empty when it has none). `skippingRAID` leaves out RAID and LVM
     /// labels, which otherwise hide the filesystems under them.
     func signatures(of device: String, skippingRAID: Bool) async throws(ExternalCommandError) -> [String]
+}
+
+/// How `e2fsck` may treat the catalog's filesystem.
+public enum FilesystemCheck: Sendable {
+    case preen, report, fix
+
+    var arguments: [String] {
+        switch self {
+        case .preen: return ["-p"]
+        case .report: return ["-f", "-n"]
+        case .fix: return ["-f", "-y"]
+        }
+    }
+}
+
+/// What `e2fsck` found (its exit status, e2fsck(8)) and said.
+public struct FilesystemCheckResult: Sendable, Equatable {
+    public var exitStatus: Int32
+    public var output: String
+
+    public init(exitStatus: Int32, output: String) {
+        self.exitStatus = exitStatus
+        self.output = output
+    }
+
+    /// No errors (0), or errors corrected (1, 2).
+    public var usable: Bool { exitStatus >= 0 && exitStatus <= 2 }
+    public var clean: Bool { exitStatus == 0 }
 }
 
 /// thin-provisioning-tools and the other installed helpers, run as processes.
@@ -135,6 +168,18 @@ public struct ThinTools: HelperPrograms {
     public func makeCatalogFilesystem(device: String) async throws(ExternalCommandError) {
         try await ExternalCommand.check("mkfs.ext4", ["-q", "-F", "-L", "thinsr-catalog", "-E",
                                                       "lazy_itable_init=0,lazy_journal_init=0", device])
+    }
+
+    public func checkCatalogFilesystem(device: String,
+                                       mode: FilesystemCheck) async throws(ExternalCommandError) -> FilesystemCheckResult {
+        let result = try await ExternalCommand.run("e2fsck", mode.arguments + [device])
+        return FilesystemCheckResult(exitStatus: result.exitStatus,
+                                     output: (result.standardOutput + result.standardError)
+                                         .split(whereSeparator: \.isNewline).joined(separator: "\n"))
+    }
+
+    public func growCatalogFilesystem(device: String) async throws(ExternalCommandError) {
+        try await ExternalCommand.check("resize2fs", [device])
     }
 
     public func signatures(of device: String, skippingRAID: Bool) async throws(ExternalCommandError) -> [String] {

@@ -19,7 +19,7 @@ struct LifecycleTests {
         try await lifecycle(sr).attach(sr.names.uuidString).close()
         let (catalog, meta, data) = (sr.names.lv(.catalog), sr.names.lv(.metadata), sr.names.lv(.data))
         #expect(sr.lvm.calls.filter { $0.hasPrefix("lvchange") } == ["lvchange -ay \(catalog) \(meta) \(data)"])
-        #expect(sr.programs.calls == ["thin_check \(sr.mapperPath(.metadata))"])
+        #expect(sr.programs.calls == ["thin_check \(sr.mapperPath(.metadata))", "e2fsck preen \(sr.mapperPath(.catalog))"])
         #expect(sr.system.calls == ["mount \(sr.mapperPath(.catalog)) \(sr.names.catalogMount)"])
         #expect(sr.deviceMapper.calls.prefix(2) == ["create \(sr.names.poolDevice)", "status \(sr.names.poolDevice)"])
         let table = try #require(sr.deviceMapper.device(sr.names.poolDevice)?.table.first)

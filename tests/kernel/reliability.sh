@@ -101,17 +101,18 @@ test_begin "0-byte volumes, and the datapath's device node before activate"
 Z=$(thinvdi-create rel --name zero --size 0)
 check_eq "a 0-byte volume is created" "0" "$(thinvdi-stat --json rel "$Z" | jq .virtual_size)"
 ZP=$(thinvdi-attach rel "$Z")
-check "it attaches as a block device" test -b "$ZP"
-check_eq "of 0 bytes" "0" "$(blockdev --getsize64 "$ZP")"
+check "it attaches as a device node" test -b "$ZP"
+check_eq "without a table (the kernel opens no 0-length device)" "" "$(dmsetup table "$(dm_name_of "$ZP")")"
 thinvdi-detach rel "$Z"
 check "it grows" thinvdi-resize rel "$Z" 8M
 ZP=$(thinvdi-attach rel "$Z"); check_eq "and attaches at its new size" "8388608" "$(blockdev --getsize64 "$ZP")"
 thinvdi-detach rel "$Z"; check "and is destroyed" thinvdi-destroy rel "$Z"
 NV=$(thinvdi-create rel --name node --size 8M)
 NP=$(thinvdi-attach --inactive rel "$NV")
-check "--inactive makes the device node" test -b "$NP"
-check_eq "with no table" "" "$(dmsetup table "$(dm_name_of "$NP")")"
-check_eq "of 0 bytes" "0" "$(blockdev --getsize64 "$NP")"
+check "--inactive makes the block device" test -b "$NP"
+check_eq "with an error table: no thin device is opened" "error" "$(dmsetup table "$(dm_name_of "$NP")" | awk '{print $3}')"
+check_eq "of the volume's size" "8388608" "$(blockdev --getsize64 "$NP")"
+check "whose I/O fails until it is activated" bash -c "! dd if='$NP' of=/dev/null bs=4K count=1 iflag=direct status=none 2>/dev/null"
 expect_failure 3 "the volume is attached: destroy is refused" thinvdi-destroy rel "$NV"
 NP2=$(thinvdi-attach --read-only rel "$NV")
 check_eq "attach loads the volume into the node, at the same path" "$NP" "$NP2"
@@ -170,6 +171,49 @@ check "attach" thinsr-attach "$WSR"
 check_eq "the volume is there" "last" "$(thinvdi-ls --json "$WSR" | jq -r '.[].name')"
 final_metadata_check "$WSR"
 
+test_begin "the catalog: a reserve refuses new volumes before it fills, thinsr-extend grows it, e2fsck before mount"
+new_loop CD1 512
+CSR=$(thinsr-create --name cat --device "$CD1" --pool-size 128M)
+CHEX=$(echo "$CSR" | tr -d -)
+CM=/run/thinsr/$CSR/catalog
+thinvdi-create cat --name first --size 4M >/dev/null
+catalog_lv_bytes() { lvs --noheadings --units b --nosuffix -o lv_size "thinsr_$CHEX/thinsr_${CHEX}_catalog" | tr -d ' '; }
+# A file fills the catalog's filesystem to 2 MiB short of full, as a huge catalog would.
+fallocate -l $(( $(df -B1 --output=avail "$CM" | tail -n 1) - (2 << 20) )) "$CM/filler"
+expect_failure 4 "a new volume is refused while the catalog is down to its reserve" thinvdi-create cat --name second --size 4M
+lv_before=$(catalog_lv_bytes); fs_before=$(df -B1 --output=size "$CM" | tail -n 1)
+check "thinsr-extend grows the SR" thinsr-extend cat --size +8M
+check_eq "the catalog LV doubled (it was over half full)" "$((lv_before * 2))" "$(catalog_lv_bytes)"
+check "its filesystem grew with it (resize2fs, mounted)" test "$(df -B1 --output=size "$CM" | tail -n 1)" -gt "$((fs_before * 3 / 2))"
+check "a new volume fits again" thinvdi-create cat --name second --size 4M
+rm -f "$CM/filler"
+thinsr-detach cat
+lvchange -ay "thinsr_$CHEX/thinsr_${CHEX}_catalog"
+debugfs -w -R "ssv state 2" "/dev/thinsr_$CHEX/thinsr_${CHEX}_catalog" >/dev/null 2>&1
+check "the catalog's filesystem is marked with errors" bash -c "dumpe2fs -h /dev/thinsr_$CHEX/thinsr_${CHEX}_catalog 2>/dev/null | grep -q '^Filesystem state: .*error'"
+lvchange -an "thinsr_$CHEX/thinsr_${CHEX}_catalog"
+check "thinsr-attach runs e2fsck -p first, which checks a filesystem marked with errors" thinsr-attach cat
+check "the catalog's filesystem is clean again" bash -c "dumpe2fs -h /dev/mapper/thinsr_$CHEX-thinsr_${CHEX}_catalog 2>/dev/null | grep -q '^Filesystem state: *clean$'"
+check_eq "both volumes are there" "2" "$(thinvdi-ls --json cat | jq length)"
+check "thinsr-check clean (integrity_check included)" thinsr-check cat
+thinsr-detach cat; thinsr-destroy --force cat
+
+test_begin "a missing catalog LV is damage, not an unfinished create"
+new_loop MD1 256
+new_loop MD2 256
+MSR=$(thinsr-create --name nocat --device "$MD1")
+thinvdi-create nocat --name v --size 4M >/dev/null
+thinsr-detach nocat
+MHEX=$(echo "$MSR" | tr -d -)
+lvremove -q -y "thinsr_$MHEX/thinsr_${MHEX}_catalog" >/dev/null
+expect_failure 5 "thinsr-destroy without --force refuses: its volumes cannot be counted" thinsr-destroy "$MSR"
+check "the error names vgcfgrestore and --force" grep -q "vgcfgrestore.*thinsr-destroy --force" /tmp/ef.err
+expect_failure 64 "thinsr-create --uuid does not wipe it" thinsr-create --uuid "$MSR" --device "$MD2"
+expect_failure 5 "thinsr-attach refuses it" thinsr-attach "$MSR"
+expect_failure 5 "thinsr-check reports damage" thinsr-check "$MSR"
+check_eq "as catalog-missing, not incomplete-sr" "catalog-missing" "$(thinsr-check --json "$MSR" 2>/dev/null | jq -r '.findings[0].problem')"
+check "thinsr-destroy --force removes it" thinsr-destroy --force "$MSR"
+
 test_begin "a failed pool: detach --force tears it down; check --repair and attach bring its volumes back"
 new_loop FPD 512
 FP=$(thinsr-create --name failing --device "$FPD")
@@ -220,6 +264,7 @@ check "the SR works again" thinvdi-create failing --name after --size 4M
 THINSR_FAULT=message-1-sent thinvdi-create failing --name neither --size 4M >/dev/null 2>&1
 tid=$(pool_status_field "$FP" 1)
 dmsetup message "$FPOOL" 0 "set_transaction_id $tid $((tid + 5))"
+thinvdi-ls failing >/dev/null 2>&1   # (the killed create left its commits in the WAL: this read checkpoints them)
 expect_failure 5 "volume operations refuse it" thinvdi-create failing --name x --size 4M
 check "detach --force" thinsr-detach --force failing
 thinsr-check --json failing >/tmp/fp.json 2>/dev/null

@@ -14,6 +14,12 @@ final class Catalog {
         try addMissingColumns()
     }
 
+    /// What `PRAGMA integrity_check` finds wrong (nothing: an empty list).
+    func integrityProblems() throws(ThinError) -> [String] {
+        let rows = try database.query("PRAGMA integrity_check").compactMap { $0.text(0) }
+        return rows == ["ok"] ? [] : rows
+    }
+
     /// Closes the connection (the last close checkpoints and removes the WAL).
     func close() { database.close() }
 

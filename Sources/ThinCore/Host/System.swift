@@ -27,6 +27,14 @@ public enum System {
 
     static func exists(_ path: String) -> Bool { access(path, F_OK) == 0 }
 
+    /// The size and the space left for files (statvfs) of the filesystem holding `path`.
+    static func filesystemSpace(_ path: String) -> (totalBytes: UInt64, freeBytes: UInt64)? {
+        var info = statvfs()
+        guard statvfs(path, &info) == 0 else { return nil }
+        let unit = UInt64(info.f_frsize)
+        return (UInt64(info.f_blocks) * unit, UInt64(info.f_bavail) * unit)
+    }
+
     /// The block device's `major:minor`, or nil if `path` is not a block device.
     static func blockDevice(_ path: String) -> (major: UInt32, minor: UInt32)? {
         var info = stat()

@@ -11,9 +11,26 @@ enum SpaceReserve {
         min(4096, totalBlocks / 10) + max(totalBlocks / 8, 64)
     }
 
-    /// Refuses to add a thin device when the metadata is down to the reserve,
-    /// the data is full, or the pool is read-only.
+    /// Catalog space new volumes may not use: an eighth of the catalog's
+    /// filesystem, at least 4 MiB, so that renames, keys and every operation's
+    /// transaction record (destroys included) still fit.
+    static func catalogReserveBytes(totalBytes: UInt64) -> UInt64 { max(totalBytes / 8, 4 << 20) }
+
+    /// Refuses to add a volume when the catalog's filesystem is down to its reserve.
+    static func requireRoomInCatalog(_ sr: SRNames) throws(ThinError) {
+        guard let space = System.filesystemSpace(sr.catalogMount) else { return }
+        let reserve = catalogReserveBytes(totalBytes: space.totalBytes)
+        guard space.freeBytes >= reserve else {
+            throw ThinError(.noSpace, "SR \(sr.uuidString)'s catalog has \(ByteSize.format(space.freeBytes)) free and "
+                            + "thinsr keeps \(ByteSize.format(reserve)) for changes to existing volumes; grow it "
+                            + "with thinsr-extend (it grows the catalog with the pool) or destroy unneeded volumes")
+        }
+    }
+
+    /// Refuses to add a thin device when the metadata or the catalog is down
+    /// to its reserve, the data is full, or the pool is read-only.
     static func requireRoomForNewDevice(_ usage: ThinPoolUsage, sr: SRNames) throws(ThinError) {
+        try requireRoomInCatalog(sr)
         let reserve = metadataReserveBlocks(totalBlocks: usage.totalMetadataBlocks)
         let free = usage.totalMetadataBlocks - min(usage.usedMetadataBlocks, usage.totalMetadataBlocks)
         if free < reserve {

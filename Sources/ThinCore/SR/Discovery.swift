@@ -19,7 +19,9 @@ public struct DiscoveredSR: Sendable {
 
     var isComplete: Bool { LVRole.allCases.allSatisfy { volumes[$0] != nil } }
     /// Left by a `thinsr-create` that did not finish: it holds no volumes.
-    var isIncomplete: Bool { volumes[.catalog].map { $0.tags.contains(SRNames.incompleteTag) } ?? true }
+    /// Only thinsr's own mark says so (create makes the catalog LV first,
+    /// with the mark): an SR whose catalog LV is missing is damaged instead.
+    var isIncomplete: Bool { volumes[.catalog]?.tags.contains(SRNames.incompleteTag) ?? false }
 
     /// The node of the LV that has `role` now (found by tags, not by name).
     func mapperPath(_ role: LVRole) -> String {

@@ -30,6 +30,7 @@ extension SRLifecycle {
                             + "was interrupted); run thinsr-create --uuid \(names.uuidString) again, or remove it "
                             + "with thinsr-destroy \(names.uuidString)")
         }
+        guard sr.volumes[.catalog] != nil else { throw Self.catalogMissing(sr) }
         guard sr.isComplete else {
             throw ThinError(.catalogInconsistent, "SR \(names.uuidString) in VG \(sr.volumeGroup) is missing some "
                             + "of its LVs (has: \(sr.volumes.keys.map(\.rawValue).sorted().joined(separator: ", ")))")
@@ -47,6 +48,7 @@ extension SRLifecycle {
         do throws(ThinError) {
             try activate(sr, undo: &undo)
             try await checkMetadata(sr)
+            try await preenCatalog(sr)
             try mountCatalog(sr.mapperPath(.catalog), names: names, undo: &undo)
             let attached = try openAttachedCatalog(sr, lock: lock)
             undo.push { _ = attached.closeKeepingLock() }
@@ -108,6 +110,22 @@ extension SRLifecycle {
                             + "repair it with thinsr-check --repair \(sr.names.uuidString), then attach again")
         }
         FaultInjection.point("metadata-checked")
+    }
+
+    /// `e2fsck -p` of the catalog's filesystem before it is mounted (after a
+    /// crash it replays the journal and fixes what is safe); refuses one it
+    /// cannot fix.
+    private func preenCatalog(_ sr: DiscoveredSR) async throws(ThinError) {
+        let result: FilesystemCheckResult
+        do { result = try await host.programs.checkCatalogFilesystem(device: sr.mapperPath(.catalog), mode: .preen) } catch {
+            throw ThinError.backend("e2fsck could not run", error)
+        }
+        guard result.usable else {
+            throw ThinError(.catalogInconsistent, "the catalog filesystem of SR \(sr.names.uuidString) has errors "
+                            + "e2fsck -p cannot fix (\(CheckReport.firstLine(result.output))); repair it with "
+                            + "thinsr-check --repair \(sr.names.uuidString)")
+        }
+        FaultInjection.point("catalog-checked")
     }
 
     /// Opens the freshly mounted catalog under the SR lock, checking it is this SR's.

@@ -38,6 +38,7 @@ extension AttachedSR {
         }
         guard !transactionOpen else { return report }  // the ids differ by design until it settles
         try checkThinIDs(present, repair: repair, usage: current, into: &report)
+        report.findings += try checkCatalogIntegrity()
         report.findings += try checkRows()
         report.findings += try checkDevices(repair: repair)
         return report
@@ -98,6 +99,14 @@ extension AttachedSR {
             report.findings[index].repaired = true
             report.findings[index].detail += "; deleted"
         }
+    }
+
+    /// SQLite's own check of the catalog's pages and indexes.
+    func checkCatalogIntegrity() throws(ThinError) -> [CheckFinding] {
+        let problems = try catalog.integrityProblems()
+        guard !problems.isEmpty else { return [] }
+        return [CheckFinding(problem: "catalog-damaged", detail: "PRAGMA integrity_check: "
+                             + problems.prefix(3).joined(separator: "; "), repaired: false)]
     }
 
     /// Catalog rows whose kind, flags or lineage contradict each other.

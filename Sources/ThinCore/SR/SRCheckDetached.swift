@@ -14,13 +14,27 @@ extension SRLifecycle {
     func checkDetached(_ found: DiscoveredSR, repair: Bool, lock: FileLock) async throws(ThinError) -> CheckReport {
         var sr = found.metadataPairIsNormal ? found : try normalizeMetadataPair(found.uuid)
         var report = CheckReport(srUUID: sr.uuid, attached: false, metadata: "clean", findings: [])
+        guard sr.volumes[.catalog] != nil else {
+            report.findings.append(CheckFinding(problem: "catalog-missing", detail: Self.catalogMissing(sr).message,
+                                                repaired: false))
+            return report
+        }
         let inactive = [LVRole.metadata, .spare, .catalog].compactMap { sr.volumes[$0] }.filter { !$0.active }.map(\.name)
         do { try host.lvm.setActive(true, group: sr.volumeGroup, names: inactive) } catch {
             throw .backend("cannot activate the SR's metadata LVs", error)
         }
         defer { try? host.lvm.setActive(false, group: sr.volumeGroup, names: inactive) }
-        let (referenced, record, pending) = try withCatalogReadOnly(sr) { catalog throws(ThinError) in
-            (try catalog.referencedThinIDs(), try catalog.srRecord(), try catalog.pending())
+        if let finding = try await checkCatalogFilesystem(sr, repair: repair) {
+            report.findings.append(finding)
+            guard finding.repaired else { return report }
+        }
+        let (referenced, record, pending, integrity) = try withCatalogReadOnly(sr) { catalog throws(ThinError) in
+            (try catalog.referencedThinIDs(), try catalog.srRecord(), try catalog.pending(),
+             try catalog.integrityProblems())
+        }
+        if !integrity.isEmpty {
+            report.findings.append(CheckFinding(problem: "catalog-damaged", detail: "PRAGMA integrity_check: "
+                                                + integrity.prefix(3).joined(separator: "; "), repaired: false))
         }
         let check = try await host.programs.thinCheck(sr.mapperPath(.metadata))
         if !check.clean {
@@ -77,6 +91,23 @@ extension SRLifecycle {
         try tearDown(attached, sr)
         report.findings += online.findings
         return report
+    }
+
+    /// `e2fsck -fn` of the catalog's filesystem (`-fy` with `repair`): a
+    /// finding if it has errors, repaired if e2fsck fixed them.
+    private func checkCatalogFilesystem(_ sr: DiscoveredSR, repair: Bool) async throws(ThinError) -> CheckFinding? {
+        let result: FilesystemCheckResult
+        do {
+            result = try await host.programs.checkCatalogFilesystem(device: sr.mapperPath(.catalog),
+                                                                    mode: repair ? .fix : .report)
+        } catch {
+            throw .backend("e2fsck could not run", error)
+        }
+        guard !result.clean else { return nil }
+        let fixed = repair && result.usable
+        return CheckFinding(problem: "catalog-filesystem-damaged", detail: "e2fsck: " + CheckReport.firstLine(result.output)
+                            + (fixed ? "; fixed by e2fsck -fy" : repair ? "; e2fsck could not fix it"
+                               : "; run thinsr-check --repair \(sr.names.uuidString)"), repaired: fixed)
     }
 
     /// `thin_repair` into the zeroed spare; the copy is swapped in only if it

@@ -25,6 +25,13 @@ extension SRLifecycle {
         try removeStorage(sr)
     }
 
+    /// An SR whose catalog LV is gone: damage, not an unfinished create.
+    static func catalogMissing(_ sr: DiscoveredSR) -> ThinError {
+        ThinError(.catalogInconsistent, "SR \(sr.names.uuidString)'s catalog LV \(sr.names.lv(.catalog)) is missing, so "
+                  + "its volumes cannot be counted or named; restore the LV (vgcfgrestore \(sr.volumeGroup) brings back "
+                  + "a removed LV from LVM's archive), or destroy the SR and its volumes with thinsr-destroy --force")
+    }
+
     /// Runs `body` on a detached SR's catalog, mounted read-only for the call.
     /// A host that crashed leaves the last commits in the write-ahead log,
     /// which SQLite cannot read on a read-only mount: the database and its
@@ -32,9 +39,7 @@ extension SRLifecycle {
     /// which replays the log into it. The catalog LV is never written.
     func withCatalogReadOnly<T>(_ sr: DiscoveredSR, _ body: (Catalog) throws(ThinError) -> T) throws(ThinError) -> T {
         let names = sr.names
-        guard let catalogLV = sr.volumes[.catalog] else {
-            throw ThinError(.catalogInconsistent, "SR \(names.uuidString) has no catalog LV")
-        }
+        guard let catalogLV = sr.volumes[.catalog] else { throw Self.catalogMissing(sr) }
         let wasActive = catalogLV.active
         do { if !wasActive { try host.lvm.setActive(true, group: sr.volumeGroup, names: [catalogLV.name]) } } catch {
             throw .backend("cannot activate the catalog LV", error)

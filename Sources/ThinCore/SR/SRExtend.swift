@@ -1,3 +1,4 @@
+import ThinTools
 import ThinDeviceMapper
 import ThinLVM
 
@@ -17,15 +18,21 @@ public struct SRExtendRequest: Sendable {
 }
 
 extension AttachedSR {
-    /// Grows the pool: adds devices to an own-the-world SR's VG, grows
-    /// metadata (and the spare) to what the larger pool needs, grows the data
-    /// LV and reloads the pool, which leaves out-of-data-space mode.
+    /// Grows the pool: adds devices to an own-the-world SR's VG, doubles the
+    /// catalog once it is half full, grows metadata (and the spare) to what
+    /// the larger pool needs, grows the data LV and reloads the pool, which
+    /// leaves out-of-data-space mode.
     public func extend(_ request: SRExtendRequest) async throws(ThinError) -> SRStatus {
         let record = try self.record
         try await addDevices(request, record: record)
-        let (vg, data, metadata) = try storage(record.volumeGroup)
+        let (vg, data, metadata, catalogLV) = try storage(record.volumeGroup)
         let extent = max(vg.extentBytes, 512)
         let usage = try pool.usage()
+        // The catalog doubles once its filesystem is half full.
+        var catalogGrowth: UInt64 = 0
+        if let space = System.filesystemSpace(names.catalogMount), space.totalBytes - space.freeBytes > space.totalBytes / 2 {
+            catalogGrowth = ByteSize.roundUp(catalogLV.sizeBytes, to: extent)
+        }
 
         // Metadata for the pool the VG could now hold; doubled when over half used.
         var metadataTarget = try await StoragePlan.plannedMetadataBytes(vgBytes: vg.sizeBytes, blockBytes: record.blockSizeBytes,
@@ -41,14 +48,16 @@ extension AttachedSR {
         switch request.size {
         case .to(let bytes)?: dataTarget = bytes
         case .by(let bytes)?: dataTarget = data.sizeBytes + bytes
-        case nil: dataTarget = data.sizeBytes + (vg.freeBytes > metadataGrowth ? vg.freeBytes - metadataGrowth : 0)
+        case nil:
+            let overhead = metadataGrowth + catalogGrowth
+            dataTarget = data.sizeBytes + (vg.freeBytes > overhead ? vg.freeBytes - overhead : 0)
         }
         let dataBytes = ByteSize.roundUp(dataTarget, to: extent) / record.blockSizeBytes * record.blockSizeBytes
         guard dataBytes >= data.sizeBytes else {
             throw .invalid("the pool is \(ByteSize.format(data.sizeBytes)); shrinking it to "
                            + "\(ByteSize.format(dataBytes)) is not supported")
         }
-        let needed = (ByteSize.roundUp(dataTarget, to: extent) - data.sizeBytes) + metadataGrowth
+        let needed = (ByteSize.roundUp(dataTarget, to: extent) - data.sizeBytes) + metadataGrowth + catalogGrowth
         guard needed <= vg.freeBytes else {
             throw ThinError(.noSpace, "growing the pool to \(ByteSize.format(dataTarget)) needs "
                             + "\(ByteSize.format(needed)) but volume group \(vg.name) has \(ByteSize.format(vg.freeBytes)) "
@@ -56,26 +65,38 @@ extension AttachedSR {
         }
         // An extend killed before its reload left the LVs grown: reloading finishes it.
         let poolBytes = try pool.liveBytes() ?? 0
-        guard dataBytes > data.sizeBytes || metadataGrowth > 0
+        guard dataBytes > data.sizeBytes || metadataGrowth > 0 || catalogGrowth > 0
                 || poolBytes < data.sizeBytes / record.blockSizeBytes * record.blockSizeBytes else {
             throw ThinError(.noSpace, "volume group \(vg.name) has no free space to grow SR \(names.uuidString) into; "
                             + "add a device with --device (own-the-world SRs) or vgextend")
         }
         try System.touch(names.poolGrowingMarker)
         try grow(group: vg.name, metadataTo: metadataGrowth > 0 ? metadataTarget : nil,
-                 dataTo: dataBytes > data.sizeBytes ? dataBytes : nil)
+                 dataTo: dataBytes > data.sizeBytes ? dataBytes : nil,
+                 catalogTo: catalogGrowth > 0 ? catalogLV.sizeBytes + catalogGrowth : nil)
+        // Always: a resize2fs that a killed extend missed is done by the next one.
+        try await growCatalogFilesystem()
         try reloadPool(dataBytes: max(dataBytes, data.sizeBytes), onFull: record.onFull)
         FaultInjection.point("pool-reloaded")
         System.removeFile(names.poolGrowingMarker)
         return try status()
     }
 
+    /// resize2fs of the mounted catalog to its LV's size (nothing to do when it is that size).
+    private func growCatalogFilesystem() async throws(ThinError) {
+        do { try await host.programs.growCatalogFilesystem(device: try mapperPath(.catalog)) } catch {
+            throw .backend("resize2fs of the catalog failed", error)
+        }
+        FaultInjection.point("catalog-resized")
+    }
+
     /// A `thinsr-extend` killed between its lvextends and the pool's reload
     /// left LVs the pool does not span: reload it at the data LV's size (a
-    /// resume also takes in grown metadata).
+    /// resume also takes in grown metadata; a catalog LV grown without its
+    /// resize2fs only wastes its new space until the next thinsr-extend).
     func finishGrowingPool() throws(ThinError) {
         let record = try self.record
-        let (_, data, _) = try storage(record.volumeGroup)
+        let (_, data, _, _) = try storage(record.volumeGroup)
         try reloadPool(dataBytes: data.sizeBytes / record.blockSizeBytes * record.blockSizeBytes, onFull: record.onFull)
     }
 
@@ -100,7 +121,7 @@ extension AttachedSR {
 
     /// The VG and the data and metadata LVs, as LVM reports them now.
     private func storage(_ group: String) throws(ThinError)
-        -> (VolumeGroupReport, data: LogicalVolumeReport, metadata: LogicalVolumeReport) {
+        -> (VolumeGroupReport, data: LogicalVolumeReport, metadata: LogicalVolumeReport, catalog: LogicalVolumeReport) {
         let groups: [VolumeGroupReport]
         let volumes: [LogicalVolumeReport]
         do {
@@ -111,15 +132,21 @@ extension AttachedSR {
         }
         guard let vg = groups.first(where: { $0.name == group }),
               let data = volumes.first(where: { $0.name == names.lv(.data) }),
-              let metadata = volumes.first(where: { $0.name == names.lv(.metadata) }) else {
+              let metadata = volumes.first(where: { $0.name == names.lv(.metadata) }),
+              let catalog = volumes.first(where: { $0.name == names.lv(.catalog) }) else {
             throw ThinError(.catalogInconsistent, "SR \(names.uuidString)'s LVs are missing from \(group)")
         }
-        return (vg, data, metadata)
+        return (vg, data, metadata, catalog)
     }
 
-    /// lvextend of the metadata and its spare, then of the data.
-    private func grow(group: String, metadataTo metadataBytes: UInt64?, dataTo dataBytes: UInt64?) throws(ThinError) {
+    /// lvextend of the catalog, of the metadata and its spare, then of the data.
+    private func grow(group: String, metadataTo metadataBytes: UInt64?, dataTo dataBytes: UInt64?,
+                      catalogTo catalogBytes: UInt64?) throws(ThinError) {
         do {
+            if let catalogBytes {
+                try host.lvm.extendLogicalVolume(group: group, name: names.lv(.catalog), sizeBytes: catalogBytes)
+                FaultInjection.point("catalog-extended")
+            }
             if let metadataBytes {
                 try host.lvm.extendLogicalVolume(group: group, name: names.lv(.metadata), sizeBytes: metadataBytes)
                 try host.lvm.extendLogicalVolume(group: group, name: names.lv(.spare), sizeBytes: metadataBytes)

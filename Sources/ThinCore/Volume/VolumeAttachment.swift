@@ -18,7 +18,7 @@ extension AttachedSR {
             }
             return (volume, try devices.activate(volume, readOnly: readOnly))
         }
-        guard info.hasLiveTable else {
+        guard try !devices.isInactive(volume.uuid, info: info) else {
             if !inactive { try devices.load(volume, readOnly: readOnly) }
             return (volume, try devices.link(volume))
         }

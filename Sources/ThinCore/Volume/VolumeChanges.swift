@@ -15,7 +15,7 @@ extension AttachedSR {
         try Self.requireVolumeSize(size)
         guard size > volume.virtualSize else { return }
         guard let info = try devices.info(volume.uuid), info.hasLiveTable else {
-            // Detached, or a node without a table: the next attach loads the new size.
+            // Detached, or a 0-byte volume's node without a table: the next attach loads the new size.
             try catalog.setVirtualSize(size, volume: volume.uuid)
             FaultInjection.point("size-recorded")
             return
@@ -26,8 +26,9 @@ extension AttachedSR {
             FaultInjection.point("size-recorded")
             let device = names.volumeDevice(volume.uuid).name
             do {
-                try host.deviceMapper.reload(name: device, table: [devices.table(for: volume, sizeBytes: size)],
-                                             readOnly: info.readOnly)
+                let table = try devices.isInactive(volume.uuid, info: info)
+                    ? VolumeDevices.inactiveTable(for: volume, sizeBytes: size) : devices.table(for: volume, sizeBytes: size)
+                try host.deviceMapper.reload(name: device, table: [table], readOnly: info.readOnly)
                 FaultInjection.point("table-loaded")
                 try host.deviceMapper.resume(name: device, udev: .standard)
             } catch {

@@ -36,6 +36,7 @@ extension AttachedSR {
                           prepare: (Catalog) throws(ThinError) -> Void) throws(ThinError) {
         // Recovery runs first: inside `changing` it would find this operation's own marker.
         try recovered()
+        // (An inactive device's error table is suspended too: harmless, and it saves reading its table.)
         guard let info = try devices.info(origin.uuid), info.hasLiveTable, !info.suspended else {
             return try transact(messages, prepare: prepare)
         }

@@ -64,14 +64,17 @@ struct VolumeDevices {
         }
     }
 
-    /// Creates the volume's device without a table: the node exists (size 0)
-    /// and no thin device is opened. Datapath.attach makes this half, so the
-    /// path it returns exists; `load` (at activate) makes it the volume. A
-    /// 0-byte volume's device stays like this: a table cannot be 0 long.
+    /// Creates the volume's device with an `error` table of the volume's
+    /// size: a real block device (its size is right, every I/O fails) that
+    /// opens no thin device. Datapath.attach makes this half, so the path it
+    /// returns exists; `load` (at activate) makes it the volume. A 0-byte
+    /// volume gets a node without a table (a table cannot be 0 long), which
+    /// the kernel does not let anyone open.
     func createNode(_ volume: VolumeRecord) throws(ThinError) -> String {
         let device = names.volumeDevice(volume.uuid)
+        let table = volume.virtualSize == 0 ? [] : [Self.inactiveTable(for: volume)]
         do {
-            try deviceMapper.create(name: device.name, uuid: device.dmUUID, table: [], readOnly: false, udev: .standard)
+            try deviceMapper.create(name: device.name, uuid: device.dmUUID, table: table, readOnly: false, udev: .standard)
         } catch {
             throw .backend("cannot create the device of volume \(volume.key)", error)
         }
@@ -81,6 +84,21 @@ struct VolumeDevices {
         } catch {
             try? deviceMapper.remove(name: device.name)
             throw error
+        }
+    }
+
+    /// The table of a device that exists but is not active yet.
+    static func inactiveTable(for volume: VolumeRecord, sizeBytes: UInt64? = nil) -> TableLine {
+        TableLine(lengthSectors: (sizeBytes ?? volume.virtualSize) / 512, targetType: "error", parameters: "")
+    }
+
+    /// Whether the device `createNode` made is waiting for `load`: no table
+    /// yet, or its `error` table.
+    func isInactive(_ volume: UUID, info: DeviceInfo) throws(ThinError) -> Bool {
+        guard info.hasLiveTable else { return true }
+        let name = names.volumeDevice(volume).name
+        do { return try deviceMapper.table(name: name)?.first?.targetType == "error" } catch {
+            throw .backend("cannot read the table of \(name)", error)
         }
     }
 
@@ -173,7 +191,7 @@ struct VolumeDevices {
     func unfinished(_ volumes: [VolumeRecord], active: [UUID: DeviceInfo]) throws(ThinError) -> [UUID: Unfinished] {
         let byUUID = Dictionary(volumes.map { ($0.uuid, $0) }, uniquingKeysWith: { first, _ in first })
         var found: [UUID: Unfinished] = [:]
-        // A device without a table (made by Datapath.attach, or a 0-byte volume's) has nothing to finish.
+        // A device without a table (a 0-byte volume's) has nothing to finish.
         for (uuid, info) in active where info.hasLiveTable {
             var short: VolumeRecord?
             if let volume = byUUID[uuid] {
@@ -182,6 +200,7 @@ struct VolumeDevices {
                 do { live = try deviceMapper.table(name: device) } catch {
                     throw .backend("cannot read the table of \(device)", error)
                 }
+                // (An inactive device's error table is grown like a thin one.)
                 if let line = live?.first, line.lengthSectors < volume.virtualSize / 512 { short = volume }
             }
             if short != nil || info.suspended { found[uuid] = Unfinished(info: info, growTo: short) }
@@ -198,7 +217,9 @@ struct VolumeDevices {
             let name = names.volumeDevice(uuid).name
             if let volume = device.growTo {
                 do {
-                    try deviceMapper.reload(name: name, table: [table(for: volume)], readOnly: device.info.readOnly)
+                    let inactive = try deviceMapper.table(name: name)?.first?.targetType == "error"
+                    try deviceMapper.reload(name: name, table: [inactive ? Self.inactiveTable(for: volume) : table(for: volume)],
+                                            readOnly: device.info.readOnly)
                     try deviceMapper.resume(name: name, udev: .standard)
                 } catch {
                     throw .backend("recovery: cannot grow the device of \(volume.key)", error)

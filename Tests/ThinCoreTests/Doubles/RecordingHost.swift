@@ -153,6 +153,16 @@ final class RecordingPrograms: HelperPrograms {
         state.withLock { $0.calls.append("mkfs.ext4 \(device)") }
     }
 
+    func checkCatalogFilesystem(device: String,
+                                mode: FilesystemCheck) async throws(ExternalCommandError) -> FilesystemCheckResult {
+        state.withLock { $0.calls.append("e2fsck \(mode) \(device)") }
+        return FilesystemCheckResult(exitStatus: 0, output: "clean")
+    }
+
+    func growCatalogFilesystem(device: String) async throws(ExternalCommandError) {
+        state.withLock { $0.calls.append("resize2fs \(device)") }
+    }
+
     func signatures(of device: String, skippingRAID: Bool) async throws(ExternalCommandError) -> [String] {
         state.withLock { $0.calls.append("blkid \(device)") }
         return []
