@@ -206,6 +206,7 @@ thinvdi-create nocat --name v --size 4M >/dev/null
 thinsr-detach nocat
 MHEX=$(echo "$MSR" | tr -d -)
 lvremove -q -y "thinsr_$MHEX/thinsr_${MHEX}_catalog" >/dev/null
+thinsr-ls >/dev/null   # (the first LVM read after an lvremove may still write the VG's metadata area)
 expect_failure 5 "thinsr-destroy without --force refuses: its volumes cannot be counted" thinsr-destroy "$MSR"
 check "the error names vgcfgrestore and --force" grep -q "vgcfgrestore.*thinsr-destroy --force" /tmp/ef.err
 expect_failure 64 "thinsr-create --uuid does not wipe it" thinsr-create --uuid "$MSR" --device "$MD2"

@@ -1,0 +1,139 @@
+# Power loss, not only kill -9 (issue 11). The SR's one PV is a dm device over
+# a loop device. At a random moment during a storm of mutating operations its
+# table becomes dm-flakey dropping every write: what a power cut does (nothing
+# after it reaches the disk, and no writer is told). The storm is killed, the
+# whole device stack is thrown away without flushing, and the PV is put back
+# from what reached the loop device's file. Then the SR must attach, check
+# clean, agree with its pool and keep every block a writer had flushed.
+# Sourced by suite.sh.
+
+test_begin "power cuts during a storm of mutating operations"
+modprobe dm_flakey 2>/dev/null
+new_loop PCL 768
+PCSECT=$(blockdev --getsz "$PCL")
+PCDISK=thinsr-powercut-disk
+PCD=/dev/mapper/$PCDISK
+# LVM must see the PV on the dm device only, not on the loop device under it.
+PC_LVM=$THINSR_SCRATCH/lvm-powercut
+PC_LAB_LVM=$LVM_SYSTEM_DIR
+rm -rf "$PC_LVM"; cp -a "$LVM_SYSTEM_DIR" "$PC_LVM"
+sed -i "0,/^devices {/s||devices {\n\tglobal_filter = [ \"r\|^$PCL\$\|\" ]|" "$PC_LVM/lvm.conf"
+export LVM_SYSTEM_DIR=$PC_LVM
+disk_up() { dmsetup create "$PCDISK" --table "0 $PCSECT linear $PCL 0"; }
+disk_up
+PSR=$(thinsr-create --name power --device "$PCD" --pool-size 384M)
+PHEX=$(echo "$PSR" | tr -d -)
+PW=$(thinvdi-create power --name written --size 16M)
+PR=$(thinvdi-create power --name reverted --size 8M)
+P=$(thinvdi-attach power "$PR"); write_pattern "$P" power-r 8; thinvdi-detach power "$PR"
+PRS=$(thinvdi-snapshot power "$PR" --name reverted-snap)
+PZ=$(thinvdi-create power --name grown --size 4M)
+PA=$(thinvdi-create power --name toggled --size 4M)
+PC_LOG=$THINSR_SCRATCH/powercut-flushed
+
+# The writer: block k of the written volume gets "round R block k", flushed
+# (O_DIRECT and fsync), and only then is k logged as flushed.
+pc_writer() {
+    local k=0 path=$1
+    while [ "$k" -lt 4096 ]; do
+        yes "round $PC_ROUND block $k" | head -c 4096 \
+            | dd of="$path" bs=4096 seek="$k" count=1 oflag=direct conv=fsync,notrunc status=none || return
+        echo "$k" >> "$PC_LOG"
+        k=$((k + 1))
+    done
+}
+# One kind of operation per round, over and over, so every kind meets cuts.
+PC_OPS=(create-destroy snapshot clone revert resize set attach-detach extend)
+pc_storm() {
+    local n=0 key
+    while :; do
+        n=$((n + 1))
+        case $1 in
+            create-destroy) key=$(thinvdi-create power --name storm --size 4M) && thinvdi-destroy power "$key" ;;
+            snapshot) key=$(thinvdi-snapshot power "$PW" --name storm-snap) && thinvdi-destroy power "$key" ;;
+            clone) key=$(thinvdi-clone power "$PRS" --name storm-clone) && thinvdi-destroy power "$key" ;;
+            revert) thinvdi-revert power "$PR" "$PRS" ;;
+            resize) thinvdi-resize power "$PZ" "$(( $(thinvdi-stat --json power "$PZ" | jq .virtual_size) + (1 << 20) ))" ;;
+            set) thinvdi-set power "$PR" --description "description $n" "round=$PC_ROUND" ;;
+            attach-detach) thinvdi-attach power "$PA" && thinvdi-detach power "$PA" ;;
+            extend) thinsr-extend power --size +4M ;;
+        esac
+    done >/dev/null 2>&1
+}
+pc_cut() { # every write from now on is dropped, and reported done
+    dmsetup suspend --noflush "$PCDISK"
+    dmsetup load "$PCDISK" --table "0 $PCSECT flakey $PCL 0 0 1 1 drop_writes"
+    dmsetup resume "$PCDISK"
+}
+pc_throw_away() { # the host loses power: processes, tmpfs state and every device above the disk go
+    local dev
+    umount -l "/run/thinsr/$PSR/catalog" 2>/dev/null
+    for dev in $(dmsetup ls | awk '{print $1}' | grep "^thinsr_${PHEX}_v"); do dmsetup remove -f "$dev"; done
+    dmsetup remove -f "thinsr_${PHEX}_pool" 2>/dev/null
+    for dev in $(dmsetup ls | awk '{print $1}' | grep "^thinsr_${PHEX}-"); do dmsetup remove -f "$dev"; done
+    dmsetup remove -f "$PCDISK"
+    rm -rf "/run/thinsr/$PSR" "/dev/thinsr/$PSR"
+}
+pc_verify_writes() { # every block logged as flushed holds what was written
+    python3 - "$1" "$PC_LOG" "$PC_ROUND" <<'PY'
+import sys
+path, log, round_ = sys.argv[1], sys.argv[2], sys.argv[3]
+blocks = [int(line) for line in open(log) if line.strip()]
+bad = []
+with open(path, "rb") as disk:
+    for k in blocks:
+        disk.seek(k * 4096)
+        want = (("round %s block %d\n" % (round_, k)) * 4096).encode()[:4096]
+        if disk.read(4096) != want:
+            bad.append(k)
+print("%d flushed blocks, %d lost%s" % (len(blocks), len(bad), (": " + " ".join(map(str, bad[:10]))) if bad else ""))
+sys.exit(1 if bad else 0)
+PY
+}
+
+PC_TRIED=0 PC_SURVIVED=0
+for PC_ROUND in $(seq 1 32); do
+    op=${PC_OPS[$(( (PC_ROUND - 1) % ${#PC_OPS[@]} ))]}
+    PWP=$(thinvdi-attach power "$PW")
+    : > "$PC_LOG"
+    pc_writer "$PWP" & writer=$!
+    pc_storm "$op" & storm=$!
+    sleep "$(awk -v r="$RANDOM" 'BEGIN {printf "%.2f", 0.3 + (r % 200) / 100}')"
+    pc_cut
+    # Stopped first, so neither loop starts another process while its children are killed.
+    kill -STOP "$storm" "$writer" 2>/dev/null
+    pkill -9 -P "$storm" 2>/dev/null; pkill -9 -P "$writer" 2>/dev/null
+    pkill -9 '^thin(vdi|sr)-' 2>/dev/null
+    kill -9 "$storm" "$writer" 2>/dev/null
+    wait "$storm" "$writer" 2>/dev/null
+    pc_throw_away
+    disk_up
+    PC_TRIED=$((PC_TRIED + 1))
+    problems=""
+    thinsr-attach power >/tmp/pc.out 2>&1 || problems+=" attach: $(tail -n 1 /tmp/pc.out)"
+    if [ -z "$problems" ]; then
+        thinsr-check power >/tmp/pc.out 2>&1 || problems+=" check: $(grep -v '^SR ' /tmp/pc.out | head -n 2 | tr '\n' ' ')"
+        [ "$(thinvdi-ls --json power | jq length)" = "$(thin_count "$PSR")" ] || problems+=" catalog and pool disagree"
+        dmsetup message "thinsr_${PHEX}_pool" 0 reserve_metadata_snap
+        thin_check -q -m "$(meta_path "$PSR")" || problems+=" thin_check failed"
+        dmsetup message "thinsr_${PHEX}_pool" 0 release_metadata_snap
+        PWP=$(thinvdi-attach --read-only power "$PW") && pc_verify_writes "$PWP" >/tmp/pc.verify || problems+=" $(cat /tmp/pc.verify)"
+        thinvdi-detach power "$PW" >/dev/null 2>&1
+    fi
+    if [ -z "$problems" ]; then
+        PC_SURVIVED=$((PC_SURVIVED + 1))
+        pass "cut $PC_ROUND during $op: attach, check, pool and catalog agree, $(cat /tmp/pc.verify)"
+    else
+        fail "cut $PC_ROUND during $op:$problems"
+        break
+    fi
+done
+echo "power cuts: $PC_TRIED tried, $PC_SURVIVED survived"
+check_eq "every power cut survived" "$PC_TRIED" "$PC_SURVIVED"
+check "at least 30 cuts" test "$PC_TRIED" -ge 30
+P=$(thinvdi-attach --read-only power "$PRS")
+check "a snapshot nothing wrote to is intact after all the cuts (cmp)" same_as_pattern "$P" power-r
+thinvdi-detach power "$PRS"
+final_metadata_check "$PSR"
+dmsetup remove "$PCDISK"
+export LVM_SYSTEM_DIR=$PC_LAB_LVM
