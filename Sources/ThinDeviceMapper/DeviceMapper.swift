@@ -109,6 +109,12 @@ public struct DeviceMapper: DeviceMapperControl {
         }
     }
 
+    public func rename(name: String, to newName: String) throws(DeviceMapperError) {
+        try Self.run(DM_DEVICE_RENAME, "rename to \(newName)", device: name, udev: .standard) { task in
+            dm_task_set_name(task, name) != 0 && dm_task_set_newname(task, newName) != 0
+        }
+    }
+
     public func removeDeferred(name: String) throws(DeviceMapperError) {
         try Self.run(DM_DEVICE_REMOVE, "remove (deferred)", device: name, udev: .standard) { task in
             dm_task_set_name(task, name) != 0 && dm_task_deferred_remove(task) != 0

@@ -13,6 +13,7 @@ public protocol DeviceMapperControl: Sendable {
     func remove(name: String) throws(DeviceMapperError)
     /// Removes the device when its last opener closes it (at once if none does).
     func removeDeferred(name: String) throws(DeviceMapperError)
+    func rename(name: String, to newName: String) throws(DeviceMapperError)
     /// Sends a message to a pool; returns the response, if any.
     @discardableResult
     func send(_ message: PoolMessage, to pool: String) throws(DeviceMapperError) -> String?

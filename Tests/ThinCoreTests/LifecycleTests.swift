@@ -76,6 +76,22 @@ struct LifecycleTests {
         #expect(sr.lvm.calls.last?.hasPrefix("lvchange -an") == true)
     }
 
+    @Test("--force twice takes a held volume away: error table, renamed out of the SR's names, deferred remove")
+    func detachTakesHeldVolumes() throws {
+        let sr = try TestSR()
+        let volume = try sr.addVolume("a", thinID: 1)
+        sr.attachDevice(volume, openCount: 1)
+        let device = sr.names.volumeDevice(volume.uuid).name
+        let taken = sr.names.takenDevicePrefix + SRNames.hex(volume.uuid)
+        try lifecycle(sr).detach(sr.names.uuidString, force: .openVolumes)
+        let calls = sr.deviceMapper.calls
+        let reload = try #require(calls.firstIndex(of: "reload \(device)"))
+        let rename = try #require(calls.firstIndex(of: "rename \(device) \(taken)"))
+        let remove = try #require(calls.firstIndex(of: "remove --deferred \(taken)"))
+        #expect(reload < rename && rename < remove)
+        #expect(sr.deviceMapper.device(sr.names.poolDevice) == nil && !sr.system.isMounted(sr.names.catalogMount))
+    }
+
     @Test("detach refuses attached volumes without --force; with it, refuses one held open", arguments: [false, true])
     func detachVolumes(held: Bool) throws {
         let sr = try TestSR()

@@ -136,6 +136,18 @@ struct TransactionTests {
                                                                              "create_snap 10 7"])
     }
 
+    @Test("a clone of a live volume reverts to its origin's snapshots taken before it was cloned, not after")
+    func revertCloneOfLiveVolume() throws {
+        let sr = try TestSR()
+        let origin = try sr.addVolume("v", thinID: 1, createdAt: 10)
+        try sr.addVolume("before", thinID: 2, kind: .snapshot, parent: origin.uuid, createdAt: 20)
+        try sr.addVolume("c", thinID: 3, kind: .clone, parent: origin.uuid, createdAt: 30)
+        try sr.addVolume("after", thinID: 4, kind: .snapshot, parent: origin.uuid, createdAt: 40)
+        #expect(throws: ThinError.self) { try sr.open().revertVolume("c", to: "after") }
+        try sr.open().revertVolume("c", to: "before")
+        #expect(sr.poolMessages.first == "create_snap 5 2")
+    }
+
     @Test("a revert to an attached snapshot suspends it around create_snap only")
     func revertSuspendsAttachedSnapshot() throws {
         let sr = try TestSR()
@@ -393,6 +405,21 @@ struct DeviceRecoveryTests {
         let snap = try #require(calls.firstIndex(of: sr.message("create_snap 2 1")))
         #expect(suspend < snap && snap < resume)
         #expect(!System.exists(sr.names.devicesChangingMarker))
+    }
+
+    @Test("a suspend that fails leaves no open transaction: a later command must not revert the volume after all")
+    func suspendFails() throws {
+        let sr = try TestSR()
+        let volume = try sr.addVolume("v", thinID: 1)
+        let snapshot = try sr.addVolume("s", thinID: 2, kind: .snapshot, parent: volume.uuid)
+        sr.attachDevice(snapshot, readOnly: true)
+        let device = sr.names.volumeDevice(snapshot.uuid).name
+        sr.deviceMapper.fail("suspend \(device)")
+        #expect(throws: ThinError.self) { try sr.open().revertVolume("v", to: "s") }
+        #expect(sr.openTransaction == nil && sr.poolMessages.isEmpty)
+        try sr.open().recovered()
+        let reverted = try sr.catalog().volume(matching: "v")
+        #expect(sr.poolMessages.isEmpty && reverted?.thinID == 1)
     }
 
     @Test("a resume that fails after the snapshot keeps the marker; the next operation resumes the origin")

@@ -59,7 +59,7 @@ check_eq "the user's LV untouched (lvs + contents)" "$STORM_USER_WITH_SR" "$(sto
 
 test_begin "readers stay responsive while a long operation holds the SR lock"
 STEADY=$(thinvdi-create storm --name steady --size 4M)   # the storm may have destroyed any earlier volume
-flock "/run/thinsr/$CSR/catalog/lock" sleep 60 &
+flock "/run/thinsr/locks/$CSR" sleep 60 &
 holder=$!
 sleep 1
 check "thinvdi-ls answers under the lock" timeout 30 thinvdi-ls storm

@@ -82,6 +82,7 @@ done
 # the host (with strace). What follows needs the SR, the VG or a device to decide.
 refuse "thinvdi-resize to 0" thinvdi-resize hostile "$HV" 0
 refuse "thinsr-extend --size 0" thinsr-extend hostile --size 0
+refuse "thinsr-set --name shaped like a uuid" thinsr-set hostile --name "$(cat /proc/sys/kernel/random/uuid)"
 refuse "thinsr-create --uuid of an existing SR" thinsr-create --uuid "$HSR" --device "$HD3"
 # Snapshots where a writable volume is needed; states that forbid the operation.
 refuse "resize a snapshot" thinvdi-resize hostile "$HS" 16M

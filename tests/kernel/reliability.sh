@@ -215,6 +215,25 @@ expect_failure 5 "thinsr-check reports damage" thinsr-check "$MSR"
 check_eq "as catalog-missing, not incomplete-sr" "catalog-missing" "$(thinsr-check --json "$MSR" 2>/dev/null | jq -r '.findings[0].problem')"
 check "thinsr-destroy --force removes it" thinsr-destroy --force "$MSR"
 
+test_begin "thinsr-detach --force twice takes away a volume a process holds open"
+new_loop HD1 256
+HSR=$(thinsr-create --name held --device "$HD1")
+HK=$(thinvdi-create held --name v --size 8M)
+HP=$(thinvdi-attach held "$HK"); write_pattern "$HP" held 8
+HDM=$(dm_name_of "$HP")
+exec 7<"$HP"   # this shell holds the device open
+expect_failure 3 "--force once refuses a volume held open" thinsr-detach --force held
+thinsr-detach --force --force held 2>/tmp/hd.err
+check_eq "--force twice detaches the SR" "0" "$?"
+check "the holder's I/O now fails with EIO" bash -c "python3 -c \"import os, mmap; fd = os.open('/proc/$$/fd/7', os.O_RDONLY | os.O_DIRECT); os.readv(fd, [mmap.mmap(-1, 4096)])\" 2>&1 | grep -q 'Errno 5'"
+check_eq "the device left the SR's names" "" "$(dmsetup ls | awk '{print $1}' | grep -x "$HDM")"
+exec 7<&-
+check_eq "and is gone once closed (deferred remove)" "" "$(dmsetup ls | grep "$(echo "$HSR" | tr -d -)")"
+check "attach again" thinsr-attach held
+HP=$(thinvdi-attach --read-only held "$HK")
+check "the data is intact (cmp)" same_as_pattern "$HP" held
+thinvdi-detach held "$HK"; thinsr-detach held; thinsr-destroy --force held
+
 test_begin "a failed pool: detach --force tears it down; check --repair and attach bring its volumes back"
 new_loop FPD 512
 FP=$(thinsr-create --name failing --device "$FPD")

@@ -30,7 +30,18 @@ struct PoolTransactions {
             try catalog.setPending(pending)
         }
         FaultInjection.point("transaction-recorded")
-        try sending { () throws(ThinError) in try send(messages) }
+        var started = false
+        do {
+            try sending { () throws(ThinError) in
+                started = true
+                try send(messages)
+            }
+        } catch {
+            // Nothing was sent (the wrapper failed first, e.g. a suspend):
+            // close the transaction, or recovery would complete it later.
+            if !started { try catalog.rollBack() }
+            throw error
+        }
         try setTransactionID(pending)
         FaultInjection.point("transaction-id-set")
         try catalog.settle(pending)

@@ -12,8 +12,15 @@ extension SRLifecycle {
     /// leaked thin ids) is repaired by assembling the pool for the check,
     /// repairing it online and tearing it down again.
     func checkDetached(_ found: DiscoveredSR, repair: Bool, lock: FileLock) async throws(ThinError) -> CheckReport {
-        var sr = found.metadataPairIsNormal ? found : try normalizeMetadataPair(found.uuid)
+        // Finishing an interrupted swap's renames changes LVM: only --repair (or attach) does it.
+        var sr = found.metadataPairIsNormal || !repair ? found : try normalizeMetadataPair(found.uuid)
         var report = CheckReport(srUUID: sr.uuid, attached: false, metadata: "clean", findings: [])
+        if !sr.metadataPairIsNormal {
+            report.findings.append(CheckFinding(problem: "metadata-names-unfinished", detail: "a metadata repair was "
+                                                + "interrupted after the repaired copy became the metadata; "
+                                                + "thinsr-check --repair or thinsr-attach finishes its renames",
+                                                repaired: false))
+        }
         guard sr.volumes[.catalog] != nil else {
             report.findings.append(CheckFinding(problem: "catalog-missing", detail: Self.catalogMissing(sr).message,
                                                 repaired: false))
@@ -36,40 +43,15 @@ extension SRLifecycle {
             report.findings.append(CheckFinding(problem: "catalog-damaged", detail: "PRAGMA integrity_check: "
                                                 + integrity.prefix(3).joined(separator: "; "), repaired: false))
         }
-        let check = try await host.programs.thinCheck(sr.mapperPath(.metadata))
-        if !check.clean {
-            report.metadata = "damaged"
-            var finding = CheckFinding(problem: "metadata-damaged",
-                                       detail: "thin_check: " + CheckReport.firstLine(check.report), repaired: false)
-            if repair {
-                try await repairMetadata(sr, referenced: referenced, finding: &finding)
-                if finding.repaired { report.metadata = "repaired" }
-                sr = try discovery.find(sr.names.uuidString)
-            } else {
-                finding.detail += "; run thinsr-check --repair \(sr.names.uuidString)"
-            }
-            report.findings.append(finding)
-            guard finding.repaired else { return report }
-        }
+        guard try await checkMetadata(&sr, repair: repair, referenced: referenced, into: &report) else { return report }
         let metadata = sr.mapperPath(.metadata)
         let present = try await host.programs.thinIDs(metadata, metadataSnapshot: false)
         let poolTransaction: UInt64
         do { poolTransaction = try await host.programs.transactionID(metadataDevice: metadata) } catch {
             throw .backend("thin_dump could not read the pool's transaction id", error)
         }
-        var offline: [CheckFinding] = []
-        if let pending {
-            offline.append(CheckFinding(problem: "open-transaction", detail: "an interrupted operation left transaction "
-                                        + "\(pending.oldTransactionID) -> \(pending.newTransactionID) open; the pool's "
-                                        + "id is \(poolTransaction)", repaired: false))
-        } else {
-            if record.transactionID != poolTransaction {
-                offline.append(CheckFinding(problem: "transaction-id-mismatch", detail: "the pool's transaction id is "
-                                            + "\(poolTransaction), the catalog's \(record.transactionID), and no "
-                                            + "transaction is open", repaired: false))
-            }
-            offline += CheckReport.compareIDs(pool: present, catalog: referenced, repairable: true)
-        }
+        let offline = Self.transactionFindings(pending: pending, catalogTransaction: record.transactionID,
+                                               poolTransaction: poolTransaction, present: present, referenced: referenced)
         let repairable = offline.contains { $0.problem != "missing-thin-id" }
         guard repair && repairable else {
             report.findings += offline.map { finding in
@@ -79,7 +61,51 @@ extension SRLifecycle {
             }
             return report
         }
-        // Repaired online: the pool assembled as attach would, without recovery, then torn down.
+        report.findings += try await repairOnline(sr, lock: lock)
+        return report
+    }
+
+    /// `thin_check` of the metadata LV; with `repair`, a damaged one is
+    /// rebuilt into the spare. Returns whether the check can go on.
+    private func checkMetadata(_ sr: inout DiscoveredSR, repair: Bool, referenced: Set<ThinDeviceID>,
+                               into report: inout CheckReport) async throws(ThinError) -> Bool {
+        let check = try await host.programs.thinCheck(sr.mapperPath(.metadata))
+        guard !check.clean else { return true }
+        report.metadata = "damaged"
+        var finding = CheckFinding(problem: "metadata-damaged",
+                                   detail: "thin_check: " + CheckReport.firstLine(check.report), repaired: false)
+        if repair {
+            try await repairMetadata(sr, referenced: referenced, finding: &finding)
+            if finding.repaired { report.metadata = "repaired" }
+            sr = try discovery.find(sr.names.uuidString)
+        } else {
+            finding.detail += "; run thinsr-check --repair \(sr.names.uuidString)"
+        }
+        report.findings.append(finding)
+        return finding.repaired
+    }
+
+    /// An open transaction, transaction ids that disagree, and thin ids only
+    /// one side has, from the offline pool's metadata and the catalog.
+    static func transactionFindings(pending: PendingTransaction?, catalogTransaction: UInt64, poolTransaction: UInt64,
+                                    present: Set<ThinDeviceID>, referenced: Set<ThinDeviceID>) -> [CheckFinding] {
+        if let pending {
+            return [CheckFinding(problem: "open-transaction", detail: "an interrupted operation left transaction "
+                                 + "\(pending.oldTransactionID) -> \(pending.newTransactionID) open; the pool's "
+                                 + "id is \(poolTransaction)", repaired: false)]
+        }
+        var findings: [CheckFinding] = []
+        if catalogTransaction != poolTransaction {
+            findings.append(CheckFinding(problem: "transaction-id-mismatch", detail: "the pool's transaction id is "
+                                         + "\(poolTransaction), the catalog's \(catalogTransaction), and no "
+                                         + "transaction is open", repaired: false))
+        }
+        return findings + CheckReport.compareIDs(pool: present, catalog: referenced, repairable: true)
+    }
+
+    /// What needs pool messages is repaired online: the pool assembled as
+    /// attach would, without recovery, checked with repair, then torn down.
+    private func repairOnline(_ sr: DiscoveredSR, lock: FileLock) async throws(ThinError) -> [CheckFinding] {
         let attached = try await assemble(sr, lock: lock, recover: false)
         let online: CheckReport
         do {
@@ -89,8 +115,7 @@ extension SRLifecycle {
             throw error
         }
         try tearDown(attached, sr)
-        report.findings += online.findings
-        return report
+        return online.findings
     }
 
     /// `e2fsck -fn` of the catalog's filesystem (`-fy` with `repair`): a
@@ -103,7 +128,9 @@ extension SRLifecycle {
         } catch {
             throw .backend("e2fsck could not run", error)
         }
-        guard !result.clean else { return nil }
+        // After a crash the journal needs replaying, which -n skips (so it may
+        // see what the replay would fix) and the read-only mount does.
+        guard !result.clean, repair || !result.output.contains("skipping journal recovery") else { return nil }
         let fixed = repair && result.usable
         return CheckFinding(problem: "catalog-filesystem-damaged", detail: "e2fsck: " + CheckReport.firstLine(result.output)
                             + (fixed ? "; fixed by e2fsck -fy" : repair ? "; e2fsck could not fix it"

@@ -36,7 +36,8 @@ extension SRLifecycle {
     /// A host that crashed leaves the last commits in the write-ahead log,
     /// which SQLite cannot read on a read-only mount: the database and its
     /// log are copied to the run directory (tmpfs) and the copy is opened,
-    /// which replays the log into it. The catalog LV is never written.
+    /// which replays the log into it. (The read-only mount itself still
+    /// replays an ext4 journal a crash left, as the kernel does.)
     func withCatalogReadOnly<T>(_ sr: DiscoveredSR, _ body: (Catalog) throws(ThinError) -> T) throws(ThinError) -> T {
         let names = sr.names
         guard let catalogLV = sr.volumes[.catalog] else { throw Self.catalogMissing(sr) }

@@ -28,20 +28,10 @@ extension AttachedSR {
         let (vg, data, metadata, catalogLV) = try storage(record.volumeGroup)
         let extent = max(vg.extentBytes, 512)
         let usage = try pool.usage()
-        // The catalog doubles once its filesystem is half full.
-        var catalogGrowth: UInt64 = 0
-        if let space = System.filesystemSpace(names.catalogMount), space.totalBytes - space.freeBytes > space.totalBytes / 2 {
-            catalogGrowth = ByteSize.roundUp(catalogLV.sizeBytes, to: extent)
-        }
+        let catalogGrowth = Self.catalogGrowth(catalogLV, space: System.filesystemSpace(names.catalogMount), extent: extent)
 
-        // Metadata for the pool the VG could now hold; doubled when over half used.
-        var metadataTarget = try await StoragePlan.plannedMetadataBytes(vgBytes: vg.sizeBytes, blockBytes: record.blockSizeBytes,
-                                                                 programs: host.programs)
-        if usage.usedMetadataBlocks * 2 > usage.totalMetadataBlocks {
-            metadataTarget = max(metadataTarget, metadata.sizeBytes * 2)
-        }
-        metadataTarget = ByteSize.roundUp(min(max(metadataTarget, metadata.sizeBytes), StoragePlan.maximumMetadataBytes),
-                                          to: extent)
+        let metadataTarget = try await metadataTarget(vg: vg, metadata: metadata, usage: usage,
+                                                      blockBytes: record.blockSizeBytes, extent: extent)
         let metadataGrowth = (metadataTarget - metadata.sizeBytes) * 2  // the spare grows with it
 
         let dataTarget: UInt64
@@ -80,6 +70,25 @@ extension AttachedSR {
         FaultInjection.point("pool-reloaded")
         System.removeFile(names.poolGrowingMarker)
         return try status()
+    }
+
+    /// Metadata for the pool the VG could now hold; doubled when over half used.
+    private func metadataTarget(vg: VolumeGroupReport, metadata: LogicalVolumeReport, usage: ThinPoolUsage,
+                                blockBytes: UInt64, extent: UInt64) async throws(ThinError) -> UInt64 {
+        var target = try await StoragePlan.plannedMetadataBytes(vgBytes: vg.sizeBytes, blockBytes: blockBytes,
+                                                                programs: host.programs)
+        if usage.usedMetadataBlocks * 2 > usage.totalMetadataBlocks { target = max(target, metadata.sizeBytes * 2) }
+        return ByteSize.roundUp(min(max(target, metadata.sizeBytes), StoragePlan.maximumMetadataBytes), to: extent)
+    }
+
+    /// The catalog doubles once its filesystem is half full, unless its LV
+    /// already outgrew the filesystem (an extend killed before its
+    /// resize2fs: this one only resizes).
+    static func catalogGrowth(_ catalog: LogicalVolumeReport, space: (totalBytes: UInt64, freeBytes: UInt64)?,
+                              extent: UInt64) -> UInt64 {
+        guard let space, space.totalBytes - space.freeBytes > space.totalBytes / 2,
+              catalog.sizeBytes < space.totalBytes + space.totalBytes / 4 else { return 0 }
+        return ByteSize.roundUp(catalog.sizeBytes, to: extent)
     }
 
     /// resize2fs of the mounted catalog to its LV's size (nothing to do when it is that size).

@@ -67,8 +67,14 @@ public struct SRLifecycle: Sendable {
         System.removeDirectory(names.catalogMount)
         System.removeDirectory(names.runDirectory)
         if sr.volumeGroup == names.ownVolumeGroup { return try removeOwnVolumeGroup(sr.volumeGroup) }
+        // The catalog LV goes last: a destroy killed half way leaves an SR
+        // with its catalog, which the next destroy counts and finishes.
+        let catalog = sr.volumes[.catalog]?.name
         do {
-            try host.lvm.removeLogicalVolumes(group: sr.volumeGroup, names: sr.volumes.values.map(\.name).sorted())
+            try host.lvm.removeLogicalVolumes(group: sr.volumeGroup,
+                                              names: sr.volumes.values.map(\.name).filter { $0 != catalog }.sorted())
+            FaultInjection.point("volumes-removed")
+            if let catalog { try host.lvm.removeLogicalVolumes(group: sr.volumeGroup, names: [catalog]) }
         } catch {
             throw .backend("removing the LVs of SR \(names.uuidString) failed", error)
         }

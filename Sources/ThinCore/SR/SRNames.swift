@@ -38,6 +38,9 @@ public struct SRNames: Sendable, Equatable {
     var poolDevice: String { "thinsr_\(hex)_pool" }
     var poolDeviceUUID: String { "THINSR-\(uuidString)-pool" }
     var volumeDevicePrefix: String { "thinsr_\(hex)_v" }
+    /// A volume device taken away from the process holding it (`thinsr-detach
+    /// --force --force`), waiting for that process to close it.
+    var takenDevicePrefix: String { "thinsr_\(hex)_x" }
     func volumeDevice(_ volume: UUID) -> VolumeDevice {
         VolumeDevice(name: volumeDevicePrefix + Self.hex(volume), dmUUID: "THINSR-\(uuidString)-\(volume.lowercased)")
     }

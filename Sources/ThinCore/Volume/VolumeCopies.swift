@@ -109,24 +109,28 @@ extension AttachedSR {
     }
 
     /// Whether `snapshot` holds an earlier state of `volume`, as `zfs rollback`
-    /// and xapi's `Volume.revert` mean it: a snapshot taken of the volume (or
-    /// of one of its snapshots, transitively), or the snapshot the volume was
-    /// cloned from (or one that snapshot was itself taken from). A snapshot of
-    /// another disk, or of a clone of this one, is another disk's data.
+    /// and xapi's `Volume.revert` mean it: a snapshot of the volume itself
+    /// (or of one of its snapshots, transitively); the snapshot it was cloned
+    /// from; or, up its ancestry, a snapshot of an ancestor taken no later
+    /// than the volume (or the ancestor's child it descends from) was made
+    /// from that ancestor. A snapshot of another disk, of a clone of this one,
+    /// or of an ancestor after the volume branched off, is another history.
     static func isEarlierState(_ snapshot: VolumeRecord, of volume: VolumeRecord, volumes: [UUID: VolumeRecord]) -> Bool {
-        var node = snapshot
+        // The volume the snapshot was taken of, and when (through snapshots of snapshots).
+        var taken = snapshot
         var steps = 0
-        while node.kind == .snapshot, let origin = node.snapshotOf, steps < volumes.count {
-            if origin == volume.uuid { return true }
-            guard let next = volumes[origin] else { break }
-            node = next
+        while let origin = taken.snapshotOf, let next = volumes[origin], next.kind == .snapshot, steps < volumes.count {
+            taken = next
             steps += 1
         }
-        node = volume
+        guard let origin = taken.snapshotOf else { return false }
+        if origin == volume.uuid { return true }
+        var node = volume
         steps = 0
-        while let parent = node.parentUUID, let source = volumes[parent], source.kind == .snapshot, steps < volumes.count {
-            if source.uuid == snapshot.uuid { return true }
-            node = source
+        while let parentUUID = node.parentUUID, let parent = volumes[parentUUID], steps < volumes.count {
+            if parent.uuid == snapshot.uuid { return true }
+            if parent.kind != .snapshot, parent.uuid == origin, taken.createdAt <= node.createdAt { return true }
+            node = parent
             steps += 1
         }
         return false

@@ -142,11 +142,14 @@ struct VolumeDevices {
     }
 
     /// Takes a device that a process holds open away from it: its table
-    /// becomes `error` (that process's I/O fails from now on) and the device
-    /// goes when the process closes it. The pool under it is free at once.
+    /// becomes `error` (that process's I/O fails from now on), it is renamed
+    /// out of the SR's names (so no later attach can hand it back to that
+    /// process) and goes when the process closes it. The pool under it is
+    /// free at once.
     func yank(_ volume: UUID, key: String?) throws(ThinError) {
         let device = names.volumeDevice(volume)
         let label = key ?? volume.lowercased
+        let taken = "\(names.takenDevicePrefix)\(SRNames.hex(volume))"
         do {
             let length = try deviceMapper.table(name: device.name)?.first?.lengthSectors ?? 0
             if length > 0 {
@@ -155,7 +158,9 @@ struct VolumeDevices {
                 ], readOnly: false)
                 try deviceMapper.resume(name: device.name, udev: .standard)
             }
-            try deviceMapper.removeDeferred(name: device.name)
+            if try deviceMapper.info(name: taken) != nil { try deviceMapper.removeDeferred(name: taken) }
+            try deviceMapper.rename(name: device.name, to: taken)
+            try deviceMapper.removeDeferred(name: taken)
         } catch {
             throw .backend("cannot take volume \(label) away from the process holding it", error)
         }

@@ -132,6 +132,17 @@ final class RecordingDeviceMapper: DeviceMapperControl {
         }
     }
 
+    func rename(name: String, to newName: String) throws(DeviceMapperError) {
+        try record("rename \(name) \(newName)") { (state: inout State) throws(DeviceMapperError) in
+            guard let device = state.devices[name] else { throw Self.missing(name) }
+            guard state.devices[newName] == nil else {
+                throw DeviceMapperError(operation: "rename", device: name, reason: .alreadyExists)
+            }
+            state.devices[name] = nil
+            state.devices[newName] = device
+        }
+    }
+
     func removeDeferred(name: String) throws(DeviceMapperError) {
         try record("remove --deferred \(name)") { (state: inout State) throws(DeviceMapperError) in
             guard state.devices[name] != nil else { throw Self.missing(name) }

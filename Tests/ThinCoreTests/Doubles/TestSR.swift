@@ -41,8 +41,6 @@ struct TestSR {
             volumeGroup: Self.group, blockSizeBytes: 65536, transactionID: pool.transactionID, nextThinID: .first,
             createdAt: 1_700_000_000))
         catalog.close()
-        try FileLock(path: "\(filesystem)/lock").release()
-        try FileLock(path: "\(filesystem)/metadata-snapshot.lock").release()
         let reports = LVRole.allCases.map { role in
             LogicalVolumeReport(volumeGroup: Self.group, name: names.lv(role), sizeBytes: 64 << 20,
                                 tags: [names.srTag, role.tag], active: attached && role != .spare,
@@ -89,9 +87,9 @@ struct TestSR {
     /// Inserts a ready volume whose thin id the pool holds too.
     @discardableResult
     func addVolume(_ key: String, thinID: ThinDeviceID, kind: VolumeKind = .volume, parent: UUID? = nil,
-                   size: UInt64 = 1 << 30) throws -> VolumeRecord {
+                   size: UInt64 = 1 << 30, createdAt: Int64 = 1) throws -> VolumeRecord {
         let volume = VolumeRecord(uuid: UUID(), key: key, name: key, description: "", thinID: thinID, virtualSize: size,
-                                  kind: kind, readWrite: kind != .snapshot, sharable: false, createdAt: 1, keys: [:],
+                                  kind: kind, readWrite: kind != .snapshot, sharable: false, createdAt: createdAt, keys: [:],
                                   parentUUID: parent, snapshotOf: kind == .snapshot ? parent : nil, state: .ready)
         let catalog = try catalog()
         defer { catalog.close() }
