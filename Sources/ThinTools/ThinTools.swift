@@ -96,12 +96,21 @@ public struct ThinTools: HelperPrograms {
                              maximumThins: UInt64) async throws(ExternalCommandError) -> UInt64 {
         let arguments = ["-b", "\(blockBytes / 512)s", "-s", "\(poolBytes / 512)s", "-m", "\(maximumThins)",
                          "-u", "b", "-n"]
-        let output = try await ExternalCommand.check("thin_metadata_size", arguments)
-        guard let bytes = Self.parseMetadataSize(output) else {
-            throw ExternalCommandError(program: "thin_metadata_size", arguments: arguments, exitStatus: 0,
-                                       standardError: "unexpected output \"\(output)\"")
+        return try await Self.parsedOutput("thin_metadata_size", arguments, parse: Self.parseMetadataSize) { output in
+            "unexpected output \"\(output)\""
         }
-        return bytes
+    }
+
+    /// Runs a program that must succeed and parses its output; output that
+    /// does not parse is the program's failure, described by `unexpected`.
+    private static func parsedOutput<T>(_ program: String, _ arguments: [String], parse: (String) -> T?,
+                                        unexpected: (String) -> String) async throws(ExternalCommandError) -> T {
+        let output = try await ExternalCommand.check(program, arguments)
+        guard let value = parse(output) else {
+            throw ExternalCommandError(program: program, arguments: arguments, exitStatus: 0,
+                                       standardError: unexpected(output))
+        }
+        return value
     }
 
     /// `thin_metadata_size -n` prints a bare number, possibly with a fraction.
@@ -138,13 +147,9 @@ public struct ThinTools: HelperPrograms {
     }
 
     public func transactionID(metadataDevice: String) async throws(ExternalCommandError) -> UInt64 {
-        let arguments = ["--skip-mappings", metadataDevice]
-        let output = try await ExternalCommand.check("thin_dump", arguments)
-        guard let id = Self.parseTransactionID(output) else {
-            throw ExternalCommandError(program: "thin_dump", arguments: arguments, exitStatus: 0,
-                                       standardError: "no transaction id in the superblock line")
+        try await Self.parsedOutput("thin_dump", ["--skip-mappings", metadataDevice], parse: Self.parseTransactionID) { _ in
+            "no transaction id in the superblock line"
         }
-        return id
     }
 
     /// The `transaction="N"` attribute of thin_dump's `<superblock ...>` line.

@@ -7,6 +7,16 @@ import ThinDeviceMapper
 
 /// The transaction protocol's branches, against the recording double: what
 /// reaches the pool, in what order, and what the catalog holds after.
+/// Volume `v` (thin id 1) and its snapshot `s` (thin id 2), attached
+/// read-only; returns the SR and the snapshot's device.
+private func volumeWithAttachedSnapshot() throws -> (TestSR, String) {
+    let sr = try TestSR()
+    let volume = try sr.addVolume("v", thinID: 1)
+    let snapshot = try sr.addVolume("s", thinID: 2, kind: .snapshot, parent: volume.uuid)
+    sr.attachDevice(snapshot, readOnly: true)
+    return (sr, sr.names.volumeDevice(snapshot.uuid).name)
+}
+
 @Suite("pool transactions")
 struct TransactionTests {
     @Test("a transaction records, sends its messages, sets the transaction id and settles, in that order")
@@ -150,11 +160,7 @@ struct TransactionTests {
 
     @Test("a revert to an attached snapshot suspends it around create_snap only")
     func revertSuspendsAttachedSnapshot() throws {
-        let sr = try TestSR()
-        let volume = try sr.addVolume("v", thinID: 1)
-        let snapshot = try sr.addVolume("s", thinID: 2, kind: .snapshot, parent: volume.uuid)
-        sr.attachDevice(snapshot, readOnly: true)
-        let device = sr.names.volumeDevice(snapshot.uuid).name
+        let (sr, device) = try volumeWithAttachedSnapshot()
         try sr.open().revertVolume("v", to: "s")
         let calls = sr.deviceMapper.calls
         let suspend = try #require(calls.firstIndex(of: "suspend \(device)"))
@@ -409,11 +415,7 @@ struct DeviceRecoveryTests {
 
     @Test("a suspend that fails leaves no open transaction: a later command must not revert the volume after all")
     func suspendFails() throws {
-        let sr = try TestSR()
-        let volume = try sr.addVolume("v", thinID: 1)
-        let snapshot = try sr.addVolume("s", thinID: 2, kind: .snapshot, parent: volume.uuid)
-        sr.attachDevice(snapshot, readOnly: true)
-        let device = sr.names.volumeDevice(snapshot.uuid).name
+        let (sr, device) = try volumeWithAttachedSnapshot()
         sr.deviceMapper.fail("suspend \(device)")
         #expect(throws: ThinError.self) { try sr.open().revertVolume("v", to: "s") }
         #expect(sr.openTransaction == nil && sr.poolMessages.isEmpty)

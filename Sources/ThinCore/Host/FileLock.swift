@@ -16,45 +16,43 @@ final class FileLock {
     private var descriptor: Int32
 
     /// Waits for the lock.
-    convenience init(path: String, mode: Mode = .exclusive) throws(ThinError) {
-        guard let lock = try Self.acquire(path: path, mode: mode, wait: true) else {
-            throw ThinError(.backendFailure, "cannot lock \(path)")
+    init(path: String, mode: Mode = .exclusive) throws(ThinError) {
+        descriptor = try Self.open(path)
+        while flock(descriptor, mode.operation) != 0 {
+            guard errno == EINTR else { throw failure(path) }
         }
-        self.init(descriptor: lock.take())
     }
 
     private init(descriptor: Int32) { self.descriptor = descriptor }
 
     /// The lock if no other process holds it in a conflicting mode, else nil.
     static func attempt(path: String, mode: Mode) throws(ThinError) -> FileLock? {
-        try acquire(path: path, mode: mode, wait: false)
+        let lock = FileLock(descriptor: try open(path))
+        while flock(lock.descriptor, mode.operation | LOCK_NB) != 0 {
+            if errno == EWOULDBLOCK { return nil }
+            guard errno == EINTR else { throw lock.failure(path) }
+        }
+        return lock
     }
 
-    private static func acquire(path: String, mode: Mode, wait: Bool) throws(ThinError) -> FileLock? {
-        var descriptor = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+    /// Opens (creating) the lock file, and its directory on first use.
+    private static func open(_ path: String) throws(ThinError) -> Int32 {
+        var descriptor = Glibc.open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
         if descriptor < 0, errno == ENOENT, let slash = path.lastIndex(of: "/") {
             try System.makeDirectories(String(path[..<slash]))
-            descriptor = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+            descriptor = Glibc.open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
         }
         guard descriptor >= 0 else {
             throw ThinError(.backendFailure, "cannot open lock \(path): \(System.errnoText())")
         }
-        while flock(descriptor, mode.operation | (wait ? 0 : LOCK_NB)) != 0 {
-            let failure = errno
-            guard failure == EINTR else {
-                let message = System.errnoText()
-                close(descriptor)
-                if failure == EWOULDBLOCK { return nil }
-                throw ThinError(.backendFailure, "cannot lock \(path): \(message)")
-            }
-        }
-        return FileLock(descriptor: descriptor)
+        return descriptor
     }
 
-    /// Hands the descriptor over (this lock no longer releases it).
-    private func take() -> Int32 {
-        defer { descriptor = -1 }
-        return descriptor
+    /// The error for a flock that failed (errno still set), closing the file.
+    private func failure(_ path: String) -> ThinError {
+        let error = ThinError(.backendFailure, "cannot lock \(path): \(System.errnoText())")
+        release()
+        return error
     }
 
     func release() {

@@ -32,7 +32,8 @@ extension SRLifecycle {
         var warnings: [String] = []
         try detachVolumes(of: attached, force: force)
         // A detach interrupted after removing the pool finds no pool: carry on.
-        if try attached.pool.exists() {
+        let poolExists = try attached.pool.exists()
+        if poolExists {
             do {
                 try attached.recovered()
             } catch {
@@ -44,16 +45,16 @@ extension SRLifecycle {
                                 + "\(names.uuidString) before attaching again")
             }
         }
-        try tearDown(attached, sr)
+        try tearDown(attached, sr, poolExists: poolExists)
         return warnings
     }
 
     /// Removes the pool, unmounts the catalog and deactivates the LVs of an
     /// SR whose volumes are detached (the end of a detach, and of an offline
     /// repair that assembled the pool to repair it).
-    func tearDown(_ attached: AttachedSR, _ sr: DiscoveredSR) throws(ThinError) {
+    func tearDown(_ attached: AttachedSR, _ sr: DiscoveredSR, poolExists: Bool = true) throws(ThinError) {
         let names = sr.names
-        if try attached.pool.exists() {
+        if poolExists {
             try attached.pool.disassemble()
             FaultInjection.point("pool-removed")
         }

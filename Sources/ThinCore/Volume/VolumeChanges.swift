@@ -27,7 +27,7 @@ extension AttachedSR {
             let device = names.volumeDevice(volume.uuid).name
             do {
                 let table = try devices.isInactive(volume.uuid, info: info)
-                    ? VolumeDevices.inactiveTable(for: volume, sizeBytes: size) : devices.table(for: volume, sizeBytes: size)
+                    ? VolumeDevices.errorTable(sectors: size / 512) : devices.table(for: volume, sizeBytes: size)
                 try host.deviceMapper.reload(name: device, table: [table], readOnly: info.readOnly)
                 FaultInjection.point("table-loaded")
                 try host.deviceMapper.resume(name: device, udev: .standard)

@@ -48,20 +48,7 @@ struct VolumeDevices {
     }
 
     func activate(_ volume: VolumeRecord, readOnly: Bool) throws(ThinError) -> String {
-        let device = names.volumeDevice(volume.uuid)
-        do {
-            try deviceMapper.create(name: device.name, uuid: device.dmUUID, table: [table(for: volume)],
-                                    readOnly: readOnly, udev: .standard)
-        } catch {
-            throw .backend("cannot activate volume \(volume.key)", error)
-        }
-        FaultInjection.point("device-created")
-        do {
-            return try link(volume)
-        } catch {
-            try? deviceMapper.remove(name: device.name)
-            throw error
-        }
+        try create(volume, table: [table(for: volume)], readOnly: readOnly, failure: "cannot activate volume")
     }
 
     /// Creates the volume's device with an `error` table of the volume's
@@ -71,12 +58,20 @@ struct VolumeDevices {
     /// volume gets a node without a table (a table cannot be 0 long), which
     /// the kernel does not let anyone open.
     func createNode(_ volume: VolumeRecord) throws(ThinError) -> String {
+        let table = volume.virtualSize == 0 ? [] : [Self.errorTable(sectors: volume.virtualSize / 512)]
+        return try create(volume, table: table, readOnly: false, failure: "cannot create the device of volume")
+    }
+
+    /// Creates the volume's device with `table` and links it; a link that
+    /// cannot be made removes the device again.
+    private func create(_ volume: VolumeRecord, table: [TableLine], readOnly: Bool,
+                        failure: String) throws(ThinError) -> String {
         let device = names.volumeDevice(volume.uuid)
-        let table = volume.virtualSize == 0 ? [] : [Self.inactiveTable(for: volume)]
         do {
-            try deviceMapper.create(name: device.name, uuid: device.dmUUID, table: table, readOnly: false, udev: .standard)
+            try deviceMapper.create(name: device.name, uuid: device.dmUUID, table: table, readOnly: readOnly,
+                                    udev: .standard)
         } catch {
-            throw .backend("cannot create the device of volume \(volume.key)", error)
+            throw .backend("\(failure) \(volume.key)", error)
         }
         FaultInjection.point("device-created")
         do {
@@ -87,9 +82,10 @@ struct VolumeDevices {
         }
     }
 
-    /// The table of a device that exists but is not active yet.
-    static func inactiveTable(for volume: VolumeRecord, sizeBytes: UInt64? = nil) -> TableLine {
-        TableLine(lengthSectors: (sizeBytes ?? volume.virtualSize) / 512, targetType: "error", parameters: "")
+    /// The table of a device that exists but is not active (yet, or any
+    /// more): every I/O fails.
+    static func errorTable(sectors: UInt64) -> TableLine {
+        TableLine(lengthSectors: sectors, targetType: "error", parameters: "")
     }
 
     /// Whether the device `createNode` made is waiting for `load`: no table
@@ -153,9 +149,7 @@ struct VolumeDevices {
         do {
             let length = try deviceMapper.table(name: device.name)?.first?.lengthSectors ?? 0
             if length > 0 {
-                try deviceMapper.reload(name: device.name, table: [
-                    TableLine(lengthSectors: length, targetType: "error", parameters: ""),
-                ], readOnly: false)
+                try deviceMapper.reload(name: device.name, table: [Self.errorTable(sectors: length)], readOnly: false)
                 try deviceMapper.resume(name: device.name, udev: .standard)
             }
             if try deviceMapper.info(name: taken) != nil { try deviceMapper.removeDeferred(name: taken) }
@@ -186,10 +180,12 @@ struct VolumeDevices {
     }
 
     /// A device a killed change left half done: suspended, or shorter than
-    /// its volume (`growTo` is then the volume whose size it must take).
+    /// its volume (`growTo` is then the volume whose size it must take;
+    /// `inactive`: its live table is the `error` table `createNode` loads).
     struct Unfinished {
         let info: DeviceInfo
         let growTo: VolumeRecord?
+        var inactive = false
     }
 
     /// The active devices a killed change left half done, by volume uuid.
@@ -199,6 +195,7 @@ struct VolumeDevices {
         // A device without a table (a 0-byte volume's) has nothing to finish.
         for (uuid, info) in active where info.hasLiveTable {
             var short: VolumeRecord?
+            var inactive = false
             if let volume = byUUID[uuid] {
                 let device = names.volumeDevice(uuid).name
                 let live: [TableLine]?
@@ -207,8 +204,9 @@ struct VolumeDevices {
                 }
                 // (An inactive device's error table is grown like a thin one.)
                 if let line = live?.first, line.lengthSectors < volume.virtualSize / 512 { short = volume }
+                inactive = live?.first?.targetType == "error"
             }
-            if short != nil || info.suspended { found[uuid] = Unfinished(info: info, growTo: short) }
+            if short != nil || info.suspended { found[uuid] = Unfinished(info: info, growTo: short, inactive: inactive) }
         }
         return found
     }
@@ -222,9 +220,8 @@ struct VolumeDevices {
             let name = names.volumeDevice(uuid).name
             if let volume = device.growTo {
                 do {
-                    let inactive = try deviceMapper.table(name: name)?.first?.targetType == "error"
-                    try deviceMapper.reload(name: name, table: [inactive ? Self.inactiveTable(for: volume) : table(for: volume)],
-                                            readOnly: device.info.readOnly)
+                    let grown = device.inactive ? Self.errorTable(sectors: volume.virtualSize / 512) : table(for: volume)
+                    try deviceMapper.reload(name: name, table: [grown], readOnly: device.info.readOnly)
                     try deviceMapper.resume(name: name, udev: .standard)
                 } catch {
                     throw .backend("recovery: cannot grow the device of \(volume.key)", error)
