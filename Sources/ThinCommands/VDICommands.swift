@@ -102,10 +102,11 @@ public struct VDIAttach: VolumeTool {
         abstract: "Attach a volume as a block device and print its path.",
         discussion: """
             Creates the volume's device-mapper device and the link /dev/thinsr/<sr-uuid>/<key>. Attaching \
-            an attached volume in the same mode succeeds and prints the same path. With --inactive, only \
-            the device node is made (it exists, 0 bytes long, and opens no thin device), as \
-            Datapath.attach needs; a later thinvdi-attach without --inactive loads the volume into it, \
-            read-write or read-only. A 0-byte volume's device is always such a node.
+            an attached volume in the same mode succeeds and prints the same path. With --inactive, the \
+            device is made without the volume in it, as Datapath.attach needs: it has the volume's size, \
+            every I/O to it fails, and it opens no thin device. A later thinvdi-attach without --inactive \
+            loads the volume into it, read-write or read-only. A 0-byte volume's device is a node without \
+            a table, which cannot be opened.
             """)
     public static let examples = [("thinvdi-attach vmstore web01-root", "Attach read-write; prints the device path."),
                                   ("thinvdi-attach --read-only vmstore web01-root", "Attach read-only."),
@@ -114,7 +115,7 @@ public struct VDIAttach: VolumeTool {
 
     @OptionGroup public var volume: VolumeArgument
     @Flag(name: .customLong("read-only"), help: "Attach the block device read-only.") var readOnly = false
-    @Flag(help: "Make only the device node, without loading the volume.") var inactive = false
+    @Flag(help: "Make the device without loading the volume (its I/O fails until a later attach).") var inactive = false
     @OptionGroup public var output: OutputOptions
     public init() {}
 
