@@ -141,3 +141,109 @@ struct CatalogTests {
         #expect { try catalog.srRecord() } throws: { ($0 as? ThinError)?.code == .catalogInconsistent }
     }
 }
+
+@Suite("catalog copy")
+struct CatalogCopyTests {
+    let directory: String
+
+    init() {
+        var template = Array("/tmp/thinsr-copy-XXXXXX".utf8CString)
+        directory = String(cString: mkdtemp(&template))
+    }
+
+    var mainPath: String { "\(directory)/catalog.db" }
+    var copyPath: String { "\(directory)/copy.db" }
+
+    func makeCatalog() throws -> Catalog {
+        let catalog = try Catalog.create(path: mainPath, record: SRRecord(
+            uuid: UUID(), name: "store", description: "d", mode: .beNice, volumeGroup: "vg",
+            blockSizeBytes: 65536, transactionID: 0, nextThinID: 1, createdAt: 1_700_000_000))
+        try catalog.attachCopy(at: copyPath)
+        return catalog
+    }
+
+    func volume(_ key: String, thinID: ThinDeviceID, parent: UUID? = nil) -> VolumeRecord {
+        VolumeRecord(uuid: UUID(), key: key, name: "name \(key) = -x \"q\"\nü", description: "about \(key)",
+                     thinID: thinID, virtualSize: 1 << 30, kind: parent == nil ? .volume : .snapshot, readWrite: true,
+                     sharable: false, createdAt: 1, keys: ["k=1": "v", "--description": "-"], parentUUID: parent,
+                     snapshotOf: parent, state: .ready)
+    }
+
+    /// Every row of the catalog, as a rebuild must reproduce it.
+    func contents(_ catalog: Catalog) throws -> [String] {
+        try Catalog.copiedTables.flatMap { table in
+            try catalog.database.query("SELECT * FROM main.\(table) ORDER BY 1, 2").map { "\(table) \($0)" }
+        }
+    }
+
+    @Test("every commit reaches the copy, and a catalog rebuilt from it holds every row")
+    func replication() throws {
+        let catalog = try makeCatalog()
+        let base = volume("base", thinID: 1)
+        try catalog.insert(base)
+        var parent = base.uuid
+        for index in 2...20 {
+            let snapshot = volume("s\(index)", thinID: ThinDeviceID(UInt32(index))!, parent: parent)
+            try catalog.insert(snapshot)
+            parent = snapshot.uuid
+        }
+        try catalog.setKey("k=1", value: "replaced", volume: base.uuid)   // INSERT OR REPLACE
+        try catalog.unsetKey("--description", volume: base.uuid)
+        try catalog.setLabel(name: "renamed", description: nil, volume: base.uuid)
+        try catalog.setPending(PendingTransaction(from: 0, messages: [.delete(20)]))
+        try catalog.setState(.destroying, volume: parent)
+        try catalog.settle(PendingTransaction(from: 0, messages: [.delete(20)]))   // a cascade of key deletes
+        try catalog.setSRLabel(name: "store2", description: "again")
+        #expect(try catalog.copyIsCurrent())
+        let before = try contents(catalog)
+        catalog.close()
+
+        let rebuilt = "\(directory)/rebuilt.db"
+        try Catalog.rebuild(at: rebuilt, fromCopy: copyPath)
+        let summary = try Catalog.inspectCopy(at: copyPath)
+        #expect(summary.volumeCount == 19 && summary.record.name == "store2")
+        let again = try Catalog(path: rebuilt)
+        #expect(try contents(again) == before)
+        #expect(try again.volume(matching: "base")?.keys == ["k=1": "replaced"])
+        #expect(try again.integrityProblems().isEmpty)
+    }
+
+    @Test("a copy a commit behind, or not a database, is rebuilt when a writer attaches it")
+    func staleCopy() throws {
+        let catalog = try makeCatalog()
+        try catalog.insert(volume("a", thinID: 1))
+        catalog.detachCopy()
+        try catalog.insert(volume("b", thinID: 2))   // as if the copy's commit was lost
+        let rows = try contents(catalog)
+        catalog.close()
+
+        let reopened = try Catalog(path: mainPath)
+        try reopened.database.query("ATTACH DATABASE ? AS copy", [.text(copyPath)])
+        #expect(try reopened.copyIsCurrent() == false)
+        try reopened.database.execute("DETACH DATABASE copy")
+        try reopened.attachCopy(at: copyPath)
+        #expect(try reopened.copyIsCurrent())
+        reopened.close()
+        try Catalog.rebuild(at: "\(directory)/r1.db", fromCopy: copyPath)
+        #expect(try contents(try Catalog(path: "\(directory)/r1.db")) == rows)
+
+        try System.writeFile(copyPath, String(repeating: "not a database ", count: 400))
+        for suffix in ["-wal", "-shm"] { System.removeFile(copyPath + suffix) }
+        let third = try Catalog(path: mainPath)
+        try third.attachCopy(at: copyPath)
+        #expect(try third.copyIsCurrent())
+        third.close()
+        try Catalog.rebuild(at: "\(directory)/r2.db", fromCopy: copyPath)
+        #expect(try contents(try Catalog(path: "\(directory)/r2.db")) == rows)
+    }
+
+    @Test("a damaged copy is refused for a rebuild")
+    func damagedCopy() throws {
+        let catalog = try makeCatalog()
+        try catalog.insert(volume("a", thinID: 1))
+        catalog.close()
+        try System.writeFile(copyPath, "garbage")
+        #expect(throws: ThinError.self) { try Catalog.inspectCopy(at: copyPath) }
+        #expect(throws: ThinError.self) { try Catalog.rebuild(at: "\(directory)/r.db", fromCopy: copyPath) }
+    }
+}

@@ -182,8 +182,10 @@ struct DetachedCheckTests {
         let report = try await check(sr)
         #expect(report.outcome == .clean && !report.attached)
         #expect(sr.system.calls.first == "mount -r \(sr.mapperPath(.catalog)) \(sr.names.inspectMount)")
-        #expect(sr.lvm.calls.contains("lvchange -ay \(sr.names.lv(.metadata)) \(sr.names.lv(.spare)) \(sr.names.lv(.catalog))"))
-        #expect(sr.lvm.calls.last == "lvchange -an \(sr.names.lv(.metadata)) \(sr.names.lv(.spare)) \(sr.names.lv(.catalog))")
+        let lvs = [LVRole.metadata, .spare, .catalog, .catalogCopy].map { sr.names.lv($0) }.joined(separator: " ")
+        #expect(sr.lvm.calls.filter { $0.hasPrefix("lvchange") } == ["lvchange -ay \(lvs)", "lvchange -an \(lvs)"])
+        #expect(sr.system.calls.contains("mount -r \(sr.mapperPath(.catalogCopy)) \(sr.names.inspectMount)"),
+                "the copy is read too, to compare its revision")
         #expect(sr.deviceMapper.calls.isEmpty, "a detached SR's check never touches device-mapper")
     }
 
@@ -230,6 +232,61 @@ struct DetachedCheckTests {
         #expect(settled.findings.first?.repaired == true && settled.findings[0].detail.contains("settled"))
         #expect(try sr.catalog().volumes().map(\.key).sorted() == ["a", "b"] && sr.openTransaction == nil)
         #expect(try sr.catalog().srRecord().transactionID == 7)
+    }
+
+    @Test("a lost catalog (its database gone, or its LV) is rebuilt from the copy with every row; the copy is checked too")
+    func catalogRebuilt() async throws {
+        let sr = try TestSR(attached: false)
+        let base = try sr.addVolume("base", thinID: 1)
+        try sr.addVolume("snap", thinID: 2, kind: .snapshot, parent: base.uuid)
+        let labelled = try sr.catalog()
+        try labelled.setKey("k=v", value: "--x", volume: base.uuid)
+        labelled.close()
+        sr.programs.state.withLock { $0.listed[sr.mapperPath(.metadata)] = [1, 2] }
+        let before = try sr.catalog().volumes()
+        #expect(try await check(sr).outcome == .clean)
+
+        System.removeFile("\(sr.filesystem)/catalog.db")   // as a zeroed LV that e2fsck -fy emptied
+        let found = try await check(sr)
+        #expect(found.findings.map(\.problem) == ["catalog-damaged"])
+        #expect(found.findings[0].detail.contains("rebuilds it from the catalog copy"))
+        let repaired = try await check(sr, repair: true)
+        #expect(repaired.findings.map(\.problem) == ["catalog-damaged"] && repaired.outcome == .repaired)
+        #expect(repaired.findings[0].detail.contains("rebuilt from the catalog copy (2 volume(s)"))
+        #expect(try sr.catalog().volumes() == before)
+        #expect(try await check(sr).outcome == .clean)
+
+        // The LV itself removed: made again, with the SR's tags, and filled from the copy.
+        sr.lvm.state.withLock { $0.logicalVolumes.removeAll { $0.name == sr.names.lv(.catalog) } }
+        System.removeFile("\(sr.filesystem)/catalog.db")
+        #expect(try await check(sr).findings.map(\.problem) == ["catalog-missing"])
+        let recreated = try await check(sr, repair: true)
+        #expect(recreated.outcome == .repaired)
+        #expect(sr.lvm.calls.contains("lvcreate \(TestSR.group)/\(sr.names.lv(.catalog))"))
+        let tags = sr.lvm.state.withLock { $0.logicalVolumes.first { $0.name == sr.names.lv(.catalog) }?.tags }
+        #expect(tags?.contains(LVRole.catalog.tag) == true && tags?.contains(sr.names.srTag) == true)
+        #expect(try sr.catalog().volumes() == before)
+    }
+
+    @Test("a copy behind the catalog is found offline and rebuilt by --repair; without a copy the catalog stays lost")
+    func staleAndMissingCopy() async throws {
+        let sr = try TestSR(attached: false)
+        try sr.addVolume("a", thinID: 1)
+        sr.programs.state.withLock { $0.listed[sr.mapperPath(.metadata)] = [1] }
+        let behind = try Catalog(path: "\(sr.filesystem)/catalog.db")   // a writer whose copy commit was lost
+        let volume = try #require(try behind.volume(matching: "a"))
+        try behind.setLabel(name: "renamed", description: nil, volume: volume.uuid)
+        behind.close()
+        #expect(try await check(sr).findings.map(\.problem) == ["catalog-copy-stale"])
+        let repaired = try await check(sr, repair: true)
+        #expect(repaired.findings.map(\.problem) == ["catalog-copy-stale"] && repaired.outcome == .repaired)
+        #expect(try await check(sr).outcome == .clean)
+
+        sr.lvm.state.withLock { $0.logicalVolumes.removeAll { $0.name == sr.names.lv(.catalogCopy) } }
+        #expect(try await check(sr).findings.map(\.problem) == ["catalog-copy-missing"])
+        System.removeFile("\(sr.filesystem)/catalog.db")
+        let lost = try await check(sr, repair: true)
+        #expect(lost.outcome == .damaged && lost.findings[0].detail.contains("no catalog copy"))
     }
 
     @Test("damaged metadata without repair says how to repair")

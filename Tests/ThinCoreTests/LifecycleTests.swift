@@ -17,10 +17,13 @@ struct LifecycleTests {
     func attach() async throws {
         let sr = try TestSR(attached: false)
         try await lifecycle(sr).attach(sr.names.uuidString).close()
-        let (catalog, meta, data) = (sr.names.lv(.catalog), sr.names.lv(.metadata), sr.names.lv(.data))
-        #expect(sr.lvm.calls.filter { $0.hasPrefix("lvchange") } == ["lvchange -ay \(catalog) \(meta) \(data)"])
-        #expect(sr.programs.calls == ["thin_check \(sr.mapperPath(.metadata))", "e2fsck preen \(sr.mapperPath(.catalog))"])
-        #expect(sr.system.calls == ["mount \(sr.mapperPath(.catalog)) \(sr.names.catalogMount)"])
+        let (catalog, copy) = (sr.names.lv(.catalog), sr.names.lv(.catalogCopy))
+        let (meta, data) = (sr.names.lv(.metadata), sr.names.lv(.data))
+        #expect(sr.lvm.calls.filter { $0.hasPrefix("lvchange") } == ["lvchange -ay \(catalog) \(copy) \(meta) \(data)"])
+        #expect(sr.programs.calls == ["thin_check \(sr.mapperPath(.metadata))", "e2fsck preen \(sr.mapperPath(.catalog))",
+                                      "e2fsck preen \(sr.mapperPath(.catalogCopy))"])
+        #expect(sr.system.calls == ["mount \(sr.mapperPath(.catalog)) \(sr.names.catalogMount)",
+                                    "mount \(sr.mapperPath(.catalogCopy)) \(sr.names.catalogCopyMount)"])
         #expect(sr.deviceMapper.calls.prefix(2) == ["create \(sr.names.poolDevice)", "status \(sr.names.poolDevice)"])
         let table = try #require(sr.deviceMapper.device(sr.names.poolDevice)?.table.first)
         #expect(table.targetType == poolTable && table.parameters.hasPrefix("\(sr.mapperPath(.metadata)) \(sr.mapperPath(.data)) 128 "))
@@ -72,7 +75,7 @@ struct LifecycleTests {
         let sr = try TestSR()
         try lifecycle(sr).detach(sr.names.uuidString, force: .none)
         #expect(sr.deviceMapper.device(sr.names.poolDevice) == nil)
-        #expect(sr.system.calls == ["umount \(sr.names.catalogMount)"])
+        #expect(sr.system.calls == ["umount \(sr.names.catalogMount)", "umount \(sr.names.catalogCopyMount)"])
         #expect(sr.lvm.calls.last?.hasPrefix("lvchange -an") == true)
     }
 

@@ -7,6 +7,8 @@ import ThinDeviceMapper
 final class Catalog {
     static let formatVersion: Int64 = 1
     let database: Database
+    /// Whether the catalog copy is attached, taking every commit (see CatalogCopy.swift).
+    var copyAttached = false
 
     init(path: String) throws(ThinError) {
         database = try Database(path: path)
@@ -23,23 +25,41 @@ final class Catalog {
     /// Closes the connection (the last close checkpoints and removes the WAL).
     func close() { database.close() }
 
-    /// Runs `body` in one SQLite transaction, committed if it returns.
+    /// Runs `body` in one SQLite transaction, committed if it returns; inside
+    /// one already open, it is part of that. Every change to the catalog runs
+    /// in one, and each advances the SR record's revision, by which a writer
+    /// tells whether the catalog copy took every commit (see CatalogCopy.swift).
+    @discardableResult
     func transaction<T>(_ body: () throws(ThinError) -> T) throws(ThinError) -> T {
-        try database.transaction(body)
+        if database.inTransaction { return try body() }
+        return try database.transaction { () throws(ThinError) in
+            let result = try body()
+            try database.query("UPDATE sr SET revision = revision + 1")
+            return result
+        }
     }
 
     /// Columns added after format 1 shipped; old catalogs gain them on first writable open.
     private func addMissingColumns() throws(ThinError) {
         let columns = try database.query("PRAGMA table_info(sr)").compactMap { $0.text(1) }
-        guard !columns.isEmpty, !columns.contains("on_full") else { return }
-        try database.execute("ALTER TABLE sr ADD COLUMN on_full TEXT NOT NULL DEFAULT 'queue'")
+        guard !columns.isEmpty else { return }
+        if !columns.contains("on_full") {
+            try database.execute("ALTER TABLE sr ADD COLUMN on_full TEXT NOT NULL DEFAULT 'queue'")
+        }
+        if !columns.contains("revision") {
+            try database.execute("ALTER TABLE sr ADD COLUMN revision INTEGER NOT NULL DEFAULT 0")
+        }
     }
 
     static func create(path: String, record: SRRecord) throws(ThinError) -> Catalog {
         let catalog = try Catalog(path: path)
         try catalog.transaction { () throws(ThinError) in
             try catalog.database.execute(schema)
-            try catalog.database.query("INSERT INTO sr VALUES (1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", [
+            try catalog.database.query("""
+                INSERT INTO sr (id, format_version, uuid, name, description, mode, volume_group, block_size,
+                                transaction_id, next_thin_id, created_at, on_full)
+                VALUES (1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                """, [
                 .integer(formatVersion), .text(record.uuid.lowercased), .text(record.name),
                 .text(record.description), .text(record.mode.rawValue), .text(record.volumeGroup),
                 .integer(Int64(record.blockSizeBytes)), .integer(Int64(record.transactionID)),
@@ -55,7 +75,7 @@ final class Catalog {
             uuid TEXT NOT NULL, name TEXT NOT NULL, description TEXT NOT NULL, mode TEXT NOT NULL,
             volume_group TEXT NOT NULL, block_size INTEGER NOT NULL, transaction_id INTEGER NOT NULL,
             next_thin_id INTEGER NOT NULL, created_at INTEGER NOT NULL,
-            on_full TEXT NOT NULL DEFAULT 'queue');
+            on_full TEXT NOT NULL DEFAULT 'queue', revision INTEGER NOT NULL DEFAULT 0);
         CREATE TABLE volume (
             uuid TEXT PRIMARY KEY, key TEXT NOT NULL UNIQUE, name TEXT NOT NULL,
             description TEXT NOT NULL, thin_id INTEGER NOT NULL UNIQUE, virtual_size INTEGER NOT NULL,
@@ -93,19 +113,27 @@ final class Catalog {
     }
 
     func setSRLabel(name: String?, description: String?) throws(ThinError) {
-        if let name { try database.query("UPDATE sr SET name = ?", [.text(name)]) }
-        if let description { try database.query("UPDATE sr SET description = ?", [.text(description)]) }
+        try transaction { () throws(ThinError) in
+            if let name { try database.query("UPDATE sr SET name = ?", [.text(name)]) }
+            if let description { try database.query("UPDATE sr SET description = ?", [.text(description)]) }
+        }
     }
 
     func setOnFull(_ policy: OnFullPolicy) throws(ThinError) {
-        try database.query("UPDATE sr SET on_full = ?", [.text(policy.rawValue)])
+        try transaction { () throws(ThinError) in
+            try database.query("UPDATE sr SET on_full = ?", [.text(policy.rawValue)])
+        }
     }
 
     func setTransactionID(_ id: UInt64) throws(ThinError) {
-        try database.query("UPDATE sr SET transaction_id = ?", [.integer(Int64(id))])
+        try transaction { () throws(ThinError) in
+            try database.query("UPDATE sr SET transaction_id = ?", [.integer(Int64(id))])
+        }
     }
 
     func setNextThinID(_ id: ThinDeviceID) throws(ThinError) {
-        try database.query("UPDATE sr SET next_thin_id = ?", [.integer(Int64(id.value))])
+        try transaction { () throws(ThinError) in
+            try database.query("UPDATE sr SET next_thin_id = ?", [.integer(Int64(id.value))])
+        }
     }
 }

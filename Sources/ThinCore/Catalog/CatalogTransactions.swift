@@ -23,10 +23,12 @@ extension Catalog {
 
     /// Records the transaction: one message per line, as the kernel reads them.
     func setPending(_ pending: PendingTransaction) throws(ThinError) {
-        try database.query("INSERT INTO pending VALUES (1, ?, ?, ?, ?)", [
-            .integer(Int64(pending.oldTransactionID)), .integer(Int64(pending.newTransactionID)),
-            .text(pending.messages.map(\.text).joined(separator: "\n")), .integer(pending.mustComplete ? 1 : 0),
-        ])
+        try transaction { () throws(ThinError) in
+            try database.query("INSERT INTO pending VALUES (1, ?, ?, ?, ?)", [
+                .integer(Int64(pending.oldTransactionID)), .integer(Int64(pending.newTransactionID)),
+                .text(pending.messages.map(\.text).joined(separator: "\n")), .integer(pending.mustComplete ? 1 : 0),
+            ])
+        }
     }
 
     /// The pool took the transaction: rows being destroyed go (their children

@@ -65,49 +65,63 @@ extension Catalog {
     }
 
     func insert(_ volume: VolumeRecord) throws(ThinError) {
-        try database.query("INSERT INTO volume (\(Self.volumeColumns)) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", [
-            .text(volume.uuid.lowercased), .text(volume.key), .text(volume.name),
-            .text(volume.description), .integer(Int64(volume.thinID.value)), .integer(Int64(volume.virtualSize)),
-            .text(volume.kind.rawValue), .integer(volume.readWrite ? 1 : 0), .integer(volume.sharable ? 1 : 0),
-            .integer(volume.createdAt), .text(volume.state.rawValue),
-            volume.parentUUID.map { .text($0.lowercased) } ?? .null,
-            volume.snapshotOf.map { .text($0.lowercased) } ?? .null,
-        ])
-        for (key, value) in volume.keys.sorted(by: { $0.key < $1.key }) {
-            try database.query("INSERT INTO volume_key VALUES (?, ?, ?)",
-                               [.text(volume.uuid.lowercased), .text(key), .text(value)])
+        try transaction { () throws(ThinError) in
+            try database.query("INSERT INTO volume (\(Self.volumeColumns)) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", [
+                .text(volume.uuid.lowercased), .text(volume.key), .text(volume.name),
+                .text(volume.description), .integer(Int64(volume.thinID.value)), .integer(Int64(volume.virtualSize)),
+                .text(volume.kind.rawValue), .integer(volume.readWrite ? 1 : 0), .integer(volume.sharable ? 1 : 0),
+                .integer(volume.createdAt), .text(volume.state.rawValue),
+                volume.parentUUID.map { .text($0.lowercased) } ?? .null,
+                volume.snapshotOf.map { .text($0.lowercased) } ?? .null,
+            ])
+            for (key, value) in volume.keys.sorted(by: { $0.key < $1.key }) {
+                try database.query("INSERT INTO volume_key VALUES (?, ?, ?)",
+                                   [.text(volume.uuid.lowercased), .text(key), .text(value)])
+            }
         }
     }
 
     func setState(_ state: VolumeState, volume: UUID) throws(ThinError) {
-        try database.query("UPDATE volume SET state = ? WHERE uuid = ?", [.text(state.rawValue), .text(volume.lowercased)])
+        try transaction { () throws(ThinError) in
+            try database.query("UPDATE volume SET state = ? WHERE uuid = ?", [.text(state.rawValue), .text(volume.lowercased)])
+        }
     }
 
     /// Records the thin id and size a volume switches to when the open transaction settles.
     func setPendingSwitch(volume: UUID, thinID: ThinDeviceID, virtualSize: UInt64) throws(ThinError) {
-        try database.query("UPDATE volume SET pending_thin_id = ?, pending_virtual_size = ? WHERE uuid = ?",
-                           [.integer(Int64(thinID.value)), .integer(Int64(virtualSize)), .text(volume.lowercased)])
+        try transaction { () throws(ThinError) in
+            try database.query("UPDATE volume SET pending_thin_id = ?, pending_virtual_size = ? WHERE uuid = ?",
+                               [.integer(Int64(thinID.value)), .integer(Int64(virtualSize)), .text(volume.lowercased)])
+        }
     }
 
     func setVirtualSize(_ size: UInt64, volume: UUID) throws(ThinError) {
-        try database.query("UPDATE volume SET virtual_size = ? WHERE uuid = ?",
-                           [.integer(Int64(size)), .text(volume.lowercased)])
+        try transaction { () throws(ThinError) in
+            try database.query("UPDATE volume SET virtual_size = ? WHERE uuid = ?",
+                               [.integer(Int64(size)), .text(volume.lowercased)])
+        }
     }
 
     func setLabel(name: String?, description: String?, volume: UUID) throws(ThinError) {
-        let id = SQLValue.text(volume.lowercased)
-        if let name { try database.query("UPDATE volume SET name = ? WHERE uuid = ?", [.text(name), id]) }
-        if let description {
-            try database.query("UPDATE volume SET description = ? WHERE uuid = ?", [.text(description), id])
+        try transaction { () throws(ThinError) in
+            let id = SQLValue.text(volume.lowercased)
+            if let name { try database.query("UPDATE volume SET name = ? WHERE uuid = ?", [.text(name), id]) }
+            if let description {
+                try database.query("UPDATE volume SET description = ? WHERE uuid = ?", [.text(description), id])
+            }
         }
     }
 
     func setKey(_ key: String, value: String, volume: UUID) throws(ThinError) {
-        try database.query("INSERT OR REPLACE INTO volume_key VALUES (?, ?, ?)",
-                           [.text(volume.lowercased), .text(key), .text(value)])
+        try transaction { () throws(ThinError) in
+            try database.query("INSERT OR REPLACE INTO volume_key VALUES (?, ?, ?)",
+                               [.text(volume.lowercased), .text(key), .text(value)])
+        }
     }
 
     func unsetKey(_ key: String, volume: UUID) throws(ThinError) {
-        try database.query("DELETE FROM volume_key WHERE volume_uuid = ? AND k = ?", [.text(volume.lowercased), .text(key)])
+        try transaction { () throws(ThinError) in
+            try database.query("DELETE FROM volume_key WHERE volume_uuid = ? AND k = ?", [.text(volume.lowercased), .text(key)])
+        }
     }
 }

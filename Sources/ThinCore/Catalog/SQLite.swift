@@ -74,6 +74,9 @@ final class Database {
         }
     }
 
+    /// Whether a transaction is open on this connection.
+    var inTransaction: Bool { handle.map { sqlite3_get_autocommit($0) == 0 } ?? false }
+
     /// Runs `body` in an immediate (write-locking) transaction, committing if it returns.
     func transaction<T>(_ body: () throws(ThinError) -> T) throws(ThinError) -> T {
         try execute("BEGIN IMMEDIATE")

@@ -117,6 +117,17 @@ public enum System {
     }
     static func removeDirectory(_ path: String) { rmdir(path) }
 
+    /// rename(2), then fsync of the directory, so the new name survives a crash.
+    static func renameDurably(_ source: String, to destination: String, in directory: String) throws(ThinError) {
+        guard Glibc.rename(source, destination) == 0 else {
+            throw ThinError(.backendFailure, "cannot rename \(source) to \(destination): \(errnoText())")
+        }
+        let descriptor = open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard descriptor >= 0 else { throw ThinError(.backendFailure, "cannot open \(directory): \(errnoText())") }
+        defer { close(descriptor) }
+        guard fsync(descriptor) == 0 else { throw ThinError(.backendFailure, "fsync of \(directory) failed: \(errnoText())") }
+    }
+
     static func currentTime() -> Int64 { Int64(time(nil)) }
 }
 

@@ -76,7 +76,11 @@ public final class AttachedSR {
             let held: FileLock
             if let lock { held = lock } else { held = try FileLock(path: names.lockFile) }
             guard host.system.isMounted(names.catalogMount) else { throw notAttached(names.uuidString, host: host) }
-            return AttachedSR(names: names, catalog: try Catalog(path: names.catalogDatabase), lock: held, host: host)
+            let catalog = try Catalog(path: names.catalogDatabase)
+            // Without its copy (an SR made before copies, or one whose copy
+            // failed) the SR still works; thinsr-check reports it.
+            if host.system.isMounted(names.catalogCopyMount) { try? catalog.attachCopy(at: names.catalogCopyDatabase) }
+            return AttachedSR(names: names, catalog: catalog, lock: held, host: host)
         }
         let readersLock = try FileLock(path: names.readersLockFile, mode: .shared)
         // A detach may have finished while this reader waited.

@@ -17,7 +17,7 @@ public struct DiscoveredSR: Sendable {
 
     var names: SRNames { SRNames(uuid: uuid) }
 
-    var isComplete: Bool { LVRole.allCases.allSatisfy { volumes[$0] != nil } }
+    var isComplete: Bool { LVRole.required.allSatisfy { volumes[$0] != nil } }
     /// Left by a `thinsr-create` that did not finish: it holds no volumes.
     /// Only thinsr's own mark says so (create makes the catalog LV first,
     /// with the mark): an SR whose catalog LV is missing is damaged instead.
@@ -93,6 +93,8 @@ struct Discovery {
             case .data:
                 entry.volumes[role] = volume
                 entry.dataBytes = volume.sizeBytes
+            case .catalogCopy:
+                entry.volumes[role] = volume
             case .catalog:
                 entry.volumes[role] = volume
                 Self.readCatalogTags(volume.tags, into: &entry)

@@ -24,6 +24,7 @@ extension SRLifecycle {
             // A catalog left mounted without its pool (an interrupted attach or
             // detach): start the attach again from the beginning.
             try unmountCatalog(names)
+            try unmountCatalogCopy(names)
         }
         guard !sr.isIncomplete || !sr.isComplete else {
             throw ThinError(.catalogInconsistent, "SR \(names.uuidString) was not completely created (thinsr-create "
@@ -50,6 +51,7 @@ extension SRLifecycle {
             try await checkMetadata(sr)
             try await preenCatalog(sr)
             try mountCatalog(sr.mapperPath(.catalog), names: names, undo: &undo)
+            await mountUsableCatalogCopy(sr, undo: &undo)
             let attached = try openAttachedCatalog(sr, lock: lock)
             undo.push { _ = attached.closeKeepingLock() }
             try attached.pool.assemble(Pool.Layout(
@@ -87,7 +89,7 @@ extension SRLifecycle {
 
     /// Activates the catalog, metadata and data LVs (the spare stays inactive).
     private func activate(_ sr: DiscoveredSR, undo: inout UndoStack) throws(ThinError) {
-        let lvNames = [LVRole.catalog, .metadata, .data].compactMap { sr.volumes[$0]?.name }
+        let lvNames = [LVRole.catalog, .catalogCopy, .metadata, .data].compactMap { sr.volumes[$0]?.name }
         do { try host.lvm.setActive(true, group: sr.volumeGroup, names: lvNames) } catch {
             throw ThinError.backend("cannot activate the SR's LVs", error)
         }
@@ -126,6 +128,25 @@ extension SRLifecycle {
                             + "thinsr-check --repair \(sr.names.uuidString)")
         }
         FaultInjection.point("catalog-checked")
+    }
+
+    /// Mounts the catalog copy after `e2fsck -p`; a filesystem e2fsck cannot
+    /// fix, or that will not mount, is made anew: the copy is derived data,
+    /// rebuilt from the catalog (checked just before) when the writer opens it.
+    /// Never fails the attach: an SR without a usable copy works, and
+    /// thinsr-check reports it.
+    private func mountUsableCatalogCopy(_ sr: DiscoveredSR, undo: inout UndoStack) async {
+        guard sr.volumes[.catalogCopy] != nil else { return }
+        let device = sr.mapperPath(.catalogCopy)
+        let programs = host.programs
+        if !((try? await programs.checkCatalogFilesystem(device: device, mode: .preen))?.usable ?? false) {
+            guard (try? await programs.makeCatalogFilesystem(device: device)) != nil else { return }
+            FaultInjection.point("catalog-copy-formatted")
+        }
+        do { try mountCatalogCopy(device, names: sr.names, undo: &undo) } catch {
+            guard (try? await programs.makeCatalogFilesystem(device: device)) != nil else { return }
+            try? mountCatalogCopy(device, names: sr.names, undo: &undo)
+        }
     }
 
     /// Opens the freshly mounted catalog under the SR lock, checking it is this SR's.

@@ -21,28 +21,35 @@ extension SRLifecycle {
                                                 + "thinsr-check --repair or thinsr-attach finishes its renames",
                                                 repaired: false))
         }
-        guard sr.volumes[.catalog] != nil else {
-            report.findings.append(CheckFinding(problem: "catalog-missing", detail: Self.catalogMissing(sr).message,
-                                                repaired: false))
-            return report
-        }
-        let inactive = [LVRole.metadata, .spare, .catalog].compactMap { sr.volumes[$0] }.filter { !$0.active }.map(\.name)
+        let lvs = [LVRole.metadata, .spare, .catalog, .catalogCopy]
+        var inactive = lvs.compactMap { sr.volumes[$0] }.filter { !$0.active }.map(\.name)
         do { try host.lvm.setActive(true, group: sr.volumeGroup, names: inactive) } catch {
             throw .backend("cannot activate the SR's metadata LVs", error)
         }
         defer { try? host.lvm.setActive(false, group: sr.volumeGroup, names: inactive) }
-        if let finding = try await checkCatalogFilesystem(sr, repair: repair) {
-            report.findings.append(finding)
-            guard finding.repaired else { return report }
+        for role in lvs { sr.volumes[role]?.active = true }  // so the reads below leave them active
+        var catalog = try await readCatalog(sr, repair: repair, into: &report)
+        if catalog == nil, repair, var damage = report.findings.last {
+            // The catalog is lost: rebuild it from its copy, then check the rebuilt one.
+            report.findings.removeLast()
+            try await rebuildCatalog(sr, finding: &damage)
+            report.findings.append(damage)
+            guard damage.repaired else { return report }
+            sr = try discovery.find(sr.names.uuidString)
+            for role in lvs { sr.volumes[role]?.active = true }
+            if let recreated = sr.volumes[.catalog]?.name, !inactive.contains(recreated) { inactive.append(recreated) }
+            catalog = try await readCatalog(sr, repair: repair, into: &report)
         }
-        let (referenced, record, pending, integrity) = try withCatalogReadOnly(sr) { catalog throws(ThinError) in
-            (try catalog.referencedThinIDs(), try catalog.srRecord(), try catalog.pending(),
-             try catalog.integrityProblems())
+        guard let catalog else {
+            if !repair, let last = report.findings.indices.last, report.findings[last].problem == "catalog-damaged" {
+                report.findings[last].detail += sr.volumes[.catalogCopy] != nil
+                    ? "; thinsr-check --repair \(sr.names.uuidString) rebuilds it from the catalog copy"
+                    : "; the SR has no catalog copy to rebuild it from"
+            }
+            return report
         }
-        if !integrity.isEmpty {
-            report.findings.append(CheckFinding(problem: "catalog-damaged", detail: "PRAGMA integrity_check: "
-                                                + integrity.prefix(3).joined(separator: "; "), repaired: false))
-        }
+        let (referenced, record, pending) = catalog
+        let copyFinding = try await checkCatalogCopy(sr, catalogRevision: record.revision, repair: repair)
         guard try await checkMetadata(&sr, repair: repair, referenced: referenced, into: &report) else { return report }
         let metadata = sr.mapperPath(.metadata)
         let present = try await host.programs.thinIDs(metadata, metadataSnapshot: false)
@@ -53,16 +60,63 @@ extension SRLifecycle {
         let offline = Self.transactionFindings(pending: pending, catalogTransaction: record.transactionID,
                                                poolTransaction: poolTransaction, present: present, referenced: referenced)
         let repairable = offline.contains { $0.problem != "missing-thin-id" }
-        guard repair && repairable else {
+        guard repair && (repairable || copyFinding != nil) else {
             report.findings += offline.map { finding in
                 var finding = finding
                 if finding.problem != "missing-thin-id" { finding.detail += "; run thinsr-check --repair \(sr.names.uuidString)" }
                 return finding
             }
+            if let copyFinding { report.findings.append(copyFinding) }
             return report
         }
-        report.findings += try await repairOnline(sr, lock: lock)
+        // Assembling the pool mounts the copy, and the writer that opens the catalog rebuilds it.
+        if copyFinding != nil { sr = try discovery.find(sr.names.uuidString) }
+        let (online, copyCurrent) = try await repairOnline(sr, lock: lock)
+        report.findings += online
+        if var copyFinding {
+            copyFinding.repaired = copyCurrent
+            copyFinding.detail += copyCurrent ? "; rebuilt from the catalog" : "; it could not be rebuilt"
+            report.findings.append(copyFinding)
+        }
         return report
+    }
+
+    /// What the offline check needs of the SR record.
+    struct CatalogState {
+        var transactionID: UInt64
+        var revision: Int64
+    }
+
+    /// The catalog's ids, record and open transaction, read from a scratch
+    /// copy. A catalog that is gone, whose filesystem e2fsck cannot fix, that
+    /// will not open or fails `PRAGMA integrity_check` is reported (the last
+    /// finding) and nil returned.
+    private func readCatalog(_ sr: DiscoveredSR, repair: Bool, into report: inout CheckReport) async throws(ThinError)
+        -> (referenced: Set<ThinDeviceID>, record: CatalogState, pending: PendingTransaction?)? {
+        guard sr.volumes[.catalog] != nil else {
+            report.findings.append(CheckFinding(problem: "catalog-missing", detail: Self.catalogMissing(sr).message,
+                                                repaired: false))
+            return nil
+        }
+        if let finding = try await checkCatalogFilesystem(sr, repair: repair) {
+            report.findings.append(finding)
+            guard finding.repaired else { return nil }
+        }
+        do {
+            let (referenced, record, revision, pending, integrity) = try await withCatalogReadOnly(sr) { catalog throws(ThinError) in
+                (try catalog.referencedThinIDs(), try catalog.srRecord(), try catalog.revision(), try catalog.pending(),
+                 try catalog.integrityProblems())
+            }
+            guard integrity.isEmpty else {
+                report.findings.append(CheckFinding(problem: "catalog-damaged", detail: "PRAGMA integrity_check: "
+                                                    + integrity.prefix(3).joined(separator: "; "), repaired: false))
+                return nil
+            }
+            return (referenced, CatalogState(transactionID: record.transactionID, revision: revision), pending)
+        } catch where [.catalogInconsistent, .backendFailure].contains(error.code) {
+            report.findings.append(CheckFinding(problem: "catalog-damaged", detail: error.message, repaired: false))
+            return nil
+        }
     }
 
     /// `thin_check` of the metadata LV; with `repair`, a damaged one is
@@ -105,17 +159,21 @@ extension SRLifecycle {
 
     /// What needs pool messages is repaired online: the pool assembled as
     /// attach would, without recovery, checked with repair, then torn down.
-    private func repairOnline(_ sr: DiscoveredSR, lock: FileLock) async throws(ThinError) -> [CheckFinding] {
+    /// Returns the findings and whether the catalog copy is attached and current.
+    private func repairOnline(_ sr: DiscoveredSR, lock: FileLock) async throws(ThinError)
+        -> (findings: [CheckFinding], copyCurrent: Bool) {
         let attached = try await assemble(sr, lock: lock, recover: false)
         let online: CheckReport
-        do {
+        let copyCurrent: Bool
+        do throws(ThinError) {
             online = try await attached.check(repair: true)
+            copyCurrent = attached.catalog.copyAttached ? try attached.catalog.copyIsCurrent() : false
         } catch {
             try? tearDown(attached, sr)
             throw error
         }
         try tearDown(attached, sr)
-        return online.findings
+        return (online.findings, copyCurrent)
     }
 
     /// `e2fsck -fn` of the catalog's filesystem (`-fy` with `repair`): a

@@ -80,13 +80,18 @@ extension SRLifecycle {
             do { try await host.programs.makeCatalogFilesystem(device: path(.catalog)) } catch {
                 throw ThinError.backend("mkfs.ext4 on the catalog volume failed", error)
             }
+            do { try await host.programs.makeCatalogFilesystem(device: path(.catalogCopy)) } catch {
+                throw ThinError.backend("mkfs.ext4 on the catalog copy's volume failed", error)
+            }
             FaultInjection.point("catalog-formatted")
             try mountCatalog(path(.catalog), names: names, undo: &undo)
+            try mountCatalogCopy(path(.catalogCopy), names: names, undo: &undo)
             let record = SRRecord(uuid: names.uuid, name: request.name, description: request.description, mode: mode,
                                   volumeGroup: group, blockSizeBytes: blockBytes, transactionID: 0, nextThinID: .first,
                                   createdAt: System.currentTime(), onFull: request.onFull)
             let catalog = try Catalog.create(path: names.catalogDatabase, record: record)
             undo.push { catalog.close() }
+            try catalog.attachCopy(at: names.catalogCopyDatabase)
             FaultInjection.point("catalog-written")
             let sr = AttachedSR(names: names, catalog: catalog, lock: lock, host: host)
             try assembleEmptyPool(sr, layout: Pool.Layout(
@@ -152,10 +157,10 @@ extension SRLifecycle {
         return group
     }
 
-    /// The four LVs, catalog first: its tags say the SR is incomplete until the end.
+    /// The five LVs, catalog first: its tags say the SR is incomplete until the end.
     private func createVolumes(_ plan: StoragePlan, group: String, mode: SRMode, names: SRNames, label: String,
                                undo: inout UndoStack) throws(ThinError) {
-        for role in [LVRole.catalog, .metadata, .spare, .data] {
+        for role in [LVRole.catalog, .catalogCopy, .metadata, .spare, .data] {
             var tags = [names.srTag, role.tag]
             if role == .catalog {
                 tags += [SRNames.modeTagPrefix + mode.rawValue, SRNames.incompleteTag]

@@ -61,6 +61,7 @@ extension SRLifecycle {
         _ = attached.closeKeepingLock()
         try unmountCatalog(names)
         FaultInjection.point("catalog-unmounted")
+        try unmountCatalogCopy(names)
         System.removeDirectory(names.catalogMount)
         for marker in [names.devicesChangingMarker, names.poolGrowingMarker] { System.removeFile(marker) }
         System.removeDirectory(names.runDirectory)
@@ -72,8 +73,9 @@ extension SRLifecycle {
         }
     }
 
-    /// A detach killed after unmounting left LVs active: finish it.
+    /// A detach killed after unmounting left LVs active (or the copy mounted): finish it.
     private func finishDetach(_ sr: DiscoveredSR) throws(ThinError) {
+        try unmountCatalogCopy(sr.names)
         let active = LVRole.allCases.compactMap { sr.volumes[$0] }.filter(\.active)
         guard !active.isEmpty, try !Pool(names: sr.names, deviceMapper: host.deviceMapper).exists() else { return }
         do { try host.lvm.setActive(false, group: sr.volumeGroup, names: active.map(\.name)) } catch {

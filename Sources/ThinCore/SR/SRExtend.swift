@@ -25,10 +25,13 @@ extension AttachedSR {
     public func extend(_ request: SRExtendRequest) async throws(ThinError) -> SRStatus {
         let record = try self.record
         try await addDevices(request, record: record)
-        let (vg, data, metadata, catalogLV) = try storage(record.volumeGroup)
+        let (vg, data, metadata, catalogLV, copyLV) = try storage(record.volumeGroup)
         let extent = max(vg.extentBytes, 512)
         let usage = try pool.usage()
         let catalogGrowth = Self.catalogGrowth(catalogLV, space: System.filesystemSpace(names.catalogMount), extent: extent)
+        // The copy is kept as large as the catalog (a killed extend may have grown only the catalog).
+        let catalogTarget = catalogLV.sizeBytes + catalogGrowth
+        let copyGrowth = copyLV.map { $0.sizeBytes < catalogTarget ? catalogTarget - $0.sizeBytes : 0 } ?? 0
 
         let metadataTarget = try await metadataTarget(vg: vg, metadata: metadata, usage: usage,
                                                       blockBytes: record.blockSizeBytes, extent: extent)
@@ -39,7 +42,7 @@ extension AttachedSR {
         case .to(let bytes)?: dataTarget = bytes
         case .by(let bytes)?: dataTarget = data.sizeBytes + bytes
         case nil:
-            let overhead = metadataGrowth + catalogGrowth
+            let overhead = metadataGrowth + catalogGrowth + copyGrowth
             dataTarget = data.sizeBytes + (vg.freeBytes > overhead ? vg.freeBytes - overhead : 0)
         }
         let dataBytes = ByteSize.roundUp(dataTarget, to: extent) / record.blockSizeBytes * record.blockSizeBytes
@@ -48,6 +51,7 @@ extension AttachedSR {
                            + "\(ByteSize.format(dataBytes)) is not supported")
         }
         let needed = (ByteSize.roundUp(dataTarget, to: extent) - data.sizeBytes) + metadataGrowth + catalogGrowth
+            + copyGrowth
         guard needed <= vg.freeBytes else {
             throw ThinError(.noSpace, "growing the pool to \(ByteSize.format(dataTarget)) needs "
                             + "\(ByteSize.format(needed)) but volume group \(vg.name) has \(ByteSize.format(vg.freeBytes)) "
@@ -55,7 +59,7 @@ extension AttachedSR {
         }
         // An extend killed before its reload left the LVs grown: reloading finishes it.
         let poolBytes = try pool.liveBytes() ?? 0
-        guard dataBytes > data.sizeBytes || metadataGrowth > 0 || catalogGrowth > 0
+        guard dataBytes > data.sizeBytes || metadataGrowth > 0 || catalogGrowth > 0 || copyGrowth > 0
                 || poolBytes < data.sizeBytes / record.blockSizeBytes * record.blockSizeBytes else {
             throw ThinError(.noSpace, "volume group \(vg.name) has no free space to grow SR \(names.uuidString) into; "
                             + "add a device with --device (own-the-world SRs) or vgextend")
@@ -63,9 +67,9 @@ extension AttachedSR {
         try System.touch(names.poolGrowingMarker)
         try grow(group: vg.name, metadataTo: metadataGrowth > 0 ? metadataTarget : nil,
                  dataTo: dataBytes > data.sizeBytes ? dataBytes : nil,
-                 catalogTo: catalogGrowth > 0 ? catalogLV.sizeBytes + catalogGrowth : nil)
+                 catalogTo: catalogGrowth > 0 ? catalogTarget : nil, copyTo: copyGrowth > 0 ? catalogTarget : nil)
         // Always: a resize2fs that a killed extend missed is done by the next one.
-        try await growCatalogFilesystem()
+        try await growCatalogFilesystems(copy: copyLV != nil)
         try reloadPool(dataBytes: max(dataBytes, data.sizeBytes), onFull: record.onFull)
         FaultInjection.point("pool-reloaded")
         System.removeFile(names.poolGrowingMarker)
@@ -91,12 +95,17 @@ extension AttachedSR {
         return ByteSize.roundUp(catalog.sizeBytes, to: extent)
     }
 
-    /// resize2fs of the mounted catalog to its LV's size (nothing to do when it is that size).
-    private func growCatalogFilesystem() async throws(ThinError) {
+    /// resize2fs of the mounted catalog (and its mounted copy) to its LV's
+    /// size (nothing to do when it is that size).
+    private func growCatalogFilesystems(copy: Bool) async throws(ThinError) {
         do { try await host.programs.growCatalogFilesystem(device: try mapperPath(.catalog)) } catch {
             throw .backend("resize2fs of the catalog failed", error)
         }
         FaultInjection.point("catalog-resized")
+        guard copy, host.system.isMounted(names.catalogCopyMount) else { return }
+        do { try await host.programs.growCatalogFilesystem(device: try mapperPath(.catalogCopy)) } catch {
+            throw .backend("resize2fs of the catalog copy failed", error)
+        }
     }
 
     /// A `thinsr-extend` killed between its lvextends and the pool's reload
@@ -105,7 +114,7 @@ extension AttachedSR {
     /// resize2fs only wastes its new space until the next thinsr-extend).
     func finishGrowingPool() throws(ThinError) {
         let record = try self.record
-        let (_, data, _, _) = try storage(record.volumeGroup)
+        let data = try storage(record.volumeGroup).data
         try reloadPool(dataBytes: data.sizeBytes / record.blockSizeBytes * record.blockSizeBytes, onFull: record.onFull)
     }
 
@@ -130,7 +139,8 @@ extension AttachedSR {
 
     /// The VG and the data and metadata LVs, as LVM reports them now.
     private func storage(_ group: String) throws(ThinError)
-        -> (VolumeGroupReport, data: LogicalVolumeReport, metadata: LogicalVolumeReport, catalog: LogicalVolumeReport) {
+        -> (VolumeGroupReport, data: LogicalVolumeReport, metadata: LogicalVolumeReport, catalog: LogicalVolumeReport,
+            copy: LogicalVolumeReport?) {
         let groups: [VolumeGroupReport]
         let volumes: [LogicalVolumeReport]
         do {
@@ -145,16 +155,20 @@ extension AttachedSR {
               let catalog = volumes.first(where: { $0.name == names.lv(.catalog) }) else {
             throw ThinError(.catalogInconsistent, "SR \(names.uuidString)'s LVs are missing from \(group)")
         }
-        return (vg, data, metadata, catalog)
+        return (vg, data, metadata, catalog, volumes.first(where: { $0.name == names.lv(.catalogCopy) }))
     }
 
-    /// lvextend of the catalog, of the metadata and its spare, then of the data.
+    /// lvextend of the catalog and its copy, of the metadata and its spare, then of the data.
     private func grow(group: String, metadataTo metadataBytes: UInt64?, dataTo dataBytes: UInt64?,
-                      catalogTo catalogBytes: UInt64?) throws(ThinError) {
+                      catalogTo catalogBytes: UInt64?, copyTo copyBytes: UInt64?) throws(ThinError) {
         do {
             if let catalogBytes {
                 try host.lvm.extendLogicalVolume(group: group, name: names.lv(.catalog), sizeBytes: catalogBytes)
                 FaultInjection.point("catalog-extended")
+            }
+            if let copyBytes {
+                try host.lvm.extendLogicalVolume(group: group, name: names.lv(.catalogCopy), sizeBytes: copyBytes)
+                FaultInjection.point("catalog-copy-extended")
             }
             if let metadataBytes {
                 try host.lvm.extendLogicalVolume(group: group, name: names.lv(.metadata), sizeBytes: metadataBytes)

@@ -64,6 +64,7 @@ public struct SRLifecycle: Sendable {
         let names = sr.names
         try Pool(names: names, deviceMapper: host.deviceMapper).disassemble()
         if host.system.isMounted(names.catalogMount) { try unmountCatalog(names) }
+        try unmountCatalogCopy(names)
         System.removeDirectory(names.catalogMount)
         System.removeDirectory(names.runDirectory)
         if sr.volumeGroup == names.ownVolumeGroup { return try removeOwnVolumeGroup(sr.volumeGroup) }
@@ -90,6 +91,20 @@ public struct SRLifecycle: Sendable {
         } catch {
             throw .backend("removing volume group \(group) failed", error)
         }
+    }
+
+    /// Mounts the catalog copy's LV (a mount a killed detach left goes first); the undo unmounts it.
+    func mountCatalogCopy(_ device: String, names: SRNames, undo: inout UndoStack) throws(ThinError) {
+        try unmountCatalogCopy(names)
+        try host.system.mount(device: device, at: names.catalogCopyMount, type: "ext4", readOnly: false)
+        undo.push { try? unmountCatalogCopy(names) }
+    }
+
+    /// Unmounts the catalog copy if it is mounted. Only writers, which hold
+    /// the SR lock, ever open it, so nothing else can hold it busy.
+    func unmountCatalogCopy(_ names: SRNames) throws(ThinError) {
+        if host.system.isMounted(names.catalogCopyMount) { try host.system.unmount(names.catalogCopyMount) }
+        System.removeDirectory(names.catalogCopyMount)
     }
 
     /// Mounts the catalog LV at the SR's catalog mount; the undo unmounts it.

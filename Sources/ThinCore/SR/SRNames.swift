@@ -3,9 +3,15 @@ public import FoundationEssentials
 /// The four LVs of an SR, by the role tag each carries.
 public enum LVRole: String, CaseIterable, Sendable {
     case catalog
+    /// The catalog's second copy (its own LV and filesystem), kept current
+    /// at every commit, from which `thinsr-check --repair` rebuilds a lost catalog.
+    case catalogCopy = "catalogcopy"
     case metadata = "meta"
     case spare
     case data
+
+    /// The LVs an SR cannot work without (SRs made before the copy lack it).
+    static let required: [LVRole] = [.catalog, .metadata, .spare, .data]
 
     static let tagPrefix = "thinsr.role="
     var tag: String { Self.tagPrefix + rawValue }
@@ -57,6 +63,11 @@ public struct SRNames: Sendable, Equatable {
     var runDirectory: String { "\(Paths.runRoot)/\(uuidString)" }
     var catalogMount: String { "\(runDirectory)/catalog" }
     var catalogDatabase: String { "\(catalogMount)/catalog.db" }
+    /// The catalog copy's filesystem, mounted while the SR is attached.
+    var catalogCopyMount: String { "\(runDirectory)/catalog-copy" }
+    var catalogCopyDatabase: String { "\(catalogCopyMount)/catalog.db" }
+    /// Where `thinsr-check --repair` mounts a catalog it rebuilds.
+    var rebuildMount: String { "\(runDirectory)/rebuild" }
     /// Where a detached SR's catalog is mounted read-only for a moment.
     var inspectMount: String { "\(runDirectory)/inspect" }
     /// The SR lock: held by every operation that changes the SR (writers and

@@ -2,7 +2,7 @@ import ThinDeviceMapper
 import ThinLVM
 import ThinTools
 
-/// How big an SR's LVs are: the catalog, metadata and its spare, and data.
+/// How big an SR's LVs are: the catalog and its copy, metadata and its spare, and data.
 struct StoragePlan: Equatable {
     static let catalogBytes: UInt64 = 64 << 20
     static let defaultBlockBytes: UInt64 = 64 << 10
@@ -54,7 +54,7 @@ struct StoragePlan: Equatable {
             metadata = try await plannedMetadataBytes(vgBytes: vg.sizeBytes, blockBytes: blockBytes, programs: programs)
         }
         metadata = ByteSize.roundUp(metadata, to: extent)
-        let overhead = catalogBytes + 2 * metadata
+        let overhead = 2 * catalogBytes + 2 * metadata  // the catalog and its copy
         guard vg.freeBytes > overhead else {
             throw ThinError(.noSpace, "volume group \(vg.name) has \(ByteSize.format(vg.freeBytes)) free; the SR "
                             + "needs \(ByteSize.format(overhead)) for its catalog and metadata before any data")
@@ -77,7 +77,7 @@ struct StoragePlan: Equatable {
 
     func bytes(of role: LVRole) -> UInt64 {
         switch role {
-        case .catalog: return Self.catalogBytes
+        case .catalog, .catalogCopy: return Self.catalogBytes
         case .metadata, .spare: return metadataBytes
         case .data: return dataBytes
         }

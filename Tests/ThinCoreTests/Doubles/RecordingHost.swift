@@ -35,8 +35,12 @@ final class RecordingLVM: LogicalVolumeManager {
     }
     func removeVolumeGroup(_ name: String) throws(LVMFailure) { try record("vgremove \(name)") }
     func extendVolumeGroup(_ name: String, devices: [String]) throws(LVMFailure) { try record("vgextend \(name)") }
+    /// A created LV is reported from then on, active, as LVM's would be.
     func createLinearVolume(group: String, name: String, sizeBytes: UInt64, tags: [String]) throws(LVMFailure) {
         try record("lvcreate \(group)/\(name)")
+        state.withLock { $0.logicalVolumes.append(LogicalVolumeReport(
+            volumeGroup: group, name: name, sizeBytes: sizeBytes, tags: tags, active: true,
+            mapperPath: Paths.mapperPath(group: group, volume: name))) }
     }
     func extendLogicalVolume(group: String, name: String, sizeBytes: UInt64) throws(LVMFailure) {
         try record("lvextend \(group)/\(name)")

@@ -40,6 +40,8 @@ struct TestSR {
             uuid: names.uuid, name: "test-\(names.hex.prefix(8))", description: "", mode: .beNice,
             volumeGroup: Self.group, blockSizeBytes: 65536, transactionID: pool.transactionID, nextThinID: .first,
             createdAt: 1_700_000_000))
+        try System.makeDirectories(copyFilesystem)
+        try catalog.attachCopy(at: "\(copyFilesystem)/catalog.db")
         catalog.close()
         let reports = LVRole.allCases.map { role in
             LogicalVolumeReport(volumeGroup: Self.group, name: names.lv(role), sizeBytes: 64 << 20,
@@ -48,16 +50,22 @@ struct TestSR {
         }
         lvm.state.withLock { $0.logicalVolumes = reports }
         let catalogDevice = mapperPath(.catalog)
-        system.state.withLock { $0.filesystems[catalogDevice] = filesystem }
+        system.state.withLock {
+            $0.filesystems[catalogDevice] = filesystem
+            $0.filesystems[mapperPath(.catalogCopy)] = copyFilesystem
+        }
         if attached {
             deviceMapper.addPool(names.poolDevice, pool)
             try system.mount(device: catalogDevice, at: names.catalogMount, type: "ext4", readOnly: false)
+            try system.mount(device: mapperPath(.catalogCopy), at: names.catalogCopyMount, type: "ext4", readOnly: false)
             system.state.withLock { $0.calls.removeAll() }
         }
     }
 
     /// Where the catalog volume's files live, mounted or not.
     var filesystem: String { "\(Self.root)/fs/\(names.uuidString)" }
+    /// Where the catalog copy's files live.
+    var copyFilesystem: String { "\(Self.root)/fs/\(names.uuidString)-copy" }
 
     func mapperPath(_ role: LVRole) -> String { names.mapperPath(role, group: Self.group) }
 
@@ -82,7 +90,11 @@ struct TestSR {
     func markerPresent(at call: String) -> Bool? { deviceMapper.state.withLock { $0.watchedFilePresent[call] } }
 
     /// A read-write connection to the catalog, for setting up and inspecting rows.
-    func catalog() throws -> Catalog { try Catalog(path: "\(filesystem)/catalog.db") }
+    func catalog() throws -> Catalog {
+        let catalog = try Catalog(path: "\(filesystem)/catalog.db")
+        try catalog.attachCopy(at: "\(copyFilesystem)/catalog.db")   // as the tools' writers do
+        return catalog
+    }
 
     /// Inserts a ready volume whose thin id the pool holds too.
     @discardableResult

@@ -1,0 +1,190 @@
+/// The catalog's second copy: an SQLite database on its own LV and
+/// filesystem, holding every row of the catalog's tables in tables named
+/// `copy_<table>`. A writer ATTACHes it and installs TEMP triggers that
+/// repeat every row change there inside the same transaction, so each commit
+/// reaches both files. SQLite commits the two files one after the other: a
+/// writer killed in between leaves one a commit ahead, which the revisions
+/// show; the next writer then rebuilds the copy from the catalog. If the
+/// catalog is lost, `thinsr-check --repair` rebuilds it from the copy,
+/// losing at most the commit in flight (which no pool message followed:
+/// messages are sent only after their transaction's record committed).
+extension Catalog {
+    /// The tables the copy holds, parents first (the order a rebuild inserts them in).
+    static let copiedTables = ["sr", "volume", "volume_key", "pending"]
+    static let copySchema = "copy"
+
+    /// ATTACHes the copy at `path` (made if absent), rebuilds it from the
+    /// catalog unless it holds exactly the catalog's revision and columns, and
+    /// installs the triggers that keep it current. A copy that is not an
+    /// SQLite database is replaced. On failure nothing stays attached.
+    func attachCopy(at path: String) throws(ThinError) {
+        do {
+            try attachAndRefreshCopy(at: path)
+        } catch {
+            detachCopy()
+            for suffix in ["", "-wal", "-shm"] { System.removeFile(path + suffix) }
+            do { try attachAndRefreshCopy(at: path) } catch {
+                detachCopy()
+                throw error
+            }
+        }
+    }
+
+    private func attachAndRefreshCopy(at path: String) throws(ThinError) {
+        try database.query("ATTACH DATABASE ? AS \(Self.copySchema)", [.text(path)])
+        copyAttached = true
+        try database.execute("PRAGMA copy.journal_mode=WAL; PRAGMA copy.synchronous=FULL")
+        if !(try copyIsCurrent()) { try refreshCopy() }
+        try installCopyTriggers()
+    }
+
+    func detachCopy() {
+        guard copyAttached else { return }
+        for table in Self.copiedTables {
+            for event in ["insert", "update", "delete"] {
+                try? database.execute("DROP TRIGGER IF EXISTS temp.copy_\(table)_\(event)")
+            }
+        }
+        try? database.execute("DETACH DATABASE \(Self.copySchema)")
+        copyAttached = false
+    }
+
+    /// The copy holds the catalog's columns and revision (a copy a commit
+    /// behind or ahead, or made by an older thinsr, does not).
+    func copyIsCurrent() throws(ThinError) -> Bool {
+        for table in Self.copiedTables {
+            let copied = try columns(of: "copy_\(table)", in: Self.copySchema).map(\.name)
+            guard !copied.isEmpty, copied == (try columns(of: table, in: "main").map(\.name)) else { return false }
+        }
+        let main = try database.query("SELECT revision FROM main.sr").first?.int(0)
+        let copy = try database.query("SELECT revision FROM copy.copy_sr").first?.int(0)
+        return main != nil && main == copy
+    }
+
+    /// The catalog's revision: how many commits it has taken.
+    func revision() throws(ThinError) -> Int64 {
+        try database.query("SELECT revision FROM sr").first?.int(0) ?? 0
+    }
+
+    /// Remakes the copy's tables from the catalog's, in one transaction of the copy.
+    func refreshCopy() throws(ThinError) {
+        try database.transaction { () throws(ThinError) in
+            for table in Self.copiedTables {
+                let columns = try columns(of: table, in: "main")
+                let keys = columns.filter { $0.primaryKeyIndex > 0 }.sorted { $0.primaryKeyIndex < $1.primaryKeyIndex }
+                let declarations = columns.map { "\(Self.quoted($0.name)) \($0.type)" }
+                    + (keys.isEmpty ? [] : ["PRIMARY KEY (\(keys.map { Self.quoted($0.name) }.joined(separator: ", ")))"])
+                let list = columns.map { Self.quoted($0.name) }.joined(separator: ", ")
+                try database.execute("""
+                    DROP TABLE IF EXISTS copy.copy_\(table);
+                    CREATE TABLE copy.copy_\(table) (\(declarations.joined(separator: ", ")));
+                    INSERT INTO copy.copy_\(table) (\(list)) SELECT \(list) FROM main.\(table);
+                    """)
+            }
+        }
+    }
+
+    /// One TEMP trigger per table and change: the change repeated on the copy.
+    /// (Trigger bodies name tables unqualified; only the copy has `copy_*`.)
+    private func installCopyTriggers() throws(ThinError) {
+        for table in Self.copiedTables {
+            let columns = try columns(of: table, in: "main")
+            let names = columns.map { Self.quoted($0.name) }
+            let keys = columns.filter { $0.primaryKeyIndex > 0 }.map { Self.quoted($0.name) }
+            let matchOld = keys.map { "\($0) = OLD.\($0)" }.joined(separator: " AND ")
+            let target = "copy_\(table)"
+            try database.execute("""
+                DROP TRIGGER IF EXISTS temp.copy_\(table)_insert;
+                DROP TRIGGER IF EXISTS temp.copy_\(table)_update;
+                DROP TRIGGER IF EXISTS temp.copy_\(table)_delete;
+                CREATE TEMP TRIGGER copy_\(table)_insert AFTER INSERT ON main.\(table) BEGIN
+                    INSERT OR REPLACE INTO \(target) (\(names.joined(separator: ", ")))
+                    VALUES (\(names.map { "NEW.\($0)" }.joined(separator: ", ")));
+                END;
+                CREATE TEMP TRIGGER copy_\(table)_update AFTER UPDATE ON main.\(table) BEGIN
+                    UPDATE \(target) SET \(names.map { "\($0) = NEW.\($0)" }.joined(separator: ", ")) WHERE \(matchOld);
+                END;
+                CREATE TEMP TRIGGER copy_\(table)_delete AFTER DELETE ON main.\(table) BEGIN
+                    DELETE FROM \(target) WHERE \(matchOld);
+                END;
+                """)
+        }
+    }
+
+    struct Column: Equatable {
+        var name: String
+        var type: String
+        var primaryKeyIndex: Int64
+    }
+
+    private func columns(of table: String, in schema: String) throws(ThinError) -> [Column] {
+        try database.query("PRAGMA \(schema).table_info(\(table))").map { row in
+            Column(name: row.text(1) ?? "", type: row.text(2) ?? "", primaryKeyIndex: row.int(5) ?? 0)
+        }
+    }
+
+    private static func quoted(_ name: String) -> String { "\"\(name)\"" }
+}
+
+/// What a copy holds, read before a catalog is rebuilt from it.
+struct CatalogCopySummary: Equatable {
+    var record: SRRecord
+    var revision: Int64
+    var volumeCount: Int
+}
+
+extension Catalog {
+    /// Reads and checks the copy at `path` (a detached SR's, copied to tmpfs):
+    /// it must pass `PRAGMA integrity_check` and hold an SR record.
+    static func inspectCopy(at path: String) throws(ThinError) -> CatalogCopySummary {
+        let scratch = try Catalog(memoryAttaching: path)
+        defer { scratch.close() }
+        let problems = try scratch.database.query("PRAGMA copy.integrity_check").compactMap { $0.text(0) }
+        guard problems == ["ok"] else {
+            throw ThinError(.catalogInconsistent, "the catalog copy fails integrity_check: "
+                            + problems.prefix(3).joined(separator: "; "))
+        }
+        try scratch.database.execute(schema)
+        try scratch.copyRows(from: Self.copySchema)
+        return CatalogCopySummary(record: try scratch.srRecord(), revision: try scratch.revision(),
+                                  volumeCount: try scratch.volumes(includingUnfinished: true).count)
+    }
+
+    /// Writes a new catalog at `path` holding every row of the copy at
+    /// `copyPath`, with the catalog's own schema and constraints.
+    static func rebuild(at path: String, fromCopy copyPath: String) throws(ThinError) {
+        for suffix in ["", "-wal", "-shm"] { System.removeFile(path + suffix) }
+        let catalog = try Catalog(path: path)
+        defer { catalog.close() }
+        try catalog.database.query("ATTACH DATABASE ? AS \(copySchema)", [.text(copyPath)])
+        try catalog.database.transaction { () throws(ThinError) in
+            try catalog.database.execute(schema)
+            try catalog.copyRows(from: copySchema)
+        }
+        try catalog.database.execute("DETACH DATABASE \(copySchema)")
+        guard try catalog.integrityProblems().isEmpty else {
+            throw ThinError(.catalogInconsistent, "the catalog rebuilt from the copy fails integrity_check")
+        }
+        _ = try catalog.srRecord()
+    }
+
+    /// An in-memory catalog with the copy at `path` (a scratch copy) attached.
+    private convenience init(memoryAttaching path: String) throws(ThinError) {
+        try self.init(path: ":memory:")
+        try database.query("ATTACH DATABASE ? AS \(Self.copySchema)", [.text(path)])
+    }
+
+    /// Inserts the attached copy's rows into this catalog's (empty) tables,
+    /// the columns both have, parents first.
+    private func copyRows(from schema: String) throws(ThinError) {
+        for table in Self.copiedTables {
+            let copied = Set(try columns(of: "copy_\(table)", in: schema).map(\.name))
+            guard !copied.isEmpty else {
+                throw ThinError(.catalogInconsistent, "the catalog copy lacks its \(table) table")
+            }
+            let list = try columns(of: table, in: "main").map(\.name).filter(copied.contains).map(Self.quoted)
+                .joined(separator: ", ")
+            try database.execute("INSERT INTO main.\(table) (\(list)) SELECT \(list) FROM \(schema).copy_\(table)")
+        }
+    }
+}

@@ -1,0 +1,192 @@
+import FoundationEssentials
+import ThinLVM
+import ThinTools
+
+/// `thinsr-check`'s side of the catalog copy (see CatalogCopy.swift): a lost
+/// catalog rebuilt from the copy, and a copy that is missing, damaged or
+/// behind reported and made anew from the catalog.
+extension SRLifecycle {
+    /// Rebuilds a detached SR's lost catalog from its copy: the LV made
+    /// again if it is gone (with the tags the copy's SR record gives), its
+    /// filesystem made anew unless it mounts, and a new catalog.db written
+    /// beside the old one and renamed over it. Each step can be killed: the
+    /// next check finds the catalog lost again and starts over. The thin ids
+    /// are then reconciled with the pool, as after any crash.
+    func rebuildCatalog(_ sr: DiscoveredSR, finding: inout CheckFinding) async throws(ThinError) {
+        guard sr.volumes[.catalogCopy] != nil else {
+            finding.detail += "; the SR has no catalog copy to rebuild it from"
+            return
+        }
+        let summary: CatalogCopySummary
+        do {
+            summary = try await withScratchCopy(of: .catalogCopy, sr) { copy async throws(ThinError) in
+                let summary = try Catalog.inspectCopy(at: copy)
+                guard summary.record.uuid == sr.uuid else {
+                    throw ThinError(.catalogInconsistent, "the catalog copy belongs to SR \(summary.record.uuid.lowercased)")
+                }
+                try await writeCatalog(sr, from: copy, record: summary.record, size: sr.volumes[.catalogCopy]?.sizeBytes)
+                return summary
+            }
+        } catch where error.code == .catalogInconsistent || error.code == .backendFailure {
+            finding.detail += "; the catalog copy cannot be used either (\(error.message))"
+            return
+        }
+        finding.repaired = true
+        finding.detail += "; rebuilt from the catalog copy (\(summary.volumeCount) volume(s), revision \(summary.revision))"
+    }
+
+    /// The rebuild's writes: LV, filesystem, then the database renamed into place.
+    private func writeCatalog(_ sr: DiscoveredSR, from copy: String, record: SRRecord,
+                              size: UInt64?) async throws(ThinError) {
+        let names = sr.names
+        if sr.volumes[.catalog] == nil {
+            var tags = [names.srTag, LVRole.catalog.tag, SRNames.modeTagPrefix + record.mode.rawValue]
+            if !record.name.isEmpty { tags.append(SRNames.nameTagPrefix + TagText.encode(record.name)) }
+            do {
+                try host.lvm.createLinearVolume(group: sr.volumeGroup, name: names.lv(.catalog),
+                                                sizeBytes: size ?? StoragePlan.catalogBytes, tags: tags)
+            } catch {
+                throw .backend("lvcreate of the SR's catalog volume failed", error)
+            }
+            FaultInjection.point("catalog-volume-recreated")
+        }
+        let device = sr.mapperPath(.catalog)
+        var formatted = false
+        let check = try? await host.programs.checkCatalogFilesystem(device: device, mode: .report)
+        if sr.volumes[.catalog] == nil || !(check?.clean ?? false) {
+            try await formatCatalog(device)
+            formatted = true
+        }
+        do {
+            try host.system.mount(device: device, at: names.rebuildMount, type: "ext4", readOnly: false)
+        } catch where !formatted {
+            try await formatCatalog(device)
+            try host.system.mount(device: device, at: names.rebuildMount, type: "ext4", readOnly: false)
+        }
+        defer {
+            try? host.system.unmount(names.rebuildMount)
+            System.removeDirectory(names.rebuildMount)
+        }
+        let rebuilt = "\(names.rebuildMount)/catalog.db.rebuilt"
+        try Catalog.rebuild(at: rebuilt, fromCopy: copy)
+        FaultInjection.point("catalog-database-written")
+        let database = "\(names.rebuildMount)/catalog.db"
+        for suffix in ["-wal", "-shm"] { System.removeFile(database + suffix) }
+        try System.renameDurably(rebuilt, to: database, in: names.rebuildMount)
+        FaultInjection.point("catalog-rebuilt")
+    }
+
+    private func formatCatalog(_ device: String) async throws(ThinError) {
+        do { try await host.programs.makeCatalogFilesystem(device: device) } catch {
+            throw .backend("mkfs.ext4 on the catalog volume failed", error)
+        }
+        FaultInjection.point("catalog-reformatted")
+    }
+
+    /// A detached SR's copy: missing (`--repair` makes its LV), with a
+    /// damaged filesystem (`--repair` makes it anew), unreadable, or not at
+    /// the catalog's revision. The caller then assembles the SR, whose writer
+    /// rebuilds the copy's content, and marks the finding repaired.
+    func checkCatalogCopy(_ sr: DiscoveredSR, catalogRevision: Int64,
+                          repair: Bool) async throws(ThinError) -> CheckFinding? {
+        let names = sr.names
+        guard let copy = sr.volumes[.catalogCopy] else {
+            if repair {
+                let size = sr.volumes[.catalog]?.sizeBytes ?? StoragePlan.catalogBytes
+                try await createCatalogCopyVolume(group: sr.volumeGroup, names: names, sizeBytes: size)
+                do { try host.lvm.setActive(false, group: sr.volumeGroup, names: [names.lv(.catalogCopy)]) } catch {
+                    throw .backend("cannot deactivate the new catalog copy LV", error)
+                }
+            }
+            return CheckFinding(problem: "catalog-copy-missing", detail: "the SR keeps no second copy of its catalog "
+                                + "(it was made before thinsr kept one)" + (repair ? "; made its LV \(names.lv(.catalogCopy))"
+                                : "; thinsr-check --repair \(names.uuidString) adds one"), repaired: false)
+        }
+        let check: FilesystemCheckResult
+        do { check = try await host.programs.checkCatalogFilesystem(device: sr.mapperPath(.catalogCopy), mode: .report) } catch {
+            throw .backend("e2fsck could not run", error)
+        }
+        // A crash leaves the journal to replay, which -n skips; the mount replays it.
+        if !check.clean && !check.output.contains("skipping journal recovery") {
+            if repair {
+                do { try await host.programs.makeCatalogFilesystem(device: sr.mapperPath(.catalogCopy)) } catch {
+                    throw .backend("mkfs.ext4 on the catalog copy's volume failed", error)
+                }
+            }
+            return CheckFinding(problem: "catalog-copy-damaged", detail: "e2fsck of \(copy.name): "
+                                + CheckReport.firstLine(check.output) + (repair ? "; made its filesystem anew"
+                                : "; thinsr-check --repair \(names.uuidString) rebuilds it from the catalog"), repaired: false)
+        }
+        let problem: String?
+        do {
+            let summary = try await withScratchCopy(of: .catalogCopy, sr) { path async throws(ThinError) in
+                try Catalog.inspectCopy(at: path)
+            }
+            problem = summary.record.uuid != sr.uuid ? "it belongs to SR \(summary.record.uuid.lowercased)"
+                : summary.revision != catalogRevision ? "it is at revision \(summary.revision), the catalog at \(catalogRevision)"
+                : nil
+        } catch where error.code == .catalogInconsistent || error.code == .backendFailure {
+            problem = error.message
+        }
+        guard let problem else { return nil }
+        return CheckFinding(problem: "catalog-copy-stale", detail: "the catalog copy does not match the catalog: "
+                            + problem + (repair ? "" : "; thinsr-check --repair \(names.uuidString) rebuilds it"),
+                            repaired: false)
+    }
+
+    /// lvcreate and mkfs of the catalog copy's LV (left active).
+    func createCatalogCopyVolume(group: String, names: SRNames, sizeBytes: UInt64) async throws(ThinError) {
+        do {
+            try host.lvm.createLinearVolume(group: group, name: names.lv(.catalogCopy), sizeBytes: sizeBytes,
+                                            tags: [names.srTag, LVRole.catalogCopy.tag])
+        } catch {
+            throw .backend("lvcreate of the catalog copy's volume failed", error)
+        }
+        do { try await host.programs.makeCatalogFilesystem(device: names.mapperPath(.catalogCopy, group: group)) } catch {
+            throw .backend("mkfs.ext4 on the catalog copy's volume failed", error)
+        }
+    }
+
+    /// An attached SR's copy: its LV, whether the writer has it attached,
+    /// and `PRAGMA integrity_check` of it. `repair` makes what is missing or
+    /// damaged anew and rebuilds its content from the catalog.
+    func checkCatalogCopy(_ attached: AttachedSR, _ sr: DiscoveredSR, repair: Bool) async throws(ThinError) -> [CheckFinding] {
+        let names = sr.names
+        let catalog = attached.catalog
+        var finding: CheckFinding
+        if sr.volumes[.catalogCopy] == nil {
+            finding = CheckFinding(problem: "catalog-copy-missing", detail: "the SR keeps no second copy of its catalog "
+                                   + "(it was made before thinsr kept one)", repaired: false)
+        } else if !catalog.copyAttached {
+            finding = CheckFinding(problem: "catalog-copy-damaged", detail: "the catalog copy on "
+                                   + "\(names.lv(.catalogCopy)) could not be mounted or opened", repaired: false)
+        } else {
+            let problems = try catalog.database.query("PRAGMA copy.integrity_check").compactMap { $0.text(0) }
+            guard problems != ["ok"] else { return [] }
+            finding = CheckFinding(problem: "catalog-copy-damaged", detail: "PRAGMA integrity_check of the catalog copy: "
+                                   + problems.prefix(3).joined(separator: "; "), repaired: false)
+        }
+        guard repair else {
+            finding.detail += "; thinsr-check --repair \(names.uuidString) rebuilds it"
+            return [finding]
+        }
+        catalog.detachCopy()
+        try unmountCatalogCopy(names)
+        let device = names.mapperPath(.catalogCopy, group: sr.volumeGroup)
+        if sr.volumes[.catalogCopy] == nil {
+            try await createCatalogCopyVolume(group: sr.volumeGroup, names: names,
+                                              sizeBytes: sr.volumes[.catalog]?.sizeBytes ?? StoragePlan.catalogBytes)
+        } else {
+            do { try await host.programs.makeCatalogFilesystem(device: device) } catch {
+                throw .backend("mkfs.ext4 on the catalog copy's volume failed", error)
+            }
+        }
+        var undo = UndoStack()
+        try mountCatalogCopy(device, names: names, undo: &undo)
+        undo.discard()
+        try catalog.attachCopy(at: names.catalogCopyDatabase)
+        finding.repaired = try catalog.copyIsCurrent()
+        finding.detail += "; made anew and rebuilt from the catalog"
+        return [finding]
+    }
+}
