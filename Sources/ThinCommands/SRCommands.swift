@@ -8,7 +8,8 @@ public struct SRCreate: LifecycleTool {
         abstract: "Create a thin-provisioned storage repository (SR).",
         discussion: """
             With --device, the SR owns the given raw devices: they become LVM physical volumes in a new \
-            volume group holding the SR's pool data, pool metadata, a metadata spare and a catalog. With \
+            volume group holding the SR's pool data, pool metadata, a metadata spare, a catalog and the \
+            catalog's copy, which takes every commit too (64 MiB each to start, grown by thinsr-extend). With \
             --vg, the SR lives in an existing volume group and never touches logical volumes that are not \
             tagged as its own; --pool-size is then required. The new SR is left attached. Prints the SR's \
             uuid.
@@ -305,7 +306,12 @@ public struct SRCheckCommand: ToolCommand {
             or undoes an open transaction, deletes leaked ids, records the pool's transaction id, removes \
             orphaned devices, and, on a detached SR whose metadata fails thin_check, runs thin_repair into \
             the spare LV and swaps the result in only if it checks clean and keeps every thin id the catalog \
-            references (the damaged metadata becomes the spare). Nothing the catalog references is deleted. \
+            references (the damaged metadata becomes the spare). The catalog is checked too (e2fsck of its \
+            filesystem, PRAGMA integrity_check), and so is its copy, the second copy of every row that each \
+            commit also writes, on an LV of its own. A detached SR whose catalog is lost (its LV removed or \
+            zeroed, its filesystem beyond e2fsck, its database corrupt) is rebuilt from the copy by --repair, \
+            which then reconciles the rebuilt catalog with the pool; a copy that is missing, damaged or \
+            behind is made anew from the catalog. Nothing the catalog references is deleted. \
             Exit status 0 means clean, 6 that everything found was repaired, 5 that damage is left.
             """)
     public static let examples = [("thinsr-check vmstore", "Check the SR."),

@@ -283,6 +283,31 @@ P=$(thinsr-attach "$RPU" >/dev/null && thinvdi-attach --read-only "$RPU" "$RPK")
 check "the repaired SR's data survived every interrupted repair (cmp)" same_as_pattern "$P" frep
 thinvdi-detach "$RPU" "$RPK"; thinsr-detach "$RPU"; thinsr-destroy --force "$RPU"
 
+# thinsr-check --repair rebuilding a removed catalog LV from the catalog copy,
+# killed at each step (lvcreate, mkfs, the new database, its rename): the next
+# --repair finishes it, and every volume is as it was.
+new_loop FD4 256
+RBU=$(thinsr-create --name frebuild --device "$FD4")
+RBK=$(thinvdi-create frebuild --name data --size 8M); P=$(thinvdi-attach frebuild "$RBK")
+write_pattern "$P" frebuild 8; thinvdi-detach frebuild "$RBK"
+thinvdi-snapshot frebuild "$RBK" --name "its snapshot" >/dev/null
+thinvdi-set frebuild "$RBK" --description "kept by the copy" --key "k=1" --value "-v"
+RBLS=$(thinvdi-ls --json frebuild)
+thinsr-detach frebuild
+RBLV=thinsr_$(echo "$RBU" | tr -d -)/thinsr_$(echo "$RBU" | tr -d -)_catalog
+sr_rebuild_setup() { lvremove -q -y "$RBLV" >/dev/null 2>&1; lvs >/dev/null; }
+sr_rebuild_run() { thinsr-check --repair "$RBU"; local status=$?; [ "$status" = 6 ] && return 0; return "$status"; }
+sr_rebuild_observe() { thinsr-check --json "$RBU" | jq -r '[.findings[].problem] | join(",")'; }
+sr_rebuild_next() { thinsr-check --repair "$RBU"; }
+sr_rebuild_cleanup() { :; }
+sr_rebuild_check() { echo "$RBU"; }
+fault_op sr_rebuild
+thinsr-attach "$RBU" >/dev/null
+check_eq "every volume's record survived every interrupted rebuild" "$RBLS" "$(thinvdi-ls --json frebuild)"
+P=$(thinvdi-attach --read-only "$RBU" "$RBK")
+check "and its data (cmp)" same_as_pattern "$P" frebuild
+thinvdi-detach "$RBU" "$RBK"; thinsr-detach "$RBU"; thinsr-destroy --force "$RBU"
+
 sr_destroy_setup() { thinsr-create "${SR_ARGS[@]}"; thinsr-detach "$SRU"; }
 sr_destroy_run() { thinsr-destroy "$SRU"; }
 sr_destroy_observe() { sr_state; }

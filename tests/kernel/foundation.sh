@@ -7,7 +7,7 @@ SR1=$(thinsr-create --name one --description "first SR" --device "$D1")
 check "thinsr-create prints a uuid" grep -Eq '^[0-9a-f-]{36}$' <<<"$SR1"
 VG1=$(vg_of "$SR1")
 check "dmsetup shows a thin-pool target" bash -c "dmsetup table $(pool_name "$SR1") | grep -q ' thin-pool '"
-check "lvs shows the SR's four tagged LVs" bash -c "[ \$(lvs --noheadings -o lv_tags $VG1 | grep -c 'thinsr.sr=$SR1') = 4 ]"
+check "lvs shows the SR's five tagged LVs (catalog, its copy, metadata, spare, data)" bash -c "[ \$(lvs --noheadings -o lv_tags $VG1 | grep -c 'thinsr.sr=$SR1') = 5 ]"
 check "pvs shows the device in the SR's VG" bash -c "pvs --noheadings -o pv_name,vg_name | grep -q '$D1 *$VG1'"
 check_eq "thinsr-stat health" '["Healthy",""]' "$(sr_json "$SR1" | jq -c .health)"
 check_eq "thinsr-ls lists it attached" "true" "$(thinsr-ls --json | jq -r ".[] | select(.uuid == \"$SR1\") | .attached")"

@@ -198,6 +198,66 @@ check_eq "both volumes are there" "2" "$(thinvdi-ls --json cat | jq length)"
 check "thinsr-check clean (integrity_check included)" thinsr-check cat
 thinsr-detach cat; thinsr-destroy --force cat
 
+test_begin "the catalog copy: a zeroed or corrupted catalog is rebuilt with every volume's key, uuid, name, description, keys and lineage"
+new_loop ZD1 512
+ZSR=$(thinsr-create --name rebuilt --device "$ZD1")
+ZHEX=$(echo "$ZSR" | tr -d -); ZLV=thinsr_$ZHEX/thinsr_${ZHEX}_catalog; ZCOPY=thinsr_$ZHEX/thinsr_${ZHEX}_catalogcopy
+ZBASE=$(thinvdi-create rebuilt --name "base disk" --size 16M)
+P=$(thinvdi-attach rebuilt "$ZBASE"); write_pattern "$P" zbase 16; thinvdi-detach rebuilt "$ZBASE"
+thinvdi-set rebuilt "$ZBASE" --description "the template's root" --key vdi-type --value user --key "a=b" --value "-x y"
+# 50 volumes: a chain of snapshots and clones 40 deep, and branches off the base.
+prev=$ZBASE
+for i in $(seq 1 49); do
+    if ((i % 5 == 0)); then prev=$ZBASE; fi
+    if ((i % 3 == 0)); then prev=$(thinvdi-clone rebuilt "$prev" --name "clone $i"); else prev=$(thinvdi-snapshot rebuilt "$prev" --name "snap $i ü"); fi
+    if ((i % 10 == 9)); then thinvdi-set rebuilt "$prev" --description "line one
+line two" --key n --value "$i" --key "--description" --value "a key like an option"; fi
+done
+ZCLONE=$(thinvdi-ls --json rebuilt | jq -r '[.[] | select(.name == "clone 48")][0].key')
+P=$(thinvdi-attach rebuilt "$ZCLONE"); write_pattern "$P" zclone 4; thinvdi-detach rebuilt "$ZCLONE"
+thinvdi-ls --json rebuilt > "$THINSR_SCRATCH/z-ls"; thinvdi-tree rebuilt > "$THINSR_SCRATCH/z-tree"
+check_eq "the SR holds 50 volumes" "50" "$(jq length "$THINSR_SCRATCH/z-ls")"
+rows() { # rows DB PREFIX: every row of the four tables, as sqlite3 prints them
+    sqlite3 "file:$1?mode=ro" "SELECT * FROM ${2}sr; SELECT * FROM ${2}volume ORDER BY uuid; SELECT * FROM ${2}volume_key ORDER BY 1, 2; SELECT * FROM ${2}pending"
+}
+check "the copy holds every row of the catalog (sqlite3 on both files)" cmp <(rows "/run/thinsr/$ZSR/catalog/catalog.db" "") <(rows "/run/thinsr/$ZSR/catalog-copy/catalog.db" copy_)
+thinsr-detach rebuilt
+lvchange -ay "$ZLV"; dd if=/dev/zero of="/dev/$ZLV" bs=1M oflag=direct status=none; lvchange -an "$ZLV"
+expect_failure 5 "thinsr-attach refuses the zeroed catalog" thinsr-attach rebuilt
+expect_failure 5 "thinsr-check reports it" thinsr-check rebuilt
+check "and names the rebuild from the copy" grep -q "rebuilds the catalog from its copy" /tmp/ef.out
+thinsr-check --repair rebuilt > /tmp/z-repair.out 2>&1
+check_eq "thinsr-check --repair rebuilds it (exit 6: repaired)" "6" "$?"
+check "it says what it rebuilt" grep -q "rebuilt from the catalog copy (50 volume(s)" /tmp/z-repair.out
+check "attach" thinsr-attach rebuilt
+check_eq "thinvdi-ls --json is as before" "$(cat "$THINSR_SCRATCH/z-ls")" "$(thinvdi-ls --json rebuilt)"
+check_eq "thinvdi-tree is as before" "$(cat "$THINSR_SCRATCH/z-tree")" "$(thinvdi-tree rebuilt)"
+P=$(thinvdi-attach --read-only rebuilt "$ZBASE"); check "the base's data (cmp)" same_as_pattern "$P" zbase; thinvdi-detach rebuilt "$ZBASE"
+P=$(thinvdi-attach --read-only rebuilt "$ZCLONE"); check "a deep clone's data (cmp)" same_as_pattern "$P" zclone; thinvdi-detach rebuilt "$ZCLONE"
+check "thinsr-check clean" thinsr-check rebuilt
+check "the copy holds every row again" cmp <(rows "/run/thinsr/$ZSR/catalog/catalog.db" "") <(rows "/run/thinsr/$ZSR/catalog-copy/catalog.db" copy_)
+thinsr-detach rebuilt
+# Corrupt pages inside catalog.db, on a filesystem that is fine.
+mkdir -p /tmp/zmnt; lvchange -ay "$ZLV"; mount "/dev/$ZLV" /tmp/zmnt
+dd if=/dev/urandom of=/tmp/zmnt/catalog.db bs=4096 seek=1 count=6 conv=notrunc status=none
+umount /tmp/zmnt; lvchange -an "$ZLV"
+expect_failure 5 "thinsr-check reports a corrupted catalog.db" thinsr-check rebuilt
+check_eq "as catalog-damaged" "catalog-damaged" "$(thinsr-check --json rebuilt 2>/dev/null | jq -r '.findings[0].problem')"
+thinsr-check --repair rebuilt >/dev/null 2>&1
+check_eq "thinsr-check --repair rebuilds it (exit 6)" "6" "$?"
+check "attach" thinsr-attach rebuilt
+check_eq "thinvdi-ls --json is as before" "$(cat "$THINSR_SCRATCH/z-ls")" "$(thinvdi-ls --json rebuilt)"
+thinsr-detach rebuilt
+# The copy zeroed: attach makes it anew from the catalog.
+lvchange -ay "$ZCOPY"; dd if=/dev/zero of="/dev/$ZCOPY" bs=1M oflag=direct status=none; lvchange -an "$ZCOPY"
+expect_failure 5 "thinsr-check reports the zeroed copy" thinsr-check rebuilt
+check_eq "as catalog-copy-damaged" "catalog-copy-damaged" "$(thinsr-check --json rebuilt 2>/dev/null | jq -r '.findings[0].problem')"
+check "attach works without its copy and makes it anew" thinsr-attach rebuilt
+check "the new copy holds every row" cmp <(rows "/run/thinsr/$ZSR/catalog/catalog.db" "") <(rows "/run/thinsr/$ZSR/catalog-copy/catalog.db" copy_)
+check "thinsr-check clean" thinsr-check rebuilt
+final_metadata_check "$ZSR"
+thinsr-destroy --force "$ZSR"
+
 test_begin "a missing catalog LV is damage, not an unfinished create"
 new_loop MD1 256
 new_loop MD2 256
@@ -208,11 +268,21 @@ MHEX=$(echo "$MSR" | tr -d -)
 lvremove -q -y "thinsr_$MHEX/thinsr_${MHEX}_catalog" >/dev/null
 thinsr-ls >/dev/null   # (the first LVM read after an lvremove may still write the VG's metadata area)
 expect_failure 5 "thinsr-destroy without --force refuses: its volumes cannot be counted" thinsr-destroy "$MSR"
-check "the error names vgcfgrestore and --force" grep -q "vgcfgrestore.*thinsr-destroy --force" /tmp/ef.err
+check "the error names the rebuild and --force" grep -q "thinsr-check --repair $MSR rebuilds it from the catalog copy.*thinsr-destroy --force" /tmp/ef.err
 expect_failure 64 "thinsr-create --uuid does not wipe it" thinsr-create --uuid "$MSR" --device "$MD2"
 expect_failure 5 "thinsr-attach refuses it" thinsr-attach "$MSR"
 expect_failure 5 "thinsr-check reports damage" thinsr-check "$MSR"
 check_eq "as catalog-missing, not incomplete-sr" "catalog-missing" "$(thinsr-check --json "$MSR" 2>/dev/null | jq -r '.findings[0].problem')"
+thinsr-check --repair "$MSR" >/dev/null 2>&1
+check_eq "thinsr-check --repair makes the LV again from the copy (exit 6)" "6" "$?"
+check "with its role, SR and name tags" bash -c "lvs --noheadings -o lv_tags thinsr_$MHEX/thinsr_${MHEX}_catalog | grep -q 'thinsr.role=catalog.*thinsr.sr=$MSR\|thinsr.sr=$MSR.*thinsr.role=catalog' && thinsr-ls | grep -q nocat"
+check "attach" thinsr-attach nocat
+check_eq "the volume is back" "v" "$(thinvdi-ls --json nocat | jq -r '.[].name')"
+thinsr-detach nocat
+lvremove -q -y "thinsr_$MHEX/thinsr_${MHEX}_catalog" "thinsr_$MHEX/thinsr_${MHEX}_catalogcopy" >/dev/null
+thinsr-ls >/dev/null
+expect_failure 5 "with its copy gone too, thinsr-destroy without --force still refuses" thinsr-destroy "$MSR"
+check "and names vgcfgrestore" grep -q "vgcfgrestore" /tmp/ef.err
 check "thinsr-destroy --force removes it" thinsr-destroy --force "$MSR"
 
 test_begin "thinsr-detach --force twice takes away a volume a process holds open"

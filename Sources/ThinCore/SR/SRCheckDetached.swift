@@ -41,10 +41,17 @@ extension SRLifecycle {
             catalog = try await readCatalog(sr, repair: repair, into: &report)
         }
         guard let catalog else {
-            if !repair, let last = report.findings.indices.last, report.findings[last].problem == "catalog-damaged" {
-                report.findings[last].detail += sr.volumes[.catalogCopy] != nil
-                    ? "; thinsr-check --repair \(sr.names.uuidString) rebuilds it from the catalog copy"
-                    : "; the SR has no catalog copy to rebuild it from"
+            if !repair, let last = report.findings.indices.last {
+                let hasCopy = sr.volumes[.catalogCopy] != nil
+                switch report.findings[last].problem {
+                case "catalog-damaged":
+                    report.findings[last].detail += hasCopy
+                        ? "; thinsr-check --repair \(sr.names.uuidString) rebuilds the catalog from its copy"
+                        : "; the SR has no catalog copy to rebuild it from"
+                case "catalog-filesystem-damaged" where hasCopy:
+                    report.findings[last].detail += " (where e2fsck cannot fix it, that rebuilds the catalog from its copy)"
+                default: break
+                }
             }
             return report
         }
