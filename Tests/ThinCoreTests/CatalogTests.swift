@@ -237,6 +237,59 @@ struct CatalogCopyTests {
         #expect(try contents(try Catalog(path: "\(directory)/r2.db")) == rows)
     }
 
+    @Test("a copy ahead of the catalog stops writers; a damaged or missing catalog never overwrites its copy")
+    func catalogNeverOverwritesABetterCopy() throws {
+        let catalog = try makeCatalog()
+        try catalog.insert(volume("a", thinID: 1))
+        try catalog.insert(volume("b", thinID: 2))
+        catalog.close()
+        let copyRows = { () throws -> [[SQLValue]] in
+            let reader = try Catalog(path: ":memory:", create: true)
+            defer { reader.close() }
+            try reader.database.query("ATTACH DATABASE ? AS copy", [.text(self.copyPath)])
+            return try reader.database.query("SELECT * FROM copy.copy_volume ORDER BY key")
+        }
+        let rows = try copyRows()
+        #expect(rows.count == 2)
+
+        // The catalog lost its last commit (its log), the copy has it.
+        let older = try Catalog(path: mainPath)
+        try older.database.execute("UPDATE sr SET revision = revision - 1")
+        #expect(throws: ThinError.self) { try older.attachCopy(at: copyPath) }
+        #expect(!older.copyAttached)
+        older.close()
+        #expect(try copyRows() == rows)
+
+        // A catalog whose pages past the header are garbage leaves the copy as it is.
+        let descriptor = open(mainPath, O_WRONLY)
+        let garbage = [UInt8](repeating: 0x5a, count: 3 * 4096)
+        #expect(pwrite(descriptor, garbage, garbage.count, 4096) == garbage.count)
+        close(descriptor)
+        let damaged = try Catalog(path: mainPath)
+        #expect(try damaged.attachCopy(at: copyPath) == false)
+        damaged.close()
+        #expect(try copyRows() == rows)
+
+        // A catalog that is gone is not made anew as an empty one.
+        System.removeFile(mainPath)
+        #expect(throws: ThinError.self) { try Catalog(path: mainPath) }
+    }
+
+    @Test("a copy that fails mid-commit is dropped and the commit goes through without it")
+    func failingCopy() throws {
+        let catalog = try makeCatalog()
+        try catalog.insert(volume("a", thinID: 1))
+        let other = try Catalog(path: ":memory:", create: true)
+        try other.database.query("ATTACH DATABASE ? AS copy", [.text(copyPath)])
+        try other.database.execute("DROP TABLE copy.copy_volume")   // the copy breaks under the writer
+        other.close()
+        try catalog.insert(volume("b", thinID: 2))
+        #expect(!catalog.copyAttached)
+        #expect(try catalog.volumes().map(\.key) == ["a", "b"])
+        #expect(try catalog.attachCopy(at: copyPath), "the next writer rebuilds it")
+        #expect(try catalog.copyIsCurrent())
+    }
+
     @Test("a damaged copy is refused for a rebuild")
     func damagedCopy() throws {
         let catalog = try makeCatalog()

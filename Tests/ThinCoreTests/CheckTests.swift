@@ -249,7 +249,7 @@ struct DetachedCheckTests {
         System.removeFile("\(sr.filesystem)/catalog.db")   // as a zeroed LV that e2fsck -fy emptied
         let found = try await check(sr)
         #expect(found.findings.map(\.problem) == ["catalog-damaged"])
-        #expect(found.findings[0].detail.contains("rebuilds it from the catalog copy"))
+        #expect(found.findings[0].detail.contains("rebuilds the catalog from its copy"))
         let repaired = try await check(sr, repair: true)
         #expect(repaired.findings.map(\.problem) == ["catalog-damaged"] && repaired.outcome == .repaired)
         #expect(repaired.findings[0].detail.contains("rebuilt from the catalog copy (2 volume(s)"))
@@ -287,6 +287,30 @@ struct DetachedCheckTests {
         System.removeFile("\(sr.filesystem)/catalog.db")
         let lost = try await check(sr, repair: true)
         #expect(lost.outcome == .damaged && lost.findings[0].detail.contains("no catalog copy"))
+    }
+
+    @Test("a rebuild from a copy that stopped taking commits keeps the thin ids the pool holds beyond it")
+    func rebuildFromBehindCopy() async throws {
+        let sr = try TestSR(attached: false)
+        try sr.addVolume("a", thinID: 1)
+        // A writer without the copy makes volume b: the catalog and pool have it, the copy does not.
+        let alone = try Catalog(path: "\(sr.filesystem)/catalog.db")
+        try alone.insert(VolumeRecord(uuid: UUID(), key: "b", name: "b", description: "", thinID: 2,
+                                      virtualSize: 1 << 20, kind: .volume, readWrite: true, sharable: false,
+                                      createdAt: 1, keys: [:], parentUUID: nil, snapshotOf: nil, state: .ready))
+        try alone.setTransactionID(1)
+        alone.close()
+        sr.deviceMapper.updatePool(sr.names.poolDevice) { pool in
+            pool.thinIDs = [1, 2]
+            pool.transactionID = 1
+        }
+        sr.programs.state.withLock { $0.listed[sr.mapperPath(.metadata)] = [1, 2] }
+        System.removeFile("\(sr.filesystem)/catalog.db")
+        let report = try await check(sr, repair: true)
+        #expect(report.findings.map(\.problem) == ["catalog-damaged", "transaction-id-mismatch", "leaked-thin-id"])
+        #expect(report.outcome == .damaged && report.findings.last?.detail.contains("this repair left them") == true)
+        #expect(!sr.deviceMapper.calls.contains(sr.message("delete 2")), "the thin id of volume b is kept")
+        #expect(try sr.catalog().volumes().map(\.key) == ["a"])
     }
 
     @Test("damaged metadata without repair says how to repair")

@@ -294,14 +294,31 @@ thinvdi-snapshot frebuild "$RBK" --name "its snapshot" >/dev/null
 thinvdi-set frebuild "$RBK" --description "kept by the copy" --key "k=1" --value "-v"
 RBLS=$(thinvdi-ls --json frebuild)
 thinsr-detach frebuild
-RBLV=thinsr_$(echo "$RBU" | tr -d -)/thinsr_$(echo "$RBU" | tr -d -)_catalog
+RBVG=thinsr_$(echo "$RBU" | tr -d -); RBLV=$RBVG/${RBVG}_catalog
+# The findings, and what a check or rebuild may not leave behind: mounts and active LVs.
+rebuild_state() {
+    echo "$(thinsr-check --json "$RBU" | jq -r '[.findings[].problem] | join(",")')" \
+         "mounts=$(grep -c " /run/thinsr/$RBU/" /proc/self/mountinfo) active=$(lvs --noheadings -o lv_active "$RBVG" | grep -c active)"
+}
 sr_rebuild_setup() { lvremove -q -y "$RBLV" >/dev/null 2>&1; lvs >/dev/null; }
 sr_rebuild_run() { thinsr-check --repair "$RBU"; local status=$?; [ "$status" = 6 ] && return 0; return "$status"; }
-sr_rebuild_observe() { thinsr-check --json "$RBU" | jq -r '[.findings[].problem] | join(",")'; }
+sr_rebuild_observe() { rebuild_state; }
 sr_rebuild_next() { thinsr-check --repair "$RBU"; }
 sr_rebuild_cleanup() { :; }
 sr_rebuild_check() { echo "$RBU"; }
 fault_op sr_rebuild
+# Its database corrupted on a sound filesystem: the old file is set aside before the new one goes in.
+sr_rebuild_db_setup() {
+    mkdir -p /tmp/rbmnt; lvchange -ay "$RBLV"; mount "/dev/$RBLV" /tmp/rbmnt
+    dd if=/dev/urandom of=/tmp/rbmnt/catalog.db bs=4096 seek=1 count=4 conv=notrunc status=none
+    umount /tmp/rbmnt; lvchange -an "$RBLV"
+}
+sr_rebuild_db_run() { sr_rebuild_run; }
+sr_rebuild_db_observe() { rebuild_state; }
+sr_rebuild_db_next() { thinsr-check --repair "$RBU"; }
+sr_rebuild_db_cleanup() { :; }
+sr_rebuild_db_check() { echo "$RBU"; }
+fault_op sr_rebuild_db
 thinsr-attach "$RBU" >/dev/null
 check_eq "every volume's record survived every interrupted rebuild" "$RBLS" "$(thinvdi-ls --json frebuild)"
 P=$(thinvdi-attach --read-only "$RBU" "$RBK")

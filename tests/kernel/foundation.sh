@@ -93,7 +93,7 @@ test_begin "simulated reboot"
 dmsetup remove "thinsr_$(echo "$SR1" | tr -d -)_v"* 2>/dev/null
 for dev in $(dmsetup ls | awk '{print $1}' | grep "^thinsr_$(echo "$SR1" | tr -d -)_v"); do dmsetup remove "$dev"; done
 dmsetup remove "$(pool_name "$SR1")"
-umount "/run/thinsr/$SR1/catalog"
+umount "/run/thinsr/$SR1/catalog" "/run/thinsr/$SR1/catalog-copy"
 rm -rf /run/thinsr /dev/thinsr
 vgchange -an "$VG1" >/dev/null
 losetup -d "$D1"

@@ -67,7 +67,7 @@ pc_cut() { # every write from now on is dropped, and reported done
 }
 pc_throw_away() { # the host loses power: processes, tmpfs state and every device above the disk go
     local dev
-    umount -l "/run/thinsr/$PSR/catalog" 2>/dev/null
+    umount -l "/run/thinsr/$PSR/catalog" "/run/thinsr/$PSR/catalog-copy" 2>/dev/null
     for dev in $(dmsetup ls | awk '{print $1}' | grep "^thinsr_${PHEX}_v"); do dmsetup remove -f "$dev"; done
     dmsetup remove -f "thinsr_${PHEX}_pool" 2>/dev/null
     for dev in $(dmsetup ls | awk '{print $1}' | grep "^thinsr_${PHEX}-"); do dmsetup remove -f "$dev"; done

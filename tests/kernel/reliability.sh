@@ -162,7 +162,7 @@ THINSR_FAULT=transaction-settled thinvdi-create wal --name last --size 4M >/dev/
 check "the kill left the commit in the log" test -s "/run/thinsr/$WSR/catalog/catalog.db-wal"
 # The host "crashes": the pool, the mount and the run state go, and nothing checkpoints the log.
 dmsetup remove "$(pool_name "$WSR")"
-umount "/run/thinsr/$WSR/catalog"
+umount "/run/thinsr/$WSR/catalog" "/run/thinsr/$WSR/catalog-copy"
 vgchange -q -an "thinsr_$WHEX" >/dev/null
 rm -rf "/run/thinsr/$WSR" "/dev/thinsr/$WSR"
 expect_failure 3 "thinsr-destroy counts the volume only the log holds" thinsr-destroy "$WSR"
@@ -237,17 +237,30 @@ P=$(thinvdi-attach --read-only rebuilt "$ZCLONE"); check "a deep clone's data (c
 check "thinsr-check clean" thinsr-check rebuilt
 check "the copy holds every row again" cmp <(rows "/run/thinsr/$ZSR/catalog/catalog.db" "") <(rows "/run/thinsr/$ZSR/catalog-copy/catalog.db" copy_)
 thinsr-detach rebuilt
-# Corrupt pages inside catalog.db, on a filesystem that is fine.
-mkdir -p /tmp/zmnt; lvchange -ay "$ZLV"; mount "/dev/$ZLV" /tmp/zmnt
-dd if=/dev/urandom of=/tmp/zmnt/catalog.db bs=4096 seek=1 count=6 conv=notrunc status=none
-umount /tmp/zmnt; lvchange -an "$ZLV"
-expect_failure 5 "thinsr-check reports a corrupted catalog.db" thinsr-check rebuilt
-check_eq "as catalog-damaged" "catalog-damaged" "$(thinsr-check --json rebuilt 2>/dev/null | jq -r '.findings[0].problem')"
-thinsr-check --repair rebuilt >/dev/null 2>&1
-check_eq "thinsr-check --repair rebuilds it (exit 6)" "6" "$?"
-check "attach" thinsr-attach rebuilt
-check_eq "thinvdi-ls --json is as before" "$(cat "$THINSR_SCRATCH/z-ls")" "$(thinvdi-ls --json rebuilt)"
-thinsr-detach rebuilt
+copy_rows_detached() { # the copy's rows, read from its LV mounted read-only
+    mkdir -p /tmp/zcopy; lvchange -ay "$ZCOPY"; mount -o ro "/dev/$ZCOPY" /tmp/zcopy
+    sqlite3 "file:/tmp/zcopy/catalog.db?immutable=1" "SELECT * FROM copy_sr; SELECT * FROM copy_volume ORDER BY uuid; SELECT * FROM copy_volume_key ORDER BY 1, 2"
+    umount /tmp/zcopy; lvchange -an "$ZCOPY"
+}
+ZCOPYROWS=$(copy_rows_detached)
+# Corrupt pages inside catalog.db, on a filesystem that is fine; then remove catalog.db.
+mkdir -p /tmp/zmnt
+for damage in corrupt remove; do
+    lvchange -ay "$ZLV"; mount "/dev/$ZLV" /tmp/zmnt
+    if [ $damage = corrupt ]; then dd if=/dev/urandom of=/tmp/zmnt/catalog.db bs=4096 seek=1 count=6 conv=notrunc status=none
+    else rm /tmp/zmnt/catalog.db; fi
+    umount /tmp/zmnt; lvchange -an "$ZLV"
+    check "thinsr-attach refuses the catalog ($damage)" bash -c "! thinsr-attach rebuilt"
+    check_eq "and leaves the copy as it was ($damage)" "$ZCOPYROWS" "$(copy_rows_detached)"
+    check "and every LV inactive again ($damage)" bash -c "! lvs --noheadings -o lv_active thinsr_$ZHEX | grep -q active"
+    expect_failure 5 "thinsr-check reports it ($damage)" thinsr-check rebuilt
+    check_eq "as catalog-damaged ($damage)" "catalog-damaged" "$(thinsr-check --json rebuilt 2>/dev/null | jq -r '.findings[0].problem')"
+    thinsr-check --repair rebuilt >/dev/null 2>&1
+    check_eq "thinsr-check --repair rebuilds it (exit 6, $damage)" "6" "$?"
+    check "attach ($damage)" thinsr-attach rebuilt
+    check_eq "thinvdi-ls --json is as before ($damage)" "$(cat "$THINSR_SCRATCH/z-ls")" "$(thinvdi-ls --json rebuilt)"
+    thinsr-detach rebuilt
+done
 # The copy zeroed: attach makes it anew from the catalog.
 lvchange -ay "$ZCOPY"; dd if=/dev/zero of="/dev/$ZCOPY" bs=1M oflag=direct status=none; lvchange -an "$ZCOPY"
 expect_failure 5 "thinsr-check reports the zeroed copy" thinsr-check rebuilt

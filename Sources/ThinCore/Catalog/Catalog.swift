@@ -10,8 +10,8 @@ final class Catalog {
     /// Whether the catalog copy is attached, taking every commit (see CatalogCopy.swift).
     var copyAttached = false
 
-    init(path: String) throws(ThinError) {
-        database = try Database(path: path)
+    init(path: String, create: Bool = false) throws(ThinError) {
+        database = try Database(path: path, create: create)
         try database.execute("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON")
         try addMissingColumns()
     }
@@ -32,10 +32,21 @@ final class Catalog {
     @discardableResult
     func transaction<T>(_ body: () throws(ThinError) -> T) throws(ThinError) -> T {
         if database.inTransaction { return try body() }
-        return try database.transaction { () throws(ThinError) in
-            let result = try body()
-            try database.query("UPDATE sr SET revision = revision + 1")
-            return result
+        func commit() throws(ThinError) -> T {
+            try database.transaction { () throws(ThinError) in
+                let result = try body()
+                try database.query("UPDATE sr SET revision = revision + 1")
+                return result
+            }
+        }
+        do {
+            return try commit()
+        } catch where copyAttached {
+            // A failing copy (full, read-only, I/O errors) must not stop the
+            // catalog: without it the revisions differ, so the next writer
+            // rebuilds it, and thinsr-check reports it meanwhile.
+            detachCopy()
+            return try commit()
         }
     }
 
@@ -52,7 +63,7 @@ final class Catalog {
     }
 
     static func create(path: String, record: SRRecord) throws(ThinError) -> Catalog {
-        let catalog = try Catalog(path: path)
+        let catalog = try Catalog(path: path, create: true)
         try catalog.transaction { () throws(ThinError) in
             try catalog.database.execute(schema)
             try catalog.database.query("""

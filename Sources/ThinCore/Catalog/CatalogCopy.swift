@@ -13,29 +13,71 @@ extension Catalog {
     static let copiedTables = ["sr", "volume", "volume_key", "pending"]
     static let copySchema = "copy"
 
+    /// Where the copy stands against the catalog.
+    enum CopyState: Equatable {
+        case current
+        /// Behind (a commit it missed), from an older thinsr, or empty.
+        case stale
+        /// Ahead: the catalog lost commits the copy has (only possible if the
+        /// catalog's own log was lost, since the catalog commits first).
+        case ahead(catalog: Int64, copy: Int64)
+        /// Not an SQLite database, or unreadable.
+        case unreadable
+    }
+
     /// ATTACHes the copy at `path` (made if absent), rebuilds it from the
-    /// catalog unless it holds exactly the catalog's revision and columns, and
-    /// installs the triggers that keep it current. A copy that is not an
-    /// SQLite database is replaced. On failure nothing stays attached.
-    func attachCopy(at path: String) throws(ThinError) {
-        do {
-            try attachAndRefreshCopy(at: path)
+    /// catalog unless it is current, and installs the triggers that keep it
+    /// current. Returns whether the copy is attached. A copy is only ever
+    /// rebuilt from a catalog that passes `PRAGMA quick_check`: a damaged
+    /// catalog leaves its copy as it is, for the repair that rebuilds the
+    /// catalog from it. Throws only when the copy is ahead: the catalog lost
+    /// commits, and no writer may go on from it.
+    @discardableResult
+    func attachCopy(at path: String) throws(ThinError) -> Bool {
+        var state = openCopy(at: path)
+        if case .ahead(let catalogRevision, let copyRevision) = state {
+            detachCopy()
+            throw ThinError(.catalogInconsistent, "the catalog is at revision \(catalogRevision) but its copy at "
+                            + "\(copyRevision): the catalog lost commits; detach the SR and run thinsr-check --repair, "
+                            + "which rebuilds it from the copy")
+        }
+        guard state == .current || mainIsSound() else {
+            detachCopy()
+            return false
+        }
+        do throws(ThinError) {
+            if state == .unreadable {
+                detachCopy()
+                for suffix in ["", "-wal", "-shm"] { System.removeFile(path + suffix) }
+                state = openCopy(at: path)
+                guard state != .unreadable else { throw ThinError(.backendFailure, "cannot make the catalog copy \(path)") }
+            }
+            if state != .current { try refreshCopy() }
+            try installCopyTriggers()
+            return true
         } catch {
             detachCopy()
-            for suffix in ["", "-wal", "-shm"] { System.removeFile(path + suffix) }
-            do { try attachAndRefreshCopy(at: path) } catch {
-                detachCopy()
-                throw error
-            }
+            return false
         }
     }
 
-    private func attachAndRefreshCopy(at path: String) throws(ThinError) {
-        try database.query("ATTACH DATABASE ? AS \(Self.copySchema)", [.text(path)])
-        copyAttached = true
-        try database.execute("PRAGMA copy.journal_mode=WAL; PRAGMA copy.synchronous=FULL")
-        if !(try copyIsCurrent()) { try refreshCopy() }
-        try installCopyTriggers()
+    /// ATTACH (making the file when there is none) and the copy's state.
+    private func openCopy(at path: String) -> CopyState {
+        do throws(ThinError) {
+            if !System.exists(path) { try Database(path: path, create: true).close() }
+            try database.query("ATTACH DATABASE ? AS \(Self.copySchema)", [.text(path)])
+            copyAttached = true
+            try database.execute("PRAGMA copy.journal_mode=WAL; PRAGMA copy.synchronous=FULL")
+            return try copyState()
+        } catch {
+            return .unreadable
+        }
+    }
+
+    /// The catalog has its SR record and passes `PRAGMA quick_check`.
+    func mainIsSound() -> Bool {
+        guard (try? srRecord()) != nil else { return false }
+        return (try? database.query("PRAGMA main.quick_check").first?.text(0)) == "ok"
     }
 
     func detachCopy() {
@@ -49,17 +91,22 @@ extension Catalog {
         copyAttached = false
     }
 
-    /// The copy holds the catalog's columns and revision (a copy a commit
-    /// behind or ahead, or made by an older thinsr, does not).
-    func copyIsCurrent() throws(ThinError) -> Bool {
+    /// The attached copy against the catalog: its revision, then its columns.
+    func copyState() throws(ThinError) -> CopyState {
+        let catalogRevision = try revision()
+        let tables = try database.query("SELECT name FROM copy.sqlite_master WHERE type = 'table'").compactMap { $0.text(0) }
+        guard tables.contains("copy_sr"),
+              let copyRevision = try database.query("SELECT revision FROM copy.copy_sr").first?.int(0) else { return .stale }
+        if copyRevision > catalogRevision { return .ahead(catalog: catalogRevision, copy: copyRevision) }
         for table in Self.copiedTables {
             let copied = try columns(of: "copy_\(table)", in: Self.copySchema).map(\.name)
-            guard !copied.isEmpty, copied == (try columns(of: table, in: "main").map(\.name)) else { return false }
+            guard copied == (try columns(of: table, in: "main").map(\.name)) else { return .stale }
         }
-        let main = try database.query("SELECT revision FROM main.sr").first?.int(0)
-        let copy = try database.query("SELECT revision FROM copy.copy_sr").first?.int(0)
-        return main != nil && main == copy
+        return copyRevision == catalogRevision ? .current : .stale
     }
+
+    /// The copy holds the catalog's columns and revision.
+    func copyIsCurrent() throws(ThinError) -> Bool { try copyState() == .current }
 
     /// The catalog's revision: how many commits it has taken.
     func revision() throws(ThinError) -> Int64 {
@@ -154,7 +201,7 @@ extension Catalog {
     /// `copyPath`, with the catalog's own schema and constraints.
     static func rebuild(at path: String, fromCopy copyPath: String) throws(ThinError) {
         for suffix in ["", "-wal", "-shm"] { System.removeFile(path + suffix) }
-        let catalog = try Catalog(path: path)
+        let catalog = try Catalog(path: path, create: true)
         defer { catalog.close() }
         try catalog.database.query("ATTACH DATABASE ? AS \(copySchema)", [.text(copyPath)])
         try catalog.database.transaction { () throws(ThinError) in
@@ -170,7 +217,7 @@ extension Catalog {
 
     /// An in-memory catalog with the copy at `path` (a scratch copy) attached.
     private convenience init(memoryAttaching path: String) throws(ThinError) {
-        try self.init(path: ":memory:")
+        try self.init(path: ":memory:", create: true)
         try database.query("ATTACH DATABASE ? AS \(Self.copySchema)", [.text(path)])
     }
 

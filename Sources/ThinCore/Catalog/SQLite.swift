@@ -14,9 +14,11 @@ final class Database {
     private var handle: OpaquePointer?
     let path: String
 
-    init(path: String) throws(ThinError) {
+    /// Opens the database at `path`; only with `create` is a missing one made
+    /// (a catalog that is gone must never silently become an empty one).
+    init(path: String, create: Bool = false) throws(ThinError) {
         self.path = path
-        let flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX
+        let flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX | (create ? SQLITE_OPEN_CREATE : 0)
         guard sqlite3_open_v2(path, &handle, flags, nil) == SQLITE_OK else {
             let message = handle.map { String(cString: sqlite3_errmsg($0)) } ?? "out of memory"
             sqlite3_close(handle)

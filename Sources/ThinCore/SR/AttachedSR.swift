@@ -78,8 +78,14 @@ public final class AttachedSR {
             guard host.system.isMounted(names.catalogMount) else { throw notAttached(names.uuidString, host: host) }
             let catalog = try Catalog(path: names.catalogDatabase)
             // Without its copy (an SR made before copies, or one whose copy
-            // failed) the SR still works; thinsr-check reports it.
-            if host.system.isMounted(names.catalogCopyMount) { try? catalog.attachCopy(at: names.catalogCopyDatabase) }
+            // failed) the SR still works; thinsr-check reports it. A copy
+            // ahead of the catalog stops writers: the catalog lost commits.
+            if host.system.isMounted(names.catalogCopyMount) {
+                do { try catalog.attachCopy(at: names.catalogCopyDatabase) } catch {
+                    catalog.close()
+                    throw error
+                }
+            }
             return AttachedSR(names: names, catalog: catalog, lock: held, host: host)
         }
         let readersLock = try FileLock(path: names.readersLockFile, mode: .shared)

@@ -47,6 +47,7 @@ extension SRLifecycle {
         let names = sr.names
         var undo = UndoStack()
         do throws(ThinError) {
+            try clearInspectionMounts(names)
             try activate(sr, undo: &undo)
             try await checkMetadata(sr)
             try await preenCatalog(sr)
@@ -137,6 +138,7 @@ extension SRLifecycle {
     /// thinsr-check reports it.
     private func mountUsableCatalogCopy(_ sr: DiscoveredSR, undo: inout UndoStack) async {
         guard sr.volumes[.catalogCopy] != nil else { return }
+        try? unmountCatalogCopy(sr.names)  // left mounted by a killed detach: never e2fsck a mounted filesystem
         let device = sr.mapperPath(.catalogCopy)
         let programs = host.programs
         if !((try? await programs.checkCatalogFilesystem(device: device, mode: .preen))?.usable ?? false) {

@@ -57,6 +57,7 @@ extension SRLifecycle {
             try await formatCatalog(device)
             formatted = true
         }
+        try clearInspectionMounts(names)
         do {
             try host.system.mount(device: device, at: names.rebuildMount, type: "ext4", readOnly: false)
         } catch where !formatted {
@@ -67,11 +68,20 @@ extension SRLifecycle {
             try? host.system.unmount(names.rebuildMount)
             System.removeDirectory(names.rebuildMount)
         }
+        // The old database goes aside first, then its log: a kill between leaves
+        // no catalog.db (lost again: the next check rebuilds it), never an old
+        // one without its log.
+        let database = "\(names.rebuildMount)/catalog.db"
+        let aside = "\(names.rebuildMount)/catalog.db.lost"
+        if System.exists(database) {
+            try System.renameDurably(database, to: aside, in: names.rebuildMount)
+            FaultInjection.point("catalog-database-set-aside")
+        }
+        for suffix in ["-wal", "-shm"] { System.removeFile(database + suffix) }
+        System.removeFile(aside)
         let rebuilt = "\(names.rebuildMount)/catalog.db.rebuilt"
         try Catalog.rebuild(at: rebuilt, fromCopy: copy)
         FaultInjection.point("catalog-database-written")
-        let database = "\(names.rebuildMount)/catalog.db"
-        for suffix in ["-wal", "-shm"] { System.removeFile(database + suffix) }
         try System.renameDurably(rebuilt, to: database, in: names.rebuildMount)
         FaultInjection.point("catalog-rebuilt")
     }
@@ -91,36 +101,47 @@ extension SRLifecycle {
                           repair: Bool) async throws(ThinError) -> CheckFinding? {
         let names = sr.names
         guard let copy = sr.volumes[.catalogCopy] else {
-            if repair {
+            var finding = CheckFinding(problem: "catalog-copy-missing", detail: "the SR keeps no second copy of its "
+                                       + "catalog (it was made before thinsr kept one)", repaired: false)
+            guard repair else {
+                finding.detail += "; thinsr-check --repair \(names.uuidString) adds one"
+                return finding
+            }
+            do throws(ThinError) {
                 let size = sr.volumes[.catalog]?.sizeBytes ?? StoragePlan.catalogBytes
                 try await createCatalogCopyVolume(group: sr.volumeGroup, names: names, sizeBytes: size)
-                do { try host.lvm.setActive(false, group: sr.volumeGroup, names: [names.lv(.catalogCopy)]) } catch {
-                    throw .backend("cannot deactivate the new catalog copy LV", error)
-                }
+                finding.detail += "; made its LV \(names.lv(.catalogCopy))"
+            } catch {
+                finding.detail += "; could not make its LV (\(error.message))"
             }
-            return CheckFinding(problem: "catalog-copy-missing", detail: "the SR keeps no second copy of its catalog "
-                                + "(it was made before thinsr kept one)" + (repair ? "; made its LV \(names.lv(.catalogCopy))"
-                                : "; thinsr-check --repair \(names.uuidString) adds one"), repaired: false)
+            return finding
         }
-        let check: FilesystemCheckResult
-        do { check = try await host.programs.checkCatalogFilesystem(device: sr.mapperPath(.catalogCopy), mode: .report) } catch {
-            throw .backend("e2fsck could not run", error)
-        }
+        let device = sr.mapperPath(.catalogCopy)
+        let check = try? await host.programs.checkCatalogFilesystem(device: device, mode: .report)
         // A crash leaves the journal to replay, which -n skips; the mount replays it.
-        if !check.clean && !check.output.contains("skipping journal recovery") {
-            if repair {
-                do { try await host.programs.makeCatalogFilesystem(device: sr.mapperPath(.catalogCopy)) } catch {
-                    throw .backend("mkfs.ext4 on the catalog copy's volume failed", error)
-                }
+        if !(check?.clean ?? false) && !(check?.output.contains("skipping journal recovery") ?? false) {
+            var finding = CheckFinding(problem: "catalog-copy-damaged", detail: "e2fsck of \(copy.name): "
+                                       + CheckReport.firstLine(check?.output ?? "could not run"), repaired: false)
+            guard repair else {
+                finding.detail += "; thinsr-check --repair \(names.uuidString) rebuilds it from the catalog"
+                return finding
             }
-            return CheckFinding(problem: "catalog-copy-damaged", detail: "e2fsck of \(copy.name): "
-                                + CheckReport.firstLine(check.output) + (repair ? "; made its filesystem anew"
-                                : "; thinsr-check --repair \(names.uuidString) rebuilds it from the catalog"), repaired: false)
+            do { try await host.programs.makeCatalogFilesystem(device: device) } catch {
+                finding.detail += "; mkfs.ext4 failed (\(CheckReport.firstLine(error.description)))"
+            }
+            return finding
         }
         let problem: String?
         do {
             let summary = try await withScratchCopy(of: .catalogCopy, sr) { path async throws(ThinError) in
                 try Catalog.inspectCopy(at: path)
+            }
+            if summary.record.uuid == sr.uuid && summary.revision > catalogRevision {
+                return CheckFinding(problem: "catalog-behind-copy", detail: "the catalog is at revision "
+                                    + "\(catalogRevision) but its copy at \(summary.revision): the catalog lost commits "
+                                    + "(its log, or an older image of its LV)" + (repair ? ""
+                                    : "; thinsr-check --repair \(names.uuidString) rebuilds it from the copy"),
+                                    repaired: false)
             }
             problem = summary.record.uuid != sr.uuid ? "it belongs to SR \(summary.record.uuid.lowercased)"
                 : summary.revision != catalogRevision ? "it is at revision \(summary.revision), the catalog at \(catalogRevision)"
@@ -153,6 +174,8 @@ extension SRLifecycle {
     func checkCatalogCopy(_ attached: AttachedSR, _ sr: DiscoveredSR, repair: Bool) async throws(ThinError) -> [CheckFinding] {
         let names = sr.names
         let catalog = attached.catalog
+        // A catalog that fails its own check (reported by it) is never copied over its copy.
+        guard catalog.mainIsSound() else { return [] }
         var finding: CheckFinding
         if sr.volumes[.catalogCopy] == nil {
             finding = CheckFinding(problem: "catalog-copy-missing", detail: "the SR keeps no second copy of its catalog "
@@ -173,19 +196,23 @@ extension SRLifecycle {
         catalog.detachCopy()
         try unmountCatalogCopy(names)
         let device = names.mapperPath(.catalogCopy, group: sr.volumeGroup)
-        if sr.volumes[.catalogCopy] == nil {
-            try await createCatalogCopyVolume(group: sr.volumeGroup, names: names,
-                                              sizeBytes: sr.volumes[.catalog]?.sizeBytes ?? StoragePlan.catalogBytes)
-        } else {
-            do { try await host.programs.makeCatalogFilesystem(device: device) } catch {
-                throw .backend("mkfs.ext4 on the catalog copy's volume failed", error)
+        do throws(ThinError) {
+            if sr.volumes[.catalogCopy] == nil {
+                try await createCatalogCopyVolume(group: sr.volumeGroup, names: names,
+                                                  sizeBytes: sr.volumes[.catalog]?.sizeBytes ?? StoragePlan.catalogBytes)
+            } else {
+                do { try await host.programs.makeCatalogFilesystem(device: device) } catch {
+                    throw .backend("mkfs.ext4 on the catalog copy's volume failed", error)
+                }
             }
+            var undo = UndoStack()
+            try mountCatalogCopy(device, names: names, undo: &undo)
+            undo.discard()
+        } catch {
+            finding.detail += "; could not make it anew (\(error.message))"
+            return [finding]
         }
-        var undo = UndoStack()
-        try mountCatalogCopy(device, names: names, undo: &undo)
-        undo.discard()
-        try catalog.attachCopy(at: names.catalogCopyDatabase)
-        finding.repaired = try catalog.copyIsCurrent()
+        finding.repaired = try catalog.attachCopy(at: names.catalogCopyDatabase)
         finding.detail += "; made anew and rebuilt from the catalog"
         return [finding]
     }

@@ -21,24 +21,35 @@ extension SRLifecycle {
                                                 + "thinsr-check --repair or thinsr-attach finishes its renames",
                                                 repaired: false))
         }
+        try clearInspectionMounts(sr.names)
         let lvs = [LVRole.metadata, .spare, .catalog, .catalogCopy]
-        var inactive = lvs.compactMap { sr.volumes[$0] }.filter { !$0.active }.map(\.name)
+        let inactive = lvs.compactMap { sr.volumes[$0] }.filter { !$0.active }.map(\.name)
         do { try host.lvm.setActive(true, group: sr.volumeGroup, names: inactive) } catch {
             throw .backend("cannot activate the SR's metadata LVs", error)
         }
-        defer { try? host.lvm.setActive(false, group: sr.volumeGroup, names: inactive) }
+        // A detached SR's LVs rest inactive: those a killed check left active (or
+        // a rebuild made) go inactive too.
+        defer {
+            let all = lvs.compactMap { (try? discovery.find(sr.names.uuidString))?.volumes[$0]?.name }
+            try? host.lvm.setActive(false, group: sr.volumeGroup, names: all)
+        }
         for role in lvs { sr.volumes[role]?.active = true }  // so the reads below leave them active
         var catalog = try await readCatalog(sr, repair: repair, into: &report)
-        if catalog == nil, repair, var damage = report.findings.last {
-            // The catalog is lost: rebuild it from its copy, then check the rebuilt one.
-            report.findings.removeLast()
+        var copyFinding: CheckFinding?
+        if let catalog { copyFinding = try await checkCatalogCopy(sr, catalogRevision: catalog.record.revision, repair: repair) }
+        var rebuilt = false
+        if repair, catalog == nil || copyFinding?.problem == "catalog-behind-copy" {
+            // The catalog is lost, or lost commits its copy has: rebuild it from the copy, then check that.
+            var damage = catalog == nil ? report.findings.removeLast() : copyFinding!
             try await rebuildCatalog(sr, finding: &damage)
             report.findings.append(damage)
             guard damage.repaired else { return report }
+            rebuilt = true
             sr = try discovery.find(sr.names.uuidString)
             for role in lvs { sr.volumes[role]?.active = true }
-            if let recreated = sr.volumes[.catalog]?.name, !inactive.contains(recreated) { inactive.append(recreated) }
             catalog = try await readCatalog(sr, repair: repair, into: &report)
+            copyFinding = nil
+            if let catalog { copyFinding = try await checkCatalogCopy(sr, catalogRevision: catalog.record.revision, repair: repair) }
         }
         guard let catalog else {
             if !repair, let last = report.findings.indices.last {
@@ -55,37 +66,69 @@ extension SRLifecycle {
             }
             return report
         }
+        if let behind = copyFinding, behind.problem == "catalog-behind-copy" {
+            report.findings.append(behind)  // without --repair: checking a catalog that lost commits tells nothing
+            return report
+        }
         let (referenced, record, pending) = catalog
-        let copyFinding = try await checkCatalogCopy(sr, catalogRevision: record.revision, repair: repair)
-        guard try await checkMetadata(&sr, repair: repair, referenced: referenced, into: &report) else { return report }
+        guard try await checkMetadata(&sr, repair: repair, referenced: referenced, into: &report) else {
+            if let copyFinding { report.findings.append(copyFinding) }
+            return report
+        }
         let metadata = sr.mapperPath(.metadata)
         let present = try await host.programs.thinIDs(metadata, metadataSnapshot: false)
         let poolTransaction: UInt64
         do { poolTransaction = try await host.programs.transactionID(metadataDevice: metadata) } catch {
             throw .backend("thin_dump could not read the pool's transaction id", error)
         }
-        let offline = Self.transactionFindings(pending: pending, catalogTransaction: record.transactionID,
+        var offline = Self.transactionFindings(pending: pending, catalogTransaction: record.transactionID,
                                                poolTransaction: poolTransaction, present: present, referenced: referenced)
-        let repairable = offline.contains { $0.problem != "missing-thin-id" }
+        // A copy more than its open transaction behind the pool (one that stopped
+        // taking commits for a while) lacks volumes the pool holds: a rebuild
+        // from it must not delete their thin ids as leaked.
+        let explained = pending.map { [$0.oldTransactionID, $0.newTransactionID].contains(poolTransaction) }
+            ?? (record.transactionID == poolTransaction)
+        if rebuilt && !explained {
+            offline = offline.map { finding in
+                var finding = finding
+                finding.detail += "; the catalog was rebuilt from a copy behind the pool (its transaction id "
+                    + "\(record.transactionID), the pool's \(poolTransaction)), so thin ids it lacks may be volumes "
+                    + "made since: this repair left them; copy out their data (dmsetup create with a thin table of "
+                    + "that id) before the next thinsr-check --repair deletes them"
+                return finding
+            }
+        }
+        let repairable = offline.contains { $0.problem != "missing-thin-id" } && (!rebuilt || explained)
         guard repair && (repairable || copyFinding != nil) else {
             report.findings += offline.map { finding in
                 var finding = finding
-                if finding.problem != "missing-thin-id" { finding.detail += "; run thinsr-check --repair \(sr.names.uuidString)" }
+                if finding.problem != "missing-thin-id" && !rebuilt {
+                    finding.detail += "; run thinsr-check --repair \(sr.names.uuidString)"
+                }
                 return finding
             }
             if let copyFinding { report.findings.append(copyFinding) }
             return report
         }
+        if !repairable { report.findings += offline }
         // Assembling the pool mounts the copy, and the writer that opens the catalog rebuilds it.
         if copyFinding != nil { sr = try discovery.find(sr.names.uuidString) }
-        let (online, copyCurrent) = try await repairOnline(sr, lock: lock)
-        report.findings += online
+        let (online, copyCurrent) = try await repairOnline(sr, lock: lock, deleteLeaked: repairable)
+        if repairable { report.findings += online }
         if var copyFinding {
             copyFinding.repaired = copyCurrent
             copyFinding.detail += copyCurrent ? "; rebuilt from the catalog" : "; it could not be rebuilt"
             report.findings.append(copyFinding)
         }
         return report
+    }
+
+    /// Unmounts what a killed check or rebuild left at the inspection and
+    /// rebuild mount points (only ever used under the SR lock).
+    func clearInspectionMounts(_ names: SRNames) throws(ThinError) {
+        for mount in [names.inspectMount, names.rebuildMount] where host.system.isMounted(mount) {
+            try host.system.unmount(mount)
+        }
     }
 
     /// What the offline check needs of the SR record.
@@ -120,7 +163,7 @@ extension SRLifecycle {
                 return nil
             }
             return (referenced, CatalogState(transactionID: record.transactionID, revision: revision), pending)
-        } catch where [.catalogInconsistent, .backendFailure].contains(error.code) {
+        } catch where error.code == .catalogInconsistent {
             report.findings.append(CheckFinding(problem: "catalog-damaged", detail: error.message, repaired: false))
             return nil
         }
@@ -167,13 +210,14 @@ extension SRLifecycle {
     /// What needs pool messages is repaired online: the pool assembled as
     /// attach would, without recovery, checked with repair, then torn down.
     /// Returns the findings and whether the catalog copy is attached and current.
-    private func repairOnline(_ sr: DiscoveredSR, lock: FileLock) async throws(ThinError)
+    private func repairOnline(_ sr: DiscoveredSR, lock: FileLock, deleteLeaked: Bool = true) async throws(ThinError)
         -> (findings: [CheckFinding], copyCurrent: Bool) {
         let attached = try await assemble(sr, lock: lock, recover: false)
         let online: CheckReport
         let copyCurrent: Bool
         do throws(ThinError) {
-            online = try await attached.check(repair: true)
+            online = deleteLeaked ? try await attached.check(repair: true) : CheckReport(
+                srUUID: sr.uuid, attached: false, metadata: "clean", findings: [])
             copyCurrent = attached.catalog.copyAttached ? try attached.catalog.copyIsCurrent() : false
         } catch {
             try? tearDown(attached, sr)

@@ -91,7 +91,9 @@ extension SRLifecycle {
                                   createdAt: System.currentTime(), onFull: request.onFull)
             let catalog = try Catalog.create(path: names.catalogDatabase, record: record)
             undo.push { catalog.close() }
-            try catalog.attachCopy(at: names.catalogCopyDatabase)
+            guard try catalog.attachCopy(at: names.catalogCopyDatabase) else {
+                throw ThinError(.backendFailure, "cannot make the catalog copy \(names.catalogCopyDatabase)")
+            }
             FaultInjection.point("catalog-written")
             let sr = AttachedSR(names: names, catalog: catalog, lock: lock, host: host)
             try assembleEmptyPool(sr, layout: Pool.Layout(

@@ -39,9 +39,14 @@ extension SRLifecycle {
     /// Runs `body` on a detached SR's catalog, mounted read-only for the call.
     func withCatalogReadOnly<T>(_ sr: DiscoveredSR, _ body: (Catalog) throws(ThinError) -> T) async throws(ThinError) -> T {
         try await withScratchCopy(of: .catalog, sr) { path async throws(ThinError) in
-            let catalog = try Catalog(path: path)
-            defer { catalog.close() }
-            return try body(catalog)
+            // What SQLite cannot read is the catalog's damage, not the host's.
+            do throws(ThinError) {
+                let catalog = try Catalog(path: path)
+                defer { catalog.close() }
+                return try body(catalog)
+            } catch where error.code == .backendFailure {
+                throw ThinError(.catalogInconsistent, "the catalog cannot be read: \(error.message)")
+            }
         }
     }
 
@@ -64,6 +69,7 @@ extension SRLifecycle {
             throw .backend("cannot activate \(volume.name)", error)
         }
         defer { if !wasActive { try? host.lvm.setActive(false, group: sr.volumeGroup, names: [volume.name]) } }
+        try clearInspectionMounts(names)
         try host.system.mount(device: sr.mapperPath(role), at: names.inspectMount, type: "ext4", readOnly: true)
         let scratch = "\(names.runDirectory)/inspect-copy"
         defer {
