@@ -153,7 +153,18 @@ extension SRLifecycle {
 
     /// Opens the freshly mounted catalog under the SR lock, checking it is this SR's.
     private func openAttachedCatalog(_ sr: DiscoveredSR, lock: FileLock) throws(ThinError) -> AttachedSR {
+        let lost = { (what: String) in
+            ThinError(.catalogInconsistent, "the catalog of SR \(sr.names.uuidString) \(what); run thinsr-check "
+                      + "--repair \(sr.names.uuidString)" + (sr.volumes[.catalogCopy] != nil
+                                                              ? ", which rebuilds it from its copy," : "")
+                      + " then attach again")
+        }
+        guard System.exists(sr.names.catalogDatabase) else { throw lost("holds no catalog.db") }
         let attached = try AttachedSR.open(sr.names, for: .write, lock: lock, host: host)
+        guard attached.catalog.mainIsSound() else {
+            attached.close()
+            throw lost("fails PRAGMA quick_check")
+        }
         let record = try attached.record
         guard record.uuid == sr.uuid else {
             attached.close()
