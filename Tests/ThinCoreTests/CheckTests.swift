@@ -313,6 +313,15 @@ struct DetachedCheckTests {
         #expect(try sr.catalog().volumes().map(\.key) == ["a"])
     }
 
+    @Test("e2fsck's report is summed up by its first line that says something")
+    func filesystemProblem() {
+        #expect(CheckReport.filesystemProblem("/dev/mapper/vg-lv: \n\nThe superblock could not be read") ==
+                "The superblock could not be read")
+        #expect(CheckReport.filesystemProblem("/dev/mapper/vg-lv: Inode 12 has an invalid extent") ==
+                "/dev/mapper/vg-lv: Inode 12 has an invalid extent")
+        #expect(CheckReport.filesystemProblem("") == "failed")
+    }
+
     @Test("damaged metadata without repair says how to repair")
     func damagedNoRepair() async throws {
         let sr = try TestSR(attached: false)

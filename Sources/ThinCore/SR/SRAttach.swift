@@ -125,7 +125,7 @@ extension SRLifecycle {
         }
         guard result.usable else {
             throw ThinError(.catalogInconsistent, "the catalog filesystem of SR \(sr.names.uuidString) has errors "
-                            + "e2fsck -p cannot fix (\(CheckReport.firstLine(result.output))); repair it with "
+                            + "e2fsck -p cannot fix (\(CheckReport.filesystemProblem(result.output))); repair it with "
                             + "thinsr-check --repair \(sr.names.uuidString)")
         }
         FaultInjection.point("catalog-checked")

@@ -121,7 +121,7 @@ extension SRLifecycle {
         // A crash leaves the journal to replay, which -n skips; the mount replays it.
         if !(check?.clean ?? false) && !(check?.output.contains("skipping journal recovery") ?? false) {
             var finding = CheckFinding(problem: "catalog-copy-damaged", detail: "e2fsck of \(copy.name): "
-                                       + CheckReport.firstLine(check?.output ?? "could not run"), repaired: false)
+                                       + CheckReport.filesystemProblem(check?.output ?? "could not run"), repaired: false)
             guard repair else {
                 finding.detail += "; thinsr-check --repair \(names.uuidString) rebuilds it from the catalog"
                 return finding

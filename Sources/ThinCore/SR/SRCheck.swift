@@ -43,6 +43,18 @@ public struct CheckReport: Sendable {
     static func firstLine(_ text: String) -> String {
         String(text.split(whereSeparator: \.isNewline).first ?? "failed")
     }
+
+    /// e2fsck's first line that says something: lines that are only the
+    /// device's name (e2fsck -p starts its report with "<device>: ") skipped.
+    static func filesystemProblem(_ output: String) -> String {
+        let trimmed = { (text: Substring) in text.drop { $0 == " " || $0 == "\t" } }
+        let lines = output.split(whereSeparator: \.isNewline).map(trimmed)
+        let telling = lines.first { line in
+            guard line.hasPrefix("/dev/"), let colon = line.firstIndex(of: ":") else { return !line.isEmpty }
+            return !trimmed(line[line.index(after: colon)...]).isEmpty
+        }
+        return telling.map(String.init) ?? "failed"
+    }
 }
 
 extension SRLifecycle {

@@ -23,16 +23,14 @@ extension SRLifecycle {
         }
         try clearInspectionMounts(sr.names)
         let lvs = [LVRole.metadata, .spare, .catalog, .catalogCopy]
-        let inactive = lvs.compactMap { sr.volumes[$0] }.filter { !$0.active }.map(\.name)
+        // Only what this check activates (or makes) goes inactive again: a
+        // plain check changes nothing, not even LVs that LVM's own
+        // autoactivation brought up.
+        var inactive = lvs.compactMap { sr.volumes[$0] }.filter { !$0.active }.map(\.name)
         do { try host.lvm.setActive(true, group: sr.volumeGroup, names: inactive) } catch {
             throw .backend("cannot activate the SR's metadata LVs", error)
         }
-        // A detached SR's LVs rest inactive: those a killed check left active (or
-        // a rebuild made) go inactive too.
-        defer {
-            let all = lvs.compactMap { (try? discovery.find(sr.names.uuidString))?.volumes[$0]?.name }
-            try? host.lvm.setActive(false, group: sr.volumeGroup, names: all)
-        }
+        defer { try? host.lvm.setActive(false, group: sr.volumeGroup, names: inactive) }
         for role in lvs { sr.volumes[role]?.active = true }  // so the reads below leave them active
         var catalog = try await readCatalog(sr, repair: repair, into: &report)
         var copyFinding: CheckFinding?
@@ -45,6 +43,7 @@ extension SRLifecycle {
             report.findings.append(damage)
             guard damage.repaired else { return report }
             rebuilt = true
+            if sr.volumes[.catalog] == nil { inactive.append(sr.names.lv(.catalog)) }  // the LV the rebuild made
             sr = try discovery.find(sr.names.uuidString)
             for role in lvs { sr.volumes[role]?.active = true }
             catalog = try await readCatalog(sr, repair: repair, into: &report)
@@ -241,7 +240,7 @@ extension SRLifecycle {
         // see what the replay would fix) and the read-only mount does.
         guard !result.clean, repair || !result.output.contains("skipping journal recovery") else { return nil }
         let fixed = repair && result.usable
-        return CheckFinding(problem: "catalog-filesystem-damaged", detail: "e2fsck: " + CheckReport.firstLine(result.output)
+        return CheckFinding(problem: "catalog-filesystem-damaged", detail: "e2fsck: " + CheckReport.filesystemProblem(result.output)
                             + (fixed ? "; fixed by e2fsck -fy" : repair ? "; e2fsck could not fix it"
                                : "; run thinsr-check --repair \(sr.names.uuidString)"), repaired: fixed)
     }
