@@ -9,10 +9,10 @@ public struct SRCreate: LifecycleTool {
         discussion: """
             With --device, the SR owns the given raw devices: they become LVM physical volumes in a new \
             volume group holding the SR's pool data, pool metadata, a metadata spare, a catalog and the \
-            catalog's copy, which takes every commit too (64 MiB each to start, grown by thinsr-extend). With \
-            --vg, the SR lives in an existing volume group and never touches logical volumes that are not \
-            tagged as its own; --pool-size is then required. The new SR is left attached. Prints the SR's \
-            uuid.
+            catalog's copy, which takes every commit too (64 MiB each to start, 32 MiB in a VG under 4 GiB; \
+            thinsr-extend grows them). With --vg, the SR lives in an existing volume group and never \
+            touches logical volumes that are not tagged as its own; --pool-size is then required. The new SR \
+            is left attached. Prints the SR's uuid.
             """)
 
     public static let examples = [

@@ -4,7 +4,11 @@ import ThinTools
 
 /// How big an SR's LVs are: the catalog and its copy, metadata and its spare, and data.
 struct StoragePlan: Equatable {
+    /// The catalog's (and its copy's) starting size: 64 MiB, or 32 MiB in a
+    /// VG under 4 GiB, which should not spend a quarter of itself on two
+    /// catalogs; `thinsr-extend` doubles them once half full.
     static let catalogBytes: UInt64 = 64 << 20
+    static func catalogBytes(vgBytes: UInt64) -> UInt64 { vgBytes < 4 << 30 ? 32 << 20 : catalogBytes }
     static let defaultBlockBytes: UInt64 = 64 << 10
     /// dm-thin uses at most ~15.9 GiB of metadata; LVM caps at 15.81 GiB.
     static let maximumMetadataBytes: UInt64 = 16_189 << 20
@@ -14,6 +18,7 @@ struct StoragePlan: Equatable {
 
     var metadataBytes: UInt64
     var dataBytes: UInt64
+    var catalogBytes: UInt64 = StoragePlan.catalogBytes
 
     /// Metadata is sized for this many thin devices (volumes, snapshots and
     /// clones): 1,000 per GiB of VG, between 10,000 and 100,000, so a small SR
@@ -54,7 +59,8 @@ struct StoragePlan: Equatable {
             metadata = try await plannedMetadataBytes(vgBytes: vg.sizeBytes, blockBytes: blockBytes, programs: programs)
         }
         metadata = ByteSize.roundUp(metadata, to: extent)
-        let overhead = 2 * catalogBytes + 2 * metadata  // the catalog and its copy
+        let catalog = ByteSize.roundUp(catalogBytes(vgBytes: vg.sizeBytes), to: extent)
+        let overhead = 2 * catalog + 2 * metadata  // the catalog and its copy
         guard vg.freeBytes > overhead else {
             throw ThinError(.noSpace, "volume group \(vg.name) has \(ByteSize.format(vg.freeBytes)) free; the SR "
                             + "needs \(ByteSize.format(overhead)) for its catalog and metadata before any data")
@@ -72,12 +78,12 @@ struct StoragePlan: Equatable {
         }
         data = data / blockBytes * blockBytes
         guard data >= blockBytes else { throw ThinError(.noSpace, "volume group \(vg.name) leaves no room for pool data") }
-        return StoragePlan(metadataBytes: metadata, dataBytes: data)
+        return StoragePlan(metadataBytes: metadata, dataBytes: data, catalogBytes: catalog)
     }
 
     func bytes(of role: LVRole) -> UInt64 {
         switch role {
-        case .catalog, .catalogCopy: return Self.catalogBytes
+        case .catalog, .catalogCopy: return catalogBytes
         case .metadata, .spare: return metadataBytes
         case .data: return dataBytes
         }
