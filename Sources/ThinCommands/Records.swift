@@ -14,6 +14,7 @@ struct VolumeJSON: Encodable {
     var physical_utilisation: UInt64
     var uri: [String]
     var keys: [String: String]
+    var cbt_enabled: Bool
     // thinsr's own
     var sr: String
     var kind: String
@@ -36,6 +37,7 @@ struct VolumeJSON: Encodable {
         sr = view.srUUID.uuidString.lowercased()
         uri = ["thinsr://\(sr)/\(record.key)"]
         keys = record.keys
+        cbt_enabled = record.cbtEnabled
         kind = record.kind.rawValue
         thin_id = record.thinID.value
         created = isoTimestamp(record.createdAt)

@@ -155,7 +155,7 @@ struct ParsingTests {
         #expect(Set(lifecycle) == ["thinsr-create", "thinsr-attach", "thinsr-detach", "thinsr-destroy", "thinsr-ls",
                                    "thinsr-check"])
         let readers = allTools.filter { $0.access == .read }.map { $0.toolName }
-        #expect(Set(readers) == ["thinsr-stat", "thinvdi-stat", "thinvdi-ls", "thinvdi-tree"])
+        #expect(Set(readers) == ["thinsr-stat", "thinvdi-stat", "thinvdi-ls", "thinvdi-tree", "thinvdi-changed"])
         #expect(allTools.allSatisfy { $0.needsRoot })
         for tool in allTools where tool.access != .lifecycle { #expect(tool is any SRTool.Type, "\(tool.toolName)") }
     }

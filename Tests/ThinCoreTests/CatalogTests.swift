@@ -130,7 +130,7 @@ struct CatalogTests {
         let catalog = try makeCatalog()
         let record = volume("a", thinID: 1)
         try catalog.insert(record)
-        try catalog.setPendingSwitch(volume: record.uuid, thinID: 9, virtualSize: 4096)
+        try catalog.setPendingSwitch(volume: record.uuid, thinID: 9, virtualSize: 4096, dataSource: record.uuid)
         #expect(try catalog.referencedThinIDs() == [1, 9])
     }
 

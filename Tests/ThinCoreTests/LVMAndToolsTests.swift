@@ -69,6 +69,29 @@ struct ThinToolsParsingTests {
         #expect(ThinTools.parseTransactionID("<device dev_id=\"1\" transaction=\"9\">") == nil)
         #expect(ThinTools.parseTransactionID("<superblock transaction=\"x\">") == nil)
     }
+
+    @Test("thin_dump's mappings: runs and single blocks with their times, per device")
+    func mappings() {
+        let dump = """
+            <superblock uuid="" time="2" transaction="4" version="2" data_block_size="128" nr_data_blocks="800">
+              <device dev_id="1" mapped_blocks="3" transaction="0" creation_time="0" snap_time="2">
+                <range_mapping origin_begin="0" data_begin="10" length="2" time="0"/>
+                <single_mapping origin_block="7" data_block="3" time="2"/>
+              </device>
+              <device dev_id="2" mapped_blocks="2" transaction="1" creation_time="1" snap_time="1">
+                <range_mapping origin_begin="0" data_begin="10" length="2" time="0"/>
+              </device>
+            </superblock>
+            """
+        #expect(ThinTools.parseMappings(dump) == [
+            ThinDeviceMappings(deviceID: 1, creationTime: 0, runs: [.init(begin: 0, length: 2, time: 0),
+                                                                    .init(begin: 7, length: 1, time: 2)]),
+            ThinDeviceMappings(deviceID: 2, creationTime: 1, runs: [.init(begin: 0, length: 2, time: 0)]),
+        ])
+        #expect(ThinTools.parseMappings("<single_mapping origin_block=\"7\" data_block=\"3\" time=\"2\"/>") == nil,
+                "a mapping outside a device is not thin_dump's output")
+        #expect(ThinTools.parseMappings("<device dev_id=\"1\">") == nil, "a device without its creation time")
+    }
 }
 
 @Suite("LVM JSON reports")

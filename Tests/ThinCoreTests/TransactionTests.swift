@@ -223,7 +223,7 @@ struct RecoveryTests {
         try sr.addVolume("s", thinID: 2, kind: .snapshot, parent: volume.uuid)
         if createSent { sr.deviceMapper.updatePool(sr.names.poolDevice) { $0.thinIDs.insert(3) } }
         try leaveOpen(sr, [.createSnapshot(3, origin: 2), .delete(1)]) {
-            try $0.setPendingSwitch(volume: volume.uuid, thinID: 3, virtualSize: 1 << 30)
+            try $0.setPendingSwitch(volume: volume.uuid, thinID: 3, virtualSize: 1 << 30, dataSource: volume.uuid)
         }
         try sr.open().recovered()
         #expect(sr.poolMessages == ["create_snap 3 2", "delete 1", "set_transaction_id 0 1"])

@@ -20,7 +20,7 @@ function __thinvdi-set_parse_tokens -S
     set -l unparsed_tokens (__thinvdi-set_tokens -pc)
     switch $unparsed_tokens[1]
     case 'thinvdi-set'
-        __thinvdi-set_parse_subcommand -r 3 'name=' 'description=' 'key=+' 'value=+' 'json' 'v/verbose' 'h/help'
+        __thinvdi-set_parse_subcommand -r 3 'name=' 'description=' 'key=+' 'value=+' 'cbt=' 'json' 'v/verbose' 'h/help'
         switch $unparsed_tokens[1]
         case 'help'
             __thinvdi-set_parse_subcommand -r 1 
@@ -83,6 +83,7 @@ complete -c 'thinvdi-set' -n '__thinvdi-set_should_offer_completions_for_flags_o
 complete -c 'thinvdi-set' -n '__thinvdi-set_should_offer_completions_for_flags_or_options "thinvdi-set" description' -l 'description' -d 'A new description.' -rfka ''
 complete -c 'thinvdi-set' -n '__thinvdi-set_should_offer_completions_for_flags_or_options "thinvdi-set"' -l 'key' -d 'A key to set to the matching --value, taken whole.' -rfka ''
 complete -c 'thinvdi-set' -n '__thinvdi-set_should_offer_completions_for_flags_or_options "thinvdi-set"' -l 'value' -d 'The value of the matching --key, taken whole.' -rfka ''
+complete -c 'thinvdi-set' -n '__thinvdi-set_should_offer_completions_for_flags_or_options "thinvdi-set" cbt' -l 'cbt' -d 'Changed-block tracking (xapi\'s cbt_enabled): on or off. Snapshots taken while it is on have it on; thinvdi-changed needs no tracking, so this is the flag xapi and backup tools read.' -rfka 'on off'
 complete -c 'thinvdi-set' -n '__thinvdi-set_should_offer_completions_for_flags_or_options "thinvdi-set" json' -l 'json' -d 'Print the result (or the error) as one JSON value on standard output.'
 complete -c 'thinvdi-set' -n '__thinvdi-set_should_offer_completions_for_flags_or_options "thinvdi-set" v verbose' -s 'v' -l 'verbose' -d 'Print each device-mapper call, LVM command and helper program on stderr, with its time (as THINSR_LOG=debug does).'
 complete -c 'thinvdi-set' -n '__thinvdi-set_should_offer_completions_for_flags_or_options "thinvdi-set" h help' -s 'h' -l 'help' -d 'Show help information.'

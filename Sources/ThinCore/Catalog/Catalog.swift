@@ -60,6 +60,12 @@ final class Catalog {
         if !columns.contains("revision") {
             try database.execute("ALTER TABLE sr ADD COLUMN revision INTEGER NOT NULL DEFAULT 0")
         }
+        let volumeColumns = try database.query("PRAGMA table_info(volume)").compactMap { $0.text(1) }
+        for (column, declaration) in [("cbt_enabled", "INTEGER NOT NULL DEFAULT 0"), ("data_source", "TEXT"),
+                                      ("data_since", "INTEGER"), ("pending_data_source", "TEXT")]
+        where !volumeColumns.contains(column) {
+            try database.execute("ALTER TABLE volume ADD COLUMN \(column) \(declaration)")
+        }
     }
 
     static func create(path: String, record: SRRecord) throws(ThinError) -> Catalog {
@@ -92,7 +98,8 @@ final class Catalog {
             description TEXT NOT NULL, thin_id INTEGER NOT NULL UNIQUE, virtual_size INTEGER NOT NULL,
             kind TEXT NOT NULL, read_write INTEGER NOT NULL, sharable INTEGER NOT NULL,
             created_at INTEGER NOT NULL, state TEXT NOT NULL, parent_uuid TEXT, snapshot_of TEXT,
-            pending_thin_id INTEGER UNIQUE, pending_virtual_size INTEGER);
+            pending_thin_id INTEGER UNIQUE, pending_virtual_size INTEGER,
+            cbt_enabled INTEGER NOT NULL DEFAULT 0, data_source TEXT, data_since INTEGER, pending_data_source TEXT);
         CREATE TABLE volume_key (
             volume_uuid TEXT NOT NULL REFERENCES volume(uuid) ON DELETE CASCADE,
             k TEXT NOT NULL, v TEXT NOT NULL, PRIMARY KEY (volume_uuid, k));

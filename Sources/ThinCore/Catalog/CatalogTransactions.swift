@@ -42,9 +42,14 @@ extension Catalog {
                 WHERE parent_uuid IN (SELECT uuid FROM volume WHERE state = 'destroying')
                 """)
             try database.query("DELETE FROM volume WHERE state = 'destroying'")
-            try database.query("UPDATE volume SET state = 'ready' WHERE state = 'creating'")
-            try database.query("UPDATE volume SET thin_id = pending_thin_id, virtual_size = pending_virtual_size, "
-                               + "pending_thin_id = NULL, pending_virtual_size = NULL WHERE pending_thin_id IS NOT NULL")
+            let since = SQLValue.integer(Int64(pending.newTransactionID))
+            try database.query("UPDATE volume SET state = 'ready', data_since = ? WHERE state = 'creating'", [since])
+            try database.query("""
+                UPDATE volume SET thin_id = pending_thin_id, virtual_size = pending_virtual_size,
+                    data_source = pending_data_source, data_since = ?,
+                    pending_thin_id = NULL, pending_virtual_size = NULL, pending_data_source = NULL
+                WHERE pending_thin_id IS NOT NULL
+                """, [since])
             try setTransactionID(pending.newTransactionID)
             try database.query("DELETE FROM pending")
         }
@@ -55,8 +60,8 @@ extension Catalog {
         try transaction { () throws(ThinError) in
             try database.query("DELETE FROM volume WHERE state = 'creating'")
             try database.query("UPDATE volume SET state = 'ready' WHERE state = 'destroying'")
-            try database.query("UPDATE volume SET pending_thin_id = NULL, pending_virtual_size = NULL "
-                               + "WHERE pending_thin_id IS NOT NULL")
+            try database.query("UPDATE volume SET pending_thin_id = NULL, pending_virtual_size = NULL, "
+                               + "pending_data_source = NULL WHERE pending_thin_id IS NOT NULL")
             try database.query("DELETE FROM pending")
         }
     }

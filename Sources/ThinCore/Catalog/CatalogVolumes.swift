@@ -5,7 +5,7 @@ import ThinDeviceMapper
 extension Catalog {
     static let volumeColumns = """
         uuid, key, name, description, thin_id, virtual_size, kind, read_write, sharable, created_at, state,
-        parent_uuid, snapshot_of
+        parent_uuid, snapshot_of, cbt_enabled, data_source, data_since
         """
 
     func volumes(includingUnfinished: Bool = false) throws(ThinError) -> [VolumeRecord] {
@@ -61,18 +61,22 @@ extension Catalog {
                             kind: kind, readWrite: row.int(7) == 1, sharable: row.int(8) == 1,
                             createdAt: row.int(9) ?? 0, keys: keys,
                             parentUUID: row.text(11).flatMap(UUID.init(uuidString:)),
-                            snapshotOf: row.text(12).flatMap(UUID.init(uuidString:)), state: state)
+                            snapshotOf: row.text(12).flatMap(UUID.init(uuidString:)), state: state,
+                            cbtEnabled: row.int(13) == 1, dataSource: row.text(14).flatMap(UUID.init(uuidString:)),
+                            dataSince: row.int(15).map { UInt64($0) })
     }
 
     func insert(_ volume: VolumeRecord) throws(ThinError) {
         try transaction { () throws(ThinError) in
-            try database.query("INSERT INTO volume (\(Self.volumeColumns)) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", [
+            try database.query("INSERT INTO volume (\(Self.volumeColumns)) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", [
                 .text(volume.uuid.lowercased), .text(volume.key), .text(volume.name),
                 .text(volume.description), .integer(Int64(volume.thinID.value)), .integer(Int64(volume.virtualSize)),
                 .text(volume.kind.rawValue), .integer(volume.readWrite ? 1 : 0), .integer(volume.sharable ? 1 : 0),
                 .integer(volume.createdAt), .text(volume.state.rawValue),
                 volume.parentUUID.map { .text($0.lowercased) } ?? .null,
                 volume.snapshotOf.map { .text($0.lowercased) } ?? .null,
+                .integer(volume.cbtEnabled ? 1 : 0), volume.dataSource.map { .text($0.lowercased) } ?? .null,
+                volume.dataSince.map { .integer(Int64($0)) } ?? .null,
             ])
             for (key, value) in volume.keys.sorted(by: { $0.key < $1.key }) {
                 try database.query("INSERT INTO volume_key VALUES (?, ?, ?)",
@@ -87,11 +91,21 @@ extension Catalog {
         }
     }
 
-    /// Records the thin id and size a volume switches to when the open transaction settles.
-    func setPendingSwitch(volume: UUID, thinID: ThinDeviceID, virtualSize: UInt64) throws(ThinError) {
+    /// Records the thin id and size a volume switches to when the open
+    /// transaction settles, and the snapshot its data then comes from.
+    func setPendingSwitch(volume: UUID, thinID: ThinDeviceID, virtualSize: UInt64, dataSource: UUID) throws(ThinError) {
         try transaction { () throws(ThinError) in
-            try database.query("UPDATE volume SET pending_thin_id = ?, pending_virtual_size = ? WHERE uuid = ?",
-                               [.integer(Int64(thinID.value)), .integer(Int64(virtualSize)), .text(volume.lowercased)])
+            try database.query("""
+                UPDATE volume SET pending_thin_id = ?, pending_virtual_size = ?, pending_data_source = ? WHERE uuid = ?
+                """, [.integer(Int64(thinID.value)), .integer(Int64(virtualSize)), .text(dataSource.lowercased),
+                      .text(volume.lowercased)])
+        }
+    }
+
+    func setCBTEnabled(_ enabled: Bool, volume: UUID) throws(ThinError) {
+        try transaction { () throws(ThinError) in
+            try database.query("UPDATE volume SET cbt_enabled = ? WHERE uuid = ?",
+                               [.integer(enabled ? 1 : 0), .text(volume.lowercased)])
         }
     }
 

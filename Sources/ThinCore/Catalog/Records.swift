@@ -61,6 +61,15 @@ public struct VolumeRecord: Equatable, Sendable {
     /// For snapshots: the volume it is a snapshot of.
     public var snapshotOf: UUID?
     var state: VolumeState
+    /// Changed-block tracking is on (xapi's `cbt_enabled`); snapshots inherit it.
+    public var cbtEnabled = false
+    /// The volume or snapshot the current thin device was made from (a
+    /// snapshot's or clone's source, the snapshot a revert went back to; nil
+    /// for one made empty), and the pool transaction that made it (nil for
+    /// rows older than this record). Changed-block queries prove lineage with
+    /// these, which, unlike `parentUUID`, never move.
+    public var dataSource: UUID? = nil
+    public var dataSince: UInt64? = nil
 }
 
 /// The change in flight: recorded and committed before any pool message is

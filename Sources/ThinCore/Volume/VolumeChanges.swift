@@ -40,7 +40,7 @@ extension AttachedSR {
 
     /// Changes name, description and keys; the volume's key never changes.
     public func setMetadata(_ reference: String, name: String?, description: String?,
-                            set: [(String, String)], unset: [String]) throws(ThinError) {
+                            set: [(String, String)], unset: [String], cbt: Bool? = nil) throws(ThinError) {
         if let name { try Naming.validateLabel(name, what: "name") }
         if let description { try Naming.validateLabel(description, what: "description") }
         for (key, value) in set {
@@ -53,6 +53,7 @@ extension AttachedSR {
             try catalog.setLabel(name: name, description: description, volume: volume.uuid)
             for (key, value) in set { try catalog.setKey(key, value: value, volume: volume.uuid) }
             for key in unset { try catalog.unsetKey(key, volume: volume.uuid) }
+            if let cbt { try catalog.setCBTEnabled(cbt, volume: volume.uuid) }
             FaultInjection.point("metadata-written")  // before the commit: nothing is kept
         }
     }

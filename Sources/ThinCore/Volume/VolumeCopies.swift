@@ -19,7 +19,8 @@ extension AttachedSR {
             uuid: UUID(), key: Naming.deriveKey(fromName: label, existing: try catalog.allKeys()), name: label,
             description: source.description, thinID: thinID, virtualSize: source.virtualSize, kind: kind,
             readWrite: kind == .clone, sharable: false, createdAt: System.currentTime(), keys: [:],
-            parentUUID: source.uuid, snapshotOf: kind == .snapshot ? source.uuid : nil, state: .creating)
+            parentUUID: source.uuid, snapshotOf: kind == .snapshot ? source.uuid : nil, state: .creating,
+            cbtEnabled: kind == .snapshot && source.cbtEnabled, dataSource: source.uuid)
         let record = { (catalog: Catalog) throws(ThinError) in
             try catalog.insert(copy)
             try catalog.setNextThinID(thinID.successor)
@@ -103,7 +104,8 @@ extension AttachedSR {
         let thinID = try allocateThinID()
         try transact(fromOrigin: snapshot, [.createSnapshot(thinID, origin: snapshot.thinID), .delete(volume.thinID)]) {
             catalog throws(ThinError) in
-            try catalog.setPendingSwitch(volume: volume.uuid, thinID: thinID, virtualSize: snapshot.virtualSize)
+            try catalog.setPendingSwitch(volume: volume.uuid, thinID: thinID, virtualSize: snapshot.virtualSize,
+                                         dataSource: snapshot.uuid)
             try catalog.setNextThinID(thinID.successor)
         }
     }

@@ -98,6 +98,8 @@ final class RecordingPrograms: HelperPrograms {
         var checks: [String: ThinTools.CheckResult] = [:]
         /// Per device path: the ids thin_ls lists (default: the live pool's).
         var listed: [String: [UInt32]] = [:]
+        /// Per thin id: what thin_dump prints of its mappings.
+        var mappings: [UInt32: ThinDeviceMappings] = [:]
         var repairFails = false
     }
 
@@ -151,6 +153,14 @@ final class RecordingPrograms: HelperPrograms {
         let ids = listed ?? (deviceMapper.pool(poolName)?.thinIDs.map(\.value) ?? [])
         return ids.sorted().map { ThinTools.DeviceUsage(deviceID: $0, mappedBytes: 65536, exclusiveBytes: 65536,
                                                         sharedBytes: 0) }
+    }
+
+    func dumpMappings(metadataDevice: String, metadataSnapshot: Bool,
+                      deviceIDs: [UInt32]) async throws(ExternalCommandError) -> [ThinDeviceMappings] {
+        state.withLock { state in
+            state.calls.append("thin_dump \(metadataSnapshot ? "-m " : "")\(deviceIDs) \(metadataDevice)")
+            return deviceIDs.compactMap { state.mappings[$0] }
+        }
     }
 
     func makeCatalogFilesystem(device: String) async throws(ExternalCommandError) {

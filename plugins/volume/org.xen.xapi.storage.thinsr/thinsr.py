@@ -120,7 +120,7 @@ def volume_record(v):
             "physical_utilisation", "uri", "keys"]
     record = {key: v[key] for key in keys}
     record["volume_type"] = "Data"
-    record["cbt_enabled"] = False
+    record["cbt_enabled"] = bool(v.get("cbt_enabled", False))
     return record
 
 
@@ -167,6 +167,19 @@ def volume_set_description(params):
     tool("thinvdi-set", params["sr"], params["key"], description=params["new_description"])
 
 
+def volume_set_cbt(enabled):
+    def handler(params):
+        tool("thinvdi-set", params["sr"], params["key"], cbt="on" if enabled else "off")
+    return handler
+
+
+def volume_list_changed_blocks(params):
+    """Blocks of key2 changed since snapshot key, from the pool's metadata:
+    {"granularity": 65536, "bitmap": base64}; a negative length means to the end."""
+    return tool("thinvdi-changed", params["sr"], params["key"], params["key2"], bitmap=True,
+                offset=int(params.get("offset", 0)), length=int(params.get("length", -1)))
+
+
 METHODS = {
     "Plugin.Query": query, "Plugin.diagnostics": diagnostics,
     "SR.create": sr_create, "SR.attach": sr_attach, "SR.detach": sr_detach, "SR.destroy": sr_destroy,
@@ -177,6 +190,8 @@ METHODS = {
     "Volume.revert": volume_revert, "Volume.resize": volume_resize, "Volume.stat": volume_stat,
     "Volume.set": volume_set, "Volume.unset": volume_unset, "Volume.set_name": volume_set_name,
     "Volume.set_description": volume_set_description,
+    "Volume.enable_cbt": volume_set_cbt(True), "Volume.disable_cbt": volume_set_cbt(False),
+    "Volume.list_changed_blocks": volume_list_changed_blocks,
 }
 
 if __name__ == "__main__":
