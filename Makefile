@@ -13,7 +13,8 @@ FISHDIR = $(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d
 TOOLS = thinsr-create thinsr-attach thinsr-detach thinsr-destroy thinsr-stat thinsr-ls thinsr-set \
         thinsr-extend thinsr-check \
         thinvdi-create thinvdi-destroy thinvdi-stat thinvdi-ls thinvdi-attach thinvdi-detach \
-        thinvdi-snapshot thinvdi-clone thinvdi-revert thinvdi-resize thinvdi-set thinvdi-unset thinvdi-tree thinvdi-changed
+        thinvdi-snapshot thinvdi-clone thinvdi-revert thinvdi-resize thinvdi-set thinvdi-unset thinvdi-tree thinvdi-changed \
+        thinvdi-data-destroy
 
 APT_PACKAGES = lvm2 thin-provisioning-tools libdevmapper-dev liblvm2-dev libaio-dev libsqlite3-dev \
         e2fsprogs util-linux udev kmod jq openssl fio strace python3 sqlite3 qemu-utils \

@@ -216,6 +216,32 @@ public struct VDIChanged: WholeSRTool {
     }
 }
 
+public struct VDIDataDestroy: VolumeTool {
+    public static let access = ToolAccess.write
+    public static let configuration = CommandConfiguration(
+        commandName: "thinvdi-data-destroy",
+        abstract: "Free a snapshot's data, keeping it as the base of changed-block queries.",
+        discussion: """
+            After a backup has copied a snapshot, its blocks are no longer needed, only the answer to \
+            "what changed since it". This deletes the snapshot's thin device and keeps, in its catalog row, \
+            what thinvdi-changed needs (the pool time it was made at and the blocks it mapped). It stays \
+            listed, of kind cbt_metadata and using no space, until thinvdi-destroy; it can no longer be \
+            attached, cloned, snapshotted or reverted to. xapi's VDI.data_destroy comes here. Refuses \
+            anything but a snapshot, and an attached one; a second call changes nothing.
+            """)
+    public static let examples = [("thinvdi-data-destroy vmstore nightly-1",
+                                   "Free the snapshot's data; thinvdi-changed from it still works.")]
+
+    @OptionGroup public var volume: VolumeArgument
+    @OptionGroup public var output: OutputOptions
+    public init() {}
+
+    public func execute(on sr: AttachedSR) async throws(ThinError) {
+        let record = try await sr.destroyData(volume.vdi)
+        try await printVolume(record, of: sr, json: output.json, quiet: true)
+    }
+}
+
 struct BitmapJSON: Encodable {
     var granularity: UInt64
     var bitmap: String

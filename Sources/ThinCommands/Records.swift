@@ -18,7 +18,8 @@ struct VolumeJSON: Encodable {
     // thinsr's own
     var sr: String
     var kind: String
-    var thin_id: UInt32
+    /// Nil once the snapshot's data was destroyed (no thin device left).
+    var thin_id: UInt32?
     var created: String
     var attached: Bool
     var device_path: String?
@@ -38,8 +39,8 @@ struct VolumeJSON: Encodable {
         uri = ["thinsr://\(sr)/\(record.key)"]
         keys = record.keys
         cbt_enabled = record.cbtEnabled
-        kind = record.kind.rawValue
-        thin_id = record.thinID.value
+        kind = record.dataDestroyed ? "cbt_metadata" : record.kind.rawValue
+        thin_id = record.dataDestroyed ? nil : record.thinID.value
         created = isoTimestamp(record.createdAt)
         attached = view.devicePath != nil
         device_path = view.devicePath

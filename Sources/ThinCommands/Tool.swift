@@ -121,7 +121,7 @@ public let allTools: [any ToolCommand.Type] = [
     SRExtend.self, SRCheckCommand.self,
     VDICreate.self, VDIDestroy.self, VDIStat.self, VDIList.self, VDIAttach.self, VDIDetach.self,
     VDISnapshot.self, VDIClone.self, VDIRevert.self, VDIResize.self, VDISet.self, VDIUnset.self, VDITree.self,
-    VDIChanged.self,
+    VDIChanged.self, VDIDataDestroy.self,
 ]
 
 /// The multi-call binary's dispatcher: `argv[0]`'s basename picks the tool;

@@ -62,13 +62,15 @@ public struct VDIStat: VolumeTool {
     public func execute(on sr: AttachedSR) async throws(ThinError) {
         let view = VolumeJSON(try await sr.view(of: try sr.requireVolume(volume.vdi)))
         if output.json { return Console.printJSON(view) }
+        let thinID: String = view.thin_id.map { String($0) } ?? "none (its data was destroyed)"
         Console.fields([
             ("key", view.key), ("uuid", view.uuid), ("name", view.name), ("description", view.description),
             ("kind", view.kind), ("read write", view.read_write ? "yes" : "no"),
             ("sharable", view.sharable ? "yes" : "no"),
             ("virtual size", "\(ByteSize.format(view.virtual_size)) (\(view.virtual_size) bytes)"),
             ("physical utilisation", "\(ByteSize.format(view.physical_utilisation)) (\(view.physical_utilisation) bytes)"),
-            ("thin id", String(view.thin_id)), ("created", view.created), ("uri", view.uri.joined(separator: " ")),
+            ("thin id", thinID), ("created", view.created),
+            ("uri", view.uri.joined(separator: " ")),
             ("device", view.device_path.map { $0 + (view.attached_read_only == true ? " (read-only)" : "") } ?? "-"),
         ] + view.keys.sorted(by: { $0.key < $1.key }).map { ("key \($0.key)", $0.value) })
     }

@@ -1,7 +1,9 @@
 import FoundationEssentials
+import Synchronization
 import Testing
 import ThinDeviceMapper
 import ThinTools
+import ThinLVM
 @testable import ThinCore
 
 @Suite("changed blocks")
@@ -74,5 +76,59 @@ struct ChangedBlocksTests {
         let s3 = record("s3", source: volume, since: 8)
         all[s3.uuid] = s3
         #expect(derives(volume, s3) && !derives(s3, s2))
+    }
+}
+
+@Suite("data destroy")
+struct DataDestroyTests {
+    @Test("a snapshot's data goes in one pool transaction; its row keeps what changed-block queries need")
+    func dataDestroy() async throws {
+        let sr = try TestSR()
+        let open = try sr.open()
+        defer { open.close() }
+        let volume = try open.createVolume(name: "disk", description: "", sizeBytes: 1 << 20, sharable: false)
+        let snapshot = try open.copyVolume(volume.key, kind: .snapshot, name: "s1")
+        sr.programs.state.withLock { state in
+            state.mappings[snapshot.thinID.value] = ThinDeviceMappings(
+                deviceID: snapshot.thinID.value, creationTime: 4, runs: [.init(begin: 0, length: 3, time: 1)])
+            state.mappings[volume.thinID.value] = ThinDeviceMappings(
+                deviceID: volume.thinID.value, creationTime: 0,
+                runs: [.init(begin: 0, length: 1, time: 1), .init(begin: 2, length: 1, time: 5)])
+        }
+        let destroyed = try await open.destroyData(snapshot.key)
+        #expect(destroyed.dataDestroyed && destroyed.changeBase == ChangeBase(creationTime: 4, mapped: [0..<3]))
+        #expect(sr.deviceMapper.calls.contains(sr.message("delete \(snapshot.thinID)")))
+        #expect(!(try open.catalog.referencedThinIDs().contains(snapshot.thinID)), "the pool no longer holds it")
+        #expect(try open.catalog.reservedThinIDs().contains(snapshot.thinID), "but no new device may take its id")
+        // Block 1 was discarded since (mapped in s1 only), block 2 rewritten (time 5 >= 4).
+        let changes = try await open.changedBlocks(from: snapshot.key, to: volume.key)
+        #expect(changes.extents.map(\.offset) == [65536] && changes.extents.map(\.length) == [2 * 65536])
+        #expect(!sr.programs.calls.contains { $0.hasPrefix("thin_dump") && $0.contains("[\(snapshot.thinID.value),") },
+                "the destroyed snapshot's device is not dumped again")
+        _ = try await open.destroyData(snapshot.key)   // again: nothing changes
+        #expect(sr.deviceMapper.calls.filter { $0 == sr.message("delete \(snapshot.thinID)") }.count == 1)
+        #expect(throws: ThinError.self) { try open.attachVolume(snapshot.key, readOnly: true) }
+        #expect(throws: ThinError.self) { try open.copyVolume(snapshot.key, kind: .clone, name: nil) }
+        await #expect(throws: ThinError.self) { try await open.destroyData(volume.key) }
+        try open.destroyVolume(snapshot.key)
+        #expect(try open.catalog.volume(matching: snapshot.key) == nil)
+    }
+}
+
+@Suite("catalog growth")
+struct CatalogGrowthTests {
+    func lv(_ bytes: UInt64) -> LogicalVolumeReport {
+        LogicalVolumeReport(volumeGroup: "vg", name: "c", sizeBytes: bytes, tags: [], active: true, mapperPath: "/dev/x")
+    }
+
+    @Test("a half-full catalog doubles, small or large; one whose LV already doubled (a killed extend) does not")
+    func growth() {
+        let mib: UInt64 = 1 << 20
+        // 32 MiB and 64 MiB LVs, whose ext4 offers about 25 and 55 MiB, more than half used.
+        #expect(AttachedSR.catalogGrowth(lv(32 * mib), space: (25 * mib, 2 * mib), extent: 4 * mib) == 32 * mib)
+        #expect(AttachedSR.catalogGrowth(lv(64 * mib), space: (55 * mib, 20 * mib), extent: 4 * mib) == 64 * mib)
+        #expect(AttachedSR.catalogGrowth(lv(64 * mib), space: (55 * mib, 40 * mib), extent: 4 * mib) == 0, "under half full")
+        #expect(AttachedSR.catalogGrowth(lv(64 * mib), space: (25 * mib, 2 * mib), extent: 4 * mib) == 0,
+                "the LV doubled but resize2fs has not run yet")
     }
 }

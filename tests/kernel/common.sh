@@ -24,7 +24,7 @@ check_pool_agrees() {
 final_metadata_check() {
     local sr=$1 vg hex count meta
     vg=$(vg_of "$sr"); hex=$(echo "$sr" | tr -d -)
-    count=$(thinvdi-ls --json "$sr" | jq length)
+    count=$(thinvdi-ls --json "$sr" | jq '[.[] | select(.thin_id != null)] | length')   # data-destroyed snapshots have none
     for key in $(thinvdi-ls --json "$sr" | jq -r '.[] | select(.attached) | .key'); do thinvdi-detach "$sr" "$key"; done
     check "thinsr-detach $sr" thinsr-detach "$sr"
     lvchange -ay "$vg/thinsr_${hex}_meta"

@@ -29,7 +29,7 @@ destroy_named() {
 # metadata snapshot); prints the difference, if any.
 reads_agree() {
     local listed kernel pool=$(pool_name "$FSR") meta
-    listed=$(thinvdi-ls --json faults | jq -r '.[].thin_id' | sort -n | tr '\n' ' ')
+    listed=$(thinvdi-ls --json faults | jq -r '.[].thin_id | select(. != null)' | sort -n | tr '\n' ' ')
     meta=/dev/mapper/$(echo "thinsr_$(echo "$FSR" | tr -d -)" | sed 's/-/--/g')-thinsr_$(echo "$FSR" | tr -d -)_meta
     dmsetup message "$pool" 0 reserve_metadata_snap
     kernel=$(thin_ls -m --no-headers -o DEV "$meta" | awk '{print $1}' | sort -n | tr '\n' ' ')
@@ -131,6 +131,17 @@ vdi_clone_next() { next_create; }
 vdi_clone_reads() { reads_agree; }
 vdi_clone_cleanup() { destroy_named clone1; destroy_named nx; }
 fault_op vdi_clone
+
+# Data destroy: the snapshot's thin device goes, its row stays (kind cbt_metadata).
+vdi_data_destroy_setup() { destroy_named ddsnap; thinvdi-snapshot faults "$SRC" --name ddsnap; }
+vdi_data_destroy_run() { thinvdi-data-destroy faults "$(key_of ddsnap)"; }
+vdi_data_destroy_observe() {
+    catalog_query "SELECT count(*), coalesce(sum(data_destroyed), 0) FROM volume WHERE name = 'ddsnap' AND state = 'ready'"
+}
+vdi_data_destroy_next() { next_create; }
+vdi_data_destroy_reads() { reads_agree; }
+vdi_data_destroy_cleanup() { destroy_named ddsnap; destroy_named nx; }
+fault_op vdi_data_destroy
 
 # Revert: rv holds content B; snapshot rva holds A, rvb holds B.
 RV=$(thinvdi-create faults --name rv --size 4M)
@@ -295,10 +306,12 @@ thinvdi-set frebuild "$RBK" --description "kept by the copy" --key "k=1" --value
 RBLS=$(thinvdi-ls --json frebuild)
 thinsr-detach frebuild
 RBVG=thinsr_$(echo "$RBU" | tr -d -); RBLV=$RBVG/${RBVG}_catalog
-# The findings, and what a check or rebuild may not leave behind: mounts and active LVs.
+# The findings, and what a check or rebuild may not leave behind: mounts. (Not
+# which LVs are active: LVM's udev autoactivation brings a detached SR's LVs
+# up by itself after an lvremove, and the next attach or detach settles them.)
 rebuild_state() {
     echo "$(thinsr-check --json "$RBU" | jq -r '[.findings[].problem] | join(",")')" \
-         "mounts=$(grep -c " /run/thinsr/$RBU/" /proc/self/mountinfo) active=$(lvs --noheadings -o lv_active "$RBVG" | grep -c active)"
+         "mounts=$(grep -c " /run/thinsr/$RBU/" /proc/self/mountinfo)"
 }
 sr_rebuild_setup() { lvremove -q -y "$RBLV" >/dev/null 2>&1; lvs >/dev/null; }
 sr_rebuild_run() { thinsr-check --repair "$RBU"; local status=$?; [ "$status" = 6 ] && return 0; return "$status"; }

@@ -141,10 +141,13 @@ ok, q = volume("Plugin.Query")
 expect_record("Plugin.Query (volume)", ok, q, QUERY)
 features = set(q.get("features", [])) if ok else set()
 for feature in ["VDI_CREATE", "VDI_DELETE", "VDI_SNAPSHOT", "VDI_CLONE", "VDI_RESIZE", "VDI_REVERT",
-                "VDI_ACTIVATE_READONLY", "THIN_PROVISIONING", "LARGE_VDI", "SR_PROBE", "VDI_RESIZE_ONLINE"]:
+                "VDI_ACTIVATE_READONLY", "THIN_PROVISIONING", "LARGE_VDI", "SR_PROBE", "VDI_RESIZE_ONLINE",
+                "VDI_CONFIG_CBT"]:
     check("advertises %s" % feature, feature in features)
 check("plugin name is the SR type", ok and q["plugin"] == "thinsr")
-for feature, method in [("SR_PROBE", "SR.probe"), ("VDI_REVERT", "Volume.revert"), ("VDI_RESIZE", "Volume.resize")]:
+for feature, method in [("SR_PROBE", "SR.probe"), ("VDI_REVERT", "Volume.revert"), ("VDI_RESIZE", "Volume.resize"),
+                        ("VDI_CONFIG_CBT", "Volume.enable_cbt"), ("VDI_CONFIG_CBT", "Volume.disable_cbt"),
+                        ("VDI_CONFIG_CBT", "Volume.list_changed_blocks"), ("VDI_CONFIG_CBT", "Volume.data_destroy")]:
     check("%s is backed by an executable %s" % (feature, method), os.access(os.path.join(VOLUME_DIR, method), os.X_OK))
 ok, dq = datapath("Plugin.Query")
 expect_record("Plugin.Query (datapath)", ok, dq, QUERY)
@@ -359,6 +362,17 @@ check("...marking exactly the 64 KiB block written at 1 MiB (bit 16, first block
       str(set_bits[:20]))
 check("...in whole 4-byte words, one bit per 64 KiB of the volume", len(bitmap) % 4 == 0
       and len(bitmap) * 8 >= v6["virtual_size"] // 65536 if ok2 else False)
+# After the export, XO frees the base snapshot's data and lists against it next time.
+ok, _ = volume("Volume.data_destroy", sr=sr, key=base_snap["key"] if base_snap else "")
+ok2, _ = volume("Volume.set", sr=sr, key=base_snap["key"] if base_snap else "", k="vdi-type", v="cbt_metadata")
+ok3, destroyed = volume("Volume.stat", sr=sr, key=base_snap["key"] if base_snap else "")
+check("Volume.data_destroy keeps the snapshot as CBT_Metadata, still tracked, using no space", ok and ok2 and ok3
+      and destroyed["volume_type"] == "CBT_Metadata" and destroyed["cbt_enabled"] is True
+      and destroyed["physical_utilisation"] == 0, json.dumps(destroyed)[:300])
+ok, again = volume("Volume.list_changed_blocks", sr=sr, key=base_snap["key"] if base_snap else "",
+                   key2=next_snap["key"] if next_snap else "", offset=0, length=-1)
+check("list_changed_blocks from the data-destroyed snapshot gives the same answer", ok and again == changed,
+      json.dumps(again)[:200])
 ok, unrelated = volume("Volume.list_changed_blocks", sr=sr, key=next_snap["key"] if next_snap else "",
                        key2=base_snap["key"] if base_snap else "", offset=0, length=-1)
 check("list_changed_blocks from a later snapshot to an earlier one fails (xapi falls back to a full copy)", not ok)

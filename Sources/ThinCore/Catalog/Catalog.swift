@@ -62,7 +62,10 @@ final class Catalog {
         }
         let volumeColumns = try database.query("PRAGMA table_info(volume)").compactMap { $0.text(1) }
         for (column, declaration) in [("cbt_enabled", "INTEGER NOT NULL DEFAULT 0"), ("data_source", "TEXT"),
-                                      ("data_since", "INTEGER"), ("pending_data_source", "TEXT")]
+                                      ("data_since", "INTEGER"), ("pending_data_source", "TEXT"),
+                                      ("data_destroyed", "INTEGER NOT NULL DEFAULT 0"),
+                                      ("pending_data_destroy", "INTEGER NOT NULL DEFAULT 0"),
+                                      ("cbt_time", "INTEGER"), ("cbt_map", "TEXT")]
         where !volumeColumns.contains(column) {
             try database.execute("ALTER TABLE volume ADD COLUMN \(column) \(declaration)")
         }
@@ -99,7 +102,9 @@ final class Catalog {
             kind TEXT NOT NULL, read_write INTEGER NOT NULL, sharable INTEGER NOT NULL,
             created_at INTEGER NOT NULL, state TEXT NOT NULL, parent_uuid TEXT, snapshot_of TEXT,
             pending_thin_id INTEGER UNIQUE, pending_virtual_size INTEGER,
-            cbt_enabled INTEGER NOT NULL DEFAULT 0, data_source TEXT, data_since INTEGER, pending_data_source TEXT);
+            cbt_enabled INTEGER NOT NULL DEFAULT 0, data_source TEXT, data_since INTEGER, pending_data_source TEXT,
+            data_destroyed INTEGER NOT NULL DEFAULT 0, pending_data_destroy INTEGER NOT NULL DEFAULT 0,
+            cbt_time INTEGER, cbt_map TEXT);
         CREATE TABLE volume_key (
             volume_uuid TEXT NOT NULL REFERENCES volume(uuid) ON DELETE CASCADE,
             k TEXT NOT NULL, v TEXT NOT NULL, PRIMARY KEY (volume_uuid, k));

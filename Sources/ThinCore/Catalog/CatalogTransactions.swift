@@ -50,6 +50,8 @@ extension Catalog {
                     pending_thin_id = NULL, pending_virtual_size = NULL, pending_data_source = NULL
                 WHERE pending_thin_id IS NOT NULL
                 """, [since])
+            try database.query("UPDATE volume SET data_destroyed = 1, pending_data_destroy = 0 "
+                               + "WHERE pending_data_destroy = 1")
             try setTransactionID(pending.newTransactionID)
             try database.query("DELETE FROM pending")
         }
@@ -62,12 +64,21 @@ extension Catalog {
             try database.query("UPDATE volume SET state = 'ready' WHERE state = 'destroying'")
             try database.query("UPDATE volume SET pending_thin_id = NULL, pending_virtual_size = NULL, "
                                + "pending_data_source = NULL WHERE pending_thin_id IS NOT NULL")
+            try database.query("UPDATE volume SET pending_data_destroy = 0 WHERE pending_data_destroy = 1")
             try database.query("DELETE FROM pending")
         }
     }
 
-    /// Every thin id a row points at, in any state, including a pending switch's.
+    /// Every thin id a row points at in the pool, in any state, including a
+    /// pending switch's (a data-destroyed snapshot's is gone from the pool).
     func referencedThinIDs() throws(ThinError) -> Set<ThinDeviceID> {
+        Set(try database.query("SELECT thin_id FROM volume WHERE data_destroyed = 0 UNION SELECT pending_thin_id "
+                               + "FROM volume WHERE pending_thin_id IS NOT NULL").compactMap { $0.int(0).flatMap(ThinDeviceID.init(_:)) })
+    }
+
+    /// Every thin id a row holds, a data-destroyed snapshot's included (ids
+    /// stay unique in the catalog): what a new device may not take.
+    func reservedThinIDs() throws(ThinError) -> Set<ThinDeviceID> {
         Set(try database.query("SELECT thin_id FROM volume UNION SELECT pending_thin_id FROM volume "
                                + "WHERE pending_thin_id IS NOT NULL").compactMap { $0.int(0).flatMap(ThinDeviceID.init(_:)) })
     }

@@ -5,7 +5,7 @@ import ThinDeviceMapper
 extension Catalog {
     static let volumeColumns = """
         uuid, key, name, description, thin_id, virtual_size, kind, read_write, sharable, created_at, state,
-        parent_uuid, snapshot_of, cbt_enabled, data_source, data_since
+        parent_uuid, snapshot_of, cbt_enabled, data_source, data_since, data_destroyed, cbt_time, cbt_map
         """
 
     func volumes(includingUnfinished: Bool = false) throws(ThinError) -> [VolumeRecord] {
@@ -63,12 +63,13 @@ extension Catalog {
                             parentUUID: row.text(11).flatMap(UUID.init(uuidString:)),
                             snapshotOf: row.text(12).flatMap(UUID.init(uuidString:)), state: state,
                             cbtEnabled: row.int(13) == 1, dataSource: row.text(14).flatMap(UUID.init(uuidString:)),
-                            dataSince: row.int(15).map { UInt64($0) })
+                            dataSince: row.int(15).map { UInt64($0) }, dataDestroyed: row.int(16) == 1,
+                            changeBase: ChangeBase(creationTime: row.int(17), text: row.text(18)))
     }
 
     func insert(_ volume: VolumeRecord) throws(ThinError) {
         try transaction { () throws(ThinError) in
-            try database.query("INSERT INTO volume (\(Self.volumeColumns)) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", [
+            try database.query("INSERT INTO volume (\(Self.volumeColumns)) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", [
                 .text(volume.uuid.lowercased), .text(volume.key), .text(volume.name),
                 .text(volume.description), .integer(Int64(volume.thinID.value)), .integer(Int64(volume.virtualSize)),
                 .text(volume.kind.rawValue), .integer(volume.readWrite ? 1 : 0), .integer(volume.sharable ? 1 : 0),
@@ -76,7 +77,9 @@ extension Catalog {
                 volume.parentUUID.map { .text($0.lowercased) } ?? .null,
                 volume.snapshotOf.map { .text($0.lowercased) } ?? .null,
                 .integer(volume.cbtEnabled ? 1 : 0), volume.dataSource.map { .text($0.lowercased) } ?? .null,
-                volume.dataSince.map { .integer(Int64($0)) } ?? .null,
+                volume.dataSince.map { .integer(Int64($0)) } ?? .null, .integer(volume.dataDestroyed ? 1 : 0),
+                volume.changeBase.map { .integer(Int64($0.creationTime)) } ?? .null,
+                volume.changeBase.map { .text($0.text) } ?? .null,
             ])
             for (key, value) in volume.keys.sorted(by: { $0.key < $1.key }) {
                 try database.query("INSERT INTO volume_key VALUES (?, ?, ?)",
@@ -99,6 +102,15 @@ extension Catalog {
                 UPDATE volume SET pending_thin_id = ?, pending_virtual_size = ?, pending_data_source = ? WHERE uuid = ?
                 """, [.integer(Int64(thinID.value)), .integer(Int64(virtualSize)), .text(dataSource.lowercased),
                       .text(volume.lowercased)])
+        }
+    }
+
+    /// Records what changed-block queries keep of a snapshot whose data the
+    /// open transaction frees; settling it marks the row data-destroyed.
+    func setPendingDataDestroy(volume: UUID, base: ChangeBase) throws(ThinError) {
+        try transaction { () throws(ThinError) in
+            try database.query("UPDATE volume SET pending_data_destroy = 1, cbt_time = ?, cbt_map = ? WHERE uuid = ?",
+                               [.integer(Int64(base.creationTime)), .text(base.text), .text(volume.lowercased)])
         }
     }
 

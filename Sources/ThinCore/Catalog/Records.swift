@@ -70,6 +70,37 @@ public struct VolumeRecord: Equatable, Sendable {
     /// these, which, unlike `parentUUID`, never move.
     public var dataSource: UUID? = nil
     public var dataSince: UInt64? = nil
+    /// A snapshot whose data `thinvdi-data-destroy` freed: its thin device is
+    /// gone, and what changed-block queries from it need stays: its thin
+    /// device's creation time and the virtual blocks it mapped (xapi's
+    /// `cbt_metadata` VDI).
+    public var dataDestroyed = false
+    var changeBase: ChangeBase? = nil
+}
+
+/// What a data-destroyed snapshot keeps for changed-block queries.
+struct ChangeBase: Equatable, Sendable {
+    var creationTime: UInt32
+    var mapped: [Range<UInt64>]
+
+    /// "begin-end,begin-end" in pool blocks (end exclusive).
+    var text: String { mapped.map { "\($0.lowerBound)-\($0.upperBound)" }.joined(separator: ",") }
+
+    init(creationTime: UInt32, mapped: [Range<UInt64>]) {
+        self.creationTime = creationTime
+        self.mapped = mapped
+    }
+
+    init?(creationTime: Int64?, text: String?) {
+        guard let creationTime, let time = UInt32(exactly: creationTime), let text else { return nil }
+        var ranges: [Range<UInt64>] = []
+        for pair in text.split(separator: ",") {
+            let ends = pair.split(separator: "-")
+            guard ends.count == 2, let low = UInt64(ends[0]), let high = UInt64(ends[1]), low <= high else { return nil }
+            ranges.append(low..<high)
+        }
+        self.init(creationTime: time, mapped: ranges)
+    }
 }
 
 /// The change in flight: recorded and committed before any pool message is

@@ -87,11 +87,13 @@ extension AttachedSR {
 
     /// The catalog doubles once its filesystem is half full, unless its LV
     /// already outgrew the filesystem (an extend killed before its
-    /// resize2fs: this one only resizes).
+    /// resize2fs: this one only resizes). The filesystem's usable size is
+    /// its LV's less ext4's overhead (a fifth to a quarter on a small one),
+    /// so an LV twice that size has been doubled already.
     static func catalogGrowth(_ catalog: LogicalVolumeReport, space: (totalBytes: UInt64, freeBytes: UInt64)?,
                               extent: UInt64) -> UInt64 {
         guard let space, space.totalBytes - space.freeBytes > space.totalBytes / 2,
-              catalog.sizeBytes < space.totalBytes + space.totalBytes / 4 else { return 0 }
+              catalog.sizeBytes < space.totalBytes * 2 else { return 0 }
         return ByteSize.roundUp(catalog.sizeBytes, to: extent)
     }
 

@@ -91,6 +91,14 @@ public struct ChangedBlocks: Sendable, Equatable {
     }
 }
 
+extension ChangeBase {
+    /// A live snapshot's creation time and mapped blocks, from thin_dump.
+    init(device: ThinDeviceMappings) {
+        self.init(creationTime: device.creationTime,
+                  mapped: ChangedBlocks.merged(device.runs.map { $0.begin..<($0.begin + $0.length) }))
+    }
+}
+
 extension AttachedSR {
     /// The blocks of `toReference` that changed since `fromReference`, an
     /// earlier snapshot of its lineage. Refused, never guessed, when that
@@ -107,23 +115,27 @@ extension AttachedSR {
         }
         let all = Dictionary(try catalog.volumes().map { ($0.uuid, $0) }, uniquingKeysWith: { first, _ in first })
         try Self.requireDerives(to, from: from, volumes: all)
-        let programs = host.programs
-        let devices = try await withMetadataSnapshot { path throws(ThinError) in
-            do {
-                return try await programs.dumpMappings(metadataDevice: path, metadataSnapshot: true,
-                                                       deviceIDs: [from.thinID.value, to.thinID.value])
-            } catch {
-                throw ThinError.backend("thin_dump of the volumes' mappings failed", error)
-            }
+        try requireData(to, to: "be compared (give a later volume or snapshot as TO)")
+        if from.dataDestroyed && from.changeBase == nil {
+            throw ThinError(.catalogInconsistent, "\(from.key)'s data was destroyed but its change record is missing; "
+                            + "copy \(to.key) in full instead")
         }
-        guard let fromDevice = devices.first(where: { $0.deviceID == from.thinID.value }),
-              let toDevice = devices.first(where: { $0.deviceID == to.thinID.value }) else {
-            throw ThinError(.catalogInconsistent, "the pool lacks the thin device of \(from.key) or \(to.key); "
-                            + "run thinsr-check")
+        let ids = (from.dataDestroyed ? [] : [from.thinID.value]) + [to.thinID.value]
+        let devices = try await mappings(of: ids)
+        let fromBase: ChangeBase
+        if let kept = from.changeBase, from.dataDestroyed {
+            fromBase = kept
+        } else {
+            guard let fromDevice = devices.first(where: { $0.deviceID == from.thinID.value }) else {
+                throw ThinError(.catalogInconsistent, "the pool lacks the thin device of \(from.key); run thinsr-check")
+            }
+            fromBase = ChangeBase(device: fromDevice)
+        }
+        guard let toDevice = devices.first(where: { $0.deviceID == to.thinID.value }) else {
+            throw ThinError(.catalogInconsistent, "the pool lacks the thin device of \(to.key); run thinsr-check")
         }
         let blockBytes = try record.blockSizeBytes
-        let blocks = ChangedBlocks.poolBlocks(fromCreationTime: fromDevice.creationTime,
-                                              fromMapped: fromDevice.runs.map { $0.begin..<($0.begin + $0.length) },
+        let blocks = ChangedBlocks.poolBlocks(fromCreationTime: fromBase.creationTime, fromMapped: fromBase.mapped,
                                               to: toDevice.runs)
         let extents = blocks.compactMap { range -> ChangedBlocks.Extent? in
             let offset = range.lowerBound * blockBytes
@@ -131,6 +143,43 @@ extension AttachedSR {
             return ChangedBlocks.Extent(offset: offset, length: min(range.upperBound * blockBytes, to.virtualSize) - offset)
         }
         return ChangedBlocks(extents: extents, virtualSize: to.virtualSize)
+    }
+
+    /// Frees a snapshot's data and keeps what changed-block queries from it
+    /// need (xapi's `Volume.data_destroy`): its thin device's creation time
+    /// and the blocks it mapped go into its row, then the device is deleted
+    /// in one pool transaction. The row stays (a `cbt_metadata` volume) until
+    /// `thinvdi-destroy`. Destroying the data of a data-destroyed snapshot
+    /// succeeds and changes nothing.
+    public func destroyData(_ reference: String) async throws(ThinError) -> VolumeRecord {
+        try recovered()
+        let volume = try requireVolume(reference)
+        guard !volume.dataDestroyed else { return volume }
+        guard volume.kind == .snapshot else {
+            throw .invalid("\(volume.key) is a \(volume.kind.rawValue); only a snapshot's data can be destroyed "
+                           + "(it then stays as the base of thinvdi-changed)")
+        }
+        try requireDetached(volume, "detach it with thinvdi-detach first")
+        guard let device = try await mappings(of: [volume.thinID.value]).first else {
+            throw ThinError(.catalogInconsistent, "the pool lacks the thin device of \(volume.key); run thinsr-check")
+        }
+        let base = ChangeBase(device: device)
+        try transact([.delete(volume.thinID)]) { catalog throws(ThinError) in
+            try catalog.setPendingDataDestroy(volume: volume.uuid, base: base)
+        }
+        return try requireVolume(volume.uuid.lowercased)
+    }
+
+    /// `thin_dump` of these thin devices through the pool's metadata snapshot.
+    private func mappings(of ids: [UInt32]) async throws(ThinError) -> [ThinDeviceMappings] {
+        let programs = host.programs
+        return try await withMetadataSnapshot { path throws(ThinError) in
+            do {
+                return try await programs.dumpMappings(metadataDevice: path, metadataSnapshot: true, deviceIDs: ids)
+            } catch {
+                throw ThinError.backend("thin_dump of the volumes' mappings failed", error)
+            }
+        }
     }
 
     /// Refuses unless `later`'s data provably descends from snapshot

@@ -10,6 +10,7 @@ extension AttachedSR {
                              inactive: Bool = false) throws(ThinError) -> (VolumeRecord, path: String) {
         try recovered()
         let volume = try requireVolume(reference)
+        try requireData(volume, to: "be attached")
         let readOnly = readOnly || !volume.readWrite
         guard let info = try devices.info(volume.uuid) else {
             if inactive || volume.virtualSize == 0 {

@@ -13,6 +13,7 @@ extension AttachedSR {
         let usage = try recovered()
         try SpaceReserve.requireRoomForNewDevice(usage, sr: names)
         let source = try requireVolume(reference)
+        try requireData(source, to: "be snapshotted or cloned")
         let thinID = try allocateThinID()
         let label = name ?? source.name
         var copy = VolumeRecord(
@@ -91,6 +92,7 @@ extension AttachedSR {
             throw .invalid("\(volume.key) is a read-only snapshot; revert a writable volume to one of its snapshots")
         }
         guard volume.uuid != snapshot.uuid else { throw .invalid("cannot revert \(volume.key) to itself") }
+        try requireData(snapshot, to: "be reverted to")
         guard snapshot.kind == .snapshot else {
             throw .invalid("\(snapshot.key) is a \(snapshot.kind.rawValue), not a snapshot; revert \(volume.key) to one "
                            + "of its own snapshots (thinvdi-tree shows them)")

@@ -32,14 +32,15 @@ extension AttachedSR {
         try recovered()
         let volume = try requireVolume(reference)
         try requireDetached(volume, "detach it with thinvdi-detach first")
-        try transact([.delete(volume.thinID)]) { catalog throws(ThinError) in
+        // A data-destroyed snapshot has no thin device left: only its row goes.
+        try transact(volume.dataDestroyed ? [] : [.delete(volume.thinID)]) { catalog throws(ThinError) in
             try catalog.setState(.destroying, volume: volume.uuid)
         }
     }
 
     /// The lowest unused id at or after the catalog's next id, wrapping within the 24-bit space.
     func allocateThinID() throws(ThinError) -> ThinDeviceID {
-        let used = try catalog.referencedThinIDs()
+        let used = try catalog.reservedThinIDs()
         var candidate = max(try record.nextThinID, .first)
         for _ in 0..<ThinDeviceID.maximum.value {
             if !used.contains(candidate) { return candidate }
@@ -54,6 +55,13 @@ extension AttachedSR {
                             + "with thinvdi-ls \(names.uuidString)", parameters: [reference])
         }
         return volume
+    }
+
+    /// Refuses a snapshot whose data `thinvdi-data-destroy` freed.
+    func requireData(_ volume: VolumeRecord, to action: String) throws(ThinError) {
+        guard volume.dataDestroyed else { return }
+        throw .invalid("\(volume.key)'s data was destroyed (thinvdi-data-destroy): it cannot \(action); it serves "
+                       + "only as the base of thinvdi-changed")
     }
 
     /// Refuses an attached volume with `Volume_in_use`, saying what to do.

@@ -11,7 +11,8 @@ from thinsr_xapi import StorageError, serve, tool  # noqa: E402
 
 FEATURES = ["SR_ATTACH", "SR_CREATE", "SR_DELETE", "SR_DETACH", "SR_SCAN", "SR_PROBE", "SR_UPDATE", "SR_STATS",
             "VDI_CREATE", "VDI_DELETE", "VDI_SNAPSHOT", "VDI_CLONE", "VDI_RESIZE", "VDI_RESIZE_ONLINE",
-            "VDI_REVERT", "VDI_UPDATE", "VDI_ACTIVATE_READONLY", "THIN_PROVISIONING", "LARGE_VDI"]
+            "VDI_REVERT", "VDI_UPDATE", "VDI_ACTIVATE_READONLY", "THIN_PROVISIONING", "LARGE_VDI",
+            "VDI_CONFIG_CBT"]
 
 
 def query(_):
@@ -119,7 +120,7 @@ def volume_record(v):
     keys = ["key", "uuid", "name", "description", "read_write", "sharable", "virtual_size",
             "physical_utilisation", "uri", "keys"]
     record = {key: v[key] for key in keys}
-    record["volume_type"] = "Data"
+    record["volume_type"] = "CBT_Metadata" if v.get("kind") == "cbt_metadata" else "Data"
     record["cbt_enabled"] = bool(v.get("cbt_enabled", False))
     return record
 
@@ -173,6 +174,11 @@ def volume_set_cbt(enabled):
     return handler
 
 
+def volume_data_destroy(params):
+    """Frees the snapshot's data; it stays as the base of list_changed_blocks."""
+    tool("thinvdi-data-destroy", params["sr"], params["key"])
+
+
 def volume_list_changed_blocks(params):
     """Blocks of key2 changed since snapshot key, from the pool's metadata:
     {"granularity": 65536, "bitmap": base64}; a negative length means to the end."""
@@ -191,7 +197,7 @@ METHODS = {
     "Volume.set": volume_set, "Volume.unset": volume_unset, "Volume.set_name": volume_set_name,
     "Volume.set_description": volume_set_description,
     "Volume.enable_cbt": volume_set_cbt(True), "Volume.disable_cbt": volume_set_cbt(False),
-    "Volume.list_changed_blocks": volume_list_changed_blocks,
+    "Volume.list_changed_blocks": volume_list_changed_blocks, "Volume.data_destroy": volume_data_destroy,
 }
 
 if __name__ == "__main__":
