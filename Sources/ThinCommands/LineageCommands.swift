@@ -309,7 +309,7 @@ struct TreeJSON: Encodable {
         key = node.volume.key
         uuid = node.volume.uuid.uuidString.lowercased()
         name = node.volume.name
-        kind = node.volume.kind.rawValue
+        kind = node.volume.dataDestroyed ? "cbt_metadata" : node.volume.kind.rawValue
         read_write = node.volume.readWrite
         virtual_size = node.volume.virtualSize
         mapped_bytes = node.mappedBytes

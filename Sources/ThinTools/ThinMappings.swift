@@ -30,51 +30,105 @@ public struct ThinDeviceMappings: Equatable, Sendable {
     }
 }
 
+/// What `thin_dump` says of some devices: their mappings and the pool's time.
+public struct ThinMappingsDump: Equatable, Sendable {
+    public var poolTime: UInt32
+    public var devices: [ThinDeviceMappings]
+
+    public init(poolTime: UInt32, devices: [ThinDeviceMappings]) {
+        self.poolTime = poolTime
+        self.devices = devices
+    }
+}
+
 extension ThinTools {
     /// `thin_dump` of the given devices' mappings (through the pool's
     /// reserved metadata snapshot when `metadataSnapshot`).
     public func dumpMappings(metadataDevice: String, metadataSnapshot: Bool,
-                             deviceIDs: [UInt32]) async throws(ExternalCommandError) -> [ThinDeviceMappings] {
+                             deviceIDs: [UInt32]) async throws(ExternalCommandError) -> ThinMappingsDump {
         var arguments = metadataSnapshot ? ["-m"] : []
         for id in deviceIDs { arguments += ["--dev-id", String(id)] }
         arguments.append(metadataDevice)
         let output = try await ExternalCommand.check("thin_dump", arguments)
-        guard let devices = Self.parseMappings(output) else {
+        guard let dump = Self.parseMappings(output) else {
             throw ExternalCommandError(program: "thin_dump", arguments: arguments, exitStatus: 0,
-                                       standardError: "unexpected output (no <device> elements parsed)")
+                                       standardError: "output thinsr does not understand (no superblock, or an "
+                                       + "element outside what thin_dump documents)")
         }
-        return devices
+        return dump
     }
 
-    /// Parses thin_dump's XML: `<device dev_id= creation_time= ...>` then
-    /// `<range_mapping origin_begin= data_begin= length= time=/>` and
-    /// `<single_mapping origin_block= data_block= time=/>` lines. Nil if a
-    /// mapping line comes outside a device or lacks an attribute.
-    public static func parseMappings(_ output: String) -> [ThinDeviceMappings]? {
+    /// Parses thin_dump's XML: the `<superblock time=...>`, each `<device
+    /// dev_id= creation_time=...>` and its `<range_mapping origin_begin=
+    /// length= time=/>` and `<single_mapping origin_block= time=/>` lines.
+    /// thin-provisioning-tools 1.x also writes runs shared by several devices
+    /// once, as `<def name=...>` blocks before the devices, and `<ref
+    /// name=.../>` lines inside them: those are expanded. Nil on anything
+    /// else (a mapping outside a device or def, a missing attribute, an
+    /// unknown element), since a misread map would under-report changes.
+    public static func parseMappings(_ output: String) -> ThinMappingsDump? {
+        var poolTime: UInt32?
         var devices: [ThinDeviceMappings] = []
+        var definitions: [Substring: [ThinDeviceMappings.Run]] = [:]
+        var definition: Substring?
+        var inDevice = false
         for line in output.split(separator: "\n") {
             let text = line.drop { $0 == " " || $0 == "\t" }
-            if text.hasPrefix("<device ") {
-                guard let id = number("dev_id", in: text).flatMap(UInt32.init(exactly:)),
+            guard !text.isEmpty else { continue }
+            if text.hasPrefix("<superblock ") {
+                guard let time = number("time", in: text).flatMap(UInt32.init(exactly:)) else { return nil }
+                poolTime = time
+            } else if text.hasPrefix("<device ") {
+                guard definition == nil, let id = number("dev_id", in: text).flatMap(UInt32.init(exactly:)),
                       let created = number("creation_time", in: text).flatMap(UInt32.init(exactly:)) else { return nil }
                 devices.append(ThinDeviceMappings(deviceID: id, creationTime: created, runs: []))
-            } else if text.hasPrefix("<range_mapping ") {
-                guard !devices.isEmpty, let begin = number("origin_begin", in: text),
-                      let length = number("length", in: text),
-                      let time = number("time", in: text).flatMap(UInt32.init(exactly:)) else { return nil }
-                devices[devices.count - 1].runs.append(.init(begin: begin, length: length, time: time))
-            } else if text.hasPrefix("<single_mapping ") {
-                guard !devices.isEmpty, let block = number("origin_block", in: text),
-                      let time = number("time", in: text).flatMap(UInt32.init(exactly:)) else { return nil }
-                devices[devices.count - 1].runs.append(.init(begin: block, length: 1, time: time))
+                inDevice = true
+            } else if text.hasPrefix("<def ") {
+                guard !inDevice, definition == nil, let name = string("name", in: text) else { return nil }
+                definition = name
+                definitions[name] = []
+            } else if text.hasPrefix("<range_mapping ") || text.hasPrefix("<single_mapping ") {
+                guard let run = mappingRun(text) else { return nil }
+                if let definition {
+                    definitions[definition, default: []].append(run)
+                } else if inDevice {
+                    devices[devices.count - 1].runs.append(run)
+                } else {
+                    return nil
+                }
+            } else if text.hasPrefix("<ref ") {
+                guard inDevice, let name = string("name", in: text), let runs = definitions[name] else { return nil }
+                devices[devices.count - 1].runs += runs
+            } else if text.hasPrefix("</device>") {
+                inDevice = false
+            } else if text.hasPrefix("</def>") {
+                definition = nil
+            } else if !text.hasPrefix("</superblock>") && !text.hasPrefix("<?xml") {
+                return nil
             }
         }
-        return devices
+        guard let poolTime else { return nil }
+        return ThinMappingsDump(poolTime: poolTime, devices: devices)
+    }
+
+    private static func mappingRun(_ text: Substring) -> ThinDeviceMappings.Run? {
+        guard let time = number("time", in: text).flatMap(UInt32.init(exactly:)) else { return nil }
+        if text.hasPrefix("<single_mapping ") {
+            guard let block = number("origin_block", in: text) else { return nil }
+            return .init(begin: block, length: 1, time: time)
+        }
+        guard let begin = number("origin_begin", in: text), let length = number("length", in: text) else { return nil }
+        return .init(begin: begin, length: length, time: time)
     }
 
     /// The number in `name="..."` of one XML start tag.
     static func number(_ name: String, in tag: Substring) -> UInt64? {
+        string(name, in: tag).flatMap { UInt64(String($0)) }
+    }
+
+    /// The text of `name="..."` in one XML start tag.
+    static func string(_ name: String, in tag: Substring) -> Substring? {
         guard let range = tag.firstRange(of: " \(name)=\"") else { return nil }
-        return UInt64(String(tag[range.upperBound...].prefix { $0 != "\"" }))
+        return tag[range.upperBound...].prefix { $0 != "\"" }
     }
 }

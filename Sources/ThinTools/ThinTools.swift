@@ -18,7 +18,7 @@ public protocol HelperPrograms: Sendable {
     func transactionID(metadataDevice: String) async throws(ExternalCommandError) -> UInt64
     /// `thin_dump` of some thin devices' mappings, with each mapping's pool time.
     func dumpMappings(metadataDevice: String, metadataSnapshot: Bool,
-                      deviceIDs: [UInt32]) async throws(ExternalCommandError) -> [ThinDeviceMappings]
+                      deviceIDs: [UInt32]) async throws(ExternalCommandError) -> ThinMappingsDump
     /// `mkfs.ext4` for a catalog volume, fully initialised (no lazy writes later).
     func makeCatalogFilesystem(device: String) async throws(ExternalCommandError)
     /// `e2fsck` of the catalog's filesystem (unmounted): `.preen` (-p) before

@@ -67,6 +67,11 @@ struct ChangedBlocksTests {
         #expect(!derives(s1, s2), "a later snapshot is not an earlier state of an older one")
         #expect(!derives(volume, foreign) && !derives(other, s1), "another disk's lineage")
         #expect(!derives(volume, legacy), "a row from before the records cannot be proven")
+        let old = record("old", kind: .volume, since: nil)
+        let fresh = record("fresh", source: old, since: 9)
+        all[old.uuid] = old
+        all[fresh.uuid] = fresh
+        #expect(derives(old, fresh), "a volume from before the records, from its first recorded snapshot on")
         // Reverted to s1 at transaction 7: s2 (taken before the revert) no longer precedes it; s1 does.
         volume.dataSource = s1.uuid
         volume.dataSince = 7
@@ -76,6 +81,12 @@ struct ChangedBlocksTests {
         let s3 = record("s3", source: volume, since: 8)
         all[s3.uuid] = s3
         #expect(derives(volume, s3) && !derives(s3, s2))
+        // Reverted again, to s2 at 9: s3 holds s1's data plus writes, not s2's, though the volume now comes from s2.
+        volume.dataSource = s2.uuid
+        volume.dataSince = 9
+        all[volume.uuid] = volume
+        #expect(!derives(s3, s2), "s3 -> volume, whose device is newer than s3: another history")
+        #expect(derives(volume, s2) && !derives(volume, s3))
     }
 }
 

@@ -83,14 +83,43 @@ struct ThinToolsParsingTests {
               </device>
             </superblock>
             """
-        #expect(ThinTools.parseMappings(dump) == [
+        #expect(ThinTools.parseMappings(dump) == ThinMappingsDump(poolTime: 2, devices: [
             ThinDeviceMappings(deviceID: 1, creationTime: 0, runs: [.init(begin: 0, length: 2, time: 0),
                                                                     .init(begin: 7, length: 1, time: 2)]),
             ThinDeviceMappings(deviceID: 2, creationTime: 1, runs: [.init(begin: 0, length: 2, time: 0)]),
-        ])
-        #expect(ThinTools.parseMappings("<single_mapping origin_block=\"7\" data_block=\"3\" time=\"2\"/>") == nil,
+        ]))
+        let superblock = "<superblock uuid=\"\" time=\"2\" transaction=\"4\" data_block_size=\"128\" nr_data_blocks=\"8\">\n"
+        #expect(ThinTools.parseMappings(superblock + "<single_mapping origin_block=\"7\" data_block=\"3\" time=\"2\"/>") == nil,
                 "a mapping outside a device is not thin_dump's output")
-        #expect(ThinTools.parseMappings("<device dev_id=\"1\">") == nil, "a device without its creation time")
+        #expect(ThinTools.parseMappings(superblock + "<device dev_id=\"1\">") == nil, "a device without its creation time")
+        #expect(ThinTools.parseMappings(superblock + "<device dev_id=\"1\" creation_time=\"0\">\n<something/>") == nil,
+                "an element thinsr does not know is refused, not skipped")
+        #expect(ThinTools.parseMappings("<device dev_id=\"1\" creation_time=\"0\">") == nil, "no superblock")
+    }
+
+    @Test("thin-provisioning-tools 1.x: runs shared by several devices come once as <def>, expanded at each <ref>")
+    func sharedDefinitions() {
+        let dump = """
+            <superblock uuid="" time="3" transaction="5" version="2" data_block_size="128" nr_data_blocks="800">
+              <def name="7">
+                <range_mapping origin_begin="0" data_begin="10" length="4" time="1"/>
+              </def>
+              <device dev_id="1" mapped_blocks="5" transaction="0" creation_time="0" snap_time="3">
+                <ref name="7"/>
+                <single_mapping origin_block="9" data_block="30" time="3"/>
+              </device>
+              <device dev_id="2" mapped_blocks="4" transaction="1" creation_time="2" snap_time="2">
+                <ref name="7"/>
+              </device>
+            </superblock>
+            """
+        let shared = ThinDeviceMappings.Run(begin: 0, length: 4, time: 1)
+        #expect(ThinTools.parseMappings(dump) == ThinMappingsDump(poolTime: 3, devices: [
+            ThinDeviceMappings(deviceID: 1, creationTime: 0, runs: [shared, .init(begin: 9, length: 1, time: 3)]),
+            ThinDeviceMappings(deviceID: 2, creationTime: 2, runs: [shared]),
+        ]))
+        #expect(ThinTools.parseMappings(dump.replacing("<ref name=\"7\"/>", with: "<ref name=\"8\"/>")) == nil,
+                "a reference to nothing")
     }
 }
 

@@ -42,14 +42,16 @@ extension Catalog {
                 WHERE parent_uuid IN (SELECT uuid FROM volume WHERE state = 'destroying')
                 """)
             try database.query("DELETE FROM volume WHERE state = 'destroying'")
-            let since = SQLValue.integer(Int64(pending.newTransactionID))
-            try database.query("UPDATE volume SET state = 'ready', data_since = ? WHERE state = 'creating'", [since])
+            // The lineage clock is the catalog's own revision (every commit
+            // advances it; a repair may set the pool's transaction id back).
+            let since = "(SELECT revision FROM sr)"
+            try database.query("UPDATE volume SET state = 'ready', data_since = \(since) WHERE state = 'creating'")
             try database.query("""
                 UPDATE volume SET thin_id = pending_thin_id, virtual_size = pending_virtual_size,
-                    data_source = pending_data_source, data_since = ?,
+                    data_source = pending_data_source, data_since = \(since),
                     pending_thin_id = NULL, pending_virtual_size = NULL, pending_data_source = NULL
                 WHERE pending_thin_id IS NOT NULL
-                """, [since])
+                """)
             try database.query("UPDATE volume SET data_destroyed = 1, pending_data_destroy = 0 "
                                + "WHERE pending_data_destroy = 1")
             try setTransactionID(pending.newTransactionID)

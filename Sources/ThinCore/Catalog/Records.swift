@@ -65,7 +65,7 @@ public struct VolumeRecord: Equatable, Sendable {
     public var cbtEnabled = false
     /// The volume or snapshot the current thin device was made from (a
     /// snapshot's or clone's source, the snapshot a revert went back to; nil
-    /// for one made empty), and the pool transaction that made it (nil for
+    /// for one made empty), and the catalog revision that made it (nil for
     /// rows older than this record). Changed-block queries prove lineage with
     /// these, which, unlike `parentUUID`, never move.
     public var dataSource: UUID? = nil

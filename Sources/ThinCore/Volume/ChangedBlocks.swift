@@ -34,7 +34,7 @@ public struct ChangedBlocks: Sendable, Equatable {
     public func bitmap(offset: UInt64 = 0, length: UInt64? = nil) -> [UInt8] {
         let granularity = Self.granularity
         let start = offset / granularity
-        let end = min(virtualSize, length.map { offset + $0 } ?? virtualSize)
+        let end = min(virtualSize, length.map { $0 > UInt64.max - offset ? UInt64.max : offset + $0 } ?? virtualSize)
         let blocks = end > offset ? (end + granularity - 1) / granularity - start : 0
         var bytes = [UInt8](repeating: 0, count: Int((blocks + 31) / 32 * 4))
         for extent in extents {
@@ -121,7 +121,8 @@ extension AttachedSR {
                             + "copy \(to.key) in full instead")
         }
         let ids = (from.dataDestroyed ? [] : [from.thinID.value]) + [to.thinID.value]
-        let devices = try await mappings(of: ids)
+        let dump = try await mappings(of: ids)
+        let devices = dump.devices
         let fromBase: ChangeBase
         if let kept = from.changeBase, from.dataDestroyed {
             fromBase = kept
@@ -133,6 +134,13 @@ extension AttachedSR {
         }
         guard let toDevice = devices.first(where: { $0.deviceID == to.thinID.value }) else {
             throw ThinError(.catalogInconsistent, "the pool lacks the thin device of \(to.key); run thinsr-check")
+        }
+        // Mapping times are 24 bits and only move forward while the metadata is
+        // the kernel's own: a pool time behind FROM's (metadata rebuilt from
+        // older roots) or near the wrap cannot be trusted.
+        guard dump.poolTime >= fromBase.creationTime, dump.poolTime < (1 << 24) - 1 else {
+            throw ThinError(.invalidArgument, "the pool's time (\(dump.poolTime)) cannot order writes against \(from.key)'s "
+                            + "creation (\(fromBase.creationTime)); copy \(to.key) in full instead")
         }
         let blockBytes = try record.blockSizeBytes
         let blocks = ChangedBlocks.poolBlocks(fromCreationTime: fromBase.creationTime, fromMapped: fromBase.mapped,
@@ -160,7 +168,7 @@ extension AttachedSR {
                            + "(it then stays as the base of thinvdi-changed)")
         }
         try requireDetached(volume, "detach it with thinvdi-detach first")
-        guard let device = try await mappings(of: [volume.thinID.value]).first else {
+        guard let device = try await mappings(of: [volume.thinID.value]).devices.first else {
             throw ThinError(.catalogInconsistent, "the pool lacks the thin device of \(volume.key); run thinsr-check")
         }
         let base = ChangeBase(device: device)
@@ -171,7 +179,7 @@ extension AttachedSR {
     }
 
     /// `thin_dump` of these thin devices through the pool's metadata snapshot.
-    private func mappings(of ids: [UInt32]) async throws(ThinError) -> [ThinDeviceMappings] {
+    private func mappings(of ids: [UInt32]) async throws(ThinError) -> ThinMappingsDump {
         let programs = host.programs
         return try await withMetadataSnapshot { path throws(ThinError) in
             do {
@@ -199,9 +207,15 @@ extension AttachedSR {
         var until = UInt64.max  // the last moment of `node`'s history that `later` holds
         for _ in 0...volumes.count {
             if node.uuid == earlier.uuid { return }
-            guard let since = node.dataSince else { throw unproven }
-            if node.uuid == takenOf, since < taken, taken <= until { return }
-            guard let source = node.dataSource, let next = volumes[source] else { throw unproven }
+            // The data followed is what `node` held at `until`: a device it made later
+            // (a revert since) is another history, whatever it came from.
+            guard node.dataSince ?? 0 < until else { throw unproven }
+            // No record (a row from before these columns): its current thin
+            // device predates every recorded snapshot, but where it came from is unknown.
+            if node.uuid == takenOf, node.dataSince ?? 0 < taken, taken <= until { return }
+            guard let since = node.dataSince, let source = node.dataSource, let next = volumes[source] else {
+                throw unproven
+            }
             until = since
             node = next
         }

@@ -100,6 +100,8 @@ final class RecordingPrograms: HelperPrograms {
         var listed: [String: [UInt32]] = [:]
         /// Per thin id: what thin_dump prints of its mappings.
         var mappings: [UInt32: ThinDeviceMappings] = [:]
+        /// The superblock's time thin_dump reports.
+        var poolTime: UInt32 = 10
         var repairFails = false
     }
 
@@ -156,10 +158,10 @@ final class RecordingPrograms: HelperPrograms {
     }
 
     func dumpMappings(metadataDevice: String, metadataSnapshot: Bool,
-                      deviceIDs: [UInt32]) async throws(ExternalCommandError) -> [ThinDeviceMappings] {
+                      deviceIDs: [UInt32]) async throws(ExternalCommandError) -> ThinMappingsDump {
         state.withLock { state in
             state.calls.append("thin_dump \(metadataSnapshot ? "-m " : "")\(deviceIDs) \(metadataDevice)")
-            return deviceIDs.compactMap { state.mappings[$0] }
+            return ThinMappingsDump(poolTime: state.poolTime, devices: deviceIDs.compactMap { state.mappings[$0] })
         }
     }
 
