@@ -15,6 +15,9 @@ public struct ThinDeviceMappings: Equatable, Sendable {
             self.length = length
             self.time = time
         }
+
+        /// The virtual blocks the run covers.
+        public var blocks: Range<UInt64> { begin..<(begin + length) }
     }
 
     public var deviceID: UInt32

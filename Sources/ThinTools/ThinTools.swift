@@ -58,6 +58,9 @@ public struct FilesystemCheckResult: Sendable, Equatable {
     /// No errors (0), or errors corrected (1, 2).
     public var usable: Bool { exitStatus >= 0 && exitStatus <= 2 }
     public var clean: Bool { exitStatus == 0 }
+    /// `-n` found what an unreplayed journal explains (after a crash), which
+    /// the next mount's replay settles: not damage.
+    public var onlyJournalUnreplayed: Bool { !clean && output.contains("skipping journal recovery") }
 }
 
 /// thin-provisioning-tools and the other installed helpers, run as processes.

@@ -87,9 +87,7 @@ extension SRLifecycle {
     }
 
     private func formatCatalog(_ device: String) async throws(ThinError) {
-        do { try await host.programs.makeCatalogFilesystem(device: device) } catch {
-            throw .backend("mkfs.ext4 on the catalog volume failed", error)
-        }
+        try await formatCatalogFilesystem(device, "catalog volume")
         FaultInjection.point("catalog-reformatted")
     }
 
@@ -119,15 +117,15 @@ extension SRLifecycle {
         let device = sr.mapperPath(.catalogCopy)
         let check = try? await host.programs.checkCatalogFilesystem(device: device, mode: .report)
         // A crash leaves the journal to replay, which -n skips; the mount replays it.
-        if !(check?.clean ?? false) && !(check?.output.contains("skipping journal recovery") ?? false) {
+        if !(check?.clean ?? false) && !(check?.onlyJournalUnreplayed ?? false) {
             var finding = CheckFinding(problem: "catalog-copy-damaged", detail: "e2fsck of \(copy.name): "
                                        + CheckReport.filesystemProblem(check?.output ?? "could not run"), repaired: false)
             guard repair else {
                 finding.detail += "; thinsr-check --repair \(names.uuidString) rebuilds it from the catalog"
                 return finding
             }
-            do { try await host.programs.makeCatalogFilesystem(device: device) } catch {
-                finding.detail += "; mkfs.ext4 failed (\(CheckReport.firstLine(error.description)))"
+            do { try await formatCatalogFilesystem(device, "catalog copy's volume") } catch {
+                finding.detail += "; \(CheckReport.firstLine(error.message))"
             }
             return finding
         }
@@ -163,9 +161,7 @@ extension SRLifecycle {
         } catch {
             throw .backend("lvcreate of the catalog copy's volume failed", error)
         }
-        do { try await host.programs.makeCatalogFilesystem(device: names.mapperPath(.catalogCopy, group: group)) } catch {
-            throw .backend("mkfs.ext4 on the catalog copy's volume failed", error)
-        }
+        try await formatCatalogFilesystem(names.mapperPath(.catalogCopy, group: group), "catalog copy's volume")
     }
 
     /// An attached SR's copy: its LV, whether the writer has it attached,
@@ -201,9 +197,7 @@ extension SRLifecycle {
                 try await createCatalogCopyVolume(group: sr.volumeGroup, names: names,
                                                   sizeBytes: sr.volumes[.catalog]?.sizeBytes ?? StoragePlan.catalogBytes)
             } else {
-                do { try await host.programs.makeCatalogFilesystem(device: device) } catch {
-                    throw .backend("mkfs.ext4 on the catalog copy's volume failed", error)
-                }
+                try await formatCatalogFilesystem(device, "catalog copy's volume")
             }
             var undo = UndoStack()
             try mountCatalogCopy(device, names: names, undo: &undo)

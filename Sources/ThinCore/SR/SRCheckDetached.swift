@@ -238,7 +238,7 @@ extension SRLifecycle {
         }
         // After a crash the journal needs replaying, which -n skips (so it may
         // see what the replay would fix) and the read-only mount does.
-        guard !result.clean, repair || !result.output.contains("skipping journal recovery") else { return nil }
+        guard !result.clean, repair || !result.onlyJournalUnreplayed else { return nil }
         let fixed = repair && result.usable
         return CheckFinding(problem: "catalog-filesystem-damaged", detail: "e2fsck: " + CheckReport.filesystemProblem(result.output)
                             + (fixed ? "; fixed by e2fsck -fy" : repair ? "; e2fsck could not fix it"

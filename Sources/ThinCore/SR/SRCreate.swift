@@ -77,12 +77,8 @@ extension SRLifecycle {
             try host.system.zeroStart(of: path(.metadata))
             try host.system.zeroStart(of: path(.spare))
             FaultInjection.point("metadata-zeroed")
-            do { try await host.programs.makeCatalogFilesystem(device: path(.catalog)) } catch {
-                throw ThinError.backend("mkfs.ext4 on the catalog volume failed", error)
-            }
-            do { try await host.programs.makeCatalogFilesystem(device: path(.catalogCopy)) } catch {
-                throw ThinError.backend("mkfs.ext4 on the catalog copy's volume failed", error)
-            }
+            try await formatCatalogFilesystem(path(.catalog), "catalog volume")
+            try await formatCatalogFilesystem(path(.catalogCopy), "catalog copy's volume")
             FaultInjection.point("catalog-formatted")
             try mountCatalog(path(.catalog), names: names, undo: &undo)
             try mountCatalogCopy(path(.catalogCopy), names: names, undo: &undo)

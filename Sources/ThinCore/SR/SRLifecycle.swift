@@ -1,5 +1,6 @@
 import FoundationEssentials
 import ThinLVM
+import ThinTools
 
 /// The operations on whole SRs: create, attach, detach, destroy, check and
 /// list. Operations inside an attached SR are `AttachedSR`'s.
@@ -90,6 +91,13 @@ public struct SRLifecycle: Sendable {
             try host.lvm.removePhysicalVolumes(devices)
         } catch {
             throw .backend("removing volume group \(group) failed", error)
+        }
+    }
+
+    /// mkfs.ext4 of the catalog's or its copy's LV (`what` names it in the error).
+    func formatCatalogFilesystem(_ device: String, _ what: String) async throws(ThinError) {
+        do { try await host.programs.makeCatalogFilesystem(device: device) } catch {
+            throw .backend("mkfs.ext4 on the \(what) failed", error)
         }
     }
 

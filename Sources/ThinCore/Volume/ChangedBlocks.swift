@@ -54,8 +54,8 @@ public struct ChangedBlocks: Sendable, Equatable {
     /// mappings): written since, or discarded since.
     static func poolBlocks(fromCreationTime: UInt32, fromMapped: [Range<UInt64>],
                            to: [ThinDeviceMappings.Run]) -> [Range<UInt64>] {
-        let written = to.filter { $0.time >= fromCreationTime }.map { $0.begin..<($0.begin + $0.length) }
-        let toMapped = merged(to.map { $0.begin..<($0.begin + $0.length) })
+        let written = to.filter { $0.time >= fromCreationTime }.map(\.blocks)
+        let toMapped = merged(to.map(\.blocks))
         return merged(written + subtract(merged(fromMapped), toMapped))
     }
 
@@ -95,7 +95,7 @@ extension ChangeBase {
     /// A live snapshot's creation time and mapped blocks, from thin_dump.
     init(device: ThinDeviceMappings) {
         self.init(creationTime: device.creationTime,
-                  mapped: ChangedBlocks.merged(device.runs.map { $0.begin..<($0.begin + $0.length) }))
+                  mapped: ChangedBlocks.merged(device.runs.map(\.blocks)))
     }
 }
 
