@@ -279,7 +279,7 @@ thinvdi-create nocat --name v --size 4M >/dev/null
 thinsr-detach nocat
 MHEX=$(echo "$MSR" | tr -d -)
 lvremove -q -y "thinsr_$MHEX/thinsr_${MHEX}_catalog" >/dev/null
-thinsr-ls >/dev/null   # (the first LVM read after an lvremove may still write the VG's metadata area)
+udevadm settle; thinsr-ls >/dev/null   # (udev autoactivation and the first LVM read after an lvremove may still change state)
 expect_failure 5 "thinsr-destroy without --force refuses: its volumes cannot be counted" thinsr-destroy "$MSR"
 check "the error names the rebuild and --force" grep -q "thinsr-check --repair $MSR rebuilds it from the catalog copy.*thinsr-destroy --force" /tmp/ef.err
 expect_failure 64 "thinsr-create --uuid does not wipe it" thinsr-create --uuid "$MSR" --device "$MD2"
@@ -293,7 +293,7 @@ check "attach" thinsr-attach nocat
 check_eq "the volume is back" "v" "$(thinvdi-ls --json nocat | jq -r '.[].name')"
 thinsr-detach nocat
 lvremove -q -y "thinsr_$MHEX/thinsr_${MHEX}_catalog" "thinsr_$MHEX/thinsr_${MHEX}_catalogcopy" >/dev/null
-thinsr-ls >/dev/null
+udevadm settle; thinsr-ls >/dev/null
 expect_failure 5 "with its copy gone too, thinsr-destroy without --force still refuses" thinsr-destroy "$MSR"
 check "and names vgcfgrestore" grep -q "vgcfgrestore" /tmp/ef.err
 check "thinsr-destroy --force removes it" thinsr-destroy --force "$MSR"
