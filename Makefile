@@ -14,10 +14,10 @@ TOOLS = thinsr-create thinsr-attach thinsr-detach thinsr-destroy thinsr-stat thi
         thinsr-extend thinsr-check \
         thinvdi-create thinvdi-destroy thinvdi-stat thinvdi-ls thinvdi-attach thinvdi-detach \
         thinvdi-snapshot thinvdi-clone thinvdi-revert thinvdi-resize thinvdi-set thinvdi-unset thinvdi-tree thinvdi-changed \
-        thinvdi-data-destroy
+        thinvdi-data-destroy thinvdi-export thinvdi-import thinvdi-serve
 
 APT_PACKAGES = lvm2 thin-provisioning-tools libdevmapper-dev liblvm2-dev libaio-dev libsqlite3-dev \
-        e2fsprogs util-linux udev kmod jq openssl fio strace python3 sqlite3 qemu-utils \
+        e2fsprogs util-linux udev kmod jq openssl fio strace python3 sqlite3 qemu-utils nbdkit libnbd-bin \
         user-mode-linux
 # Only for the QEMU lab (THINSR_LAB=qemu): a second kernel build, several CPUs.
 QEMU_APT_PACKAGES = qemu-system-x86 linux-image-amd64 busybox-static

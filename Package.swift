@@ -9,7 +9,7 @@ let tools = [
     "thinsr-extend", "thinsr-check",
     "thinvdi-create", "thinvdi-destroy", "thinvdi-stat", "thinvdi-ls", "thinvdi-attach", "thinvdi-detach",
     "thinvdi-snapshot", "thinvdi-clone", "thinvdi-revert", "thinvdi-resize", "thinvdi-set", "thinvdi-unset",
-    "thinvdi-tree", "thinvdi-changed", "thinvdi-data-destroy",
+    "thinvdi-tree", "thinvdi-changed", "thinvdi-data-destroy", "thinvdi-export", "thinvdi-import", "thinvdi-serve",
 ]
 
 let strictSettings: [SwiftSetting] = [

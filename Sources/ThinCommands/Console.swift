@@ -17,6 +17,12 @@ enum Console {
         line.withUTF8 { bytes in _ = write(2, bytes.baseAddress, bytes.count) }
     }
 
+    /// Writes to stderr as is (a progress bar's carriage returns).
+    static func errRaw(_ text: String) {
+        var text = text
+        text.withUTF8 { bytes in _ = write(2, bytes.baseAddress, bytes.count) }
+    }
+
     static func report(_ error: ThinError, tool: String, json: Bool) {
         // One line, always: a message with a newline in it (e.g. from a name) is flattened.
         let message = error.message.split(whereSeparator: \.isNewline).joined(separator: " ")

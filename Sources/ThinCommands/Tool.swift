@@ -121,7 +121,7 @@ public let allTools: [any ToolCommand.Type] = [
     SRExtend.self, SRCheckCommand.self,
     VDICreate.self, VDIDestroy.self, VDIStat.self, VDIList.self, VDIAttach.self, VDIDetach.self,
     VDISnapshot.self, VDIClone.self, VDIRevert.self, VDIResize.self, VDISet.self, VDIUnset.self, VDITree.self,
-    VDIChanged.self, VDIDataDestroy.self,
+    VDIChanged.self, VDIDataDestroy.self, VDIExport.self, VDIImport.self, VDIServe.self,
 ]
 
 /// The multi-call binary's dispatcher: `argv[0]`'s basename picks the tool;
@@ -169,7 +169,7 @@ extension ToolCommand {
         defer { timing.report() }
         if let level = Trace.levelFromEnvironment() { Trace.enable(level: level) }
         do {
-            var command = try parse(arguments)
+            var command = try parse(ProgressMode.expandBareFlag(arguments))
             if command.output.verbose { Trace.enable(level: .debug) }
             try await command.run()
         } catch {

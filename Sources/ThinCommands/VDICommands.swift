@@ -108,21 +108,32 @@ public struct VDIAttach: VolumeTool {
             device is made without the volume in it, as Datapath.attach needs: it has the volume's size, \
             every I/O to it fails, and it opens no thin device. A later thinvdi-attach without --inactive \
             loads the volume into it, read-write or read-only. A 0-byte volume's device is a node without \
-            a table, which cannot be opened.
+            a table, which cannot be opened. With --holder, the attach is counted for that holder (xapi's \
+            datapath passes its domain): several holders share one read-only device, and thinvdi-detach \
+            --holder removes it only when the last holder has gone.
             """)
     public static let examples = [("thinvdi-attach vmstore web01-root", "Attach read-write; prints the device path."),
                                   ("thinvdi-attach --read-only vmstore web01-root", "Attach read-only."),
                                   ("thinvdi-attach --inactive vmstore web01-root",
-                                   "Make the device node only; attach again to activate it.")]
+                                   "Make the device node only; attach again to activate it."),
+                                  ("thinvdi-attach --read-only --holder backup1 vmstore nightly-1",
+                                   "Attach a snapshot for one of several readers.")]
 
     @OptionGroup public var volume: VolumeArgument
     @Flag(name: .customLong("read-only"), help: "Attach the block device read-only.") var readOnly = false
     @Flag(help: "Make the device without loading the volume (its I/O fails until a later attach).") var inactive = false
+    @Option(help: ArgumentHelp("Count this attach for HOLDER (letters, digits, '.', '_', ':', '-'); the device stays "
+                               + "until every holder has detached.", valueName: "holder"))
+    var holder: String?
     @OptionGroup public var output: OutputOptions
     public init() {}
 
     public func execute(on sr: AttachedSR) async throws(ThinError) {
-        let (attached, path) = try sr.attachVolume(volume.vdi, readOnly: readOnly, inactive: inactive)
+        let (attached, path) = if let holder {
+            try sr.attachVolume(volume.vdi, readOnly: readOnly, inactive: inactive, holder: holder)
+        } else {
+            try sr.attachVolume(volume.vdi, readOnly: readOnly, inactive: inactive)
+        }
         if output.json {
             Console.printJSON(VolumeJSON(try await sr.view(of: attached)))
         } else {
@@ -138,16 +149,30 @@ public struct VDIDetach: VolumeTool {
         abstract: "Detach a volume's block device.",
         discussion: """
             Flushes and removes the volume's device. Refuses while a process holds it open. Detaching a \
-            detached volume succeeds.
+            detached volume succeeds. With --holder, only that holder lets go: the device is removed when \
+            no other holder (see thinvdi-attach --holder) is left; without it, the volume is detached for \
+            every holder.
             """)
-    public static let examples = [("thinvdi-detach vmstore web01-root", "Detach the volume.")]
+    public static let examples = [("thinvdi-detach vmstore web01-root", "Detach the volume."),
+                                  ("thinvdi-detach --holder backup1 vmstore nightly-1",
+                                   "Let one reader go; the device stays for the others.")]
 
     @OptionGroup public var volume: VolumeArgument
+    @Option(help: ArgumentHelp("Detach for HOLDER only; the device stays while other holders remain.",
+                               valueName: "holder"))
+    var holder: String?
     @OptionGroup public var output: OutputOptions
     public init() {}
 
     public func execute(on sr: AttachedSR) async throws(ThinError) {
-        try sr.detachVolume(volume.vdi)
+        if let holder {
+            let remaining = try sr.detachVolume(volume.vdi, holder: holder)
+            if !remaining.isEmpty && !output.json {
+                Console.err("thinvdi-detach: \(volume.vdi) stays attached for \(remaining.joined(separator: ", "))")
+            }
+        } else {
+            try sr.detachVolume(volume.vdi)
+        }
         if output.json { Console.out("null") }
     }
 }

@@ -14,6 +14,7 @@ public enum ErrorCode: String, Sendable, Codable, CaseIterable {
     case catalogInconsistent = "Catalog_inconsistent"
     case permissionDenied = "Permission_denied"
     case backendFailure = "Backend_failure"
+    case cancelled = "Cancelled"
 
     /// Exit statuses, documented in every man page's EXIT STATUS section.
     public var exitStatus: Int32 {
@@ -25,6 +26,7 @@ public enum ErrorCode: String, Sendable, Codable, CaseIterable {
         case .metadataCheckFailed, .catalogInconsistent: return 5
         case .invalidArgument: return 64
         case .permissionDenied: return 77
+        case .cancelled: return 130
         }
     }
 
@@ -40,6 +42,7 @@ public enum ErrorCode: String, Sendable, Codable, CaseIterable {
             return "the pool metadata or the catalog needs checking or repair"
         case .invalidArgument: return "invalid arguments or options"
         case .permissionDenied: return "the tool must run as root"
+        case .cancelled: return "cancelled by SIGINT or SIGTERM; what the operation had begun was undone"
         }
     }
 }

@@ -114,6 +114,23 @@ extension Catalog {
         }
     }
 
+    /// Marks a volume as being filled by an import (`owner`: boot id and
+    /// pid), or clears the mark (nil) once the import is whole.
+    func setImportOwner(_ owner: String?, volume: UUID) throws(ThinError) {
+        try transaction { () throws(ThinError) in
+            try database.query("UPDATE volume SET import_owner = ? WHERE uuid = ?",
+                               [owner.map { .text($0) } ?? .null, .text(volume.lowercased)])
+        }
+    }
+
+    /// Volumes an import is filling, with their owners.
+    func importOwners() throws(ThinError) -> [(volume: UUID, owner: String)] {
+        try database.query("SELECT uuid, import_owner FROM volume WHERE import_owner IS NOT NULL").compactMap { row in
+            guard let uuid = row.text(0).flatMap(UUID.init(uuidString:)), let owner = row.text(1) else { return nil }
+            return (uuid, owner)
+        }
+    }
+
     func setCBTEnabled(_ enabled: Bool, volume: UUID) throws(ThinError) {
         try transaction { () throws(ThinError) in
             try database.query("UPDATE volume SET cbt_enabled = ? WHERE uuid = ?",

@@ -5,6 +5,9 @@ public enum Paths {
     /// Overridable for tests; production uses /run and /dev.
     public static var runRoot: String { environment("THINSR_RUN_DIR") ?? "/run/thinsr" }
     public static var deviceRoot: String { environment("THINSR_DEV_DIR") ?? "/dev/thinsr" }
+    /// What this host remembers across boots that is not SR state: where it
+    /// last exported each volume (the default base of an incremental export).
+    public static var stateRoot: String { environment("THINSR_STATE_DIR") ?? "/var/lib/thinsr" }
     /// The SRs' lock files: on tmpfs beside, never inside, their catalog mounts.
     static var lockRoot: String { "\(runRoot)/locks" }
 

@@ -15,7 +15,7 @@ public enum System {
 
     static func errnoText(_ code: Int32 = errno) -> String { String(cString: strerror(code)) }
 
-    static func makeDirectories(_ path: String, mode: mode_t = 0o755) throws(ThinError) {
+    public static func makeDirectories(_ path: String, mode: UInt32 = 0o755) throws(ThinError) {
         var current = ""
         for component in path.split(separator: "/") {
             current += "/\(component)"
@@ -25,7 +25,7 @@ public enum System {
         }
     }
 
-    static func exists(_ path: String) -> Bool { access(path, F_OK) == 0 }
+    public static func exists(_ path: String) -> Bool { access(path, F_OK) == 0 }
 
     /// The size and the space left for files (statvfs) of the filesystem holding `path`.
     static func filesystemSpace(_ path: String) -> (totalBytes: UInt64, freeBytes: UInt64)? {
@@ -36,13 +36,13 @@ public enum System {
     }
 
     /// The block device's `major:minor`, or nil if `path` is not a block device.
-    static func blockDevice(_ path: String) -> (major: UInt32, minor: UInt32)? {
+    public static func blockDevice(_ path: String) -> (major: UInt32, minor: UInt32)? {
         var info = stat()
         guard stat(path, &info) == 0, (info.st_mode & S_IFMT) == S_IFBLK else { return nil }
         return (UInt32(CThinShims_major(UInt64(info.st_rdev))), UInt32(CThinShims_minor(UInt64(info.st_rdev))))
     }
 
-    static func readFile(_ path: String) -> String? {
+    public static func readFile(_ path: String) -> String? {
         guard let descriptor = try? FileDescriptor.open(FilePath(path), .readOnly) else { return nil }
         defer { try? descriptor.close() }
         var bytes: [UInt8] = []
@@ -87,7 +87,7 @@ public enum System {
         }
     }
 
-    static func removeFile(_ path: String) { unlink(path) }
+    public static func removeFile(_ path: String) { unlink(path) }
 
     /// Copies a file's bytes; returns false if `source` does not exist.
     @discardableResult
@@ -128,6 +128,43 @@ public enum System {
         guard fsync(descriptor) == 0 else { throw ThinError(.backendFailure, "fsync of \(directory) failed: \(errnoText())") }
     }
 
+    /// `path` made absolute against the working directory (not resolving links).
+    public static func absolutePath(_ path: String) -> String {
+        guard !path.hasPrefix("/") else { return path }
+        var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
+        guard getcwd(&buffer, buffer.count) != nil else { return path }
+        let directory = String(decoding: buffer.prefix(while: { $0 != 0 }).map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        return (directory == "/" ? "" : directory) + "/" + (path.hasPrefix("./") ? String(path.dropFirst(2)) : path)
+    }
+
+    /// Renames within one filesystem, replacing `destination`.
+    public static func rename(_ source: String, to destination: String) throws(ThinError) {
+        guard Glibc.rename(source, destination) == 0 else {
+            throw ThinError(.backendFailure, "cannot rename \(source) to \(destination): \(errnoText())")
+        }
+    }
+
+    /// Whether `path` is a unix socket (or anything else that exists: `exists`).
+    public static func isSocket(_ path: String) -> Bool {
+        var info = stat()
+        return lstat(path, &info) == 0 && (info.st_mode & S_IFMT) == S_IFSOCK
+    }
+
     static func currentTime() -> Int64 { Int64(time(nil)) }
+
+    /// A process's start time (clock ticks since boot, /proc/<pid>/stat's
+    /// 22nd field): with the pid it names one process, even after pid reuse.
+    static func processStartTime(_ pid: Int32) -> UInt64? {
+        guard pid > 0, let stat = readFile("/proc/\(pid)/stat"), let close = stat.lastIndex(of: ")") else { return nil }
+        let fields = stat[stat.index(after: close)...].split(separator: " ")
+        // Fields after the command: state is the 3rd field, start time the 22nd.
+        return fields.count > 19 ? UInt64(fields[19]) : nil
+    }
+
+    /// This boot's identity: a process holder or owner from another boot is gone.
+    static func bootID() -> String {
+        (readFile("/proc/sys/kernel/random/boot_id") ?? "").split(whereSeparator: \.isWhitespace).first.map(String.init) ?? ""
+    }
+
 }
 

@@ -187,7 +187,8 @@ public final class AttachedSR {
         }
         let usage = try transactions.recover(try pool.usage())
         recoveredUsage = usage
-        return usage
+        try removeAbandonedImports()
+        return recoveredUsage ?? usage
     }
 
     /// Runs `messages` as one pool transaction (see `PoolTransactions`) from

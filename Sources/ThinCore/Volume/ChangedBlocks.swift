@@ -179,7 +179,7 @@ extension AttachedSR {
     }
 
     /// `thin_dump` of these thin devices through the pool's metadata snapshot.
-    private func mappings(of ids: [UInt32]) async throws(ThinError) -> ThinMappingsDump {
+    func mappings(of ids: [UInt32]) async throws(ThinError) -> ThinMappingsDump {
         let programs = host.programs
         return try await withMetadataSnapshot { path throws(ThinError) in
             do {

@@ -31,9 +31,10 @@ extension AttachedSR {
         return (volume, try devices.link(volume))
     }
 
-    /// Detaches a volume; detaching a detached volume succeeds.
+    /// Detaches a volume for every holder; detaching a detached volume succeeds.
     public func detachVolume(_ reference: String) throws(ThinError) {
         let volume = try requireVolume(reference)
         try devices.deactivate(volume.uuid, key: volume.key)
+        holders(of: volume).clear()
     }
 }

@@ -2,9 +2,12 @@
 """thinsr's SMAPIv3 datapath plugin for `thinsr://<sr-uuid>/<key>` URIs: the
 data path is the kernel's (a dm-thin device handed to blkback). Attach makes
 the device node, so the path it returns exists at once (as tapdisk-based
-plugins' do); activate loads the volume into it, read-write or read-only."""
+plugins' do); activate loads the volume into it, read-write or read-only. Every call names
+its domain as the device's holder, so several dom0 readers (one datapath
+each) share a snapshot's read-only device and the last to go removes it."""
 
 import os
+import re
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.realpath(__file__)))
@@ -22,9 +25,17 @@ def query(_):
     }
 
 
+def holder(params):
+    """The domain as a holder name: xapi's are "<domid>" or "u0_<dp>"; any
+    other character becomes "_" so an odd domain still names one holder."""
+    domain = str(params.get("domain") or "unknown")
+    name = re.sub(r"[^A-Za-z0-9._:-]", "_", domain)[:128]
+    return name if not name.startswith((".", "process.")) else "_" + name[1:]
+
+
 def attach(params):
     sr, key = parse_uri(params["uri"])
-    volume = tool("thinvdi-attach", sr, key, inactive=True)   # Volume_does_not_exist for a bad URI
+    volume = tool("thinvdi-attach", sr, key, inactive=True, holder=holder(params))   # Volume_does_not_exist for a bad URI
     path = os.path.join(DEVICE_ROOT, volume["sr"], volume["key"])
     return {"implementations": [
         ["XenDisk", {"params": path, "extra": {}, "backend_type": "vbd"}],
@@ -34,17 +45,17 @@ def attach(params):
 
 def activate(params):
     sr, key = parse_uri(params["uri"])
-    tool("thinvdi-attach", sr, key)
+    tool("thinvdi-attach", sr, key, holder=holder(params))
 
 
 def activate_readonly(params):
     sr, key = parse_uri(params["uri"])
-    tool("thinvdi-attach", sr, key, read_only=True)
+    tool("thinvdi-attach", sr, key, read_only=True, holder=holder(params))
 
 
 def deactivate(params):
     sr, key = parse_uri(params["uri"])
-    tool("thinvdi-detach", sr, key)
+    tool("thinvdi-detach", sr, key, holder=holder(params))
 
 
 def detach(params):

@@ -1,0 +1,551 @@
+public import ArgumentParser
+import FoundationEssentials
+public import ThinCore
+import ThinTools
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A tool that copies data in or out of a volume for a long time: it holds
+/// the SR lock only while it sets up and tears down, never while it copies,
+/// so the SR's other operations go on meanwhile.
+protocol TransferTool: ToolCommand {}
+
+extension TransferTool {
+    public static var access: ToolAccess { .write }
+
+    /// Runs `body` on the SR opened for writing, then closes it.
+    func withSR<T>(_ reference: String, host: Host,
+                   _ body: (AttachedSR) async throws(ThinError) -> T) async throws(ThinError) -> T {
+        let sr = try AttachedSR.open(reference, for: .write, host: host)
+        defer { sr.close() }
+        return try await body(sr)
+    }
+}
+
+/// Shell words for nbdkit --run, which runs its command through /bin/sh.
+private func shellQuoted(_ word: String) -> String { "'" + word.replacing("'", with: "'\\''") + "'" }
+
+private func directory(of path: String) -> String {
+    guard let slash = path.lastIndex(of: "/") else { return "." }
+    return slash == path.startIndex ? "/" : String(path[..<slash])
+}
+
+private func fileName(of path: String) -> String {
+    path.lastIndex(of: "/").map { String(path[path.index(after: $0)...]) } ?? path
+}
+
+private func cancelled(_ what: String) -> ThinError { ThinError(.cancelled, "\(what) cancelled") }
+
+/// The last line an engine printed, for a one-line error.
+private func lastLine(_ text: String) -> String {
+    text.split(whereSeparator: \.isNewline).last.map(String.init) ?? "no message"
+}
+
+public struct VDIExport: TransferTool {
+    public static let configuration = CommandConfiguration(
+        commandName: "thinvdi-export",
+        abstract: "Export a volume to a disk image file or to standard output.",
+        discussion: """
+            Reads only the blocks the pool has provisioned (the pool's metadata says which, through an nbdkit \
+            export with that block status) and writes a sparse image with qemu-img: raw, qcow2, vpc (VHD) or \
+            vmdk; without --format the file name's extension chooses (.qcow2, .vhd, .vmdk, else raw). A \
+            snapshot exports as it is; a volume attached read-write is refused (a guest may be writing it: \
+            export a snapshot of it). The image is written under a temporary name and renamed over FILE \
+            when whole, so a failed or cancelled export leaves FILE as it was. - writes a raw image to \
+            standard output. With --base SNAPSHOT, only what changed since that earlier snapshot is written \
+            (the same proof as thinvdi-changed), into a qcow2 or vmdk image whose backing file is the base's \
+            own export: the file this host last exported SNAPSHOT to, or --base-image. qemu-img cannot write \
+            a differencing VHD, so --base refuses vpc. Progress goes to stderr: a bar when it is a terminal \
+            or with --progress, one JSON object per line with --progress=json. SIGINT or SIGTERM cancels.
+            """)
+    public static let examples = [
+        ("thinvdi-export vmstore nightly-1 /backup/web01-full.qcow2", "Export a snapshot as qcow2."),
+        ("thinvdi-export vmstore nightly-2 /backup/web01-incr.qcow2 --base nightly-1",
+         "Write only what changed since nightly-1, backed by its export."),
+        ("thinvdi-export vmstore nightly-1 - | gzip > web01.raw.gz", "Stream a raw image."),
+    ]
+    public static let extraExitStatuses: [(Int32, String)] = [(130, "cancelled by SIGINT or SIGTERM; FILE is unchanged")]
+
+    @OptionGroup public var volume: VolumeArgument
+    @Argument(help: ArgumentHelp("The image to write, or - for a raw image on standard output.", valueName: "file"),
+              completion: .file())
+    var file: String
+    @Option(help: ArgumentHelp("The image format (default: from FILE's extension, else raw).", valueName: "format"))
+    var format: ExportFormat?
+    @Option(help: ArgumentHelp("Write only what changed since this earlier snapshot of the volume.", valueName: "snapshot"),
+            completion: Complete.volumes)
+    var base: String?
+    @Option(name: .customLong("base-image"),
+            help: ArgumentHelp("With --base: the base's exported image, the new image's backing file (default: the file "
+                               + "this host last exported the base to).", valueName: "path"), completion: .file())
+    var baseImage: String?
+    @Option(help: ArgumentHelp("Progress on stderr: bar, json or none (a bare --progress: bar; default: a bar on a "
+                               + "terminal).", valueName: "mode"))
+    var progress: ProgressMode?
+    @OptionGroup public var output: OutputOptions
+    public init() {}
+
+    var chosenFormat: ImageFormat {
+        if let format { return format.image }
+        let lower = file.lowercased()
+        if lower.hasSuffix(".qcow2") { return .qcow2 }
+        if lower.hasSuffix(".vhd") { return .vpc }
+        if lower.hasSuffix(".vmdk") { return .vmdk }
+        return .raw
+    }
+
+    public func checkArguments() throws(ThinError) {
+        if file == "-" {
+            guard chosenFormat == .raw, base == nil else {
+                throw .init(.invalidArgument, "standard output takes a raw image of the whole volume only; give a file "
+                            + "for --format \(chosenFormat.rawValue) or --base")
+            }
+            guard !output.json else {
+                throw .init(.invalidArgument, "--json cannot be used with - (standard output carries the image)")
+            }
+        }
+        if base != nil, !chosenFormat.takesBackingFile {
+            throw .init(.invalidArgument, "--base needs --format qcow2 or vmdk: qemu-img cannot write a differencing "
+                        + "\(chosenFormat == .vpc ? "VHD" : chosenFormat.rawValue) image")
+        }
+        if baseImage != nil, base == nil {
+            throw .init(.invalidArgument, "--base-image needs --base SNAPSHOT (the snapshot the image holds)")
+        }
+        if file != "-", System.exists(file), System.blockDevice(file) == nil, !isRegularFile(file) {
+            throw .init(.invalidArgument, "\(file) exists and is not a regular file or a block device; choose another path")
+        }
+    }
+
+    private func isRegularFile(_ path: String) -> Bool {
+        var info = stat()
+        return stat(path, &info) == 0 && (info.st_mode & S_IFMT) == S_IFREG
+    }
+
+    public func perform(host: Host) async throws(ThinError) -> Int32 {
+        CancelSignals.install()
+        let format = chosenFormat
+        // Set up under the SR lock: what to read, and the device, held read-only for this process.
+        let (sr, record, device, extents, backing) = try await withSR(volume.target.sr, host: host) {
+            sr throws(ThinError) in
+            let extents = try await sr.exportExtents(of: volume.vdi, since: base)
+            var backing: (name: String, format: String)?
+            if let base { backing = try await resolveBase(base, in: sr) }
+            let (record, device) = try sr.attachForReading(volume.vdi)
+            return (sr.names, record, device, extents, backing)
+        }
+        defer {
+            // Let the device go, whatever happened; a failure here leaves only a holder a later detach clears.
+            _ = try? AttachedSR.open(sr.uuidString, for: .write, host: host).withClose { sr throws(ThinError) in try sr.releaseHold(record) }
+        }
+        let scratch = try AttachedSR.open(sr.uuidString, for: .read, host: host).withClose { sr throws(ThinError) in try sr.transferDirectory() }
+        let extentFile = "\(scratch)/export-\(getpid()).extents"
+        try System.writeFile(extentFile, extents.extentList)
+        defer { System.removeFile(extentFile) }
+
+        let reporter = ProgressReporter(operation: "export", total: extents.dataBytes, mode: progress)
+        let toBlockDevice = file != "-" && System.blockDevice(file) != nil
+        let target = file == "-" || toBlockDevice ? file
+            : "\(directory(of: file))/.\(fileName(of: file)).thinvdi-export-\(getpid())"
+        let engine: String
+        let stream: ExternalCommand.ProgressStream
+        if file == "-" {
+            engine = "nbdcopy --progress=2 \"$uri\" -"
+            stream = .standardError
+        } else {
+            var words = ["qemu-img", "convert", "-p", "-f", "raw"]
+            if let backing { words += ["-B", backing.name, "-F", backing.format] }
+            if toBlockDevice { words.append("-n") }
+            words += ["-O", format.rawValue] + format.creationOptions
+            engine = words.map(shellQuoted).joined(separator: " ") + " \"$uri\" " + shellQuoted(target)
+            stream = .standardOutput
+        }
+        let arguments = ["-U", "-", "-r", "--exit-with-parent", "--filter=extentlist", "file", "file=\(device)",
+                         "extentlist=\(extentFile)", "--run", engine]
+        let result: ExternalCommandResult
+        do {
+            result = try await ExternalCommand.runReportingProgress("nbdkit", arguments, progressOn: stream) {
+                reporter.update(fraction: $0)
+            }
+        } catch {
+            throw ThinError(.backendFailure, "cannot run nbdkit: \(error)")
+        }
+        guard CancelSignals.received == nil, result.exitStatus == 0 else {
+            if !toBlockDevice && file != "-" { System.removeFile(target) }
+            if CancelSignals.received != nil {
+                throw cancelled("export of \(record.key)" + (file == "-" || toBlockDevice ? "" : "; \(file) is unchanged"))
+            }
+            throw ThinError(.backendFailure, "export of \(record.key) failed: \(lastLine(result.standardError))")
+        }
+        if !toBlockDevice && file != "-" { try System.rename(target, to: file) }
+        reporter.finish()
+        if file != "-" { ExportRecords.remember(sr: sr, volume: record, image: System.absolutePath(file)) }
+        if output.json {
+            Console.printJSON(ExportJSON(file: file, format: format.rawValue, volume: record.key,
+                                         virtual_size: extents.virtualSize, data_bytes: extents.dataBytes,
+                                         base: base, backing_file: backing?.name))
+        } else if file != "-" {
+            Console.out(file)
+        }
+        return 0
+    }
+
+    /// The base's image: how the new image names it (its file name when both
+    /// lie in one directory, so the pair can move together) and its format.
+    private func resolveBase(_ snapshot: String, in sr: AttachedSR) async throws(ThinError)
+        -> (name: String, format: String) {
+        let baseVolume = try sr.requireVolume(snapshot)
+        guard let image = baseImage ?? ExportRecords.lastExport(sr: sr.names, volume: baseVolume) else {
+            throw ThinError(.invalidArgument, "no export of \(baseVolume.key) is known on this host; export it first, "
+                            + "or give --base-image PATH (the image \(baseVolume.key) was exported to)")
+        }
+        let absolute = System.absolutePath(image)
+        let info: ImageInfo
+        do { info = try await DiskImages.info(absolute, format: nil) } catch {
+            throw ThinError(.invalidArgument, "the base image \(image) cannot be read (\(error)); give --base-image "
+                            + "PATH, the image \(baseVolume.key) was exported to")
+        }
+        guard info.virtualSize == baseVolume.virtualSize else {
+            throw ThinError(.invalidArgument, "the base image \(image) is \(info.virtualSize) bytes but \(baseVolume.key) "
+                            + "is \(baseVolume.virtualSize); give --base-image PATH, the image it was exported to")
+        }
+        let sameDirectory = directory(of: absolute) == directory(of: System.absolutePath(file))
+        return (sameDirectory ? fileName(of: absolute) : absolute, info.format)
+    }
+}
+
+/// `--format` of an export.
+enum ExportFormat: String, ExpressibleByArgument, CaseIterable, Sendable {
+    case raw, qcow2, vpc, vmdk
+    var image: ImageFormat { ImageFormat(rawValue: rawValue)! }
+}
+
+/// `--format` of an import.
+enum ImportFormat: String, ExpressibleByArgument, CaseIterable, Sendable {
+    case raw, qcow2, vpc, vmdk, vhdx
+    var image: ImageFormat { ImageFormat(rawValue: rawValue)! }
+}
+
+struct ExportJSON: Encodable {
+    var file: String
+    var format: String
+    var volume: String
+    var virtual_size: UInt64
+    var data_bytes: UInt64
+    var base: String?
+    var backing_file: String?
+}
+
+public struct VDIImport: TransferTool {
+    public static let configuration = CommandConfiguration(
+        commandName: "thinvdi-import",
+        abstract: "Import a disk image into a new volume.",
+        discussion: """
+            Reads any image qemu-img reads (raw, qcow2, vpc/VHD, vmdk, vhdx; probed unless --format is \
+            given) into a new thin volume of the image's virtual size (or --size, if larger), writing only \
+            the image's allocated data: runs of zeros stay unprovisioned, so the volume uses about what the \
+            image holds. The image is checked first (qemu-img check where the format has one), and its data \
+            must fit in the pool's free space, before anything is made. - reads a raw stream from standard \
+            input, with --size. A failed or cancelled import removes the volume it made; one killed outright \
+            is removed by the SR's next operation. Prints the new volume's key.
+            """)
+    public static let examples = [
+        ("thinvdi-import vmstore --name web01-root web01.qcow2", "Import a qcow2 image."),
+        ("zcat web01.raw.gz | thinvdi-import vmstore --name web01-root --size 20G -", "Import a raw stream."),
+    ]
+    public static let extraExitStatuses: [(Int32, String)] = [(130, "cancelled by SIGINT or SIGTERM; nothing was kept")]
+
+    @OptionGroup public var target: SRArgument
+    @Option(help: "The new volume's name label.") var name: String
+    @Argument(help: ArgumentHelp("The image to read, or - for a raw stream on standard input.", valueName: "file"),
+              completion: .file())
+    var file: String
+    @Option(help: ArgumentHelp("The image's format (default: qemu-img probes it).", valueName: "format"))
+    var format: ImportFormat?
+    @Option(help: ArgumentHelp("The volume's size (at least the image's; required for -).", valueName: "size"),
+            transform: ByteCount.parser("size"))
+    var size: ByteCount?
+    @Option(help: "The new volume's description.") var description: String = ""
+    @Option(help: ArgumentHelp("Progress on stderr: bar, json or none (a bare --progress: bar; default: a bar on a "
+                               + "terminal).", valueName: "mode"))
+    var progress: ProgressMode?
+    @OptionGroup public var output: OutputOptions
+    public init() {}
+
+    public func checkArguments() throws(ThinError) {
+        if file == "-" {
+            guard format == nil || format == .raw else {
+                throw .init(.invalidArgument, "standard input takes a raw stream only; give a file for --format "
+                            + "\(format!.rawValue)")
+            }
+            guard size != nil else {
+                throw .init(.invalidArgument, "reading standard input needs --size (the volume's size)")
+            }
+        } else if !System.exists(file) {
+            throw .init(.invalidArgument, "\(file) does not exist; give the path of a disk image")
+        }
+    }
+
+    public func perform(host: Host) async throws(ThinError) -> Int32 {
+        CancelSignals.install()
+        let (imageFormat, virtualSize, allocated) = try await inspect()
+        let volumeSize = max(size?.bytes ?? 0, virtualSize)
+        let (volumeRecord, device) = try await withSR(target.sr, host: host) { sr throws(ThinError) in
+            try sr.beginImport(name: name, description: description, sizeBytes: volumeSize, allocatedBytes: allocated)
+        }
+        let reporter = ProgressReporter(operation: "import", total: file == "-" ? 0 : allocated, mode: progress)
+        var failure: ThinError?
+        if CancelSignals.received != nil {
+            failure = cancelled("import")
+        } else if file == "-" {
+            do {
+                _ = try StreamCopy.copyStandardInput(toDevice: device, limit: volumeSize) { reporter.update(done: $0) }
+            } catch {
+                failure = error
+            }
+        } else {
+            do {
+                let result = try await ExternalCommand.runReportingProgress(
+                    "qemu-img", ["convert", "-p", "-n", "--target-is-zero", "-f", imageFormat.rawValue, file,
+                                 "-O", "raw", device]) { reporter.update(fraction: $0) }
+                if CancelSignals.received != nil {
+                    failure = cancelled("import")
+                } else if result.exitStatus != 0 {
+                    failure = ThinError(.invalidArgument, "\(file) could not be read to its end (truncated or damaged?): "
+                                        + lastLine(result.standardError))
+                }
+            } catch {
+                failure = ThinError(.backendFailure, "cannot run qemu-img: \(error)")
+            }
+        }
+        return try await withSR(target.sr, host: host) { sr throws(ThinError) in
+            if let failure {
+                try sr.abandonImport(volumeRecord)
+                throw failure
+            }
+            let imported = try sr.finishImport(volumeRecord)
+            reporter.finish()
+            try await printVolume(imported, of: sr, json: output.json)
+            return 0
+        }
+    }
+
+    /// The image's format, virtual size and allocated bytes, refusing what
+    /// is not a readable, consistent image.
+    private func inspect() async throws(ThinError) -> (ImageFormat, UInt64, UInt64) {
+        guard file != "-" else { return (.raw, size?.bytes ?? 0, 0) }
+        let info: ImageInfo
+        do { info = try await DiskImages.info(file, format: format?.image) } catch {
+            throw ThinError(.invalidArgument, "\(file) is not a disk image qemu-img can read"
+                            + (format.map { " as \($0.rawValue)" } ?? "") + ": \(lastLine(error.standardError))")
+        }
+        guard let imageFormat = format?.image ?? ImageFormat(rawValue: info.format) else {
+            throw ThinError(.invalidArgument, "\(file) is a \(info.format) image, which thinvdi-import does not read; "
+                            + "convert it with qemu-img convert -O qcow2 first")
+        }
+        // qemu-img calls anything it does not recognise raw; a real raw disk is whole sectors.
+        if format == nil, imageFormat == .raw, info.virtualSize % 512 != 0 || info.virtualSize == 0 {
+            throw ThinError(.invalidArgument, "\(file) is not a disk image (\(info.virtualSize) bytes of unrecognised "
+                            + "data); give --format raw to import it as raw data anyway")
+        }
+        let problem: String?
+        do { problem = try await DiskImages.problem(file, format: imageFormat) } catch {
+            throw ThinError(.backendFailure, "cannot check \(file): \(error)")
+        }
+        if let problem { throw ThinError(.invalidArgument, "\(file) is damaged: \(problem); repair it with qemu-img check -r") }
+        do {
+            return (imageFormat, info.virtualSize, try await DiskImages.allocatedBytes(file, format: imageFormat))
+        } catch {
+            throw ThinError(.invalidArgument, "\(file) cannot be mapped (truncated or damaged?): \(lastLine(error.standardError))")
+        }
+    }
+}
+
+public struct VDIServe: TransferTool {
+    public static let configuration = CommandConfiguration(
+        commandName: "thinvdi-serve",
+        abstract: "Export a volume over NBD.",
+        discussion: """
+            Runs nbdkit on the volume's device until it is stopped (SIGTERM or SIGINT, as systemd stops a \
+            service), on a unix socket or a TCP port, and prints the export's URI once it accepts \
+            connections. Read-only unless --writable, with base:allocation block status from the pool's \
+            metadata, so nbdinfo --map shows holes where nothing is provisioned and nbdcopy or qemu-img copy \
+            only data; a volume attached read-write elsewhere is refused (serve a snapshot of it). \
+            --writable serves a detached volume read-write to one client at a time, reporting every block \
+            as data (its mappings change under the export), and refuses snapshots. --detach starts the \
+            server in the background and prints its URI and pid file; kill the pid to stop it. The volume \
+            stays attached for the server (shared with other readers) until it stops.
+            """)
+    public static let examples = [
+        ("thinvdi-serve vmstore nightly-1 --socket /run/web01.sock", "Serve a snapshot on a unix socket."),
+        ("thinvdi-serve vmstore nightly-1 --port 10809 --bind 192.0.2.10 --detach",
+         "Serve on TCP in the background."),
+    ]
+
+    @OptionGroup public var volume: VolumeArgument
+    @Option(help: ArgumentHelp("Listen on this unix socket (it must not exist).", valueName: "path"),
+            completion: .file())
+    var socket: String?
+    @Option(help: ArgumentHelp("Listen on this TCP port.", valueName: "port")) var port: Int?
+    @Option(help: ArgumentHelp("With --port: the address to listen on (default 127.0.0.1; :: or 0.0.0.0 for all).",
+                               valueName: "address"))
+    var bind: String?
+    @Flag(help: "Serve read-write (refused on a snapshot and on an attached volume).") var writable = false
+    @Option(name: .customLong("tls-certificates"),
+            help: ArgumentHelp("Require TLS with the X.509 certificates in this directory (nbdkit's layout).",
+                               valueName: "dir"), completion: .directory)
+    var tlsCertificates: String?
+    @Option(name: .customLong("tls-psk"), help: ArgumentHelp("Require TLS with this pre-shared key file.", valueName: "file"),
+            completion: .file())
+    var tlsPSK: String?
+    @Option(name: .customLong("export-name"), help: ArgumentHelp("The NBD export name (default: the volume's key).",
+                                                                  valueName: "name"))
+    var exportName: String?
+    @Flag(help: "Run in the background; print the URI and the pid file.") var detach = false
+    @Option(name: .customLong("pid-file"), help: ArgumentHelp("Write the server's pid here once it accepts connections.",
+                                                              valueName: "path"), completion: .file())
+    var pidFile: String?
+    @OptionGroup public var output: OutputOptions
+    public init() {}
+
+    public func checkArguments() throws(ThinError) {
+        guard (socket == nil) != (port == nil) else {
+            throw .init(.invalidArgument, "give exactly one of --socket PATH and --port N")
+        }
+        if let socket, System.exists(socket) {
+            throw .init(.invalidArgument, "\(socket) already exists; remove it if no server uses it, or choose another path")
+        }
+        if let port, !(1...65535).contains(port) {
+            throw .init(.invalidArgument, "--port \(port) is out of range; give a TCP port from 1 to 65535")
+        }
+        if bind != nil, port == nil { throw .init(.invalidArgument, "--bind needs --port") }
+        if tlsCertificates != nil, tlsPSK != nil {
+            throw .init(.invalidArgument, "give one of --tls-certificates and --tls-psk")
+        }
+        for path in [tlsCertificates, tlsPSK].compactMap({ $0 }) where !System.exists(path) {
+            throw .init(.invalidArgument, "\(path) does not exist; give nbdkit's TLS certificate directory or PSK file")
+        }
+        if let pidFile, System.exists(pidFile) {
+            throw .init(.invalidArgument, "\(pidFile) already exists; remove it if no server uses it, or choose another path")
+        }
+    }
+
+    func uri(export: String) -> String {
+        let secure = tlsCertificates != nil || tlsPSK != nil
+        if let socket {
+            return "nbd\(secure ? "s" : "")+unix:///\(export)?socket=\(System.absolutePath(socket))"
+        }
+        let address = bind ?? "127.0.0.1"
+        return "nbd\(secure ? "s" : "")://\(address.contains(":") ? "[\(address)]" : address):\(port ?? 10809)/\(export)"
+    }
+
+    public func perform(host: Host) async throws(ThinError) -> Int32 {
+        if detach { return try await startInBackground() }
+        CancelSignals.install()
+        let (sr, record, device, extents) = try await withSR(volume.target.sr, host: host) { sr throws(ThinError) in
+            if writable {
+                let (record, device) = try sr.attachForWriting(volume.vdi)
+                return (sr.names, record, device, ExportExtents?.none)
+            }
+            let extents = try await sr.exportExtents(of: volume.vdi)
+            let (record, device) = try sr.attachForReading(volume.vdi)
+            return (sr.names, record, device, Optional(extents))
+        }
+        defer { _ = try? AttachedSR.open(sr.uuidString, for: .write, host: host).withClose { sr throws(ThinError) in try sr.releaseHold(record) } }
+        let scratch = try AttachedSR.open(sr.uuidString, for: .read, host: host).withClose { sr throws(ThinError) in try sr.transferDirectory() }
+        let extentFile = "\(scratch)/serve-\(getpid()).extents"
+        let readyFile = "\(scratch)/serve-\(getpid()).ready"
+        System.removeFile(readyFile)
+        defer {
+            System.removeFile(extentFile)
+            System.removeFile(readyFile)
+            if let pidFile { System.removeFile(pidFile) }
+        }
+        let export = exportName ?? record.key
+        var arguments = ["-f", "--exit-with-parent", "-P", readyFile, "-e", export]
+        if let socket { arguments += ["-U", System.absolutePath(socket)] }
+        if let port { arguments += ["-p", String(port), "-i", bind ?? "127.0.0.1"] }
+        if let tlsCertificates { arguments += ["--tls=require", "--tls-certificates=\(System.absolutePath(tlsCertificates))"] }
+        if let tlsPSK { arguments += ["--tls=require", "--tls-psk=\(System.absolutePath(tlsPSK))"] }
+        if let extents {
+            try System.writeFile(extentFile, extents.extentList)
+            arguments += ["-r", "--filter=extentlist", "file", "file=\(device)", "extentlist=\(extentFile)"]
+        } else {
+            arguments += ["file", "file=\(device)"]
+        }
+        let address = uri(export: export)
+        let announce = pidFile
+        let status: Int32
+        do {
+            status = try await ExternalCommand.runForwardingSignals("nbdkit", arguments, ready: readyFile) {
+                if let announce { try? System.writeFile(announce, "\(getpid())\n") }
+                Console.out(address)
+            }
+        } catch {
+            throw ThinError(.backendFailure, "cannot run nbdkit: \(error)")
+        }
+        if let socket { System.removeFile(System.absolutePath(socket)) }
+        guard CancelSignals.received != nil || status == 0 else {
+            throw ThinError(.backendFailure, "nbdkit exited with status \(status) serving \(record.key) (see its messages above)")
+        }
+        return 0
+    }
+
+    /// Starts this same command without --detach in its own session, waits
+    /// until it accepts connections (its pid file appears), and prints where.
+    private func startInBackground() async throws(ThinError) -> Int32 {
+        let pidPath = System.absolutePath(pidFile ?? "\(Paths.runRoot)/serve-\(getpid()).pid")
+        let log = "\(Paths.runRoot)/serve-\(getpid()).log"
+        try System.makeDirectories(Paths.runRoot)
+        var arguments = [Self.toolName, "--pid-file", pidPath]
+        if let socket { arguments += ["--socket", System.absolutePath(socket)] }
+        if let port { arguments += ["--port", String(port)] }
+        if let bind { arguments += ["--bind", bind] }
+        if writable { arguments.append("--writable") }
+        if let tlsCertificates { arguments += ["--tls-certificates", System.absolutePath(tlsCertificates)] }
+        if let tlsPSK { arguments += ["--tls-psk", System.absolutePath(tlsPSK)] }
+        if let exportName { arguments += ["--export-name", exportName] }
+        if output.verbose { arguments.append("--verbose") }
+        arguments += ["--", volume.target.sr, volume.vdi]
+        let child: Int32
+        do { child = try ExternalCommand.spawnDetached("/proc/self/exe", arguments, standardError: log) } catch {
+            throw ThinError(.backendFailure, "cannot start the server: \(error)")
+        }
+        defer { System.removeFile(log) }
+        for _ in 0..<600 {
+            if System.exists(pidPath) {
+                let export = exportName ?? volume.vdi
+                if output.json {
+                    Console.printJSON(ServeJSON(uri: uri(export: export), pid: child, pid_file: pidPath))
+                } else {
+                    Console.out(uri(export: export))
+                    Console.out(pidPath)
+                }
+                return 0
+            }
+            if let status = ExternalCommand.exitStatus(ofChild: child) {
+                let message = System.readFile(log).map(lastLine) ?? "no message"
+                // The child said why in the tools' own words ("thinvdi-serve: ..."): pass it on.
+                throw ThinError(status == 64 ? .invalidArgument : .backendFailure,
+                                message.hasPrefix("\(Self.toolName): ") ? String(message.dropFirst(Self.toolName.count + 2))
+                                    : "the server exited with status \(status): \(message)")
+            }
+            try? await Task.sleep(for: .milliseconds(50))
+        }
+        throw ThinError(.backendFailure, "the server did not start within 30 s; see \(log)")
+    }
+}
+
+struct ServeJSON: Encodable {
+    var uri: String
+    var pid: Int32
+    var pid_file: String
+}
+
+extension AttachedSR {
+    /// Runs `body`, then closes the SR.
+    func withClose<T>(_ body: (AttachedSR) throws(ThinError) -> T) throws(ThinError) -> T {
+        defer { close() }
+        return try body(self)
+    }
+}

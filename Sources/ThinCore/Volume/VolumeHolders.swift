@@ -1,0 +1,102 @@
+import FoundationEssentials
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Who holds an attached volume: several readers may share a read-only
+/// device (xapi's dom0 attaches, one per datapath, and exports), and the
+/// device goes only when the last of them lets go. A holder is a file under
+/// `/run/thinsr/<sr>/holders/<volume>/`, written under the SR lock: empty
+/// for a named holder (xapi's domain), or the pid and start time of a
+/// process holder, which counts only while that process lives.
+struct VolumeHolders {
+    let names: SRNames
+    let volume: UUID
+
+    var directory: String { "\(names.runDirectory)/holders/\(volume.lowercased)" }
+
+    /// Holder names are file names: letters, digits and `._:-`, as xapi's
+    /// domains ("5", "u0_<dp>") are.
+    static func validate(_ holder: String) throws(ThinError) {
+        let allowed = holder.unicodeScalars.allSatisfy {
+            ($0.isASCII && ($0.properties.isAlphabetic || ("0"..."9").contains($0))) || "._:-".unicodeScalars.contains($0)
+        }
+        guard !holder.isEmpty, holder.count <= 128, allowed, !holder.hasPrefix("."), !holder.hasPrefix("process.") else {
+            throw .invalid("holder \"\(holder)\" is not a valid holder name; use up to 128 letters, digits, '.', '_', "
+                           + "':' or '-' (xapi passes its domain)")
+        }
+    }
+
+    /// The holder name of a process.
+    static func process(_ pid: Int32 = getpid()) -> String { "process.\(pid)" }
+
+    func add(_ holder: String) throws(ThinError) {
+        try System.makeDirectories(directory)
+        var content = ""
+        if let pid = Self.pid(ofProcessHolder: holder) {
+            content = "\(pid) \(System.processStartTime(pid) ?? 0)\n"
+        }
+        try System.writeFile("\(directory)/\(holder)", content)
+    }
+
+    func remove(_ holder: String) { System.removeFile("\(directory)/\(holder)") }
+
+    /// The holders that still count: a process holder whose process has
+    /// ended (or whose pid now names another process) is removed.
+    func live() -> [String] {
+        System.directoryEntries(directory).filter { holder in
+            guard let pid = Self.pid(ofProcessHolder: holder) else { return true }
+            let recorded = System.readFile("\(directory)/\(holder)")?.split(whereSeparator: \.isWhitespace).last
+                .flatMap { UInt64($0) }
+            if let started = System.processStartTime(pid), recorded == nil || recorded == started { return true }
+            remove(holder)
+            return false
+        }.sorted()
+    }
+
+    func clear() {
+        for holder in System.directoryEntries(directory) { remove(holder) }
+        System.removeDirectory(directory)
+    }
+
+    private static func pid(ofProcessHolder holder: String) -> Int32? {
+        holder.hasPrefix("process.") ? Int32(holder.dropFirst("process.".count)) : nil
+    }
+}
+
+extension AttachedSR {
+    func holders(of volume: VolumeRecord) -> VolumeHolders { VolumeHolders(names: names, volume: volume.uuid) }
+
+    /// Attaches a volume for `holder` (see `attachVolume`): the device is
+    /// shared with the volume's other holders in the same mode, and stays
+    /// until the last of them detaches.
+    public func attachVolume(_ reference: String, readOnly: Bool, inactive: Bool = false,
+                             holder: String) throws(ThinError) -> (VolumeRecord, path: String) {
+        if !holder.hasPrefix("process.") { try VolumeHolders.validate(holder) }
+        let volume = try requireVolume(reference)
+        // Holders of a device that no longer exists (a reboot, a forced detach) are stale.
+        if try devices.info(volume.uuid) == nil { holders(of: volume).clear() }
+        let attached = try attachVolume(reference, readOnly: readOnly, inactive: inactive)
+        try holders(of: volume).add(holder)
+        return attached
+    }
+
+    /// Lets `holder` go; the device is removed when no other holder is
+    /// left. Returns the holders that remain. Detaching for a holder that
+    /// does not hold the volume changes nothing else.
+    @discardableResult
+    public func detachVolume(_ reference: String, holder: String) throws(ThinError) -> [String] {
+        if !holder.hasPrefix("process.") { try VolumeHolders.validate(holder) }
+        let volume = try requireVolume(reference)
+        let held = holders(of: volume)
+        held.remove(holder)
+        let others = held.live()
+        guard others.isEmpty else { return others }
+        try devices.deactivate(volume.uuid, key: volume.key)
+        held.clear()
+        return []
+    }
+
+    /// The holders of an attached volume.
+    public func volumeHolders(_ volume: VolumeRecord) -> [String] { holders(of: volume).live() }
+}
