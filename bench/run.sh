@@ -10,7 +10,14 @@ source "$(dirname "$0")/../tests/kernel/lib.sh"
 MODE=full
 [ "${1:-}" = --smoke ] && MODE=smoke
 if [ "$MODE" = smoke ]; then RUNS=2 MANY_THINSR=20 MANY_LVM=10 WRITTEN_MIB=32 FIO_MIB=16 FIO_SECONDS=2
-else RUNS=10 MANY_THINSR=1000 MANY_LVM=300 WRITTEN_MIB=1024 FIO_MIB=128 FIO_SECONDS=5; fi
+    EXPORT_GIB=1 CHANGED_SMALL_GIB=1 CHANGED_BIG_GIB=4 CHANGED_MIB=16
+else RUNS=10 MANY_THINSR=1000 MANY_LVM=300 WRITTEN_MIB=1024 FIO_MIB=128 FIO_SECONDS=5
+    EXPORT_GIB=10 CHANGED_SMALL_GIB=1 CHANGED_BIG_GIB=100 CHANGED_MIB=256; fi
+# Backup figures: an export of an EXPORT_GIB volume with 1% written; changed
+# blocks with CHANGED_MIB changed on a small and a big volume; an import of a
+# 1%-allocated qcow2 of EXPORT_GIB.
+EXPORT_MIB=$(( EXPORT_GIB * 1024 / 100 ))
+BACKUP_MIB=$(( EXPORT_MIB * 3 + CHANGED_MIB * 4 + 64 ))
 BENCH_OUT=${BENCH_OUT:-$PWD/.build/vm-out/bench}
 BENCH_HELLO=${BENCH_HELLO:-$PWD/.build/bench-hello}
 mkdir -p "$BENCH_OUT"
@@ -38,7 +45,7 @@ record() { printf '%s\t%s\t%s\t%s\t%s\n' "$@" >> "$SAMPLES"; }
 # ---------------------------------------------------------------- the lab
 # One VG on one loop device holds both pools and the linear LV, so every
 # comparison runs on the same device.
-thinsr_pool_mib=$(( WRITTEN_MIB + FIO_MIB + 512 )) lvm_pool_mib=512
+thinsr_pool_mib=$(( WRITTEN_MIB + FIO_MIB + BACKUP_MIB + 512 )) lvm_pool_mib=$(( 512 + EXPORT_MIB ))
 size_mib=$(( thinsr_pool_mib + lvm_pool_mib + FIO_MIB + 1024 ))   # + catalog, metadata, spare, slack
 new_loop BENCH_DEV "$size_mib"
 pvcreate -q "$BENCH_DEV" >/dev/null && vgcreate -q benchvg "$BENCH_DEV" >/dev/null
@@ -150,6 +157,61 @@ if command -v fio >/dev/null; then
     done
     thinvdi-detach bench "$T"
 fi
+
+# ---------------------------------------------------------------- backup: export, changed blocks, import
+IMAGES=$BENCH_OUT/images
+rm -rf "$IMAGES"; mkdir -p "$IMAGES"
+spread_writes() { # spread_writes DEVICE MIB: MIB of random data in 1 MiB pieces spread over the device
+    local size_mib=$(( $(blockdev --getsize64 "$1") >> 20 )) i
+    for i in $(seq 0 $(( $2 - 1 ))); do
+        dd if=/dev/urandom of="$1" bs=1M count=1 seek=$(( i * size_mib / $2 )) oflag=direct conv=notrunc status=none
+    done
+}
+E=$(thinvdi-create bench --name export-src --size ${EXPORT_GIB}G)
+EP=$(thinvdi-attach bench "$E")
+spread_writes "$EP" "$EXPORT_MIB"
+ES=$(thinvdi-snapshot bench "$E" --name export-snap)
+ESP=$(thinvdi-attach --read-only bench "$ES")
+sample "backup: export ${EXPORT_GIB}G, 1% written, qcow2" "export" thinsr thinvdi-export bench "$ES" "$IMAGES/e.qcow2" --progress=none
+sample "backup: export ${EXPORT_GIB}G, 1% written, qcow2" "export" lvm qemu-img convert -f raw -O qcow2 "$ESP" "$IMAGES/whole.qcow2"
+qemu-img compare -q "$IMAGES/e.qcow2" "$IMAGES/whole.qcow2" && record "backup: export ${EXPORT_GIB}G, 1% written, qcow2" "outputs identical (qemu-img compare)" thinsr 1 yes
+rm -f "$IMAGES/whole.qcow2"
+changed_pair() { # changed_pair GIB: a volume, a snapshot, CHANGED_MIB changed, a second snapshot
+    local v p
+    v=$(thinvdi-create bench --name "cb$1" --size "${1}G")
+    p=$(thinvdi-attach bench "$v")
+    spread_writes "$p" 64
+    thinvdi-snapshot bench "$v" --name "cb$1-a" >/dev/null
+    spread_writes "$p" "$CHANGED_MIB"
+    thinvdi-snapshot bench "$v" --name "cb$1-b" >/dev/null
+    thinvdi-detach bench "$v"
+}
+changed_pair "$CHANGED_SMALL_GIB"; changed_pair "$CHANGED_BIG_GIB"
+for _ in $(seq "$RUNS"); do
+    sample "backup: changed blocks, ${CHANGED_MIB}M changed" "${CHANGED_SMALL_GIB}G volume (thinsr) vs ${CHANGED_BIG_GIB}G (lvm column)" thinsr \
+        thinvdi-changed bench "cb$CHANGED_SMALL_GIB-a" "cb$CHANGED_SMALL_GIB-b" --json
+    sample "backup: changed blocks, ${CHANGED_MIB}M changed" "${CHANGED_SMALL_GIB}G volume (thinsr) vs ${CHANGED_BIG_GIB}G (lvm column)" lvm \
+        thinvdi-changed bench "cb$CHANGED_BIG_GIB-a" "cb$CHANGED_BIG_GIB-b" --json
+done
+A=$(thinvdi-attach --read-only bench "cb$CHANGED_SMALL_GIB-a"); B=$(thinvdi-attach --read-only bench "cb$CHANGED_SMALL_GIB-b")
+sample "backup: changed blocks vs reading both devices (${CHANGED_SMALL_GIB}G)" "metadata" thinsr \
+    thinvdi-changed bench "cb$CHANGED_SMALL_GIB-a" "cb$CHANGED_SMALL_GIB-b" --json
+sample "backup: changed blocks vs reading both devices (${CHANGED_SMALL_GIB}G)" "cmp -l of both devices" lvm \
+    bash -c "cmp -l '$A' '$B' | wc -l"
+thinvdi-detach bench "cb$CHANGED_SMALL_GIB-a"; thinvdi-detach bench "cb$CHANGED_SMALL_GIB-b"
+truncate -s ${EXPORT_GIB}G "$IMAGES/src.raw"
+spread_writes "$IMAGES/src.raw" "$EXPORT_MIB"
+qemu-img convert -f raw -O qcow2 "$IMAGES/src.raw" "$IMAGES/src.qcow2" && rm -f "$IMAGES/src.raw"
+before=$(dmsetup status "thinsr_$(echo "$SR" | tr -d -)_pool" | awk '{split($6, d, "/"); print d[1]}')
+sample "backup: import 1%-allocated qcow2 of ${EXPORT_GIB}G" "import" thinsr thinvdi-import bench --name imported "$IMAGES/src.qcow2" --progress=none
+after=$(dmsetup status "thinsr_$(echo "$SR" | tr -d -)_pool" | awk '{split($6, d, "/"); print d[1]}')
+lvcreate -q -T benchvg/lvmpool -V ${EXPORT_GIB}G -n imported >/dev/null
+sample "backup: import 1%-allocated qcow2 of ${EXPORT_GIB}G" "import" lvm qemu-img convert -n --target-is-zero -f qcow2 "$IMAGES/src.qcow2" -O raw /dev/benchvg/imported
+record "backup: import 1%-allocated qcow2 of ${EXPORT_GIB}G" "pool data used" thinsr $(( (after - before) * 64 )) KiB
+record "backup: import 1%-allocated qcow2 of ${EXPORT_GIB}G" "pool data used" lvm \
+    "$(lvs --noheadings --units k --nosuffix -o data_percent,lv_size benchvg/imported | awk '{printf "%d", $1 * $2 / 100}')" KiB
+lvremove -q -y benchvg/imported >/dev/null
+rm -rf "$IMAGES"
 
 # ---------------------------------------------------------------- clean up
 for key in $(thinvdi-ls --json bench | jq -r '.[] | select(.attached) | .key'); do thinvdi-detach bench "$key"; done

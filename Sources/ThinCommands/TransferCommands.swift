@@ -293,7 +293,8 @@ public struct VDIImport: TransferTool {
         let (volumeRecord, device) = try await withSR(target.sr, host: host) { sr throws(ThinError) in
             try sr.beginImport(name: name, description: description, sizeBytes: volumeSize, allocatedBytes: allocated)
         }
-        let reporter = ProgressReporter(operation: "import", total: file == "-" ? 0 : allocated, mode: progress)
+        let reporter = ProgressReporter(operation: "import", total: file == "-" ? 0 : allocated > 0 ? allocated : virtualSize,
+                                        mode: progress)
         var failure: ThinError?
         if CancelSignals.received != nil {
             failure = cancelled("import")
@@ -343,10 +344,12 @@ public struct VDIImport: TransferTool {
             throw ThinError(.invalidArgument, "\(file) is a \(info.format) image, which thinvdi-import does not read; "
                             + "convert it with qemu-img convert -O qcow2 first")
         }
-        // qemu-img calls anything it does not recognise raw; a real raw disk is whole sectors.
-        if format == nil, imageFormat == .raw, info.virtualSize % 512 != 0 || info.virtualSize == 0 {
-            throw ThinError(.invalidArgument, "\(file) is not a disk image (\(info.virtualSize) bytes of unrecognised "
-                            + "data); give --format raw to import it as raw data anyway")
+        // qemu-img calls anything it does not recognise raw (and rounds its size up
+        // to a sector); a real raw disk image is whole sectors.
+        if format == nil, imageFormat == .raw, System.blockDevice(file) == nil,
+           let length = System.fileLength(file), length % 512 != 0 || length == 0 {
+            throw ThinError(.invalidArgument, "\(file) is not a disk image (\(length) bytes of unrecognised data); "
+                            + "give --format raw to import it as raw data anyway")
         }
         let problem: String?
         do { problem = try await DiskImages.problem(file, format: imageFormat) } catch {
@@ -354,7 +357,10 @@ public struct VDIImport: TransferTool {
         }
         if let problem { throw ThinError(.invalidArgument, "\(file) is damaged: \(problem); repair it with qemu-img check -r") }
         do {
-            return (imageFormat, info.virtualSize, try await DiskImages.allocatedBytes(file, format: imageFormat))
+            // qemu's vhdx driver reports no allocation (every block reads as data):
+            // its estimate cannot refuse an import, the pool's own limits then apply.
+            let allocated = imageFormat.reportsAllocation ? try await DiskImages.allocatedBytes(file, format: imageFormat) : 0
+            return (imageFormat, info.virtualSize, allocated)
         } catch {
             throw ThinError(.invalidArgument, "\(file) cannot be mapped (truncated or damaged?): \(lastLine(error.standardError))")
         }
@@ -478,8 +484,8 @@ public struct VDIServe: TransferTool {
         let status: Int32
         do {
             status = try await ExternalCommand.runForwardingSignals("nbdkit", arguments, ready: readyFile) {
-                if let announce { try? System.writeFile(announce, "\(getpid())\n") }
                 Console.out(address)
+                if let announce { try? System.writeFile(announce, "\(getpid())\n") }
             }
         } catch {
             throw ThinError(.backendFailure, "cannot run nbdkit: \(error)")
@@ -508,17 +514,23 @@ public struct VDIServe: TransferTool {
         if output.verbose { arguments.append("--verbose") }
         arguments += ["--", volume.target.sr, volume.vdi]
         let child: Int32
-        do { child = try ExternalCommand.spawnDetached("/proc/self/exe", arguments, standardError: log) } catch {
+        let uriFile = "\(Paths.runRoot)/serve-\(getpid()).uri"
+        defer { System.removeFile(uriFile) }
+        do {
+            child = try ExternalCommand.spawnDetached("/proc/self/exe", arguments, standardOutput: uriFile, standardError: log)
+        } catch {
             throw ThinError(.backendFailure, "cannot start the server: \(error)")
         }
         defer { System.removeFile(log) }
         for _ in 0..<600 {
             if System.exists(pidPath) {
-                let export = exportName ?? volume.vdi
+                // The server prints its URI (with the volume's key) before it writes the pid file.
+                let address = System.readFile(uriFile)?.split(separator: "\n").first.map(String.init)
+                    ?? uri(export: exportName ?? volume.vdi)
                 if output.json {
-                    Console.printJSON(ServeJSON(uri: uri(export: export), pid: child, pid_file: pidPath))
+                    Console.printJSON(ServeJSON(uri: address, pid: child, pid_file: pidPath))
                 } else {
-                    Console.out(uri(export: export))
+                    Console.out(address)
                     Console.out(pidPath)
                 }
                 return 0

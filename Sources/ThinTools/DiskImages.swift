@@ -10,6 +10,9 @@ public enum ImageFormat: String, CaseIterable, Sendable {
     /// Formats with a backing file qemu-img can write: an incremental export needs one.
     public var takesBackingFile: Bool { self == .qcow2 || self == .vmdk }
 
+    /// Formats whose allocation qemu-img map reports (its vhdx driver has no block status).
+    public var reportsAllocation: Bool { self != .vhdx }
+
     /// Formats `qemu-img check` can verify before an import reads them.
     var checkable: Bool { self == .qcow2 || self == .vmdk || self == .vhdx }
 

@@ -198,10 +198,10 @@ extension ExternalCommand {
         return info._sifields._sigchld.si_pid == pid
     }
 
-    /// Starts `path` in a new session, detached from this process (stdin and
-    /// stdout on /dev/null, stderr into `standardError`), and returns its pid
+    /// Starts `path` in a new session, detached from this process (stdin on
+    /// /dev/null, stdout and stderr into these files), and returns its pid
     /// without waiting for it.
-    public static func spawnDetached(_ path: String, _ arguments: [String],
+    public static func spawnDetached(_ path: String, _ arguments: [String], standardOutput: String,
                                      standardError: String) throws(ExternalCommandError) -> Int32 {
         var attributes = posix_spawnattr_t()
         posix_spawnattr_init(&attributes)
@@ -211,7 +211,7 @@ extension ExternalCommand {
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
         posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-        posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 1, standardOutput, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
         posix_spawn_file_actions_addopen(&actions, 2, standardError, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
         let argv = ([path] + arguments).map { strdup($0) } + [nil]
         defer { argv.forEach { free($0) } }

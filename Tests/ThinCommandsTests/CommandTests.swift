@@ -214,4 +214,27 @@ struct ParsingTests {
         #expect(ErrorCode.permissionDenied.exitStatus == 77)
         #expect(ErrorCode.allCases.allSatisfy { $0.exitStatus != 0 })
     }
+
+    @Test("a bare --progress means a bar; a spelled-out mode and words after -- are left alone")
+    func bareProgress() {
+        #expect(ProgressMode.expandBareFlag(["sr", "--progress", "f"]) == ["sr", "--progress=bar", "f"])
+        #expect(ProgressMode.expandBareFlag(["--progress", "json", "f"]) == ["--progress", "json", "f"])
+        #expect(ProgressMode.expandBareFlag(["--progress"]) == ["--progress=bar"])
+        #expect(ProgressMode.expandBareFlag(["--", "--progress"]) == ["--", "--progress"])
+    }
+
+    @Test("transfer tools refuse impossible combinations before touching anything", arguments: [
+        ["thinvdi-export", "sr", "v", "-", "--format", "qcow2"], ["thinvdi-export", "sr", "v", "-", "--base", "s"],
+        ["thinvdi-export", "sr", "v", "out.vhd", "--base", "s"], ["thinvdi-export", "sr", "v", "o.qcow2", "--base-image", "b"],
+        ["thinvdi-import", "sr", "--name", "n", "-"], ["thinvdi-import", "sr", "--name", "n", "--size", "1M", "--format", "qcow2", "-"],
+        ["thinvdi-import", "sr", "--name", "n", "/nonexistent/image.qcow2"],
+        ["thinvdi-serve", "sr", "v"], ["thinvdi-serve", "sr", "v", "--socket", "/tmp", "--port", "1"],
+        ["thinvdi-serve", "sr", "v", "--socket", "/tmp"], ["thinvdi-serve", "sr", "v", "--port", "70000"],
+        ["thinvdi-serve", "sr", "v", "--socket", "/tmp/none.sock", "--bind", "::"],
+    ])
+    func transferRefusals(_ words: [String]) throws {
+        let tool = try #require(allTools.first { $0.toolName == words[0] })
+        let command = try #require(try tool.parse(ProgressMode.expandBareFlag(Array(words.dropFirst()))) as? any ToolCommand)
+        #expect(throws: ThinError.self) { try command.checkArguments() }
+    }
 }

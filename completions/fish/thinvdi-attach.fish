@@ -20,7 +20,7 @@ function __thinvdi-attach_parse_tokens -S
     set -l unparsed_tokens (__thinvdi-attach_tokens -pc)
     switch $unparsed_tokens[1]
     case 'thinvdi-attach'
-        __thinvdi-attach_parse_subcommand 2 'read-only' 'inactive' 'json' 'v/verbose' 'h/help'
+        __thinvdi-attach_parse_subcommand 2 'read-only' 'inactive' 'holder=' 'json' 'v/verbose' 'h/help'
         switch $unparsed_tokens[1]
         case 'help'
             __thinvdi-attach_parse_subcommand -r 1 
@@ -81,6 +81,7 @@ complete -c 'thinvdi-attach' -n '__thinvdi-attach_should_offer_completions_for_p
 complete -c 'thinvdi-attach' -n '__thinvdi-attach_should_offer_completions_for_positional "thinvdi-attach" -eq 2' -fka '(__thinvdi-attach_custom_completion ---completion -- positional@1 (count (__thinvdi-attach_tokens -pc)) (__thinvdi-attach_tokens -tC))'
 complete -c 'thinvdi-attach' -n '__thinvdi-attach_should_offer_completions_for_flags_or_options "thinvdi-attach" read-only' -l 'read-only' -d 'Attach the block device read-only.'
 complete -c 'thinvdi-attach' -n '__thinvdi-attach_should_offer_completions_for_flags_or_options "thinvdi-attach" inactive' -l 'inactive' -d 'Make the device without loading the volume (its I/O fails until a later attach).'
+complete -c 'thinvdi-attach' -n '__thinvdi-attach_should_offer_completions_for_flags_or_options "thinvdi-attach" holder' -l 'holder' -d 'Count this attach for HOLDER (letters, digits, \'.\', \'_\', \':\', \'-\'); the device stays until every holder has detached.' -rfka ''
 complete -c 'thinvdi-attach' -n '__thinvdi-attach_should_offer_completions_for_flags_or_options "thinvdi-attach" json' -l 'json' -d 'Print the result (or the error) as one JSON value on standard output.'
 complete -c 'thinvdi-attach' -n '__thinvdi-attach_should_offer_completions_for_flags_or_options "thinvdi-attach" v verbose' -s 'v' -l 'verbose' -d 'Print each device-mapper call, LVM command and helper program on stderr, with its time (as THINSR_LOG=debug does).'
 complete -c 'thinvdi-attach' -n '__thinvdi-attach_should_offer_completions_for_flags_or_options "thinvdi-attach" h help' -s 'h' -l 'help' -d 'Show help information.'

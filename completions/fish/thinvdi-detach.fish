@@ -20,7 +20,7 @@ function __thinvdi-detach_parse_tokens -S
     set -l unparsed_tokens (__thinvdi-detach_tokens -pc)
     switch $unparsed_tokens[1]
     case 'thinvdi-detach'
-        __thinvdi-detach_parse_subcommand 2 'json' 'v/verbose' 'h/help'
+        __thinvdi-detach_parse_subcommand 2 'holder=' 'json' 'v/verbose' 'h/help'
         switch $unparsed_tokens[1]
         case 'help'
             __thinvdi-detach_parse_subcommand -r 1 
@@ -79,6 +79,7 @@ end
 complete -c 'thinvdi-detach' -f
 complete -c 'thinvdi-detach' -n '__thinvdi-detach_should_offer_completions_for_positional "thinvdi-detach" -eq 1' -fka '(__thinvdi-detach_custom_completion ---completion -- positional@0 (count (__thinvdi-detach_tokens -pc)) (__thinvdi-detach_tokens -tC))'
 complete -c 'thinvdi-detach' -n '__thinvdi-detach_should_offer_completions_for_positional "thinvdi-detach" -eq 2' -fka '(__thinvdi-detach_custom_completion ---completion -- positional@1 (count (__thinvdi-detach_tokens -pc)) (__thinvdi-detach_tokens -tC))'
+complete -c 'thinvdi-detach' -n '__thinvdi-detach_should_offer_completions_for_flags_or_options "thinvdi-detach" holder' -l 'holder' -d 'Detach for HOLDER only; the device stays while other holders remain.' -rfka ''
 complete -c 'thinvdi-detach' -n '__thinvdi-detach_should_offer_completions_for_flags_or_options "thinvdi-detach" json' -l 'json' -d 'Print the result (or the error) as one JSON value on standard output.'
 complete -c 'thinvdi-detach' -n '__thinvdi-detach_should_offer_completions_for_flags_or_options "thinvdi-detach" v verbose' -s 'v' -l 'verbose' -d 'Print each device-mapper call, LVM command and helper program on stderr, with its time (as THINSR_LOG=debug does).'
 complete -c 'thinvdi-detach' -n '__thinvdi-detach_should_offer_completions_for_flags_or_options "thinvdi-detach" h help' -s 'h' -l 'help' -d 'Show help information.'

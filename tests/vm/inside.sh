@@ -14,6 +14,10 @@ mount -t tmpfs -o size=${THINSR_SCRATCH_SIZE:-3G} tmpfs "$THINSR_SCRATCH"
 # The guest's /etc is read-only: LVM keeps its backups and archives in a copy.
 mkdir -p "$THINSR_SCRATCH/lvm" && cp -a /etc/lvm/. "$THINSR_SCRATCH/lvm/"
 export LVM_SYSTEM_DIR=$THINSR_SCRATCH/lvm
+# /var/lib is read-only in the lab: what thinsr keeps there (export records) goes to scratch.
+[ -w /var/lib ] || export THINSR_STATE_DIR=$THINSR_SCRATCH/state
+# A UML guest boots with loopback down; NBD over TCP needs it.
+ip link set lo up 2>/dev/null
 mkdir -p "$THINSR_SCRATCH/bin"
 ln -s "$binary" "$THINSR_SCRATCH/bin/thinsr"
 for tool in $("$binary" --list); do ln -s thinsr "$THINSR_SCRATCH/bin/$tool"; done

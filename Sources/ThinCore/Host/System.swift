@@ -137,6 +137,13 @@ public enum System {
         return (directory == "/" ? "" : directory) + "/" + (path.hasPrefix("./") ? String(path.dropFirst(2)) : path)
     }
 
+    /// A regular file's length in bytes.
+    public static func fileLength(_ path: String) -> UInt64? {
+        var info = stat()
+        guard stat(path, &info) == 0, (info.st_mode & S_IFMT) == S_IFREG else { return nil }
+        return UInt64(info.st_size)
+    }
+
     /// Renames within one filesystem, replacing `destination`.
     public static func rename(_ source: String, to destination: String) throws(ThinError) {
         guard Glibc.rename(source, destination) == 0 else {

@@ -12,8 +12,10 @@ import Glibc
 struct VolumeHolders {
     let names: SRNames
     let volume: UUID
+    /// The run directory (the SR's, unless a test gives its own).
+    var runDirectory: String? = nil
 
-    var directory: String { "\(names.runDirectory)/holders/\(volume.lowercased)" }
+    var directory: String { "\(runDirectory ?? names.runDirectory)/holders/\(volume.lowercased)" }
 
     /// Holder names are file names: letters, digits and `._:-`, as xapi's
     /// domains ("5", "u0_<dp>") are.

@@ -191,7 +191,9 @@ extension AttachedSR {
                 try catalog.setImportOwner(nil, volume: uuid)
                 continue
             }
-            try abandonImport(volume)
+            // An engine the killed import started may still hold the device
+            // (it ends when its copy does): leave the volume for a later writer.
+            do { try abandonImport(volume) } catch where error.code == .volumeInUse { continue }
         }
     }
 }

@@ -1,0 +1,102 @@
+import FoundationEssentials
+import Testing
+import ThinTools
+#if canImport(Glibc)
+import Glibc
+#endif
+@testable import ThinCore
+
+@Suite("export extents, progress, holders")
+struct TransferTests {
+    typealias Run = ExportExtents.Run
+
+    @Test("a whole export reads the mapped pool blocks, clipped to the size; the rest is zero")
+    func wholeExport() {
+        // 64 KiB blocks: 0..<2 and 5..<6 mapped, and block 9 past a 9.5-block volume's end is cut there.
+        let extents = ExportExtents.whole(size: 9 * 65536 + 32768, mapped: [5..<6, 0..<2, 9..<10], blockBytes: 65536)
+        #expect(extents.runs == [Run(offset: 0, length: 131072, kind: .data), Run(offset: 131072, length: 196608, kind: .zero),
+                                 Run(offset: 327680, length: 65536, kind: .data), Run(offset: 393216, length: 196608, kind: .zero),
+                                 Run(offset: 589824, length: 32768, kind: .data)])
+        #expect(extents.dataBytes == 131072 + 65536 + 32768)
+        #expect(extents.extentList.split(separator: "\n").first == "0 131072")
+        #expect(extents.extentList.split(separator: "\n")[1] == "131072 196608 hole,zero")
+        #expect(ExportExtents.whole(size: 4096, mapped: [], blockBytes: 65536).runs == [Run(offset: 0, length: 4096, kind: .zero)])
+    }
+
+    @Test("an incremental export: changed and mapped is data, changed and unmapped is zero, the rest unchanged")
+    func incrementalExport() {
+        let whole = ExportExtents.whole(size: 1 << 20, mapped: [0..<4], blockBytes: 65536)   // data 0..<256 KiB
+        // Changed: block 1 (rewritten), blocks 6..<8 (discarded since: unmapped now).
+        let changed = [ChangedBlocks.Extent(offset: 65536, length: 65536), ChangedBlocks.Extent(offset: 6 * 65536, length: 131072)]
+        let extents = ExportExtents.incremental(size: 1 << 20, changed: changed, whole: whole)
+        #expect(extents.runs == [Run(offset: 0, length: 65536, kind: .unchanged), Run(offset: 65536, length: 65536, kind: .data),
+                                 Run(offset: 131072, length: 262144, kind: .unchanged),
+                                 Run(offset: 393216, length: 131072, kind: .zero),
+                                 Run(offset: 524288, length: 524288, kind: .unchanged)])
+        #expect(extents.dataBytes == 65536)
+        #expect(extents.extentList.contains("0 65536 hole\n"))
+        // Every byte is covered once, in order.
+        var position: UInt64 = 0
+        for run in extents.runs {
+            #expect(run.offset == position)
+            position += run.length
+        }
+        #expect(position == 1 << 20)
+    }
+
+    @Test("engine progress: qemu-img's (NN.NN/100%) and nbdcopy's N/100, other text kept")
+    func engineProgress() {
+        let qemu = EngineProgress.parse("    (0.00/100%)\r    (12.50/100%)\r")
+        #expect(qemu.fraction == 0.125 && qemu.rest.isEmpty)
+        let copy = EngineProgress.parse("25/100\n63/100\nnbdcopy: error: broken\n")
+        #expect(copy.fraction == 0.63)
+        #expect(copy.rest == "nbdcopy: error: broken")
+        #expect(EngineProgress.parse("qemu-img: Could not open 'x'\n").fraction == nil)
+    }
+
+    @Test("holder names: xapi's domains pass; paths, dot files and process names do not")
+    func holderNames() throws {
+        for good in ["5", "u0_2f1e", "backup:1", "a-b.c"] { try VolumeHolders.validate(good) }
+        for bad in ["", "a/b", "..", ".x", "process.12", "sp ace", String(repeating: "x", count: 129)] {
+            #expect(throws: ThinError.self) { try VolumeHolders.validate(bad) }
+        }
+    }
+
+    @Test("process holders count while their process lives, and stop counting when it is gone")
+    func processHolders() throws {
+        let root = "/tmp/thinsr-holders-\(getpid())"
+        defer { _ = try? FileManagerFree.removeTree(root) }
+        let holders = VolumeHolders(names: SRNames(uuid: UUID()), volume: UUID(), runDirectory: root)
+        try holders.add("5")
+        try holders.add(VolumeHolders.process())
+        try holders.add(VolumeHolders.process(999_999_999))   // no such process
+        #expect(holders.live() == ["5", VolumeHolders.process()].sorted())
+        holders.remove("5")
+        holders.remove(VolumeHolders.process())
+        #expect(holders.live().isEmpty)
+    }
+
+    @Test("the import owner names this boot, pid and start time")
+    func importOwner() {
+        let fields = AttachedSR.importOwner().split(separator: " ")
+        #expect(fields.count == 3)
+        #expect(fields[1] == "\(getpid())")
+        #expect(String(fields[0]) == System.bootID() && !fields[0].isEmpty)
+    }
+}
+
+/// Removes a scratch tree the tests made (no Foundation FileManager in the core's tests).
+enum FileManagerFree {
+    static func removeTree(_ path: String) throws {
+        for entry in System.directoryEntries(path) {
+            let child = "\(path)/\(entry)"
+            if !System.directoryEntries(child).isEmpty || isDirectory(child) { try removeTree(child) } else { unlink(child) }
+        }
+        rmdir(path)
+    }
+
+    static func isDirectory(_ path: String) -> Bool {
+        var info = stat()
+        return stat(path, &info) == 0 && (info.st_mode & S_IFMT) == S_IFDIR
+    }
+}
