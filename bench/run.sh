@@ -162,9 +162,11 @@ fi
 IMAGES=$BENCH_OUT/images
 rm -rf "$IMAGES"; mkdir -p "$IMAGES"
 spread_writes() { # spread_writes DEVICE MIB: MIB of random data in 1 MiB pieces spread over the device
-    local size_mib=$(( $(blockdev --getsize64 "$1") >> 20 )) i
+    local size_mib i direct=()
+    if [ -b "$1" ]; then size_mib=$(( $(blockdev --getsize64 "$1") >> 20 )); direct=(oflag=direct)   # tmpfs has no O_DIRECT
+    else size_mib=$(( $(stat -c %s "$1") >> 20 )); fi
     for i in $(seq 0 $(( $2 - 1 ))); do
-        dd if=/dev/urandom of="$1" bs=1M count=1 seek=$(( i * size_mib / $2 )) oflag=direct conv=notrunc status=none
+        dd if=/dev/urandom of="$1" bs=1M count=1 seek=$(( i * size_mib / $2 )) "${direct[@]}" conv=notrunc status=none
     done
 }
 E=$(thinvdi-create bench --name export-src --size ${EXPORT_GIB}G)
@@ -194,9 +196,9 @@ for _ in $(seq "$RUNS"); do
         thinvdi-changed bench "cb$CHANGED_BIG_GIB-a" "cb$CHANGED_BIG_GIB-b" --json
 done
 A=$(thinvdi-attach --read-only bench "cb$CHANGED_SMALL_GIB-a"); B=$(thinvdi-attach --read-only bench "cb$CHANGED_SMALL_GIB-b")
-sample "backup: changed blocks vs reading both devices (${CHANGED_SMALL_GIB}G)" "metadata" thinsr \
+sample "backup: changed blocks vs reading both devices (${CHANGED_SMALL_GIB}G)" "from metadata (thinsr) vs cmp -l of both devices (lvm column)" thinsr \
     thinvdi-changed bench "cb$CHANGED_SMALL_GIB-a" "cb$CHANGED_SMALL_GIB-b" --json
-sample "backup: changed blocks vs reading both devices (${CHANGED_SMALL_GIB}G)" "cmp -l of both devices" lvm \
+sample "backup: changed blocks vs reading both devices (${CHANGED_SMALL_GIB}G)" "from metadata (thinsr) vs cmp -l of both devices (lvm column)" lvm \
     bash -c "cmp -l '$A' '$B' | wc -l"
 thinvdi-detach bench "cb$CHANGED_SMALL_GIB-a"; thinvdi-detach bench "cb$CHANGED_SMALL_GIB-b"
 truncate -s ${EXPORT_GIB}G "$IMAGES/src.raw"

@@ -14,4 +14,8 @@ check_eq "thin vs linear data path figures" true \
     "$(jq '[.results[] | select(.group == "data path (provisioned)") | .ratio.value > 0] | length == 4' "$results" 2>/dev/null)"
 check_eq "ioctl counts for thinsr" true \
     "$(jq '[.results[] | select(.group == "syscalls") | .sides.thinsr.ioctls.median > 0] | all' "$results" 2>/dev/null)"
+check_eq "export, changed-block and import figures, each against its comparison" true \
+    "$(jq '[.results[] | select(.group | startswith("backup:")) | select(.sides.thinsr.wall_microseconds and .sides.lvm.wall_microseconds)] | length == 4' "$results" 2>/dev/null)"
+check_eq "the export's output is identical to qemu-img convert's of the whole device" true \
+    "$(jq '[.results[] | select(.operation == "outputs identical (qemu-img compare)")] | length == 1' "$results" 2>/dev/null)"
 check "the table was printed" grep -q "ratio" "$THINSR_SCRATCH/bench.out"
