@@ -42,7 +42,7 @@ var targets: [Target] = [
 
     // The core: SRs, volumes, catalog, transactions, naming, locking.
     .target(name: "ThinCore", dependencies: [
-        "ThinDeviceMapper", "ThinLVM", "ThinTools", "CSQLite", "CLibAIO", "CThinShims",
+        "ThinDeviceMapper", "ThinLVM", "ThinTools", "ThinTrace", "CSQLite", "CLibAIO", "CThinShims",
         .product(name: "SystemPackage", package: "swift-system"),
     ]),
 

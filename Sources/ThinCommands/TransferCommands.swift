@@ -112,6 +112,10 @@ public struct VDIExport: TransferTool {
         if baseImage != nil, base == nil {
             throw .init(.invalidArgument, "--base-image needs --base SNAPSHOT (the snapshot the image holds)")
         }
+        if file != "-", System.blockDevice(file) != nil, chosenFormat != .raw || base != nil {
+            throw .init(.invalidArgument, "\(file) is a block device: it takes a raw image of the whole volume only; "
+                        + "give a file for --format \(chosenFormat.rawValue) or --base")
+        }
         if file != "-", System.exists(file), System.blockDevice(file) == nil, !isRegularFile(file) {
             throw .init(.invalidArgument, "\(file) exists and is not a regular file or a block device; choose another path")
         }
@@ -138,6 +142,8 @@ public struct VDIExport: TransferTool {
             // Let the device go, whatever happened; a failure here leaves only a holder a later detach clears.
             _ = try? AttachedSR.open(sr.uuidString, for: .write, host: host).withClose { sr throws(ThinError) in try sr.releaseHold(record) }
         }
+        let hold = try System.holdDevice(device)
+        defer { System.releaseDevice(hold) }
         let scratch = try AttachedSR.open(sr.uuidString, for: .read, host: host).withClose { sr throws(ThinError) in try sr.transferDirectory() }
         let extentFile = "\(scratch)/export-\(getpid()).extents"
         try System.writeFile(extentFile, extents.extentList)
@@ -301,6 +307,7 @@ public struct VDIImport: TransferTool {
         } else if file == "-" {
             do {
                 _ = try StreamCopy.copyStandardInput(toDevice: device, limit: volumeSize) { reporter.update(done: $0) }
+                if CancelSignals.received != nil { failure = cancelled("import") }
             } catch {
                 failure = error
             }
@@ -324,8 +331,12 @@ public struct VDIImport: TransferTool {
                 try sr.abandonImport(volumeRecord)
                 throw failure
             }
-            let imported = try sr.finishImport(volumeRecord)
+            let (imported, detachFailure) = try sr.finishImport(volumeRecord)
             reporter.finish()
+            if let detachFailure {
+                Console.err("thinvdi-import: \(imported.key) was imported but is still attached (\(detachFailure)); "
+                            + "detach it with thinvdi-detach")
+            }
             try await printVolume(imported, of: sr, json: output.json)
             return 0
         }
@@ -337,6 +348,7 @@ public struct VDIImport: TransferTool {
         guard file != "-" else { return (.raw, size?.bytes ?? 0, 0) }
         let info: ImageInfo
         do { info = try await DiskImages.info(file, format: format?.image) } catch {
+            if CancelSignals.received != nil { throw cancelled("import") }
             throw ThinError(.invalidArgument, "\(file) is not a disk image qemu-img can read"
                             + (format.map { " as \($0.rawValue)" } ?? "") + ": \(lastLine(error.standardError))")
         }
@@ -351,10 +363,24 @@ public struct VDIImport: TransferTool {
             throw ThinError(.invalidArgument, "\(file) is not a disk image (\(length) bytes of unrecognised data); "
                             + "give --format raw to import it as raw data anyway")
         }
+        // A probed format is not trusted with a backing file (a raw disk whose guest
+        // wrote a qcow2 header would pull another file or device into the volume).
+        if let backing = info.backingFile {
+            guard format != nil else {
+                throw ThinError(.invalidArgument, "\(file) names a backing file (\(backing)); give --format "
+                                + "\(imageFormat.rawValue) to import it with its backing chain flattened")
+            }
+            let backingPath = backing.hasPrefix("/") ? backing : "\(directory(of: System.absolutePath(file)))/\(backing)"
+            guard System.blockDevice(backingPath) == nil else {
+                throw ThinError(.invalidArgument, "\(file)'s backing file \(backing) is a block device; refusing to "
+                                + "copy a device into the volume")
+            }
+        }
         let problem: String?
         do { problem = try await DiskImages.problem(file, format: imageFormat) } catch {
             throw ThinError(.backendFailure, "cannot check \(file): \(error)")
         }
+        if CancelSignals.received != nil { throw cancelled("import") }
         if let problem { throw ThinError(.invalidArgument, "\(file) is damaged: \(problem); repair it with qemu-img check -r") }
         do {
             // qemu's vhdx driver reports no allocation (every block reads as data):
@@ -362,6 +388,7 @@ public struct VDIImport: TransferTool {
             let allocated = imageFormat.reportsAllocation ? try await DiskImages.allocatedBytes(file, format: imageFormat) : 0
             return (imageFormat, info.virtualSize, allocated)
         } catch {
+            if CancelSignals.received != nil { throw cancelled("import") }
             throw ThinError(.invalidArgument, "\(file) cannot be mapped (truncated or damaged?): \(lastLine(error.standardError))")
         }
     }
@@ -458,6 +485,8 @@ public struct VDIServe: TransferTool {
             return (sr.names, record, device, Optional(extents))
         }
         defer { _ = try? AttachedSR.open(sr.uuidString, for: .write, host: host).withClose { sr throws(ThinError) in try sr.releaseHold(record) } }
+        let hold = try System.holdDevice(device)
+        defer { System.releaseDevice(hold) }
         let scratch = try AttachedSR.open(sr.uuidString, for: .read, host: host).withClose { sr throws(ThinError) in try sr.transferDirectory() }
         let extentFile = "\(scratch)/serve-\(getpid()).extents"
         let readyFile = "\(scratch)/serve-\(getpid()).ready"
@@ -477,7 +506,7 @@ public struct VDIServe: TransferTool {
             try System.writeFile(extentFile, extents.extentList)
             arguments += ["-r", "--filter=extentlist", "file", "file=\(device)", "extentlist=\(extentFile)"]
         } else {
-            arguments += ["file", "file=\(device)"]
+            arguments += ["--filter=limit", "file", "file=\(device)", "limit=1"]
         }
         let address = uri(export: export)
         let announce = pidFile
@@ -521,7 +550,6 @@ public struct VDIServe: TransferTool {
         } catch {
             throw ThinError(.backendFailure, "cannot start the server: \(error)")
         }
-        defer { System.removeFile(log) }
         for _ in 0..<600 {
             if System.exists(pidPath) {
                 // The server prints its URI (with the volume's key) before it writes the pid file.
@@ -533,18 +561,21 @@ public struct VDIServe: TransferTool {
                     Console.out(address)
                     Console.out(pidPath)
                 }
+                System.removeFile(log)
                 return 0
             }
             if let status = ExternalCommand.exitStatus(ofChild: child) {
                 let message = System.readFile(log).map(lastLine) ?? "no message"
-                // The child said why in the tools' own words ("thinvdi-serve: ..."): pass it on.
-                throw ThinError(status == 64 ? .invalidArgument : .backendFailure,
+                System.removeFile(log)
+                // The child said why in the tools' own words ("thinvdi-serve: ..."): pass it on, with its code.
+                throw ThinError(ErrorCode.allCases.first { $0.exitStatus == status } ?? .backendFailure,
                                 message.hasPrefix("\(Self.toolName): ") ? String(message.dropFirst(Self.toolName.count + 2))
                                     : "the server exited with status \(status): \(message)")
             }
             try? await Task.sleep(for: .milliseconds(50))
         }
-        throw ThinError(.backendFailure, "the server did not start within 30 s; see \(log)")
+        kill(child, SIGTERM)
+        throw ThinError(.backendFailure, "the server did not start within 30 s and was stopped; see \(log)")
     }
 }
 

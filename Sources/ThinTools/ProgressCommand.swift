@@ -18,6 +18,9 @@ private let runningGroup = Atomic<Int32>(0)
 /// which the tool, not the engine, decides what is left behind.
 public enum CancelSignals {
     public static func install() {
+        // Initialise both globals here, not for the first time inside the handler.
+        _ = receivedCancelSignal.load(ordering: .relaxed)
+        _ = runningGroup.load(ordering: .relaxed)
         var action = sigaction()
         action.__sigaction_handler.sa_handler = { signal in
             receivedCancelSignal.store(signal, ordering: .relaxed)
@@ -119,7 +122,7 @@ extension ExternalCommand {
                     return rest
                 }
                 status = result.terminationStatus
-                messages = (result.standardError ?? "") + result.closureResult
+                messages = result.standardError + result.closureResult
             case .standardError:
                 let result = try await Subprocess.run(
                     .path(FilePath(path)), arguments: Arguments(arguments), environment: env,

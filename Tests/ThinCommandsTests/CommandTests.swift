@@ -234,7 +234,7 @@ struct ParsingTests {
     ])
     func transferRefusals(_ words: [String]) throws {
         let tool = try #require(allTools.first { $0.toolName == words[0] })
-        let command = try #require(try tool.parse(ProgressMode.expandBareFlag(Array(words.dropFirst()))) as? any ToolCommand)
+        let command = try tool.parse(ProgressMode.expandBareFlag(Array(words.dropFirst())))
         #expect(throws: ThinError.self) { try command.checkArguments() }
     }
 }

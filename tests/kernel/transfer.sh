@@ -38,6 +38,11 @@ check "a detached volume exports too (attached read-only for the copy, detached 
 P=$(thinvdi-attach transfer "$XV")
 expect_failure 3 "a volume attached read-write is refused (a guest may be writing it)" thinvdi-export transfer "$XV" "$OUT/x.qcow2"
 check "and no partial file was left" test ! -e "$OUT/x.qcow2"
+XD=$(thinvdi-snapshot transfer "$XV" --name gone)
+thinvdi-data-destroy transfer "$XD"
+expect_failure 64 "a snapshot whose data was destroyed cannot be exported" thinvdi-export transfer "$XD" "$OUT/gone.raw"
+expect_failure 64 "or served" thinvdi-serve transfer "$XD" --socket "$THINSR_SCRATCH/gone.sock"
+expect_failure 2 "an unknown volume" thinvdi-export transfer nosuch "$OUT/gone.raw"
 
 test_begin "incremental export: a qcow2 backed by the base's export equals the later snapshot"
 dd if=/dev/urandom of="$P" bs=64K seek=16 count=3 oflag=direct conv=notrunc status=none
@@ -57,14 +62,14 @@ check "vmdk too, with --base-image" bash -c "thinvdi-export transfer '$XS2' '$OU
 expect_failure 64 "--base with vpc is refused (qemu-img cannot write a differencing VHD)" \
     thinvdi-export transfer "$XS2" "$OUT/s2.vhd" --base "$XS1"
 expect_failure 64 "--base of an unrelated volume is refused" \
-    thinvdi-export transfer "$XS2" "$OUT/bad.qcow2" --base "$(thinvdi-snapshot transfer "$(thinvdi-create transfer --name other --size 256M)" --name other-s)"
+    thinvdi-export transfer "$XS2" "$OUT/bad.qcow2" --base-image "$OUT/s1.qcow2" \
+    --base "$(thinvdi-snapshot transfer "$(thinvdi-create transfer --name other --size 256M)" --name other-s)"
 qemu-img create -q -f qcow2 "$OUT/tiny.qcow2" 1M
 expect_failure 64 "--base with a base image of the wrong size is refused" \
     thinvdi-export transfer "$XS2" "$OUT/bad.qcow2" --base "$XS1" --base-image "$OUT/tiny.qcow2"
 expect_failure 64 "--base with a base image that does not exist is refused" \
     thinvdi-export transfer "$XS2" "$OUT/bad.qcow2" --base "$XS1" --base-image "$OUT/missing.qcow2"
-cp "$OUT/s2.qcow2" "$OUT/s2.before"
-check "an existing FILE is replaced only when the export is whole" bash -c "thinvdi-export transfer '$XS2' '$OUT/s2.qcow2' --base '$XS1' && qemu-img compare -q '$OUT/s2.qcow2' '$S2P'"
+check "an existing FILE is replaced by a new export" bash -c "thinvdi-export transfer '$XS2' '$OUT/s2.qcow2' --base '$XS1' && qemu-img compare -q '$OUT/s2.qcow2' '$S2P'"
 
 test_begin "export is cancelled cleanly by SIGTERM"
 BIG=$(thinvdi-create transfer --name big --size 600M)
@@ -130,7 +135,7 @@ expect_failure 64 "- with --format qcow2" thinvdi-import transfer --name bad --s
 check "a stream longer than --size is refused and removed" bash -c "! thinvdi-import transfer --name long --size 1M - < '$IMG/stream.raw' && ! thinvdi-stat transfer long 2>/dev/null"
 new_loop XP2 200
 SMALL=$(thinsr-create --name small --device "$XP2")
-truncate -s 1G "$IMG/full.raw"; dd if=/dev/urandom of="$IMG/full.raw" bs=1M count=200 conv=notrunc status=none
+truncate -s 1G "$IMG/full.raw"; dd if=/dev/urandom of="$IMG/full.raw" bs=1M count=100 conv=notrunc status=none
 expect_failure 4 "an image with more data than the pool has free: No_space before anything is written" \
     thinvdi-import small --name toobig "$IMG/full.raw"
 
@@ -140,7 +145,8 @@ pid=$!
 for _ in $(seq 100); do thinvdi-stat transfer killed >/dev/null 2>&1 && break; sleep 0.1; done
 sleep 0.5
 kill -KILL $pid; wait $pid 2>/dev/null
-pkill -KILL -x qemu-img; sleep 0.3
+pkill -KILL -x qemu-img
+for _ in $(seq 100); do pgrep -x qemu-img >/dev/null || break; sleep 0.1; done
 check "the half volume was there" test -n "$(sqlite3 "file:/run/thinsr/$XSR/catalog/catalog.db?mode=ro" "SELECT key FROM volume WHERE import_owner IS NOT NULL")"
 check "the next writer removes it" bash -c "thinvdi-create transfer --name after-kill --size 1M >/dev/null && ! thinvdi-stat transfer killed 2>/dev/null"
 check "thinsr-check is clean" thinsr-check transfer
@@ -156,6 +162,18 @@ wait $pid
 check_eq "exit 130" 130 "$?"
 check_eq "no volume left" "$before" "$(thinvdi-ls --json transfer | jq length)"
 check_eq "and no space kept" "$used" "$(pool_used_blocks "$XSR")"
+(sleep 20 | thinvdi-import transfer --name stalled --size 8M --progress=none - 2>"$IMG/stall.err") &
+sleep 2
+pkill -INT -f "thinvdi-import transfer --name stalled"
+wait $!
+check_eq "a standard-input import waiting on a stalled producer cancels too (exit 130)" 130 "$?"
+check "and leaves no volume" bash -c "! thinvdi-stat transfer stalled 2>/dev/null"
+expect_failure 64 "a probed image naming a backing file is refused (a raw disk's guest may have written that header)" \
+    thinvdi-import transfer --name chain "$OUT/s2.qcow2"
+CH=$(thinvdi-import transfer --name chain --format qcow2 "$OUT/s2.qcow2")
+CHP=$(thinvdi-attach --read-only transfer "$CH")
+check "with --format qcow2 the chain imports flattened, equal to s2" qemu-img compare -q "$OUT/s2.qcow2" "$CHP"
+thinvdi-detach transfer "$CH"
 
 test_begin "NBD: block status from the pool's metadata, several readers, writable"
 SOCK=$THINSR_SCRATCH/s1.sock
@@ -163,6 +181,7 @@ thinvdi-serve transfer "$XS1" --socket "$SOCK" > "$OUT/serve.out" &
 serve=$!
 for _ in $(seq 100); do [ -S "$SOCK" ] && [ -s "$OUT/serve.out" ] && break; sleep 0.1; done
 URI=$(head -n 1 "$OUT/serve.out")
+thinvdi-detach --holder test transfer "$XS1"   # the server's own hold keeps the device
 check_eq "it prints the URI" "nbd+unix:///$XS1?socket=$SOCK" "$URI"
 nbdinfo --map "$URI" > "$OUT/map"
 check_eq "nbdinfo --map: data exactly where the pool provisioned (3 runs, 3 MiB + 64 KiB)" "3 $(((3 << 20) + 65536))" \
@@ -199,7 +218,6 @@ expect_failure 64 "--writable on a snapshot is refused" thinvdi-serve transfer "
 expect_failure 3 "serving a volume attached read-write is refused" thinvdi-serve transfer "$XV" --socket "$WS"
 
 test_begin "several read-only holders share one snapshot's device while the VM writes"
-thinvdi-detach --holder test transfer "$XS1"
 check "holder r1" thinvdi-attach --read-only --holder r1 transfer "$XS1"
 check "holder r2" thinvdi-attach --read-only --holder r2 transfer "$XS1"
 dd if=/dev/urandom of="$P" bs=1M count=8 oflag=direct conv=notrunc status=none &
@@ -211,6 +229,17 @@ check_eq "both readers read the snapshot whole while the live volume was written
 check "r1 detaches; the device stays for r2" bash -c "thinvdi-detach --holder r1 transfer '$XS1' && test -b '$S1P' && cmp -n 1048576 '$S1P' '$OUT/s1.raw'"
 check "r2 detaches; the device goes" bash -c "thinvdi-detach --holder r2 transfer '$XS1' && test ! -e '$S1P'"
 expect_failure 64 "a holder name with a slash is refused" thinvdi-attach --read-only --holder a/b transfer "$XS1"
+expect_failure 64 "a process holder's name cannot be taken" thinvdi-attach --read-only --holder process.1 transfer "$XS1"
+S1P=$(thinvdi-attach --read-only transfer "$XS1")
+check "an attach without --holder keeps counting: an export's hold and release leave it attached" \
+    bash -c "thinvdi-export transfer '$XS1' '$OUT/again.raw' && test -b '$S1P'"
+check "a holder that does not hold it cannot detach it" bash -c "thinvdi-detach --holder nobody transfer '$XS1' && test -b '$S1P'"
+check "a plain detach does" bash -c "thinvdi-detach transfer '$XS1' && test ! -e '$S1P'"
+check "an export holds the device open: a plain detach during it is refused" bash -c "
+    thinvdi-export transfer '$BIG' '$OUT/held.qcow2' --progress=json 2>'$OUT/held.err' & pid=\$!
+    for _ in \$(seq 200); do [ -s '$OUT/held.err' ] && break; sleep 0.05; done
+    ! thinvdi-detach transfer '$BIG' 2>/dev/null; refused=\$?
+    wait \$pid && [ \$refused = 0 ]"
 thinvdi-detach transfer "$XS2"
 thinvdi-detach transfer "$XV"
 final_metadata_check "$XSR"

@@ -297,8 +297,22 @@ ok2, _ = datapath("Datapath.activate_readonly", uri=snap_uri, domain="4")
 check("a snapshot attaches and activates read-only", ok and ok2)
 with open(dict(datapath("Datapath.attach", uri=snap_uri, domain="4")[1]["implementations"])["BlockDevice"]["path"], "rb") as disk:
     check("the snapshot holds what was written", disk.read(len(payload)) == payload)
-datapath("Datapath.deactivate", uri=snap_uri, domain="4")
-datapath("Datapath.detach", uri=snap_uri, domain="4")
+# xapi's NBD server attaches in dom0 once per datapath ("u0_<dp>"): several readers share the device,
+# and it stays until the last one lets go.
+readers = ["u0_nbd_a", "u0_nbd_b"]
+for reader in readers:
+    ok, _ = datapath("Datapath.attach", uri=snap_uri, domain=reader)
+    ok2, _ = datapath("Datapath.activate_readonly", uri=snap_uri, domain=reader)
+    check("dom0 reader %s attaches the snapshot beside the others" % reader, ok and ok2)
+snap_path = dict(datapath("Datapath.attach", uri=snap_uri, domain="4")[1]["implementations"])["BlockDevice"]["path"]
+for reader in ["4", "u0_nbd_a"]:
+    datapath("Datapath.deactivate", uri=snap_uri, domain=reader)
+    datapath("Datapath.detach", uri=snap_uri, domain=reader)
+    with open(snap_path, "rb") as disk:
+        check("after %s lets go the other readers still read the snapshot" % reader, disk.read(len(payload)) == payload)
+datapath("Datapath.deactivate", uri=snap_uri, domain="u0_nbd_b")
+datapath("Datapath.detach", uri=snap_uri, domain="u0_nbd_b")
+check("the last reader's detach removes the device", not os.path.exists(snap_path))
 
 # vdi-clone, vdi-revert, vdi-resize
 ok, clone = volume("Volume.clone", sr=sr, key=key)

@@ -5,7 +5,7 @@ import ThinDeviceMapper
 extension Catalog {
     static let volumeColumns = """
         uuid, key, name, description, thin_id, virtual_size, kind, read_write, sharable, created_at, state,
-        parent_uuid, snapshot_of, cbt_enabled, data_source, data_since, data_destroyed, cbt_time, cbt_map
+        parent_uuid, snapshot_of, cbt_enabled, data_source, data_since, data_destroyed, cbt_time, cbt_map, import_owner
         """
 
     func volumes(includingUnfinished: Bool = false) throws(ThinError) -> [VolumeRecord] {
@@ -64,12 +64,13 @@ extension Catalog {
                             snapshotOf: row.text(12).flatMap(UUID.init(uuidString:)), state: state,
                             cbtEnabled: row.int(13) == 1, dataSource: row.text(14).flatMap(UUID.init(uuidString:)),
                             dataSince: row.int(15).map { UInt64($0) }, dataDestroyed: row.int(16) == 1,
-                            changeBase: ChangeBase(creationTime: row.int(17), text: row.text(18)))
+                            changeBase: ChangeBase(creationTime: row.int(17), text: row.text(18)),
+                            importOwner: row.text(19))
     }
 
     func insert(_ volume: VolumeRecord) throws(ThinError) {
         try transaction { () throws(ThinError) in
-            try database.query("INSERT INTO volume (\(Self.volumeColumns)) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", [
+            try database.query("INSERT INTO volume (\(Self.volumeColumns)) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", [
                 .text(volume.uuid.lowercased), .text(volume.key), .text(volume.name),
                 .text(volume.description), .integer(Int64(volume.thinID.value)), .integer(Int64(volume.virtualSize)),
                 .text(volume.kind.rawValue), .integer(volume.readWrite ? 1 : 0), .integer(volume.sharable ? 1 : 0),
@@ -80,6 +81,7 @@ extension Catalog {
                 volume.dataSince.map { .integer(Int64($0)) } ?? .null, .integer(volume.dataDestroyed ? 1 : 0),
                 volume.changeBase.map { .integer(Int64($0.creationTime)) } ?? .null,
                 volume.changeBase.map { .text($0.text) } ?? .null,
+                volume.importOwner.map { .text($0) } ?? .null,
             ])
             for (key, value) in volume.keys.sorted(by: { $0.key < $1.key }) {
                 try database.query("INSERT INTO volume_key VALUES (?, ?, ?)",

@@ -76,6 +76,8 @@ public struct VolumeRecord: Equatable, Sendable {
     /// `cbt_metadata` VDI).
     public var dataDestroyed = false
     var changeBase: ChangeBase? = nil
+    /// The import filling this volume (boot id, pid, start time) until it is whole.
+    var importOwner: String? = nil
 }
 
 /// What a data-destroyed snapshot keeps for changed-block queries.

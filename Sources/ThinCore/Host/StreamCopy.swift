@@ -28,6 +28,10 @@ public enum StreamCopy {
             // Fill the buffer (a pipe gives less at a time) so pieces stay aligned.
             var filled = 0
             while filled < buffer.count {
+                // Poll first: a stalled producer must not keep a cancel waiting (reads restart after signals).
+                while !System.waitForStandardInput(milliseconds: 200) {
+                    if CancelSignals.received != nil { throw ThinError(.cancelled, "import cancelled") }
+                }
                 let count: Int
                 do {
                     count = try buffer.withUnsafeMutableBytes { raw in
@@ -42,6 +46,8 @@ public enum StreamCopy {
                 if count == 0 { break }
                 filled += count
             }
+            // A producer killed by the same Ctrl-C ends the stream: that is a cancel, not the end.
+            if CancelSignals.received != nil { throw ThinError(.cancelled, "import cancelled") }
             if filled == 0 { break }
             guard total + UInt64(filled) <= limit else {
                 throw ThinError(.invalidArgument, "standard input is longer than --size (\(limit) bytes); give the "

@@ -137,6 +137,24 @@ public enum System {
         return (directory == "/" ? "" : directory) + "/" + (path.hasPrefix("./") ? String(path.dropFirst(2)) : path)
     }
 
+    /// Opens a device read-only and keeps it open until `releaseDevice`: while
+    /// a transfer runs, its device's open count stops a plain detach from
+    /// removing it under the copy (a forced detach turns it into an error
+    /// device instead: I/O errors, never other data).
+    public static func holdDevice(_ path: String) throws(ThinError) -> Int32 {
+        let descriptor = open(path, O_RDONLY | O_CLOEXEC)
+        guard descriptor >= 0 else { throw ThinError(.backendFailure, "cannot open \(path): \(errnoText())") }
+        return descriptor
+    }
+
+    public static func releaseDevice(_ descriptor: Int32) { close(descriptor) }
+
+    /// Waits until standard input has data or has ended, up to `milliseconds`.
+    public static func waitForStandardInput(milliseconds: Int32) -> Bool {
+        var entry = pollfd(fd: 0, events: Int16(POLLIN), revents: 0)
+        return poll(&entry, 1, milliseconds) > 0
+    }
+
     /// A regular file's length in bytes.
     public static func fileLength(_ path: String) -> UInt64? {
         var info = stat()

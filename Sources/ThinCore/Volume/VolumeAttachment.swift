@@ -11,6 +11,7 @@ extension AttachedSR {
         try recovered()
         let volume = try requireVolume(reference)
         try requireData(volume, to: "be attached")
+        try requireNotImporting(volume, to: "be attached")
         let readOnly = readOnly || !volume.readWrite
         guard let info = try devices.info(volume.uuid) else {
             if inactive || volume.virtualSize == 0 {

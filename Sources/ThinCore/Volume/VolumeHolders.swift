@@ -29,6 +29,11 @@ struct VolumeHolders {
         }
     }
 
+    /// Stands for an attach made without --holder (a sysadmin's, or from before
+    /// holders existed): only a detach without --holder lets it go. Holder
+    /// names cannot begin with a dot, so no holder can take it over.
+    static let unnamed = ".attached"
+
     /// The holder name of a process.
     static func process(_ pid: Int32 = getpid()) -> String { "process.\(pid)" }
 
@@ -74,12 +79,23 @@ extension AttachedSR {
     /// until the last of them detaches.
     public func attachVolume(_ reference: String, readOnly: Bool, inactive: Bool = false,
                              holder: String) throws(ThinError) -> (VolumeRecord, path: String) {
-        if !holder.hasPrefix("process.") { try VolumeHolders.validate(holder) }
+        if holder != VolumeHolders.process() { try VolumeHolders.validate(holder) }
         let volume = try requireVolume(reference)
-        // Holders of a device that no longer exists (a reboot, a forced detach) are stale.
-        if try devices.info(volume.uuid) == nil { holders(of: volume).clear() }
+        let held = holders(of: volume)
+        if try devices.info(volume.uuid) == nil {
+            // Holders of a device that no longer exists (a reboot, a forced detach) are stale.
+            held.clear()
+        } else if held.live().isEmpty {
+            // Attached without a holder: that attach keeps counting.
+            try held.add(VolumeHolders.unnamed)
+        }
+        if !readOnly, let writer = held.live().first(where: { $0.hasPrefix("process.") }) {
+            // A writable NBD export is its volume's only user.
+            throw ThinError(.volumeInUse, "volume \(volume.key) is served read-write by process "
+                            + "\(writer.dropFirst("process.".count)); stop that server first", parameters: [volume.key])
+        }
         let attached = try attachVolume(reference, readOnly: readOnly, inactive: inactive)
-        try holders(of: volume).add(holder)
+        try held.add(holder)
         return attached
     }
 
@@ -88,9 +104,12 @@ extension AttachedSR {
     /// does not hold the volume changes nothing else.
     @discardableResult
     public func detachVolume(_ reference: String, holder: String) throws(ThinError) -> [String] {
-        if !holder.hasPrefix("process.") { try VolumeHolders.validate(holder) }
+        if holder != VolumeHolders.process() { try VolumeHolders.validate(holder) }
         let volume = try requireVolume(reference)
         let held = holders(of: volume)
+        let before = held.live()
+        // A holder that does not hold the volume changes nothing while others do.
+        guard before.isEmpty || before.contains(holder) else { return before }
         held.remove(holder)
         let others = held.live()
         guard others.isEmpty else { return others }

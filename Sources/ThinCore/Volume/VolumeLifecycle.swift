@@ -9,6 +9,13 @@ extension AttachedSR {
     @discardableResult
     public func createVolume(name: String, description: String, sizeBytes: UInt64,
                              sharable: Bool) throws(ThinError) -> VolumeRecord {
+        try createVolume(name: name, description: description, sizeBytes: sizeBytes, sharable: sharable, importOwner: nil)
+    }
+
+    /// Creates a volume; with `importOwner`, marked (in the same commit) as
+    /// being filled by that import.
+    func createVolume(name: String, description: String, sizeBytes: UInt64, sharable: Bool,
+                      importOwner: String?) throws(ThinError) -> VolumeRecord {
         try Naming.validateLabel(name, what: "volume name")
         try Naming.validateLabel(description, what: "volume description")
         try Self.requireVolumeSize(sizeBytes)
@@ -20,6 +27,7 @@ extension AttachedSR {
             description: description, thinID: thinID, virtualSize: ByteSize.roundUp(sizeBytes, to: 512),
             kind: .volume, readWrite: true, sharable: sharable, createdAt: System.currentTime(), keys: [:],
             parentUUID: nil, snapshotOf: nil, state: .creating)
+        volume.importOwner = importOwner
         try transact([.createThin(thinID)]) { catalog throws(ThinError) in
             try catalog.insert(volume)
             try catalog.setNextThinID(thinID.successor)
@@ -55,6 +63,13 @@ extension AttachedSR {
                             + "with thinvdi-ls \(names.uuidString)", parameters: [reference])
         }
         return volume
+    }
+
+    /// Refuses a volume an import is still filling, unless this process is that import.
+    func requireNotImporting(_ volume: VolumeRecord, to action: String) throws(ThinError) {
+        guard let owner = volume.importOwner, owner != Self.importOwner() else { return }
+        throw ThinError(.volumeInUse, "\(volume.key) is being imported (thinvdi-import); it cannot \(action) until the "
+                        + "import is whole", parameters: [volume.key])
     }
 
     /// Refuses a snapshot whose data `thinvdi-data-destroy` freed.

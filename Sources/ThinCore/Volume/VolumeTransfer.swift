@@ -1,6 +1,7 @@
 import FoundationEssentials
 import ThinDeviceMapper
 import ThinTools
+import ThinTrace
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -153,8 +154,8 @@ extension AttachedSR {
             throw ThinError(.noSpace, "the image holds \(ByteSize.format(allocatedBytes)) of data but the pool has "
                             + "\(ByteSize.format(freeBytes)) free; grow it with thinsr-extend first")
         }
-        let volume = try createVolume(name: name, description: description, sizeBytes: sizeBytes, sharable: false)
-        try catalog.setImportOwner(Self.importOwner(), volume: volume.uuid)
+        let volume = try createVolume(name: name, description: description, sizeBytes: sizeBytes, sharable: false,
+                                      importOwner: Self.importOwner())
         do {
             return try attachVolume(volume.uuid.lowercased, readOnly: false, holder: VolumeHolders.process())
         } catch {
@@ -163,11 +164,15 @@ extension AttachedSR {
         }
     }
 
-    /// The import is whole: the volume is detached and its mark cleared.
-    public func finishImport(_ volume: VolumeRecord) throws(ThinError) -> VolumeRecord {
-        try detachVolume(volume.uuid.lowercased)
+    /// The import is whole (its data flushed): the mark is cleared first, so
+    /// nothing can take the volume for a killed import from here on, then it
+    /// is detached; a detach that fails (a reader such as udev holding the
+    /// device for a moment) keeps the volume and is reported.
+    public func finishImport(_ volume: VolumeRecord) throws(ThinError) -> (VolumeRecord, detachFailure: ThinError?) {
         try catalog.setImportOwner(nil, volume: volume.uuid)
-        return try requireVolume(volume.uuid.lowercased)
+        var failure: ThinError?
+        do { try detachVolume(volume.uuid.lowercased) } catch { failure = error }
+        return (try requireVolume(volume.uuid.lowercased), failure)
     }
 
     /// Removes what an import made: its device and its volume.
@@ -184,16 +189,19 @@ extension AttachedSR {
     func removeAbandonedImports() throws(ThinError) {
         let boot = System.bootID()
         for (uuid, owner) in try catalog.importOwners() {
-            let fields = owner.split(separator: " ")
+            let fields = owner.split(separator: " ", omittingEmptySubsequences: false)
             if fields.count == 3, fields[0] == boot, let pid = Int32(fields[1]),
                let started = System.processStartTime(pid), String(started) == fields[2] { continue }
             guard let volume = try catalog.volume(matching: uuid.lowercased) else {
                 try catalog.setImportOwner(nil, volume: uuid)
                 continue
             }
-            // An engine the killed import started may still hold the device
-            // (it ends when its copy does): leave the volume for a later writer.
-            do { try abandonImport(volume) } catch where error.code == .volumeInUse { continue }
+            // An engine the killed import started may still hold the device (it
+            // ends when its copy does), or removing it may fail: leave it for a
+            // later writer rather than stop this one.
+            do { try abandonImport(volume) } catch {
+                Trace.step("import", "remove abandoned import \(volume.key)", outcome: "left: \(error)", since: .now)
+            }
         }
     }
 }
