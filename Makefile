@@ -10,8 +10,9 @@ MANDIR = $(DESTDIR)$(PREFIX)/share/man/man8
 BASHDIR = $(DESTDIR)$(PREFIX)/share/bash-completion/completions
 ZSHDIR = $(DESTDIR)$(PREFIX)/share/zsh/vendor-completions
 FISHDIR = $(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d
+UNITDIR = $(DESTDIR)/lib/systemd/system
 TOOLS = thinsr-create thinsr-attach thinsr-detach thinsr-destroy thinsr-stat thinsr-ls thinsr-set \
-        thinsr-extend thinsr-check \
+        thinsr-extend thinsr-check thinsr-monitor \
         thinvdi-create thinvdi-destroy thinvdi-stat thinvdi-ls thinvdi-attach thinvdi-detach \
         thinvdi-snapshot thinvdi-clone thinvdi-revert thinvdi-resize thinvdi-set thinvdi-unset thinvdi-tree thinvdi-changed \
         thinvdi-data-destroy thinvdi-export thinvdi-import thinvdi-serve
@@ -112,6 +113,10 @@ install: install-plugins
 		install -m 0644 completions/zsh/_$$tool $(ZSHDIR)/_$$tool; \
 		install -m 0644 completions/fish/$$tool.fish $(FISHDIR)/$$tool.fish; \
 	done; rm -rf $$pages
+	# The pool monitor's unit, naming the binary where this install put it.
+	install -d $(UNITDIR)
+	sed 's|@SBINDIR@|$(PREFIX)/sbin|' systemd/thinsr-monitor.service.in > $(UNITDIR)/thinsr-monitor.service
+	chmod 0644 $(UNITDIR)/thinsr-monitor.service
 
 # The start-up floor the benchmark times beside the tools.
 .build/bench-hello: bench/hello.swift

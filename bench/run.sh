@@ -3,12 +3,21 @@
 # one lab run on one loop device. Every figure is whole-process wall time
 # (what a plugin or a sysadmin pays) unless it says otherwise. Raw samples go
 # to $BENCH_OUT/samples.tsv; report.py turns them into the table and JSON.
-# Usage: bench/run.sh [--smoke]
+# Usage: bench/run.sh [--smoke] [--only "SECTION..."]  (sections: startup control revert syscalls datapath backup)
 set -u
 source "$(dirname "$0")/../tests/kernel/lib.sh"
 
-MODE=full
-[ "${1:-}" = --smoke ] && MODE=smoke
+MODE=full SECTIONS=all
+while [ $# -gt 0 ]; do
+    case $1 in
+        --smoke) MODE=smoke ;;
+        --only) SECTIONS=$2; shift ;;
+        --only=*) SECTIONS=${1#--only=} ;;
+        *) echo "bench: unknown argument $1 (give --smoke and/or --only SECTIONS)" >&2; exit 64 ;;
+    esac
+    shift
+done
+want() { [ "$SECTIONS" = all ] || [[ " $SECTIONS " == *" $1 "* ]]; }
 if [ "$MODE" = smoke ]; then RUNS=2 MANY_THINSR=20 MANY_LVM=10 WRITTEN_MIB=32 FIO_MIB=16 FIO_SECONDS=2
     EXPORT_GIB=1 CHANGED_SMALL=256M CHANGED_BIG=2G CHANGED_MIB=16
 else RUNS=10 MANY_THINSR=1000 MANY_LVM=300 WRITTEN_MIB=1024 FIO_MIB=128 FIO_SECONDS=5
@@ -55,13 +64,16 @@ lvcreate -q -y -n linear -L $(( FIO_MIB + 16 ))M benchvg >/dev/null
 echo "bench: SR $SR and LVM pool benchvg/lvmpool on $BENCH_DEV ($size_mib MiB); $RUNS runs per figure"
 
 # ---------------------------------------------------------------- process start-up floor
+if want startup; then
 for _ in $(seq "$RUNS"); do
     sample startup "/bin/true" floor /bin/true
     sample startup "static Swift hello" floor "$BENCH_HELLO"
     sample startup "thinsr --list" thinsr thinsr --list
 done
+fi  # startup
 
 # ---------------------------------------------------------------- control operations
+if want control; then
 # control_round GROUP: each operation RUNS times on both sides.
 counter=0
 control_round() {
@@ -108,8 +120,10 @@ for _ in $(seq "$RUNS"); do
     sample "listing at many volumes" "pool stat" thinsr thinsr-stat bench
     sample "listing at many volumes" "pool stat" lvm lvs -o lv_name,data_percent,metadata_percent benchvg/lvmpool
 done
+fi  # control
 
 # ---------------------------------------------------------------- revert is O(1)
+if want revert; then
 E=$(thinvdi-create bench --name empty --size $(( WRITTEN_MIB + 64 ))M)
 F=$(thinvdi-create bench --name full --size $(( WRITTEN_MIB + 64 ))M)
 PF=$(thinvdi-attach bench "$F")
@@ -121,8 +135,10 @@ for _ in $(seq "$RUNS"); do
     sample "revert by data written" "revert, empty volume" thinsr thinvdi-revert bench "$E" "$ES"
     sample "revert by data written" "revert, $WRITTEN_MIB MiB written" thinsr thinvdi-revert bench "$F" "$FS"
 done
+fi  # revert
 
 # ---------------------------------------------------------------- where the time goes
+if want syscalls; then
 syscalls() { # syscalls GROUP OP SIDE COMMAND...: ioctls and process spawns of one run
     local group=$1 op=$2 side=$3; shift 3
     strace -f -c -o "$BENCH_OUT/strace.txt" "$@" >/dev/null 2>&1
@@ -135,8 +151,10 @@ if command -v strace >/dev/null; then
     syscalls "syscalls" snapshot thinsr thinvdi-snapshot bench strace1 --name strace2
     syscalls "syscalls" snapshot lvm lvcreate -q -s benchvg/strace1 -n strace2
 fi
+fi  # syscalls
 
 # ---------------------------------------------------------------- data path
+if want datapath; then
 if command -v fio >/dev/null; then
     T=$(thinvdi-create bench --name fio --size $(( FIO_MIB + 16 ))M)
     PT=$(thinvdi-attach bench "$T")
@@ -157,8 +175,10 @@ if command -v fio >/dev/null; then
     done
     thinvdi-detach bench "$T"
 fi
+fi  # datapath
 
 # ---------------------------------------------------------------- backup: export, changed blocks, import
+if want backup; then
 IMAGES=$BENCH_OUT/images
 rm -rf "$IMAGES"; mkdir -p "$IMAGES"
 spread_writes() { # spread_writes DEVICE MIB: MIB of random data in 1 MiB pieces spread over the device
@@ -223,6 +243,7 @@ record "backup: import 1%-allocated qcow2 of ${EXPORT_GIB}G" "pool data used" lv
     "$(lvs --noheadings --units k --nosuffix -o data_percent,lv_size benchvg/imported | awk '{printf "%d", $1 * $2 / 100}')" KiB
 lvremove -q -y benchvg/imported >/dev/null
 rm -rf "$IMAGES"
+fi  # backup
 
 # ---------------------------------------------------------------- clean up
 for key in $(thinvdi-ls --json bench | jq -r '.[] | select(.attached) | .key'); do thinvdi-detach bench "$key"; done

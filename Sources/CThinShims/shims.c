@@ -48,3 +48,45 @@ int CThinShims_udev_is_running(void) {
     close(fd);
     return running;
 }
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <syslog.h>
+#include <unistd.h>
+#include <linux/dm-ioctl.h>
+
+int CThinShims_dm_arm_events(void) {
+    int descriptor = open("/dev/mapper/control", O_RDWR | O_CLOEXEC);
+    if (descriptor < 0) return -errno;
+    struct dm_ioctl request;
+    memset(&request, 0, sizeof request);
+    request.version[0] = DM_VERSION_MAJOR;
+    request.version[1] = 37;   /* DM_DEV_ARM_POLL appeared in 4.37 */
+    request.data_size = sizeof request;
+    if (ioctl(descriptor, DM_DEV_ARM_POLL, &request) < 0) {
+        int error = errno;
+        close(descriptor);
+        return -error;
+    }
+    return descriptor;
+}
+
+int CThinShims_dm_wait_events(int descriptor, int timeout_ms) {
+    struct pollfd entry = { .fd = descriptor, .events = POLLIN, .revents = 0 };
+    int result = poll(&entry, 1, timeout_ms);
+    int error = errno;
+    close(descriptor);
+    if (result < 0) return -error;
+    return result > 0 ? 1 : 0;
+}
+
+void CThinShims_syslog(int priority, const char *ident, const char *message) {
+    /* openlog keeps the pointer: give it storage that outlives the call. */
+    static char saved[64];
+    strncpy(saved, ident, sizeof saved - 1);
+    openlog(saved, LOG_PID, LOG_DAEMON);
+    syslog(priority, "%s", message);
+}

@@ -73,6 +73,9 @@ struct SRStatJSON: Encodable {
     var metadata_total: UInt64?
     var needs_check: Bool?
     var on_full: String?
+    var autoextend_threshold: Int
+    var autoextend_step: String
+    var warning_threshold: Int
     var volume_count: Int
     var attached_volume_count: Int
     var created: String
@@ -91,6 +94,9 @@ struct SRStatJSON: Encodable {
         volume_group = record.volumeGroup
         pool_device = status.poolDevice
         block_size = record.blockSizeBytes
+        autoextend_threshold = record.autoextend.thresholdPercent
+        autoextend_step = record.autoextend.step.text
+        warning_threshold = record.autoextend.warningPercent
         volume_count = status.volumeCount
         attached_volume_count = status.attachedVolumeCount
         created = isoTimestamp(record.createdAt)

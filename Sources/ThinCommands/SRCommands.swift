@@ -193,6 +193,9 @@ public struct SRStat: WholeSRTool {
             ("free space", bytes(stat.free_space)),
             ("transaction id", stat.transaction_id.map(String.init) ?? "-"),
             ("on full", stat.on_full ?? "-"), ("needs check", stat.needs_check.map { $0 ? "yes" : "no" } ?? "-"),
+            ("autoextend", stat.autoextend_threshold >= 100 ? "off"
+                : "at \(stat.autoextend_threshold)% used, by \(stat.autoextend_step.hasSuffix("%") ? stat.autoextend_step : ByteSize.format(UInt64(stat.autoextend_step) ?? 0))"),
+            ("warning at", "\(stat.warning_threshold)% used"),
             ("volumes", "\(stat.volume_count) (\(stat.attached_volume_count) attached)"), ("created", stat.created),
         ])
     }
@@ -222,13 +225,19 @@ public struct SRSet: WholeSRTool {
     public static let access = ToolAccess.write
     public static let configuration = CommandConfiguration(
         commandName: "thinsr-set",
-        abstract: "Change an attached SR's name, description or pool-full policy.",
+        abstract: "Change an attached SR's name, description, pool-full policy or pool monitor policy.",
         discussion: """
             The SR's uuid never changes. --on-full takes effect at once: the live pool is reloaded with \
-            the new policy, and it is kept for later attaches.
+            the new policy, and it is kept for later attaches. The monitor policy (thinsr-monitor): at \
+            --autoextend-threshold percent of the pool's data or metadata used, grow the pool by \
+            --autoextend-step (a size, or a percent of the pool's data with a % suffix) from the volume \
+            group's free space; warn from --warning-threshold percent. A threshold of 100 never grows the \
+            pool. The pool's low water mark follows the threshold, so the kernel signals the crossing.
             """)
     public static let examples = [("thinsr-set vmstore --name vmstore-ssd", "Rename the SR."),
-                                  ("thinsr-set vmstore --on-full error", "Fail writes at once when the pool is full.")]
+                                  ("thinsr-set vmstore --on-full error", "Fail writes at once when the pool is full."),
+                                  ("thinsr-set vmstore --autoextend-threshold 70 --autoextend-step 10G",
+                                   "Grow the pool by 10 GiB whenever it is 70% used.")]
 
     @OptionGroup public var target: SRArgument
     @Option(help: "A new name label.") var name: String?
@@ -237,19 +246,60 @@ public struct SRSet: WholeSRTool {
             help: ArgumentHelp("What writes do when the pool's data is full: queue or error.",
                                valueName: "queue|error"))
     var onFull: OnFullPolicy?
+    @Option(name: .customLong("autoextend-threshold"),
+            help: ArgumentHelp("Grow the pool at this percent of data or metadata used (50-100; 100: never).",
+                               valueName: "percent"))
+    var autoextendThreshold: Int?
+    @Option(name: .customLong("autoextend-step"),
+            help: ArgumentHelp("How much each growth adds: a size (K, M, G, T) or a percent of the pool's data (20%).",
+                               valueName: "size|percent%"))
+    var autoextendStep: String?
+    @Option(name: .customLong("warning-threshold"),
+            help: ArgumentHelp("Warn (in the journal) from this percent of data or metadata used (1-100).",
+                               valueName: "percent"))
+    var warningThreshold: Int?
     @OptionGroup public var output: OutputOptions
     public init() {}
 
+    var step: AutoextendPolicy.Step? {
+        get throws(ThinError) {
+            guard let autoextendStep else { return nil }
+            if autoextendStep.hasSuffix("%") {
+                guard let step = AutoextendPolicy.Step(text: autoextendStep) else {
+                    throw .init(.invalidArgument, "--autoextend-step \(autoextendStep) is not a percent from 1% to 1000%")
+                }
+                return step
+            }
+            let bytes = try ByteCount(parsing: autoextendStep, what: "autoextend step").bytes
+            guard bytes >= 1 << 20 else {
+                throw .init(.invalidArgument, "--autoextend-step \(autoextendStep) is below 1M; give a larger size or a percent")
+            }
+            return .bytes(bytes)
+        }
+    }
 
     public func checkArguments() throws(ThinError) {
-        guard name != nil || description != nil || onFull != nil else {
-            throw ThinError(.invalidArgument, "nothing to set: give --name, --description or --on-full")
+        guard name != nil || description != nil || onFull != nil || autoextendThreshold != nil
+                || autoextendStep != nil || warningThreshold != nil else {
+            throw ThinError(.invalidArgument, "nothing to set: give --name, --description, --on-full, "
+                            + "--autoextend-threshold, --autoextend-step or --warning-threshold")
         }
+        if let autoextendThreshold, !AutoextendPolicy.thresholdRange.contains(autoextendThreshold) {
+            throw .init(.invalidArgument, "--autoextend-threshold \(autoextendThreshold) is out of range; give 50 to 100 "
+                        + "(percent used; 100 never grows the pool)")
+        }
+        if let warningThreshold, !AutoextendPolicy.warningRange.contains(warningThreshold) {
+            throw .init(.invalidArgument, "--warning-threshold \(warningThreshold) is out of range; give 1 to 100")
+        }
+        _ = try step
     }
 
     public func execute(on sr: AttachedSR) async throws(ThinError) {
         if name != nil || description != nil { try sr.setLabel(name: name, description: description) }
         if let onFull { try sr.setOnFull(onFull) }
+        if autoextendThreshold != nil || autoextendStep != nil || warningThreshold != nil {
+            try sr.setAutoextend(threshold: autoextendThreshold, step: try step, warning: warningThreshold)
+        }
         if output.json { Console.printJSON(SRStatJSON(try sr.status())) }
     }
 }

@@ -20,7 +20,7 @@ function __thinsr-set_parse_tokens -S
     set -l unparsed_tokens (__thinsr-set_tokens -pc)
     switch $unparsed_tokens[1]
     case 'thinsr-set'
-        __thinsr-set_parse_subcommand 1 'name=' 'description=' 'on-full=' 'json' 'v/verbose' 'h/help'
+        __thinsr-set_parse_subcommand 1 'name=' 'description=' 'on-full=' 'autoextend-threshold=' 'autoextend-step=' 'warning-threshold=' 'json' 'v/verbose' 'h/help'
         switch $unparsed_tokens[1]
         case 'help'
             __thinsr-set_parse_subcommand -r 1 
@@ -81,6 +81,9 @@ complete -c 'thinsr-set' -n '__thinsr-set_should_offer_completions_for_positiona
 complete -c 'thinsr-set' -n '__thinsr-set_should_offer_completions_for_flags_or_options "thinsr-set" name' -l 'name' -d 'A new name label.' -rfka ''
 complete -c 'thinsr-set' -n '__thinsr-set_should_offer_completions_for_flags_or_options "thinsr-set" description' -l 'description' -d 'A new description.' -rfka ''
 complete -c 'thinsr-set' -n '__thinsr-set_should_offer_completions_for_flags_or_options "thinsr-set" on-full' -l 'on-full' -d 'What writes do when the pool\'s data is full: queue or error.' -rfka 'queue error'
+complete -c 'thinsr-set' -n '__thinsr-set_should_offer_completions_for_flags_or_options "thinsr-set" autoextend-threshold' -l 'autoextend-threshold' -d 'Grow the pool at this percent of data or metadata used (50-100; 100: never).' -rfka ''
+complete -c 'thinsr-set' -n '__thinsr-set_should_offer_completions_for_flags_or_options "thinsr-set" autoextend-step' -l 'autoextend-step' -d 'How much each growth adds: a size (K, M, G, T) or a percent of the pool\'s data (20%).' -rfka ''
+complete -c 'thinsr-set' -n '__thinsr-set_should_offer_completions_for_flags_or_options "thinsr-set" warning-threshold' -l 'warning-threshold' -d 'Warn (in the journal) from this percent of data or metadata used (1-100).' -rfka ''
 complete -c 'thinsr-set' -n '__thinsr-set_should_offer_completions_for_flags_or_options "thinsr-set" json' -l 'json' -d 'Print the result (or the error) as one JSON value on standard output.'
 complete -c 'thinsr-set' -n '__thinsr-set_should_offer_completions_for_flags_or_options "thinsr-set" v verbose' -s 'v' -l 'verbose' -d 'Print each device-mapper call, LVM command and helper program on stderr, with its time (as THINSR_LOG=debug does).'
 complete -c 'thinsr-set' -n '__thinsr-set_should_offer_completions_for_flags_or_options "thinsr-set" h help' -s 'h' -l 'help' -d 'Show help information.'

@@ -27,4 +27,16 @@ unsigned int CThinShims_minor(unsigned long long device);
 /// that the socket file exists, and then waits forever for a udev that died.
 int CThinShims_udev_is_running(void);
 
+/// Opens /dev/mapper/control and arms it for device-mapper events
+/// (DM_DEV_ARM_POLL, kernel 4.13+): the returned descriptor polls readable at
+/// the next event of any device after this call. Returns -errno on failure.
+int CThinShims_dm_arm_events(void);
+
+/// Waits up to `timeout_ms` for the armed descriptor; 1: an event, 0: the
+/// timeout, -errno otherwise (EINTR when a signal came). Closes it.
+int CThinShims_dm_wait_events(int descriptor, int timeout_ms);
+
+/// syslog(3) is variadic: the shim logs one preformatted message.
+void CThinShims_syslog(int priority, const char *ident, const char *message);
+
 #endif

@@ -60,6 +60,12 @@ final class Catalog {
         if !columns.contains("revision") {
             try database.execute("ALTER TABLE sr ADD COLUMN revision INTEGER NOT NULL DEFAULT 0")
         }
+        for (column, declaration) in [("autoextend_threshold", "INTEGER NOT NULL DEFAULT 80"),
+                                      ("autoextend_step", "TEXT NOT NULL DEFAULT '20%'"),
+                                      ("warning_threshold", "INTEGER NOT NULL DEFAULT 75")]
+        where !columns.contains(column) {
+            try database.execute("ALTER TABLE sr ADD COLUMN \(column) \(declaration)")
+        }
         let volumeColumns = try database.query("PRAGMA table_info(volume)").compactMap { $0.text(1) }
         for (column, declaration) in [("cbt_enabled", "INTEGER NOT NULL DEFAULT 0"), ("data_source", "TEXT"),
                                       ("data_since", "INTEGER"), ("pending_data_source", "TEXT"),
@@ -95,7 +101,9 @@ final class Catalog {
             uuid TEXT NOT NULL, name TEXT NOT NULL, description TEXT NOT NULL, mode TEXT NOT NULL,
             volume_group TEXT NOT NULL, block_size INTEGER NOT NULL, transaction_id INTEGER NOT NULL,
             next_thin_id INTEGER NOT NULL, created_at INTEGER NOT NULL,
-            on_full TEXT NOT NULL DEFAULT 'queue', revision INTEGER NOT NULL DEFAULT 0);
+            on_full TEXT NOT NULL DEFAULT 'queue', revision INTEGER NOT NULL DEFAULT 0,
+            autoextend_threshold INTEGER NOT NULL DEFAULT 80, autoextend_step TEXT NOT NULL DEFAULT '20%',
+            warning_threshold INTEGER NOT NULL DEFAULT 75);
         CREATE TABLE volume (
             uuid TEXT PRIMARY KEY, key TEXT NOT NULL UNIQUE, name TEXT NOT NULL,
             description TEXT NOT NULL, thin_id INTEGER NOT NULL UNIQUE, virtual_size INTEGER NOT NULL,
@@ -116,9 +124,13 @@ final class Catalog {
     // MARK: the SR record
 
     func srRecord() throws(ThinError) -> SRRecord {
+        // A catalog opened read-only before its first writable open lacks the
+        // policy columns (added then): its record has the defaults.
+        let policyColumns = (try? database.query("SELECT autoextend_threshold FROM sr LIMIT 0")) != nil
+            ? ", autoextend_threshold, autoextend_step, warning_threshold" : ""
         let rows = try database.query("""
             SELECT uuid, name, description, mode, volume_group, block_size, transaction_id, next_thin_id,
-                   created_at, format_version, on_full FROM sr WHERE id = 1
+                   created_at, format_version, on_full\(policyColumns) FROM sr WHERE id = 1
             """)
         guard let row = rows.first, let uuid = row.text(0).flatMap(UUID.init(uuidString:)),
               let mode = row.text(3).flatMap(SRMode.init(rawValue:)),
@@ -129,16 +141,33 @@ final class Catalog {
             throw ThinError(.catalogInconsistent,
                             "catalog format \(row.int(9) ?? 0) is not supported by this thinsr (expects \(Self.formatVersion))")
         }
-        return SRRecord(uuid: uuid, name: row.text(1) ?? "", description: row.text(2) ?? "", mode: mode,
-                        volumeGroup: row.text(4) ?? "", blockSizeBytes: UInt64(row.int(5) ?? 0),
-                        transactionID: UInt64(row.int(6) ?? 0), nextThinID: nextThinID,
-                        createdAt: row.int(8) ?? 0, onFull: row.text(10).flatMap(OnFullPolicy.init(rawValue:)) ?? .queue)
+        var record = SRRecord(uuid: uuid, name: row.text(1) ?? "", description: row.text(2) ?? "", mode: mode,
+                              volumeGroup: row.text(4) ?? "", blockSizeBytes: UInt64(row.int(5) ?? 0),
+                              transactionID: UInt64(row.int(6) ?? 0), nextThinID: nextThinID,
+                              createdAt: row.int(8) ?? 0,
+                              onFull: row.text(10).flatMap(OnFullPolicy.init(rawValue:)) ?? .queue)
+        // A catalog opened read-only before its first writable open lacks these columns: defaults.
+        if row.count > 13 {
+            record.autoextend = AutoextendPolicy(
+                thresholdPercent: row.int(11).map(Int.init) ?? 80,
+                step: row.text(12).flatMap(AutoextendPolicy.Step.init(text:)) ?? .percent(20),
+                warningPercent: row.int(13).map(Int.init) ?? 75)
+        }
+        return record
     }
 
     func setSRLabel(name: String?, description: String?) throws(ThinError) {
         try transaction { () throws(ThinError) in
             if let name { try database.query("UPDATE sr SET name = ?", [.text(name)]) }
             if let description { try database.query("UPDATE sr SET description = ?", [.text(description)]) }
+        }
+    }
+
+    func setAutoextend(_ policy: AutoextendPolicy) throws(ThinError) {
+        try transaction { () throws(ThinError) in
+            try database.query("UPDATE sr SET autoextend_threshold = ?, autoextend_step = ?, warning_threshold = ?",
+                               [.integer(Int64(policy.thresholdPercent)), .text(policy.step.text),
+                                .integer(Int64(policy.warningPercent))])
         }
     }
 

@@ -14,6 +14,65 @@ public struct SRRecord: Equatable, Sendable {
     public var createdAt: Int64
     /// What writes do when the pool's data is full.
     public var onFull: OnFullPolicy = .queue
+    /// When the pool monitor grows the pool, and by how much.
+    public var autoextend = AutoextendPolicy()
+}
+
+/// The pool monitor's policy for one SR (LVM's thin_pool_autoextend_threshold
+/// and _percent, plus a warning level): at `thresholdPercent` of data or
+/// metadata used, grow by `step`; from `warningPercent`, warn. A threshold of
+/// 100 never grows.
+public struct AutoextendPolicy: Equatable, Sendable {
+    public enum Step: Equatable, Sendable {
+        case bytes(UInt64)
+        case percent(Int)
+
+        /// "20%" or a byte count.
+        public var text: String {
+            switch self {
+            case .bytes(let bytes): return String(bytes)
+            case .percent(let percent): return "\(percent)%"
+            }
+        }
+
+        public init?(text: String) {
+            if text.hasSuffix("%") {
+                guard let percent = Int(text.dropLast()), (1...1000).contains(percent) else { return nil }
+                self = .percent(percent)
+            } else {
+                guard let bytes = UInt64(text), bytes > 0 else { return nil }
+                self = .bytes(bytes)
+            }
+        }
+
+        /// The bytes to add to a pool of `dataBytes`.
+        public func bytes(of dataBytes: UInt64) -> UInt64 {
+            switch self {
+            case .bytes(let bytes): return bytes
+            case .percent(let percent): return dataBytes / 100 * UInt64(percent)
+            }
+        }
+    }
+
+    public static let thresholdRange = 50...100
+    public static let warningRange = 1...100
+
+    public var thresholdPercent = 80
+    public var step = Step.percent(20)
+    public var warningPercent = 75
+
+    public init(thresholdPercent: Int = 80, step: Step = .percent(20), warningPercent: Int = 75) {
+        self.thresholdPercent = thresholdPercent
+        self.step = step
+        self.warningPercent = warningPercent
+    }
+
+    public var growsPool: Bool { thresholdPercent < 100 }
+
+    /// The pool table's low water mark, in percent of its data: the kernel
+    /// raises an event when free data falls below it, which is when the
+    /// threshold is crossed (a twentieth when the monitor never grows).
+    var lowWaterPercent: Int { growsPool ? 100 - thresholdPercent : 5 }
 }
 
 /// dm-thin's out-of-data-space behaviour: `queue` holds writes until the pool

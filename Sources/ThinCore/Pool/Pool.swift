@@ -61,14 +61,16 @@ struct Pool {
         var dataBytes: UInt64
         var blockBytes: UInt64
         var onFull: OnFullPolicy
+        /// Free data, in percent, below which the kernel raises the event the
+        /// pool monitor waits for: the autoextend threshold's complement.
+        var lowWaterPercent = 5
 
-        /// The low water mark is a twentieth of the data: the event a pool
-        /// monitor waits for comes while there is room left to grow into.
         var table: TableLine {
             let blockSectors = blockBytes / 512
             let dataBlocks = dataBytes / blockBytes
             let table = ThinPoolTable(metadataDevice: metadataDevice, dataDevice: dataDevice,
-                                      blockSizeSectors: blockSectors, lowWaterMarkBlocks: max(1, dataBlocks / 20),
+                                      blockSizeSectors: blockSectors,
+                                      lowWaterMarkBlocks: max(1, dataBlocks * UInt64(lowWaterPercent) / 100),
                                       features: onFull == .error ? [.errorIfNoSpace] : [])
             return table.line(lengthSectors: dataBlocks * blockSectors)
         }

@@ -58,7 +58,7 @@ extension SRLifecycle {
             try attached.pool.assemble(Pool.Layout(
                 metadataDevice: sr.mapperPath(.metadata), dataDevice: sr.mapperPath(.data),
                 dataBytes: sr.volumes[.data]?.sizeBytes ?? 0, blockBytes: try attached.record.blockSizeBytes,
-                onFull: try attached.record.onFull))
+                onFull: try attached.record.onFull, lowWaterPercent: try attached.record.autoextend.lowWaterPercent))
             let pool = attached.pool
             undo.push { try? pool.disassemble() }
             FaultInjection.point("pool-assembled")

@@ -140,7 +140,7 @@ extension AttachedSR {
     }
 
     /// The VG and the data and metadata LVs, as LVM reports them now.
-    private func storage(_ group: String) throws(ThinError)
+    func storage(_ group: String) throws(ThinError)
         -> (VolumeGroupReport, data: LogicalVolumeReport, metadata: LogicalVolumeReport, catalog: LogicalVolumeReport,
             copy: LogicalVolumeReport?) {
         let groups: [VolumeGroupReport]

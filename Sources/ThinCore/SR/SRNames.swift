@@ -84,6 +84,8 @@ public struct SRNames: Sendable, Equatable {
     var devicesChangingMarker: String { "\(runDirectory)/devices-changing" }
     /// Present while `thinsr-extend` has grown LVs the pool's table does not
     /// span yet; the next operation reloads the pool.
+    /// The level the pool monitor last reported for this SR (tmpfs: a reboot starts over).
+    var monitorLevelFile: String { "\(runDirectory)/monitor-level" }
     var poolGrowingMarker: String { "\(runDirectory)/pool-growing" }
     var deviceDirectory: String { "\(Paths.deviceRoot)/\(uuidString)" }
     func devicePath(key: String) -> String { "\(deviceDirectory)/\(key)" }

@@ -37,6 +37,29 @@ extension AttachedSR {
         try reloadPool(dataBytes: nil, onFull: policy)
     }
 
+    /// Records the pool monitor's policy; the pool's low water mark follows
+    /// the threshold, so the live table is reloaded.
+    public func setAutoextend(threshold: Int?, step: AutoextendPolicy.Step?, warning: Int?) throws(ThinError) {
+        var policy = try record.autoextend
+        if let threshold {
+            guard AutoextendPolicy.thresholdRange.contains(threshold) else {
+                throw .invalid("--autoextend-threshold \(threshold) is out of range; give 50 to 100 (percent used; 100 "
+                               + "never grows the pool)")
+            }
+            policy.thresholdPercent = threshold
+        }
+        if let step { policy.step = step }
+        if let warning {
+            guard AutoextendPolicy.warningRange.contains(warning) else {
+                throw .invalid("--warning-threshold \(warning) is out of range; give 1 to 100 (percent used)")
+            }
+            policy.warningPercent = warning
+        }
+        try catalog.setAutoextend(policy)
+        FaultInjection.point("policy-recorded")
+        try reloadPool(dataBytes: nil, onFull: try record.onFull)
+    }
+
     /// Reloads the pool's table; `dataBytes` nil keeps the current length.
     func reloadPool(dataBytes: UInt64?, onFull: OnFullPolicy) throws(ThinError) {
         let record = try self.record
@@ -48,6 +71,7 @@ extension AttachedSR {
         let group = record.volumeGroup
         try pool.reload(Pool.Layout(metadataDevice: names.mapperPath(.metadata, group: group),
                                     dataDevice: names.mapperPath(.data, group: group),
-                                    dataBytes: length, blockBytes: record.blockSizeBytes, onFull: onFull))
+                                    dataBytes: length, blockBytes: record.blockSizeBytes, onFull: onFull,
+                                    lowWaterPercent: record.autoextend.lowWaterPercent))
     }
 }

@@ -1,0 +1,99 @@
+# The pool monitor (thinsr-monitor) and each SR's autoextend policy, checked
+# with dmsetup, lvs, cmp and the journal's words (the monitor's stderr).
+
+mon_pool_mib() { dmsetup status "$(pool_name "$1")" | awk '{split($6, d, "/"); print int(d[2] * 64 / 1024)}'; }
+mon_data_lv_mib() { lvs --noheadings --units m --nosuffix -o lv_size "$2/thinsr_$(echo "$1" | tr -d -)_data" | awk '{printf "%d", $1}'; }
+
+test_begin "autoextend policy: thinsr-set, thinsr-stat, the pool's low water mark"
+new_loop MO1 1200
+pvcreate -q "$MO1" >/dev/null && vgcreate -q monvg "$MO1" >/dev/null
+MSR=$(thinsr-create --name mon --vg monvg --pool-size 64M)
+check_eq "defaults: grow at 80% by 20%, warn at 75%" "80 20% 75" \
+    "$(thinsr-stat --json mon | jq -r '"\(.autoextend_threshold) \(.autoextend_step) \(.warning_threshold)"')"
+check_eq "the default low water mark is the threshold's complement (20% of 1024 blocks)" 204 \
+    "$(dmsetup table "$(pool_name "$MSR")" | awk '{print $7}')"
+check "thinsr-set --autoextend-threshold 60 --autoextend-step 32M --warning-threshold 50" \
+    thinsr-set mon --autoextend-threshold 60 --autoextend-step 32M --warning-threshold 50
+check_eq "thinsr-stat shows it" "60 33554432 50" \
+    "$(thinsr-stat --json mon | jq -r '"\(.autoextend_threshold) \(.autoextend_step) \(.warning_threshold)"')"
+check "and in words" bash -c "thinsr-stat mon | grep -q 'at 60% used, by 32M'"
+check_eq "the live pool's low water mark followed (40% of 1024 blocks)" 409 "$(dmsetup table "$(pool_name "$MSR")" | awk '{print $7}')"
+expect_failure 64 "a threshold below 50 is refused" thinsr-set mon --autoextend-threshold 30
+expect_failure 64 "a threshold above 100 is refused" thinsr-set mon --autoextend-threshold 101
+expect_failure 64 "a warning level of 0 is refused" thinsr-set mon --warning-threshold 0
+expect_failure 64 "a step that is neither a size nor a percent is refused" thinsr-set mon --autoextend-step 5x
+expect_failure 64 "a step of 0% is refused" thinsr-set mon --autoextend-step 0%
+expect_failure 64 "--interval 0 is refused" thinsr-monitor --interval 0
+thinsr-detach mon && thinsr-attach mon >/dev/null
+check_eq "the policy survives a detach and attach (low water mark too)" "60 409" \
+    "$(thinsr-stat --json mon | jq -r .autoextend_threshold) $(dmsetup table "$(pool_name "$MSR")" | awk '{print $7}')"
+
+test_begin "thinsr-monitor --once grows a pool past its threshold, by the step"
+MV=$(thinvdi-create mon --name disk --size 600M)
+MP=$(thinvdi-attach mon "$MV")
+dd if=/dev/urandom of="$MP" bs=1M count=40 oflag=direct status=none   # 40 of 64 MiB: 63%
+check "below the threshold nothing grows" bash -c "thinsr-set mon --autoextend-threshold 70 && thinsr-monitor --once --json | jq -e '.[] | select(.sr == \"$MSR\") | .grown_bytes == 0 and .level == \"warning\"'"
+thinsr-set mon --autoextend-threshold 60
+thinsr-monitor --once --json > "$THINSR_SCRATCH/mon.json" 2>/dev/null
+check_eq "at it, the pool grows by 32 MiB (dmsetup status)" 96 "$(mon_pool_mib "$MSR")"
+check_eq "and the data LV with it (lvs)" 96 "$(mon_data_lv_mib "$MSR" monvg)"
+check_eq "the report says so" "grown 33554432" \
+    "$(jq -r --arg u "$MSR" '.[] | select(.sr == $u) | "\(.level) \(.grown_bytes)"' "$THINSR_SCRATCH/mon.json")"
+check_pool_agrees mon "after a monitor growth"
+check_eq "the pool's low water mark follows its new size (40% of 1536 blocks)" 614 "$(dmsetup table "$(pool_name "$MSR")" | awk '{print $7}')"
+
+test_begin "a writer at full speed fills a small pool while the monitor grows it"
+thinsr-set mon --autoextend-threshold 70 --autoextend-step 64M --warning-threshold 60
+thinsr-monitor --interval 1 2> "$THINSR_SCRATCH/monitor.log" &
+monitor=$!
+sleep 1
+expect_failure 3 "a second monitor is refused while one runs" thinsr-monitor --once
+write_pattern "$MP" monwriter 400   # 400 MiB into a pool of 96 MiB: it must grow four times or more
+writer_status=$?
+check_eq "the writer saw no error" 0 "$writer_status"
+check "its data is all there (cmp)" same_as_pattern "$MP" monwriter
+check "the monitor grew the pool several times (its journal lines)" test "$(grep -c ': grew data by' "$THINSR_SCRATCH/monitor.log")" -ge 4
+check "the pool is large enough now (dmsetup status)" test "$(mon_pool_mib "$MSR")" -ge 400
+check_eq "and in rw mode, not out of data space" rw "$(pool_status_field "$MSR" 5)"
+kill -TERM $monitor; wait $monitor
+check_eq "SIGTERM stops the monitor with exit 0" 0 "$?"
+check "and it said it stopped" grep -q "stopped" "$THINSR_SCRATCH/monitor.log"
+
+test_begin "a killed monitor leaves the pool as it was; the next start catches up"
+thinsr-monitor --interval 60 2>/dev/null &
+monitor=$!
+sleep 1
+kill -KILL $monitor; wait $monitor 2>/dev/null
+size=$(mon_pool_mib "$MSR")
+used_target=$(( size * 80 / 100 ))
+dd if=/dev/urandom of="$MP" bs=1M seek=420 count=$(( used_target - 400 > 0 ? used_target - 400 : 1 )) oflag=direct conv=notrunc status=none
+check_eq "nothing grew while no monitor ran" "$size" "$(mon_pool_mib "$MSR")"
+check "a new monitor starts (the killed one's lock went with it) and grows the pool" bash -c "
+    thinsr-monitor --once --json | jq -e '.[] | select(.sr == \"$MSR\") | .grown_bytes > 0'"
+
+test_begin "no room to grow: warn once per crossing, the on-full policy applies; space added later is used"
+lvcreate -q -y -l 100%FREE -n filler monvg >/dev/null
+thinsr-set mon --autoextend-threshold 50 --on-full error
+thinsr-monitor --once 2> "$THINSR_SCRATCH/stuck1.log"
+thinsr-monitor --once 2> "$THINSR_SCRATCH/stuck2.log"
+check "the first look warns that the VG has no free space" grep -q "no free space to grow into" "$THINSR_SCRATCH/stuck1.log"
+check_eq "the second says nothing (once per crossing)" 0 "$(grep -c 'no free space' "$THINSR_SCRATCH/stuck2.log")"
+FV=$(thinvdi-create mon --name fill --size 1G)
+FP=$(thinvdi-attach mon "$FV")
+check "with --on-full error, writing past the pool's data fails at once" bash -c \
+    "! timeout 60 dd if=/dev/zero of='$FP' bs=1M count=1000 oflag=direct status=none 2>/dev/null"
+check_eq "the pool is out of data space" out_of_data_space "$(pool_status_field "$MSR" 5)"
+size=$(mon_pool_mib "$MSR")
+lvremove -q -y monvg/filler >/dev/null
+thinsr-set mon --autoextend-step 10G   # more than the VG has: grow what there is, and say so
+thinsr-monitor --once 2> "$THINSR_SCRATCH/regrow.log"
+check "once space is back, the monitor grows what there is and says it was less than the step" \
+    grep -q "less than the step" "$THINSR_SCRATCH/regrow.log"
+check "the pool grew" test "$(mon_pool_mib "$MSR")" -gt "$size"
+check_eq "and left out-of-data-space mode" rw "$(pool_status_field "$MSR" 5)"
+check "writes work again" dd if=/dev/zero of="$FP" bs=1M count=8 oflag=direct conv=notrunc status=none
+check "the data written before is intact" same_as_pattern "$MP" monwriter
+thinvdi-detach mon "$FV"
+thinvdi-detach mon "$MV"
+final_metadata_check "$MSR"
+vgremove -q -y monvg >/dev/null
