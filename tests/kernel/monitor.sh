@@ -39,7 +39,7 @@ check_eq "at it, the pool grows by 32 MiB (dmsetup status)" 96 "$(mon_pool_mib "
 check_eq "and the data LV with it (lvs)" 96 "$(mon_data_lv_mib "$MSR" monvg)"
 check_eq "the report says so" "grown 33554432" \
     "$(jq -r --arg u "$MSR" '.[] | select(.sr == $u) | "\(.level) \(.grown_bytes)"' "$THINSR_SCRATCH/mon.json")"
-check_pool_agrees mon "after a monitor growth"
+check_pool_agrees "$MSR" "after a monitor growth"
 check_eq "the pool's low water mark follows its new size (40% of 1536 blocks)" 614 "$(dmsetup table "$(pool_name "$MSR")" | awk '{print $7}')"
 
 test_begin "a writer at full speed fills a small pool while the monitor grows it"

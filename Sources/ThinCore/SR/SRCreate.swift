@@ -94,7 +94,8 @@ extension SRLifecycle {
             let sr = AttachedSR(names: names, catalog: catalog, lock: lock, host: host)
             try assembleEmptyPool(sr, layout: Pool.Layout(
                 metadataDevice: path(.metadata), dataDevice: path(.data), dataBytes: plan.dataBytes,
-                blockBytes: blockBytes, onFull: request.onFull), undo: &undo)
+                blockBytes: blockBytes, onFull: request.onFull,
+                lowWaterPercent: AutoextendPolicy().lowWaterPercent), undo: &undo)
             do { try host.lvm.retag(group: group, name: names.lv(.catalog), remove: [SRNames.incompleteTag], add: []) } catch {
                 throw ThinError.backend("cannot mark the SR complete", error)
             }
