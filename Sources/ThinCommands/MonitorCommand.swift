@@ -46,11 +46,14 @@ public struct SRMonitor: ToolCommand {
         while CancelSignals.received == nil {
             // Armed before the look: an event during it wakes the wait at once.
             let events = once ? nil : DeviceMapperEvents.arm()
-            for summary in AttachedSR.attachedSummaries(host: host) where CancelSignals.received == nil {
+            let attached = AttachedSR.attachedSummaries(host: host)
+            SRMetrics.removeStale(attached: Set(attached.map(\.uuid)))
+            for summary in attached where CancelSignals.received == nil {
                 do {
                     let sr = try AttachedSR.open(summary.uuid, for: .write, host: host)
                     defer { sr.close() }
                     let report = try await sr.watchPool()
+                    sr.publishMetrics()
                     if let message = report.message {
                         log(report.level == .normal ? .info : report.level == .grown ? .notice : .warning, message)
                     }

@@ -86,7 +86,7 @@ struct SRStatJSON: Encodable {
         sr = uuid
         name = record.name
         description = record.description
-        datasources = []
+        datasources = SRMetrics.datasources(SRNames(uuid: record.uuid))
         clustered = false
         health = [status.health.state, status.health.detail]
         attached = true

@@ -100,3 +100,33 @@ enum FileManagerFree {
         return stat(path, &info) == 0 && (info.st_mode & S_IFMT) == S_IFDIR
     }
 }
+
+@Suite("SR statistics for rrdd")
+struct MetricsTests {
+    @Test("CRC-32 is zlib's (the standard check value)")
+    func crc() {
+        #expect(CRC32.checksum(Array("123456789".utf8)) == 0xCBF4_3926)
+        #expect(CRC32.checksum([]) == 0)
+    }
+
+    @Test("protocol v2: header, checksums over timestamp+values and metadata, big-endian values, string metadata")
+    func encoding() throws {
+        let sources = [SRMetrics.Datasource(name: "a", value: 258, description: "x\"y", units: "B"),
+                       SRMetrics.Datasource(name: "b", value: -1, description: "", units: "")]
+        let bytes = SRMetrics.encode(sources, owner: "u", time: 1.5)
+        #expect(Array(bytes[0..<11]) == Array("DATASOURCES".utf8))
+        func u32(_ at: Int) -> UInt32 { bytes[at..<at + 4].reduce(0) { $0 << 8 | UInt32($1) } }
+        func u64(_ at: Int) -> UInt64 { bytes[at..<at + 8].reduce(0) { $0 << 8 | UInt64($1) } }
+        #expect(u32(19) == 2)
+        #expect(Double(bitPattern: u64(23)) == 1.5)
+        #expect(u64(31) == 258 && u64(39) == UInt64.max)
+        #expect(u32(11) == CRC32.checksum(Array(bytes[23..<47])))
+        let length = Int(u32(47))
+        let metadata = Array(bytes[51..<51 + length])
+        #expect(bytes.count == 51 + length)
+        #expect(u32(15) == CRC32.checksum(metadata))
+        let text = String(decoding: metadata, as: UTF8.self)
+        #expect(text.hasPrefix("{\"datasources\":{\"a\":{\"description\":\"x\\\"y\",\"owner\":\"sr u\""))
+        #expect(text.contains("\"value_type\":\"int64\"") && text.contains("\"type\":\"gauge\""))
+    }
+}

@@ -4,6 +4,30 @@
 mon_pool_mib() { dmsetup status "$(pool_name "$1")" | awk '{split($6, d, "/"); print int(d[2] * 64 / 1024)}'; }
 mon_data_lv_mib() { lvs --noheadings --units m --nosuffix -o lv_size "$2/thinsr_$(echo "$1" | tr -d -)_data" | awk '{printf "%d", $1}'; }
 
+# rrdd's directory, here in scratch (on a xapi host: /dev/shm/metrics).
+export THINSR_METRICS_DIR=$THINSR_SCRATCH/metrics
+mkdir -p "$THINSR_METRICS_DIR"
+# rrdd_values FILE: decodes rrdd's plugin protocol v2 (python, not our code): checks both CRC-32s and
+# prints "name=value owner" per datasource, in order.
+rrdd_values() {
+    python3 - "$1" <<'PY'
+import json, struct, sys, zlib
+data = open(sys.argv[1], "rb").read()
+assert data[:11] == b"DATASOURCES", "header"
+data_crc, meta_crc, count = struct.unpack(">IIi", data[11:23])
+values_end = 31 + 8 * count
+assert zlib.crc32(data[23:values_end]) & 0xffffffff == data_crc, "data checksum"
+(length,) = struct.unpack(">I", data[values_end:values_end + 4])
+metadata = data[values_end + 4:values_end + 4 + length]
+assert zlib.crc32(metadata) & 0xffffffff == meta_crc, "metadata checksum"
+sources = json.loads(metadata)["datasources"]
+assert all(isinstance(v, str) for s in sources.values() for v in s.values()), "metadata values are strings"
+values = struct.unpack(">%dq" % count, data[31:values_end])
+for (name, meta), value in zip(sources.items(), values):
+    print("%s=%d %s" % (name, value, meta["owner"]))
+PY
+}
+
 test_begin "autoextend policy: thinsr-set, thinsr-stat, the pool's low water mark"
 new_loop MO1 1200
 pvcreate -q "$MO1" >/dev/null && vgcreate -q monvg "$MO1" >/dev/null
@@ -41,6 +65,21 @@ check_eq "the report says so" "grown 33554432" \
     "$(jq -r --arg u "$MSR" '.[] | select(.sr == $u) | "\(.level) \(.grown_bytes)"' "$THINSR_SCRATCH/mon.json")"
 check_pool_agrees "$MSR" "after a monitor growth"
 check_eq "the pool's low water mark follows its new size (40% of 1536 blocks)" 614 "$(dmsetup table "$(pool_name "$MSR")" | awk '{print $7}')"
+
+test_begin "SR statistics for xapi's rrdd: the monitor publishes the pool's figures"
+METRICS=$THINSR_METRICS_DIR/thinsr-$MSR
+check "the monitor wrote rrdd's file for the SR" test -s "$METRICS"
+read -r _ _ _ _ used_meta_total used_data_total _ < <(dmsetup status "$(pool_name "$MSR")")
+check_eq "protocol v2, checksums good; the figures are dmsetup status arithmetic, owned by the SR" \
+    "thinsr_data_total=$(( ${used_data_total#*/} * 65536 )) sr $MSR
+thinsr_data_used=$(( ${used_data_total%/*} * 65536 )) sr $MSR
+thinsr_metadata_total=$(( ${used_meta_total#*/} * 4096 )) sr $MSR
+thinsr_metadata_used=$(( ${used_meta_total%/*} * 4096 )) sr $MSR
+thinsr_volumes=1 sr $MSR" "$(rrdd_values "$METRICS")"
+check_eq "SR.stat names it as xapi registers it" "[\"xeno+shm:///thinsr-$MSR\"]" "$(thinsr-stat --json mon | jq -c .datasources)"
+size_before=$(stat -c %s "$METRICS")
+thinsr-monitor --once 2>/dev/null
+check_eq "later looks rewrite it in place, at the same size (rrdd maps it once)" "$size_before" "$(stat -c %s "$METRICS")"
 
 test_begin "a writer at full speed fills a small pool while the monitor grows it"
 thinsr-set mon --autoextend-threshold 70 --autoextend-step 64M --warning-threshold 60
@@ -96,4 +135,7 @@ check "the data written before is intact" same_as_pattern "$MP" monwriter
 thinvdi-detach mon "$FV"
 thinvdi-detach mon "$MV"
 final_metadata_check "$MSR"
+check "the SR's detach removed its rrdd file" test ! -e "$METRICS"
+check_eq "and no rrdd file is left in the directory" 0 "$(ls "$THINSR_METRICS_DIR" | wc -l)"
+unset THINSR_METRICS_DIR
 vgremove -q -y monvg >/dev/null

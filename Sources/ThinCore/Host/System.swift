@@ -56,6 +56,17 @@ public enum System {
     }
 
     /// Writes a text file, replacing it (the man page and completion generators use it too).
+    static func writeBytes(_ path: String, _ bytes: [UInt8]) throws(ThinError) {
+        do {
+            let descriptor = try FileDescriptor.open(FilePath(path), .writeOnly,
+                                                     options: [.create, .truncate], permissions: [.ownerReadWrite])
+            defer { try? descriptor.close() }
+            _ = try descriptor.writeAll(bytes)
+        } catch {
+            throw ThinError(.backendFailure, "cannot write \(path): \(error)")
+        }
+    }
+
     public static func writeFile(_ path: String, _ text: String) throws(ThinError) {
         do {
             let descriptor = try FileDescriptor.open(FilePath(path), .writeOnly,

@@ -68,6 +68,7 @@ extension SRLifecycle {
             }
             attached.devices.removeStaleLinks()
             undo.discard()
+            attached.publishMetrics()
             return attached
         } catch {
             undo.run()

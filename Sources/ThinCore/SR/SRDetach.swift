@@ -63,7 +63,21 @@ extension SRLifecycle {
         FaultInjection.point("catalog-unmounted")
         try unmountCatalogCopy(names)
         System.removeDirectory(names.catalogMount)
-        for marker in [names.devicesChangingMarker, names.poolGrowingMarker] { System.removeFile(marker) }
+        for marker in [names.devicesChangingMarker, names.poolGrowingMarker, names.monitorLevelFile] {
+            System.removeFile(marker)
+        }
+        // What holders and transfers left (their volumes are detached now).
+        for area in ["holders", "transfers"] {
+            let directory = "\(names.runDirectory)/\(area)"
+            for entry in System.directoryEntries(directory) {
+                let path = "\(directory)/\(entry)"
+                for file in System.directoryEntries(path) { System.removeFile("\(path)/\(file)") }
+                System.removeDirectory(path)
+                System.removeFile(path)
+            }
+            System.removeDirectory(directory)
+        }
+        SRMetrics.remove(names)
         System.removeDirectory(names.runDirectory)
         System.removeDirectory(names.deviceDirectory)
         do {
