@@ -74,13 +74,16 @@ int CThinShims_dm_arm_events(void) {
     return descriptor;
 }
 
-int CThinShims_dm_wait_events(int descriptor, int timeout_ms) {
-    struct pollfd entry = { .fd = descriptor, .events = POLLIN, .revents = 0 };
-    int result = poll(&entry, 1, timeout_ms);
+int CThinShims_dm_wait_events(int descriptor, int timeout_ms, int wake_fd) {
+    struct pollfd entries[2] = {
+        { .fd = descriptor, .events = POLLIN, .revents = 0 },
+        { .fd = wake_fd, .events = POLLIN, .revents = 0 },
+    };
+    int result = poll(entries, wake_fd >= 0 ? 2 : 1, timeout_ms);
     int error = errno;
     close(descriptor);
     if (result < 0) return -error;
-    return result > 0 ? 1 : 0;
+    return (entries[0].revents & POLLIN) ? 1 : 0;
 }
 
 void CThinShims_syslog(int priority, const char *ident, const char *message) {

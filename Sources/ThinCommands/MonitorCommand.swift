@@ -43,41 +43,71 @@ public struct SRMonitor: ToolCommand {
         defer { withExtendedLifetime(instance) {} }
         if !once { log(.info, "watching every attached SR (interval \(interval) s)") }
         var reports: [MonitorJSON] = []
+        var firstFailure: ThinError?
+        var lastFailure: [String: String] = [:]   // logged once until it changes
         while CancelSignals.received == nil {
             // Armed before the look: an event during it wakes the wait at once.
             let events = once ? nil : DeviceMapperEvents.arm()
-            let attached = AttachedSR.attachedSummaries(host: host)
-            SRMetrics.removeStale(attached: Set(attached.map(\.uuid)))
-            for summary in attached where CancelSignals.received == nil {
+            SRMetrics.removeStale(host: host)
+            var retrySoon = false
+            for summary in AttachedSR.attachedSummaries(host: host) where CancelSignals.received == nil {
                 do {
-                    let sr = try AttachedSR.open(summary.uuid, for: .write, host: host)
-                    defer { sr.close() }
-                    let report = try await sr.watchPool()
-                    sr.publishMetrics()
+                    guard let report = try await look(at: summary.uuid, host: host) else {
+                        retrySoon = true   // a writer holds the SR: look again in a second, never wait behind it
+                        continue
+                    }
+                    lastFailure[summary.uuid] = nil
                     if let message = report.message {
                         log(report.level == .normal ? .info : report.level == .grown ? .notice : .warning, message)
                     }
-                    reports.append(MonitorJSON(report))
+                    if once { reports.append(MonitorJSON(report)) }
                 } catch where error.code == .srNotAttached || error.code == .srDoesNotExist {
                     continue   // detached since it was listed
                 } catch {
-                    log(.error, "SR \(summary.uuid): cannot watch its pool: \(error.message)")
+                    firstFailure = firstFailure ?? error
+                    if once { reports.append(MonitorJSON(failed: summary.uuid, name: summary.name, error)) }
+                    if lastFailure[summary.uuid] != error.message {
+                        lastFailure[summary.uuid] = error.message
+                        log(.error, "SR \(summary.uuid): cannot watch its pool: \(error.message)")
+                    }
                 }
             }
-            if once { break }
-            let milliseconds = Int32(interval * 1000)
+            if once || CancelSignals.received != nil { break }
+            let milliseconds = Int32((retrySoon ? 1 : interval) * 1000)
             if let events {
-                _ = events.wait(milliseconds: milliseconds)
+                _ = events.wait(milliseconds: milliseconds, wake: CancelSignals.wakeDescriptor)
             } else {
                 // No event support: sleep in short steps so a stop is quick.
-                for _ in 0..<(interval * 10) where CancelSignals.received == nil {
+                for _ in 0..<(milliseconds / 100) where CancelSignals.received == nil {
                     try? await Task.sleep(for: .milliseconds(100))
                 }
             }
         }
         if once && output.json { Console.printJSON(reports) }
         if !once { log(.info, "stopped") }
+        if once, let firstFailure { throw firstFailure }
         return 0
+    }
+
+    /// One look at one SR: without its lock first; with it, if it is free,
+    /// when the pool needs to grow. nil: the lock was busy.
+    private func look(at uuid: String, host: Host) async throws(ThinError) -> PoolWatchReport? {
+        let reader = try AttachedSR.open(uuid, for: .read, host: host)
+        let report: PoolWatchReport
+        do {
+            report = try await reader.watchPool(grow: false)
+            reader.publishMetrics()
+        } catch {
+            reader.close()
+            throw error
+        }
+        reader.close()
+        guard report.needsGrowth else { return report }
+        guard let writer = try AttachedSR.openForWritingIfFree(uuid, host: host) else { return nil }
+        defer { writer.close() }
+        let grown = try await writer.watchPool(grow: true)
+        writer.publishMetrics()
+        return grown
     }
 
     private func log(_ priority: SystemLog.Priority, _ message: String) {
@@ -94,6 +124,18 @@ struct MonitorJSON: Encodable {
     var level: String
     var grown_bytes: UInt64
     var message: String?
+
+    var error: String?
+
+    init(failed uuid: String, name: String, _ failure: ThinError) {
+        sr = uuid
+        self.name = name
+        data_percent = 0
+        metadata_percent = 0
+        level = "error"
+        grown_bytes = 0
+        error = failure.message
+    }
 
     init(_ report: PoolWatchReport) {
         sr = report.uuid

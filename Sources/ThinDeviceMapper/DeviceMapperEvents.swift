@@ -17,15 +17,15 @@ public struct DeviceMapperEvents: ~Copyable {
 
     private init(descriptor: Int32) { self.descriptor = descriptor }
 
-    /// Waits for an event or `milliseconds`; true when an event came (a signal
-    /// ends the wait too, returning false).
-    public consuming func wait(milliseconds: Int32) -> Bool {
-        let result = CThinShims_dm_wait_events(descriptor, milliseconds)
+    /// Waits for an event, `milliseconds`, or `wake` (a descriptor a signal
+    /// handler makes readable) whichever comes first; true when an event came.
+    public consuming func wait(milliseconds: Int32, wake: Int32 = -1) -> Bool {
+        let result = CThinShims_dm_wait_events(descriptor, milliseconds, wake)
         discard self
         return result == 1
     }
 
-    deinit { _ = CThinShims_dm_wait_events(descriptor, 0) }
+    deinit { _ = CThinShims_dm_wait_events(descriptor, 0, -1) }
 }
 
 /// The system log (the journal on systemd hosts), for a daemon's warnings and actions.

@@ -10,6 +10,10 @@ import Glibc
 /// group of the copy running now, which the handler stops with it.
 private let receivedCancelSignal = Atomic<Int32>(0)
 private let runningGroup = Atomic<Int32>(0)
+/// The write end of a pipe the handler writes a byte to, so a poll that
+/// includes the read end wakes at once whichever thread the signal reaches.
+private let wakeWriter = Atomic<Int32>(-1)
+private let wakeReader = Atomic<Int32>(-1)
 
 /// SIGINT, SIGTERM and SIGHUP as a request to cancel: long copies (import,
 /// export, serve) check for it between their steps and stop the engine they
@@ -21,16 +25,37 @@ public enum CancelSignals {
         // Initialise both globals here, not for the first time inside the handler.
         _ = receivedCancelSignal.load(ordering: .relaxed)
         _ = runningGroup.load(ordering: .relaxed)
+        if wakeReader.load(ordering: .relaxed) < 0 {
+            var ends: [Int32] = [-1, -1]
+            // pipe2 needs _GNU_SOURCE: pipe, then the flags.
+            if pipe(&ends) == 0 {
+                for end in ends {
+                    _ = fcntl(end, F_SETFD, FD_CLOEXEC)
+                    _ = fcntl(end, F_SETFL, O_NONBLOCK)
+                }
+                wakeReader.store(ends[0], ordering: .relaxed)
+                wakeWriter.store(ends[1], ordering: .relaxed)
+            }
+        }
         var action = sigaction()
         action.__sigaction_handler.sa_handler = { signal in
             receivedCancelSignal.store(signal, ordering: .relaxed)
             let group = runningGroup.load(ordering: .relaxed)
             if group > 0 { kill(-group, SIGTERM) }
+            let writer = wakeWriter.load(ordering: .relaxed)
+            if writer >= 0 {
+                var byte: UInt8 = 1
+                _ = write(writer, &byte, 1)
+            }
         }
         sigemptyset(&action.sa_mask)
         action.sa_flags = SA_RESTART
         for signal in [SIGINT, SIGTERM, SIGHUP] { sigaction(signal, &action, nil) }
     }
+
+    /// A descriptor that becomes readable when a cancel signal arrives (-1
+    /// before `install`), for waits that poll.
+    public static var wakeDescriptor: Int32 { wakeReader.load(ordering: .relaxed) }
 
     /// The signal received, if any.
     public static var received: Int32? {

@@ -109,7 +109,7 @@ struct MetricsTests {
         #expect(CRC32.checksum([]) == 0)
     }
 
-    @Test("protocol v2: header, checksums over timestamp+values and metadata, big-endian values, string metadata")
+    @Test("protocol v2: header, checksums over timestamp+values and metadata, big-endian int64s, string metadata")
     func encoding() throws {
         let sources = [SRMetrics.Datasource(name: "a", value: 258, description: "x\"y", units: "B"),
                        SRMetrics.Datasource(name: "b", value: -1, description: "", units: "")]
@@ -118,7 +118,7 @@ struct MetricsTests {
         func u32(_ at: Int) -> UInt32 { bytes[at..<at + 4].reduce(0) { $0 << 8 | UInt32($1) } }
         func u64(_ at: Int) -> UInt64 { bytes[at..<at + 8].reduce(0) { $0 << 8 | UInt64($1) } }
         #expect(u32(19) == 2)
-        #expect(Double(bitPattern: u64(23)) == 1.5)
+        #expect(u64(23) == 1)   // int64 seconds, as rrdd reads it
         #expect(u64(31) == 258 && u64(39) == UInt64.max)
         #expect(u32(11) == CRC32.checksum(Array(bytes[23..<47])))
         let length = Int(u32(47))

@@ -11,10 +11,12 @@ mkdir -p "$THINSR_METRICS_DIR"
 # prints "name=value owner" per datasource, in order.
 rrdd_values() {
     python3 - "$1" <<'PY'
-import json, struct, sys, zlib
+import json, struct, sys, time, zlib
 data = open(sys.argv[1], "rb").read()
 assert data[:11] == b"DATASOURCES", "header"
 data_crc, meta_crc, count = struct.unpack(">IIi", data[11:23])
+(stamp,) = struct.unpack(">q", data[23:31])
+assert abs(stamp - time.time()) < 120, "timestamp: int64 seconds, now (got %d)" % stamp
 values_end = 31 + 8 * count
 assert zlib.crc32(data[23:values_end]) & 0xffffffff == data_crc, "data checksum"
 (length,) = struct.unpack(">I", data[values_end:values_end + 4])
@@ -28,14 +30,26 @@ for (name, meta), value in zip(sources.items(), values):
 PY
 }
 
+# wait_monitor PID: until that monitor holds the lock (its pid file names it), up to 30 s.
+wait_monitor() {
+    for _ in $(seq 300); do [ "$(cat /run/thinsr/monitor.pid 2>/dev/null)" = "$1" ] && return 0; sleep 0.1; done
+    echo "monitor $1 did not start" >&2
+}
+
 test_begin "autoextend policy: thinsr-set, thinsr-stat, the pool's low water mark"
 new_loop MO1 1200
 pvcreate -q "$MO1" >/dev/null && vgcreate -q monvg "$MO1" >/dev/null
 MSR=$(thinsr-create --name mon --vg monvg --pool-size 64M)
-check_eq "defaults: grow at 80% by 20%, warn at 75%" "80 20% 75" \
+check_eq "a be-nice SR keeps the pool it was given: growth off (threshold 100), step 20%, warn at 75%" "100 20% 75" \
     "$(thinsr-stat --json mon | jq -r '"\(.autoextend_threshold) \(.autoextend_step) \(.warning_threshold)"')"
-check_eq "the default low water mark is the threshold's complement (20% of 1024 blocks)" 204 \
+check_eq "its low water mark is then a twentieth of 1024 blocks" 51 \
     "$(dmsetup table "$(pool_name "$MSR")" | awk '{print $7}')"
+new_loop MO2 700
+OSR=$(thinsr-create --name monown --device "$MO2")
+check_eq "an own-the-world SR grows by default: at 80% by 20%, low water mark 20% of its blocks" \
+    "80 $(( $(dmsetup status "$(pool_name "$OSR")" | awk '{split($6, d, "/"); print d[2]}') * 20 / 100 ))" \
+    "$(thinsr-stat --json monown | jq -r .autoextend_threshold) $(dmsetup table "$(pool_name "$OSR")" | awk '{print $7}')"
+thinsr-detach monown && thinsr-destroy --force monown
 check "thinsr-set --autoextend-threshold 60 --autoextend-step 32M --warning-threshold 50" \
     thinsr-set mon --autoextend-threshold 60 --autoextend-step 32M --warning-threshold 50
 check_eq "thinsr-stat shows it" "60 33554432 50" \
@@ -77,15 +91,15 @@ thinsr_metadata_total=$(( ${used_meta_total#*/} * 4096 )) sr $MSR
 thinsr_metadata_used=$(( ${used_meta_total%/*} * 4096 )) sr $MSR
 thinsr_volumes=1 sr $MSR" "$(rrdd_values "$METRICS")"
 check_eq "SR.stat names it as xapi registers it" "[\"xeno+shm:///thinsr-$MSR\"]" "$(thinsr-stat --json mon | jq -c .datasources)"
-size_before=$(stat -c %s "$METRICS")
+file_before=$(stat -c '%s %i' "$METRICS")
 thinsr-monitor --once 2>/dev/null
-check_eq "later looks rewrite it in place, at the same size (rrdd maps it once)" "$size_before" "$(stat -c %s "$METRICS")"
+check_eq "later looks rewrite it in place, same size and inode (rrdd maps it once)" "$file_before" "$(stat -c '%s %i' "$METRICS")"
 
 test_begin "a writer at full speed fills a small pool while the monitor grows it"
 thinsr-set mon --autoextend-threshold 70 --autoextend-step 64M --warning-threshold 60
 thinsr-monitor --interval 1 2> "$THINSR_SCRATCH/monitor.log" &
 monitor=$!
-sleep 1
+wait_monitor $monitor
 expect_failure 3 "a second monitor is refused while one runs" thinsr-monitor --once
 write_pattern "$MP" monwriter 400   # 400 MiB into a pool of 96 MiB: it must grow four times or more
 writer_status=$?
@@ -101,7 +115,7 @@ check "and it said it stopped" grep -q "stopped" "$THINSR_SCRATCH/monitor.log"
 test_begin "a killed monitor leaves the pool as it was; the next start catches up"
 thinsr-monitor --interval 60 2>/dev/null &
 monitor=$!
-sleep 1
+wait_monitor $monitor
 kill -KILL $monitor; wait $monitor 2>/dev/null
 size=$(mon_pool_mib "$MSR")
 used_target=$(( size * 80 / 100 ))
@@ -119,8 +133,10 @@ check "the first look warns that the VG has no free space" grep -q "no free spac
 check_eq "the second says nothing (once per crossing)" 0 "$(grep -c 'no free space' "$THINSR_SCRATCH/stuck2.log")"
 FV=$(thinvdi-create mon --name fill --size 1G)
 FP=$(thinvdi-attach mon "$FV")
-check "with --on-full error, writing past the pool's data fails at once" bash -c \
-    "! timeout 60 dd if=/dev/zero of='$FP' bs=1M count=1000 oflag=direct status=none 2>/dev/null"
+timeout 60 dd if=/dev/urandom of="$FP" bs=1M count=1000 oflag=direct status=none 2>/dev/null
+fill_status=$?
+check "with --on-full error, writing past the pool's data fails with an I/O error, not a hang (exit $fill_status)" \
+    test "$fill_status" != 0 -a "$fill_status" != 124
 check_eq "the pool is out of data space" out_of_data_space "$(pool_status_field "$MSR" 5)"
 size=$(mon_pool_mib "$MSR")
 lvremove -q -y monvg/filler >/dev/null
@@ -130,12 +146,14 @@ check "once space is back, the monitor grows what there is and says it was less 
     grep -q "less than the step" "$THINSR_SCRATCH/regrow.log"
 check "the pool grew" test "$(mon_pool_mib "$MSR")" -gt "$size"
 check_eq "and left out-of-data-space mode" rw "$(pool_status_field "$MSR" 5)"
-check "writes work again" dd if=/dev/zero of="$FP" bs=1M count=8 oflag=direct conv=notrunc status=none
+used_before=$(dmsetup status "$(pool_name "$MSR")" | awk '{split($6, d, "/"); print d[1]}')
+check "writes to unprovisioned blocks work again" dd if=/dev/urandom of="$FP" bs=1M seek=1016 count=8 oflag=direct conv=notrunc status=none
+check "and provision new blocks" test "$(dmsetup status "$(pool_name "$MSR")" | awk '{split($6, d, "/"); print d[1]}')" -gt "$used_before"
 check "the data written before is intact" same_as_pattern "$MP" monwriter
 thinvdi-detach mon "$FV"
 thinvdi-detach mon "$MV"
 final_metadata_check "$MSR"
 check "the SR's detach removed its rrdd file" test ! -e "$METRICS"
-check_eq "and no rrdd file is left in the directory" 0 "$(ls "$THINSR_METRICS_DIR" | wc -l)"
+check_eq "and no rrdd file is left in the directory" "" "$(ls -A "$THINSR_METRICS_DIR" | xargs)"
 unset THINSR_METRICS_DIR
 vgremove -q -y monvg >/dev/null

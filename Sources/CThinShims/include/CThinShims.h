@@ -32,9 +32,10 @@ int CThinShims_udev_is_running(void);
 /// the next event of any device after this call. Returns -errno on failure.
 int CThinShims_dm_arm_events(void);
 
-/// Waits up to `timeout_ms` for the armed descriptor; 1: an event, 0: the
-/// timeout, -errno otherwise (EINTR when a signal came). Closes it.
-int CThinShims_dm_wait_events(int descriptor, int timeout_ms);
+/// Waits up to `timeout_ms` for the armed descriptor, or for `wake_fd` (a
+/// pipe a signal handler writes to; -1 for none) to become readable; 1: an
+/// event, 0: the timeout or a wake, -errno otherwise. Closes `descriptor`.
+int CThinShims_dm_wait_events(int descriptor, int timeout_ms, int wake_fd);
 
 /// syslog(3) is variadic: the shim logs one preformatted message.
 void CThinShims_syslog(int priority, const char *ident, const char *message);

@@ -65,6 +65,7 @@ final class Catalog {
                                       ("warning_threshold", "INTEGER NOT NULL DEFAULT 75")]
         where !columns.contains(column) {
             try database.execute("ALTER TABLE sr ADD COLUMN \(column) \(declaration)")
+            if column == "autoextend_threshold" { try database.execute(Self.beNiceNeverGrows) }
         }
         let volumeColumns = try database.query("PRAGMA table_info(volume)").compactMap { $0.text(1) }
         for (column, declaration) in [("cbt_enabled", "INTEGER NOT NULL DEFAULT 0"), ("data_source", "TEXT"),
@@ -91,9 +92,14 @@ final class Catalog {
                 .integer(Int64(record.blockSizeBytes)), .integer(Int64(record.transactionID)),
                 .integer(Int64(record.nextThinID.value)), .integer(record.createdAt), .text(record.onFull.rawValue),
             ])
+            try catalog.database.execute(beNiceNeverGrows)
         }
         return catalog
     }
+
+    /// A be-nice SR takes exactly the pool it was given: its monitor policy
+    /// starts off (threshold 100) until the admin sets one.
+    static let beNiceNeverGrows = "UPDATE sr SET autoextend_threshold = 100 WHERE mode = '\(SRMode.beNice.rawValue)'"
 
     static let schema = """
         CREATE TABLE sr (

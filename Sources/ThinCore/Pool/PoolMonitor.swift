@@ -23,6 +23,9 @@ public struct PoolWatchReport: Sendable {
     /// One line for the journal, or nil when nothing is worth saying (a level
     /// already reported is not repeated at every look).
     public var message: String?
+    /// A look without the SR lock found the threshold crossed: growing needs
+    /// a look with it (`watchPool(grow: true)`).
+    public var needsGrowth = false
 }
 
 extension AttachedSR {
@@ -32,10 +35,15 @@ extension AttachedSR {
     /// by the same LVM commands and table reload as `thinsr-extend`, so a
     /// growth killed half way is finished by the next one. A level is
     /// reported once per crossing: the monitor warns, it does not nag.
-    public func watchPool() async throws(ThinError) -> PoolWatchReport {
+    ///
+    /// Without `grow` (an SR opened to read, no lock: a look must never wait
+    /// behind a writer, such as a snapshot suspending a device while the pool
+    /// fills) it only reports; crossing the threshold then says `needsGrowth`
+    /// and records nothing, and the caller takes the lock if it is free.
+    public func watchPool(grow: Bool) async throws(ThinError) -> PoolWatchReport {
         let record = try self.record
         let policy = record.autoextend
-        let usage = try recovered()
+        let usage = grow ? try recovered() : try pool.usage()
         let block = record.blockSizeBytes
         let dataPercent = Self.percent(usage.usedDataBlocks, of: usage.totalDataBlocks)
         let metadataPercent = Self.percent(usage.usedMetadataBlocks, of: usage.totalMetadataBlocks)
@@ -46,23 +54,32 @@ extension AttachedSR {
         var level: PoolWatchReport.Level = max(dataPercent, metadataPercent) >= policy.warningPercent ? .warning : .normal
         var grown: UInt64 = 0
         var action = ""
-        if policy.growsPool, max(dataPercent, metadataPercent) >= policy.thresholdPercent {
+        let crossed = policy.growsPool && max(dataPercent, metadataPercent) >= policy.thresholdPercent
+        if crossed && !grow {
+            return PoolWatchReport(uuid: names.uuidString, name: record.name, dataPercent: dataPercent,
+                                   metadataPercent: metadataPercent, level: level, grownBytes: 0, message: nil,
+                                   needsGrowth: true)
+        }
+        if crossed {
             let step = dataPercent >= policy.thresholdPercent ? policy.step.bytes(of: dataBytes) : 0
             // The step, or what the volume group has when that is less (metadata,
             // the spare and the catalog may take some of it: halve until it fits).
             let (group, _, _, _, _) = try storage(record.volumeGroup)
             let extent = max(group.extentBytes, 512)
             var request = min(step, group.freeBytes / extent * extent)
-            let partial = request < step
+            var refusal: ThinError?
             while true {
                 do {
                     _ = try await extend(SRExtendRequest(size: .by(request), devices: []))
+                    refusal = nil
                     break
                 } catch where error.code == .noSpace {
+                    refusal = error
                     guard request >= extent else { break }
                     request = request / 2 / extent * extent
                 }
             }
+            let partial = request < step
             let after = try pool.usage()
             grown = after.totalDataBlocks > usage.totalDataBlocks ? (after.totalDataBlocks - usage.totalDataBlocks) * block : 0
             let metadataGrown = after.totalMetadataBlocks > usage.totalMetadataBlocks
@@ -74,11 +91,17 @@ extension AttachedSR {
                     .compactMap { $0 }.joined(separator: " and ")
                     + " from volume group \(record.volumeGroup)"
                     + (partial ? " (less than the step \(policy.step.text): all the volume group had)" : "")
-            } else {
+            } else if group.freeBytes < extent {
                 level = .stuck
                 action = ": the threshold is \(policy.thresholdPercent)% but volume group \(record.volumeGroup) has no "
                     + "free space to grow into; add a device (thinsr-extend --device, or vgextend); when data is full, "
                     + "writes \(record.onFull == .queue ? "queue" : "fail")"
+            } else {
+                // Room in the VG, yet nothing to grow: metadata below half used (extend doubles it past
+                // that) or at its maximum, with data below the threshold.
+                level = .warning
+                action = ": at the threshold (\(policy.thresholdPercent)%) but nothing could grow"
+                    + (refusal.map { " (\($0.message))" } ?? "")
             }
         }
         let last = System.readFile(names.monitorLevelFile).flatMap {

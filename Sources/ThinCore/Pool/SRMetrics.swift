@@ -12,7 +12,7 @@ import Glibc
 /// the detach removes it.
 ///
 /// Layout (big-endian): "DATASOURCES", CRC-32 of the data, CRC-32 of the
-/// metadata, the datasource count, the timestamp (a double), one 8-byte value
+/// metadata, the datasource count, the timestamp (int64 seconds), one 8-byte value
 /// per datasource, the metadata's length, the metadata (JSON whose values
 /// are all strings, datasources in value order).
 public enum SRMetrics {
@@ -72,7 +72,8 @@ public enum SRMetrics {
         }
         let metadata = Array(("{\"datasources\":{" + entries.joined(separator: ",") + "}}").utf8)
         var data: [UInt8] = []
-        data.appendBigEndian(time.bitPattern)
+        // rrdd reads the timestamp as int64 seconds (rrd_protocol_v2.ml), whatever its design note says.
+        data.appendBigEndian(Int64(time))
         for source in sources { data.appendBigEndian(UInt64(bitPattern: source.value)) }
         var bytes = Array("DATASOURCES".utf8)
         bytes.appendBigEndian(CRC32.checksum(data))
@@ -105,13 +106,20 @@ public enum SRMetrics {
         if (try? System.rename(temporary, to: target)) == nil { System.removeFile(temporary) }
     }
 
-    static func remove(_ names: SRNames) { System.removeFile(path(names)) }
+    static func remove(_ names: SRNames) {
+        System.removeFile(path(names))
+        System.removeFile(path(names) + ".tmp")   // a writer killed before its rename
+    }
 
     /// Files of SRs that are not attached here any more (a detach the
     /// monitor did not see, a crash): removed, so rrdd stops reading them.
-    public static func removeStale(attached: Set<String>) {
-        for entry in System.directoryEntries(directory) where entry.hasPrefix("thinsr-") && !entry.hasSuffix(".tmp") {
-            if !attached.contains(String(entry.dropFirst("thinsr-".count))) { System.removeFile("\(directory)/\(entry)") }
+    public static func removeStale(host: Host = .live) {
+        for entry in System.directoryEntries(directory) where entry.hasPrefix("thinsr-") {
+            // Stale means its catalog is not mounted: an SR that could not be opened for a moment keeps its file.
+            let name = entry.hasSuffix(".tmp") ? String(entry.dropLast(4)) : entry
+            guard let uuid = UUID(uuidString: String(name.dropFirst("thinsr-".count))),
+                  !host.system.isMounted(SRNames(uuid: uuid).catalogMount) else { continue }
+            System.removeFile("\(directory)/\(entry)")
         }
     }
 }

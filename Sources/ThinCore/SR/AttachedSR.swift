@@ -67,6 +67,16 @@ public final class AttachedSR {
                                      host: host))
     }
 
+    /// Opens an attached SR for writing only if its lock is free now (nil when
+    /// another process holds it): for a monitor that must never queue
+    /// behind a writer.
+    public static func openForWritingIfFree(_ uuid: String, host: Host = .live) throws(ThinError) -> AttachedSR? {
+        guard let parsed = UUID(uuidString: uuid) else { throw Discovery.notFound(uuid) }
+        let names = SRNames(uuid: parsed)
+        guard let lock = try FileLock.attempt(path: names.lockFile, mode: .exclusive) else { return nil }
+        return try open(names, for: .write, lock: lock, host: host)
+    }
+
     /// Opens the attached SR with these names. A writer takes the SR lock
     /// (or uses `lock`, which a lifecycle operation holds) before it opens the
     /// catalog; a reader holds the readers lock while the catalog is open.

@@ -95,7 +95,7 @@ extension SRLifecycle {
             try assembleEmptyPool(sr, layout: Pool.Layout(
                 metadataDevice: path(.metadata), dataDevice: path(.data), dataBytes: plan.dataBytes,
                 blockBytes: blockBytes, onFull: request.onFull,
-                lowWaterPercent: AutoextendPolicy().lowWaterPercent), undo: &undo)
+                lowWaterPercent: try catalog.srRecord().autoextend.lowWaterPercent), undo: &undo)
             do { try host.lvm.retag(group: group, name: names.lv(.catalog), remove: [SRNames.incompleteTag], add: []) } catch {
                 throw ThinError.backend("cannot mark the SR complete", error)
             }
