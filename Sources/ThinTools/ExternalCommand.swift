@@ -49,13 +49,19 @@ public enum ExternalCommand {
         return nil
     }
 
-    /// Runs `program` and returns its output whatever its exit status.
-    public static func run(_ program: String, _ arguments: [String],
-                           outputLimit: Int = 16 << 20) async throws(ExternalCommandError) -> ExternalCommandResult {
+    /// `program`'s path, or the error that says to install it.
+    static func requirePath(_ program: String, _ arguments: [String]) throws(ExternalCommandError) -> String {
         guard let path = locate(program) else {
             throw ExternalCommandError(program: program, arguments: arguments, exitStatus: nil,
                                        standardError: "\(program) not found; install it (see `make deps`)")
         }
+        return path
+    }
+
+    /// Runs `program` and returns its output whatever its exit status.
+    public static func run(_ program: String, _ arguments: [String],
+                           outputLimit: Int = 16 << 20) async throws(ExternalCommandError) -> ExternalCommandResult {
+        let path = try requirePath(program, arguments)
         let start = ContinuousClock.now
         do {
             let result = try await Subprocess.run(

@@ -117,10 +117,7 @@ extension ExternalCommand {
         _ program: String, _ arguments: [String], progressOn stream: ProgressStream = .standardOutput,
         environment: [String: String] = [:], progress: @escaping @Sendable (Double) -> Void
     ) async throws(ExternalCommandError) -> ExternalCommandResult {
-        guard let path = locate(program) else {
-            throw ExternalCommandError(program: program, arguments: arguments, exitStatus: nil,
-                                       standardError: "\(program) not found; install it (see `make deps`)")
-        }
+        let path = try requirePath(program, arguments)
         var options = PlatformOptions()
         options.processGroupID = 0
         let start = ContinuousClock.now
@@ -138,13 +135,7 @@ extension ExternalCommand {
                 ) { execution in
                     CancelSignals.running(execution.processIdentifier.value)
                     defer { CancelSignals.running(0) }
-                    var rest = ""
-                    for try await buffer in execution.standardOutput {
-                        let (fraction, text) = EngineProgress.parse(buffer.withUnsafeBytes { String(decoding: $0, as: UTF8.self) })
-                        if let fraction { progress(fraction) }
-                        if !text.isEmpty { rest += text + "\n" }
-                    }
-                    return rest
+                    return try await drainProgress(execution.standardOutput, progress)
                 }
                 status = result.terminationStatus
                 messages = result.standardError + result.closureResult
@@ -156,13 +147,7 @@ extension ExternalCommand {
                 ) { execution in
                     CancelSignals.running(execution.processIdentifier.value)
                     defer { CancelSignals.running(0) }
-                    var rest = ""
-                    for try await buffer in execution.standardError {
-                        let (fraction, text) = EngineProgress.parse(buffer.withUnsafeBytes { String(decoding: $0, as: UTF8.self) })
-                        if let fraction { progress(fraction) }
-                        if !text.isEmpty { rest += text + "\n" }
-                    }
-                    return rest
+                    return try await drainProgress(execution.standardError, progress)
                 }
                 status = result.terminationStatus
                 messages = result.closureResult
@@ -180,16 +165,26 @@ extension ExternalCommand {
         }
     }
 
+    /// Reads an engine's output to its end: progress tokens to `progress`,
+    /// everything else returned.
+    private static func drainProgress(_ output: SubprocessOutputSequence,
+                                      _ progress: (Double) -> Void) async throws -> String {
+        var rest = ""
+        for try await buffer in output {
+            let (fraction, text) = EngineProgress.parse(buffer.withUnsafeBytes { String(decoding: $0, as: UTF8.self) })
+            if let fraction { progress(fraction) }
+            if !text.isEmpty { rest += text + "\n" }
+        }
+        return rest
+    }
+
     /// Runs a long-lived program (a server) in its own process group with
     /// this process's standard output and error, until it exits or a cancel
     /// signal stops it; `ready` is called once the file `readyFile` (the
     /// server's own pid file, written when it accepts connections) appears.
     public static func runForwardingSignals(_ program: String, _ arguments: [String], ready readyFile: String,
                                             ready: @escaping @Sendable () -> Void) async throws(ExternalCommandError) -> Int32 {
-        guard let path = locate(program) else {
-            throw ExternalCommandError(program: program, arguments: arguments, exitStatus: nil,
-                                       standardError: "\(program) not found; install it (see `make deps`)")
-        }
+        let path = try requirePath(program, arguments)
         var options = PlatformOptions()
         options.processGroupID = 0
         do {

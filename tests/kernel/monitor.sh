@@ -49,7 +49,9 @@ OSR=$(thinsr-create --name monown --device "$MO2")
 check_eq "an own-the-world SR grows by default: at 80% by 20%, low water mark 20% of its blocks" \
     "80 $(( $(dmsetup status "$(pool_name "$OSR")" | awk '{split($6, d, "/"); print d[2]}') * 20 / 100 ))" \
     "$(thinsr-stat --json monown | jq -r .autoextend_threshold) $(dmsetup table "$(pool_name "$OSR")" | awk '{print $7}')"
-thinsr-detach monown && thinsr-destroy --force monown
+check "thinsr-detach monown" thinsr-detach monown
+check "thinsr-destroy --force monown" thinsr-destroy --force monown
+check_eq "and it left no rrdd file" "" "$(ls -A "$THINSR_METRICS_DIR" | xargs)"
 check "thinsr-set --autoextend-threshold 60 --autoextend-step 32M --warning-threshold 50" \
     thinsr-set mon --autoextend-threshold 60 --autoextend-step 32M --warning-threshold 50
 check_eq "thinsr-stat shows it" "60 33554432 50" \

@@ -36,7 +36,10 @@ extension SRLifecycle {
             throw ThinError(.catalogInconsistent, "SR \(names.uuidString) in VG \(sr.volumeGroup) is missing some "
                             + "of its LVs (has: \(sr.volumes.keys.map(\.rawValue).sorted().joined(separator: ", ")))")
         }
-        return try await assemble(sr, lock: lock, recover: true)
+        let attached = try await assemble(sr, lock: lock, recover: true)
+        // Only an attach publishes rrdd's figures: an offline check assembles the pool too, then tears it down.
+        attached.publishMetrics()
+        return attached
     }
 
     /// Activates the LVs, checks the metadata, mounts the catalog and
@@ -68,7 +71,6 @@ extension SRLifecycle {
             }
             attached.devices.removeStaleLinks()
             undo.discard()
-            attached.publishMetrics()
             return attached
         } catch {
             undo.run()

@@ -67,6 +67,7 @@ public struct SRLifecycle: Sendable {
         if host.system.isMounted(names.catalogMount) { try unmountCatalog(names) }
         try unmountCatalogCopy(names)
         System.removeDirectory(names.catalogMount)
+        SRMetrics.remove(names)   // a detached SR has none; a host that crashed while attached may have left one
         System.removeDirectory(names.runDirectory)
         if sr.volumeGroup == names.ownVolumeGroup { return try removeOwnVolumeGroup(sr.volumeGroup) }
         // The catalog LV goes last: a destroy killed half way leaves an SR
