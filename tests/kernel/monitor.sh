@@ -51,7 +51,7 @@ check_eq "an own-the-world SR grows by default: at 80% by 20%, low water mark 20
     "$(thinsr-stat --json monown | jq -r .autoextend_threshold) $(dmsetup table "$(pool_name "$OSR")" | awk '{print $7}')"
 check "thinsr-detach monown" thinsr-detach monown
 check "thinsr-destroy --force monown" thinsr-destroy --force monown
-check_eq "and it left no rrdd file" "" "$(ls -A "$THINSR_METRICS_DIR" | xargs)"
+check "and it left no rrdd file" test ! -e "$THINSR_METRICS_DIR/thinsr-$OSR"
 check "thinsr-set --autoextend-threshold 60 --autoextend-step 32M --warning-threshold 50" \
     thinsr-set mon --autoextend-threshold 60 --autoextend-step 32M --warning-threshold 50
 check_eq "thinsr-stat shows it" "60 33554432 50" \
@@ -156,6 +156,7 @@ thinvdi-detach mon "$FV"
 thinvdi-detach mon "$MV"
 final_metadata_check "$MSR"
 check "the SR's detach removed its rrdd file" test ! -e "$METRICS"
-check_eq "and no rrdd file is left in the directory" "" "$(ls -A "$THINSR_METRICS_DIR" | xargs)"
+# (Other parts of the lane may leave SRs attached, whose files the monitor keeps: only this part's are checked.)
+check "nor the own-the-world SR's" test ! -e "$THINSR_METRICS_DIR/thinsr-$OSR"
 unset THINSR_METRICS_DIR
 vgremove -q -y monvg >/dev/null
