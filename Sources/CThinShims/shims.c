@@ -57,6 +57,7 @@ int CThinShims_udev_is_running(void) {
 #include <syslog.h>
 #include <unistd.h>
 #include <linux/dm-ioctl.h>
+#include <linux/fs.h>
 
 int CThinShims_dm_arm_events(void) {
     int descriptor = open("/dev/mapper/control", O_RDWR | O_CLOEXEC);
@@ -92,4 +93,9 @@ void CThinShims_syslog(int priority, const char *ident, const char *message) {
     strncpy(saved, ident, sizeof saved - 1);
     openlog(saved, LOG_PID, LOG_DAEMON);
     syslog(priority, "%s", message);
+}
+
+int CThinShims_zero_range(int descriptor, uint64_t offset, uint64_t length) {
+    uint64_t range[2] = {offset, length};
+    return ioctl(descriptor, BLKZEROOUT, range) == 0 ? 0 : -errno;
 }

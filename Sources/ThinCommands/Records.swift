@@ -18,8 +18,11 @@ struct VolumeJSON: Encodable {
     // thinsr's own
     var sr: String
     var kind: String
-    /// Nil once the snapshot's data was destroyed (no thin device left).
+    /// Nil once the snapshot's data was destroyed (no thin device left), and for a preallocated volume.
     var thin_id: UInt32?
+    /// A raw LV beside the pool, not a thin volume.
+    var preallocated: Bool
+    var raw_lv: String?
     var created: String
     var attached: Bool
     var device_path: String?
@@ -40,7 +43,9 @@ struct VolumeJSON: Encodable {
         keys = record.keys
         cbt_enabled = record.cbtEnabled
         kind = record.dataDestroyed ? "cbt_metadata" : record.kind.rawValue
-        thin_id = record.dataDestroyed ? nil : record.thinID.value
+        thin_id = record.dataDestroyed || record.isPreallocated ? nil : record.thinID.value
+        preallocated = record.isPreallocated
+        raw_lv = record.rawLV
         created = isoTimestamp(record.createdAt)
         attached = view.devicePath != nil
         device_path = view.devicePath
@@ -79,6 +84,10 @@ struct SRStatJSON: Encodable {
     var volume_count: Int
     var attached_volume_count: Int
     var created: String
+    /// free_space = pool_free + vg_free; total_space = data_total + preallocated_bytes + vg_free.
+    var pool_free: UInt64
+    var vg_free: UInt64
+    var preallocated_bytes: UInt64
 
     init(_ status: SRStatus) {
         let record = status.record
@@ -100,6 +109,8 @@ struct SRStatJSON: Encodable {
         volume_count = status.volumeCount
         attached_volume_count = status.attachedVolumeCount
         created = isoTimestamp(record.createdAt)
+        vg_free = status.groupFreeBytes
+        preallocated_bytes = status.rawBytes
         switch status.pool {
         case .active(let usage):
             let block = record.blockSizeBytes
@@ -108,15 +119,17 @@ struct SRStatJSON: Encodable {
             data_total = usage.totalDataBlocks * block
             metadata_used = usage.usedMetadataBlocks * metaBlock
             metadata_total = usage.totalMetadataBlocks * metaBlock
-            total_space = usage.totalDataBlocks * block
-            free_space = (usage.totalDataBlocks - usage.usedDataBlocks) * block
+            pool_free = (usage.totalDataBlocks - min(usage.usedDataBlocks, usage.totalDataBlocks)) * block
+            total_space = usage.totalDataBlocks * block + status.rawBytes + status.groupFreeBytes
+            free_space = pool_free + status.groupFreeBytes
             transaction_id = usage.transactionID
             pool_mode = usage.mode.rawValue
             needs_check = usage.needsCheck
             on_full = usage.errorIfNoSpace ? "error" : "queue"
         case .failed, .error:
-            total_space = 0
-            free_space = 0
+            pool_free = 0
+            total_space = status.rawBytes + status.groupFreeBytes
+            free_space = status.groupFreeBytes
             pool_mode = "failed"
         }
     }

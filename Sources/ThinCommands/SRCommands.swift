@@ -190,7 +190,9 @@ public struct SRStat: WholeSRTool {
             ("pool mode", stat.pool_mode), ("block size", ByteSize.format(stat.block_size)),
             ("data used", bytes(stat.data_used)), ("data total", bytes(stat.data_total)),
             ("metadata used", bytes(stat.metadata_used)), ("metadata total", bytes(stat.metadata_total)),
-            ("free space", bytes(stat.free_space)),
+            ("free space", bytes(stat.free_space) + " (pool \(ByteSize.format(stat.pool_free)) + volume group "
+             + "\(ByteSize.format(stat.vg_free)))"),
+            ("preallocated", bytes(stat.preallocated_bytes)),
             ("transaction id", stat.transaction_id.map(String.init) ?? "-"),
             ("on full", stat.on_full ?? "-"), ("needs check", stat.needs_check.map { $0 ? "yes" : "no" } ?? "-"),
             ("autoextend", stat.autoextend_threshold >= 100 ? "off"

@@ -13,7 +13,9 @@ protocol TransferTool: ToolCommand {}
 
 extension TransferTool {
     public static var access: ToolAccess { .write }
+}
 
+extension ToolCommand {
     /// Runs `body` on the SR opened for writing, then closes it.
     func withSR<T>(_ reference: String, host: Host,
                    _ body: (AttachedSR) async throws(ThinError) -> T) async throws(ThinError) -> T {
@@ -35,7 +37,7 @@ private func fileName(of path: String) -> String {
     path.lastIndex(of: "/").map { String(path[path.index(after: $0)...]) } ?? path
 }
 
-private func cancelled(_ what: String) -> ThinError { ThinError(.cancelled, "\(what) cancelled") }
+func cancelled(_ what: String) -> ThinError { ThinError(.cancelled, "\(what) cancelled") }
 
 /// The last line an engine printed, for a one-line error.
 private func lastLine(_ text: String) -> String {
@@ -250,7 +252,8 @@ public struct VDIImport: TransferTool {
             Reads any image qemu-img reads (raw, qcow2, vpc/VHD, vmdk, vhdx; probed unless --format is \
             given) into a new thin volume of the image's virtual size (or --size, if larger), writing only \
             the image's allocated data: runs of zeros stay unprovisioned, so the volume uses about what the \
-            image holds. The image is checked first (qemu-img check where the format has one), and its data \
+            image holds. With --preallocate, the volume is a raw LV beside the pool instead, zeroed before \
+            the copy (as thinvdi-create --preallocate makes it). The image is checked first (qemu-img check where the format has one), and its data \
             must fit in the pool's free space, before anything is made. - reads a raw stream from standard \
             input, with --size. A failed or cancelled import removes the volume it made; one killed outright \
             is removed by the SR's next operation. Prints the new volume's key.
@@ -272,6 +275,8 @@ public struct VDIImport: TransferTool {
             transform: ByteCount.parser("size"))
     var size: ByteCount?
     @Option(help: "The new volume's description.") var description: String = ""
+    @Flag(help: "Import into a preallocated raw volume (a linear LV beside the pool, zeroed first) instead of a thin one.")
+    var preallocate = false
     @Option(help: ArgumentHelp("Progress on stderr: bar, json or none (a bare --progress: bar; default: a bar on a "
                                + "terminal).", valueName: "mode"))
     var progress: ProgressMode?
@@ -296,9 +301,7 @@ public struct VDIImport: TransferTool {
         CancelSignals.install()
         let (imageFormat, virtualSize, allocated) = try await inspect()
         let volumeSize = max(size?.bytes ?? 0, virtualSize)
-        let (volumeRecord, device) = try await withSR(target.sr, host: host) { sr throws(ThinError) in
-            try sr.beginImport(name: name, description: description, sizeBytes: volumeSize, allocatedBytes: allocated)
-        }
+        let (volumeRecord, device) = try await begin(sizeBytes: volumeSize, allocatedBytes: allocated, host: host)
         let reporter = ProgressReporter(operation: "import", total: file == "-" ? 0 : allocated > 0 ? allocated : virtualSize,
                                         mode: progress)
         var failure: ThinError?
@@ -339,6 +342,27 @@ public struct VDIImport: TransferTool {
             }
             try await printVolume(imported, of: sr, json: output.json)
             return 0
+        }
+    }
+
+    /// The volume the import fills, attached read-write for this process: a
+    /// thin one, or with --preallocate a raw one zeroed first.
+    private func begin(sizeBytes: UInt64, allocatedBytes: UInt64,
+                       host: Host) async throws(ThinError) -> (VolumeRecord, String) {
+        guard preallocate else {
+            return try await withSR(target.sr, host: host) { sr throws(ThinError) in
+                try sr.beginImport(name: name, description: description, sizeBytes: sizeBytes,
+                                   allocatedBytes: allocatedBytes)
+            }
+        }
+        let volume = try await createPreallocated(sr: target.sr, name: name, description: description,
+                                                  sizeBytes: sizeBytes, sharable: false, progress: progress,
+                                                  host: host, keepFilling: true)
+        return try await withSR(target.sr, host: host) { sr throws(ThinError) in
+            do throws(ThinError) { return try sr.attachForImport(volume) } catch {
+                try? sr.abandonImport(volume)
+                throw error
+            }
         }
     }
 

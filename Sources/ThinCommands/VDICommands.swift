@@ -1,5 +1,9 @@
 public import ArgumentParser
 public import ThinCore
+import ThinTools
+#if canImport(Glibc)
+import Glibc
+#endif
 
 public struct VDICreate: WholeSRTool {
     public static let access = ToolAccess.write
@@ -9,9 +13,20 @@ public struct VDICreate: WholeSRTool {
         discussion: """
             Creates a thin volume of the given virtual size; no space is used until data is written. The \
             volume's key is derived from its name (characters outside A-Z a-z 0-9 . _ + - dropped, ~N added \
-            for uniqueness) and never changes. Prints the key.
+            for uniqueness) and never changes. Prints the key. With --preallocate, the volume is a plain \
+            linear LV beside the pool instead (all its space taken now, from the VG's free extents; the \
+            fastest data path), zeroed before it is used: a bar on a terminal, or --progress=json. SIGINT \
+            or SIGTERM, or thinvdi-destroy of the volume from another shell, cancels the zeroing and \
+            removes the volume; a create killed outright is removed by the SR's next operation. A \
+            preallocated volume attaches, resizes (the new part zeroed), exports, imports and is destroyed \
+            as a thin one; it cannot be snapshotted, cloned, reverted or track changed blocks.
             """)
-    public static let examples = [("thinvdi-create vmstore --name web01-root --size 20G", "Create a 20 GiB volume.")]
+    public static let examples = [("thinvdi-create vmstore --name web01-root --size 20G", "Create a 20 GiB volume."),
+                                  ("thinvdi-create vmstore --name db01-data --size 100G --preallocate",
+                                   "Create a 100 GiB raw LV, zeroed, beside the pool.")]
+    public static let extraExitStatuses: [(Int32, String)] = [
+        (130, "the zeroing of --preallocate was cancelled; nothing was kept"),
+    ]
 
     @OptionGroup public var target: SRArgument
     @Option(help: "The volume's name label.") var name: String
@@ -20,12 +35,68 @@ public struct VDICreate: WholeSRTool {
     var size: ByteCount
     @Option(help: "The volume's description.") var description: String = ""
     @Flag(help: "Mark the volume sharable between VMs.") var sharable = false
+    @Flag(help: "Make a preallocated raw volume: a linear LV beside the pool, zeroed before use.")
+    var preallocate = false
+    @Option(help: ArgumentHelp("Progress of --preallocate's zeroing on stderr: bar, json or none (a bare "
+                               + "--progress: bar; default: a bar on a terminal).", valueName: "mode"))
+    var progress: ProgressMode?
     @OptionGroup public var output: OutputOptions
     public init() {}
+
+    public func perform(host: Host) async throws(ThinError) -> Int32 {
+        guard preallocate else {
+            let sr = try AttachedSR.open(reference, for: .write, host: host)
+            defer { sr.close() }
+            try await execute(on: sr)
+            return 0
+        }
+        let volume = try await createPreallocated(sr: target.sr, name: name, description: description,
+                                                  sizeBytes: size.bytes, sharable: sharable, progress: progress,
+                                                  host: host, keepFilling: false)
+        let sr = try AttachedSR.open(reference, for: .read, host: host)
+        defer { sr.close() }
+        try await printVolume(volume, of: sr, json: output.json)
+        return 0
+    }
 
     public func execute(on sr: AttachedSR) async throws(ThinError) {
         let volume = try sr.createVolume(name: name, description: description, sizeBytes: size.bytes, sharable: sharable)
         try await printVolume(volume, of: sr, json: output.json)
+    }
+}
+
+extension ToolCommand {
+    /// Makes a preallocated volume and zeroes it without the SR lock (so the
+    /// pool monitor, and a thinvdi-destroy that cancels it, are not kept
+    /// waiting), with progress; a failure or cancel removes it. With
+    /// `keepFilling` the volume stays marked as this process's (an import
+    /// fills it next), else it is released for use.
+    func createPreallocated(sr reference: String, name: String, description: String, sizeBytes: UInt64,
+                            sharable: Bool, progress: ProgressMode?, host: Host,
+                            keepFilling: Bool) async throws(ThinError) -> VolumeRecord {
+        CancelSignals.install()
+        let (volume, path) = try await withSR(reference, host: host) { sr throws(ThinError) in
+            let volume = try sr.beginPreallocatedVolume(name: name, description: description, sizeBytes: sizeBytes,
+                                                        sharable: sharable)
+            return (volume, sr.rawDevicePath(volume) ?? "")
+        }
+        let total = System.blockDeviceSize(path) ?? volume.virtualSize
+        let reporter = ProgressReporter(operation: "zero", total: total, mode: progress)
+        var failure: ThinError?
+        do {
+            try BlockZeroing.zero(path, from: 0, to: total, progress: { reporter.update(done: $0) },
+                                  stop: { CancelSignals.received != nil })
+        } catch {
+            failure = error.code == .cancelled ? cancelled("zeroing of \(volume.key)") : error
+        }
+        return try await withSR(reference, host: host) { sr throws(ThinError) in
+            if let failure {
+                try sr.abandonImport(volume)
+                throw failure
+            }
+            reporter.finish()
+            return keepFilling ? volume : try sr.finishFilling(volume)
+        }
     }
 }
 
@@ -34,12 +105,44 @@ public struct VDIDestroy: VolumeTool {
     public static let configuration = CommandConfiguration(
         commandName: "thinvdi-destroy",
         abstract: "Destroy a volume and free its blocks.",
-        discussion: "Refuses while the volume is attached.")
+        discussion: """
+            Refuses while the volume is attached. A volume still being filled by another process (an \
+            import, or the zeroing of thinvdi-create --preallocate) is cancelled: that process is sent \
+            SIGTERM, removes the volume itself, and this waits for it (up to a minute).
+            """)
     public static let examples = [("thinvdi-destroy vmstore web01-root", "Destroy the volume.")]
 
     @OptionGroup public var volume: VolumeArgument
     @OptionGroup public var output: OutputOptions
     public init() {}
+
+    public func perform(host: Host) async throws(ThinError) -> Int32 {
+        var cancelledFiller = false
+        for attempt in 0..<2 {
+            let sr = try AttachedSR.open(reference, for: .write, host: host)
+            let filler: Int32?
+            do {
+                defer { sr.close() }
+                let record: VolumeRecord
+                do { record = try sr.requireVolume(volume.vdi) } catch where cancelledFiller && error.code == .volumeDoesNotExist {
+                    if output.json { Console.out("null") }
+                    return 0  // the process it cancelled removed it
+                }
+                filler = sr.fillingProcess(of: record)
+                if filler == nil {
+                    try await execute(on: sr)
+                    return 0
+                }
+            }
+            guard attempt == 0, let pid = filler else { break }
+            // The filler needs the SR lock to remove the volume: this waits without it.
+            kill(pid, SIGTERM)
+            cancelledFiller = true
+            for _ in 0..<600 where System.processStartTime(pid) != nil { usleep(100_000) }
+        }
+        throw ThinError(.volumeInUse, "\(volume.vdi) is still being filled by another process that did not stop on "
+                        + "SIGTERM; stop it, then destroy the volume again", parameters: [volume.vdi])
+    }
 
     public func execute(on sr: AttachedSR) async throws(ThinError) {
         try sr.destroyVolume(volume.vdi)
@@ -62,7 +165,8 @@ public struct VDIStat: VolumeTool {
     public func execute(on sr: AttachedSR) async throws(ThinError) {
         let view = VolumeJSON(try await sr.view(of: try sr.requireVolume(volume.vdi)))
         if output.json { return Console.printJSON(view) }
-        let thinID: String = view.thin_id.map { String($0) } ?? "none (its data was destroyed)"
+        let thinID: String = view.thin_id.map { String($0) }
+            ?? (view.preallocated ? "none (preallocated: LV \(view.raw_lv ?? "?"))" : "none (its data was destroyed)")
         Console.fields([
             ("key", view.key), ("uuid", view.uuid), ("name", view.name), ("description", view.description),
             ("kind", view.kind), ("read write", view.read_write ? "yes" : "no"),

@@ -20,7 +20,7 @@ function __thinvdi-create_parse_tokens -S
     set -l unparsed_tokens (__thinvdi-create_tokens -pc)
     switch $unparsed_tokens[1]
     case 'thinvdi-create'
-        __thinvdi-create_parse_subcommand 1 'name=' 'size=' 'description=' 'sharable' 'json' 'v/verbose' 'h/help'
+        __thinvdi-create_parse_subcommand 1 'name=' 'size=' 'description=' 'sharable' 'preallocate' 'progress=' 'json' 'v/verbose' 'h/help'
         switch $unparsed_tokens[1]
         case 'help'
             __thinvdi-create_parse_subcommand -r 1 
@@ -82,6 +82,8 @@ complete -c 'thinvdi-create' -n '__thinvdi-create_should_offer_completions_for_f
 complete -c 'thinvdi-create' -n '__thinvdi-create_should_offer_completions_for_flags_or_options "thinvdi-create" size' -l 'size' -d 'Virtual size, in bytes or with a K, M, G or T suffix.' -rfka ''
 complete -c 'thinvdi-create' -n '__thinvdi-create_should_offer_completions_for_flags_or_options "thinvdi-create" description' -l 'description' -d 'The volume\'s description.' -rfka ''
 complete -c 'thinvdi-create' -n '__thinvdi-create_should_offer_completions_for_flags_or_options "thinvdi-create" sharable' -l 'sharable' -d 'Mark the volume sharable between VMs.'
+complete -c 'thinvdi-create' -n '__thinvdi-create_should_offer_completions_for_flags_or_options "thinvdi-create" preallocate' -l 'preallocate' -d 'Make a preallocated raw volume: a linear LV beside the pool, zeroed before use.'
+complete -c 'thinvdi-create' -n '__thinvdi-create_should_offer_completions_for_flags_or_options "thinvdi-create" progress' -l 'progress' -d 'Progress of --preallocate\'s zeroing on stderr: bar, json or none (a bare --progress: bar; default: a bar on a terminal).' -rfka 'bar json none'
 complete -c 'thinvdi-create' -n '__thinvdi-create_should_offer_completions_for_flags_or_options "thinvdi-create" json' -l 'json' -d 'Print the result (or the error) as one JSON value on standard output.'
 complete -c 'thinvdi-create' -n '__thinvdi-create_should_offer_completions_for_flags_or_options "thinvdi-create" v verbose' -s 'v' -l 'verbose' -d 'Print each device-mapper call, LVM command and helper program on stderr, with its time (as THINSR_LOG=debug does).'
 complete -c 'thinvdi-create' -n '__thinvdi-create_should_offer_completions_for_flags_or_options "thinvdi-create" h help' -s 'h' -l 'help' -d 'Show help information.'

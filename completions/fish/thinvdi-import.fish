@@ -20,7 +20,7 @@ function __thinvdi-import_parse_tokens -S
     set -l unparsed_tokens (__thinvdi-import_tokens -pc)
     switch $unparsed_tokens[1]
     case 'thinvdi-import'
-        __thinvdi-import_parse_subcommand 2 'name=' 'format=' 'size=' 'description=' 'progress=' 'json' 'v/verbose' 'h/help'
+        __thinvdi-import_parse_subcommand 2 'name=' 'format=' 'size=' 'description=' 'preallocate' 'progress=' 'json' 'v/verbose' 'h/help'
         switch $unparsed_tokens[1]
         case 'help'
             __thinvdi-import_parse_subcommand -r 1 
@@ -83,6 +83,7 @@ complete -c 'thinvdi-import' -n '__thinvdi-import_should_offer_completions_for_p
 complete -c 'thinvdi-import' -n '__thinvdi-import_should_offer_completions_for_flags_or_options "thinvdi-import" format' -l 'format' -d 'The image\'s format (default: qemu-img probes it).' -rfka 'raw qcow2 vpc vmdk vhdx'
 complete -c 'thinvdi-import' -n '__thinvdi-import_should_offer_completions_for_flags_or_options "thinvdi-import" size' -l 'size' -d 'The volume\'s size (at least the image\'s; required for -).' -rfka ''
 complete -c 'thinvdi-import' -n '__thinvdi-import_should_offer_completions_for_flags_or_options "thinvdi-import" description' -l 'description' -d 'The new volume\'s description.' -rfka ''
+complete -c 'thinvdi-import' -n '__thinvdi-import_should_offer_completions_for_flags_or_options "thinvdi-import" preallocate' -l 'preallocate' -d 'Import into a preallocated raw volume (a linear LV beside the pool, zeroed first) instead of a thin one.'
 complete -c 'thinvdi-import' -n '__thinvdi-import_should_offer_completions_for_flags_or_options "thinvdi-import" progress' -l 'progress' -d 'Progress on stderr: bar, json or none (a bare --progress: bar; default: a bar on a terminal).' -rfka 'bar json none'
 complete -c 'thinvdi-import' -n '__thinvdi-import_should_offer_completions_for_flags_or_options "thinvdi-import" json' -l 'json' -d 'Print the result (or the error) as one JSON value on standard output.'
 complete -c 'thinvdi-import' -n '__thinvdi-import_should_offer_completions_for_flags_or_options "thinvdi-import" v verbose' -s 'v' -l 'verbose' -d 'Print each device-mapper call, LVM command and helper program on stderr, with its time (as THINSR_LOG=debug does).'

@@ -40,4 +40,9 @@ int CThinShims_dm_wait_events(int descriptor, int timeout_ms, int wake_fd);
 /// syslog(3) is variadic: the shim logs one preformatted message.
 void CThinShims_syslog(int priority, const char *ident, const char *message);
 
+/// Zeroes `length` bytes from `offset` of the block device open as
+/// `descriptor` (BLKZEROOUT: the device's write-zeroes offload where it has
+/// one, else the kernel writes zero pages); both 512-byte aligned. 0 or -errno.
+int CThinShims_zero_range(int descriptor, uint64_t offset, uint64_t length);
+
 #endif

@@ -74,7 +74,7 @@ extension Catalog {
     /// Every thin id a row points at in the pool, in any state, including a
     /// pending switch's (a data-destroyed snapshot's is gone from the pool).
     func referencedThinIDs() throws(ThinError) -> Set<ThinDeviceID> {
-        Set(try database.query("SELECT thin_id FROM volume WHERE data_destroyed = 0 UNION SELECT pending_thin_id "
+        Set(try database.query("SELECT thin_id FROM volume WHERE data_destroyed = 0 AND raw_lv IS NULL UNION SELECT pending_thin_id "
                                + "FROM volume WHERE pending_thin_id IS NOT NULL").compactMap { $0.int(0).flatMap(ThinDeviceID.init(_:)) })
     }
 

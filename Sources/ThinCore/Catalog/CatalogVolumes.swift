@@ -5,7 +5,7 @@ import ThinDeviceMapper
 extension Catalog {
     static let volumeColumns = """
         uuid, key, name, description, thin_id, virtual_size, kind, read_write, sharable, created_at, state,
-        parent_uuid, snapshot_of, cbt_enabled, data_source, data_since, data_destroyed, cbt_time, cbt_map, import_owner
+        parent_uuid, snapshot_of, cbt_enabled, data_source, data_since, data_destroyed, cbt_time, cbt_map, import_owner, raw_lv
         """
 
     func volumes(includingUnfinished: Bool = false) throws(ThinError) -> [VolumeRecord] {
@@ -65,12 +65,12 @@ extension Catalog {
                             cbtEnabled: row.int(13) == 1, dataSource: row.text(14).flatMap(UUID.init(uuidString:)),
                             dataSince: row.int(15).map { UInt64($0) }, dataDestroyed: row.int(16) == 1,
                             changeBase: ChangeBase(creationTime: row.int(17), text: row.text(18)),
-                            importOwner: row.text(19))
+                            importOwner: row.text(19), rawLV: row.text(20))
     }
 
     func insert(_ volume: VolumeRecord) throws(ThinError) {
         try transaction { () throws(ThinError) in
-            try database.query("INSERT INTO volume (\(Self.volumeColumns)) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", [
+            try database.query("INSERT INTO volume (\(Self.volumeColumns)) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", [
                 .text(volume.uuid.lowercased), .text(volume.key), .text(volume.name),
                 .text(volume.description), .integer(Int64(volume.thinID.value)), .integer(Int64(volume.virtualSize)),
                 .text(volume.kind.rawValue), .integer(volume.readWrite ? 1 : 0), .integer(volume.sharable ? 1 : 0),
@@ -81,12 +81,31 @@ extension Catalog {
                 volume.dataSince.map { .integer(Int64($0)) } ?? .null, .integer(volume.dataDestroyed ? 1 : 0),
                 volume.changeBase.map { .integer(Int64($0.creationTime)) } ?? .null,
                 volume.changeBase.map { .text($0.text) } ?? .null,
-                volume.importOwner.map { .text($0) } ?? .null,
+                volume.importOwner.map { .text($0) } ?? .null, volume.rawLV.map { .text($0) } ?? .null,
             ])
             for (key, value) in volume.keys.sorted(by: { $0.key < $1.key }) {
                 try database.query("INSERT INTO volume_key VALUES (?, ?, ?)",
                                    [.text(volume.uuid.lowercased), .text(key), .text(value)])
             }
+        }
+    }
+
+    /// Preallocated volumes whose removal a killed process left half done.
+    func removingRawVolumes() throws(ThinError) -> [(volume: UUID, lv: String)] {
+        try database.query("SELECT uuid, raw_lv FROM volume WHERE state = 'removing'").compactMap { row in
+            guard let uuid = row.text(0).flatMap(UUID.init(uuidString:)), let lv = row.text(1) else { return nil }
+            return (uuid, lv)
+        }
+    }
+
+    /// The raw LV names every row holds, in any state.
+    func rawLVNames() throws(ThinError) -> Set<String> {
+        Set(try database.query("SELECT raw_lv FROM volume WHERE raw_lv IS NOT NULL").compactMap { $0.text(0) })
+    }
+
+    func deleteVolume(_ volume: UUID) throws(ThinError) {
+        try transaction { () throws(ThinError) in
+            try database.query("DELETE FROM volume WHERE uuid = ?", [.text(volume.lowercased)])
         }
     }
 

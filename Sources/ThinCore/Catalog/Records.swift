@@ -100,6 +100,9 @@ public enum VolumeKind: String, Sendable, Codable {
 /// Where a volume is in the transaction protocol.
 enum VolumeState: String {
     case creating, ready, destroying
+    /// A preallocated volume whose LV is being removed (no pool transaction
+    /// is involved): recovery removes the LV, if left, and the row.
+    case removing
 }
 
 /// One volume's catalog record.
@@ -137,6 +140,11 @@ public struct VolumeRecord: Equatable, Sendable {
     var changeBase: ChangeBase? = nil
     /// The import filling this volume (boot id, pid, start time) until it is whole.
     var importOwner: String? = nil
+    /// A preallocated raw volume's LV beside the pool (nil: a thin volume).
+    /// Its thin id is reserved, never created in the pool.
+    public var rawLV: String? = nil
+
+    public var isPreallocated: Bool { rawLV != nil }
 }
 
 /// What a data-destroyed snapshot keeps for changed-block queries.

@@ -6,9 +6,16 @@ import Glibc
 /// marks its steps with `point`; THINSR_FAULT=<step> makes the process kill
 /// itself with SIGKILL there, and THINSR_FAULT_TRACE=<file> appends each step
 /// reached to the file, so tests learn an operation's steps from the code.
+/// THINSR_FAULT_PAUSE=<step>:<milliseconds> sleeps there instead, so a test
+/// can catch a fast operation in the middle (a cancel during zeroing).
 enum FaultInjection {
     static let target = Paths.environment("THINSR_FAULT")
     static let trace = Paths.environment("THINSR_FAULT_TRACE")
+    static let pause: (step: String, milliseconds: UInt32)? = {
+        guard let text = Paths.environment("THINSR_FAULT_PAUSE"), let colon = text.lastIndex(of: ":"),
+              let milliseconds = UInt32(text[text.index(after: colon)...]) else { return nil }
+        return (String(text[..<colon]), milliseconds)
+    }()
 
     static func point(_ name: String) {
         if let trace {
@@ -20,5 +27,6 @@ enum FaultInjection {
             }
         }
         if target == name { kill(getpid(), SIGKILL) }
+        if let pause, pause.step == name { usleep(pause.milliseconds * 1000) }
     }
 }

@@ -167,6 +167,16 @@ public enum System {
     }
 
     /// A regular file's length in bytes.
+    /// A block device's size in bytes (its end, by lseek), or nil.
+    public static func blockDeviceSize(_ path: String) -> UInt64? {
+        guard blockDevice(path) != nil else { return nil }
+        let descriptor = open(path, O_RDONLY | O_CLOEXEC)
+        guard descriptor >= 0 else { return nil }
+        defer { close(descriptor) }
+        let end = lseek(descriptor, 0, SEEK_END)
+        return end > 0 ? UInt64(end) : nil
+    }
+
     public static func fileLength(_ path: String) -> UInt64? {
         var info = stat()
         guard stat(path, &info) == 0, (info.st_mode & S_IFMT) == S_IFREG else { return nil }
@@ -190,7 +200,7 @@ public enum System {
 
     /// A process's start time (clock ticks since boot, /proc/<pid>/stat's
     /// 22nd field): with the pid it names one process, even after pid reuse.
-    static func processStartTime(_ pid: Int32) -> UInt64? {
+    public static func processStartTime(_ pid: Int32) -> UInt64? {
         guard pid > 0, let stat = readFile("/proc/\(pid)/stat"), let close = stat.lastIndex(of: ")") else { return nil }
         let fields = stat[stat.index(after: close)...].split(separator: " ")
         // Fields after the command: state is the 3rd field, start time the 22nd.

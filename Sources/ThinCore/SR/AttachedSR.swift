@@ -29,12 +29,17 @@ public final class AttachedSR {
         self.pool = Pool(names: names, deviceMapper: host.deviceMapper)
         self.lock = lock
         self.readersLock = readersLock
+        self.volumeGroup = (try? catalog.srRecord().volumeGroup) ?? ""
     }
 
     public var record: SRRecord { get throws(ThinError) { try catalog.srRecord() } }
 
     var transactions: PoolTransactions { PoolTransactions(catalog: catalog, pool: pool) }
-    var devices: VolumeDevices { VolumeDevices(names: names, pool: pool, deviceMapper: host.deviceMapper) }
+    var devices: VolumeDevices {
+        VolumeDevices(names: names, pool: pool, deviceMapper: host.deviceMapper, volumeGroup: volumeGroup)
+    }
+    /// The SR's VG, read once at open (it never changes).
+    let volumeGroup: String
     func mapperPath(_ role: LVRole) throws(ThinError) -> String {
         names.mapperPath(role, group: try record.volumeGroup)
     }
@@ -197,6 +202,7 @@ public final class AttachedSR {
         }
         let usage = try transactions.recover(try pool.usage())
         recoveredUsage = usage
+        try finishRemovingPreallocated()
         try removeAbandonedImports()
         return recoveredUsage ?? usage
     }

@@ -14,6 +14,8 @@ public struct DiscoveredSR: Sendable {
     /// The physical volumes of the SR's VG (filled in by `SRLifecycle.list`).
     public var devices: [String] = []
     var volumes: [LVRole: LogicalVolumeReport]
+    /// The LVs of its preallocated raw volumes.
+    var rawVolumes: [LogicalVolumeReport] = []
 
     var names: SRNames { SRNames(uuid: uuid) }
 
@@ -82,9 +84,14 @@ struct Discovery {
         }
         var found: [UUID: DiscoveredSR] = [:]
         var metadataPairs: [UUID: [LogicalVolumeReport]] = [:]
+        var rawVolumes: [UUID: [LogicalVolumeReport]] = [:]
         for volume in logicalVolumes {
-            guard let uuid = volume.tags.lazy.compactMap(Self.srUUID(fromTag:)).first,
-                  let role = volume.tags.lazy.compactMap(Self.role(fromTag:)).first else { continue }
+            guard let uuid = volume.tags.lazy.compactMap(Self.srUUID(fromTag:)).first else { continue }
+            if volume.tags.contains(SRNames.rawRoleTag) {
+                rawVolumes[uuid, default: []].append(volume)
+                continue
+            }
+            guard let role = volume.tags.lazy.compactMap(Self.role(fromTag:)).first else { continue }
             var entry = found[uuid] ?? DiscoveredSR(uuid: uuid, name: "", mode: .beNice,
                                                     volumeGroup: volume.volumeGroup, dataBytes: 0,
                                                     attached: false, owner: volume.systemID, volumes: [:])
@@ -103,6 +110,7 @@ struct Discovery {
         }
         return found.values.map { sr in
             var sr = sr
+            sr.rawVolumes = (rawVolumes[sr.uuid] ?? []).sorted { $0.name < $1.name }
             let (metadata, spare) = MetadataGeneration.resolve(metadataPairs[sr.uuid] ?? [])
             sr.volumes[.metadata] = metadata
             sr.volumes[.spare] = spare

@@ -91,9 +91,10 @@ extension SRLifecycle {
         }
     }
 
-    /// Activates the catalog, metadata and data LVs (the spare stays inactive).
+    /// Activates the catalog, metadata, data and raw volume LVs (the spare stays inactive).
     private func activate(_ sr: DiscoveredSR, undo: inout UndoStack) throws(ThinError) {
         let lvNames = [LVRole.catalog, .catalogCopy, .metadata, .data].compactMap { sr.volumes[$0]?.name }
+            + sr.rawVolumes.map(\.name)
         do { try host.lvm.setActive(true, group: sr.volumeGroup, names: lvNames) } catch {
             throw ThinError.backend("cannot activate the SR's LVs", error)
         }

@@ -81,7 +81,8 @@ extension SRLifecycle {
         System.removeDirectory(names.runDirectory)
         System.removeDirectory(names.deviceDirectory)
         do {
-            try host.lvm.setActive(false, group: sr.volumeGroup, names: LVRole.allCases.compactMap { sr.volumes[$0]?.name })
+            try host.lvm.setActive(false, group: sr.volumeGroup,
+                                   names: LVRole.allCases.compactMap { sr.volumes[$0]?.name } + sr.rawVolumes.map(\.name))
         } catch {
             throw .backend("the SR is detached but its LVs could not be deactivated", error)
         }
@@ -90,7 +91,7 @@ extension SRLifecycle {
     /// A detach killed after unmounting left LVs active (or the copy mounted): finish it.
     private func finishDetach(_ sr: DiscoveredSR) throws(ThinError) {
         try unmountCatalogCopy(sr.names)
-        let active = LVRole.allCases.compactMap { sr.volumes[$0] }.filter(\.active)
+        let active = (LVRole.allCases.compactMap { sr.volumes[$0] } + sr.rawVolumes).filter(\.active)
         guard !active.isEmpty, try !Pool(names: sr.names, deviceMapper: host.deviceMapper).exists() else { return }
         do { try host.lvm.setActive(false, group: sr.volumeGroup, names: active.map(\.name)) } catch {
             throw .backend("cannot deactivate the SR's LVs", error)

@@ -75,7 +75,8 @@ public struct SRLifecycle: Sendable {
         let catalog = sr.volumes[.catalog]?.name
         do {
             try host.lvm.removeLogicalVolumes(group: sr.volumeGroup,
-                                              names: sr.volumes.values.map(\.name).filter { $0 != catalog }.sorted())
+                                              names: (sr.volumes.values.map(\.name) + sr.rawVolumes.map(\.name))
+                                                .filter { $0 != catalog }.sorted())
             FaultInjection.point("volumes-removed")
             if let catalog { try host.lvm.removeLogicalVolumes(group: sr.volumeGroup, names: [catalog]) }
         } catch {

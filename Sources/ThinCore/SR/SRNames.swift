@@ -38,6 +38,10 @@ public struct SRNames: Sendable, Equatable {
     func lv(_ role: LVRole) -> String { "thinsr_\(hex)_\(role.rawValue)" }
     /// The LV's node while it is active, in the SR's volume group.
     func mapperPath(_ role: LVRole, group: String) -> String { Paths.mapperPath(group: group, volume: lv(role)) }
+    /// A preallocated raw volume's LV, beside the pool.
+    func rawLV(_ volume: UUID) -> String { "thinsr_\(hex)_r\(Self.hex(volume))" }
+    /// The role tag raw volume LVs carry (not an `LVRole`: an SR has any number).
+    static let rawRoleTag = LVRole.tagPrefix + "raw"
     /// The name the metadata LV has for a moment while it swaps with the spare.
     var swapLV: String { "thinsr_\(hex)_swap" }
 

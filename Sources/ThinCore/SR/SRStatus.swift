@@ -8,6 +8,9 @@ public struct SRStatus: Sendable {
     public var volumeCount: Int
     public var attachedVolumeCount: Int
     public var poolDevice: String
+    /// The LVs of its preallocated volumes, and its VG's free extents (`lvs`, `vgs`).
+    public var rawBytes: UInt64 = 0
+    public var groupFreeBytes: UInt64 = 0
 
     /// SMAPIv3 health: Healthy, or why not. A pool out of data space is
     /// degraded, not unavailable: reads, destroys and thinsr-extend still
@@ -30,10 +33,12 @@ public struct SRStatus: Sendable {
 }
 
 extension AttachedSR {
-    /// The record, the pool's status and the volume counts: one catalog read,
-    /// one pool status and one device list.
+    /// The record, the pool's status, the volume counts and the space beside
+    /// the pool: one catalog read, one pool status, one device list, `lvs` and `vgs`.
     public func status() throws(ThinError) -> SRStatus {
-        SRStatus(record: try record, pool: try pool.status(), volumeCount: try catalog.volumeCount(),
-                 attachedVolumeCount: try devices.activeNames().count, poolDevice: pool.path)
+        let space = try rawSpace()
+        return SRStatus(record: try record, pool: try pool.status(), volumeCount: try catalog.volumeCount(),
+                        attachedVolumeCount: try devices.activeNames().count, poolDevice: pool.path,
+                        rawBytes: space.rawBytes, groupFreeBytes: space.groupFreeBytes)
     }
 }

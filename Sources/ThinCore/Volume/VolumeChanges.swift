@@ -15,6 +15,7 @@ extension AttachedSR {
         }
         try Self.requireVolumeSize(size)
         guard size > volume.virtualSize else { return }
+        try growPreallocated(volume, to: size)
         guard let info = try devices.info(volume.uuid), info.hasLiveTable else {
             // Detached, or a 0-byte volume's node without a table: the next attach loads the new size.
             try catalog.setVirtualSize(size, volume: volume.uuid)
@@ -50,6 +51,7 @@ extension AttachedSR {
             guard !key.isEmpty else { throw .invalid("an empty key is not allowed (expected KEY=VALUE)") }
         }
         let volume = try requireVolume(reference)
+        if cbt == true { try requireThin(volume, to: "track changed blocks") }
         try catalog.transaction { () throws(ThinError) in
             try catalog.setLabel(name: name, description: description, volume: volume.uuid)
             for (key, value) in set { try catalog.setKey(key, value: value, volume: volume.uuid) }

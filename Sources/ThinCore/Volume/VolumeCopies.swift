@@ -15,6 +15,7 @@ extension AttachedSR {
         let source = try requireVolume(reference)
         try requireData(source, to: "be snapshotted or cloned")
         try requireNotImporting(source, to: "be snapshotted or cloned")
+        try requireThin(source, to: "be snapshotted or cloned")
         let thinID = try allocateThinID()
         let label = name ?? source.name
         var copy = VolumeRecord(
@@ -95,6 +96,7 @@ extension AttachedSR {
         guard volume.uuid != snapshot.uuid else { throw .invalid("cannot revert \(volume.key) to itself") }
         try requireData(snapshot, to: "be reverted to")
         try requireNotImporting(volume, to: "be reverted")
+        try requireThin(volume, to: "be reverted")
         guard snapshot.kind == .snapshot else {
             throw .invalid("\(snapshot.key) is a \(snapshot.kind.rawValue), not a snapshot; revert \(volume.key) to one "
                            + "of its own snapshots (thinvdi-tree shows them)")

@@ -1,16 +1,22 @@
 import FoundationEssentials
 import ThinDeviceMapper
 
-/// Block devices for volumes: a dm `thin` device per attached volume and a
-/// readable link `/dev/thinsr/<sr-uuid>/<key>` to it.
+/// Block devices for volumes: a dm `thin` device per attached volume (a
+/// `linear` one over a preallocated volume's LV) and a readable link
+/// `/dev/thinsr/<sr-uuid>/<key>` to it.
 struct VolumeDevices {
     let names: SRNames
     let pool: Pool
     let deviceMapper: any DeviceMapperControl
+    let volumeGroup: String
 
     func table(for volume: VolumeRecord, sizeBytes: UInt64? = nil) -> TableLine {
-        ThinTable(poolDevice: pool.path, deviceID: volume.thinID)
-            .line(lengthSectors: (sizeBytes ?? volume.virtualSize) / 512)
+        let sectors = (sizeBytes ?? volume.virtualSize) / 512
+        if let lv = volume.rawLV {
+            return TableLine(lengthSectors: sectors, targetType: "linear",
+                             parameters: "\(Paths.mapperPath(group: volumeGroup, volume: lv)) 0")
+        }
+        return ThinTable(poolDevice: pool.path, deviceID: volume.thinID).line(lengthSectors: sectors)
     }
 
     /// The device's info, or nil if the volume is not attached.

@@ -39,7 +39,12 @@ extension AttachedSR {
     public func destroyVolume(_ reference: String) throws(ThinError) {
         try recovered()
         let volume = try requireVolume(reference)
+        if let pid = fillingProcess(of: volume) {
+            throw ThinError(.volumeInUse, "\(volume.key) is being filled (imported or zeroed) by process \(pid); "
+                            + "cancel it (thinvdi-destroy signals it), or wait", parameters: [volume.key])
+        }
         try requireDetached(volume, "detach it with thinvdi-detach first")
+        if volume.isPreallocated { return try removePreallocated(volume) }
         // A data-destroyed snapshot has no thin device left: only its row goes.
         try transact(volume.dataDestroyed ? [] : [.delete(volume.thinID)]) { catalog throws(ThinError) in
             try catalog.setState(.destroying, volume: volume.uuid)

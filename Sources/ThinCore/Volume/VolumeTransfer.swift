@@ -97,6 +97,12 @@ extension AttachedSR {
     public func exportExtents(of reference: String, since base: String? = nil) async throws(ThinError) -> ExportExtents {
         let volume = try requireVolume(reference)
         try requireData(volume, to: "be exported")
+        if volume.isPreallocated {
+            // Every byte of a raw LV is data (zeroed ones too): nothing records which were written.
+            if base != nil { try requireThin(volume, to: "be exported incrementally (--base)") }
+            return ExportExtents.whole(size: volume.virtualSize, mapped: [0..<(volume.virtualSize + 511) / 512],
+                                       blockBytes: 512)
+        }
         guard let device = try await mappings(of: [volume.thinID.value]).devices.first else {
             throw ThinError(.catalogInconsistent, "the pool lacks the thin device of \(volume.key); run thinsr-check")
         }

@@ -28,7 +28,7 @@ extension AttachedSR {
     private func views(of volumes: [VolumeRecord], active: [UUID: DeviceInfo]) async throws(ThinError) -> [VolumeView] {
         let usage = try await mappedBytesByThinID(volumes: volumes, active: active)
         return volumes.map { volume in
-            VolumeView(record: volume, srUUID: names.uuid, physicalUtilisation: usage[volume.thinID] ?? 0,
+            VolumeView(record: volume, srUUID: names.uuid, physicalUtilisation: volume.isPreallocated ? volume.virtualSize : usage[volume.thinID] ?? 0,
                        devicePath: active[volume.uuid] != nil ? names.devicePath(key: volume.key) : nil,
                        attachedReadOnly: active[volume.uuid]?.readOnly)
         }
@@ -39,6 +39,7 @@ extension AttachedSR {
     /// snapshot of the live pool.
     private func mappedBytesByThinID(volumes: [VolumeRecord],
                                      active: [UUID: DeviceInfo]) async throws(ThinError) -> [ThinDeviceID: UInt64] {
+        let volumes = volumes.filter { !$0.isPreallocated }
         guard !volumes.isEmpty else { return [:] }
         guard volumes.allSatisfy({ active[$0.uuid] != nil }) else { return try await thinUsage().mapValues(\.mappedBytes) }
         var result: [ThinDeviceID: UInt64] = [:]
