@@ -3,7 +3,7 @@
 # one lab run on one loop device. Every figure is whole-process wall time
 # (what a plugin or a sysadmin pays) unless it says otherwise. Raw samples go
 # to $BENCH_OUT/samples.tsv; report.py turns them into the table and JSON.
-# Usage: bench/run.sh [--smoke] [--only "SECTION..."]  (sections: startup control revert syscalls datapath backup)
+# Usage: bench/run.sh [--smoke] [--only "SECTION..."]  (sections: startup control revert syscalls datapath backup space)
 set -u
 source "$(dirname "$0")/../tests/kernel/lib.sh"
 
@@ -19,9 +19,13 @@ while [ $# -gt 0 ]; do
 done
 want() { [ "$SECTIONS" = all ] || [[ " $SECTIONS " == *" $1 "* ]]; }
 if [ "$MODE" = smoke ]; then RUNS=2 MANY_THINSR=20 MANY_LVM=10 WRITTEN_MIB=32 FIO_MIB=16 FIO_SECONDS=2
-    EXPORT_GIB=1 CHANGED_SMALL=256M CHANGED_BIG=2G CHANGED_MIB=16
+    EXPORT_GIB=1 CHANGED_SMALL=256M CHANGED_BIG=2G CHANGED_MIB=16 ZERO_MIB=32 ZERO_RUNS=1 MON_POOL_MIB=32 MON_WRITE_MIB=96
 else RUNS=10 MANY_THINSR=1000 MANY_LVM=300 WRITTEN_MIB=1024 FIO_MIB=128 FIO_SECONDS=5
-    EXPORT_GIB=10 CHANGED_SMALL=1G CHANGED_BIG=100G CHANGED_MIB=256; fi
+    EXPORT_GIB=10 CHANGED_SMALL=1G CHANGED_BIG=100G CHANGED_MIB=256 ZERO_MIB=512 ZERO_RUNS=3 MON_POOL_MIB=128 MON_WRITE_MIB=512; fi
+# Space figures: zeroing a ZERO_MIB preallocated volume against dd and
+# blkdiscard -z on an LV of the same size; a writer putting MON_WRITE_MIB
+# into a pool of MON_POOL_MIB that the monitor grows (at 70%, by the pool's size).
+SPACE_MIB=$(( 2 * ZERO_MIB + FIO_MIB + 16 + MON_WRITE_MIB * 2 + MON_POOL_MIB + 256 ))
 # Backup figures: an export of an EXPORT_GIB volume with 1% written; changed
 # blocks with CHANGED_MIB changed on a small and a big volume; an import of a
 # 1%-allocated qcow2 of EXPORT_GIB.
@@ -55,7 +59,7 @@ record() { printf '%s\t%s\t%s\t%s\t%s\n' "$@" >> "$SAMPLES"; }
 # One VG on one loop device holds both pools and the linear LV, so every
 # comparison runs on the same device.
 thinsr_pool_mib=$(( WRITTEN_MIB + FIO_MIB + BACKUP_MIB + 512 )) lvm_pool_mib=$(( 512 + EXPORT_MIB ))
-size_mib=$(( thinsr_pool_mib + lvm_pool_mib + FIO_MIB + 1024 ))   # + catalog, metadata, spare, slack
+size_mib=$(( thinsr_pool_mib + lvm_pool_mib + FIO_MIB + SPACE_MIB + 1024 ))   # + catalog, metadata, spare, slack
 new_loop BENCH_DEV "$size_mib"
 pvcreate -q "$BENCH_DEV" >/dev/null && vgcreate -q benchvg "$BENCH_DEV" >/dev/null
 lvcreate -q -y --type thin-pool -L ${lvm_pool_mib}M -n lvmpool benchvg >/dev/null
@@ -174,6 +178,16 @@ if command -v fio >/dev/null; then
         fio_run "data path (provisioned)" "${*:3}" linear /dev/benchvg/linear "$1" "$2" timed
     done
     thinvdi-detach bench "$T"
+    # A preallocated raw volume's device (linear over its LV) against the plain LV.
+    R=$(thinvdi-create bench --name fio-raw --size $(( FIO_MIB + 16 ))M --preallocate --progress=none)
+    PR=$(thinvdi-attach bench "$R")
+    for rw in "write 1M sequential write" "read 1M sequential read" "randread 4k 4K random read" "randwrite 4k 4K random write"; do
+        set -- $rw
+        fio_run "data path (preallocated raw)" "${*:3}" thinsr "$PR" "$1" "$2" timed
+        fio_run "data path (preallocated raw)" "${*:3}" linear /dev/benchvg/linear "$1" "$2" timed
+    done
+    thinvdi-detach bench "$R"
+    thinvdi-destroy bench "$R"
 fi
 fi  # datapath
 
@@ -244,6 +258,60 @@ record "backup: import 1%-allocated qcow2 of ${EXPORT_GIB}G" "pool data used" lv
 lvremove -q -y benchvg/imported >/dev/null
 rm -rf "$IMAGES"
 fi  # backup
+
+# ---------------------------------------------------------------- space: zeroing, the pool monitor
+if want space; then
+lvcreate -q -y -n zerodd -L ${ZERO_MIB}M benchvg >/dev/null
+for i in $(seq "$ZERO_RUNS"); do
+    sample "space: zero ${ZERO_MIB}M" "create --preallocate vs dd" thinsr \
+        thinvdi-create bench --name "zero$i" --size ${ZERO_MIB}M --preallocate --progress=none
+    thinvdi-destroy bench "zero$i"
+    sample "space: zero ${ZERO_MIB}M" "create --preallocate vs dd" linear \
+        dd if=/dev/zero of=/dev/benchvg/zerodd bs=1M count=$ZERO_MIB oflag=direct conv=fsync status=none
+    sample "space: zero ${ZERO_MIB}M" "the same vs blkdiscard -z" thinsr \
+        thinvdi-create bench --name "zero$i" --size ${ZERO_MIB}M --preallocate --progress=none
+    thinvdi-destroy bench "zero$i"
+    sample "space: zero ${ZERO_MIB}M" "the same vs blkdiscard -z" linear blkdiscard -z /dev/benchvg/zerodd
+done
+lvremove -q -y benchvg/zerodd >/dev/null
+# The monitor under a writer at full speed: a pool of MON_POOL_MIB, grown at
+# 70% by its size, takes MON_WRITE_MIB. A watcher samples the pool's status
+# (one dmsetup call per sample: its cost is the figure's resolution);
+# reaction = the first sample past the threshold to the first with more data.
+MSR=$(thinsr-create --name benchmon --vg benchvg --pool-size ${MON_POOL_MIB}M)
+thinsr-set benchmon --autoextend-threshold 70 --autoextend-step ${MON_POOL_MIB}M
+MV=$(thinvdi-create benchmon --name writer --size $(( MON_WRITE_MIB + 64 ))M)
+MP=$(thinvdi-attach benchmon "$MV")
+mkdir -p "$BENCH_OUT/metrics"
+THINSR_METRICS_DIR=$BENCH_OUT/metrics thinsr-monitor --interval 1 2> "$BENCH_OUT/monitor.log" &
+monitor=$!
+for _ in $(seq 300); do [ "$(cat /run/thinsr/monitor.pid 2>/dev/null)" = "$monitor" ] && break; sleep 0.1; done
+mpool=thinsr_$(echo "$MSR" | tr -d -)_pool
+( while [ ! -e "$BENCH_OUT/writer.done" ]; do
+      echo "$(now_us) $(dmsetup status "$mpool" | awk '{print $6}')"
+      sleep 0.02
+  done ) > "$BENCH_OUT/pool-trace" &
+watcher=$!
+rm -f "$BENCH_OUT/writer.done"
+fio --name=writer --filename="$MP" --rw=write --bs=1M --direct=1 --ioengine=libaio --iodepth=4 \
+    --size="${MON_WRITE_MIB}M" --output-format=json > "$BENCH_OUT/fio-monitor.json" 2>/dev/null
+writer_status=$?
+touch "$BENCH_OUT/writer.done"; wait $watcher
+kill -TERM $monitor; wait $monitor
+record "space: monitor, writer at full speed" "write errors (fio)" thinsr \
+    "$( [ $writer_status = 0 ] && jq '.jobs[0].error' "$BENCH_OUT/fio-monitor.json" || echo 1)" count
+record "space: monitor, writer at full speed" "longest write (fio clat max)" thinsr \
+    "$(jq '.jobs[0].write.clat_ns.max / 1000 | floor' "$BENCH_OUT/fio-monitor.json")" ""
+record "space: monitor, writer at full speed" "writer rate" thinsr "$(jq '.jobs[0].write.bw_bytes' "$BENCH_OUT/fio-monitor.json")" bytes_per_second
+awk '{ split($2, d, "/"); used = d[1]; total = d[2]
+       if (total > last_total && crossed) { print $1 - crossed; crossed = 0 }
+       if (total > last_total) last_total = total
+       if (!crossed && used >= total * 0.7) crossed = $1 }' "$BENCH_OUT/pool-trace" |
+    while read -r reaction; do record "space: monitor, writer at full speed" "threshold crossed to pool grown" thinsr "$reaction" ""; done
+record "space: monitor, writer at full speed" "pool growths" thinsr "$(grep -c ': grew data by' "$BENCH_OUT/monitor.log")" count
+thinvdi-detach benchmon "$MV"
+thinsr-detach benchmon && thinsr-destroy --force benchmon
+fi  # space
 
 # ---------------------------------------------------------------- clean up
 for key in $(thinvdi-ls --json bench | jq -r '.[] | select(.attached) | .key'); do thinvdi-detach bench "$key"; done

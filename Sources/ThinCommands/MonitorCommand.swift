@@ -3,6 +3,9 @@ import FoundationEssentials
 public import ThinCore
 import ThinDeviceMapper
 import ThinTools
+#if canImport(Glibc)
+import Glibc
+#endif
 
 public struct SRMonitor: ToolCommand {
     public static let access = ToolAccess.lifecycle
@@ -16,7 +19,9 @@ public struct SRMonitor: ToolCommand {
             or metadata use reaches the SR's --autoextend-threshold (thinsr-set), it grows the pool from the \
             volume group's free space by --autoextend-step (or by what there is, with a warning), as \
             thinsr-extend does; from --warning-threshold it warns. Warnings and actions go to the system \
-            journal and to stderr, once per crossing. A pool that fills anyway follows its --on-full \
+            journal and to stderr, once per crossing; on a xapi host they are also raised as xapi \
+            messages on the SR (xe message-create: THINSR_POOL_WARNING priority 3, THINSR_POOL_STUCK 2, \
+            THINSR_POOL_GROWN 5), which XenCenter and Xen Orchestra show as alerts. A pool that fills anyway follows its --on-full \
             policy; queued writes complete once the pool has grown. A second monitor is refused; a killed \
             monitor leaves the pools as they were, and the next start catches up. --once looks once and \
             exits (for cron, or to check the policy).
@@ -59,6 +64,7 @@ public struct SRMonitor: ToolCommand {
                     lastFailure[summary.uuid] = nil
                     if let message = report.message {
                         log(report.level == .normal ? .info : report.level == .grown ? .notice : .warning, message)
+                        await XapiAlerts.raise(report, message: message)
                     }
                     if once { reports.append(MonitorJSON(report)) }
                 } catch where error.code == .srNotAttached || error.code == .srDoesNotExist {
@@ -113,6 +119,45 @@ public struct SRMonitor: ToolCommand {
     private func log(_ priority: SystemLog.Priority, _ message: String) {
         SystemLog.write(priority, message)
         if !(once && output.json) { Console.err("thinsr-monitor: \(message)") }
+    }
+}
+
+/// The monitor's warnings as xapi messages (alerts in XenCenter and Xen
+/// Orchestra): SMAPIv3 has no call for them, so on a xapi host the monitor
+/// runs `xe message-create` against the SR (xapi's SR uuid is the SR's own).
+/// Elsewhere there is no `xe` and the journal is the only record.
+/// THINSR_XE names another program (the kernel suite records the calls).
+enum XapiAlerts {
+    static let program: String? = {
+        if let chosen = getenv("THINSR_XE").map({ String(cString: $0) }) { return chosen.isEmpty ? nil : chosen }
+        return ["/opt/xensource/bin/xe", "/usr/bin/xe"].first { ExternalCommand.locate($0) != nil }
+    }()
+
+    /// xapi's priorities: 1 is the most urgent, 5 informational.
+    static func priority(_ level: PoolWatchReport.Level) -> Int? {
+        switch level {
+        case .normal: return nil
+        case .grown: return 5
+        case .warning: return 3
+        case .stuck: return 2
+        }
+    }
+
+    static func raise(_ report: PoolWatchReport, message: String) async {
+        guard let program, let priority = priority(report.level) else { return }
+        let name = "THINSR_POOL_\(report.level.rawValue.uppercased())"
+        // Bounded: a xapi that does not answer must not stop the monitor's watch.
+        let arguments = ["10", program, "message-create", "name=\(name)", "body=\(message)", "priority=\(priority)",
+                         "sr-uuid=\(report.uuid)"]
+        do {
+            let result = try await ExternalCommand.run("timeout", arguments)
+            if result.exitStatus != 0 {
+                SystemLog.write(.warning, "xe message-create for SR \(report.uuid) failed (exit \(result.exitStatus)): "
+                                + (result.standardError.split(whereSeparator: \.isNewline).last.map(String.init) ?? ""))
+            }
+        } catch {
+            SystemLog.write(.warning, "cannot run xe message-create: \(error)")
+        }
     }
 }
 

@@ -11,7 +11,10 @@ public struct SRCreate: LifecycleTool {
             volume group holding the SR's pool data, pool metadata, a metadata spare, a catalog and the \
             catalog's copy, which takes every commit too (64 MiB each to start, 32 MiB in a VG under 4 GiB; \
             thinsr-extend grows them). With --vg, the SR lives in an existing volume group and never \
-            touches logical volumes that are not tagged as its own; --pool-size is then required. The new SR \
+            touches logical volumes that are not tagged as its own; --pool-size is then required. An \
+            own-the-world pool starts at half the VG (after catalog and metadata) unless --pool-size says \
+            otherwise: a pool can grow online at any time (thinsr-monitor grows it at 80% used by default, \
+            thinsr-extend on demand) but never shrink, and preallocated volumes need free extents. The new SR \
             is left attached. Prints the SR's uuid.
             """)
 
@@ -35,7 +38,8 @@ public struct SRCreate: LifecycleTool {
     var vg: String?
     @Option(name: .customLong("pool-size"),
             help: ArgumentHelp("Pool data size, in bytes or with a K, M, G or T suffix (default with --device: "
-                               + "90% of the space left after metadata).", valueName: "size"),
+                               + "half the space left after metadata; the rest stays free for thinsr-monitor to grow the pool into "
+                               + "and for preallocated volumes).", valueName: "size"),
             transform: ByteCount.parser("pool size"))
     var poolSize: ByteCount?
     @Option(name: .customLong("block-size"),

@@ -18,4 +18,13 @@ check_eq "export, changed-block and import figures, each against its comparison"
     "$(jq '[.results[] | select(.group | startswith("backup:")) | select(.sides.thinsr.wall_microseconds and .sides.lvm.wall_microseconds)] | length == 4' "$results" 2>/dev/null)"
 check_eq "the export's output is identical to qemu-img convert's of the whole device" true \
     "$(jq '[.results[] | select(.operation == "outputs identical (qemu-img compare)")] | length == 1' "$results" 2>/dev/null)"
+check_eq "preallocated raw vs plain LV data path figures" true \
+    "$(jq '[.results[] | select(.group == "data path (preallocated raw)") | .ratio.value > 0] | length == 4' "$results" 2>/dev/null)"
+check_eq "zeroing a preallocated volume, against dd and blkdiscard -z" true \
+    "$(jq '[.results[] | select(.group | startswith("space: zero")) | .ratio.value > 0] | length == 2' "$results" 2>/dev/null)"
+check_eq "the monitor grew the pool under a writer that saw no error, with its reaction time and longest write" true \
+    "$(jq '[.results[] | select(.group == "space: monitor, writer at full speed") | {(.operation): .sides.thinsr}] | add
+           | .["write errors (fio)"].count.median == 0 and .["pool growths"].count.median >= 1
+             and .["threshold crossed to pool grown"].wall_microseconds.median > 0
+             and .["longest write (fio clat max)"].wall_microseconds.median > 0' "$results" 2>/dev/null)"
 check "the table was printed" grep -q "ratio" "$THINSR_SCRATCH/bench.out"

@@ -74,11 +74,16 @@ MP=$(thinvdi-attach mon "$MV")
 dd if=/dev/urandom of="$MP" bs=1M count=40 oflag=direct status=none   # 40 of 64 MiB: 63%
 check "below the threshold nothing grows" bash -c "thinsr-set mon --autoextend-threshold 70 && thinsr-monitor --once --json | jq -e '.[] | select(.sr == \"$MSR\") | .grown_bytes == 0 and .level == \"warning\"'"
 thinsr-set mon --autoextend-threshold 60
-thinsr-monitor --once --json > "$THINSR_SCRATCH/mon.json" 2>/dev/null
+# xapi's CLI, recorded: on a xapi host the monitor's warnings become xapi messages (alerts).
+printf '#!/bin/sh\nprintf "%%s|" "$@" >> %s/xe-calls; echo >> %s/xe-calls\n' "$THINSR_SCRATCH" "$THINSR_SCRATCH" > "$THINSR_SCRATCH/xe"
+chmod +x "$THINSR_SCRATCH/xe"
+THINSR_XE=$THINSR_SCRATCH/xe thinsr-monitor --once --json > "$THINSR_SCRATCH/mon.json" 2>/dev/null
 check_eq "at it, the pool grows by 32 MiB (dmsetup status)" 96 "$(mon_pool_mib "$MSR")"
 check_eq "and the data LV with it (lvs)" 96 "$(mon_data_lv_mib "$MSR" monvg)"
 check_eq "the report says so" "grown 33554432" \
     "$(jq -r --arg u "$MSR" '.[] | select(.sr == $u) | "\(.level) \(.grown_bytes)"' "$THINSR_SCRATCH/mon.json")"
+check "the growth was raised as a xapi message on the SR (xe message-create, priority 5)" \
+    grep -q "^message-create|name=THINSR_POOL_GROWN|body=.*grew data by.*|priority=5|sr-uuid=$MSR|$" "$THINSR_SCRATCH/xe-calls"
 check_pool_agrees "$MSR" "after a monitor growth"
 check_eq "the pool's low water mark follows its new size (40% of 1536 blocks)" 614 "$(dmsetup table "$(pool_name "$MSR")" | awk '{print $7}')"
 

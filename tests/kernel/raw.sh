@@ -69,6 +69,15 @@ check "the volume plugin's SR.stat gives the same free and total" env THINSR_TOO
     | $THINSR_SCRATCH/root/usr/libexec/xapi-storage-script/volume/org.xen.xapi.storage.thinsr/SR.stat --json \
     | jq -e '.free_space == $(( pool_free + vg_free )) and .total_space == $(( ${used_data_total#*/} * 65536 + raw_bytes + vg_free ))'"
 
+test_begin "thinsr-check compares raw volumes' LVs with their rows"
+check "an SR with a raw volume checks clean" thinsr-check raw
+lvcreate -q -y -L 4M -n stray --addtag "thinsr.sr=$RSR" --addtag thinsr.role=raw rawvg >/dev/null
+thinsr-check --json raw > "$THINSR_SCRATCH/raw-check.json" 2>/dev/null
+check_status=$?
+check_eq "an LV with the SR's raw tags that no volume names is found, exit 5" "5 raw-lv-orphaned" \
+    "$check_status $(jq -r '.findings[].problem' "$THINSR_SCRATCH/raw-check.json")"
+lvremove -q -y rawvg/stray >/dev/null
+
 test_begin "resize grows the LV and zeroes the new part; what a raw volume cannot do is refused"
 check "thinvdi-resize raw db 80M (attached)" thinvdi-resize raw db 80M
 check_eq "lvs: 80 MiB" 80 "$(raw_lv_mib "$RLV")"

@@ -40,8 +40,31 @@ extension AttachedSR {
         try checkThinIDs(present, repair: repair, usage: current, into: &report)
         report.findings += try checkCatalogIntegrity()
         report.findings += try checkRows()
+        report.findings += try checkRawVolumes()
         report.findings += try checkDevices(repair: repair)
         return report
+    }
+
+    /// Preallocated volumes' LVs against their rows (`lvs`): a row whose LV
+    /// is gone has lost its data; an LV of the SR's that no row names was
+    /// made or kept behind thinsr's back. Neither is repaired: which copy of
+    /// the truth is right is the admin's call.
+    private func checkRawVolumes() throws(ThinError) -> [CheckFinding] {
+        let lvs = try rawLogicalVolumes().map(\.name)
+        let rows = try catalog.rawLVNames()
+        var findings: [CheckFinding] = []
+        for volume in try catalog.volumes() where volume.rawLV.map({ !lvs.contains($0) }) ?? false {
+            findings.append(CheckFinding(problem: "raw-lv-missing", detail: "the LV \(volume.rawLV ?? "") of "
+                                         + "preallocated volume \(volume.key) is missing (vgcfgrestore \(volumeGroup) "
+                                         + "brings back a removed LV from LVM's archive; or thinvdi-destroy the volume)",
+                                         repaired: false))
+        }
+        for lv in lvs.sorted() where !rows.contains(lv) {
+            findings.append(CheckFinding(problem: "raw-lv-orphaned", detail: "the LV \(volumeGroup)/\(lv) carries this "
+                                         + "SR's tags but no volume names it; inspect it, then remove it with lvremove",
+                                         repaired: false))
+        }
+        return findings
     }
 
     /// An open transaction is a finding; `repair` finishes or undoes it.

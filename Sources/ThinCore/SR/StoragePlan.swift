@@ -46,8 +46,14 @@ struct StoragePlan: Equatable {
         }
     }
 
+    /// The share of an own-the-world VG (after catalog and metadata) its pool
+    /// starts with: the rest stays free extents, for the pool monitor to grow
+    /// into (online, in a table reload) and for preallocated volumes. A pool
+    /// can grow at any time but never shrink, so it starts at half.
+    static let ownTheWorldPoolPercent: UInt64 = 50
+
     /// Sizes metadata for the largest the pool could grow to (the whole VG) and
-    /// the data LV as asked, or 90% of what is left in an own-the-world VG.
+    /// the data LV as asked, or `ownTheWorldPoolPercent` of what is left in an own-the-world VG.
     static func make(vg: VolumeGroupReport, poolBytes: UInt64?, blockBytes: UInt64, metadataBytes asked: UInt64?,
                      programs: any HelperPrograms) async throws(ThinError) -> StoragePlan {
         let extent = max(vg.extentBytes, 512)
@@ -74,7 +80,7 @@ struct StoragePlan: Equatable {
                                 + "\(vg.name) has \(ByteSize.format(available)) left after catalog and metadata")
             }
         } else {
-            data = available / 10 * 9 / extent * extent
+            data = available / extent * ownTheWorldPoolPercent / 100 * extent
         }
         data = data / blockBytes * blockBytes
         guard data >= blockBytes else { throw ThinError(.noSpace, "volume group \(vg.name) leaves no room for pool data") }

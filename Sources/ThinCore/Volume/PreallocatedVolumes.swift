@@ -163,11 +163,15 @@ extension AttachedSR {
     /// The bytes of the SR's preallocated volumes' LVs and its VG's free
     /// extents, as `lvs` and `vgs` report them (SR.stat's free and total).
     public func rawSpace() throws(ThinError) -> (rawBytes: UInt64, groupFreeBytes: UInt64) {
+        (try rawLogicalVolumes().reduce(0) { $0 + $1.sizeBytes }, try volumeGroupReport().freeBytes)
+    }
+
+    /// The LVs in the SR's VG tagged as its preallocated volumes' (`lvs`).
+    func rawLogicalVolumes() throws(ThinError) -> [LogicalVolumeReport] {
         let lvs: [LogicalVolumeReport]
         do { lvs = try host.lvm.logicalVolumes() } catch { throw .backend("cannot list logical volumes", error) }
-        let raw = lvs.filter { $0.volumeGroup == volumeGroup && $0.tags.contains(names.srTag)
+        return lvs.filter { $0.volumeGroup == volumeGroup && $0.tags.contains(names.srTag)
             && $0.tags.contains(SRNames.rawRoleTag) }
-        return (raw.reduce(0) { $0 + $1.sizeBytes }, try volumeGroupReport().freeBytes)
     }
 }
 
