@@ -1,5 +1,6 @@
 public import ArgumentParser
 public import ThinCore
+import ThinTools
 import FoundationEssentials
 
 public struct VDISnapshot: VolumeCopyTool {
@@ -73,15 +74,56 @@ public struct VDIResize: VolumeTool {
         abstract: "Grow a volume.",
         discussion: """
             Grows the virtual size to SIZE (rounded up to 512 bytes). An attached volume's block device \
-            grows at once. Shrinking is refused; resizing to the current size does nothing.
+            grows at once. Shrinking is refused; resizing to the current size does nothing. A \
+            preallocated volume's LV is extended and its new part zeroed before the volume shows it \
+            (progress as thinvdi-create --preallocate shows it; SIGINT or SIGTERM cancels, and the volume \
+            keeps its size).
             """)
     public static let examples = [("thinvdi-resize vmstore web01-root 40G", "Grow the volume to 40 GiB.")]
+    public static let extraExitStatuses: [(Int32, String)] = [
+        (130, "a preallocated volume's zeroing was cancelled; the volume kept its size"),
+    ]
 
     @OptionGroup public var volume: VolumeArgument
     @Argument(help: "The new size, in bytes or with a K, M, G or T suffix.", transform: ByteCount.parser("size"))
     var size: ByteCount
+    @Option(help: ArgumentHelp("Progress of a preallocated volume's zeroing on stderr: bar, json or none (a bare "
+                               + "--progress: bar; default: a bar on a terminal).", valueName: "mode"))
+    var progress: ProgressMode?
     @OptionGroup public var output: OutputOptions
     public init() {}
+
+    /// A preallocated volume's new part is zeroed without the SR lock, so
+    /// the pool monitor and other writers are not kept waiting.
+    public func perform(host: Host) async throws(ThinError) -> Int32 {
+        CancelSignals.install()
+        let growth = try await withSR(reference, host: host) { sr throws(ThinError) -> RawGrowth? in
+            guard let growth = try sr.beginResize(volume.vdi, to: size.bytes) else {
+                try await printVolume(try sr.requireVolume(volume.vdi), of: sr, json: output.json, quiet: true)
+                return nil
+            }
+            return growth
+        }
+        guard let growth else { return 0 }
+        let reporter = ProgressReporter(operation: "zero", total: growth.to - growth.from, mode: progress)
+        var failure: ThinError?
+        do {
+            try BlockZeroing.zero(growth.path, from: growth.from, to: growth.to, progress: { reporter.update(done: $0) },
+                                  stop: { CancelSignals.received != nil })
+        } catch {
+            failure = error.code == .cancelled ? cancelled("zeroing of \(volume.vdi)'s new part") : error
+        }
+        return try await withSR(reference, host: host) { sr throws(ThinError) in
+            if let failure {
+                try? sr.abandonGrowth(growth)
+                throw failure
+            }
+            try sr.finishGrowth(growth)
+            reporter.finish()
+            try await printVolume(try sr.requireVolume(volume.vdi), of: sr, json: output.json, quiet: true)
+            return 0
+        }
+    }
 
     public func execute(on sr: AttachedSR) async throws(ThinError) {
         try sr.resizeVolume(volume.vdi, to: size.bytes)

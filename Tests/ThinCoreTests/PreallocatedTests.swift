@@ -46,9 +46,10 @@ struct PreallocatedTests {
         withGroup(sr, freeBytes: 8 << 20)
         let attached = try sr.open()
         defer { attached.close() }
-        #expect(throws: ThinError.self) {
+        let error = #expect(throws: ThinError.self) {
             try attached.beginPreallocatedVolume(name: "big", description: "", sizeBytes: 9 << 20, sharable: false)
         }
+        #expect(error?.code == .noSpace)
         #expect(!sr.lvm.calls.contains { $0.hasPrefix("lvcreate") })
         #expect(try attached.catalog.volumes(includingUnfinished: true).isEmpty)
     }
@@ -61,10 +62,15 @@ struct PreallocatedTests {
         defer { attached.close() }
         let volume = try attached.finishFilling(
             try attached.beginPreallocatedVolume(name: "db", description: "", sizeBytes: 4 << 20, sharable: false))
-        #expect(throws: ThinError.self) { try attached.copyVolume(volume.key, kind: .snapshot, name: nil) }
-        #expect(throws: ThinError.self) { try attached.copyVolume(volume.key, kind: .clone, name: nil) }
-        #expect(throws: ThinError.self) {
-            try attached.setMetadata(volume.key, name: nil, description: nil, set: [], unset: [], cbt: true)
+        let refusals = [
+            #expect(throws: ThinError.self) { try attached.copyVolume(volume.key, kind: .snapshot, name: nil) },
+            #expect(throws: ThinError.self) { try attached.copyVolume(volume.key, kind: .clone, name: nil) },
+            #expect(throws: ThinError.self) {
+                try attached.setMetadata(volume.key, name: nil, description: nil, set: [], unset: [], cbt: true)
+            },
+        ]
+        for refusal in refusals {
+            #expect(refusal?.code == .invalidArgument && refusal?.message.contains("preallocated raw volume") == true)
         }
         try attached.destroyVolume(volume.key)
         #expect(sr.lvm.calls.contains("lvremove [\"\(sr.names.rawLV(volume.uuid))\"]"))
@@ -90,6 +96,28 @@ struct PreallocatedTests {
         try next.recovered()
         #expect(sr.lvm.calls.filter { $0.hasPrefix("lvremove") } == ["lvremove [\"\(sr.names.rawLV(volume.uuid))\"]"])
         #expect(try next.catalog.volumes(includingUnfinished: true).isEmpty)
+    }
+
+    @Test("a grow extends the LV and marks the volume; the size is recorded only when the zeroing is done")
+    func grow() throws {
+        let sr = try TestSR()
+        withGroup(sr, freeBytes: 1 << 30)
+        let attached = try sr.open()
+        defer { attached.close() }
+        let volume = try attached.finishFilling(
+            try attached.beginPreallocatedVolume(name: "db", description: "", sizeBytes: 6 << 20, sharable: false))
+        let growth = try #require(try attached.beginResize(volume.key, to: 10 << 20))
+        #expect(sr.lvm.calls.contains("lvextend \(TestSR.group)/\(sr.names.rawLV(volume.uuid))"))
+        #expect(growth.from == 6 << 20 && growth.to == 12 << 20 && growth.size == 10 << 20)
+        #expect(try attached.requireVolume(volume.key).virtualSize == 6 << 20)   // not until finishGrowth
+        #expect(try attached.requireVolume(volume.key).growOwner != nil)
+        try attached.finishGrowth(growth)
+        let grown = try attached.requireVolume(volume.key)
+        #expect(grown.virtualSize == 10 << 20 && grown.growOwner == nil)
+        // A mark whose process is gone is cleared by recovery.
+        try attached.catalog.setGrowOwner("\(System.bootID()) 999999999 1", volume: volume.uuid)
+        try attached.clearAbandonedGrowths()
+        #expect(try attached.requireVolume(volume.key).growOwner == nil)
     }
 
     @Test("an own-the-world pool starts at half of what the VG has after catalog and metadata")

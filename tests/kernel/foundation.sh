@@ -25,7 +25,10 @@ check_eq "data used bytes" "$(( ${data%/*} * BS ))" "$(sr_field "$SR1" data_used
 check_eq "data total bytes" "$(( ${data#*/} * BS ))" "$(sr_field "$SR1" data_total)"
 check_eq "metadata used bytes" "$(( ${meta%/*} * 4096 ))" "$(sr_field "$SR1" metadata_used)"
 check_eq "metadata total bytes" "$(( ${meta#*/} * 4096 ))" "$(sr_field "$SR1" metadata_total)"
-check_eq "free = total - used" "$(( (${data#*/} - ${data%/*}) * BS ))" "$(sr_field "$SR1" free_space)"
+check_eq "pool free = total - used" "$(( (${data#*/} - ${data%/*}) * BS ))" "$(sr_field "$SR1" pool_free)"
+vg_free=$(vgs --noheadings --units b --nosuffix -o vg_free "$(sr_field "$SR1" volume_group)" | tr -d ' ')
+check_eq "SR free space = pool free + the VG's free extents (vgs), which the pool grows into" \
+    "$(( (${data#*/} - ${data%/*}) * BS + vg_free ))" "$(sr_field "$SR1" free_space)"
 check_eq "volume's physical utilisation = thin status mapped sectors" \
     "$(( $(dmsetup status "$(basename "$(readlink "$P0")")" | awk '{print $4}') * 512 ))" \
     "$(thinvdi-stat --json one "$V0" | jq -r .physical_utilisation)"

@@ -79,13 +79,36 @@ check_eq "an LV with the SR's raw tags that no volume names is found, exit 5" "5
 lvremove -q -y rawvg/stray >/dev/null
 
 test_begin "resize grows the LV and zeroes the new part; what a raw volume cannot do is refused"
-check "thinvdi-resize raw db 80M (attached)" thinvdi-resize raw db 80M
+# Old data in the extents the grown LV will take, as before the create.
+lvcreate -q -y -L 40M -n stale2 rawvg >/dev/null
+stale2_first=$(lvs --noheadings -o seg_pe_ranges rawvg/stale2 | tr -d ' ' | sed 's/.*://; s/-.*//')
+write_pattern /dev/rawvg/stale2 rawstale2 40
+lvremove -q -y rawvg/stale2 >/dev/null
+check "thinvdi-resize raw db 80M (attached)" thinvdi-resize raw db 80M --progress=none
+check "the grown LV took the extents that held the removed LV's data" bash -c "
+    lvs --noheadings -o seg_pe_ranges rawvg/$RLV | tr ' ' '\n' | sed -n 's/.*:\([0-9]*\)-\([0-9]*\)$/\1 \2/p' |
+    awk -v first=$stale2_first '\$1 <= first && first <= \$2 {found = 1} END {exit !found}'"
 check_eq "lvs: 80 MiB" 80 "$(raw_lv_mib "$RLV")"
 check_eq "the attached device grew at once (blockdev)" $((80 << 20)) "$(blockdev --getsize64 "$RP")"
 check "the new 30 MiB read zero" cmp -n $((30 << 20)) <(dd if="$RP" bs=1M skip=50 count=30 iflag=direct status=none) /dev/zero
 check "and the old data is untouched" same_as_pattern "$RP" rawdata
 expect_failure 64 "shrinking is refused" thinvdi-resize raw db 40M
 expect_failure 4 "growing past the VG's free space is refused before anything changes" thinvdi-resize raw db 2G
+rm -f "$THINSR_SCRATCH/raw-trace"
+THINSR_FAULT_PAUSE=zeroed-piece:1000 THINSR_FAULT_TRACE=$THINSR_SCRATCH/raw-trace \
+    thinvdi-resize raw db 150M --progress=none 2>/dev/null &
+grower=$!
+check "a grow by 70 MiB is zeroing its new part" wait_trace "$THINSR_SCRATCH/raw-trace" zeroed-piece
+check_eq "meanwhile another grow of it is refused (exit 3)" 3 "$(thinvdi-resize raw db 100M 2>/dev/null; echo $?)"
+kill -INT $grower; wait $grower
+check_eq "SIGINT cancels the grow (exit 130)" 130 "$?"
+check_eq "the volume kept its size (thinvdi-stat, blockdev)" "$((80 << 20)) $((80 << 20))" \
+    "$(thinvdi-stat --json raw db | jq -r .virtual_size) $(blockdev --getsize64 "$RP")"
+check "and its data" same_as_pattern "$RP" rawdata
+THINSR_FAULT=zeroed-piece thinvdi-resize raw db 150M --progress=none 2>/dev/null
+check "after a grow killed mid-zeroing, the next grow works" thinvdi-resize raw db 96M --progress=none
+check_eq "to the size asked" $((96 << 20)) "$(blockdev --getsize64 "$RP")"
+check "its new part reads zero" cmp -n $((16 << 20)) <(dd if="$RP" bs=1M skip=80 count=16 iflag=direct status=none) /dev/zero
 expect_failure 64 "snapshot is refused (a raw LV shares no blocks)" thinvdi-snapshot raw db
 expect_failure 64 "clone is refused" thinvdi-clone raw db
 expect_failure 64 "changed-block tracking is refused" thinvdi-set raw db --cbt on
@@ -115,7 +138,7 @@ kill -INT $creator; wait $creator
 check_eq "SIGINT cancels it with exit 130" 130 "$?"
 check_eq "with one line on stderr" 1 "$(wc -l < "$THINSR_SCRATCH/raw-cancel.err")"
 check_eq "its LV is gone (lvs)" "$before_lvs" "$(raw_lv_count)"
-check "and so is its volume" bash -c "! thinvdi-ls --json raw | jq -e '.[] | select(.name == \"cancelme\")'"
+check "and so is its volume" bash -c "thinvdi-ls --json raw | jq -e 'all(.name != \"cancelme\")'"
 rm -f "$THINSR_SCRATCH/raw-trace"
 THINSR_FAULT_PAUSE=zeroed-piece:1000 THINSR_FAULT_TRACE=$THINSR_SCRATCH/raw-trace \
     thinvdi-create raw --name destroyme --size 65M --preallocate --progress=none >/dev/null 2>&1 &
@@ -127,22 +150,25 @@ check_eq "the create ends cancelled (exit 130)" 130 "$?"
 check_eq "nothing of it is left (lvs)" "$before_lvs" "$(raw_lv_count)"
 THINSR_FAULT=zeroed-piece thinvdi-create raw --name killme --size 65M --preallocate --progress=none >/dev/null 2>&1
 check_eq "a create killed mid-zeroing (SIGKILL) leaves its LV for now" "$(( before_lvs + 1 ))" "$(raw_lv_count)"
-check "thinvdi-destroy of a volume still being filled by a dead process is not needed: the next writer removes it" \
-    bash -c "thinvdi-create raw --name after --size 1M >/dev/null"
+check "the next writer removes it" bash -c "thinvdi-create raw --name after --size 1M >/dev/null"
 check_eq "its LV is gone (lvs)" "$before_lvs" "$(raw_lv_count)"
-check "and so is its volume" bash -c "! thinvdi-ls --json raw | jq -e '.[] | select(.name == \"killme\")'"
+check "and so is its volume" bash -c "thinvdi-ls --json raw | jq -e 'all(.name != \"killme\")'"
+THINSR_FAULT=zeroed-piece thinvdi-create raw --name killme2 --size 65M --preallocate --progress=none >/dev/null 2>&1
+check "thinvdi-destroy of a create killed mid-zeroing succeeds (its recovery removes it)" thinvdi-destroy raw killme2
+check_eq "and nothing of it is left (lvs)" "$before_lvs" "$(raw_lv_count)"
 
 test_begin "destroy removes the LV; a destroy killed half way is finished by the next writer"
 free_before=$(vgs --noheadings --units m --nosuffix -o vg_free rawvg | awk '{printf "%d", $1}')
+db_mib=$(raw_lv_mib "$RLV")
 check "thinvdi-destroy raw db" thinvdi-destroy raw db
 check "the LV is gone (lvs)" bash -c "! lvs rawvg/$RLV >/dev/null 2>&1"
-check_eq "its 80 MiB are free in the VG again (vgs)" $(( free_before + 80 )) \
+check_eq "its LV's $db_mib MiB are free in the VG again (vgs)" $(( free_before + db_mib )) \
     "$(vgs --noheadings --units m --nosuffix -o vg_free rawvg | awk '{printf "%d", $1}')"
 THINSR_FAULT=raw-removal-recorded thinvdi-destroy raw "$IV" 2>/dev/null
 check "a destroy killed after recording the removal left the LV" lvs "rawvg/$ILV"
 check "the next writer finishes it" bash -c "thinvdi-create raw --name after2 --size 1M >/dev/null"
 check "the LV is gone (lvs)" bash -c "! lvs rawvg/$ILV >/dev/null 2>&1"
-check "and the volume" bash -c "! thinvdi-ls --json raw | jq -e '.[] | select(.key == \"$IV\")'"
+check "and the volume" bash -c "thinvdi-ls --json raw | jq -e 'all(.key != \"$IV\")'"
 
 test_begin "thinsr-destroy --force removes raw volumes with the SR"
 thinvdi-create raw --name last --size 20M --preallocate --progress=none >/dev/null

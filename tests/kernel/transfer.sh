@@ -8,7 +8,7 @@ data_bytes() { qemu-img map --output=json "$1" | jq '[.[] | select(.data and (.z
 
 test_begin "export: only provisioned data, identical images in every format"
 new_loop XP1 1024
-XSR=$(thinsr-create --name transfer --device "$XP1")
+XSR=$(thinsr-create --name transfer --device "$XP1" --pool-size 850M)   # the imports below need most of it
 XV=$(thinvdi-create transfer --name disk --size 256M)
 P=$(thinvdi-attach transfer "$XV")
 # 1 MiB of pattern at 0, 64 KiB at 100 MiB, 2 MiB at 200 MiB: 3.06 MiB of 256 MiB written.

@@ -5,7 +5,7 @@ import ThinDeviceMapper
 extension Catalog {
     static let volumeColumns = """
         uuid, key, name, description, thin_id, virtual_size, kind, read_write, sharable, created_at, state,
-        parent_uuid, snapshot_of, cbt_enabled, data_source, data_since, data_destroyed, cbt_time, cbt_map, import_owner, raw_lv
+        parent_uuid, snapshot_of, cbt_enabled, data_source, data_since, data_destroyed, cbt_time, cbt_map, import_owner, raw_lv, grow_owner
         """
 
     func volumes(includingUnfinished: Bool = false) throws(ThinError) -> [VolumeRecord] {
@@ -65,12 +65,12 @@ extension Catalog {
                             cbtEnabled: row.int(13) == 1, dataSource: row.text(14).flatMap(UUID.init(uuidString:)),
                             dataSince: row.int(15).map { UInt64($0) }, dataDestroyed: row.int(16) == 1,
                             changeBase: ChangeBase(creationTime: row.int(17), text: row.text(18)),
-                            importOwner: row.text(19), rawLV: row.text(20))
+                            importOwner: row.text(19), rawLV: row.text(20), growOwner: row.text(21))
     }
 
     func insert(_ volume: VolumeRecord) throws(ThinError) {
         try transaction { () throws(ThinError) in
-            try database.query("INSERT INTO volume (\(Self.volumeColumns)) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", [
+            try database.query("INSERT INTO volume (\(Self.volumeColumns)) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", [
                 .text(volume.uuid.lowercased), .text(volume.key), .text(volume.name),
                 .text(volume.description), .integer(Int64(volume.thinID.value)), .integer(Int64(volume.virtualSize)),
                 .text(volume.kind.rawValue), .integer(volume.readWrite ? 1 : 0), .integer(volume.sharable ? 1 : 0),
@@ -82,6 +82,7 @@ extension Catalog {
                 volume.changeBase.map { .integer(Int64($0.creationTime)) } ?? .null,
                 volume.changeBase.map { .text($0.text) } ?? .null,
                 volume.importOwner.map { .text($0) } ?? .null, volume.rawLV.map { .text($0) } ?? .null,
+                volume.growOwner.map { .text($0) } ?? .null,
             ])
             for (key, value) in volume.keys.sorted(by: { $0.key < $1.key }) {
                 try database.query("INSERT INTO volume_key VALUES (?, ?, ?)",
@@ -101,6 +102,14 @@ extension Catalog {
     /// The raw LV names every row holds, in any state.
     func rawLVNames() throws(ThinError) -> Set<String> {
         Set(try database.query("SELECT raw_lv FROM volume WHERE raw_lv IS NOT NULL").compactMap { $0.text(0) })
+    }
+
+    /// Marks a preallocated volume as being grown by `owner`, or clears the mark (nil).
+    func setGrowOwner(_ owner: String?, volume: UUID) throws(ThinError) {
+        try transaction { () throws(ThinError) in
+            try database.query("UPDATE volume SET grow_owner = ? WHERE uuid = ?",
+                               [owner.map { .text($0) } ?? .null, .text(volume.lowercased)])
+        }
     }
 
     func deleteVolume(_ volume: UUID) throws(ThinError) {

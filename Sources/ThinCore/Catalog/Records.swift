@@ -143,6 +143,9 @@ public struct VolumeRecord: Equatable, Sendable {
     /// A preallocated raw volume's LV beside the pool (nil: a thin volume).
     /// Its thin id is reserved, never created in the pool.
     public var rawLV: String? = nil
+    /// The process zeroing a preallocated volume's grown LV beyond its
+    /// current size (boot id, pid, start time), until the size is recorded.
+    var growOwner: String? = nil
 
     public var isPreallocated: Bool { rawLV != nil }
 }

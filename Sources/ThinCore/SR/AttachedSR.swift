@@ -203,6 +203,7 @@ public final class AttachedSR {
         let usage = try transactions.recover(try pool.usage())
         recoveredUsage = usage
         try finishRemovingPreallocated()
+        try clearAbandonedGrowths()
         try removeAbandonedImports()
         return recoveredUsage ?? usage
     }

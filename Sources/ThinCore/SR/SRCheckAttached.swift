@@ -195,6 +195,20 @@ extension AttachedSR {
             do { live = try host.deviceMapper.table(name: device) } catch {
                 throw .backend("cannot read the table of \(device)", error)
             }
+            if volume.isPreallocated, let line = live?.first, line.targetType != "error" {
+                // The kernel shows the LV as major:minor.
+                var expected = devices.table(for: volume)
+                if let lv = rawDevicePath(volume), let number = System.blockDevice(lv) {
+                    expected.parameters = "\(number.major):\(number.minor) 0"
+                }
+                if line != expected {
+                    findings.append(CheckFinding(problem: "device-disagrees", detail: "the device of \(volume.key) "
+                                                 + "maps \(line.targetType) \(line.parameters) with \(line.lengthSectors) "
+                                                 + "sectors; the catalog says its LV \(volume.rawLV ?? "") with "
+                                                 + "\(volume.virtualSize / 512); detach and attach it again", repaired: false))
+                }
+                continue
+            }
             guard let line = live?.first, let table = ThinTable(parameters: line.parameters) else { continue }
             if table.deviceID != volume.thinID || line.lengthSectors != volume.virtualSize / 512 {
                 findings.append(CheckFinding(problem: "device-disagrees", detail: "the device of \(volume.key) maps "

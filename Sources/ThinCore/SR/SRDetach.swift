@@ -30,6 +30,7 @@ extension SRLifecycle {
         }
         let names = sr.names
         var warnings: [String] = []
+        try attached.refuseWhileFilling()
         try detachVolumes(of: attached, force: force)
         // A detach interrupted after removing the pool finds no pool: carry on.
         let poolExists = try attached.pool.exists()

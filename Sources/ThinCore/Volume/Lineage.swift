@@ -21,9 +21,10 @@ extension AttachedSR {
             if let parent = volume.parentUUID, known.contains(parent) { children[parent, default: []].append(volume) }
         }
         func node(_ volume: VolumeRecord) -> LineageNode {
-            let use = usage[volume.thinID]
-            return LineageNode(volume: volume, mappedBytes: use?.mappedBytes ?? 0,
-                               exclusiveBytes: use?.exclusiveBytes ?? 0, sharedBytes: use?.sharedBytes ?? 0,
+            let use = volume.isPreallocated ? nil : usage[volume.thinID]
+            let raw = volume.isPreallocated ? volume.virtualSize : 0   // all of a raw LV is its own
+            return LineageNode(volume: volume, mappedBytes: use?.mappedBytes ?? raw,
+                               exclusiveBytes: use?.exclusiveBytes ?? raw, sharedBytes: use?.sharedBytes ?? 0,
                                children: (children[volume.uuid] ?? []).sorted { $0.createdAt < $1.createdAt }
                                    .map(node))
         }

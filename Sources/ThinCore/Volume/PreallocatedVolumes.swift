@@ -2,6 +2,7 @@ import FoundationEssentials
 internal import CThinShims
 import ThinDeviceMapper
 import ThinLVM
+import ThinTrace
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -50,7 +51,14 @@ extension AttachedSR {
             try host.lvm.createLinearVolume(group: volumeGroup, name: names.rawLV(uuid), sizeBytes: lvBytes,
                                             tags: [names.srTag, SRNames.rawRoleTag])
         } catch {
-            try? catalog.deleteVolume(uuid)
+            // lvcreate may have committed the LV before failing (wiping, activating): remove it with its row,
+            // or leave the row marked for the next writer's recovery to finish.
+            do throws(ThinError) {
+                try removeRawLV(names.rawLV(uuid), key: volume.key)
+                try catalog.deleteVolume(uuid)
+            } catch {
+                try? catalog.setState(.removing, volume: uuid)
+            }
             throw .backend("lvcreate of the raw volume \(volume.key) failed", error)
         }
         FaultInjection.point("raw-volume-created")
@@ -78,10 +86,7 @@ extension AttachedSR {
     /// or a preallocated create still zeroing.
     public func fillingProcess(of volume: VolumeRecord) -> Int32? {
         guard let owner = volume.importOwner, owner != Self.importOwner() else { return nil }
-        let fields = owner.split(separator: " ", omittingEmptySubsequences: false)
-        guard fields.count == 3, fields[0] == System.bootID(), let pid = Int32(fields[1]),
-              let started = System.processStartTime(pid), String(started) == fields[2] else { return nil }
-        return pid
+        return Self.liveProcess(ofOwner: owner)
     }
 
     /// Removes a preallocated volume's LV and row: the row is marked first,
@@ -95,12 +100,38 @@ extension AttachedSR {
         try catalog.deleteVolume(volume.uuid)
     }
 
-    /// Finishes removals a killed process left (runs in recovery).
+    /// Finishes removals a killed process left (runs in recovery). One that
+    /// fails (its LV held open for a moment) is left for a later writer,
+    /// and `thinsr-check` reports it, rather than stopping this one.
     func finishRemovingPreallocated() throws(ThinError) {
         for (uuid, lv) in try catalog.removingRawVolumes() {
-            try devices.deactivate(uuid, key: nil)
-            try removeRawLV(lv, key: uuid.lowercased)
-            try catalog.deleteVolume(uuid)
+            do throws(ThinError) {
+                try devices.deactivate(uuid, key: nil)
+                try removeRawLV(lv, key: uuid.lowercased)
+                try catalog.deleteVolume(uuid)
+            } catch {
+                Trace.step("raw", "finish removing \(lv)", outcome: "left: \(error)", since: .now)
+            }
+        }
+    }
+
+    /// Refuses while a live process fills one of the SR's volumes (an import
+    /// or a preallocated create's zeroing, which holds no device a detach
+    /// would see): that process needs the SR attached to finish or undo.
+    func refuseWhileFilling() throws(ThinError) {
+        for volume in try catalog.volumes() {
+            if let pid = growingProcess(of: volume) {
+                throw ThinError(.srInUse, "volume \(volume.key) is being grown by process \(pid); wait for it",
+                                parameters: [volume.key])
+            }
+        }
+        for (uuid, _) in try catalog.importOwners() {
+            guard let volume = try catalog.volume(matching: uuid.lowercased), let pid = fillingProcess(of: volume) else {
+                continue
+            }
+            throw ThinError(.srInUse, "volume \(volume.key) is being filled (imported or zeroed) by process \(pid); "
+                            + "wait for it, or cancel it with thinvdi-destroy \(names.uuidString) \(volume.key)",
+                            parameters: [volume.key])
         }
     }
 
@@ -115,21 +146,22 @@ extension AttachedSR {
         }
     }
 
-    /// Grows a preallocated volume's LV to hold `size` and zeroes what the
-    /// volume did not cover before (its old end to the LV's new end), before
-    /// the volume is given the new size. A grow killed half way leaves a
-    /// larger LV under the old size: the next grow zeroes from the old end again.
-    func growPreallocated(_ volume: VolumeRecord, to size: UInt64) throws(ThinError) {
-        guard let lv = volume.rawLV, let path = rawDevicePath(volume) else { return }
-        let group = try volumeGroupReport()
-        let extent = max(group.extentBytes, 512)
-        let lvBytes = ByteSize.roundUp(size, to: extent)
-        let currentBytes: UInt64
-        do {
-            currentBytes = try host.lvm.logicalVolumes().first { $0.volumeGroup == volumeGroup && $0.name == lv }?.sizeBytes ?? 0
-        } catch {
-            throw .backend("cannot list logical volumes", error)
+    /// Extends a preallocated volume's LV to hold `size` and marks the
+    /// volume as being grown by this process. What is to be zeroed runs
+    /// from the volume's current end to the LV's end: a grow killed half way
+    /// leaves a larger LV under the old size, and the next grow zeroes from
+    /// the old end again.
+    func beginGrowPreallocated(_ volume: VolumeRecord, to size: UInt64) throws(ThinError) -> RawGrowth {
+        guard let lv = volume.rawLV, let path = rawDevicePath(volume) else {
+            throw ThinError(.catalogInconsistent, "\(volume.key) has no raw LV")
         }
+        if let pid = growingProcess(of: volume) {
+            throw ThinError(.volumeInUse, "\(volume.key) is being grown by process \(pid); wait for it",
+                            parameters: [volume.key])
+        }
+        let group = try volumeGroupReport()
+        let lvBytes = ByteSize.roundUp(size, to: max(group.extentBytes, 512))
+        let currentBytes = try rawLogicalVolumes().first { $0.name == lv }?.sizeBytes ?? 0
         if lvBytes > currentBytes {
             guard lvBytes - currentBytes <= group.freeBytes else {
                 throw ThinError(.noSpace, "growing \(volume.key) to \(ByteSize.format(size)) needs "
@@ -141,7 +173,47 @@ extension AttachedSR {
             }
             FaultInjection.point("raw-volume-extended")
         }
-        try BlockZeroing.zero(path, from: volume.virtualSize, to: max(lvBytes, currentBytes))
+        try catalog.setGrowOwner(Self.importOwner(), volume: volume.uuid)
+        return RawGrowth(volume: volume, size: size, path: path, from: volume.virtualSize, to: max(lvBytes, currentBytes))
+    }
+
+    /// The grown part is zeroed: the volume takes its new size (its device too, if attached).
+    public func finishGrowth(_ growth: RawGrowth) throws(ThinError) {
+        let volume = try requireVolume(growth.volume.uuid.lowercased)
+        guard volume.growOwner == Self.importOwner() else {
+            throw ThinError(.volumeInUse, "\(volume.key) is no longer marked as grown by this process; grow it again",
+                            parameters: [volume.key])
+        }
+        try catalog.setGrowOwner(nil, volume: volume.uuid)
+        try applySize(growth.size, to: volume)
+    }
+
+    /// A grow that failed or was cancelled: the volume keeps its size (its LV stays larger).
+    public func abandonGrowth(_ growth: RawGrowth) throws(ThinError) {
+        try catalog.setGrowOwner(nil, volume: growth.volume.uuid)
+    }
+
+    /// Grow marks whose process is gone are cleared (runs in recovery).
+    func clearAbandonedGrowths() throws(ThinError) {
+        for volume in try catalog.volumes() where volume.growOwner != nil {
+            if volume.growOwner.flatMap(Self.liveProcess(ofOwner:)) == nil {
+                try catalog.setGrowOwner(nil, volume: volume.uuid)
+            }
+        }
+    }
+
+    /// The live process (other than this one) growing `volume`.
+    func growingProcess(of volume: VolumeRecord) -> Int32? {
+        guard let pid = volume.growOwner.flatMap(Self.liveProcess(ofOwner:)), pid != getpid() else { return nil }
+        return pid
+    }
+
+    /// The pid of the live process an owner mark (boot id, pid, start time) names.
+    static func liveProcess(ofOwner owner: String) -> Int32? {
+        let fields = owner.split(separator: " ", omittingEmptySubsequences: false)
+        guard fields.count == 3, fields[0] == System.bootID(), let pid = Int32(fields[1]),
+              let started = System.processStartTime(pid), String(started) == fields[2] else { return nil }
+        return pid
     }
 
     /// Refuses what a preallocated volume cannot do: it has no thin blocks to share.
@@ -173,6 +245,16 @@ extension AttachedSR {
         return lvs.filter { $0.volumeGroup == volumeGroup && $0.tags.contains(names.srTag)
             && $0.tags.contains(SRNames.rawRoleTag) }
     }
+}
+
+/// A preallocated volume's grow in flight (see `beginResize`).
+public struct RawGrowth: Sendable {
+    public let volume: VolumeRecord
+    public let size: UInt64
+    /// The LV's node, and the range of it to zero.
+    public let path: String
+    public let from: UInt64
+    public let to: UInt64
 }
 
 /// Zeroes block devices in pieces with BLKZEROOUT, reporting progress and

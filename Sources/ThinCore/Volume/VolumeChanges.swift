@@ -2,8 +2,22 @@ import ThinDeviceMapper
 
 /// Changes to one volume that send no pool message: its size and its labels.
 extension AttachedSR {
-    /// Grows a volume; an attached volume's device grows at once. Shrinking is refused.
+    /// Grows a volume; an attached volume's device grows at once. Shrinking
+    /// is refused. A preallocated volume's new part is zeroed here, with
+    /// the SR lock held: the tools zero it without the lock instead
+    /// (`beginResize`, `finishGrowth`).
     public func resizeVolume(_ reference: String, to newSize: UInt64) throws(ThinError) {
+        guard let growth = try beginResize(reference, to: newSize) else { return }
+        try BlockZeroing.zero(growth.path, from: growth.from, to: growth.to)
+        try finishGrowth(growth)
+    }
+
+    /// Checks a grow and does it at once for a thin volume (nil). A
+    /// preallocated volume's LV is extended and the volume marked as being
+    /// grown by this process; the caller zeroes the returned range (beyond
+    /// the volume's current end, so nothing it shows changes) and then calls
+    /// `finishGrowth`, or `abandonGrowth`.
+    public func beginResize(_ reference: String, to newSize: UInt64) throws(ThinError) -> RawGrowth? {
         try recovered()
         let volume = try requireVolume(reference)
         try requireNotImporting(volume, to: "be resized")
@@ -14,8 +28,14 @@ extension AttachedSR {
                            + "\(ByteSize.format(size)) is not supported (it would lose data)")
         }
         try Self.requireVolumeSize(size)
-        guard size > volume.virtualSize else { return }
-        try growPreallocated(volume, to: size)
+        guard size > volume.virtualSize else { return nil }
+        if volume.isPreallocated { return try beginGrowPreallocated(volume, to: size) }
+        try applySize(size, to: volume)
+        return nil
+    }
+
+    /// Gives a volume its new size in the catalog, then on its device if attached.
+    func applySize(_ size: UInt64, to volume: VolumeRecord) throws(ThinError) {
         guard let info = try devices.info(volume.uuid), info.hasLiveTable else {
             // Detached, or a 0-byte volume's node without a table: the next attach loads the new size.
             try catalog.setVirtualSize(size, volume: volume.uuid)

@@ -37,13 +37,20 @@ extension AttachedSR {
     }
 
     public func destroyVolume(_ reference: String) throws(ThinError) {
+        // A volume whose filling process died is removed by recovery itself: destroying it then succeeds.
+        let beingFilled = try catalog.volume(matching: reference).map { $0.importOwner != nil } ?? false
         try recovered()
+        if beingFilled, try catalog.volume(matching: reference) == nil { return }
         let volume = try requireVolume(reference)
         if let pid = fillingProcess(of: volume) {
             throw ThinError(.volumeInUse, "\(volume.key) is being filled (imported or zeroed) by process \(pid); "
                             + "cancel it (thinvdi-destroy signals it), or wait", parameters: [volume.key])
         }
         try requireDetached(volume, "detach it with thinvdi-detach first")
+        if let pid = growingProcess(of: volume) {
+            throw ThinError(.volumeInUse, "\(volume.key) is being grown by process \(pid); wait for it",
+                            parameters: [volume.key])
+        }
         if volume.isPreallocated { return try removePreallocated(volume) }
         // A data-destroyed snapshot has no thin device left: only its row goes.
         try transact(volume.dataDestroyed ? [] : [.delete(volume.thinID)]) { catalog throws(ThinError) in
@@ -73,8 +80,9 @@ extension AttachedSR {
     /// Refuses a volume an import is still filling, unless this process is that import.
     func requireNotImporting(_ volume: VolumeRecord, to action: String) throws(ThinError) {
         guard let owner = volume.importOwner, owner != Self.importOwner() else { return }
-        throw ThinError(.volumeInUse, "\(volume.key) is being imported (thinvdi-import); it cannot \(action) until the "
-                        + "import is whole", parameters: [volume.key])
+        let filling = volume.isPreallocated ? "being zeroed or imported" : "being imported (thinvdi-import)"
+        throw ThinError(.volumeInUse, "\(volume.key) is \(filling); it cannot \(action) until that is done",
+                        parameters: [volume.key])
     }
 
     /// Refuses a snapshot whose data `thinvdi-data-destroy` freed.
