@@ -262,16 +262,22 @@ fi  # backup
 # ---------------------------------------------------------------- space: zeroing, the pool monitor
 if want space; then
 lvcreate -q -y -n zerodd -L ${ZERO_MIB}M benchvg >/dev/null
+zero_bytes=$(( ZERO_MIB << 20 ))
+rate_of() { echo $(( zero_bytes * 1000000 / ($2 - $1) )); }   # rate_of START_US END_US
 for i in $(seq "$ZERO_RUNS"); do
-    sample "space: zero ${ZERO_MIB}M" "create --preallocate vs dd" thinsr \
+    # thinsr's zeroing rate is its own progress report's, at the moment the zeroing ended (LV creation excluded).
+    thinvdi-create bench --name "zero$i" --size ${ZERO_MIB}M --preallocate --progress=json >/dev/null 2> "$BENCH_OUT/zero.progress"
+    rate=$(jq -s '[.[] | select(.done == .total)][0].rate' "$BENCH_OUT/zero.progress")
+    thinvdi-destroy bench "zero$i"
+    record "space: zeroing rate, ${ZERO_MIB}M" "preallocate vs dd oflag=direct" thinsr "$rate" bytes_per_second
+    record "space: zeroing rate, ${ZERO_MIB}M" "the same vs blkdiscard -z" thinsr "$rate" bytes_per_second
+    start=$(now_us); dd if=/dev/zero of=/dev/benchvg/zerodd bs=1M count=$ZERO_MIB oflag=direct conv=fsync status=none
+    record "space: zeroing rate, ${ZERO_MIB}M" "preallocate vs dd oflag=direct" linear "$(rate_of "$start" "$(now_us)")" bytes_per_second
+    start=$(now_us); blkdiscard -z /dev/benchvg/zerodd
+    record "space: zeroing rate, ${ZERO_MIB}M" "the same vs blkdiscard -z" linear "$(rate_of "$start" "$(now_us)")" bytes_per_second
+    sample "space: create --preallocate ${ZERO_MIB}M" "the whole command (lvcreate, zeroing, catalog)" thinsr \
         thinvdi-create bench --name "zero$i" --size ${ZERO_MIB}M --preallocate --progress=none
     thinvdi-destroy bench "zero$i"
-    sample "space: zero ${ZERO_MIB}M" "create --preallocate vs dd" linear \
-        dd if=/dev/zero of=/dev/benchvg/zerodd bs=1M count=$ZERO_MIB oflag=direct conv=fsync status=none
-    sample "space: zero ${ZERO_MIB}M" "the same vs blkdiscard -z" thinsr \
-        thinvdi-create bench --name "zero$i" --size ${ZERO_MIB}M --preallocate --progress=none
-    thinvdi-destroy bench "zero$i"
-    sample "space: zero ${ZERO_MIB}M" "the same vs blkdiscard -z" linear blkdiscard -z /dev/benchvg/zerodd
 done
 lvremove -q -y benchvg/zerodd >/dev/null
 # The monitor under a writer at full speed: a pool of MON_POOL_MIB, grown at

@@ -21,7 +21,7 @@ check_eq "the export's output is identical to qemu-img convert's of the whole de
 check_eq "preallocated raw vs plain LV data path figures" true \
     "$(jq '[.results[] | select(.group == "data path (preallocated raw)") | select(.ratio.value > 0)] | length == 4' "$results" 2>/dev/null)"
 check_eq "zeroing a preallocated volume, against dd and blkdiscard -z" true \
-    "$(jq '[.results[] | select(.group | startswith("space: zero")) | select(.ratio.value > 0)] | length == 2' "$results" 2>/dev/null)"
+    "$(jq '[.results[] | select(.group | startswith("space: zeroing rate")) | select(.ratio.value > 0)] | length == 2' "$results" 2>/dev/null)"
 check_eq "the monitor grew the pool under a writer that saw no error, with its reaction time and longest write" true \
     "$(jq '[.results[] | select(.group == "space: monitor, writer at full speed") | {(.operation): .sides.thinsr}] | add
            | .["write errors (fio)"].count.median == 0 and .["pool growths"].count.median >= 1
