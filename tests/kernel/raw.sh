@@ -69,6 +69,28 @@ check "the volume plugin's SR.stat gives the same free and total" env THINSR_TOO
     | $THINSR_SCRATCH/root/usr/libexec/xapi-storage-script/volume/org.xen.xapi.storage.thinsr/SR.stat --json \
     | jq -e '.free_space == $(( pool_free + vg_free )) and .total_space == $(( ${used_data_total#*/} * 65536 + raw_bytes + vg_free ))'"
 
+test_begin "the SMAPIv3 plugins drive a raw volume as xapi would (Volume.stat, Datapath.attach and activate)"
+thinvdi-detach raw db
+plugins=$THINSR_SCRATCH/root/usr/libexec/xapi-storage-script
+plugin() { # plugin DIR METHOD JSON: one call as xapi-storage-script makes it
+    echo "$3" | env THINSR_TOOLS_DIR="$THINSR_SCRATCH/bin" "$plugins/$1/$2" --json
+}
+check_eq "Volume.stat: its key and size" "db $((50 << 20))" \
+    "$(plugin volume/org.xen.xapi.storage.thinsr Volume.stat '{"dbg": "t", "sr": "'"$RSR"'", "key": "db"}' | jq -r '"\(.key) \(.virtual_size)"')"
+uri=$(thinvdi-stat --json raw db | jq -r '.uri[0]')
+block=$(plugin datapath/thinsr Datapath.attach '{"dbg": "t", "uri": "'"$uri"'", "domain": "3"}' |
+        jq -r '.implementations[] | select(.[0] == "BlockDevice") | .[1].path')
+check "Datapath.activate" bash -c "echo '{\"dbg\": \"t\", \"uri\": \"$uri\", \"domain\": \"3\"}' |
+    env THINSR_TOOLS_DIR=$THINSR_SCRATCH/bin $plugins/datapath/thinsr/Datapath.activate --json >/dev/null"
+check_eq "the device it hands blkback is the linear table over the LV" linear \
+    "$(dmsetup table "$(basename "$(readlink "$block")")" | awk '{print $3}')"
+check "and reads the volume's data (cmp)" same_as_pattern "$block" rawdata
+for method in Datapath.deactivate Datapath.detach; do
+    plugin datapath/thinsr $method '{"dbg": "t", "uri": "'"$uri"'", "domain": "3"}' >/dev/null
+done
+check_eq "Datapath.detach leaves it detached" false "$(thinvdi-stat --json raw db | jq -r .attached)"
+RP=$(thinvdi-attach raw db)
+
 test_begin "thinsr-check compares raw volumes' LVs with their rows"
 check "an SR with a raw volume checks clean" thinsr-check raw
 lvcreate -q -y -L 4M -n stray --addtag "thinsr.sr=$RSR" --addtag thinsr.role=raw rawvg >/dev/null
