@@ -323,4 +323,5 @@ fi  # space
 for key in $(thinvdi-ls --json bench | jq -r '.[] | select(.attached) | .key'); do thinvdi-detach bench "$key"; done
 thinsr-detach bench && thinsr-destroy --force bench
 vgchange -q -an benchvg >/dev/null; vgremove -q -y benchvg >/dev/null
+pvremove -q -y "$BENCH_DEV" >/dev/null 2>&1; free_loop "$BENCH_DEV"
 python3 "$(dirname "$0")/report.py" "$SAMPLES" "$BENCH_OUT/results.json" "$MODE"

@@ -29,6 +29,18 @@ new_loop() {
     printf -v "$1" '%s' "$dev"
 }
 
+# free_loop DEVICE: detaches a loop device new_loop made and deletes its backing
+# file, giving its pages back to the lab's tmpfs (zeroing writes real pages
+# into a sparse file, and one lane's parts share one tmpfs).
+free_loop() {
+    local file; file=$(losetup -n -O BACK-FILE "$1" 2>/dev/null)
+    losetup -d "$1" 2>/dev/null
+    [ -n "$file" ] && rm -f "$file"
+    local kept=() dev
+    for dev in "${LOOPS[@]}"; do [ "$dev" = "$1" ] || kept+=("$dev"); done
+    LOOPS=("${kept[@]}")
+}
+
 # write_pattern DEVICE SEED MIB: deterministic data, also kept as a file to compare with.
 write_pattern() {
     local dev=$1 seed=$2 mib=$3
@@ -108,7 +120,8 @@ pool_status_field() { # pool_status_field SR_UUID N: field N (1 = transaction id
 kernel_parts() { awk '!/^#/ && NF {print $1}' "$(dirname "${BASH_SOURCE[0]}")/parts"; }
 part_begin() { PART_START=$SECONDS PART_PASSED=$PASSED PART_FAILED=$FAILED; echo "=== part $1"; }
 part_end() {
-    echo "part $1: $((SECONDS - PART_START))s, $((PASSED - PART_PASSED)) passed, $((FAILED - PART_FAILED)) failed"
+    echo "part $1: $((SECONDS - PART_START))s, $((PASSED - PART_PASSED)) passed, $((FAILED - PART_FAILED)) failed" \
+        "(scratch tmpfs: $(df -m --output=used "$THINSR_SCRATCH" 2>/dev/null | tail -n 1 | tr -d ' ') MiB used)"
 }
 
 summary() {

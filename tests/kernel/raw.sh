@@ -197,3 +197,4 @@ thinvdi-create raw --name last --size 20M --preallocate --progress=none >/dev/nu
 final_metadata_check "$RSR"
 check_eq "no LV of the SR is left in the VG (lvs)" "" "$(lvs --noheadings -o lv_name rawvg | grep thinsr_ || true)"
 vgremove -q -y rawvg >/dev/null
+free_loop "$RW1"

@@ -244,3 +244,6 @@ thinvdi-detach transfer "$XS2"
 thinvdi-detach transfer "$XV"
 final_metadata_check "$XSR"
 thinsr-destroy --force "$SMALL"
+# Give the lane's tmpfs back what this part wrote (images, exports, loop files).
+rm -rf "$IMG"
+free_loop "$XP1"; free_loop "$XP2"

@@ -30,7 +30,11 @@ extension SRLifecycle {
         }
         let names = sr.names
         var warnings: [String] = []
-        try attached.refuseWhileFilling()
+        do {
+            try attached.refuseWhileFilling()
+        } catch where error.code != .srInUse && force > .none {
+            // A catalog that cannot be read does not stop a forced detach.
+        }
         try detachVolumes(of: attached, force: force)
         // A detach interrupted after removing the pool finds no pool: carry on.
         let poolExists = try attached.pool.exists()
