@@ -14,7 +14,7 @@ import Glibc
 extension AttachedSR {
     /// Records the volume, marked as being filled by this process, and makes
     /// its LV. Refused before anything is written when the VG lacks the space.
-    /// The caller zeroes it (`zeroPreallocated`) without the SR lock and then
+    /// The caller zeroes it (`BlockZeroing.zero`) without the SR lock and then
     /// calls `finishFilling`, or `abandonImport` on failure or cancel; a
     /// process killed in between leaves it to the next writer to remove.
     public func beginPreallocatedVolume(name: String, description: String, sizeBytes: UInt64,
@@ -124,23 +124,16 @@ extension AttachedSR {
                 throw ThinError(.srInUse, "volume \(volume.key) is being grown by process \(pid); wait for it",
                                 parameters: [volume.key])
             }
-        }
-        for (uuid, _) in try catalog.importOwners() {
-            guard let volume = try catalog.volume(matching: uuid.lowercased), let pid = fillingProcess(of: volume) else {
-                continue
+            if let pid = fillingProcess(of: volume) {
+                throw ThinError(.srInUse, "volume \(volume.key) is being filled (imported or zeroed) by process \(pid); "
+                                + "wait for it, or cancel it with thinvdi-destroy \(names.uuidString) \(volume.key)",
+                                parameters: [volume.key])
             }
-            throw ThinError(.srInUse, "volume \(volume.key) is being filled (imported or zeroed) by process \(pid); "
-                            + "wait for it, or cancel it with thinvdi-destroy \(names.uuidString) \(volume.key)",
-                            parameters: [volume.key])
         }
     }
 
     private func removeRawLV(_ lv: String, key: String) throws(ThinError) {
-        let present: Bool
-        do { present = try host.lvm.logicalVolumes().contains { $0.volumeGroup == volumeGroup && $0.name == lv } } catch {
-            throw .backend("cannot list logical volumes", error)
-        }
-        guard present else { return }
+        guard try rawLogicalVolumes().contains(where: { $0.name == lv }) else { return }
         do { try host.lvm.removeLogicalVolumes(group: volumeGroup, names: [lv]) } catch {
             throw .backend("lvremove of the raw volume \(key) failed", error)
         }
@@ -208,13 +201,6 @@ extension AttachedSR {
         return pid
     }
 
-    /// The pid of the live process an owner mark (boot id, pid, start time) names.
-    static func liveProcess(ofOwner owner: String) -> Int32? {
-        let fields = owner.split(separator: " ", omittingEmptySubsequences: false)
-        guard fields.count == 3, fields[0] == System.bootID(), let pid = Int32(fields[1]),
-              let started = System.processStartTime(pid), String(started) == fields[2] else { return nil }
-        return pid
-    }
 
     /// Refuses what a preallocated volume cannot do: it has no thin blocks to share.
     func requireThin(_ volume: VolumeRecord, to action: String) throws(ThinError) {

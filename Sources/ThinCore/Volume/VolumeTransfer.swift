@@ -188,16 +188,21 @@ extension AttachedSR {
         try destroyVolume(volume.uuid.lowercased)
     }
 
+    /// This process as an owner mark: boot id, pid, start time (an import's, a zeroing's, a grow's).
     static func importOwner() -> String { "\(System.bootID()) \(getpid()) \(System.processStartTime(getpid()) ?? 0)" }
+
+    /// The pid of the live process an owner mark (boot id, pid, start time) names.
+    static func liveProcess(ofOwner owner: String) -> Int32? {
+        let fields = owner.split(separator: " ", omittingEmptySubsequences: false)
+        guard fields.count == 3, fields[0] == System.bootID(), let pid = Int32(fields[1]),
+              let started = System.processStartTime(pid), String(started) == fields[2] else { return nil }
+        return pid
+    }
 
     /// Imports whose process is gone (killed, or from before a reboot) are
     /// removed, so no half-filled volume outlives them. Runs in recovery.
     func removeAbandonedImports() throws(ThinError) {
-        let boot = System.bootID()
-        for (uuid, owner) in try catalog.importOwners() {
-            let fields = owner.split(separator: " ", omittingEmptySubsequences: false)
-            if fields.count == 3, fields[0] == boot, let pid = Int32(fields[1]),
-               let started = System.processStartTime(pid), String(started) == fields[2] { continue }
+        for (uuid, owner) in try catalog.importOwners() where Self.liveProcess(ofOwner: owner) == nil {
             guard let volume = try catalog.volume(matching: uuid.lowercased) else {
                 try catalog.setImportOwner(nil, volume: uuid)
                 continue
