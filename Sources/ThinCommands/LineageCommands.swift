@@ -106,13 +106,8 @@ public struct VDIResize: VolumeTool {
         }
         guard let growth else { return 0 }
         let reporter = ProgressReporter(operation: "zero", total: growth.to - growth.from, mode: progress)
-        var failure: ThinError?
-        do {
-            try BlockZeroing.zero(growth.path, from: growth.from, to: growth.to, progress: { reporter.update(done: $0) },
-                                  stop: { CancelSignals.received != nil })
-        } catch {
-            failure = error.code == .cancelled ? cancelled("zeroing of \(volume.vdi)'s new part") : error
-        }
+        let failure = zeroCancellably(growth.path, from: growth.from, to: growth.to, reporter: reporter,
+                                      what: "zeroing of \(volume.vdi)'s new part")
         return try await withSR(reference, host: host) { sr throws(ThinError) in
             if let failure {
                 try? sr.abandonGrowth(growth)

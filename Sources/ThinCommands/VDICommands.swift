@@ -66,6 +66,19 @@ public struct VDICreate: WholeSRTool {
 }
 
 extension ToolCommand {
+    /// Zeroes `[from, to)` of `path` with progress, stopping at SIGINT or
+    /// SIGTERM; returns the failure (a cancel as `what` cancelled), or nil.
+    func zeroCancellably(_ path: String, from: UInt64, to: UInt64, reporter: ProgressReporter,
+                         what: String) -> ThinError? {
+        do {
+            try BlockZeroing.zero(path, from: from, to: to, progress: { reporter.update(done: $0) },
+                                  stop: { CancelSignals.received != nil })
+            return nil
+        } catch {
+            return error.code == .cancelled ? cancelled(what) : error
+        }
+    }
+
     /// Makes a preallocated volume and zeroes it without the SR lock (so the
     /// pool monitor, and a thinvdi-destroy that cancels it, are not kept
     /// waiting), with progress; a failure or cancel removes it. With
@@ -82,13 +95,7 @@ extension ToolCommand {
         }
         let total = System.blockDeviceSize(path) ?? volume.virtualSize
         let reporter = ProgressReporter(operation: "zero", total: total, mode: progress)
-        var failure: ThinError?
-        do {
-            try BlockZeroing.zero(path, from: 0, to: total, progress: { reporter.update(done: $0) },
-                                  stop: { CancelSignals.received != nil })
-        } catch {
-            failure = error.code == .cancelled ? cancelled("zeroing of \(volume.key)") : error
-        }
+        let failure = zeroCancellably(path, from: 0, to: total, reporter: reporter, what: "zeroing of \(volume.key)")
         return try await withSR(reference, host: host) { sr throws(ThinError) in
             if let failure {
                 try sr.abandonImport(volume)

@@ -201,7 +201,6 @@ extension AttachedSR {
         return pid
     }
 
-
     /// Refuses what a preallocated volume cannot do: it has no thin blocks to share.
     func requireThin(_ volume: VolumeRecord, to action: String) throws(ThinError) {
         guard volume.isPreallocated else { return }
