@@ -170,22 +170,23 @@ if command -v fio >/dev/null; then
         local rate; rate=$(jq '[.jobs[0].read.bw_bytes, .jobs[0].write.bw_bytes] | add' "$BENCH_OUT/fio.json")
         record "$1" "$2" "$3" "$rate" bytes_per_second
     }
+    # fio_against_linear GROUP SIDE DEVICE: the four timed figures, each beside the plain LV's.
+    fio_against_linear() {
+        local rw
+        for rw in "write 1M sequential write" "read 1M sequential read" "randread 4k 4K random read" "randwrite 4k 4K random write"; do
+            set -- "$1" "$2" "$3" $rw
+            fio_run "$1" "${*:6}" "$2" "$3" "$4" "$5" timed
+            fio_run "$1" "${*:6}" linear /dev/benchvg/linear "$4" "$5" timed
+        done
+    }
     fio_run "first write (provisioning)" "sequential write 1M" thin "$PT" write 1M
     fio_run "first write (provisioning)" "sequential write 1M" linear /dev/benchvg/linear write 1M
-    for rw in "write 1M sequential write" "read 1M sequential read" "randread 4k 4K random read" "randwrite 4k 4K random write"; do
-        set -- $rw
-        fio_run "data path (provisioned)" "${*:3}" thin "$PT" "$1" "$2" timed
-        fio_run "data path (provisioned)" "${*:3}" linear /dev/benchvg/linear "$1" "$2" timed
-    done
+    fio_against_linear "data path (provisioned)" thin "$PT"
     thinvdi-detach bench "$T"
     # A preallocated raw volume's device (linear over its LV) against the plain LV.
     R=$(thinvdi-create bench --name fio-raw --size $(( FIO_MIB + 16 ))M --preallocate --progress=none)
     PR=$(thinvdi-attach bench "$R")
-    for rw in "write 1M sequential write" "read 1M sequential read" "randread 4k 4K random read" "randwrite 4k 4K random write"; do
-        set -- $rw
-        fio_run "data path (preallocated raw)" "${*:3}" thinsr "$PR" "$1" "$2" timed
-        fio_run "data path (preallocated raw)" "${*:3}" linear /dev/benchvg/linear "$1" "$2" timed
-    done
+    fio_against_linear "data path (preallocated raw)" thinsr "$PR"
     thinvdi-detach bench "$R"
     thinvdi-destroy bench "$R"
 fi

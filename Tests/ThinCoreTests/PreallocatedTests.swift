@@ -16,6 +16,12 @@ struct PreallocatedTests {
         }
     }
 
+    /// A zeroed preallocated volume named db, released for use.
+    func makeRaw(_ attached: AttachedSR, bytes: UInt64) throws -> VolumeRecord {
+        try attached.finishFilling(
+            try attached.beginPreallocatedVolume(name: "db", description: "", sizeBytes: bytes, sharable: false))
+    }
+
     @Test("a create records the row first, then makes a tagged LV of whole extents; its device is linear over it")
     func create() throws {
         let sr = try TestSR()
@@ -60,8 +66,7 @@ struct PreallocatedTests {
         withGroup(sr, freeBytes: 1 << 30)
         let attached = try sr.open()
         defer { attached.close() }
-        let volume = try attached.finishFilling(
-            try attached.beginPreallocatedVolume(name: "db", description: "", sizeBytes: 4 << 20, sharable: false))
+        let volume = try makeRaw(attached, bytes: 4 << 20)
         let refusals = [
             #expect(throws: ThinError.self) { try attached.copyVolume(volume.key, kind: .snapshot, name: nil) },
             #expect(throws: ThinError.self) { try attached.copyVolume(volume.key, kind: .clone, name: nil) },
@@ -85,8 +90,7 @@ struct PreallocatedTests {
         do {
             let attached = try sr.open()
             defer { attached.close() }
-            volume = try attached.finishFilling(
-                try attached.beginPreallocatedVolume(name: "db", description: "", sizeBytes: 4 << 20, sharable: false))
+            volume = try makeRaw(attached, bytes: 4 << 20)
             try attached.catalog.setState(.removing, volume: volume.uuid)
             try attached.catalog.rollBack()   // a pool transaction's rollback must not bring it back
             #expect(try attached.catalog.removingRawVolumes().map(\.volume) == [volume.uuid])
@@ -104,8 +108,7 @@ struct PreallocatedTests {
         withGroup(sr, freeBytes: 1 << 30)
         let attached = try sr.open()
         defer { attached.close() }
-        let volume = try attached.finishFilling(
-            try attached.beginPreallocatedVolume(name: "db", description: "", sizeBytes: 6 << 20, sharable: false))
+        let volume = try makeRaw(attached, bytes: 6 << 20)
         let growth = try #require(try attached.beginResize(volume.key, to: 10 << 20))
         #expect(sr.lvm.calls.contains("lvextend \(TestSR.group)/\(sr.names.rawLV(volume.uuid))"))
         #expect(growth.from == 6 << 20 && growth.to == 12 << 20 && growth.size == 10 << 20)
