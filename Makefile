@@ -15,7 +15,7 @@ TOOLS = thinsr-create thinsr-attach thinsr-detach thinsr-destroy thinsr-stat thi
         thinsr-extend thinsr-check thinsr-monitor \
         thinvdi-create thinvdi-destroy thinvdi-stat thinvdi-ls thinvdi-attach thinvdi-detach \
         thinvdi-snapshot thinvdi-clone thinvdi-revert thinvdi-resize thinvdi-set thinvdi-unset thinvdi-tree thinvdi-changed \
-        thinvdi-data-destroy thinvdi-export thinvdi-import thinvdi-serve
+        thinvdi-data-destroy thinvdi-export thinvdi-import thinvdi-serve thinvdi-introduce thinvdi-forget thinvdi-hydrate
 
 APT_PACKAGES = lvm2 thin-provisioning-tools libdevmapper-dev liblvm2-dev libaio-dev libsqlite3-dev \
         e2fsprogs util-linux udev kmod jq openssl fio strace python3 sqlite3 qemu-utils nbdkit libnbd-bin \
@@ -32,6 +32,8 @@ RELEASE_BIN = $(shell $(SWIFT) build $(RELEASE_FLAGS) --show-bin-path 2>/dev/nul
 
 .PHONY: all deps deps-qemu release build lab-test test unit-test kernel-test demo man completions check-generated install install-plugins bench clean
 PLUGINDIR = $(DESTDIR)/usr/libexec/xapi-storage-script
+# Scheme scripts that resolve template URIs (file://, nbd://); a site adds its own beside them.
+SCHEMEDIR = $(DESTDIR)/usr/libexec/xapi/storage
 
 all: build
 
@@ -95,6 +97,7 @@ check-generated: build
 # The SMAPIv3 plugins: one directory each, a link per method to the plugin's script.
 install-plugins:
 	install -d $(PLUGINDIR)/volume $(PLUGINDIR)/datapath
+	install -d $(SCHEMEDIR) && install -m 0755 plugins/schemes/file plugins/schemes/nbd $(SCHEMEDIR)/
 	for dir in volume/org.xen.xapi.storage.thinsr datapath/thinsr; do \
 		rm -rf $(PLUGINDIR)/$$dir && cp -a plugins/$$dir $(PLUGINDIR)/$$dir && \
 		rm -f $(PLUGINDIR)/$$dir/thinsr_xapi.py && install -m 0644 plugins/thinsr_xapi.py $(PLUGINDIR)/$$dir/; \

@@ -99,3 +99,8 @@ int CThinShims_zero_range(int descriptor, uint64_t offset, uint64_t length) {
     uint64_t range[2] = {offset, length};
     return ioctl(descriptor, BLKZEROOUT, range) == 0 ? 0 : -errno;
 }
+
+int CThinShims_discard_range(int descriptor, uint64_t offset, uint64_t length) {
+    uint64_t range[2] = {offset, length};
+    return ioctl(descriptor, BLKDISCARD, range) == 0 ? 0 : -errno;
+}

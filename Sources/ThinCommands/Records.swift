@@ -27,6 +27,13 @@ struct VolumeJSON: Encodable {
     var attached: Bool
     var device_path: String?
     var attached_read_only: Bool?
+    /// A template's image, and its format.
+    var template_uri: String?
+    var template_format: String?
+    /// The template whose image this volume reads where it has no block of its own (nil once hydrated).
+    var origin_template: String?
+    /// The volume is being hydrated (thinvdi-hydrate).
+    var hydrating: Bool
 
     init(_ view: VolumeView) {
         let record = view.record
@@ -50,6 +57,10 @@ struct VolumeJSON: Encodable {
         attached = view.devicePath != nil
         device_path = view.devicePath
         attached_read_only = view.attachedReadOnly
+        template_uri = record.templateURI
+        template_format = record.templateFormat
+        origin_template = record.originTemplate?.uuidString.lowercased()
+        hydrating = view.hydrating
     }
 }
 

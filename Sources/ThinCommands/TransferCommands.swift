@@ -137,7 +137,7 @@ public struct VDIExport: TransferTool {
             let extents = try await sr.exportExtents(of: volume.vdi, since: base)
             var backing: (name: String, format: String)?
             if let base { backing = try await resolveBase(base, in: sr) }
-            let (record, device) = try sr.attachForReading(volume.vdi)
+            let (record, device) = try await sr.attachForReading(volume.vdi)
             return (sr.names, record, device, extents, backing)
         }
         defer {
@@ -351,7 +351,7 @@ public struct VDIImport: TransferTool {
                        host: Host) async throws(ThinError) -> (VolumeRecord, String) {
         guard preallocate else {
             return try await withSR(target.sr, host: host) { sr throws(ThinError) in
-                try sr.beginImport(name: name, description: description, sizeBytes: sizeBytes,
+                try await sr.beginImport(name: name, description: description, sizeBytes: sizeBytes,
                                    allocatedBytes: allocatedBytes)
             }
         }
@@ -359,7 +359,7 @@ public struct VDIImport: TransferTool {
                                                   sizeBytes: sizeBytes, sharable: false, progress: progress,
                                                   host: host, keepFilling: true)
         return try await withSR(target.sr, host: host) { sr throws(ThinError) in
-            do throws(ThinError) { return try sr.attachForImport(volume) } catch {
+            do throws(ThinError) { return try await sr.attachForImport(volume) } catch {
                 try? sr.abandonImport(volume)
                 throw error
             }
@@ -501,11 +501,11 @@ public struct VDIServe: TransferTool {
         CancelSignals.install()
         let (sr, record, device, extents) = try await withSR(volume.target.sr, host: host) { sr throws(ThinError) in
             if writable {
-                let (record, device) = try sr.attachForWriting(volume.vdi)
+                let (record, device) = try await sr.attachForWriting(volume.vdi)
                 return (sr.names, record, device, ExportExtents?.none)
             }
             let extents = try await sr.exportExtents(of: volume.vdi)
-            let (record, device) = try sr.attachForReading(volume.vdi)
+            let (record, device) = try await sr.attachForReading(volume.vdi)
             return (sr.names, record, device, Optional(extents))
         }
         defer { _ = try? AttachedSR.open(sr.uuidString, for: .write, host: host).withClose { sr throws(ThinError) in try sr.releaseHold(record) } }

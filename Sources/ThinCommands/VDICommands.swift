@@ -170,10 +170,14 @@ public struct VDIStat: VolumeTool {
     public init() {}
 
     public func execute(on sr: AttachedSR) async throws(ThinError) {
-        let view = VolumeJSON(try await sr.view(of: try sr.requireVolume(volume.vdi)))
+        let view = VolumeJSON(try await sr.view(of: try sr.requireVolume(volume.vdi, allowingTemplate: true)))
         if output.json { return Console.printJSON(view) }
         let thinID: String = view.thin_id.map { String($0) }
             ?? (view.preallocated ? "none (preallocated: LV \(view.raw_lv ?? "?"))" : "none (its data was destroyed)")
+        var template: [(String, String)] = []
+        if let uri = view.template_uri { template += [("template uri", uri), ("template format", view.template_format ?? "?")] }
+        if let origin = view.origin_template { template.append(("reads template", origin + (view.hydrating ? " (hydrating)" : ""))) }
+        let extra: [(String, String)] = view.keys.sorted(by: { $0.key < $1.key }).map { ("key \($0.key)", $0.value) }
         Console.fields([
             ("key", view.key), ("uuid", view.uuid), ("name", view.name), ("description", view.description),
             ("kind", view.kind), ("read write", view.read_write ? "yes" : "no"),
@@ -183,7 +187,7 @@ public struct VDIStat: VolumeTool {
             ("thin id", thinID), ("created", view.created),
             ("uri", view.uri.joined(separator: " ")),
             ("device", view.device_path.map { $0 + (view.attached_read_only == true ? " (read-only)" : "") } ?? "-"),
-        ] + view.keys.sorted(by: { $0.key < $1.key }).map { ("key \($0.key)", $0.value) })
+        ] + template + extra)
     }
 }
 
@@ -241,9 +245,9 @@ public struct VDIAttach: VolumeTool {
 
     public func execute(on sr: AttachedSR) async throws(ThinError) {
         let (attached, path) = if let holder {
-            try sr.attachVolume(volume.vdi, readOnly: readOnly, inactive: inactive, holder: holder)
+            try await sr.attachVolume(volume.vdi, readOnly: readOnly, inactive: inactive, holder: holder)
         } else {
-            try sr.attachVolume(volume.vdi, readOnly: readOnly, inactive: inactive)
+            try await sr.attachVolume(volume.vdi, readOnly: readOnly, inactive: inactive)
         }
         if output.json {
             Console.printJSON(VolumeJSON(try await sr.view(of: attached)))

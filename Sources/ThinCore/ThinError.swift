@@ -15,6 +15,7 @@ public enum ErrorCode: String, Sendable, Codable, CaseIterable {
     case permissionDenied = "Permission_denied"
     case backendFailure = "Backend_failure"
     case cancelled = "Cancelled"
+    case volumeIsTemplate = "VDI_IS_TEMPLATE"
 
     /// Exit statuses, documented in every man page's EXIT STATUS section.
     public var exitStatus: Int32 {
@@ -23,6 +24,7 @@ public enum ErrorCode: String, Sendable, Codable, CaseIterable {
         case .srDoesNotExist, .volumeDoesNotExist: return 2
         case .srNotAttached, .srInUse, .volumeInUse, .deviceInUse, .activatedOnAnotherHost: return 3
         case .noSpace: return 4
+        case .volumeIsTemplate: return 6
         case .metadataCheckFailed, .catalogInconsistent: return 5
         case .invalidArgument: return 64
         case .permissionDenied: return 77
@@ -38,6 +40,8 @@ public enum ErrorCode: String, Sendable, Codable, CaseIterable {
             return "the SR, volume or device is in a state that forbids the operation (attached, detached, in use, "
                 + "or owned by another host)"
         case .noSpace: return "not enough space"
+        case .volumeIsTemplate:
+            return "the volume is a read-only template: only stat, ls, tree, clone, snapshot and forget apply"
         case .metadataCheckFailed, .catalogInconsistent:
             return "the pool metadata or the catalog needs checking or repair"
         case .invalidArgument: return "invalid arguments or options"

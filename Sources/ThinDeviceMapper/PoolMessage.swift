@@ -1,5 +1,6 @@
 /// The messages a `thin-pool` target accepts that thinsr sends (kernel
-/// thin-provisioning.rst, "Pool messages"). Only these reach the pool.
+/// thin-provisioning.rst, "Pool messages"), and the `clone` target's
+/// hydration messages (dm-clone.rst). Only these reach a target.
 public enum PoolMessage: Hashable, Sendable, CustomStringConvertible {
     case createThin(ThinDeviceID)
     case createSnapshot(ThinDeviceID, origin: ThinDeviceID)
@@ -7,6 +8,11 @@ public enum PoolMessage: Hashable, Sendable, CustomStringConvertible {
     case setTransactionID(old: UInt64, new: UInt64)
     case reserveMetadataSnapshot
     case releaseMetadataSnapshot
+    /// dm-clone: start or stop copying the source's regions in the background.
+    case enableHydration
+    case disableHydration
+    /// dm-clone: at most this many regions copied at once (the throttle).
+    case hydrationThreshold(UInt32)
 
     /// The message as the kernel reads it.
     public var text: String {
@@ -17,6 +23,9 @@ public enum PoolMessage: Hashable, Sendable, CustomStringConvertible {
         case .setTransactionID(let old, let new): return "set_transaction_id \(old) \(new)"
         case .reserveMetadataSnapshot: return "reserve_metadata_snap"
         case .releaseMetadataSnapshot: return "release_metadata_snap"
+        case .enableHydration: return "enable_hydration"
+        case .disableHydration: return "disable_hydration"
+        case .hydrationThreshold(let regions): return "hydration_threshold \(regions)"
         }
     }
 
@@ -38,6 +47,11 @@ public enum PoolMessage: Hashable, Sendable, CustomStringConvertible {
             self = .setTransactionID(old: old, new: new)
         case ("reserve_metadata_snap", 1): self = .reserveMetadataSnapshot
         case ("release_metadata_snap", 1): self = .releaseMetadataSnapshot
+        case ("enable_hydration", 1): self = .enableHydration
+        case ("disable_hydration", 1): self = .disableHydration
+        case ("hydration_threshold", 2):
+            guard let regions = numbers[0].flatMap(UInt32.init(exactly:)) else { return nil }
+            self = .hydrationThreshold(regions)
         default: return nil
         }
     }

@@ -92,4 +92,29 @@ public enum ExternalCommand {
         }
         return result.standardOutput
     }
+
+    /// Runs `program` to its end, synchronously, its output discarded (for
+    /// undoing steps from places that cannot await: a release in a `defer`).
+    /// Returns its exit status, or nil if it could not be started.
+    @discardableResult
+    public static func runToEnd(_ program: String, _ arguments: [String]) -> Int32? {
+        guard let path = locate(program) else { return nil }
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0)
+        let argv = ([path] + arguments).map { strdup($0) } + [nil]
+        defer { argv.forEach { free($0) } }
+        var pid: pid_t = 0
+        let start = ContinuousClock.now
+        guard posix_spawn(&pid, path, &actions, nil, argv, environ) == 0 else { return nil }
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+        let signal = status & 0x7f
+        let code = signal == 0 ? (status >> 8) & 0xff : 128 + signal
+        Trace.step("exec", ([path] + arguments).joined(separator: " "), outcome: "exit \(code)", since: start)
+        return code
+    }
 }

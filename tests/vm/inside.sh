@@ -9,6 +9,8 @@ export LVM_SUPPRESS_FD_WARNINGS=1
 export THINSR_LAB_KIND=${THINSR_LAB_KIND:-host}   # uml and qemu set it; bench reports it
 modprobe loop 2>/dev/null
 modprobe dm_thin_pool 2>/dev/null
+modprobe dm_clone 2>/dev/null
+modprobe nbd nbds_max=16 2>/dev/null
 export THINSR_SCRATCH=$(mktemp -d /run/thinsr-lab.XXXXXX)
 mount -t tmpfs -o size=${THINSR_SCRATCH_SIZE:-3G} tmpfs "$THINSR_SCRATCH"
 # The guest's /etc is read-only: LVM keeps its backups and archives in a copy.
@@ -22,6 +24,8 @@ mkdir -p "$THINSR_SCRATCH/bin"
 ln -s "$binary" "$THINSR_SCRATCH/bin/thinsr"
 for tool in $("$binary" --list); do ln -s thinsr "$THINSR_SCRATCH/bin/$tool"; done
 export PATH=$THINSR_SCRATCH/bin:$PATH
+# Template URIs resolve through the repository's scheme scripts (make install puts them in /usr/libexec/xapi/storage).
+export THINSR_SCHEME_DIR=${THINSR_SCHEME_DIR:-$root/plugins/schemes}
 cd "$root"
 bash "$script" "$@"
 status=$?

@@ -45,4 +45,8 @@ void CThinShims_syslog(int priority, const char *ident, const char *message);
 /// one, else the kernel writes zero pages); both 512-byte aligned. 0 or -errno.
 int CThinShims_zero_range(int descriptor, uint64_t offset, uint64_t length);
 
+/// Discards `length` bytes from `offset` of the block device open as
+/// `descriptor` (BLKDISCARD); both 512-byte aligned. 0 or -errno.
+int CThinShims_discard_range(int descriptor, uint64_t offset, uint64_t length);
+
 #endif

@@ -73,7 +73,9 @@ final class Catalog {
                                       ("data_destroyed", "INTEGER NOT NULL DEFAULT 0"),
                                       ("pending_data_destroy", "INTEGER NOT NULL DEFAULT 0"),
                                       ("cbt_time", "INTEGER"), ("cbt_map", "TEXT"), ("import_owner", "TEXT"),
-                                      ("raw_lv", "TEXT"), ("grow_owner", "TEXT")]
+                                      ("raw_lv", "TEXT"), ("grow_owner", "TEXT"), ("template_uri", "TEXT"),
+                                      ("template_format", "TEXT"), ("origin_template", "TEXT"),
+                                      ("hydrate_meta_id", "INTEGER"), ("hydrate_owner", "TEXT")]
         where !volumeColumns.contains(column) {
             try database.execute("ALTER TABLE volume ADD COLUMN \(column) \(declaration)")
         }
@@ -119,7 +121,9 @@ final class Catalog {
             pending_thin_id INTEGER UNIQUE, pending_virtual_size INTEGER,
             cbt_enabled INTEGER NOT NULL DEFAULT 0, data_source TEXT, data_since INTEGER, pending_data_source TEXT,
             data_destroyed INTEGER NOT NULL DEFAULT 0, pending_data_destroy INTEGER NOT NULL DEFAULT 0,
-            cbt_time INTEGER, cbt_map TEXT, import_owner TEXT, raw_lv TEXT, grow_owner TEXT);
+            cbt_time INTEGER, cbt_map TEXT, import_owner TEXT, raw_lv TEXT, grow_owner TEXT,
+            template_uri TEXT, template_format TEXT, origin_template TEXT, hydrate_meta_id INTEGER UNIQUE,
+            hydrate_owner TEXT);
         CREATE TABLE volume_key (
             volume_uuid TEXT NOT NULL REFERENCES volume(uuid) ON DELETE CASCADE,
             k TEXT NOT NULL, v TEXT NOT NULL, PRIMARY KEY (volume_uuid, k));

@@ -75,13 +75,15 @@ extension Catalog {
     /// pending switch's (a data-destroyed snapshot's is gone from the pool).
     func referencedThinIDs() throws(ThinError) -> Set<ThinDeviceID> {
         Set(try database.query("SELECT thin_id FROM volume WHERE data_destroyed = 0 AND raw_lv IS NULL UNION SELECT pending_thin_id "
-                               + "FROM volume WHERE pending_thin_id IS NOT NULL").compactMap { $0.int(0).flatMap(ThinDeviceID.init(_:)) })
+                               + "FROM volume WHERE pending_thin_id IS NOT NULL UNION SELECT hydrate_meta_id FROM volume "
+                               + "WHERE hydrate_meta_id IS NOT NULL").compactMap { $0.int(0).flatMap(ThinDeviceID.init(_:)) })
     }
 
     /// Every thin id a row holds, a data-destroyed snapshot's included (ids
     /// stay unique in the catalog): what a new device may not take.
     func reservedThinIDs() throws(ThinError) -> Set<ThinDeviceID> {
         Set(try database.query("SELECT thin_id FROM volume UNION SELECT pending_thin_id FROM volume "
-                               + "WHERE pending_thin_id IS NOT NULL").compactMap { $0.int(0).flatMap(ThinDeviceID.init(_:)) })
+                               + "WHERE pending_thin_id IS NOT NULL UNION SELECT hydrate_meta_id FROM volume "
+                               + "WHERE hydrate_meta_id IS NOT NULL").compactMap { $0.int(0).flatMap(ThinDeviceID.init(_:)) })
     }
 }

@@ -5,7 +5,8 @@ import ThinDeviceMapper
 extension Catalog {
     static let volumeColumns = """
         uuid, key, name, description, thin_id, virtual_size, kind, read_write, sharable, created_at, state,
-        parent_uuid, snapshot_of, cbt_enabled, data_source, data_since, data_destroyed, cbt_time, cbt_map, import_owner, raw_lv, grow_owner
+        parent_uuid, snapshot_of, cbt_enabled, data_source, data_since, data_destroyed, cbt_time, cbt_map, import_owner, raw_lv, grow_owner,
+        template_uri, template_format, origin_template, hydrate_meta_id, hydrate_owner
         """
 
     func volumes(includingUnfinished: Bool = false) throws(ThinError) -> [VolumeRecord] {
@@ -65,12 +66,15 @@ extension Catalog {
                             cbtEnabled: row.int(13) == 1, dataSource: row.text(14).flatMap(UUID.init(uuidString:)),
                             dataSince: row.int(15).map { UInt64($0) }, dataDestroyed: row.int(16) == 1,
                             changeBase: ChangeBase(creationTime: row.int(17), text: row.text(18)),
-                            importOwner: row.text(19), rawLV: row.text(20), growOwner: row.text(21))
+                            importOwner: row.text(19), rawLV: row.text(20), growOwner: row.text(21),
+                            templateURI: row.text(22), templateFormat: row.text(23),
+                            originTemplate: row.text(24).flatMap(UUID.init(uuidString:)),
+                            hydrateMetaID: row.int(25).flatMap(ThinDeviceID.init(_:)), hydrateOwner: row.text(26))
     }
 
     func insert(_ volume: VolumeRecord) throws(ThinError) {
         try transaction { () throws(ThinError) in
-            try database.query("INSERT INTO volume (\(Self.volumeColumns)) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", [
+            try database.query("INSERT INTO volume (\(Self.volumeColumns)) VALUES (\(Array(repeating: "?", count: 27).joined(separator: ", ")))", [
                 .text(volume.uuid.lowercased), .text(volume.key), .text(volume.name),
                 .text(volume.description), .integer(Int64(volume.thinID.value)), .integer(Int64(volume.virtualSize)),
                 .text(volume.kind.rawValue), .integer(volume.readWrite ? 1 : 0), .integer(volume.sharable ? 1 : 0),
@@ -83,6 +87,10 @@ extension Catalog {
                 volume.changeBase.map { .text($0.text) } ?? .null,
                 volume.importOwner.map { .text($0) } ?? .null, volume.rawLV.map { .text($0) } ?? .null,
                 volume.growOwner.map { .text($0) } ?? .null,
+                volume.templateURI.map { .text($0) } ?? .null, volume.templateFormat.map { .text($0) } ?? .null,
+                volume.originTemplate.map { .text($0.lowercased) } ?? .null,
+                volume.hydrateMetaID.map { .integer(Int64($0.value)) } ?? .null,
+                volume.hydrateOwner.map { .text($0) } ?? .null,
             ])
             for (key, value) in volume.keys.sorted(by: { $0.key < $1.key }) {
                 try database.query("INSERT INTO volume_key VALUES (?, ?, ?)",
@@ -109,6 +117,44 @@ extension Catalog {
         try transaction { () throws(ThinError) in
             try database.query("UPDATE volume SET grow_owner = ? WHERE uuid = ?",
                                [owner.map { .text($0) } ?? .null, .text(volume.lowercased)])
+        }
+    }
+
+    /// Volumes (in any state) whose external origin is `template`'s image.
+    func dependents(ofTemplate template: UUID) throws(ThinError) -> [String] {
+        try database.query("SELECT key FROM volume WHERE origin_template = ? ORDER BY key",
+                           [.text(template.lowercased)]).compactMap { $0.text(0) }
+    }
+
+    /// Records (or clears) the hidden thin device of a volume's hydration.
+    func setHydrateMetaID(_ id: ThinDeviceID?, volume: UUID) throws(ThinError) {
+        try transaction { () throws(ThinError) in
+            try database.query("UPDATE volume SET hydrate_meta_id = ? WHERE uuid = ?",
+                               [id.map { .integer(Int64($0.value)) } ?? .null, .text(volume.lowercased)])
+        }
+    }
+
+    /// Marks a volume as being hydrated by `owner`, or clears the mark.
+    func setHydrateOwner(_ owner: String?, volume: UUID) throws(ThinError) {
+        try transaction { () throws(ThinError) in
+            try database.query("UPDATE volume SET hydrate_owner = ? WHERE uuid = ?",
+                               [owner.map { .text($0) } ?? .null, .text(volume.lowercased)])
+        }
+    }
+
+    /// Records a volume's external origin (nil: hydrated, it needs none).
+    func setOriginTemplate(_ template: UUID?, volume: UUID) throws(ThinError) {
+        try transaction { () throws(ThinError) in
+            try database.query("UPDATE volume SET origin_template = ? WHERE uuid = ?",
+                               [template.map { .text($0.lowercased) } ?? .null, .text(volume.lowercased)])
+        }
+    }
+
+    /// Volumes a hydration process marked, with their owners.
+    func hydrateOwners() throws(ThinError) -> [(volume: UUID, owner: String)] {
+        try database.query("SELECT uuid, hydrate_owner FROM volume WHERE hydrate_owner IS NOT NULL").compactMap { row in
+            guard let uuid = row.text(0).flatMap(UUID.init(uuidString:)), let owner = row.text(1) else { return nil }
+            return (uuid, owner)
         }
     }
 

@@ -90,11 +90,15 @@ public enum SRMode: String, Sendable, Codable {
     case beNice = "nice"
 }
 
-/// What a volume is: made empty, a read-only snapshot, or a writable clone.
+/// What a volume is: made empty, a read-only snapshot, a writable clone, or
+/// a read-only template image that lives elsewhere (by URI).
 public enum VolumeKind: String, Sendable, Codable {
     case volume
     case snapshot
     case clone
+    /// Its thin device is real and empty and never activated: clones and
+    /// snapshots of it are `create_snap`s of it with the image as external origin.
+    case template
 }
 
 /// Where a volume is in the transaction protocol.
@@ -146,8 +150,19 @@ public struct VolumeRecord: Equatable, Sendable {
     /// The process zeroing a preallocated volume's grown LV beyond its
     /// current size (boot id, pid, start time), until the size is recorded.
     var growOwner: String? = nil
+    /// A template's image: its URI (resolved by a scheme script) and format.
+    public var templateURI: String? = nil
+    public var templateFormat: String? = nil
+    /// The template whose image is this volume's external origin (inherited
+    /// by its snapshots and clones; nil once hydrated).
+    public var originTemplate: UUID? = nil
+    /// The hidden thin device holding dm-clone's metadata while hydrating.
+    var hydrateMetaID: ThinDeviceID? = nil
+    /// The `thinvdi-hydrate` process hydrating this volume (boot id, pid, start time).
+    var hydrateOwner: String? = nil
 
     public var isPreallocated: Bool { rawLV != nil }
+    public var isTemplate: Bool { kind == .template }
 }
 
 /// What a data-destroyed snapshot keeps for changed-block queries.

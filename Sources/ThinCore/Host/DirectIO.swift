@@ -11,6 +11,18 @@ enum DirectIO {
 
     /// Zeroes the first `bytes` of `device` (the kernel formats pool metadata
     /// whose first 4 KiB are zero).
+    /// Whether the first 4 KiB of `device` can be read past the page cache
+    /// (a device whose backing went away fails with EIO).
+    static func canRead(_ device: String) -> Bool {
+        let descriptor = open(device, O_RDONLY | CThinShims_O_DIRECT() | O_CLOEXEC)
+        guard descriptor >= 0 else { return false }
+        defer { close(descriptor) }
+        var buffer: UnsafeMutableRawPointer?
+        guard posix_memalign(&buffer, alignment, alignment) == 0, let buffer else { return false }
+        defer { free(buffer) }
+        return pread(descriptor, buffer, alignment, 0) == alignment
+    }
+
     static func zero(device: String, bytes: Int = 4096) throws(ThinError) {
         let length = (bytes + alignment - 1) / alignment * alignment
         let descriptor = open(device, O_WRONLY | CThinShims_O_DIRECT() | O_CLOEXEC)

@@ -207,6 +207,14 @@ public enum System {
         return fields.count > 19 ? UInt64(fields[19]) : nil
     }
 
+    /// This process's executable (/proc/self/exe), or nil.
+    static func executablePath() -> String? {
+        var buffer = [CChar](repeating: 0, count: 4096)
+        let length = readlink("/proc/self/exe", &buffer, buffer.count - 1)
+        guard length > 0 else { return nil }
+        return String(decoding: buffer[0..<length].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+
     /// This boot's identity: a process holder or owner from another boot is gone.
     static func bootID() -> String {
         (readFile("/proc/sys/kernel/random/boot_id") ?? "").split(whereSeparator: \.isWhitespace).first.map(String.init) ?? ""

@@ -35,6 +35,7 @@ public final class AttachedSR {
     public var record: SRRecord { get throws(ThinError) { try catalog.srRecord() } }
 
     var transactions: PoolTransactions { PoolTransactions(catalog: catalog, pool: pool) }
+    var origins: TemplateOrigins { TemplateOrigins(names: names, deviceMapper: host.deviceMapper) }
     var devices: VolumeDevices {
         VolumeDevices(names: names, pool: pool, deviceMapper: host.deviceMapper, volumeGroup: volumeGroup)
     }
@@ -205,6 +206,7 @@ public final class AttachedSR {
         try finishRemovingPreallocated()
         try clearAbandonedGrowths()
         try removeAbandonedImports()
+        try stopAbandonedHydrations()
         return recoveredUsage ?? usage
     }
 

@@ -36,6 +36,8 @@ extension SRLifecycle {
             // A catalog that cannot be read does not stop a forced detach.
         }
         try detachVolumes(of: attached, force: force)
+        // Templates' images no volume reads any more are released.
+        for template in attached.origins.broughtUp() { attached.origins.releaseIfUnused(template) }
         // A detach interrupted after removing the pool finds no pool: carry on.
         let poolExists = try attached.pool.exists()
         if poolExists {

@@ -55,13 +55,36 @@ public struct SRNames: Sendable, Equatable {
         VolumeDevice(name: volumeDevicePrefix + Self.hex(volume), dmUUID: "THINSR-\(uuidString)-\(volume.lowercased)")
     }
 
+    /// A template's image as a read-only dm device (`linear` over the block
+    /// device its scheme script, loop or qemu-nbd gave): every volume reading
+    /// that template names it as its thin device's external origin.
+    func originDevice(_ template: UUID) -> VolumeDevice {
+        VolumeDevice(name: "thinsr_\(hex)_o\(Self.hex(template))", dmUUID: "THINSR-\(uuidString)-o-\(template.lowercased)")
+    }
+    var originDevicePrefix: String { "thinsr_\(hex)_o" }
+    /// What this host did to bring each template's image up, to undo it.
+    var originStateDirectory: String { "\(runDirectory)/origins" }
+
+    /// The devices of a volume's hydration: `clone` (dm-clone) over
+    /// `metadata` (its bitmap, a hidden thin device), `destination` and
+    /// `source` (both the volume's own thin device with its origin).
+    enum HydrationPart: String, CaseIterable { case clone = "c", metadata = "m", destination = "d", source = "s" }
+    func hydrationDevice(_ volume: UUID, _ part: HydrationPart) -> VolumeDevice {
+        VolumeDevice(name: "thinsr_\(hex)_h\(part.rawValue)\(Self.hex(volume))",
+                     dmUUID: "THINSR-\(uuidString)-h\(part.rawValue)-\(volume.lowercased)")
+    }
+
     /// The volume whose device `name` is, if it is one of this SR's volume devices.
     func volume(ofDevice name: String) -> UUID? {
         guard name.hasPrefix(volumeDevicePrefix) else { return nil }
-        let hex = Array(name.dropFirst(volumeDevicePrefix.count))
+        return Self.uuid(fromHex: String(name.dropFirst(volumeDevicePrefix.count)))
+    }
+
+    /// The uuid whose `hex` form `text` is.
+    static func uuid(fromHex text: String) -> UUID? {
+        let hex = Array(text)
         guard hex.count == 32 else { return nil }
-        let text = [0..<8, 8..<12, 12..<16, 16..<20, 20..<32].map { String(hex[$0]) }.joined(separator: "-")
-        return UUID(uuidString: text)
+        return UUID(uuidString: [0..<8, 8..<12, 12..<16, 16..<20, 20..<32].map { String(hex[$0]) }.joined(separator: "-"))
     }
 
     var runDirectory: String { "\(Paths.runRoot)/\(uuidString)" }

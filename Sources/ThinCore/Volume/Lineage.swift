@@ -28,7 +28,7 @@ extension AttachedSR {
                                children: (children[volume.uuid] ?? []).sorted { $0.createdAt < $1.createdAt }
                                    .map(node))
         }
-        if let reference { return [node(try requireVolume(reference))] }
+        if let reference { return [node(try requireVolume(reference, allowingTemplate: true))] }
         return volumes.filter { $0.parentUUID.map { !known.contains($0) } ?? true }
             .sorted { ($0.createdAt, $0.key) < ($1.createdAt, $1.key) }.map(node)
     }

@@ -72,8 +72,8 @@ extension AttachedSR {
 
     /// Attaches a zeroed preallocated volume read-write for the import
     /// filling it (this process stays its owner until `finishImport`).
-    public func attachForImport(_ volume: VolumeRecord) throws(ThinError) -> (VolumeRecord, String) {
-        try attachVolume(volume.uuid.lowercased, readOnly: false, holder: VolumeHolders.process())
+    public func attachForImport(_ volume: VolumeRecord) async throws(ThinError) -> (VolumeRecord, String) {
+        try await attachVolume(volume.uuid.lowercased, readOnly: false, holder: VolumeHolders.process())
     }
 
     /// The filling is whole: the volume is free for every operation.
@@ -123,6 +123,10 @@ extension AttachedSR {
             if let pid = growingProcess(of: volume) {
                 throw ThinError(.srInUse, "volume \(volume.key) is being grown by process \(pid); wait for it",
                                 parameters: [volume.key])
+            }
+            if let pid = hydratingProcess(of: volume) {
+                throw ThinError(.srInUse, "volume \(volume.key) is being hydrated by process \(pid); stop it (SIGINT) "
+                                + "or wait for it", parameters: [volume.key])
             }
             if let pid = fillingProcess(of: volume) {
                 throw ThinError(.srInUse, "volume \(volume.key) is being filled (imported or zeroed) by process \(pid); "

@@ -1,3 +1,4 @@
+import FoundationEssentials
 import ThinDeviceMapper
 
 /// Attaching and detaching volumes as block devices.
@@ -6,8 +7,10 @@ extension AttachedSR {
     /// only the device node is made (see `VolumeDevices.createNode`); a later
     /// attach without it loads the table. Attaching an attached volume in the
     /// same mode succeeds and changes nothing.
+    /// A volume over a template's image brings that image up first (see
+    /// `TemplateOrigins`); a failed activation releases it again.
     public func attachVolume(_ reference: String, readOnly: Bool,
-                             inactive: Bool = false) throws(ThinError) -> (VolumeRecord, path: String) {
+                             inactive: Bool = false) async throws(ThinError) -> (VolumeRecord, path: String) {
         try recovered()
         let volume = try requireVolume(reference)
         try requireData(volume, to: "be attached")
@@ -18,12 +21,18 @@ extension AttachedSR {
                 let path = try devices.createNode(volume)
                 return (volume, path)
             }
-            return (volume, try devices.activate(volume, readOnly: readOnly))
+            return (volume, try await withOrigin(of: volume) { () throws(ThinError) in
+                try devices.activate(volume, readOnly: readOnly)
+            })
         }
         guard try !devices.isInactive(volume.uuid, info: info) else {
-            if !inactive { try devices.load(volume, readOnly: readOnly) }
+            if !inactive {
+                try await withOrigin(of: volume) { () throws(ThinError) in try devices.load(volume, readOnly: readOnly) }
+            }
             return (volume, try devices.link(volume))
         }
+        // An attached volume over an image that stopped answering is read again from a fresh one.
+        if let template = volume.originTemplate, !inactive { _ = try await origins.bringUp(try requireTemplate(template)) }
         guard inactive || info.readOnly == readOnly else {
             let mode = info.readOnly ? "read-only" : "read-write"
             throw ThinError(.volumeInUse, "volume \(volume.key) is already attached \(mode); detach it first "
@@ -35,7 +44,33 @@ extension AttachedSR {
     /// Detaches a volume for every holder; detaching a detached volume succeeds.
     public func detachVolume(_ reference: String) throws(ThinError) {
         let volume = try requireVolume(reference)
-        try devices.deactivate(volume.uuid, key: volume.key)
+        try deactivate(volume)
         holders(of: volume).clear()
+    }
+
+    /// Removes the volume's device, then its template's origin if no other device reads it.
+    func deactivate(_ volume: VolumeRecord) throws(ThinError) {
+        try devices.deactivate(volume.uuid, key: volume.key)
+        if let template = volume.originTemplate { origins.releaseIfUnused(template) }
+    }
+
+    /// Runs `body` (which loads the volume's table) with its template's
+    /// origin up; if `body` fails, an origin nothing else reads is released.
+    private func withOrigin<T>(of volume: VolumeRecord, _ body: () throws(ThinError) -> T) async throws(ThinError) -> T {
+        guard let template = volume.originTemplate else { return try body() }
+        _ = try await origins.bringUp(try requireTemplate(template))
+        do { return try body() } catch {
+            origins.releaseIfUnused(template)
+            throw error
+        }
+    }
+
+    /// The template row a volume's origin names.
+    func requireTemplate(_ template: UUID) throws(ThinError) -> VolumeRecord {
+        guard let record = try catalog.volume(matching: template.lowercased), record.isTemplate else {
+            throw ThinError(.catalogInconsistent, "the template \(template.lowercased) a volume reads is not in the "
+                            + "catalog; run thinsr-check")
+        }
+        return record
     }
 }

@@ -21,6 +21,7 @@ extension AttachedSR {
         try recovered()
         let volume = try requireVolume(reference)
         try requireNotImporting(volume, to: "be resized")
+        try requireNotHydrating(volume, to: "be resized")
         let size = ByteSize.roundUp(newSize, to: 512)
         guard volume.readWrite else { throw .invalid("\(volume.key) is a read-only snapshot and cannot be resized") }
         guard size >= volume.virtualSize else {

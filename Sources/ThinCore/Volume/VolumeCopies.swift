@@ -12,7 +12,7 @@ extension AttachedSR {
         if let name { try Naming.validateLabel(name, what: "name") }
         let usage = try recovered()
         try SpaceReserve.requireRoomForNewDevice(usage, sr: names)
-        let source = try requireVolume(reference)
+        let source = try requireVolume(reference, allowingTemplate: true)
         try requireData(source, to: "be snapshotted or cloned")
         try requireNotImporting(source, to: "be snapshotted or cloned")
         try requireThin(source, to: "be snapshotted or cloned")
@@ -24,6 +24,8 @@ extension AttachedSR {
             readWrite: kind == .clone, sharable: false, createdAt: System.currentTime(), keys: [:],
             parentUUID: source.uuid, snapshotOf: kind == .snapshot ? source.uuid : nil, state: .creating,
             cbtEnabled: kind == .snapshot && source.cbtEnabled, dataSource: source.uuid)
+        // The kernel needs every descendant of a thin device over an external origin to name the same origin.
+        copy.originTemplate = source.isTemplate ? source.uuid : source.originTemplate
         let record = { (catalog: Catalog) throws(ThinError) in
             try catalog.insert(copy)
             try catalog.setNextThinID(thinID.successor)
@@ -96,6 +98,7 @@ extension AttachedSR {
         guard volume.uuid != snapshot.uuid else { throw .invalid("cannot revert \(volume.key) to itself") }
         try requireData(snapshot, to: "be reverted to")
         try requireNotImporting(volume, to: "be reverted")
+        try requireNotHydrating(volume, to: "be reverted")
         try requireThin(volume, to: "be reverted")
         guard snapshot.kind == .snapshot else {
             throw .invalid("\(snapshot.key) is a \(snapshot.kind.rawValue), not a snapshot; revert \(volume.key) to one "
@@ -112,6 +115,10 @@ extension AttachedSR {
             catalog throws(ThinError) in
             try catalog.setPendingSwitch(volume: volume.uuid, thinID: thinID, virtualSize: snapshot.virtualSize,
                                          dataSource: snapshot.uuid)
+            // A hydrated volume going back to a snapshot that still reads the template reads it again.
+            if snapshot.originTemplate != volume.originTemplate {
+                try catalog.setOriginTemplate(snapshot.originTemplate, volume: volume.uuid)
+            }
             try catalog.setNextThinID(thinID.successor)
         }
     }

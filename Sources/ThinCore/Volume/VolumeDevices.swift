@@ -10,13 +10,29 @@ struct VolumeDevices {
     let deviceMapper: any DeviceMapperControl
     let volumeGroup: String
 
+    /// The volume's table: its thin device (with its template's origin
+    /// device as external origin), or `linear` over its raw LV, or while
+    /// `thinvdi-hydrate` runs, `linear` over the hydration's dm-clone device
+    /// (so every write goes through dm-clone, which orders it with the copying).
     func table(for volume: VolumeRecord, sizeBytes: UInt64? = nil) -> TableLine {
         let sectors = (sizeBytes ?? volume.virtualSize) / 512
         if let lv = volume.rawLV {
             return TableLine(lengthSectors: sectors, targetType: "linear",
                              parameters: "\(Paths.mapperPath(group: volumeGroup, volume: lv)) 0")
         }
-        return ThinTable(poolDevice: pool.path, deviceID: volume.thinID).line(lengthSectors: sectors)
+        let clone = names.hydrationDevice(volume.uuid, .clone)
+        if (try? deviceMapper.info(name: clone.name)) != nil {
+            return TableLine(lengthSectors: sectors, targetType: "linear", parameters: "\(clone.path) 0")
+        }
+        return thinTable(for: volume, sectors: sectors)
+    }
+
+    /// The volume's own thin device, reading its template's image where it
+    /// has no block (`withOrigin: false` once every block is its own).
+    func thinTable(for volume: VolumeRecord, sectors: UInt64? = nil, withOrigin: Bool = true) -> TableLine {
+        let origin = withOrigin ? volume.originTemplate.map { names.originDevice($0).path } : nil
+        return ThinTable(poolDevice: pool.path, deviceID: volume.thinID, externalOrigin: origin)
+            .line(lengthSectors: sectors ?? volume.virtualSize / 512)
     }
 
     /// The device's info, or nil if the volume is not attached.

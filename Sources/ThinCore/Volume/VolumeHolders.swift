@@ -78,7 +78,7 @@ extension AttachedSR {
     /// shared with the volume's other holders in the same mode, and stays
     /// until the last of them detaches.
     public func attachVolume(_ reference: String, readOnly: Bool, inactive: Bool = false,
-                             holder: String) throws(ThinError) -> (VolumeRecord, path: String) {
+                             holder: String) async throws(ThinError) -> (VolumeRecord, path: String) {
         if holder != VolumeHolders.process() { try VolumeHolders.validate(holder) }
         let volume = try requireVolume(reference)
         let held = holders(of: volume)
@@ -94,7 +94,7 @@ extension AttachedSR {
             throw ThinError(.volumeInUse, "volume \(volume.key) is served read-write by process "
                             + "\(writer.dropFirst("process.".count)); stop that server first", parameters: [volume.key])
         }
-        let attached = try attachVolume(reference, readOnly: readOnly, inactive: inactive)
+        let attached = try await attachVolume(reference, readOnly: readOnly, inactive: inactive)
         try held.add(holder)
         return attached
     }
@@ -113,7 +113,7 @@ extension AttachedSR {
         held.remove(holder)
         let others = held.live()
         guard others.isEmpty else { return others }
-        try devices.deactivate(volume.uuid, key: volume.key)
+        try deactivate(volume)
         held.clear()
         return []
     }

@@ -46,6 +46,7 @@ extension AttachedSR {
             throw ThinError(.volumeInUse, "\(volume.key) is being filled (imported or zeroed) by process \(pid); "
                             + "cancel it (thinvdi-destroy signals it), or wait", parameters: [volume.key])
         }
+        try requireNotHydrating(volume, to: "be destroyed")
         try requireDetached(volume, "detach it with thinvdi-detach first")
         if let pid = growingProcess(of: volume) {
             throw ThinError(.volumeInUse, "\(volume.key) is being grown by process \(pid); wait for it",
@@ -69,10 +70,18 @@ extension AttachedSR {
         throw ThinError(.noSpace, "all \(ThinDeviceID.maximum) thin device ids are in use")
     }
 
-    public func requireVolume(_ reference: String) throws(ThinError) -> VolumeRecord {
+    /// The ready volume `reference` names. A template is refused with
+    /// `VDI_IS_TEMPLATE` unless `allowingTemplate` (stat, ls, tree, clone,
+    /// snapshot and forget are all a template allows).
+    public func requireVolume(_ reference: String, allowingTemplate: Bool = false) throws(ThinError) -> VolumeRecord {
         guard let volume = try catalog.volume(matching: reference) else {
             throw ThinError(.volumeDoesNotExist, "no volume \"\(reference)\" in SR \(names.uuidString); list them "
                             + "with thinvdi-ls \(names.uuidString)", parameters: [reference])
+        }
+        guard allowingTemplate || !volume.isTemplate else {
+            throw ThinError(.volumeIsTemplate, "\(volume.key) is a read-only template (\(volume.templateURI ?? "?")): "
+                            + "only stat, ls, tree, clone, snapshot and forget apply; clone it with thinvdi-clone "
+                            + "and use the clone", parameters: [volume.key])
         }
         return volume
     }

@@ -103,6 +103,15 @@ extension AttachedSR {
             return ExportExtents.whole(size: volume.virtualSize, mapped: [0..<(volume.virtualSize + 511) / 512],
                                        blockBytes: 512)
         }
+        if volume.originTemplate != nil {
+            // A block the volume lacks is the template's, not a hole: every byte is data, and what changed
+            // since a base is data too (a discarded block shows the template again, not zeros).
+            let every = ExportExtents.whole(size: volume.virtualSize, mapped: [0..<(volume.virtualSize + 511) / 512],
+                                            blockBytes: 512)
+            guard let base else { return every }
+            let changes = try await changedBlocks(from: base, to: volume.uuid.lowercased)
+            return ExportExtents.incremental(size: volume.virtualSize, changed: changes.extents, whole: every)
+        }
         guard let device = try await mappings(of: [volume.thinID.value]).devices.first else {
             throw ThinError(.catalogInconsistent, "the pool lacks the thin device of \(volume.key); run thinsr-check")
         }
@@ -117,19 +126,19 @@ extension AttachedSR {
     /// held (an export, an NBD server): read-only, shared with other readers,
     /// and refused while it is attached read-write, because then a guest
     /// may write it under the copy (snapshot it and read the snapshot).
-    public func attachForReading(_ reference: String) throws(ThinError) -> (VolumeRecord, path: String) {
+    public func attachForReading(_ reference: String) async throws(ThinError) -> (VolumeRecord, path: String) {
         let volume = try requireVolume(reference)
         try requireData(volume, to: "be read")
         if let info = try devices.info(volume.uuid), !info.readOnly {
             throw ThinError(.volumeInUse, "volume \(volume.key) is attached read-write, so a guest may be writing it; "
                             + "snapshot it (thinvdi-snapshot) and read the snapshot", parameters: [volume.key])
         }
-        return try attachVolume(volume.uuid.lowercased, readOnly: true, holder: VolumeHolders.process())
+        return try await attachVolume(volume.uuid.lowercased, readOnly: true, holder: VolumeHolders.process())
     }
 
     /// Attaches a volume read-write for this process alone (a writable NBD
     /// export): refused for snapshots and while anyone else has it attached.
-    public func attachForWriting(_ reference: String) throws(ThinError) -> (VolumeRecord, path: String) {
+    public func attachForWriting(_ reference: String) async throws(ThinError) -> (VolumeRecord, path: String) {
         let volume = try requireVolume(reference)
         try requireData(volume, to: "be written")
         guard volume.readWrite, volume.kind != .snapshot else {
@@ -137,7 +146,7 @@ extension AttachedSR {
                             + "without --writable, or clone it (thinvdi-clone) and serve the clone")
         }
         try requireDetached(volume, "detach it first: a writable export must be its only user")
-        return try attachVolume(volume.uuid.lowercased, readOnly: false, holder: VolumeHolders.process())
+        return try await attachVolume(volume.uuid.lowercased, readOnly: false, holder: VolumeHolders.process())
     }
 
     /// Lets this process's hold on a volume go (see `attachForReading`).
@@ -152,7 +161,7 @@ extension AttachedSR {
     /// and attached read-write for it. `allocatedBytes` must fit in the
     /// pool's free data space now: an import never starts what it cannot end.
     public func beginImport(name: String, description: String, sizeBytes: UInt64,
-                            allocatedBytes: UInt64) throws(ThinError) -> (VolumeRecord, path: String) {
+                            allocatedBytes: UInt64) async throws(ThinError) -> (VolumeRecord, path: String) {
         let usage = try recovered()
         let blockBytes = try record.blockSizeBytes
         let freeBytes = (usage.totalDataBlocks - min(usage.usedDataBlocks, usage.totalDataBlocks)) * blockBytes
@@ -163,7 +172,7 @@ extension AttachedSR {
         let volume = try createVolume(name: name, description: description, sizeBytes: sizeBytes, sharable: false,
                                       importOwner: Self.importOwner())
         do {
-            return try attachVolume(volume.uuid.lowercased, readOnly: false, holder: VolumeHolders.process())
+            return try await attachVolume(volume.uuid.lowercased, readOnly: false, holder: VolumeHolders.process())
         } catch {
             try? abandonImport(volume)
             throw error

@@ -9,13 +9,15 @@ public struct VolumeView: Sendable {
     public var physicalUtilisation: UInt64
     public var devicePath: String?
     public var attachedReadOnly: Bool?
+    /// A `thinvdi-hydrate` process is copying its template data in.
+    public var hydrating = false
 }
 
 extension AttachedSR {
     /// Every ready volume, or the one `reference` names.
     public func volumeViews(_ reference: String? = nil) async throws(ThinError) -> [VolumeView] {
         guard let reference else { return try await views(of: try catalog.volumes(), active: try devices.active()) }
-        return [try await view(of: try requireVolume(reference))]
+        return [try await view(of: try requireVolume(reference, allowingTemplate: true))]
     }
 
     /// One volume's view: one device query, and its status if it is attached.
@@ -30,7 +32,8 @@ extension AttachedSR {
         return volumes.map { volume in
             VolumeView(record: volume, srUUID: names.uuid, physicalUtilisation: volume.isPreallocated ? volume.virtualSize : usage[volume.thinID] ?? 0,
                        devicePath: active[volume.uuid] != nil ? names.devicePath(key: volume.key) : nil,
-                       attachedReadOnly: active[volume.uuid]?.readOnly)
+                       attachedReadOnly: active[volume.uuid]?.readOnly,
+                       hydrating: volume.hydrateOwner.flatMap(Self.liveProcess(ofOwner:)) != nil)
         }
     }
 

@@ -174,6 +174,8 @@ final class RecordingDeviceMapper: DeviceMapperControl {
             case .releaseMetadataSnapshot:
                 guard target.metadataSnapshotHeld else { throw refuse(.other) }
                 target.metadataSnapshotHeld = false
+            case .enableHydration, .disableHydration, .hydrationThreshold:
+                break
             }
             state.pools[pool] = target
         }

@@ -122,6 +122,11 @@ def volume_record(v):
     record = {key: v[key] for key in keys}
     record["volume_type"] = "CBT_Metadata" if v.get("kind") == "cbt_metadata" else "Data"
     record["cbt_enabled"] = bool(v.get("cbt_enabled", False))
+    if v.get("kind") == "template":
+        # SMAPIv3 has no template call: SR.ls shows one read-only, its image in keys
+        # (introduce and forget it with thinvdi-introduce and thinvdi-forget; VDI.clone works).
+        record["keys"] = dict(record["keys"], **{"thinsr.template_uri": v.get("template_uri") or "",
+                                                  "thinsr.template_format": v.get("template_format") or ""})
     return record
 
 

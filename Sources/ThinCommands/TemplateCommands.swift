@@ -1,0 +1,159 @@
+public import ArgumentParser
+public import ThinCore
+import ThinTools
+#if canImport(Glibc)
+import Glibc
+#endif
+
+public struct VDIIntroduce: WholeSRTool {
+    public static let access = ToolAccess.write
+    public static let configuration = CommandConfiguration(
+        commandName: "thinvdi-introduce",
+        abstract: "Register a read-only template image by URI; its clones start at once.",
+        discussion: """
+            The image stays where it is: nothing is copied. The URI is resolved by the scheme script \
+            \(SchemeScripts.systemDirectory)/<scheme> (file and nbd are shipped; a scheme a+b uses the \
+            script a; THINSR_SCHEME_DIR overrides the directory), which prints a local file or block \
+            device. qemu-img reads its format (probed unless --format is given) and size. The template is \
+            read-only: only thinvdi-stat, -ls, -tree, -clone, -snapshot and thinvdi-forget apply to it \
+            (anything else fails with VDI_IS_TEMPLATE, exit status 6). A clone of it reads the image \
+            where it has no block of its own (the thin target's external origin) and writes to the pool; \
+            thinvdi-hydrate copies the rest in so it no longer needs the image. The image must never \
+            change while a volume reads it. Prints the template's key.
+            """)
+    public static let examples = [
+        ("thinvdi-introduce vmstore file:///srv/images/debian-12.qcow2 --name debian-12",
+         "Register a local qcow2 image."),
+        ("thinvdi-introduce vmstore 'nbd+unix:///debian?socket=/run/images.sock' --format raw",
+         "Register an NBD export."),
+    ]
+
+    @OptionGroup public var target: SRArgument
+    @Argument(help: ArgumentHelp("The image's URI: file:///path, nbd://host[:port]/export, "
+                                 + "nbd+unix:///export?socket=PATH, or any scheme with a script.", valueName: "uri"))
+    var uri: String
+    @Option(help: "The template's name label (default: the URI's last path element).") var name: String?
+    @Option(help: "The template's description.") var description: String = ""
+    @Option(help: ArgumentHelp("The image's format (default: probed by qemu-img).", valueName: "format"))
+    var format: ImportFormat?
+    @OptionGroup public var output: OutputOptions
+    public init() {}
+
+    public func execute(on sr: AttachedSR) async throws(ThinError) {
+        let template = try await sr.introduceTemplate(uri: uri, name: name, description: description,
+                                                      format: format?.image)
+        try await printVolume(template, of: sr, json: output.json)
+    }
+}
+
+public struct VDIForget: VolumeTool {
+    public static let access = ToolAccess.write
+    public static let configuration = CommandConfiguration(
+        commandName: "thinvdi-forget",
+        abstract: "Deregister a template (its image is not touched).",
+        discussion: """
+            Refused (exit status 3) while any volume still reads the template's image: hydrate those \
+            volumes with thinvdi-hydrate, or destroy them, first. A volume that is not a template is \
+            refused too (destroy it with thinvdi-destroy).
+            """)
+    public static let examples = [("thinvdi-forget vmstore debian-12", "Forget the template.")]
+
+    @OptionGroup public var volume: VolumeArgument
+    @OptionGroup public var output: OutputOptions
+    public init() {}
+
+    public func execute(on sr: AttachedSR) async throws(ThinError) {
+        try sr.forgetTemplate(volume.vdi)
+        if output.json { Console.out("null") }
+    }
+}
+
+public struct VDIHydrate: VolumeTool {
+    public static let access = ToolAccess.write
+    public static let configuration = CommandConfiguration(
+        commandName: "thinvdi-hydrate",
+        abstract: "Copy a template clone's remaining template data into the pool, then drop the template.",
+        discussion: """
+            The kernel's dm-clone copies, region by region, every part of the volume it does not hold \
+            yet, while the volume stays attached and in use (dm-clone orders the guest's writes with \
+            the copying; it pauses while the guest does I/O, and --threshold bounds how much it copies \
+            at once). Blocks the volume already holds are not copied again. When all is copied, the \
+            volume's table drops the template's image and the catalog no longer ties the volume to the \
+            template (thinvdi-forget is then allowed). SIGINT or SIGTERM stops it (exit status 130) and \
+            leaves the volume reading the template as before; running it again resumes from what the \
+            volume holds, as it does after a detach or a crash. A volume that reads no template is \
+            already whole: nothing is done. Snapshots of the volume still read the template.
+            """)
+    public static let examples = [("thinvdi-hydrate vmstore web01-root --progress", "Hydrate with a progress bar."),
+                                  ("thinvdi-hydrate vmstore web01-root --threshold 4 &",
+                                   "Hydrate gently, in the background.")]
+    public static let extraExitStatuses: [(Int32, String)] = [
+        (130, "stopped by SIGINT or SIGTERM; the volume reads the template as before and a later run resumes"),
+    ]
+
+    @OptionGroup public var volume: VolumeArgument
+    @Option(help: ArgumentHelp("At most this many regions (pool blocks) copied at once.", valueName: "regions"))
+    var threshold: UInt32 = 64
+    @Option(help: ArgumentHelp("Progress on stderr: bar, json or none (a bare --progress: bar; default: a bar on a "
+                               + "terminal).", valueName: "mode"))
+    var progress: ProgressMode?
+    @OptionGroup public var output: OutputOptions
+    public init() {}
+
+    public func checkArguments() throws(ThinError) {
+        guard threshold > 0 else { throw ThinError(.invalidArgument, "--threshold must be at least 1 region") }
+    }
+
+    public func perform(host: Host) async throws(ThinError) -> Int32 {
+        CancelSignals.install()
+        let begun = try await withSR(reference, host: host) { sr throws(ThinError) in
+            try await sr.beginHydration(volume.vdi, threshold: threshold)
+        }
+        guard let hydration = begun else {
+            if output.json { Console.printJSON(HydrateJSON(volume: volume.vdi, hydrated: true, total_bytes: 0)) }
+            else { Console.out("\(volume.vdi) reads no template: nothing to hydrate") }
+            return 0
+        }
+        let total = hydration.totalRegions * hydration.regionBytes
+        let reporter = ProgressReporter(operation: "hydrate", total: max(total, 1), mode: progress)
+        // dm-clone copies in the kernel: watch it, without the SR lock.
+        var stopped = CancelSignals.received != nil
+        var failure: ThinError?
+        if !stopped {
+            do { try hydration.start(host: host) } catch { failure = error }
+        }
+        while !stopped, failure == nil, let now = hydration.progress(host: host) {
+            reporter.update(done: min(now.hydratedRegions * hydration.regionBytes, total))
+            if now.isComplete { break }
+            usleep(200_000)
+            stopped = CancelSignals.received != nil
+        }
+        let dropped = try await withSR(reference, host: host) { sr throws(ThinError) in
+            try await sr.finishHydration(hydration)
+        }
+        if let failure { throw failure }
+        if stopped && !dropped {
+            throw ThinError(.cancelled, "hydration of \(hydration.volume.key) stopped; it reads the template as "
+                            + "before, and thinvdi-hydrate resumes it")
+        }
+        guard dropped else {
+            throw ThinError(.backendFailure, "hydration of \(hydration.volume.key) ended before every block was the "
+                            + "volume's own (an SR detach, or a discard during it); run thinvdi-hydrate again")
+        }
+        reporter.finish()
+        if output.json {
+            Console.printJSON(HydrateJSON(volume: hydration.volume.key, hydrated: true, total_bytes: total))
+        } else {
+            Console.out("\(hydration.volume.key) hydrated: it no longer reads its template")
+        }
+        return 0
+    }
+
+    public func execute(on sr: AttachedSR) async throws(ThinError) {}
+}
+
+struct HydrateJSON: Encodable {
+    var volume: String
+    var hydrated: Bool
+    var total_bytes: UInt64
+}

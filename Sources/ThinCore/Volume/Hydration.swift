@@ -1,0 +1,280 @@
+import FoundationEssentials
+import ThinDeviceMapper
+import ThinTools
+import CThinShims
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A hydration in progress: dm-clone copying a volume's template data into
+/// its own thin device. `thinvdi-hydrate` begins it under the SR lock,
+/// watches it without the lock, and finishes or stops it under the lock.
+public struct Hydration: Sendable {
+    public let volume: VolumeRecord
+    public let regionBytes: UInt64
+    public let totalRegions: UInt64
+    let cloneDevice: String
+
+    /// Lets dm-clone copy (`beginHydration` leaves it set up but idle).
+    public func start(host: Host) throws(ThinError) {
+        do { try host.deviceMapper.send(.enableHydration, to: cloneDevice) } catch {
+            throw .backend("cannot start the hydration of \(volume.key)", error)
+        }
+    }
+
+    /// How far it is (dm-clone's status; no SR lock needed); nil once its
+    /// device is gone (an SR detach, a recovery).
+    public func progress(host: Host) -> HydrationProgress? {
+        guard let line = ((try? host.deviceMapper.status(name: cloneDevice)) ?? nil)?.first else { return nil }
+        return HydrationProgress(status: line.parameters)
+    }
+}
+
+/// How far a hydration is: regions copied (or skipped as the volume's own) of all.
+public struct HydrationProgress: Sendable, Equatable {
+    public var hydratedRegions: UInt64
+    public var totalRegions: UInt64
+    public var isComplete: Bool { hydratedRegions >= totalRegions }
+
+    /// dm-clone's status: `<meta block> <used>/<total> <region> <hydrated>/<total> <hydrating> ...`.
+    init?(status: String) {
+        let words = status.split(separator: " ")
+        guard words.count >= 4 else { return nil }
+        let regions = words[3].split(separator: "/")
+        guard regions.count == 2, let hydrated = UInt64(regions[0]), let total = UInt64(regions[1]) else { return nil }
+        hydratedRegions = hydrated
+        totalRegions = total
+    }
+}
+
+/// Hydration is built so that no state of dm-clone's bitmap can be wrong:
+/// its source is not the image but a second thin device of the volume's own
+/// thin id with the same origin, i.e. the volume's current contents. Copying
+/// a region copies the volume onto itself, which provisions the region's
+/// blocks with what they already read; dm-clone holds the guest's writes to
+/// a region while it copies it. Regions the volume already holds (and those
+/// past the image's end, which read zeros) are marked done with a discard
+/// through dm-clone with `no_discard_passdown`, which only sets their bit.
+/// So a fresh bitmap is always right, resuming is beginning again, and once
+/// every block within the image is the volume's own, the origin is dropped.
+extension AttachedSR {
+    /// Begins (or resumes) hydrating `reference`: nil when it reads no template.
+    public func beginHydration(_ reference: String, threshold: UInt32) async throws(ThinError) -> Hydration? {
+        try recovered()
+        let volume = try requireVolume(reference)
+        guard let templateUUID = volume.originTemplate else { return nil }
+        try requireThin(volume, to: "be hydrated")
+        try requireNotImporting(volume, to: "be hydrated")
+        if let pid = hydratingProcess(of: volume) {
+            throw ThinError(.volumeInUse, "\(volume.key) is already being hydrated by process \(pid); wait for it or "
+                            + "stop it (SIGINT)", parameters: [volume.key])
+        }
+        let template = try requireTemplate(templateUUID)
+        _ = try await origins.bringUp(template)
+        let blockBytes = try record.blockSizeBytes
+        let regionSectors = Self.regionSectors(blockBytes: blockBytes)
+        let regionBytes = regionSectors * 512
+        let sectors = volume.virtualSize / 512
+        let totalRegions = (sectors + regionSectors - 1) / regionSectors
+        var metaID = volume.hydrateMetaID
+        if metaID == nil {
+            let id = try allocateThinID()
+            try transact([.createThin(id)]) { catalog throws(ThinError) in
+                try catalog.setHydrateMetaID(id, volume: volume.uuid)
+                try catalog.setNextThinID(id.successor)
+            }
+            metaID = id
+        }
+        try catalog.setHydrateOwner(Self.importOwner(), volume: volume.uuid)
+        var hydrating = volume
+        hydrating.hydrateMetaID = metaID
+        do {
+            let clone = try makeHydrationDevices(hydrating, metaID: metaID!, regionSectors: regionSectors,
+                                                 threshold: threshold)
+            // What the volume holds, and what lies past the image's end, needs no copy.
+            let mapped = try await mappings(of: [volume.thinID.value]).devices.first?.runs.map(\.blocks) ?? []
+            let ownBytes = ChangedBlocks.merged(mapped).map { $0.lowerBound * blockBytes..<$0.upperBound * blockBytes }
+            let imageEnd = (template.virtualSize + regionBytes - 1) / regionBytes * regionBytes
+            let skip = ownBytes + (imageEnd < volume.virtualSize ? [imageEnd..<volume.virtualSize] : [])
+            try Self.markDone(clone, ranges: skip, limit: volume.virtualSize)
+            try switchTop(of: hydrating)
+            FaultInjection.point("hydration-started")
+            return Hydration(volume: hydrating, regionBytes: regionBytes, totalRegions: totalRegions,
+                             cloneDevice: clone)
+        } catch {
+            try? tearDownHydration(hydrating, dropOrigin: false)
+            throw error
+        }
+    }
+
+    /// Ends a hydration. When every region is copied and every block within
+    /// the image is the volume's own, the volume's table drops the origin
+    /// and the catalog forgets it (returns true); otherwise the volume goes
+    /// back to reading the template, ready for a later run (false).
+    @discardableResult
+    public func finishHydration(_ hydration: Hydration) async throws(ThinError) -> Bool {
+        try recovered()
+        guard let volume = try catalog.volume(matching: hydration.volume.uuid.lowercased),
+              volume.hydrateOwner == Self.importOwner() else {
+            return false   // a recovery already stopped it
+        }
+        var complete = hydration.progress(host: host)?.isComplete ?? false
+        if complete, let template = volume.originTemplate {
+            let blockBytes = try record.blockSizeBytes
+            let imageBlocks = (try requireTemplate(template).virtualSize + blockBytes - 1) / blockBytes
+            let mapped = ChangedBlocks.merged(try await mappings(of: [volume.thinID.value]).devices.first?.runs
+                .map(\.blocks) ?? [])
+            let held = mapped.reduce(UInt64(0)) { $0 + UInt64(max(0, min(Int64($1.upperBound), Int64(imageBlocks))
+                                                                  - Int64(min($1.lowerBound, imageBlocks)))) }
+            complete = held == imageBlocks
+        }
+        try tearDownHydration(volume, dropOrigin: complete)
+        if complete, let template = volume.originTemplate { origins.releaseIfUnused(template) }
+        return complete
+    }
+
+    /// Regions of the pool's block size where that is a power of two (a
+    /// region then never straddles blocks), else the largest power of two
+    /// dividing it; within dm-clone's 8 sectors .. 1 GiB.
+    static func regionSectors(blockBytes: UInt64) -> UInt64 {
+        let sectors = max(blockBytes / 512, 8)
+        let power = sectors & (~sectors &+ 1)
+        return min(max(power, 8), 1 << 21)
+    }
+
+    /// dm-clone's metadata for `regions`: superblock, space maps and a
+    /// bitset, generously (thin: only what it writes takes pool space).
+    static func hydrationMetadataBytes(regions: UInt64, blockBytes: UInt64) -> UInt64 {
+        let bytes = (4 << 20) + regions
+        return (bytes + blockBytes - 1) / blockBytes * blockBytes
+    }
+
+    private func makeHydrationDevices(_ volume: VolumeRecord, metaID: ThinDeviceID, regionSectors: UInt64,
+                                      threshold: UInt32) throws(ThinError) -> String {
+        let deviceMapper = host.deviceMapper
+        let sectors = volume.virtualSize / 512
+        let blockBytes = try record.blockSizeBytes
+        let metaBytes = Self.hydrationMetadataBytes(regions: (sectors + regionSectors - 1) / regionSectors,
+                                                    blockBytes: blockBytes)
+        let part = { (part: SRNames.HydrationPart) in self.names.hydrationDevice(volume.uuid, part) }
+        // Leftovers of a killed run go first.
+        for piece in SRNames.HydrationPart.allCases { try? deviceMapper.remove(name: part(piece).name) }
+        do {
+            try deviceMapper.create(name: part(.metadata).name, uuid: part(.metadata).dmUUID,
+                                    table: [ThinTable(poolDevice: pool.path, deviceID: metaID).line(lengthSectors: metaBytes / 512)],
+                                    readOnly: false, udev: .standard)
+            // A zeroed superblock makes dm-clone format a fresh bitmap: the volume's mapping rebuilds the rest.
+            try host.system.zeroStart(of: part(.metadata).path)
+            try deviceMapper.create(name: part(.destination).name, uuid: part(.destination).dmUUID,
+                                    table: [devices.thinTable(for: volume)], readOnly: false, udev: .standard)
+            try deviceMapper.create(name: part(.source).name, uuid: part(.source).dmUUID,
+                                    table: [devices.thinTable(for: volume)], readOnly: true, udev: .standard)
+            let parameters = "\(part(.metadata).path) \(part(.destination).path) \(part(.source).path) \(regionSectors) "
+                + "2 no_hydration no_discard_passdown 2 hydration_threshold \(max(threshold, 1))"
+            try deviceMapper.create(name: part(.clone).name, uuid: part(.clone).dmUUID,
+                                    table: [TableLine(lengthSectors: sectors, targetType: "clone", parameters: parameters)],
+                                    readOnly: false, udev: .standard)
+        } catch {
+            throw .backend("cannot set up the hydration of \(volume.key) (is the dm_clone module available?)", error)
+        }
+        // Discards through it must only set bits, never reach the volume: check before sending any.
+        guard let status = ((try? deviceMapper.status(name: part(.clone).name)) ?? nil)?.first?.parameters,
+              status.contains("no_discard_passdown") else {
+            throw ThinError(.backendFailure, "the kernel's dm-clone did not take no_discard_passdown for \(volume.key); "
+                            + "hydration stopped before touching the volume")
+        }
+        return part(.clone).name
+    }
+
+    /// Marks `ranges` (bytes) as needing no copy: whole regions inside them
+    /// get their bit set by a discard that dm-clone does not pass down.
+    private static func markDone(_ device: String, ranges: [Range<UInt64>], limit: UInt64) throws(ThinError) {
+        let path = "/dev/mapper/\(device)"
+        let descriptor = Glibc.open(path, O_WRONLY | O_CLOEXEC)
+        guard descriptor >= 0 else { throw ThinError(.backendFailure, "cannot open \(path): \(System.errnoText())") }
+        defer { Glibc.close(descriptor) }
+        for range in ranges {
+            let lower = range.lowerBound / 512 * 512, upper = min(range.upperBound, limit) / 512 * 512
+            guard upper > lower else { continue }
+            let result = CThinShims_discard_range(descriptor, lower, upper - lower)
+            guard result == 0 else {
+                throw ThinError(.backendFailure, "marking the volume's own blocks on \(path) failed: "
+                                + System.errnoText(-result))
+            }
+        }
+    }
+
+    /// Points an active volume device at the dm-clone device, so every
+    /// guest write goes through it (a device made by Datapath.attach's
+    /// first half gets that table when it is loaded: see `table(for:)`).
+    private func switchTop(of volume: VolumeRecord) throws(ThinError) {
+        guard let info = try devices.info(volume.uuid), try !devices.isInactive(volume.uuid, info: info) else { return }
+        let name = names.volumeDevice(volume.uuid).name
+        try devices.changing { () throws(ThinError) in
+            do {
+                try host.deviceMapper.reload(name: name, table: [devices.table(for: volume)], readOnly: info.readOnly)
+                try host.deviceMapper.resume(name: name, udev: .standard)
+            } catch {
+                throw .backend("cannot put \(volume.key) over its hydration", error)
+            }
+        }
+    }
+
+    /// Takes the hydration's devices away: the volume's device goes back to
+    /// its thin table (without the origin when `dropOrigin`), the hidden
+    /// devices and the metadata's thin device are removed, the mark cleared.
+    func tearDownHydration(_ volume: VolumeRecord, dropOrigin: Bool) throws(ThinError) {
+        let deviceMapper = host.deviceMapper
+        let top = names.volumeDevice(volume.uuid).name
+        if let info = try devices.info(volume.uuid), try !devices.isInactive(volume.uuid, info: info) {
+            try devices.changing { () throws(ThinError) in
+                do {
+                    try deviceMapper.reload(name: top, table: [devices.thinTable(for: volume, withOrigin: !dropOrigin)],
+                                            readOnly: info.readOnly)
+                    try deviceMapper.resume(name: top, udev: .standard)
+                } catch {
+                    throw .backend("cannot take \(volume.key) off its hydration", error)
+                }
+            }
+        }
+        for part in SRNames.HydrationPart.allCases {
+            let name = names.hydrationDevice(volume.uuid, part).name
+            guard (try? deviceMapper.info(name: name)) != nil else { continue }
+            do { try deviceMapper.remove(name: name) } catch {
+                throw .backend("cannot remove the hydration device \(name)", error)
+            }
+        }
+        FaultInjection.point("hydration-devices-removed")
+        let messages: [PoolMessage] = volume.hydrateMetaID.map { [.delete($0)] } ?? []
+        try transact(messages) { catalog throws(ThinError) in
+            try catalog.setHydrateMetaID(nil, volume: volume.uuid)
+            try catalog.setHydrateOwner(nil, volume: volume.uuid)
+            if dropOrigin { try catalog.setOriginTemplate(nil, volume: volume.uuid) }
+        }
+    }
+
+    /// The live process hydrating `volume`, other than this one.
+    func hydratingProcess(of volume: VolumeRecord) -> Int32? {
+        guard let owner = volume.hydrateOwner, owner != Self.importOwner() else { return nil }
+        return Self.liveProcess(ofOwner: owner)
+    }
+
+    /// Refuses what would change a volume under its hydration.
+    func requireNotHydrating(_ volume: VolumeRecord, to action: String) throws(ThinError) {
+        guard let pid = hydratingProcess(of: volume) else { return }
+        throw ThinError(.volumeInUse, "\(volume.key) is being hydrated by process \(pid); it cannot \(action) until "
+                        + "that ends (stop it with SIGINT; a later thinvdi-hydrate resumes)", parameters: [volume.key])
+    }
+
+    /// A hydration whose process died is stopped: the volume reads the
+    /// template again as before, and a later run resumes from what it holds.
+    func stopAbandonedHydrations() throws(ThinError) {
+        for volume in try catalog.volumes(includingUnfinished: true)
+        where volume.hydrateMetaID != nil || volume.hydrateOwner != nil {
+            if let owner = volume.hydrateOwner, owner == Self.importOwner() || Self.liveProcess(ofOwner: owner) != nil {
+                continue
+            }
+            try tearDownHydration(volume, dropOrigin: false)
+        }
+    }
+}

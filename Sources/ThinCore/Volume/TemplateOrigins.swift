@@ -1,0 +1,267 @@
+import FoundationEssentials
+import ThinDeviceMapper
+import ThinTools
+import CThinShims
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Scheme scripts resolve a template's URI to a local image, as xapi's
+/// storage scripts do: `<directory>/<scheme> attach URI` prints the image's
+/// path (a file or a block device), `<directory>/<scheme> detach URI PATH`
+/// releases it. A scheme `a+b` (`nbd+unix`) is served by the script `a`.
+public enum SchemeScripts {
+    public static let systemDirectory = "/usr/libexec/xapi/storage"
+
+    /// THINSR_SCHEME_DIR alone when set; else the system directory, then the
+    /// same directory under the root this binary was installed into (a
+    /// `make install DESTDIR=...` that is run from there).
+    static var directories: [String] {
+        if let directory = Paths.environment("THINSR_SCHEME_DIR") { return [directory] }
+        var found = [systemDirectory]
+        var parent = System.executablePath() ?? ""
+        for _ in 0..<4 where parent.count > 1 {
+            parent = String(parent[..<(parent.lastIndex(of: "/") ?? parent.startIndex)])
+            found.append("\(parent)/libexec/xapi/storage")
+        }
+        return found
+    }
+
+    /// The URI's scheme (`file` in `file:///x`), validated.
+    public static func scheme(of uri: String) throws(ThinError) -> String {
+        guard let colon = uri.firstIndex(of: ":"), colon != uri.startIndex else {
+            throw .invalid("\"\(uri)\" is not a URI; give one such as file:///srv/images/debian.qcow2 or "
+                           + "nbd://host:10809/export")
+        }
+        let scheme = uri[..<colon].lowercased()
+        guard let first = scheme.first, first.isLetter,
+              scheme.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || "+-.".contains($0)) }) else {
+            throw .invalid("\"\(uri)\" has no valid URI scheme; give one such as file:///srv/images/debian.qcow2")
+        }
+        return scheme
+    }
+
+    /// The script that serves `uri`'s scheme.
+    static func script(for uri: String) throws(ThinError) -> String {
+        let scheme = try scheme(of: uri)
+        let name = String(scheme.split(separator: "+").first ?? Substring(scheme))
+        for directory in directories where access("\(directory)/\(name)", X_OK) == 0 { return "\(directory)/\(name)" }
+        throw .invalid("no scheme script for \"\(scheme)\" URIs: add an executable \(name) to "
+                       + "\(directories[0]) (it is run as `\(name) attach URI` and `\(name) detach URI PATH`)")
+    }
+
+    /// The image's local path.
+    static func attach(_ uri: String) async throws(ThinError) -> String {
+        let script = try script(for: uri)
+        let result: ExternalCommandResult
+        do { result = try await ExternalCommand.run(script, ["attach", uri]) } catch {
+            throw .backend("cannot run the scheme script \(script)", error)
+        }
+        guard result.exitStatus == 0 else {
+            throw ThinError(.backendFailure, "template \(uri) cannot be reached: \(script) attach failed (exit "
+                            + "\(result.exitStatus)): \(Self.firstLine(result.standardError))")
+        }
+        guard let path = result.standardOutput.split(whereSeparator: \.isNewline).last.map(String.init),
+              path.hasPrefix("/"), System.exists(path) else {
+            throw ThinError(.backendFailure, "template \(uri): \(script) attach printed no existing path "
+                            + "(\"\(Self.firstLine(result.standardOutput))\")")
+        }
+        return path
+    }
+
+    /// Releases what `attach` made; a failure is only traced (the image is not ours to repair).
+    static func detach(_ uri: String, path: String) {
+        guard let script = try? script(for: uri) else { return }
+        ExternalCommand.runToEnd(script, ["detach", uri, path])
+    }
+
+    static func firstLine(_ text: String) -> String {
+        let line = text.split(whereSeparator: \.isNewline).first.map(String.init) ?? ""
+        return line.isEmpty ? "no message" : String(line.prefix(300))
+    }
+}
+
+/// What this host did to bring one template's image up, kept in
+/// `/run/thinsr/<sr>/origins/<template>` so the last detach can undo it.
+struct OriginRecord: Codable, Equatable {
+    var uri: String
+    /// What the scheme script printed.
+    var image: String
+    /// The block device under the origin's dm device.
+    var device: String
+    /// How `device` was made from `image`: "loop", "nbd", or nil (it is the image).
+    var helper: String?
+}
+
+/// Templates' images as read-only block devices for the thin devices that
+/// read them. One origin device per template per host, shared by every
+/// volume reading it; the kernel's open count of it is the reference count,
+/// so nothing stored can drift: the last volume to close it releases it.
+struct TemplateOrigins {
+    let names: SRNames
+    let deviceMapper: any DeviceMapperControl
+
+    func path(_ template: UUID) -> String { names.originDevice(template).path }
+    private func statePath(_ template: UUID) -> String { "\(names.originStateDirectory)/\(template.lowercased)" }
+
+    /// Brings the template's image up (once per host) and returns the origin
+    /// device's path. An origin whose image stopped answering (its NBD
+    /// server went away) is brought up again under the volumes using it.
+    func bringUp(_ template: VolumeRecord) async throws(ThinError) -> String {
+        let device = names.originDevice(template.uuid)
+        let info: DeviceInfo?
+        do { info = try deviceMapper.info(name: device.name) } catch { throw .backend("cannot query \(device.name)", error) }
+        if let info, info.hasLiveTable, !info.suspended {
+            if DirectIO.canRead(device.path) { return device.path }
+            return try await replace(template, stale: info)
+        }
+        if info != nil { try? deviceMapper.remove(name: device.name) }
+        let record = try await expose(template)
+        do {
+            try deviceMapper.create(name: device.name, uuid: device.dmUUID, table: [originTable(template, record)],
+                                    readOnly: true, udev: .standard)
+        } catch {
+            unexpose(record)
+            throw .backend("cannot make the origin device of template \(template.key)", error)
+        }
+        save(record, for: template.uuid)
+        return device.path
+    }
+
+    /// Points a live origin device at a freshly exposed image, so the
+    /// volumes reading it read again; the dead image is released.
+    private func replace(_ template: VolumeRecord, stale: DeviceInfo) async throws(ThinError) -> String {
+        let device = names.originDevice(template.uuid)
+        let old = load(template.uuid)
+        let record = try await expose(template)
+        do {
+            try deviceMapper.reload(name: device.name, table: [originTable(template, record)], readOnly: true)
+            try deviceMapper.resume(name: device.name, udev: .standard)
+        } catch {
+            unexpose(record)
+            throw .backend("cannot point the origin of template \(template.key) at its image again", error)
+        }
+        save(record, for: template.uuid)
+        if let old { unexpose(old) }
+        guard DirectIO.canRead(device.path) else {
+            throw ThinError(.backendFailure, "template \(template.key)'s image \(template.templateURI ?? "") was "
+                            + "brought up again but still cannot be read")
+        }
+        return device.path
+    }
+
+    private func originTable(_ template: VolumeRecord, _ record: OriginRecord) -> TableLine {
+        TableLine(lengthSectors: template.virtualSize / 512, targetType: "linear", parameters: "\(record.device) 0")
+    }
+
+    /// Resolves the URI and makes its image a block device: a raw block
+    /// device is used as it is, a raw file through a read-only loop device,
+    /// any other format through `qemu-nbd --read-only` on a kernel nbd device.
+    private func expose(_ template: VolumeRecord) async throws(ThinError) -> OriginRecord {
+        let uri = template.templateURI ?? ""
+        let format = template.templateFormat ?? ImageFormat.raw.rawValue
+        let image = try await SchemeScripts.attach(uri)
+        var record = OriginRecord(uri: uri, image: image, device: image, helper: nil)
+        do throws(ThinError) {
+            if format != ImageFormat.raw.rawValue {
+                record.device = try await Self.connectNBD(image, format: format)
+                record.helper = "nbd"
+            } else if System.blockDevice(image) == nil {
+                record.device = try await Self.attachLoop(image)
+                record.helper = "loop"
+            }
+            guard let size = System.blockDeviceSize(record.device), size >= template.virtualSize else {
+                throw ThinError(.backendFailure, "template \(template.key)'s image \(uri) is now "
+                                + "\(System.blockDeviceSize(record.device).map(ByteSize.format) ?? "unreadable"), "
+                                + "not the \(ByteSize.format(template.virtualSize)) it was introduced with; "
+                                + "a template's image must not change")
+            }
+        } catch {
+            unexpose(record)
+            throw error
+        }
+        return record
+    }
+
+    private func unexpose(_ record: OriginRecord) {
+        switch record.helper {
+        case "loop": ExternalCommand.runToEnd("losetup", ["--detach", record.device])
+        case "nbd": ExternalCommand.runToEnd("qemu-nbd", ["--disconnect", record.device])
+        default: break
+        }
+        SchemeScripts.detach(record.uri, path: record.image)
+    }
+
+    static func attachLoop(_ image: String) async throws(ThinError) -> String {
+        let output: String
+        do { output = try await ExternalCommand.check("losetup", ["--find", "--show", "--read-only", image]) } catch {
+            throw .backend("cannot attach the template image \(image) to a loop device", error)
+        }
+        return output.split(whereSeparator: \.isWhitespace).first.map(String.init) ?? ""
+    }
+
+    /// Serves `image` read-only on the first free /dev/nbdN (qemu-nbd
+    /// --connect forks a server bound to that device and returns when it is up).
+    static func connectNBD(_ image: String, format: String) async throws(ThinError) -> String {
+        if !System.exists("/sys/block/nbd0") { _ = try? await ExternalCommand.run("modprobe", ["nbd"]) }
+        let devices = System.directoryEntries("/sys/block").filter { $0.hasPrefix("nbd") }
+            .compactMap { Int($0.dropFirst(3)) }.sorted()
+        guard !devices.isEmpty else {
+            throw ThinError(.backendFailure, "no /dev/nbd devices: load the kernel's nbd module (modprobe nbd) to "
+                            + "use \(format) templates")
+        }
+        var lastError = "every nbd device is in use"
+        for number in devices where !System.exists("/sys/block/nbd\(number)/pid") {
+            let device = "/dev/nbd\(number)"
+            let result: ExternalCommandResult
+            do {
+                result = try await ExternalCommand.run("qemu-nbd", ["--read-only", "--format=\(format)",
+                                                                    "--connect=\(device)", image])
+            } catch {
+                throw .backend("cannot run qemu-nbd", error)
+            }
+            if result.exitStatus == 0 {
+                // The size is set by the forked server; wait briefly for it.
+                for _ in 0..<50 where (System.blockDeviceSize(device) ?? 0) == 0 { usleep(20_000) }
+                return device
+            }
+            lastError = SchemeScripts.firstLine(result.standardError)
+            if !System.exists(image) || result.standardError.contains("format") { break }
+        }
+        throw ThinError(.backendFailure, "cannot serve \(image) as \(format) through qemu-nbd: \(lastError)")
+    }
+
+    /// Releases the template's origin when no device reads it any more.
+    /// Returns whether it is gone.
+    @discardableResult
+    func releaseIfUnused(_ template: UUID) -> Bool {
+        let device = names.originDevice(template)
+        if let info = try? deviceMapper.info(name: device.name) {
+            guard info.openCount == 0 else { return false }
+            do { try deviceMapper.remove(name: device.name) } catch { return false }
+        }
+        if let record = load(template) { unexpose(record) }
+        System.removeFile(statePath(template))
+        return true
+    }
+
+    /// Every origin this host brought up for the SR, by template.
+    func broughtUp() -> [UUID] {
+        var found = Set(System.directoryEntries(names.originStateDirectory).compactMap(UUID.init(uuidString:)))
+        for name in (try? deviceMapper.list()) ?? [] where name.hasPrefix(names.originDevicePrefix) {
+            if let uuid = SRNames.uuid(fromHex: String(name.dropFirst(names.originDevicePrefix.count))) { found.insert(uuid) }
+        }
+        return Array(found)
+    }
+
+    private func save(_ record: OriginRecord, for template: UUID) {
+        guard let data = try? JSONEncoder().encode(record), let text = String(data: data, encoding: .utf8) else { return }
+        try? System.makeDirectories(names.originStateDirectory)
+        try? System.writeFile(statePath(template), text)
+    }
+
+    private func load(_ template: UUID) -> OriginRecord? {
+        guard let text = System.readFile(statePath(template)) else { return nil }
+        return try? JSONDecoder().decode(OriginRecord.self, from: Data(text.utf8))
+    }
+}
