@@ -38,7 +38,7 @@ for (group, op), sides in rows.items():
         entry["sides"].setdefault(side, {})[note or "wall_microseconds"] = summary(values)
     results.append(entry)
     left = next((s for s in ("thinsr", "thin") if s in entry["sides"]), None)
-    right = next((s for s in ("lvm", "linear", "floor") if s in entry["sides"]), None)
+    right = next((s for s in ("lvm", "linear", "reference", "floor") if s in entry["sides"]), None)
 
     def cell(side):
         if side is None:

@@ -3,7 +3,7 @@
 # one lab run on one loop device. Every figure is whole-process wall time
 # (what a plugin or a sysadmin pays) unless it says otherwise. Raw samples go
 # to $BENCH_OUT/samples.tsv; report.py turns them into the table and JSON.
-# Usage: bench/run.sh [--smoke] [--only "SECTION..."]  (sections: startup control revert syscalls datapath backup space)
+# Usage: bench/run.sh [--smoke] [--only "SECTION..."]  (sections: startup control revert syscalls datapath backup space templates)
 set -u
 source "$(dirname "$0")/../tests/kernel/lib.sh"
 
@@ -20,8 +20,13 @@ done
 want() { [ "$SECTIONS" = all ] || [[ " $SECTIONS " == *" $1 "* ]]; }
 if [ "$MODE" = smoke ]; then RUNS=2 MANY_THINSR=20 MANY_LVM=10 WRITTEN_MIB=32 FIO_MIB=16 FIO_SECONDS=2
     EXPORT_GIB=1 CHANGED_SMALL=256M CHANGED_BIG=2G CHANGED_MIB=16 ZERO_MIB=32 ZERO_RUNS=1 MON_POOL_MIB=32 MON_WRITE_MIB=96
+    TPL_BIG_GIB=2 TPL_DATA_MIB=32 TPL_RUNS=1
 else RUNS=10 MANY_THINSR=1000 MANY_LVM=300 WRITTEN_MIB=1024 FIO_MIB=128 FIO_SECONDS=5
-    EXPORT_GIB=10 CHANGED_SMALL=1G CHANGED_BIG=100G CHANGED_MIB=256 ZERO_MIB=512 ZERO_RUNS=3 MON_POOL_MIB=128 MON_WRITE_MIB=512; fi
+    EXPORT_GIB=10 CHANGED_SMALL=1G CHANGED_BIG=100G CHANGED_MIB=256 ZERO_MIB=512 ZERO_RUNS=3 MON_POOL_MIB=128 MON_WRITE_MIB=512
+    TPL_BIG_GIB=10 TPL_DATA_MIB=256 TPL_RUNS=3; fi
+# Template figures: qcow2 templates of 1 GiB and TPL_BIG_GIB GiB holding the
+# same TPL_DATA_MIB of data; the copy-it-in alternative writes that data.
+TEMPLATE_MIB=$(( TPL_DATA_MIB * 4 + 64 ))
 # Space figures: zeroing a ZERO_MIB preallocated volume against dd and
 # blkdiscard -z on an LV of the same size; a writer putting MON_WRITE_MIB
 # into a pool of MON_POOL_MIB that the monitor grows (at 70%, by the pool's size).
@@ -59,6 +64,7 @@ record() { printf '%s\t%s\t%s\t%s\t%s\n' "$@" >> "$SAMPLES"; }
 # One VG on one loop device holds both pools and the linear LV, so every
 # comparison runs on the same device.
 thinsr_pool_mib=$(( WRITTEN_MIB + FIO_MIB + BACKUP_MIB + 512 )) lvm_pool_mib=$(( 512 + EXPORT_MIB ))
+thinsr_pool_mib=$(( thinsr_pool_mib + TEMPLATE_MIB ))
 size_mib=$(( thinsr_pool_mib + lvm_pool_mib + FIO_MIB + SPACE_MIB + 1024 ))   # + catalog, metadata, spare, slack
 new_loop BENCH_DEV "$size_mib"
 pvcreate -q "$BENCH_DEV" >/dev/null && vgcreate -q benchvg "$BENCH_DEV" >/dev/null
@@ -319,6 +325,68 @@ record "space: monitor, writer at full speed" "pool growths" thinsr "$(grep -c '
 thinvdi-detach benchmon "$MV"
 thinsr-detach benchmon && thinsr-destroy --force benchmon
 fi  # space
+
+# ---------------------------------------------------------------- templates
+if want templates; then
+# Two qcow2 images with the same TPL_DATA_MIB of data at their start: 1 GiB
+# and TPL_BIG_GIB GiB. "Ready" = introduce + clone + attach + the first 1 MiB
+# read, against creating a volume and copying the image into it first
+# (qemu-img convert onto the fresh, zero-reading thin volume).
+TIMG=$THINSR_SCRATCH/bench-images; mkdir -p "$TIMG"
+head -c $((TPL_DATA_MIB << 20)) < <(openssl enc -aes-128-ctr -nosalt -pass pass:tpl -in /dev/zero 2>/dev/null) > "$TIMG/data"
+for gib in 1 "$TPL_BIG_GIB"; do   # sparse raw of that size, the data at its start, made qcow2 (holes stay holes)
+    cp "$TIMG/data" "$TIMG/t$gib.raw" && truncate -s "${gib}G" "$TIMG/t$gib.raw"
+    qemu-img convert -f raw -O qcow2 "$TIMG/t$gib.raw" "$TIMG/t$gib.qcow2" && rm -f "$TIMG/t$gib.raw"
+done
+ready() { # ready GIB RUN: introduce, clone, attach, read 1 MiB
+    thinvdi-introduce bench "file://$TIMG/t$1.qcow2" --name "tpl$1-$2" >/dev/null &&
+    thinvdi-clone bench "tpl$1-$2" --name "tc$1-$2" >/dev/null &&
+    dd if="$(thinvdi-attach bench "tc$1-$2")" of=/dev/null bs=1M count=1 iflag=direct status=none
+}
+copied() { # copied GIB RUN: create, qemu-img convert into it, read 1 MiB
+    local dev
+    thinvdi-create bench --name "cp$1-$2" --size "${1}G" >/dev/null && dev=$(thinvdi-attach bench "cp$1-$2") &&
+    qemu-img convert -q -n --target-is-zero -f qcow2 -O raw "$TIMG/t$1.qcow2" "$dev" &&
+    dd if="$dev" of=/dev/null bs=1M count=1 iflag=direct status=none
+}
+for i in $(seq "$TPL_RUNS"); do
+    sample "templates: ready to read" "${TPL_BIG_GIB}G image (left) vs 1G image" thinsr ready "$TPL_BIG_GIB" "$i"
+    sample "templates: ready to read" "${TPL_BIG_GIB}G image (left) vs 1G image" reference ready 1 "$i"
+    sample "templates: ready to read" "${TPL_BIG_GIB}G clone vs copying it in first" thinsr ready "$TPL_BIG_GIB" "x$i"
+    sample "templates: ready to read" "${TPL_BIG_GIB}G clone vs copying it in first" linear copied "$TPL_BIG_GIB" "$i"
+    for key in "tc$TPL_BIG_GIB-$i" "tc1-$i" "tc$TPL_BIG_GIB-x$i" "cp$TPL_BIG_GIB-$i"; do
+        thinvdi-detach bench "$key"; thinvdi-destroy bench "$key"
+    done
+    for key in "tpl$TPL_BIG_GIB-$i" "tpl1-$i" "tpl$TPL_BIG_GIB-x$i"; do thinvdi-forget bench "$key"; done
+done
+# Reading template data: the first read goes through the origin (qemu-nbd);
+# after thinvdi-hydrate the same read is the pool's, compared with a thin
+# volume holding the same data written directly.
+read_rate() { # read_rate DEVICE: fio sequential 1 MiB direct reads of the data, bytes/s
+    fio --name=read --filename="$1" --rw=read --bs=1M --direct=1 --ioengine=libaio --iodepth=4 \
+        --size="${TPL_DATA_MIB}M" --output-format=json 2>/dev/null | jq '.jobs[0].read.bw_bytes'
+}
+thinvdi-introduce bench "file://$TIMG/t1.qcow2" --name tplread >/dev/null
+thinvdi-create bench --name tplref --size 1G >/dev/null
+REF=$(thinvdi-attach bench tplref)
+dd if="$TIMG/data" of="$REF" bs=1M oflag=direct conv=fsync status=none
+for i in $(seq "$TPL_RUNS"); do
+    thinvdi-clone bench tplread --name "tr$i" >/dev/null
+    TRP=$(thinvdi-attach bench "tr$i")
+    first=$(read_rate "$TRP")
+    sample "templates: hydrate" "1G clone, ${TPL_DATA_MIB}M of data (the rest zeros)" thinsr \
+        thinvdi-hydrate bench "tr$i" --progress=none
+    second=$(read_rate "$TRP")
+    reference=$(read_rate "$REF")
+    record "templates: reading template data" "first read (origin) vs after hydrate" thinsr "$first" bytes_per_second
+    record "templates: reading template data" "first read (origin) vs after hydrate" reference "$second" bytes_per_second
+    record "templates: reading template data" "after hydrate vs a thin volume" thinsr "$second" bytes_per_second
+    record "templates: reading template data" "after hydrate vs a thin volume" reference "$reference" bytes_per_second
+    thinvdi-detach bench "tr$i"; thinvdi-destroy bench "tr$i"
+done
+thinvdi-detach bench tplref; thinvdi-destroy bench tplref; thinvdi-forget bench tplread
+rm -rf "$TIMG"
+fi  # templates
 
 # ---------------------------------------------------------------- clean up
 for key in $(thinvdi-ls --json bench | jq -r '.[] | select(.attached) | .key'); do thinvdi-detach bench "$key"; done

@@ -66,6 +66,16 @@ public enum DiskImages {
     /// The bytes of the image's virtual disk that hold data (zero clusters
     /// and holes excluded): what an import provisions at most.
     public static func allocatedBytes(_ path: String, format: ImageFormat) async throws(ExternalCommandError) -> UInt64 {
+        try await map(path, format: format).filter { $0.data && !$0.zero }.reduce(0) { $0 + $1.length }
+    }
+
+    /// The byte ranges of the image's virtual disk that read as zeros
+    /// (holes and zero clusters; not what a backing file provides).
+    public static func zeroRanges(_ path: String, format: ImageFormat) async throws(ExternalCommandError) -> [Range<UInt64>] {
+        try await map(path, format: format).filter(\.zero).map { $0.start..<($0.start + $0.length) }
+    }
+
+    private static func map(_ path: String, format: ImageFormat) async throws(ExternalCommandError) -> [MapEntry] {
         let arguments = ["map", "--output=json", "-f", format.rawValue, path]
         let result = try await ExternalCommand.run("qemu-img", arguments, outputLimit: 256 << 20)
         guard result.exitStatus == 0 else {
@@ -77,7 +87,7 @@ public enum DiskImages {
             throw ExternalCommandError(program: "qemu-img", arguments: arguments, exitStatus: 0,
                                        standardError: "unreadable qemu-img map output: \(error)")
         }
-        return entries.filter { $0.data && !$0.zero }.reduce(0) { $0 + $1.length }
+        return entries
     }
 
     /// `qemu-img check` for formats that have one: nil when the image is

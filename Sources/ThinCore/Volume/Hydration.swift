@@ -14,6 +14,9 @@ public struct Hydration: Sendable {
     public let regionBytes: UInt64
     public let totalRegions: UInt64
     let cloneDevice: String
+    /// Byte ranges of the image that read as zeros: never copied (the
+    /// volume reads zeros there without the image too).
+    let imageZeros: [Range<UInt64>]
 
     /// Lets dm-clone copy (`beginHydration` leaves it set up but idle).
     public func start(host: Host) throws(ThinError) {
@@ -95,12 +98,13 @@ extension AttachedSR {
             let mapped = try await mappings(of: [volume.thinID.value]).devices.first?.runs.map(\.blocks) ?? []
             let ownBytes = ChangedBlocks.merged(mapped).map { $0.lowerBound * blockBytes..<$0.upperBound * blockBytes }
             let imageEnd = (template.virtualSize + regionBytes - 1) / regionBytes * regionBytes
-            let skip = ownBytes + (imageEnd < volume.virtualSize ? [imageEnd..<volume.virtualSize] : [])
+            let zeros = await imageZeros(of: template)
+            let skip = ownBytes + zeros + (imageEnd < volume.virtualSize ? [imageEnd..<volume.virtualSize] : [])
             try Self.markDone(clone, ranges: skip, limit: volume.virtualSize)
             try switchTop(of: hydrating)
             FaultInjection.point("hydration-started")
             return Hydration(volume: hydrating, regionBytes: regionBytes, totalRegions: totalRegions,
-                             cloneDevice: clone)
+                             cloneDevice: clone, imageZeros: zeros)
         } catch {
             try? tearDownHydration(hydrating, dropOrigin: false)
             throw error
@@ -122,15 +126,27 @@ extension AttachedSR {
         if complete, let template = volume.originTemplate {
             let blockBytes = try record.blockSizeBytes
             let imageBlocks = (try requireTemplate(template).virtualSize + blockBytes - 1) / blockBytes
-            let mapped = ChangedBlocks.merged(try await mappings(of: [volume.thinID.value]).devices.first?.runs
-                .map(\.blocks) ?? [])
-            let held = mapped.reduce(UInt64(0)) { $0 + UInt64(max(0, min(Int64($1.upperBound), Int64(imageBlocks))
-                                                                  - Int64(min($1.lowerBound, imageBlocks)))) }
+            // Every block within the image is the volume's own, or reads zeros in the image.
+            let zeroBlocks = hydration.imageZeros.compactMap { range -> Range<UInt64>? in
+                let lower = (range.lowerBound + blockBytes - 1) / blockBytes, upper = range.upperBound / blockBytes
+                return lower < upper ? lower..<upper : nil
+            }
+            let covered = ChangedBlocks.merged((try await mappings(of: [volume.thinID.value]).devices.first?.runs
+                .map(\.blocks) ?? []) + zeroBlocks)
+            let held = covered.reduce(UInt64(0)) { $0 + (min($1.upperBound, imageBlocks) - min($1.lowerBound, imageBlocks)) }
             complete = held == imageBlocks
         }
         try tearDownHydration(volume, dropOrigin: complete)
         if complete, let template = volume.originTemplate { origins.releaseIfUnused(template) }
         return complete
+    }
+
+    /// Where the template's image reads zeros (qemu-img map); none when
+    /// that cannot be told (a block device reports everything as data).
+    private func imageZeros(of template: VolumeRecord) async -> [Range<UInt64>] {
+        guard let image = origins.record(template.uuid)?.image,
+              let format = ImageFormat(rawValue: template.templateFormat ?? "raw") else { return [] }
+        return (try? await DiskImages.zeroRanges(image, format: format)) ?? []
     }
 
     /// Regions of the pool's block size where that is a power of two (a

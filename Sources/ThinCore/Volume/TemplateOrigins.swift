@@ -260,6 +260,9 @@ struct TemplateOrigins {
         try? System.writeFile(statePath(template), text)
     }
 
+    /// The image path and device this host brought the template up with.
+    func record(_ template: UUID) -> OriginRecord? { load(template) }
+
     private func load(_ template: UUID) -> OriginRecord? {
         guard let text = System.readFile(statePath(template)) else { return nil }
         return try? JSONDecoder().decode(OriginRecord.self, from: Data(text.utf8))
