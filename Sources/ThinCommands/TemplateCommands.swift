@@ -16,7 +16,7 @@ public struct VDIIntroduce: WholeSRTool {
             script a; THINSR_SCHEME_DIR overrides the directory), which prints a local file or block \
             device. qemu-img reads its format (probed unless --format is given) and size. The template is \
             read-only: only thinvdi-stat, -ls, -tree, -clone, -snapshot and thinvdi-forget apply to it \
-            (anything else fails with VDI_IS_TEMPLATE, exit status 6). A clone of it reads the image \
+            (anything else fails with VDI_IS_TEMPLATE, exit status 7). A clone of it reads the image \
             where it has no block of its own (the thin target's external origin) and writes to the pool; \
             thinvdi-hydrate copies the rest in so it no longer needs the image. The image must never \
             change while a volume reads it. Prints the template's key.

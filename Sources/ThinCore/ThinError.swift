@@ -24,7 +24,7 @@ public enum ErrorCode: String, Sendable, Codable, CaseIterable {
         case .srDoesNotExist, .volumeDoesNotExist: return 2
         case .srNotAttached, .srInUse, .volumeInUse, .deviceInUse, .activatedOnAnotherHost: return 3
         case .noSpace: return 4
-        case .volumeIsTemplate: return 6
+        case .volumeIsTemplate: return 7
         case .metadataCheckFailed, .catalogInconsistent: return 5
         case .invalidArgument: return 64
         case .permissionDenied: return 77

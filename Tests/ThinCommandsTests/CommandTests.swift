@@ -211,6 +211,14 @@ struct ParsingTests {
         #expect(ErrorCode.invalidArgument.exitStatus == 64)
         #expect(ErrorCode.srDoesNotExist.exitStatus == 2 && ErrorCode.volumeDoesNotExist.exitStatus == 2)
         #expect(ErrorCode.volumeInUse.exitStatus == 3)
+        #expect(ErrorCode.volumeIsTemplate.exitStatus == 7)
+        // A tool's own statuses never reuse a shared one (130, a cancel, is the shared one itself).
+        let shared = Set(ErrorCode.allCases.map(\.exitStatus))
+        for tool in allTools {
+            for (status, _) in tool.extraExitStatuses where status != ErrorCode.cancelled.exitStatus {
+                #expect(!shared.contains(status), "\(tool.toolName)'s exit status \(status) is also a shared one")
+            }
+        }
         #expect(ErrorCode.permissionDenied.exitStatus == 77)
         #expect(ErrorCode.allCases.allSatisfy { $0.exitStatus != 0 })
     }

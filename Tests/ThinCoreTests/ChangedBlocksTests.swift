@@ -118,7 +118,7 @@ struct DataDestroyTests {
                 "the destroyed snapshot's device is not dumped again")
         _ = try await open.destroyData(snapshot.key)   // again: nothing changes
         #expect(sr.deviceMapper.calls.filter { $0 == sr.message("delete \(snapshot.thinID)") }.count == 1)
-        #expect(throws: ThinError.self) { try open.attachVolume(snapshot.key, readOnly: true) }
+        await #expect(throws: ThinError.self) { try await open.attachVolume(snapshot.key, readOnly: true) }
         #expect(throws: ThinError.self) { try open.copyVolume(snapshot.key, kind: .clone, name: nil) }
         await #expect(throws: ThinError.self) { try await open.destroyData(volume.key) }
         try open.destroyVolume(snapshot.key)

@@ -39,7 +39,7 @@ struct TemplateTests {
                         { try attached.destroyVolume(template.key) },
                         { try attached.resizeVolume(template.key, to: 8 << 20) }] as [() throws -> Void] {
             let error = #expect(throws: ThinError.self) { try attempt() }
-            #expect(error?.code == .volumeIsTemplate && error?.code.exitStatus == 6)
+            #expect(error?.code == .volumeIsTemplate && error?.code.exitStatus == 7)
         }
         await #expect(throws: ThinError.self) { _ = try await attached.attachVolume(template.key, readOnly: true) }
         #expect(try attached.requireVolume(template.key, allowingTemplate: true).uuid == template.uuid)
