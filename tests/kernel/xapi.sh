@@ -6,7 +6,9 @@ plugin_root=$THINSR_SCRATCH/root/usr/libexec/xapi-storage-script
 make -s install-plugins DESTDIR="$THINSR_SCRATCH/root" >/dev/null
 new_loop XD 1024
 export THINSR_TOOLS_DIR=$THINSR_SCRATCH/bin
-python3 tests/xapi/conformance.py "$plugin_root" "$XD" > "$THINSR_SCRATCH/xapi.out" 2>&1
+# Template URIs resolve through the installed scheme scripts here.
+THINSR_SCHEME_DIR=$THINSR_SCRATCH/root/usr/libexec/xapi/storage \
+    python3 tests/xapi/conformance.py "$plugin_root" "$XD" > "$THINSR_SCRATCH/xapi.out" 2>&1
 harness_status=$?
 cat "$THINSR_SCRATCH/xapi.out"
 unset THINSR_TOOLS_DIR
