@@ -137,7 +137,8 @@ extension AttachedSR {
             complete = held == imageBlocks
         }
         try tearDownHydration(volume, dropOrigin: complete)
-        if complete, let template = volume.originTemplate { origins.releaseIfUnused(template) }
+        // Nothing may read the image now (the volume dropped it, or was detached meanwhile).
+        if let template = volume.originTemplate { origins.releaseIfUnused(template) }
         return complete
     }
 
@@ -291,6 +292,7 @@ extension AttachedSR {
                 continue
             }
             try tearDownHydration(volume, dropOrigin: false)
+            if let template = volume.originTemplate { origins.releaseIfUnused(template) }
         }
     }
 }
