@@ -27,4 +27,8 @@ check_eq "the monitor grew the pool under a writer that saw no error, with its r
            | .["write errors (fio)"].count.median == 0 and .["pool growths"].count.median >= 1
              and .["threshold crossed to pool grown"].wall_microseconds.median > 0
              and .["longest write (fio clat max)"].wall_microseconds.median > 0' "$results" 2>/dev/null)"
+check_eq "templates: ready-to-read against a smaller image and against copying it in, each a ratio" true \
+    "$(jq '[.results[] | select(.group == "templates: ready to read") | select(.ratio.value > 0)] | length == 2' "$results" 2>/dev/null)"
+check_eq "templates: reads through the origin, after hydration and from a thin volume, each a ratio" true \
+    "$(jq '[.results[] | select(.group == "templates: reading template data") | select(.ratio.value > 0)] | length == 2' "$results" 2>/dev/null)"
 check "the table was printed" grep -q "ratio" "$THINSR_SCRATCH/bench.out"
