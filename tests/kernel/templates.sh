@@ -119,6 +119,7 @@ dd if="$THINSR_SCRATCH/pattern-tplw3" of="$THINSR_SCRATCH/expect-c2" bs=1M seek=
 ( for i in 1 2 3 4 5 6; do dd if="$THINSR_SCRATCH/pattern-tplw3" of="$P2" bs=1M seek=40 count=1 oflag=direct \
       conv=notrunc,fsync status=none; done ) &
 writer=$!
+thinvdi-snapshot tpl c2 --name c2-pre >/dev/null
 check "thinvdi-hydrate --progress=json" bash -c "thinvdi-hydrate tpl c2 --progress=json 2> '$THINSR_SCRATCH/hyd.json'"
 wait "$writer"
 dd if="$THINSR_SCRATCH/pattern-tplw3" of="$THINSR_SCRATCH/expect-c2" bs=1M seek=40 count=1 conv=notrunc status=none
@@ -131,6 +132,11 @@ check_eq "all of it is in the pool now (thin_ls)" $((64 << 20)) "$(thinvdi-stat 
 check_eq "the qcow2 image's origin is released (no nbd server for it)" 0 "$(dmsetup ls | grep -c "$(tpl_origin "$TQ")")"
 check_eq "no hydration devices are left" 0 "$(dmsetup ls | grep -c "_h[cmds]")"
 check_pool_agrees "$TSR" "after a hydration"
+check "thinsr-check finds nothing wrong with templates, clones and a hydrated volume" thinsr-check tpl
+check_eq "changed blocks from before the hydration count the whole volume (a block unmapped in both read the template then)" \
+    $((64 << 20)) "$(thinvdi-changed --json tpl c2-pre c2 | jq .changed_bytes)"
+expect_failure 3 "forgetting the template while a snapshot from before the hydration reads it" thinvdi-forget tpl "$TQ"
+thinvdi-destroy tpl c2-pre
 check "and the template can be forgotten" thinvdi-forget tpl "$TQ"
 check_eq "its thin device is gone with it" "$((before + 5))" "$(thin_count "$TSR")"
 check_eq "the qcow2 image is unchanged (sha256sum)" "$qcow_sum" "$(sha256sum < "$IMG/base.qcow2")"

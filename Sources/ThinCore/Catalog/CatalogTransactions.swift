@@ -61,7 +61,13 @@ extension Catalog {
 
     /// The pool did not take the transaction: every row goes back to how it was.
     func rollBack() throws(ThinError) {
+        let created = (try pending()?.messages ?? []).compactMap(\.createdID)
         try transaction { () throws(ThinError) in
+            // A hydration's metadata device the pool never made is not there to delete later.
+            for id in created {
+                try database.query("UPDATE volume SET hydrate_meta_id = NULL WHERE hydrate_meta_id = ?",
+                                   [.integer(Int64(id.value))])
+            }
             try database.query("DELETE FROM volume WHERE state = 'creating'")
             try database.query("UPDATE volume SET state = 'ready' WHERE state = 'destroying'")
             try database.query("UPDATE volume SET pending_thin_id = NULL, pending_virtual_size = NULL, "

@@ -122,7 +122,7 @@ extension Catalog {
 
     /// Volumes (in any state) whose external origin is `template`'s image.
     func dependents(ofTemplate template: UUID) throws(ThinError) -> [String] {
-        try database.query("SELECT key FROM volume WHERE origin_template = ? ORDER BY key",
+        try database.query("SELECT key FROM volume WHERE origin_template = ? AND data_destroyed = 0 ORDER BY key",
                            [.text(template.lowercased)]).compactMap { $0.text(0) }
     }
 

@@ -141,7 +141,7 @@ extension AttachedSR {
             findings.append(CheckFinding(problem: problem, detail: detail, repaired: false))
         }
         for volume in volumes {
-            if volume.readWrite != (volume.kind != .snapshot) {
+            if volume.readWrite != (volume.kind != .snapshot && volume.kind != .template) {
                 found("kind-disagrees", "\(volume.key) is a \(volume.kind.rawValue) but is marked "
                       + (volume.readWrite ? "writable" : "read-only"))
             }

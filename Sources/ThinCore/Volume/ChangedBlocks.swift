@@ -120,6 +120,12 @@ extension AttachedSR {
             throw ThinError(.catalogInconsistent, "\(from.key)'s data was destroyed but its change record is missing; "
                             + "copy \(to.key) in full instead")
         }
+        // Across a hydration the same unmapped block read the template then and reads zeros now (after a
+        // discard): the mappings cannot tell, so everything counts as changed.
+        if from.originTemplate != to.originTemplate {
+            return ChangedBlocks(extents: to.virtualSize > 0 ? [ChangedBlocks.Extent(offset: 0, length: to.virtualSize)] : [],
+                                 virtualSize: to.virtualSize)
+        }
         let ids = (from.dataDestroyed ? [] : [from.thinID.value]) + [to.thinID.value]
         let dump = try await mappings(of: ids)
         let devices = dump.devices
@@ -167,6 +173,7 @@ extension AttachedSR {
             throw .invalid("\(volume.key) is a \(volume.kind.rawValue); only a snapshot's data can be destroyed "
                            + "(it then stays as the base of thinvdi-changed)")
         }
+        try requireNotHydrating(volume, to: "have its data destroyed")
         try requireDetached(volume, "detach it with thinvdi-detach first")
         guard let device = try await mappings(of: [volume.thinID.value]).devices.first else {
             throw ThinError(.catalogInconsistent, "the pool lacks the thin device of \(volume.key); run thinsr-check")

@@ -66,6 +66,7 @@ extension AttachedSR {
         try recovered()
         let volume = try requireVolume(reference)
         guard let templateUUID = volume.originTemplate else { return nil }
+        try requireData(volume, to: "be hydrated")
         try requireThin(volume, to: "be hydrated")
         try requireNotImporting(volume, to: "be hydrated")
         if let pid = hydratingProcess(of: volume) {
@@ -91,6 +92,7 @@ extension AttachedSR {
         try catalog.setHydrateOwner(Self.importOwner(), volume: volume.uuid)
         var hydrating = volume
         hydrating.hydrateMetaID = metaID
+        hydrating.hydrateOwner = Self.importOwner()
         do {
             let clone = try makeHydrationDevices(hydrating, metaID: metaID!, regionSectors: regionSectors,
                                                  threshold: threshold)
@@ -107,6 +109,7 @@ extension AttachedSR {
                              cloneDevice: clone, imageZeros: zeros)
         } catch {
             try? tearDownHydration(hydrating, dropOrigin: false)
+            origins.releaseIfUnused(templateUUID)
             throw error
         }
     }
@@ -211,7 +214,7 @@ extension AttachedSR {
         guard descriptor >= 0 else { throw ThinError(.backendFailure, "cannot open \(path): \(System.errnoText())") }
         defer { Glibc.close(descriptor) }
         for range in ranges {
-            let lower = range.lowerBound / 512 * 512, upper = min(range.upperBound, limit) / 512 * 512
+            let lower = (range.lowerBound + 511) / 512 * 512, upper = min(range.upperBound, limit) / 512 * 512
             guard upper > lower else { continue }
             let result = CThinShims_discard_range(descriptor, lower, upper - lower)
             guard result == 0 else {
@@ -243,15 +246,27 @@ extension AttachedSR {
     func tearDownHydration(_ volume: VolumeRecord, dropOrigin: Bool) throws(ThinError) {
         let deviceMapper = host.deviceMapper
         let top = names.volumeDevice(volume.uuid).name
+        let clone = names.hydrationDevice(volume.uuid, .clone).name
+        let cloneExists = (try? deviceMapper.info(name: clone)) != nil
+        // No copy may land after the guest's writes go straight to the thin
+        // device: stop copying, hold the guest's I/O, and suspend dm-clone,
+        // which waits for the copies in flight; only then switch the table.
+        if cloneExists { try? deviceMapper.send(.disableHydration, to: clone) }
         if let info = try devices.info(volume.uuid), try !devices.isInactive(volume.uuid, info: info) {
             try devices.changing { () throws(ThinError) in
                 do {
+                    try deviceMapper.suspend(name: top, flush: true)
+                    if cloneExists { try deviceMapper.suspend(name: clone, flush: true) }
                     try deviceMapper.reload(name: top, table: [devices.thinTable(for: volume, withOrigin: !dropOrigin)],
                                             readOnly: info.readOnly)
                     try deviceMapper.resume(name: top, udev: .standard)
                 } catch {
                     throw .backend("cannot take \(volume.key) off its hydration", error)
                 }
+            }
+        } else if cloneExists {
+            do { try deviceMapper.suspend(name: clone, flush: true) } catch {
+                throw .backend("cannot stop the hydration of \(volume.key)", error)
             }
         }
         for part in SRNames.HydrationPart.allCases {

@@ -111,20 +111,26 @@ struct TemplateOrigins {
         let device = names.originDevice(template.uuid)
         let info: DeviceInfo?
         do { info = try deviceMapper.info(name: device.name) } catch { throw .backend("cannot query \(device.name)", error) }
-        if let info, info.hasLiveTable, !info.suspended {
+        if let info, info.suspended, info.hasLiveTable {
+            // A process killed while it pointed the origin at a fresh image left it suspended.
+            try? deviceMapper.resume(name: device.name, udev: .standard)
+        }
+        if let info, info.hasLiveTable {
             if DirectIO.canRead(device.path) { return device.path }
             return try await replace(template, stale: info)
         }
         if info != nil { try? deviceMapper.remove(name: device.name) }
         let record = try await expose(template)
+        // Recorded first, so a process killed before the device exists still leaves what to undo.
+        save(record, for: template.uuid)
         do {
             try deviceMapper.create(name: device.name, uuid: device.dmUUID, table: [originTable(template, record)],
                                     readOnly: true, udev: .standard)
         } catch {
             unexpose(record)
+            System.removeFile(statePath(template.uuid))
             throw .backend("cannot make the origin device of template \(template.key)", error)
         }
-        save(record, for: template.uuid)
         return device.path
     }
 
@@ -210,6 +216,9 @@ struct TemplateOrigins {
             throw ThinError(.backendFailure, "no /dev/nbd devices: load the kernel's nbd module (modprobe nbd) to "
                             + "use \(format) templates")
         }
+        // The same lock as the nbd scheme script's: two finders never pick one device.
+        let lock = try FileLock(path: "/run/lock/thinsr-nbd.lock")
+        defer { lock.release() }
         var lastError = "every nbd device is in use"
         for number in devices where !System.exists("/sys/block/nbd\(number)/pid") {
             let device = "/dev/nbd\(number)"
@@ -226,7 +235,8 @@ struct TemplateOrigins {
                 return device
             }
             lastError = SchemeScripts.firstLine(result.standardError)
-            if !System.exists(image) || result.standardError.contains("format") { break }
+            // Only a device someone else took is worth trying the next one for.
+            guard result.standardError.contains("busy") || result.standardError.contains("NBD socket") else { break }
         }
         throw ThinError(.backendFailure, "cannot serve \(image) as \(format) through qemu-nbd: \(lastError)")
     }
@@ -236,7 +246,9 @@ struct TemplateOrigins {
     @discardableResult
     func releaseIfUnused(_ template: UUID) -> Bool {
         let device = names.originDevice(template)
-        if let info = try? deviceMapper.info(name: device.name) {
+        let info: DeviceInfo?
+        do { info = try deviceMapper.info(name: device.name) } catch { return false }   // unknown: keep it
+        if let info {
             guard info.openCount == 0 else { return false }
             do { try deviceMapper.remove(name: device.name) } catch { return false }
         }

@@ -34,6 +34,11 @@ extension AttachedSR {
             throw .invalid("\(uri) is a \(info.format) image; a template is raw, qcow2, vpc, vmdk or vhdx "
                            + "(convert it with qemu-img convert)")
         }
+        if format == nil, let backing = info.backingFile {
+            // Probing could take a raw disk whose guest wrote a qcow2 header for an image reading host files.
+            throw .invalid("\(uri) was probed as \(info.format) with a backing file (\(backing)); give --format "
+                           + "\(info.format) to accept that chain")
+        }
         guard info.virtualSize > 0, info.virtualSize % 512 == 0 else {
             throw .invalid("\(uri)'s disk is \(info.virtualSize) bytes, not a positive multiple of 512; a template's "
                            + "disk is a whole number of sectors")

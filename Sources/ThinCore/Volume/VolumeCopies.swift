@@ -115,8 +115,10 @@ extension AttachedSR {
             catalog throws(ThinError) in
             try catalog.setPendingSwitch(volume: volume.uuid, thinID: thinID, virtualSize: snapshot.virtualSize,
                                          dataSource: snapshot.uuid)
-            // A hydrated volume going back to a snapshot that still reads the template reads it again.
-            if snapshot.originTemplate != volume.originTemplate {
+            // A hydrated volume going back to a snapshot that still reads the template reads it again. Set
+            // before the switch and never cleared here: a volume that holds every block reads the same with
+            // or without the origin, so this is right whether the revert lands or is rolled back.
+            if volume.originTemplate == nil, snapshot.originTemplate != nil {
                 try catalog.setOriginTemplate(snapshot.originTemplate, volume: volume.uuid)
             }
             try catalog.setNextThinID(thinID.successor)

@@ -20,8 +20,9 @@ struct VolumeDevices {
             return TableLine(lengthSectors: sectors, targetType: "linear",
                              parameters: "\(Paths.mapperPath(group: volumeGroup, volume: lv)) 0")
         }
+        // (Only a volume the catalog marks as hydrating costs the lookup: an attach keeps its ioctl count.)
         let clone = names.hydrationDevice(volume.uuid, .clone)
-        if (try? deviceMapper.info(name: clone.name)) != nil {
+        if volume.hydrateOwner != nil, (try? deviceMapper.info(name: clone.name)) != nil {
             return TableLine(lengthSectors: sectors, targetType: "linear", parameters: "\(clone.path) 0")
         }
         return thinTable(for: volume, sectors: sectors)
