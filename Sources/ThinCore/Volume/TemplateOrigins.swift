@@ -235,6 +235,17 @@ struct TemplateOrigins {
                 return device
             }
             lastError = SchemeScripts.firstLine(result.standardError)
+            if result.standardError.contains("Interrupted system call") {
+                // qemu-nbd's parent lost its daemon's answer to a signal: the device says whether it connected.
+                for _ in 0..<50 {
+                    if System.exists("/sys/block/nbd\(number)/pid"), (System.blockDeviceSize(device) ?? 0) > 0 {
+                        return device
+                    }
+                    usleep(100_000)
+                }
+                ExternalCommand.runToEnd("qemu-nbd", ["--disconnect", device])
+                continue
+            }
             // Only a device someone else took is worth trying the next one for.
             guard result.standardError.contains("busy") || result.standardError.contains("NBD socket") else { break }
         }
