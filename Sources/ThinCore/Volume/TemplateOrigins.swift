@@ -117,7 +117,11 @@ struct TemplateOrigins {
         }
         if let info, info.hasLiveTable {
             if DirectIO.canRead(device.path) { return device.path }
-            return try await replace(template, stale: info)
+            do { return try await replace(template, stale: info) } catch {
+                // qemu's NBD client reconnects by itself when its export returns: it may have meanwhile.
+                if DirectIO.canRead(device.path) { return device.path }
+                throw error
+            }
         }
         if info != nil { try? deviceMapper.remove(name: device.name) }
         let record = try await expose(template)
@@ -235,17 +239,6 @@ struct TemplateOrigins {
                 return device
             }
             lastError = SchemeScripts.firstLine(result.standardError)
-            if result.standardError.contains("Interrupted system call") {
-                // qemu-nbd's parent lost its daemon's answer to a signal: the device says whether it connected.
-                for _ in 0..<50 {
-                    if System.exists("/sys/block/nbd\(number)/pid"), (System.blockDeviceSize(device) ?? 0) > 0 {
-                        return device
-                    }
-                    usleep(100_000)
-                }
-                ExternalCommand.runToEnd("qemu-nbd", ["--disconnect", device])
-                continue
-            }
             // Only a device someone else took is worth trying the next one for.
             guard result.standardError.contains("busy") || result.standardError.contains("NBD socket") else { break }
         }
