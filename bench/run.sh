@@ -362,10 +362,11 @@ done
 # Reading template data: the first read goes through the origin (qemu-nbd);
 # after thinvdi-hydrate the same read is the pool's, compared with a thin
 # volume holding the same data written directly.
-read_rate() { # read_rate DEVICE: fio sequential 1 MiB direct reads of the data, bytes/s
+read_rate() { # read_rate DEVICE [MIB]: fio sequential 1 MiB direct reads of the data (or its first MIB), bytes/s
     fio --name=read --filename="$1" --rw=read --bs=1M --direct=1 --ioengine=libaio --iodepth=4 \
-        --size="${TPL_DATA_MIB}M" --output-format=json 2>/dev/null | jq '.jobs[0].read.bw_bytes'
+        --size="${2:-$TPL_DATA_MIB}M" --output-format=json 2>/dev/null | jq '.jobs[0].read.bw_bytes'
 }
+hydrated_regions() { dmsetup status "$1" 2>/dev/null | awk '{split($7, r, "/"); print r[1]}'; }
 thinvdi-introduce bench "file://$TIMG/t1.qcow2" --name tplread >/dev/null
 thinvdi-create bench --name tplref --size 1G >/dev/null
 REF=$(thinvdi-attach bench tplref)
@@ -383,6 +384,23 @@ for i in $(seq "$TPL_RUNS"); do
     record "templates: reading template data" "after hydrate vs a thin volume" thinsr "$second" bytes_per_second
     record "templates: reading template data" "after hydrate vs a thin volume" reference "$reference" bytes_per_second
     thinvdi-detach bench "tr$i"; thinvdi-destroy bench "tr$i"
+    # Copy-on-read: half the data read once with thinvdi-hydrate --on-read
+    # running, then, once its copies settle, read again (through dm-clone).
+    half=$((TPL_DATA_MIB / 2))
+    thinvdi-clone bench tplread --name "cr$i" >/dev/null
+    CRP=$(thinvdi-attach bench "cr$i")
+    thinvdi-hydrate bench "cr$i" --on-read --progress=none >/dev/null 2>&1 & cor=$!
+    for _ in $(seq 100); do HC=$(dmsetup ls | awk '/_hc/ {print $1}'); [ -n "$HC" ] && break; sleep 0.1; done
+    first=$(read_rate "$CRP" "$half")
+    last=-1; for _ in $(seq 120); do now=$(hydrated_regions "$HC"); [ "$now" = "$last" ] && break; last=$now; sleep 1; done
+    second=$(read_rate "$CRP" "$half")
+    reference=$(read_rate "$REF" "$half")
+    kill -TERM "$cor"; wait "$cor"
+    record "templates: copy-on-read" "first read (origin) vs second read" thinsr "$first" bytes_per_second
+    record "templates: copy-on-read" "first read (origin) vs second read" reference "$second" bytes_per_second
+    record "templates: copy-on-read" "second read vs a thin volume" thinsr "$second" bytes_per_second
+    record "templates: copy-on-read" "second read vs a thin volume" reference "$reference" bytes_per_second
+    thinvdi-detach bench "cr$i"; thinvdi-destroy bench "cr$i"
 done
 thinvdi-detach bench tplref; thinvdi-destroy bench tplref; thinvdi-forget bench tplread
 rm -rf "$TIMG"

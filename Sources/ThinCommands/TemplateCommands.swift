@@ -83,10 +83,19 @@ public struct VDIHydrate: VolumeTool {
             leaves the volume reading the template as before; running it again resumes from what the \
             volume holds, as it does after a detach or a crash. A volume that reads no template is \
             already whole: nothing is done. Snapshots of the volume still read the template.
+
+            With --on-read it copies only what is read: dm-clone serves a read of template data from \
+            the template, the kernel's statistics (dm-stats) on dm-clone's source say which regions \
+            were read, and every fifth of a second dm-clone is made to copy those regions into the \
+            pool (the guest's I/O is held while it does), so a second read is a read of the pool. It \
+            runs until SIGINT or SIGTERM (exit status 0), a detach of the volume, or until everything \
+            is copied (then it drops the template as above); what it copied stays in the volume.
             """)
     public static let examples = [("thinvdi-hydrate vmstore web01-root --progress", "Hydrate with a progress bar."),
                                   ("thinvdi-hydrate vmstore web01-root --threshold 4 &",
-                                   "Hydrate gently, in the background.")]
+                                   "Hydrate gently, in the background."),
+                                  ("thinvdi-hydrate vmstore web01-root --on-read &",
+                                   "Copy template data into the pool as the guest reads it (copy-on-read).")]
     public static let extraExitStatuses: [(Int32, String)] = [
         (130, "stopped by SIGINT or SIGTERM; the volume reads the template as before and a later run resumes"),
     ]
@@ -94,6 +103,8 @@ public struct VDIHydrate: VolumeTool {
     @OptionGroup public var volume: VolumeArgument
     @Option(help: ArgumentHelp("At most this many regions (pool blocks) copied at once.", valueName: "regions"))
     var threshold: UInt32 = 64
+    @Flag(name: .customLong("on-read"), help: "Copy only what is read, as it is read (copy-on-read), until stopped.")
+    var onRead = false
     @Option(help: ArgumentHelp("Progress on stderr: bar, json or none (a bare --progress: bar; default: a bar on a "
                                + "terminal).", valueName: "mode"))
     var progress: ProgressMode?
@@ -119,19 +130,51 @@ public struct VDIHydrate: VolumeTool {
         // dm-clone copies in the kernel: watch it, without the SR lock.
         var stopped = CancelSignals.received != nil
         var failure: ThinError?
+        var statistics: UInt64?
+        var copiedOnRead = Set<UInt64>()
         if !stopped {
-            do { try hydration.start(host: host) } catch { failure = error }
+            do {
+                if onRead { statistics = try hydration.watchReads(host: host) } else { try hydration.start(host: host) }
+            } catch { failure = error }
         }
         while !stopped, failure == nil, let now = hydration.progress(host: host) {
             reporter.update(done: min(now.hydratedRegions * hydration.regionBytes, total))
             if now.isComplete { break }
             usleep(200_000)
             stopped = CancelSignals.received != nil
+            guard let statistics, !stopped else { continue }
+            // (Regions it copied itself read the source once more as dm-clone copies them: skipped.)
+            guard let read = hydration.regionsRead(host: host, statistics: statistics) else { break }
+            let fresh = read.filter { !copiedOnRead.contains($0) }
+            guard !fresh.isEmpty else { continue }
+            // A batch at a time: the guest's I/O waits while one is copied.
+            for start in stride(from: 0, to: fresh.count, by: 64) {
+                let batch = Array(fresh[start..<min(start + 64, fresh.count)])
+                do {
+                    let copied = try await withSR(reference, host: host) { sr throws(ThinError) in
+                        try sr.copyRegions(batch, of: hydration)
+                    }
+                    if copied == 0 { break }
+                } catch { failure = error; break }
+                copiedOnRead.formUnion(batch)
+            }
         }
         let dropped = try await withSR(reference, host: host) { sr throws(ThinError) in
             try await sr.finishHydration(hydration)
         }
         if let failure { throw failure }
+        if onRead && !dropped {
+            reporter.finish()
+            let bytes = UInt64(copiedOnRead.count) * hydration.regionBytes
+            if output.json {
+                Console.printJSON(HydrateJSON(volume: hydration.volume.key, hydrated: false, total_bytes: total,
+                                              copied_on_read_bytes: bytes))
+            } else {
+                Console.out("\(hydration.volume.key): \(ByteSize.format(bytes)) copied on read; it reads the rest "
+                            + "from its template")
+            }
+            return 0
+        }
         if stopped && !dropped {
             throw ThinError(.cancelled, "hydration of \(hydration.volume.key) stopped; it reads the template as "
                             + "before, and thinvdi-hydrate resumes it")
@@ -142,7 +185,8 @@ public struct VDIHydrate: VolumeTool {
         }
         reporter.finish()
         if output.json {
-            Console.printJSON(HydrateJSON(volume: hydration.volume.key, hydrated: true, total_bytes: total))
+            Console.printJSON(HydrateJSON(volume: hydration.volume.key, hydrated: true, total_bytes: total,
+                                          copied_on_read_bytes: onRead ? UInt64(copiedOnRead.count) * hydration.regionBytes : nil))
         } else {
             Console.out("\(hydration.volume.key) hydrated: it no longer reads its template")
         }
@@ -156,4 +200,5 @@ struct HydrateJSON: Encodable {
     var volume: String
     var hydrated: Bool
     var total_bytes: UInt64
+    var copied_on_read_bytes: UInt64? = nil
 }

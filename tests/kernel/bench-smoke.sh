@@ -31,4 +31,6 @@ check_eq "templates: ready-to-read against a smaller image and against copying i
     "$(jq '[.results[] | select(.group == "templates: ready to read") | select(.ratio.value > 0)] | length == 2' "$results" 2>/dev/null)"
 check_eq "templates: reads through the origin, after hydration and from a thin volume, each a ratio" true \
     "$(jq '[.results[] | select(.group == "templates: reading template data") | select(.ratio.value > 0)] | length == 2' "$results" 2>/dev/null)"
+check_eq "templates: copy-on-read's first and second reads and a thin volume's, each a ratio" true \
+    "$(jq '[.results[] | select(.group == "templates: copy-on-read") | select(.ratio.value > 0)] | length == 2' "$results" 2>/dev/null)"
 check "the table was printed" grep -q "ratio" "$THINSR_SCRATCH/bench.out"

@@ -5,8 +5,11 @@ PASSED=0 FAILED=0 CURRENT=""
 LOOPS=()
 
 test_begin() { CURRENT=$1; echo "--- $CURRENT [${SECONDS}s]"; }
-pass() { PASSED=$((PASSED + 1)); echo "ok   $CURRENT: $1"; }
-fail() { FAILED=$((FAILED + 1)); echo "FAIL $CURRENT: $1"; }
+# A check reached 10 s or more after the one before it says how long it took (where a part's time goes).
+CHECK_MARK=$SECONDS
+took() { local t=$((SECONDS - CHECK_MARK)); CHECK_MARK=$SECONDS; TOOK=""; [ "$t" -lt 10 ] || TOOK=" [${t}s]"; }
+pass() { PASSED=$((PASSED + 1)); took; echo "ok   $CURRENT: $1$TOOK"; }
+fail() { FAILED=$((FAILED + 1)); took; echo "FAIL $CURRENT: $1$TOOK"; }
 check() { # check DESCRIPTION COMMAND... : passes when the command succeeds
     local what=$1; shift
     if "$@" >/tmp/check.out 2>&1; then pass "$what"; else fail "$what"; sed 's/^/     | /' /tmp/check.out | tail -n 20; fi

@@ -191,6 +191,48 @@ kill "$server"; wait "$server" 2>/dev/null
 expect_failure 1 "attaching a clone whose export is gone: one line naming the URI, nothing half made" \
     thinvdi-attach tpl c4
 
+test_begin "thinvdi-hydrate --on-read: what the guest reads is copied into the pool as it reads it"
+SOCK=$THINSR_SCRATCH/cor.sock
+qemu-nbd --read-only --format=raw --persistent --shared=8 --socket="$SOCK" "$IMG/base.raw" & server=$!
+for _ in $(seq 50); do [ -S "$SOCK" ] && break; sleep 0.1; done
+TC=$(thinvdi-introduce tpl "nbd+unix:///?socket=$SOCK" --name cor-src)
+C6=$(thinvdi-clone tpl cor-src --name c6)
+P6=$(thinvdi-attach tpl c6)
+thinvdi-hydrate tpl c6 --on-read --progress=none >"$THINSR_SCRATCH/cor.out" 2>"$THINSR_SCRATCH/cor.err" & cor=$!
+HC=$(tpl_dev c6 | sed 's/_v\([0-9a-f]*\)$/_hc\1/')
+for _ in $(seq 100); do dmsetup status "$HC" >/dev/null 2>&1 && break; sleep 0.1; done
+# dmsetup status: <start> <length> clone <meta block> <used/total> <region sectors> <hydrated/total> ...
+hydrated() { dmsetup status "$HC" | awk '{split($7, r, "/"); print r[1]}'; }
+region_bytes=$(( $(dmsetup status "$HC" | awk '{print $6}') * 512 ))
+start=$(hydrated)
+check_eq "dm-clone copies nothing by itself (no background hydration)" "$start" "$(sleep 1; hydrated)"
+dd if="$P6" of="$THINSR_SCRATCH/cor-read" bs=1M skip=8 count=4 iflag=direct status=none
+want=$((start + (4 << 20) / region_bytes))
+for _ in $(seq 100); do [ "$(hydrated)" -ge "$want" ] && break; sleep 0.1; done
+check "a 4 MiB read makes dm-clone copy its regions, and no more (status: $start -> $want regions)" \
+    bash -c "[ \$(dmsetup status '$HC' | awk '{split(\$7, r, \"/\"); print r[1]}') -eq $want ]"
+check "the read returned the template's bytes (cmp)" cmp -n $((4 << 20)) "$THINSR_SCRATCH/cor-read" \
+    <(tail -c +$(((8 << 20) + 1)) "$IMG/base.raw")
+check "the guest still writes through it (dd, then cmp)" bash -c \
+    "dd if=/dev/urandom of='$THINSR_SCRATCH/cor-w' bs=64k count=2 status=none &&
+     dd if='$THINSR_SCRATCH/cor-w' of='$P6' bs=64k seek=320 oflag=direct conv=notrunc status=none &&
+     cmp -n $((128 << 10)) '$THINSR_SCRATCH/cor-w' <(dd if='$P6' bs=64k skip=320 count=2 iflag=direct status=none)"
+kill -TERM "$cor"; wait "$cor"; status=$?
+check_eq "SIGTERM ends it with exit 0" 0 "$status"
+check "it says what it copied on read" grep -q "copied on read" "$THINSR_SCRATCH/cor.out"
+check_eq "no hydration devices are left" 0 "$(dmsetup ls | grep -c "_h[cmds]")"
+check_eq "the volume still reads the template for the rest" "$(tpl_uuid cor-src)" \
+    "$(thinvdi-stat --json tpl c6 | jq -r .origin_template)"
+check_pool_agrees "$TSR" "after copy-on-read"
+kill "$server"; wait "$server" 2>/dev/null
+check "with the template gone, what was read is the pool's: it reads again (cmp)" \
+    cmp -n $((4 << 20)) "$THINSR_SCRATCH/cor-read" <(dd if="$P6" bs=1M skip=8 count=4 iflag=direct status=none)
+check "and what was never read fails (dd: I/O error)" \
+    bash -c "! dd if='$P6' of=/dev/null bs=64k skip=600 count=4 iflag=direct status=none"
+thinvdi-detach tpl c6
+thinvdi-destroy tpl c6
+thinvdi-forget tpl cor-src
+
 final_metadata_check "$TSR"
 free_loop "$TD1"
 rm -rf "$IMG"

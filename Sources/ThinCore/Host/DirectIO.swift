@@ -23,6 +23,28 @@ enum DirectIO {
         return pread(descriptor, buffer, alignment, 0) == alignment
     }
 
+    /// Reads the 4 KiB at `offset` of `device` and writes them back
+    /// unchanged, past the page cache (a volume's device makes dm-clone copy
+    /// the region they fall in).
+    static func rewrite(_ device: String, offset: UInt64) throws(ThinError) {
+        let descriptor = open(device, O_RDWR | CThinShims_O_DIRECT() | O_CLOEXEC)
+        guard descriptor >= 0 else {
+            throw ThinError(.backendFailure, "cannot open \(device) for direct I/O: \(System.errnoText())")
+        }
+        defer { close(descriptor) }
+        var buffer: UnsafeMutableRawPointer?
+        guard posix_memalign(&buffer, alignment, alignment) == 0, let buffer else {
+            throw ThinError(.backendFailure, "out of memory for a \(alignment)-byte aligned buffer")
+        }
+        defer { free(buffer) }
+        guard pread(descriptor, buffer, alignment, off_t(offset)) == alignment else {
+            throw ThinError(.backendFailure, "cannot read \(device) at byte \(offset): \(System.errnoText())")
+        }
+        guard pwrite(descriptor, buffer, alignment, off_t(offset)) == alignment else {
+            throw ThinError(.backendFailure, "cannot write \(device) at byte \(offset): \(System.errnoText())")
+        }
+    }
+
     static func zero(device: String, bytes: Int = 4096) throws(ThinError) {
         let length = (bytes + alignment - 1) / alignment * alignment
         let descriptor = open(device, O_WRONLY | CThinShims_O_DIRECT() | O_CLOEXEC)

@@ -14,6 +14,9 @@ public struct Hydration: Sendable {
     public let regionBytes: UInt64
     public let totalRegions: UInt64
     let cloneDevice: String
+    /// The second thin device of the volume's id that dm-clone reads
+    /// regions it has not copied from: a read of it is a read of template data.
+    let sourceDevice: String
     /// Byte ranges of the image that read as zeros: never copied (the
     /// volume reads zeros there without the image too).
     let imageZeros: [Range<UInt64>]
@@ -30,6 +33,51 @@ public struct Hydration: Sendable {
     public func progress(host: Host) -> HydrationProgress? {
         guard let line = ((try? host.deviceMapper.status(name: cloneDevice)) ?? nil)?.first else { return nil }
         return HydrationProgress(status: line.parameters)
+    }
+}
+
+/// Copy-on-read: dm-clone serves a read of a region it has not copied from
+/// its source without copying it, so the kernel's statistics on the source
+/// device (dm-stats, one area per region) tell which regions the guest read
+/// from the template; `copyRegions` then has dm-clone copy each of them.
+extension Hydration {
+    /// Starts counting the reads of template data; returns the statistics region's id.
+    public func watchReads(host: Host) throws(ThinError) -> UInt64 {
+        let response: String?
+        do { response = try host.deviceMapper.send(.statsCreate(areaSectors: regionBytes / 512), to: sourceDevice) } catch {
+            throw .backend("cannot count the reads of \(volume.key)'s template data (dm-stats)", error)
+        }
+        guard let id = response.flatMap({ UInt64($0.split(whereSeparator: \.isWhitespace).first ?? "") }) else {
+            throw ThinError(.backendFailure, "dm-stats answered \"\(response ?? "")\" for a new statistics region on "
+                            + sourceDevice)
+        }
+        return id
+    }
+
+    /// The regions read from the template since the last call, in order;
+    /// nil once the device is gone (the volume was detached).
+    public func regionsRead(host: Host, statistics: UInt64) -> [UInt64]? {
+        let page: UInt64 = 8192
+        var regions: [UInt64] = []
+        var first: UInt64 = 0
+        while first < totalRegions {
+            let message = PoolMessage.statsPrintClear(region: statistics, first: first, count: page)
+            guard let response = try? host.deviceMapper.send(message, to: sourceDevice) else { return nil }
+            regions += Self.areasRead(response, areaBytes: regionBytes)
+            first += page
+        }
+        return regions
+    }
+
+    /// Parses `@stats_print` lines, `<start sector>+<length> <reads> ...`:
+    /// the indices of the areas with any read.
+    static func areasRead(_ response: String, areaBytes: UInt64) -> [UInt64] {
+        response.split(separator: "\n").compactMap { line -> UInt64? in
+            let words = line.split(separator: " ", maxSplits: 2)
+            guard words.count >= 2, let reads = UInt64(words[1]), reads > 0,
+                  let start = words[0].split(separator: "+").first.flatMap({ UInt64($0) }) else { return nil }
+            return start * 512 / areaBytes
+        }
     }
 }
 
@@ -106,7 +154,8 @@ extension AttachedSR {
             try switchTop(of: hydrating)
             FaultInjection.point("hydration-started")
             return Hydration(volume: hydrating, regionBytes: regionBytes, totalRegions: totalRegions,
-                             cloneDevice: clone, imageZeros: zeros)
+                             cloneDevice: clone, sourceDevice: names.hydrationDevice(volume.uuid, .source).name,
+                             imageZeros: zeros)
         } catch {
             try? tearDownHydration(hydrating, dropOrigin: false)
             origins.releaseIfUnused(templateUUID)
@@ -143,6 +192,36 @@ extension AttachedSR {
         // Nothing may read the image now (the volume dropped it, or was detached meanwhile).
         if let template = volume.originTemplate { origins.releaseIfUnused(template) }
         return complete
+    }
+
+    /// Has dm-clone copy `regions` of a hydrating volume now (copy-on-read):
+    /// with the guest's I/O held (the volume's device suspended), 4 KiB of
+    /// each region is read through dm-clone and written back unchanged, and
+    /// dm-clone copies a region it has not copied before it takes a write to
+    /// it. Holding the guest makes the write-back carry what the volume
+    /// reads; the SR lock keeps a detach from releasing the guest meanwhile.
+    /// Returns how many regions it went through (0: the hydration ended).
+    public func copyRegions(_ regions: [UInt64], of hydration: Hydration) throws(ThinError) -> Int {
+        guard let volume = try catalog.volume(matching: hydration.volume.uuid.lowercased),
+              volume.hydrateOwner == Self.importOwner(),
+              (try? host.deviceMapper.info(name: hydration.cloneDevice)) != nil else { return 0 }
+        let top = names.volumeDevice(volume.uuid).name
+        let holdsGuest: Bool
+        if let info = try devices.info(volume.uuid) { holdsGuest = !info.suspended && info.hasLiveTable } else { holdsGuest = false }
+        if holdsGuest {
+            do { try host.deviceMapper.suspend(name: top, flush: true) } catch {
+                throw .backend("cannot hold \(volume.key)'s I/O to copy what it read", error)
+            }
+        }
+        defer { if holdsGuest { try? host.deviceMapper.resume(name: top, udev: .standard) } }
+        let path = "/dev/mapper/\(hydration.cloneDevice)"
+        let limit = volume.virtualSize / hydration.regionBytes + (volume.virtualSize % hydration.regionBytes == 0 ? 0 : 1)
+        var copied = 0
+        for region in regions where region < limit {
+            try DirectIO.rewrite(path, offset: region * hydration.regionBytes)
+            copied += 1
+        }
+        return copied
     }
 
     /// Where the template's image reads zeros (qemu-img map); none when

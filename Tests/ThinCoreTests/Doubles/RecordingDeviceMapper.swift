@@ -174,7 +174,8 @@ final class RecordingDeviceMapper: DeviceMapperControl {
             case .releaseMetadataSnapshot:
                 guard target.metadataSnapshotHeld else { throw refuse(.other) }
                 target.metadataSnapshotHeld = false
-            case .enableHydration, .disableHydration, .hydrationThreshold:
+            case .enableHydration, .disableHydration, .hydrationThreshold, .statsCreate, .statsPrintClear,
+                 .statsDelete:
                 break
             }
             state.pools[pool] = target
