@@ -366,6 +366,11 @@ read_rate() { # read_rate DEVICE [MIB]: fio sequential 1 MiB direct reads of the
     fio --name=read --filename="$1" --rw=read --bs=1M --direct=1 --ioengine=libaio --iodepth=4 \
         --size="${2:-$TPL_DATA_MIB}M" --output-format=json 2>/dev/null | jq '.jobs[0].read.bw_bytes'
 }
+paired_rates() { # paired_rates DEVICE REFERENCE [MIB]: each read five times, alternately; the two medians
+    local a=() b=() _
+    for _ in 1 2 3 4 5; do a+=("$(read_rate "$1" "${3:-}")"); b+=("$(read_rate "$2" "${3:-}")"); done
+    printf '%s %s\n' "$(printf '%s\n' "${a[@]}" | sort -n | sed -n 3p)" "$(printf '%s\n' "${b[@]}" | sort -n | sed -n 3p)"
+}
 hydrated_regions() { dmsetup status "$1" 2>/dev/null | awk '{split($7, r, "/"); print r[1]}'; }
 thinvdi-introduce bench "file://$TIMG/t1.qcow2" --name tplread >/dev/null
 thinvdi-create bench --name tplref --size 1G >/dev/null
@@ -377,8 +382,7 @@ for i in $(seq "$TPL_RUNS"); do
     first=$(read_rate "$TRP")
     sample "templates: hydrate" "1G clone, ${TPL_DATA_MIB}M of data (the rest zeros)" thinsr \
         thinvdi-hydrate bench "tr$i" --progress=none
-    second=$(read_rate "$TRP")
-    reference=$(read_rate "$REF")
+    read -r second reference < <(paired_rates "$TRP" "$REF")
     record "templates: reading template data" "first read (origin) vs after hydrate" thinsr "$first" bytes_per_second
     record "templates: reading template data" "first read (origin) vs after hydrate" reference "$second" bytes_per_second
     record "templates: reading template data" "after hydrate vs a thin volume" thinsr "$second" bytes_per_second
@@ -393,8 +397,7 @@ for i in $(seq "$TPL_RUNS"); do
     for _ in $(seq 100); do HC=$(dmsetup ls | awk '/_hc/ {print $1}'); [ -n "$HC" ] && break; sleep 0.1; done
     first=$(read_rate "$CRP" "$half")
     last=-1; for _ in $(seq 120); do now=$(hydrated_regions "$HC"); [ "$now" = "$last" ] && break; last=$now; sleep 1; done
-    second=$(read_rate "$CRP" "$half")
-    reference=$(read_rate "$REF" "$half")
+    read -r second reference < <(paired_rates "$CRP" "$REF" "$half")
     kill -TERM "$cor"; wait "$cor"
     record "templates: copy-on-read" "first read (origin) vs second read" thinsr "$first" bytes_per_second
     record "templates: copy-on-read" "first read (origin) vs second read" reference "$second" bytes_per_second

@@ -86,8 +86,9 @@ public struct VDIHydrate: VolumeTool {
 
             With --on-read it copies only what is read: dm-clone serves a read of template data from \
             the template, the kernel's statistics (dm-stats) on dm-clone's source say which regions \
-            were read, and every fifth of a second dm-clone is made to copy those regions into the \
-            pool (the guest's I/O is held while it does), so a second read is a read of the pool. It \
+            were read (or which groups of regions, on a volume of more than 16384 pool blocks), and \
+            every fifth of a second dm-clone is made to copy them into the pool (the guest's I/O is \
+            held while it does), so a second read is a read of the pool. It \
             runs until SIGINT or SIGTERM (exit status 0), a detach of the volume, or until everything \
             is copied (then it drops the template as above); what it copied stays in the volume.
             """)
@@ -130,11 +131,11 @@ public struct VDIHydrate: VolumeTool {
         // dm-clone copies in the kernel: watch it, without the SR lock.
         var stopped = CancelSignals.received != nil
         var failure: ThinError?
-        var statistics: UInt64?
+        var watch: ReadWatch?
         var copiedOnRead = Set<UInt64>()
         if !stopped {
             do {
-                if onRead { statistics = try hydration.watchReads(host: host) } else { try hydration.start(host: host) }
+                if onRead { watch = try hydration.watchReads(host: host) } else { try hydration.start(host: host) }
             } catch { failure = error }
         }
         while !stopped, failure == nil, let now = hydration.progress(host: host) {
@@ -142,9 +143,9 @@ public struct VDIHydrate: VolumeTool {
             if now.isComplete { break }
             usleep(200_000)
             stopped = CancelSignals.received != nil
-            guard let statistics, !stopped else { continue }
+            guard let watch, !stopped else { continue }
             // (Regions it copied itself read the source once more as dm-clone copies them: skipped.)
-            guard let read = hydration.regionsRead(host: host, statistics: statistics) else { break }
+            guard let read = hydration.regionsRead(host: host, watch: watch) else { break }
             let fresh = read.filter { !copiedOnRead.contains($0) }
             guard !fresh.isEmpty else { continue }
             // A batch at a time: the guest's I/O waits while one is copied.
@@ -181,7 +182,7 @@ public struct VDIHydrate: VolumeTool {
         }
         guard dropped else {
             throw ThinError(.backendFailure, "hydration of \(hydration.volume.key) ended before every block was the "
-                            + "volume's own (an SR detach, or a discard during it); run thinvdi-hydrate again")
+                            + "volume's own (a detach or an SR detach, or a discard during it); run thinvdi-hydrate again")
         }
         reporter.finish()
         if output.json {

@@ -224,6 +224,13 @@ check_eq "no hydration devices are left" 0 "$(dmsetup ls | grep -c "_h[cmds]")"
 check_eq "the volume still reads the template for the rest" "$(tpl_uuid cor-src)" \
     "$(thinvdi-stat --json tpl c6 | jq -r .origin_template)"
 check_pool_agrees "$TSR" "after copy-on-read"
+thinvdi-hydrate tpl c6 --on-read --progress=none >/dev/null 2>&1 & cor=$!
+for _ in $(seq 100); do dmsetup status "$HC" >/dev/null 2>&1 && break; sleep 0.1; done
+thinvdi-detach tpl c6
+wait "$cor"; status=$?
+check_eq "a detach ends it (exit 0) and leaves no hydration devices" "0 0" "$status $(dmsetup ls | grep -c "_h[cmds]")"
+check_eq "and releases the template's NBD connection" 0 "$(dmsetup ls | grep -c "$(tpl_origin cor-src)")"
+P6=$(thinvdi-attach tpl c6)
 kill "$server"; wait "$server" 2>/dev/null
 check "with the template gone, what was read is the pool's: it reads again (cmp)" \
     cmp -n $((4 << 20)) "$THINSR_SCRATCH/cor-read" <(dd if="$P6" bs=1M skip=8 count=4 iflag=direct status=none)

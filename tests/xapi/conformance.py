@@ -12,6 +12,7 @@ import json
 import os
 import stat as stat_module
 import subprocess
+import time
 import sys
 
 ROOT, DEVICE = sys.argv[1], sys.argv[2]
@@ -267,14 +268,38 @@ if ok:
     ok, b = datapath("Datapath.attach", uri=tclone["uri"][0], domain="7")
     ok2, _ = datapath("Datapath.activate", uri=tclone["uri"][0], domain="7")
     path = dict(b["implementations"])["BlockDevice"]["path"] if ok else ""
+
+    def copying_on_read():
+        return "_hc" in subprocess.run(["dmsetup", "ls"], stdout=subprocess.PIPE, universal_newlines=True).stdout
+
+    def clone_used():
+        stat = subprocess.run([os.path.join(os.environ.get("THINSR_TOOLS_DIR", ""), "thinvdi-stat"), "--json", sr,
+                               tclone["key"]], stdout=subprocess.PIPE, universal_newlines=True)
+        return json.loads(stat.stdout).get("physical_utilisation", 0) if stat.returncode == 0 else -1
+
+    for _ in range(100):
+        if copying_on_read():
+            break
+        time.sleep(0.1)
+    check("Datapath.activate of a template's clone starts copy-on-read (a dm-clone device)", copying_on_read())
     try:
         with open(path, "rb") as disk:
             first = disk.read(4096)
     except OSError as error:
         first = str(error).encode()
     check("the clone attaches, activates and reads the template's bytes", ok and ok2 and first == b"\x5a" * 4096)
+    for _ in range(50):
+        if clone_used() > 0:
+            break
+        time.sleep(0.1)
+    check("what it read is copied into the pool (thinvdi-stat: physical_utilisation > 0)", clone_used() > 0)
     datapath("Datapath.deactivate", uri=tclone["uri"][0], domain="7")
     datapath("Datapath.detach", uri=tclone["uri"][0], domain="7")
+    for _ in range(50):
+        if not copying_on_read():
+            break
+        time.sleep(0.1)
+    check("Datapath.deactivate ends the copy-on-read (no dm-clone device left)", not copying_on_read())
     expect_error("Volume.destroy of the template -> VDI_IS_TEMPLATE", *volume("Volume.destroy", sr=sr, key="golden"),
                  name="VDI_IS_TEMPLATE")
     expect_error("Datapath.attach of the template -> VDI_IS_TEMPLATE",

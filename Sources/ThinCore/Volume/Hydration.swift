@@ -20,6 +20,9 @@ public struct Hydration: Sendable {
     /// Byte ranges of the image that read as zeros: never copied (the
     /// volume reads zeros there without the image too).
     let imageZeros: [Range<UInt64>]
+    /// Byte ranges marked done without a copy when it began (the volume's
+    /// own blocks, the image's zeros, past the image's end).
+    let skipped: [Range<UInt64>]
 
     /// Lets dm-clone copy (`beginHydration` leaves it set up but idle).
     public func start(host: Host) throws(ThinError) {
@@ -36,15 +39,34 @@ public struct Hydration: Sendable {
     }
 }
 
+/// The kernel's statistics on dm-clone's source: one area over all of it,
+/// printed first so that an idle poll costs one line, and at most
+/// `maxAreas` areas of a power of two of regions each (dm-stats keeps
+/// counters per area in kernel memory).
+public struct ReadWatch: Sendable {
+    let whole: UInt64
+    let areas: UInt64
+    let areaBytes: UInt64
+    static let maxAreas: UInt64 = 16384
+}
+
 /// Copy-on-read: dm-clone serves a read of a region it has not copied from
-/// its source without copying it, so the kernel's statistics on the source
-/// device (dm-stats, one area per region) tell which regions the guest read
-/// from the template; `copyRegions` then has dm-clone copy each of them.
+/// its source without copying it, so the kernel's statistics (dm-stats) on
+/// the source device tell which parts the guest read from the template;
+/// `copyRegions` then has dm-clone copy the regions there.
 extension Hydration {
-    /// Starts counting the reads of template data; returns the statistics region's id.
-    public func watchReads(host: Host) throws(ThinError) -> UInt64 {
+    /// Starts counting the reads of template data.
+    public func watchReads(host: Host) throws(ThinError) -> ReadWatch {
+        var areaBytes = regionBytes
+        while (volume.virtualSize + areaBytes - 1) / areaBytes > ReadWatch.maxAreas { areaBytes *= 2 }
+        let whole = try createStatistics(areaSectors: (volume.virtualSize + 511) / 512, host: host)
+        let areas = try createStatistics(areaSectors: areaBytes / 512, host: host)
+        return ReadWatch(whole: whole, areas: areas, areaBytes: areaBytes)
+    }
+
+    private func createStatistics(areaSectors: UInt64, host: Host) throws(ThinError) -> UInt64 {
         let response: String?
-        do { response = try host.deviceMapper.send(.statsCreate(areaSectors: regionBytes / 512), to: sourceDevice) } catch {
+        do { response = try host.deviceMapper.send(.statsCreate(areaSectors: areaSectors), to: sourceDevice) } catch {
             throw .backend("cannot count the reads of \(volume.key)'s template data (dm-stats)", error)
         }
         guard let id = response.flatMap({ UInt64($0.split(whereSeparator: \.isWhitespace).first ?? "") }) else {
@@ -54,19 +76,31 @@ extension Hydration {
         return id
     }
 
-    /// The regions read from the template since the last call, in order;
-    /// nil once the device is gone (the volume was detached).
-    public func regionsRead(host: Host, statistics: UInt64) -> [UInt64]? {
-        let page: UInt64 = 8192
+    /// The regions read from the template since the last call, in order,
+    /// less those marked done when it began; nil once the device is gone.
+    public func regionsRead(host: Host, watch: ReadWatch) -> [UInt64]? {
+        let any = PoolMessage.statsPrintClear(region: watch.whole, first: 0, count: 1)
+        guard let total = try? host.deviceMapper.send(any, to: sourceDevice) else { return nil }
+        guard !Self.areasRead(total, areaBytes: regionBytes).isEmpty else { return [] }
+        let page: UInt64 = 4096
+        let areaCount = (volume.virtualSize + watch.areaBytes - 1) / watch.areaBytes
+        let perArea = watch.areaBytes / regionBytes
         var regions: [UInt64] = []
         var first: UInt64 = 0
-        while first < totalRegions {
-            let message = PoolMessage.statsPrintClear(region: statistics, first: first, count: page)
+        while first < areaCount {
+            let message = PoolMessage.statsPrintClear(region: watch.areas, first: first, count: page)
             guard let response = try? host.deviceMapper.send(message, to: sourceDevice) else { return nil }
-            regions += Self.areasRead(response, areaBytes: regionBytes)
+            for area in Self.areasRead(response, areaBytes: watch.areaBytes) {
+                for region in area * perArea..<(area + 1) * perArea where !isSkipped(region) { regions.append(region) }
+            }
             first += page
         }
         return regions
+    }
+
+    private func isSkipped(_ region: UInt64) -> Bool {
+        let lower = region * regionBytes, upper = lower + regionBytes
+        return skipped.contains { $0.lowerBound <= lower && upper <= $0.upperBound }
     }
 
     /// Parses `@stats_print` lines, `<start sector>+<length> <reads> ...`:
@@ -155,7 +189,7 @@ extension AttachedSR {
             FaultInjection.point("hydration-started")
             return Hydration(volume: hydrating, regionBytes: regionBytes, totalRegions: totalRegions,
                              cloneDevice: clone, sourceDevice: names.hydrationDevice(volume.uuid, .source).name,
-                             imageZeros: zeros)
+                             imageZeros: zeros, skipped: ChangedBlocks.merged(skip))
         } catch {
             try? tearDownHydration(hydrating, dropOrigin: false)
             origins.releaseIfUnused(templateUUID)

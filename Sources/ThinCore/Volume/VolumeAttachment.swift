@@ -48,8 +48,13 @@ extension AttachedSR {
         holders(of: volume).clear()
     }
 
-    /// Removes the volume's device, then its template's origin if no other device reads it.
+    /// Removes the volume's device, then its template's origin if no other
+    /// device reads it. A hydration of it (copy-on-read above all) stops
+    /// first: what it copied stays, and `thinvdi-hydrate` resumes it.
     func deactivate(_ volume: VolumeRecord) throws(ThinError) {
+        if volume.hydrateOwner != nil, try devices.info(volume.uuid) != nil {
+            try tearDownHydration(volume, dropOrigin: false)
+        }
         try devices.deactivate(volume.uuid, key: volume.key)
         if let template = volume.originTemplate { origins.releaseIfUnused(template) }
     }

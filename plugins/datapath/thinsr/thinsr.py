@@ -2,16 +2,19 @@
 """thinsr's SMAPIv3 datapath plugin for `thinsr://<sr-uuid>/<key>` URIs: the
 data path is the kernel's (a dm-thin device handed to blkback). Attach makes
 the device node, so the path it returns exists at once (as tapdisk-based
-plugins' do); activate loads the volume into it, read-write or read-only. Every call names
+plugins' do); activate loads the volume into it, read-write or read-only, and
+a clone of a template copies what it reads into the pool from then until its
+detach (thinvdi-hydrate --on-read). Every call names
 its domain as the device's holder, so several dom0 readers (one datapath
 each) share a snapshot's read-only device and the last to go removes it."""
 
 import os
 import re
+import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.realpath(__file__)))
-from thinsr_xapi import parse_uri, serve, tool  # noqa: E402
+from thinsr_xapi import parse_uri, serve, tool, tool_path  # noqa: E402
 
 DEVICE_ROOT = os.environ.get("THINSR_DEV_DIR", "/dev/thinsr")
 
@@ -46,6 +49,17 @@ def attach(params):
 def activate(params):
     sr, key = parse_uri(params["uri"])
     tool("thinvdi-attach", sr, key, holder=holder(params))
+    if tool("thinvdi-stat", sr, key).get("origin_template"):
+        start_copy_on_read(sr, key)
+
+
+def start_copy_on_read(sr, key):
+    """A clone that reads a template copies what its guest reads into the
+    pool (thinvdi-hydrate --on-read), in its own session so it outlives this
+    call; the volume's detach ends it. One already running refuses a second."""
+    subprocess.Popen([tool_path("thinvdi-hydrate"), "--on-read", "--progress=none", "--", sr, key],
+                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                     start_new_session=True, close_fds=True)
 
 
 def activate_readonly(params):
