@@ -200,7 +200,11 @@ C6=$(thinvdi-clone tpl cor-src --name c6)
 P6=$(thinvdi-attach tpl c6)
 thinvdi-hydrate tpl c6 --on-read --progress=none >"$THINSR_SCRATCH/cor.out" 2>"$THINSR_SCRATCH/cor.err" & cor=$!
 HC=$(tpl_dev c6 | sed 's/_v\([0-9a-f]*\)$/_hc\1/')
-for _ in $(seq 100); do dmsetup status "$HC" >/dev/null 2>&1 && break; sleep 0.1; done
+HS=${HC/_hc/_hs}
+# Reads count once its dm-stats regions are on dm-clone's source.
+for _ in $(seq 100); do [ -n "$(dmsetup message "$HS" 0 @stats_list 2>/dev/null)" ] && break; sleep 0.1; done
+check_eq "it counts the reads on dm-clone's source (dm-stats: a total and one area per region)" 2 \
+    "$(dmsetup message "$HS" 0 @stats_list | grep -c "+")"
 # dmsetup status: <start> <length> clone <meta block> <used/total> <region sectors> <hydrated/total> ...
 hydrated() { dmsetup status "$HC" | awk '{split($7, r, "/"); print r[1]}'; }
 region_bytes=$(( $(dmsetup status "$HC" | awk '{print $6}') * 512 ))
@@ -211,6 +215,8 @@ want=$((start + (4 << 20) / region_bytes))
 for _ in $(seq 100); do [ "$(hydrated)" -ge "$want" ] && break; sleep 0.1; done
 check "a 4 MiB read makes dm-clone copy its regions, and no more (status: $start -> $want regions)" \
     bash -c "[ \$(dmsetup status '$HC' | awk '{split(\$7, r, \"/\"); print r[1]}') -eq $want ]"
+check "thinvdi-stat counts what was copied while it runs (physical_utilisation: 4 MiB)" \
+    bash -c "[ \$(thinvdi-stat --json tpl c6 | jq .physical_utilisation) -eq $((4 << 20)) ]"
 check "the read returned the template's bytes (cmp)" cmp -n $((4 << 20)) "$THINSR_SCRATCH/cor-read" \
     <(tail -c +$(((8 << 20) + 1)) "$IMG/base.raw")
 check "the guest still writes through it (dd, then cmp)" bash -c \

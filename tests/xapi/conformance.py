@@ -272,16 +272,24 @@ if ok:
     def copying_on_read():
         return "_hc" in subprocess.run(["dmsetup", "ls"], stdout=subprocess.PIPE, universal_newlines=True).stdout
 
+    def counting_reads():
+        """Whether the copier's dm-stats regions are on dm-clone's source yet: reads before that are not copied."""
+        names = subprocess.run(["dmsetup", "ls"], stdout=subprocess.PIPE, universal_newlines=True).stdout.split()
+        return any(subprocess.run(["dmsetup", "message", name, "0", "@stats_list"], stdout=subprocess.PIPE,
+                                  stderr=subprocess.DEVNULL, universal_newlines=True).stdout.strip()
+                   for name in names if "_hs" in name)
+
     def clone_used():
         stat = subprocess.run([os.path.join(os.environ.get("THINSR_TOOLS_DIR", ""), "thinvdi-stat"), "--json", sr,
                                tclone["key"]], stdout=subprocess.PIPE, universal_newlines=True)
         return json.loads(stat.stdout).get("physical_utilisation", 0) if stat.returncode == 0 else -1
 
     for _ in range(100):
-        if copying_on_read():
+        if counting_reads():
             break
         time.sleep(0.1)
-    check("Datapath.activate of a template's clone starts copy-on-read (a dm-clone device)", copying_on_read())
+    check("Datapath.activate of a template's clone starts copy-on-read (dm-clone, dm-stats on its source)",
+          copying_on_read() and counting_reads())
     try:
         with open(path, "rb") as disk:
             first = disk.read(4096)
@@ -292,7 +300,10 @@ if ok:
         if clone_used() > 0:
             break
         time.sleep(0.1)
-    check("what it read is copied into the pool (thinvdi-stat: physical_utilisation > 0)", clone_used() > 0)
+    log = os.path.join(os.environ.get("THINSR_LOG_DIR", "/var/log/thinsr"), "copy-on-read.log")
+    check("what it read is copied into the pool (thinvdi-stat: physical_utilisation > 0)", clone_used() > 0,
+          (open(log).read() if os.path.exists(log) else "(no copy-on-read log)")
+          + subprocess.run(["dmsetup", "status"], stdout=subprocess.PIPE, universal_newlines=True).stdout)
     datapath("Datapath.deactivate", uri=tclone["uri"][0], domain="7")
     datapath("Datapath.detach", uri=tclone["uri"][0], domain="7")
     for _ in range(50):

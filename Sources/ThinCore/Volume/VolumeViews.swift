@@ -47,13 +47,17 @@ extension AttachedSR {
         guard volumes.allSatisfy({ active[$0.uuid] != nil }) else { return try await thinUsage().mapValues(\.mappedBytes) }
         var result: [ThinDeviceID: UInt64] = [:]
         for volume in volumes {
-            let device = names.volumeDevice(volume.uuid).name
-            let status: [TableLine]?
-            do { status = try host.deviceMapper.status(name: device) } catch {
-                throw .backend("cannot read status of \(device)", error)
-            }
-            if let line = status?.first, case .active(let mapped, _)? = ThinStatus(parameters: line.parameters) {
-                result[volume.thinID] = mapped * 512
+            // A hydrating volume's device is a linear over dm-clone: its thin device below says.
+            let devices = [names.volumeDevice(volume.uuid).name]
+                + (volume.hydrateOwner != nil ? [names.hydrationDevice(volume.uuid, .destination).name] : [])
+            for device in devices where result[volume.thinID] == nil {
+                let status: [TableLine]?
+                do { status = try host.deviceMapper.status(name: device) } catch {
+                    throw .backend("cannot read status of \(device)", error)
+                }
+                if let line = status?.first, case .active(let mapped, _)? = ThinStatus(parameters: line.parameters) {
+                    result[volume.thinID] = mapped * 512
+                }
             }
         }
         return result

@@ -56,9 +56,18 @@ def activate(params):
 def start_copy_on_read(sr, key):
     """A clone that reads a template copies what its guest reads into the
     pool (thinvdi-hydrate --on-read), in its own session so it outlives this
-    call; the volume's detach ends it. One already running refuses a second."""
+    call; the volume's detach ends it. One already running refuses a second.
+    A copier that fails says why in $THINSR_LOG_DIR (/var/log/thinsr)/copy-on-read.log."""
+    # Never xapi's pipes: xapi reads them to their end. Its error line goes to a log.
+    log = subprocess.DEVNULL
+    try:
+        directory = os.environ.get("THINSR_LOG_DIR", "/var/log/thinsr")
+        os.makedirs(directory, exist_ok=True)
+        log = open(os.path.join(directory, "copy-on-read.log"), "a")
+    except OSError:
+        pass
     subprocess.Popen([tool_path("thinvdi-hydrate"), "--on-read", "--progress=none", "--", sr, key],
-                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log,
                      start_new_session=True, close_fds=True)
 
 
