@@ -394,7 +394,13 @@ for i in $(seq "$TPL_RUNS"); do
     thinvdi-clone bench tplread --name "cr$i" >/dev/null
     CRP=$(thinvdi-attach bench "cr$i")
     thinvdi-hydrate bench "cr$i" --on-read --progress=none >/dev/null 2>&1 & cor=$!
-    for _ in $(seq 100); do HC=$(dmsetup ls | awk '/_hc/ {print $1}'); [ -n "$HC" ] && break; sleep 0.1; done
+    # Reads count once both of its dm-stats regions are on dm-clone's source (the only one in this SR now).
+    HC=
+    for _ in $(seq 100); do
+        HC=$(dmsetup ls | awk '/_hc/ {print $1; exit}')
+        [ -n "$HC" ] && [ "$(dmsetup message "${HC/_hc/_hs}" 0 @stats_list 2>/dev/null | grep -c +)" = 2 ] && break
+        sleep 0.1
+    done
     first=$(read_rate "$CRP" "$half")
     last=-1; for _ in $(seq 120); do now=$(hydrated_regions "$HC"); [ "$now" = "$last" ] && break; last=$now; sleep 1; done
     read -r second reference < <(paired_rates "$CRP" "$REF" "$half")

@@ -79,18 +79,21 @@ public struct VDIHydrate: VolumeTool {
             the copying; it pauses while the guest does I/O, and --threshold bounds how much it copies \
             at once). Blocks the volume already holds are not copied again. When all is copied, the \
             volume's table drops the template's image and the catalog no longer ties the volume to the \
-            template (thinvdi-forget is then allowed). SIGINT or SIGTERM stops it (exit status 130) and \
-            leaves the volume reading the template as before; running it again resumes from what the \
-            volume holds, as it does after a detach or a crash. A volume that reads no template is \
+            template (thinvdi-forget is then allowed). SIGINT or SIGTERM stops it (exit status 130), \
+            and so does a detach of the volume or of the SR; it leaves the volume reading the template \
+            as before, and running it again resumes from what the volume holds, as it does after a crash. A volume that reads no template is \
             already whole: nothing is done. Snapshots of the volume still read the template.
 
             With --on-read it copies only what is read: dm-clone serves a read of template data from \
             the template, the kernel's statistics (dm-stats) on dm-clone's source say which regions \
-            were read (or which groups of regions, on a volume of more than 16384 pool blocks), and \
-            every fifth of a second dm-clone is made to copy them into the pool (the guest's I/O is \
-            held while it does), so a second read is a read of the pool. It \
-            runs until SIGINT or SIGTERM (exit status 0), a detach of the volume, or until everything \
-            is copied (then it drops the template as above); what it copied stays in the volume.
+            were read (or which groups of them, on a volume of more than 16384 regions), and every \
+            fifth of a second dm-clone is made to copy them into the pool (the guest's I/O is held \
+            while it does, at most 4 MiB at a time), so a second read is a read of the pool. It runs \
+            until everything is copied (then it drops the template as above), or, with exit status 0, \
+            until SIGINT or SIGTERM, a detach of the volume or the SR, or a change that needs the \
+            volume alone: a resize or revert, or a thinvdi-hydrate without --on-read, which takes over. \
+            What it copied stays in the volume. The datapath plugin starts it when xapi activates a \
+            clone of a template.
             """)
     public static let examples = [("thinvdi-hydrate vmstore web01-root --progress", "Hydrate with a progress bar."),
                                   ("thinvdi-hydrate vmstore web01-root --threshold 4 &",
@@ -102,8 +105,9 @@ public struct VDIHydrate: VolumeTool {
     ]
 
     @OptionGroup public var volume: VolumeArgument
-    @Option(help: ArgumentHelp("At most this many regions (pool blocks) copied at once.", valueName: "regions"))
-    var threshold: UInt32 = 64
+    @Option(help: ArgumentHelp("At most this many regions (pool blocks) copied at once (default 64).",
+                               valueName: "regions"))
+    var threshold: UInt32?
     @Flag(name: .customLong("on-read"), help: "Copy only what is read, as it is read (copy-on-read), until stopped.")
     var onRead = false
     @Option(help: ArgumentHelp("Progress on stderr: bar, json or none (a bare --progress: bar; default: a bar on a "
@@ -113,13 +117,17 @@ public struct VDIHydrate: VolumeTool {
     public init() {}
 
     public func checkArguments() throws(ThinError) {
-        guard threshold > 0 else { throw ThinError(.invalidArgument, "--threshold must be at least 1 region") }
+        if let threshold, threshold == 0 { throw ThinError(.invalidArgument, "--threshold must be at least 1 region") }
+        if onRead, threshold != nil {
+            throw ThinError(.invalidArgument, "--threshold bounds the background copying, which --on-read does not do; "
+                            + "give one or the other")
+        }
     }
 
     public func perform(host: Host) async throws(ThinError) -> Int32 {
         CancelSignals.install()
         let begun = try await withSR(reference, host: host) { sr throws(ThinError) in
-            try await sr.beginHydration(volume.vdi, threshold: threshold)
+            try await sr.beginHydration(volume.vdi, threshold: threshold ?? 64, onRead: onRead)
         }
         guard let hydration = begun else {
             if output.json { Console.printJSON(HydrateJSON(volume: volume.vdi, hydrated: true, total_bytes: 0)) }
@@ -130,35 +138,44 @@ public struct VDIHydrate: VolumeTool {
         let reporter = ProgressReporter(operation: "hydrate", total: max(total, 1), mode: progress)
         // dm-clone copies in the kernel: watch it, without the SR lock.
         var stopped = CancelSignals.received != nil
+        var endedElsewhere = false
         var failure: ThinError?
         var watch: ReadWatch?
         var copiedOnRead = Set<UInt64>()
+        // Batches of at most 4 MiB: the guest's I/O waits while one is copied.
+        let batchRegions = Int(max(1, min(64, (4 << 20) / hydration.regionBytes)))
         if !stopped {
             do {
                 if onRead { watch = try hydration.watchReads(host: host) } else { try hydration.start(host: host) }
             } catch { failure = error }
         }
-        while !stopped, failure == nil, let now = hydration.progress(host: host) {
+        polling: while !stopped, failure == nil {
+            guard hydration.isCurrent(host: host), let now = hydration.progress(host: host) else {
+                endedElsewhere = true
+                break
+            }
             reporter.update(done: min(now.hydratedRegions * hydration.regionBytes, total))
             if now.isComplete { break }
             usleep(200_000)
             stopped = CancelSignals.received != nil
             guard let watch, !stopped else { continue }
-            // (Regions it copied itself read the source once more as dm-clone copies them: skipped.)
-            guard let read = hydration.regionsRead(host: host, watch: watch) else { break }
-            let fresh = read.filter { !copiedOnRead.contains($0) }
-            guard !fresh.isEmpty else { continue }
-            // A batch at a time: the guest's I/O waits while one is copied.
-            for start in stride(from: 0, to: fresh.count, by: 64) {
-                let batch = Array(fresh[start..<min(start + 64, fresh.count)])
-                do {
+            do {
+                // (Regions it copied itself read the source once more as dm-clone copies them: skipped.)
+                guard let read = try hydration.regionsRead(host: host, watch: watch) else {
+                    endedElsewhere = true
+                    break
+                }
+                let fresh = read.filter { !copiedOnRead.contains($0) }
+                for start in stride(from: 0, to: fresh.count, by: batchRegions) {
+                    if CancelSignals.received != nil { stopped = true; break polling }
+                    let batch = Array(fresh[start..<min(start + batchRegions, fresh.count)])
                     let copied = try await withSR(reference, host: host) { sr throws(ThinError) in
                         try sr.copyRegions(batch, of: hydration)
                     }
-                    if copied == 0 { break }
-                } catch { failure = error; break }
-                copiedOnRead.formUnion(batch)
-            }
+                    guard let copied else { endedElsewhere = true; break polling }
+                    copiedOnRead.formUnion(copied)
+                }
+            } catch { failure = error }
         }
         let dropped = try await withSR(reference, host: host) { sr throws(ThinError) in
             try await sr.finishHydration(hydration)
@@ -176,13 +193,18 @@ public struct VDIHydrate: VolumeTool {
             }
             return 0
         }
+        if endedElsewhere && !dropped {
+            throw ThinError(.cancelled, "hydration of \(hydration.volume.key) was stopped by a detach of the volume or "
+                            + "the SR, or by a change that needs the volume alone; it reads the template as before, and "
+                            + "thinvdi-hydrate resumes it")
+        }
         if stopped && !dropped {
             throw ThinError(.cancelled, "hydration of \(hydration.volume.key) stopped; it reads the template as "
                             + "before, and thinvdi-hydrate resumes it")
         }
         guard dropped else {
             throw ThinError(.backendFailure, "hydration of \(hydration.volume.key) ended before every block was the "
-                            + "volume's own (a detach or an SR detach, or a discard during it); run thinvdi-hydrate again")
+                            + "volume's own (a discard during it); run thinvdi-hydrate again")
         }
         reporter.finish()
         if output.json {

@@ -79,7 +79,7 @@ end
 complete -c 'thinvdi-hydrate' -f
 complete -c 'thinvdi-hydrate' -n '__thinvdi-hydrate_should_offer_completions_for_positional "thinvdi-hydrate" -eq 1' -fka '(__thinvdi-hydrate_custom_completion ---completion -- positional@0 (count (__thinvdi-hydrate_tokens -pc)) (__thinvdi-hydrate_tokens -tC))'
 complete -c 'thinvdi-hydrate' -n '__thinvdi-hydrate_should_offer_completions_for_positional "thinvdi-hydrate" -eq 2' -fka '(__thinvdi-hydrate_custom_completion ---completion -- positional@1 (count (__thinvdi-hydrate_tokens -pc)) (__thinvdi-hydrate_tokens -tC))'
-complete -c 'thinvdi-hydrate' -n '__thinvdi-hydrate_should_offer_completions_for_flags_or_options "thinvdi-hydrate" threshold' -l 'threshold' -d 'At most this many regions (pool blocks) copied at once.' -rfka ''
+complete -c 'thinvdi-hydrate' -n '__thinvdi-hydrate_should_offer_completions_for_flags_or_options "thinvdi-hydrate" threshold' -l 'threshold' -d 'At most this many regions (pool blocks) copied at once (default 64).' -rfka ''
 complete -c 'thinvdi-hydrate' -n '__thinvdi-hydrate_should_offer_completions_for_flags_or_options "thinvdi-hydrate" on-read' -l 'on-read' -d 'Copy only what is read, as it is read (copy-on-read), until stopped.'
 complete -c 'thinvdi-hydrate' -n '__thinvdi-hydrate_should_offer_completions_for_flags_or_options "thinvdi-hydrate" progress' -l 'progress' -d 'Progress on stderr: bar, json or none (a bare --progress: bar; default: a bar on a terminal).' -rfka 'bar json none'
 complete -c 'thinvdi-hydrate' -n '__thinvdi-hydrate_should_offer_completions_for_flags_or_options "thinvdi-hydrate" json' -l 'json' -d 'Print the result (or the error) as one JSON value on standard output.'

@@ -202,7 +202,8 @@ thinvdi-hydrate tpl c6 --on-read --progress=none >"$THINSR_SCRATCH/cor.out" 2>"$
 HC=$(tpl_dev c6 | sed 's/_v\([0-9a-f]*\)$/_hc\1/')
 HS=${HC/_hc/_hs}
 # Reads count once its dm-stats regions are on dm-clone's source.
-for _ in $(seq 100); do [ -n "$(dmsetup message "$HS" 0 @stats_list 2>/dev/null)" ] && break; sleep 0.1; done
+for _ in $(seq 100); do [ "$(dmsetup message "$HS" 0 @stats_list 2>/dev/null | grep -c +)" = 2 ] && break; sleep 0.1; done
+check "its dm-clone device is there" dmsetup status "$HC"
 check_eq "it counts the reads on dm-clone's source (dm-stats: a total and one area per region)" 2 \
     "$(dmsetup message "$HS" 0 @stats_list | grep -c "+")"
 # dmsetup status: <start> <length> clone <meta block> <used/total> <region sectors> <hydrated/total> ...
@@ -230,8 +231,19 @@ check_eq "no hydration devices are left" 0 "$(dmsetup ls | grep -c "_h[cmds]")"
 check_eq "the volume still reads the template for the rest" "$(tpl_uuid cor-src)" \
     "$(thinvdi-stat --json tpl c6 | jq -r .origin_template)"
 check_pool_agrees "$TSR" "after copy-on-read"
+expect_failure 64 "--threshold with --on-read is refused" thinvdi-hydrate tpl c6 --on-read --threshold 4
+wait_copier() { for _ in $(seq 100); do [ "$(dmsetup message "$HS" 0 @stats_list 2>/dev/null | grep -c +)" = 2 ] && break; sleep 0.1; done; }
 thinvdi-hydrate tpl c6 --on-read --progress=none >/dev/null 2>&1 & cor=$!
-for _ in $(seq 100); do dmsetup status "$HC" >/dev/null 2>&1 && break; sleep 0.1; done
+wait_copier
+check "a resize of the volume while it copies on read goes through (the copy-on-read gives way)" \
+    thinvdi-resize tpl c6 $((80 << 20))
+wait "$cor"; status=$?
+check_eq "and that ends it (exit 0), leaving no hydration devices" "0 0" "$status $(dmsetup ls | grep -c "_h[cmds]")"
+check "what it copied is still the template's bytes (cmp)" cmp -n $((4 << 20)) "$THINSR_SCRATCH/cor-read" \
+    <(dd if="$P6" bs=1M skip=8 count=4 iflag=direct status=none)
+thinvdi-hydrate tpl c6 --on-read --progress=none >/dev/null 2>&1 & cor=$!
+wait_copier
+expect_failure 3 "a second copy-on-read of the same volume is refused" thinvdi-hydrate tpl c6 --on-read
 thinvdi-detach tpl c6
 wait "$cor"; status=$?
 check_eq "a detach ends it (exit 0) and leaves no hydration devices" "0 0" "$status $(dmsetup ls | grep -c "_h[cmds]")"

@@ -276,7 +276,7 @@ if ok:
         """Whether the copier's dm-stats regions are on dm-clone's source yet: reads before that are not copied."""
         names = subprocess.run(["dmsetup", "ls"], stdout=subprocess.PIPE, universal_newlines=True).stdout.split()
         return any(subprocess.run(["dmsetup", "message", name, "0", "@stats_list"], stdout=subprocess.PIPE,
-                                  stderr=subprocess.DEVNULL, universal_newlines=True).stdout.strip()
+                                  stderr=subprocess.DEVNULL, universal_newlines=True).stdout.count("+") == 2
                    for name in names if "_hs" in name)
 
     def clone_used():

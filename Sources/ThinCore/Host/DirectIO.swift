@@ -11,22 +11,25 @@ enum DirectIO {
 
     /// Zeroes the first `bytes` of `device` (the kernel formats pool metadata
     /// whose first 4 KiB are zero).
-    /// Whether the first 4 KiB of `device` can be read past the page cache
-    /// (a device whose backing went away fails with EIO).
-    static func canRead(_ device: String) -> Bool {
+    /// Whether `length` bytes at `offset` of `device` (by default its first
+    /// 4 KiB) can be read past the page cache (a device whose backing went
+    /// away fails with EIO).
+    static func canRead(_ device: String, offset: UInt64 = 0, length: Int = alignment) -> Bool {
         let descriptor = open(device, O_RDONLY | CThinShims_O_DIRECT() | O_CLOEXEC)
         guard descriptor >= 0 else { return false }
         defer { close(descriptor) }
         var buffer: UnsafeMutableRawPointer?
         guard posix_memalign(&buffer, alignment, alignment) == 0, let buffer else { return false }
         defer { free(buffer) }
-        return pread(descriptor, buffer, alignment, 0) == alignment
+        return pread(descriptor, buffer, min(length, alignment), off_t(offset)) == min(length, alignment)
     }
 
-    /// Reads the 4 KiB at `offset` of `device` and writes them back
-    /// unchanged, past the page cache (a volume's device makes dm-clone copy
-    /// the region they fall in).
-    static func rewrite(_ device: String, offset: UInt64) throws(ThinError) {
+    /// Reads `length` bytes (at most 4 KiB, a multiple of 512) at `offset`
+    /// of `device` and writes them back unchanged, past the page cache (on
+    /// a dm-clone device this makes it copy the region they fall in).
+    /// Returns false when they cannot be read (nothing is written then).
+    static func rewrite(_ device: String, offset: UInt64, length: Int = alignment) throws(ThinError) -> Bool {
+        let length = min(length, alignment)
         let descriptor = open(device, O_RDWR | CThinShims_O_DIRECT() | O_CLOEXEC)
         guard descriptor >= 0 else {
             throw ThinError(.backendFailure, "cannot open \(device) for direct I/O: \(System.errnoText())")
@@ -37,12 +40,11 @@ enum DirectIO {
             throw ThinError(.backendFailure, "out of memory for a \(alignment)-byte aligned buffer")
         }
         defer { free(buffer) }
-        guard pread(descriptor, buffer, alignment, off_t(offset)) == alignment else {
-            throw ThinError(.backendFailure, "cannot read \(device) at byte \(offset): \(System.errnoText())")
-        }
-        guard pwrite(descriptor, buffer, alignment, off_t(offset)) == alignment else {
+        guard pread(descriptor, buffer, length, off_t(offset)) == length else { return false }
+        guard pwrite(descriptor, buffer, length, off_t(offset)) == length else {
             throw ThinError(.backendFailure, "cannot write \(device) at byte \(offset): \(System.errnoText())")
         }
+        return true
     }
 
     static func zero(device: String, bytes: Int = 4096) throws(ThinError) {

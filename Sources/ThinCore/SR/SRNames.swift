@@ -64,6 +64,8 @@ public struct SRNames: Sendable, Equatable {
     var originDevicePrefix: String { "thinsr_\(hex)_o" }
     /// What this host did to bring each template's image up, to undo it.
     var originStateDirectory: String { "\(runDirectory)/origins" }
+    /// One empty file per volume whose hydration is a copy-on-read.
+    var copyOnReadDirectory: String { "\(runDirectory)/copy-on-read" }
 
     /// The devices of a volume's hydration: `clone` (dm-clone) over
     /// `metadata` (its bitmap, a hidden thin device), `destination` and

@@ -17,6 +17,9 @@ public struct Hydration: Sendable {
     /// The second thin device of the volume's id that dm-clone reads
     /// regions it has not copied from: a read of it is a read of template data.
     let sourceDevice: String
+    /// The dm-clone device's minor number: a device of the same name made
+    /// later (the volume detached and activated again) is another hydration's.
+    let cloneMinor: UInt32?
     /// Byte ranges of the image that read as zeros: never copied (the
     /// volume reads zeros there without the image too).
     let imageZeros: [Range<UInt64>]
@@ -76,11 +79,24 @@ extension Hydration {
         return id
     }
 
+    /// Whether this hydration's dm-clone device is still there (not taken
+    /// down, nor replaced by another hydration's).
+    public func isCurrent(host: Host) -> Bool {
+        guard let info = (try? host.deviceMapper.info(name: cloneDevice)) ?? nil else { return false }
+        return cloneMinor == nil || info.minor == cloneMinor
+    }
+
     /// The regions read from the template since the last call, in order,
-    /// less those marked done when it began; nil once the device is gone.
-    public func regionsRead(host: Host, watch: ReadWatch) -> [UInt64]? {
-        let any = PoolMessage.statsPrintClear(region: watch.whole, first: 0, count: 1)
-        guard let total = try? host.deviceMapper.send(any, to: sourceDevice) else { return nil }
+    /// less those marked done when it began; nil once the hydration ended.
+    public func regionsRead(host: Host, watch: ReadWatch) throws(ThinError) -> [UInt64]? {
+        guard isCurrent(host: host) else { return nil }
+        func print(_ message: PoolMessage) throws(ThinError) -> String? {
+            do { return try host.deviceMapper.send(message, to: sourceDevice) } catch {
+                guard isCurrent(host: host) else { return nil }
+                throw .backend("cannot read the statistics of \(volume.key)'s reads of template data", error)
+            }
+        }
+        guard let total = try print(.statsPrintClear(region: watch.whole, first: 0, count: 1)) else { return nil }
         guard !Self.areasRead(total, areaBytes: regionBytes).isEmpty else { return [] }
         let page: UInt64 = 4096
         let areaCount = (volume.virtualSize + watch.areaBytes - 1) / watch.areaBytes
@@ -88,8 +104,9 @@ extension Hydration {
         var regions: [UInt64] = []
         var first: UInt64 = 0
         while first < areaCount {
-            let message = PoolMessage.statsPrintClear(region: watch.areas, first: first, count: page)
-            guard let response = try? host.deviceMapper.send(message, to: sourceDevice) else { return nil }
+            guard let response = try print(.statsPrintClear(region: watch.areas, first: first, count: page)) else {
+                return nil
+            }
             for area in Self.areasRead(response, areaBytes: watch.areaBytes) {
                 for region in area * perArea..<(area + 1) * perArea where !isSkipped(region) { regions.append(region) }
             }
@@ -144,16 +161,28 @@ public struct HydrationProgress: Sendable, Equatable {
 /// every block within the image is the volume's own, the origin is dropped.
 extension AttachedSR {
     /// Begins (or resumes) hydrating `reference`: nil when it reads no template.
-    public func beginHydration(_ reference: String, threshold: UInt32) async throws(ThinError) -> Hydration? {
+    /// With `onRead`, it marks the run as copy-on-read, which gives way to
+    /// anything that needs the volume alone (see `requireNotHydrating`).
+    public func beginHydration(_ reference: String, threshold: UInt32,
+                               onRead: Bool = false) async throws(ThinError) -> Hydration? {
         try recovered()
-        let volume = try requireVolume(reference)
+        var volume = try requireVolume(reference)
         guard let templateUUID = volume.originTemplate else { return nil }
         try requireData(volume, to: "be hydrated")
         try requireThin(volume, to: "be hydrated")
         try requireNotImporting(volume, to: "be hydrated")
+        guard volume.readWrite else {
+            throw ThinError(.invalidArgument, "\(volume.key) is a read-only snapshot: hydrating it would change what "
+                            + "it maps; clone it and hydrate the clone")
+        }
         if let pid = hydratingProcess(of: volume) {
-            throw ThinError(.volumeInUse, "\(volume.key) is already being hydrated by process \(pid); wait for it or "
-                            + "stop it (SIGINT)", parameters: [volume.key])
+            guard isCopyingOnRead(volume), !onRead else {
+                throw ThinError(.volumeInUse, "\(volume.key) is already being hydrated by process \(pid); wait for it "
+                                + "or stop it (SIGINT)", parameters: [volume.key])
+            }
+            // A full hydration takes over from a copy-on-read.
+            try tearDownHydration(volume, dropOrigin: false)
+            volume = try requireVolume(reference)
         }
         let template = try requireTemplate(templateUUID)
         _ = try await origins.bringUp(template)
@@ -172,6 +201,10 @@ extension AttachedSR {
             metaID = id
         }
         try catalog.setHydrateOwner(Self.importOwner(), volume: volume.uuid)
+        if onRead {
+            try? System.makeDirectories(names.copyOnReadDirectory)
+            try System.writeFile(copyOnReadMark(volume), "")
+        }
         var hydrating = volume
         hydrating.hydrateMetaID = metaID
         hydrating.hydrateOwner = Self.importOwner()
@@ -189,6 +222,7 @@ extension AttachedSR {
             FaultInjection.point("hydration-started")
             return Hydration(volume: hydrating, regionBytes: regionBytes, totalRegions: totalRegions,
                              cloneDevice: clone, sourceDevice: names.hydrationDevice(volume.uuid, .source).name,
+                             cloneMinor: ((try? host.deviceMapper.info(name: clone)) ?? nil)?.minor,
                              imageZeros: zeros, skipped: ChangedBlocks.merged(skip))
         } catch {
             try? tearDownHydration(hydrating, dropOrigin: false)
@@ -234,11 +268,22 @@ extension AttachedSR {
     /// dm-clone copies a region it has not copied before it takes a write to
     /// it. Holding the guest makes the write-back carry what the volume
     /// reads; the SR lock keeps a detach from releasing the guest meanwhile.
-    /// Returns how many regions it went through (0: the hydration ended).
-    public func copyRegions(_ regions: [UInt64], of hydration: Hydration) throws(ThinError) -> Int {
+    /// Each region is read from dm-clone's source first, without holding
+    /// the guest: a template that does not answer now stalls only this
+    /// process, and a region it cannot read (EIO) waits for a later read.
+    /// Returns the regions copied; nil when the hydration is not this
+    /// process's any more.
+    public func copyRegions(_ regions: [UInt64], of hydration: Hydration) throws(ThinError) -> [UInt64]? {
         guard let volume = try catalog.volume(matching: hydration.volume.uuid.lowercased),
-              volume.hydrateOwner == Self.importOwner(),
-              (try? host.deviceMapper.info(name: hydration.cloneDevice)) != nil else { return 0 }
+              volume.hydrateOwner == Self.importOwner(), hydration.isCurrent(host: host) else { return nil }
+        let regionBytes = hydration.regionBytes
+        let span = { (region: UInt64) -> Int in Int(min(4096, volume.virtualSize - region * regionBytes) / 512 * 512) }
+        let source = "/dev/mapper/\(hydration.sourceDevice)"
+        let readable = regions.filter { region in
+            region * regionBytes < volume.virtualSize
+                && DirectIO.canRead(source, offset: region * regionBytes, length: span(region))
+        }
+        guard !readable.isEmpty else { return [] }
         let top = names.volumeDevice(volume.uuid).name
         let holdsGuest: Bool
         if let info = try devices.info(volume.uuid) { holdsGuest = !info.suspended && info.hasLiveTable } else { holdsGuest = false }
@@ -247,14 +292,24 @@ extension AttachedSR {
                 throw .backend("cannot hold \(volume.key)'s I/O to copy what it read", error)
             }
         }
-        defer { if holdsGuest { try? host.deviceMapper.resume(name: top, udev: .standard) } }
         let path = "/dev/mapper/\(hydration.cloneDevice)"
-        let limit = volume.virtualSize / hydration.regionBytes + (volume.virtualSize % hydration.regionBytes == 0 ? 0 : 1)
-        var copied = 0
-        for region in regions where region < limit {
-            try DirectIO.rewrite(path, offset: region * hydration.regionBytes)
-            copied += 1
+        var copied: [UInt64] = []
+        var failure: ThinError?
+        for region in readable {
+            do {
+                if try DirectIO.rewrite(path, offset: region * regionBytes, length: span(region)) { copied.append(region) }
+            } catch {
+                failure = error
+                break
+            }
         }
+        if holdsGuest {
+            // A guest left held would be frozen: a failure here ends the run, whose teardown resumes it.
+            do { try host.deviceMapper.resume(name: top, udev: .standard) } catch {
+                throw .backend("cannot release \(volume.key)'s I/O after copying what it read", error)
+            }
+        }
+        if let failure { throw failure }
         return copied
     }
 
@@ -390,6 +445,7 @@ extension AttachedSR {
             }
         }
         FaultInjection.point("hydration-devices-removed")
+        System.removeFile(copyOnReadMark(volume))
         let messages: [PoolMessage] = volume.hydrateMetaID.map { [.delete($0)] } ?? []
         try transact(messages) { catalog throws(ThinError) in
             try catalog.setHydrateMetaID(nil, volume: volume.uuid)
@@ -398,6 +454,13 @@ extension AttachedSR {
         }
     }
 
+    private func copyOnReadMark(_ volume: VolumeRecord) -> String {
+        "\(names.copyOnReadDirectory)/\(volume.uuid.lowercased)"
+    }
+
+    /// Whether `volume`'s hydration is a copy-on-read (`thinvdi-hydrate --on-read`).
+    func isCopyingOnRead(_ volume: VolumeRecord) -> Bool { System.exists(copyOnReadMark(volume)) }
+
     /// The live process hydrating `volume`, other than this one.
     func hydratingProcess(of volume: VolumeRecord) -> Int32? {
         guard let owner = volume.hydrateOwner, owner != Self.importOwner() else { return nil }
@@ -405,8 +468,10 @@ extension AttachedSR {
     }
 
     /// Refuses what would change a volume under its hydration.
+    /// A copy-on-read gives way: it is stopped (what it copied stays).
     func requireNotHydrating(_ volume: VolumeRecord, to action: String) throws(ThinError) {
         guard let pid = hydratingProcess(of: volume) else { return }
+        if isCopyingOnRead(volume) { return try tearDownHydration(volume, dropOrigin: false) }
         throw ThinError(.volumeInUse, "\(volume.key) is being hydrated by process \(pid); it cannot \(action) until "
                         + "that ends (stop it with SIGINT; a later thinvdi-hydrate resumes)", parameters: [volume.key])
     }

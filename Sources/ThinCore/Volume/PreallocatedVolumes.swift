@@ -125,6 +125,8 @@ extension AttachedSR {
                                 parameters: [volume.key])
             }
             if let pid = hydratingProcess(of: volume) {
+                // A copy-on-read gives way (it stops; what it copied stays).
+                if isCopyingOnRead(volume) { try tearDownHydration(volume, dropOrigin: false); continue }
                 throw ThinError(.srInUse, "volume \(volume.key) is being hydrated by process \(pid); stop it (SIGINT) "
                                 + "or wait for it", parameters: [volume.key])
             }

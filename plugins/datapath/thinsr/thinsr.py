@@ -10,11 +10,12 @@ each) share a snapshot's read-only device and the last to go removes it."""
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.realpath(__file__)))
-from thinsr_xapi import parse_uri, serve, tool, tool_path  # noqa: E402
+from thinsr_xapi import StorageError, parse_uri, serve, tool, tool_path  # noqa: E402
 
 DEVICE_ROOT = os.environ.get("THINSR_DEV_DIR", "/dev/thinsr")
 
@@ -49,16 +50,26 @@ def attach(params):
 def activate(params):
     sr, key = parse_uri(params["uri"])
     tool("thinvdi-attach", sr, key, holder=holder(params))
-    if tool("thinvdi-stat", sr, key).get("origin_template"):
-        start_copy_on_read(sr, key)
+    try:
+        volume = tool("thinvdi-stat", sr, key)
+        if volume.get("origin_template") and volume.get("read_write"):
+            start_copy_on_read(sr, key, volume["uuid"])
+    except (StorageError, OSError, KeyError, AttributeError):
+        pass   # the volume is active: copy-on-read is a cache, and its absence is no failure of this call
 
 
-def start_copy_on_read(sr, key):
+def start_copy_on_read(sr, key, uuid):
     """A clone that reads a template copies what its guest reads into the
-    pool (thinvdi-hydrate --on-read), in its own session so it outlives this
-    call; the volume's detach ends it. One already running refuses a second.
-    A copier that fails says why in $THINSR_LOG_DIR (/var/log/thinsr)/copy-on-read.log."""
-    # Never xapi's pipes: xapi reads them to their end. Its error line goes to a log.
+    pool (thinvdi-hydrate --on-read) until its detach. Under systemd it is a
+    transient unit of its own, so a toolstack restart does not stop it;
+    elsewhere a process in its own session. One already running refuses a
+    second. A copier that fails says why in
+    $THINSR_LOG_DIR (/var/log/thinsr)/copy-on-read.log."""
+    command = [tool_path("thinvdi-hydrate"), "--on-read", "--progress=none", "--", sr, key]
+    if os.path.isdir("/run/systemd/system") and shutil.which("systemd-run"):
+        command = ["systemd-run", "--quiet", "--collect", "--unit=thinsr-copy-on-read-%s" % uuid,
+                   "--description=thinsr copy-on-read of %s" % key] + command
+    # Never xapi's pipes: xapi reads them to their end. The error line goes to a log.
     log = subprocess.DEVNULL
     try:
         directory = os.environ.get("THINSR_LOG_DIR", "/var/log/thinsr")
@@ -66,8 +77,7 @@ def start_copy_on_read(sr, key):
         log = open(os.path.join(directory, "copy-on-read.log"), "a")
     except OSError:
         pass
-    subprocess.Popen([tool_path("thinvdi-hydrate"), "--on-read", "--progress=none", "--", sr, key],
-                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log,
+    subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log,
                      start_new_session=True, close_fds=True)
 
 
