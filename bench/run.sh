@@ -20,10 +20,10 @@ done
 want() { [ "$SECTIONS" = all ] || [[ " $SECTIONS " == *" $1 "* ]]; }
 if [ "$MODE" = smoke ]; then RUNS=2 MANY_THINSR=20 MANY_LVM=10 WRITTEN_MIB=32 FIO_MIB=16 FIO_SECONDS=2
     EXPORT_GIB=1 CHANGED_SMALL=256M CHANGED_BIG=2G CHANGED_MIB=16 ZERO_MIB=32 ZERO_RUNS=1 MON_POOL_MIB=32 MON_WRITE_MIB=96
-    TPL_BIG_GIB=2 TPL_DATA_MIB=32 TPL_RUNS=1
+    TPL_BIG_GIB=2 TPL_DATA_MIB=32 TPL_RUNS=1 TPL_READ_SECONDS=0
 else RUNS=10 MANY_THINSR=1000 MANY_LVM=300 WRITTEN_MIB=1024 FIO_MIB=128 FIO_SECONDS=5
     EXPORT_GIB=10 CHANGED_SMALL=1G CHANGED_BIG=100G CHANGED_MIB=256 ZERO_MIB=512 ZERO_RUNS=3 MON_POOL_MIB=128 MON_WRITE_MIB=512
-    TPL_BIG_GIB=10 TPL_DATA_MIB=256 TPL_RUNS=3; fi
+    TPL_BIG_GIB=10 TPL_DATA_MIB=256 TPL_RUNS=3 TPL_READ_SECONDS=1; fi
 # Template figures: qcow2 templates of 1 GiB and TPL_BIG_GIB GiB holding the
 # same TPL_DATA_MIB of data; the copy-it-in alternative writes that data.
 TEMPLATE_MIB=$(( TPL_DATA_MIB * 4 + 64 ))
@@ -366,9 +366,15 @@ read_rate() { # read_rate DEVICE [MIB]: fio sequential 1 MiB direct reads of the
     fio --name=read --filename="$1" --rw=read --bs=1M --direct=1 --ioengine=libaio --iodepth=4 \
         --size="${2:-$TPL_DATA_MIB}M" --output-format=json 2>/dev/null | jq '.jobs[0].read.bw_bytes'
 }
+timed_read_rate() { # timed_read_rate DEVICE [MIB]: as read_rate, over and over for TPL_READ_SECONDS (0: once)
+    [ "$TPL_READ_SECONDS" = 0 ] && { read_rate "$@"; return; }
+    fio --name=read --filename="$1" --rw=read --bs=1M --direct=1 --ioengine=libaio --iodepth=4 \
+        --size="${2:-$TPL_DATA_MIB}M" --time_based --runtime="$TPL_READ_SECONDS" --output-format=json 2>/dev/null |
+        jq '.jobs[0].read.bw_bytes'
+}
 paired_rates() { # paired_rates DEVICE REFERENCE [MIB]: each read five times, alternately; the two medians
     local a=() b=() _
-    for _ in 1 2 3 4 5; do a+=("$(read_rate "$1" "${3:-}")"); b+=("$(read_rate "$2" "${3:-}")"); done
+    for _ in 1 2 3 4 5; do a+=("$(timed_read_rate "$1" "${3:-}")"); b+=("$(timed_read_rate "$2" "${3:-}")"); done
     printf '%s %s\n' "$(printf '%s\n' "${a[@]}" | sort -n | sed -n 3p)" "$(printf '%s\n' "${b[@]}" | sort -n | sed -n 3p)"
 }
 hydrated_regions() { dmsetup status "$1" 2>/dev/null | awk '{split($7, r, "/"); print r[1]}'; }
