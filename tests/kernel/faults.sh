@@ -30,7 +30,7 @@ destroy_named() {
 reads_agree() {
     local listed kernel pool=$(pool_name "$FSR") meta
     listed=$(thinvdi-ls --json faults | jq -r '.[].thin_id | select(. != null)' | sort -n | tr '\n' ' ')
-    meta=/dev/mapper/$(echo "thinsr_$(echo "$FSR" | tr -d -)" | sed 's/-/--/g')-thinsr_$(echo "$FSR" | tr -d -)_meta
+    meta=$(meta_path "$FSR")
     dmsetup message "$pool" 0 reserve_metadata_snap
     kernel=$(thin_ls -m --no-headers -o DEV "$meta" | awk '{print $1}' | sort -n | tr '\n' ' ')
     dmsetup message "$pool" 0 release_metadata_snap
@@ -183,7 +183,7 @@ fault_op vdi_unset
 # and whether the data LV, the live table and thinsr-stat agree.
 extend_state() {
     local lv table stat
-    lv=$(lvs --noheadings --units b --nosuffix -o lv_size "thinsr_$(echo "$FSR" | tr -d -)/thinsr_$(echo "$FSR" | tr -d -)_data" | tr -d ' ')
+    lv=$(lvs --noheadings --units b --nosuffix -o lv_size "thinsr_${FSR//-/}/thinsr_${FSR//-/}_data" | tr -d ' ')
     table=$(( $(dmsetup table "$(pool_name "$FSR")" | awk '{print $2}') * 512 ))
     stat=$(sr_field "$FSR" data_total)
     echo "grown=$(( (table - EXTEND_BASE) >> 20 ))M agree=$([ "$lv" = "$table" ] && [ "$table" = "$stat" ] && echo yes || echo "no(lv $lv table $table stat $stat)")"
@@ -265,7 +265,7 @@ new_loop FD3 256
 RPU=$(thinsr-create --name frep --device "$FD3")
 RPK=$(thinvdi-create frep --name data --size 8M); P=$(thinvdi-attach frep "$RPK")
 write_pattern "$P" frep 8; thinvdi-detach frep "$RPK"; thinsr-detach frep
-RPHEX=$(echo "$RPU" | tr -d -); RPVG=thinsr_$RPHEX
+RPHEX=${RPU//-/}; RPVG=thinsr_$RPHEX
 damage_metadata() {
     lvchange -ay "$RPVG/thinsr_${RPHEX}_meta"
     dd if=/dev/urandom of="/dev/$RPVG/thinsr_${RPHEX}_meta" bs=4096 seek=2 count=1 conv=notrunc oflag=direct status=none
@@ -305,7 +305,7 @@ thinvdi-snapshot frebuild "$RBK" --name "its snapshot" >/dev/null
 thinvdi-set frebuild "$RBK" --description "kept by the copy" --key "k=1" --value "-v"
 RBLS=$(thinvdi-ls --json frebuild)
 thinsr-detach frebuild
-RBVG=thinsr_$(echo "$RBU" | tr -d -); RBLV=$RBVG/${RBVG}_catalog
+RBVG=thinsr_${RBU//-/}; RBLV=$RBVG/${RBVG}_catalog
 # The findings, and what a check or rebuild may not leave behind: mounts. (Not
 # which LVs are active: LVM's udev autoactivation brings a detached SR's LVs
 # up by itself after an lvremove, and the next attach or detach settles them.)

@@ -49,7 +49,7 @@ used_after=$(sr_field "$SR1" data_used)
 check "pool data used dropped by the 8 MiB written ($used_before -> $used_after)" \
     test "$((used_before - used_after))" -ge $((8 << 20))
 check_eq "pool has no thin devices left (thin_ls via metadata snapshot)" "0" \
-    "$(dmsetup message "$(pool_name "$SR1")" 0 reserve_metadata_snap && thin_ls -m --no-headers -o DEV "/dev/mapper/$(echo "$VG1" | sed 's/-/--/g')-thinsr_$(echo "$SR1" | tr -d -)_meta" | wc -l; dmsetup message "$(pool_name "$SR1")" 0 release_metadata_snap)"
+    "$(thin_count "$SR1")"
 
 # ---------------------------------------------------------------- three volumes, detach, attach
 test_begin "three volumes keep their data across detach and attach"
@@ -93,8 +93,8 @@ thinvdi-attach "$SR1" disk2 >/dev/null
 
 # ---------------------------------------------------------------- simulated reboot
 test_begin "simulated reboot"
-dmsetup remove "thinsr_$(echo "$SR1" | tr -d -)_v"* 2>/dev/null
-for dev in $(dmsetup ls | awk '{print $1}' | grep "^thinsr_$(echo "$SR1" | tr -d -)_v"); do dmsetup remove "$dev"; done
+dmsetup remove "thinsr_${SR1//-/}_v"* 2>/dev/null
+for dev in $(dmsetup ls | awk '{print $1}' | grep "^thinsr_${SR1//-/}_v"); do dmsetup remove "$dev"; done
 dmsetup remove "$(pool_name "$SR1")"
 umount "/run/thinsr/$SR1/catalog" "/run/thinsr/$SR1/catalog-copy"
 rm -rf /run/thinsr /dev/thinsr

@@ -94,7 +94,7 @@ dm_state() {
 # (It reads only what a refusal could write: a full pvs/blkid scan per call
 # cost seconds in the lab.)
 state_digest() {
-    { dm_state; thinsr_files; lvm_areas; catalogs; } | sha256sum | cut -c1-64
+    { dm_state; thinsr_files; lvm_areas; catalogs; } | sha256sum
 }
 
 # expect_failure STATUS DESCRIPTION COMMAND...: the command must exit STATUS,
@@ -116,15 +116,18 @@ expect_failure() {
 }
 
 pool_status_field() { # pool_status_field SR_UUID N: field N (1 = transaction id, 5 = mode) of the pool status
-    dmsetup status "thinsr_$(echo "$1" | tr -d -)_pool" | awk -v n="$2" '{print $(3 + n)}'
+    dmsetup status "thinsr_${1//-/}_pool" | awk -v n="$2" '{print $(3 + n)}'
 }
 
 # The suite's parts, in the order one lab runs them (each also runs alone).
 kernel_parts() { awk '!/^#/ && NF {print $1}' "$(dirname "${BASH_SOURCE[0]}")/parts"; }
-part_begin() { PART_START=$SECONDS PART_PASSED=$PASSED PART_FAILED=$FAILED; echo "=== part $1"; }
+# processes_started: the kernel's count of processes made since boot (each costs 50-100 ms in the UML lab).
+processes_started() { local key value; while read -r key value _; do [ "$key" = processes ] && { echo "$value"; return; }; done </proc/stat; }
+part_begin() { PART_START=$SECONDS PART_PASSED=$PASSED PART_FAILED=$FAILED PART_PROCESSES=$(processes_started); echo "=== part $1"; }
 part_end() {
     echo "part $1: $((SECONDS - PART_START))s, $((PASSED - PART_PASSED)) passed, $((FAILED - PART_FAILED)) failed" \
-        "(scratch tmpfs: $(df -m --output=used "$THINSR_SCRATCH" 2>/dev/null | tail -n 1 | tr -d ' ') MiB used)"
+        "(scratch tmpfs: $(df -m --output=used "$THINSR_SCRATCH" 2>/dev/null | tail -n 1 | tr -d ' ') MiB used;" \
+        "$(( $(processes_started) - PART_PROCESSES )) processes)"
 }
 
 summary() {

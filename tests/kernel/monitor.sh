@@ -2,7 +2,7 @@
 # with dmsetup, lvs, cmp and the journal's words (the monitor's stderr).
 
 mon_pool_mib() { dmsetup status "$(pool_name "$1")" | awk '{split($6, d, "/"); print int(d[2] * 64 / 1024)}'; }
-mon_data_lv_mib() { lvs --noheadings --units m --nosuffix -o lv_size "$2/thinsr_$(echo "$1" | tr -d -)_data" | awk '{printf "%d", $1}'; }
+mon_data_lv_mib() { lvs --noheadings --units m --nosuffix -o lv_size "$2/thinsr_${1//-/}_data" | awk '{printf "%d", $1}'; }
 
 # rrdd's directory, here in scratch (on a xapi host: /dev/shm/metrics).
 export THINSR_METRICS_DIR=$THINSR_SCRATCH/metrics

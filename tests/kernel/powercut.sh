@@ -22,7 +22,7 @@ export LVM_SYSTEM_DIR=$PC_LVM
 disk_up() { dmsetup create "$PCDISK" --table "0 $PCSECT linear $PCL 0"; }
 disk_up
 PSR=$(thinsr-create --name power --device "$PCD" --pool-size 384M)
-PHEX=$(echo "$PSR" | tr -d -)
+PHEX=${PSR//-/}
 PW=$(thinvdi-create power --name written --size 16M)
 PR=$(thinvdi-create power --name reverted --size 8M)
 P=$(thinvdi-attach power "$PR"); write_pattern "$P" power-r 8; thinvdi-detach power "$PR"

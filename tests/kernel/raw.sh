@@ -117,7 +117,7 @@ check "and the old data is untouched" same_as_pattern "$RP" rawdata
 expect_failure 64 "shrinking is refused" thinvdi-resize raw db 40M
 expect_failure 4 "growing past the VG's free space is refused before anything changes" thinvdi-resize raw db 2G
 rm -f "$THINSR_SCRATCH/raw-trace"
-THINSR_FAULT_PAUSE=zeroed-piece:1000 THINSR_FAULT_TRACE=$THINSR_SCRATCH/raw-trace \
+THINSR_FAULT_PAUSE=zeroed-piece:20000 THINSR_FAULT_TRACE=$THINSR_SCRATCH/raw-trace \
     thinvdi-resize raw db 150M --progress=none 2>/dev/null &
 grower=$!
 check "a grow by 70 MiB is zeroing its new part" wait_trace "$THINSR_SCRATCH/raw-trace" zeroed-piece
@@ -152,7 +152,7 @@ check "and it is detached, ready for use" bash -c "thinvdi-stat --json raw '$IV'
 test_begin "cancel during zeroing: SIGINT, thinvdi-destroy from another shell; a killed create is removed next time"
 before_lvs=$(raw_lv_count)
 rm -f "$THINSR_SCRATCH/raw-trace"
-THINSR_FAULT_PAUSE=zeroed-piece:1000 THINSR_FAULT_TRACE=$THINSR_SCRATCH/raw-trace \
+THINSR_FAULT_PAUSE=zeroed-piece:20000 THINSR_FAULT_TRACE=$THINSR_SCRATCH/raw-trace \
     thinvdi-create raw --name cancelme --size 65M --preallocate --progress=none >/dev/null 2>"$THINSR_SCRATCH/raw-cancel.err" &
 creator=$!
 check "the create is zeroing" wait_trace "$THINSR_SCRATCH/raw-trace" zeroed-piece
@@ -162,7 +162,7 @@ check_eq "with one line on stderr" 1 "$(wc -l < "$THINSR_SCRATCH/raw-cancel.err"
 check_eq "its LV is gone (lvs)" "$before_lvs" "$(raw_lv_count)"
 check "and so is its volume" bash -c "thinvdi-ls --json raw | jq -e 'all(.name != \"cancelme\")'"
 rm -f "$THINSR_SCRATCH/raw-trace"
-THINSR_FAULT_PAUSE=zeroed-piece:1000 THINSR_FAULT_TRACE=$THINSR_SCRATCH/raw-trace \
+THINSR_FAULT_PAUSE=zeroed-piece:20000 THINSR_FAULT_TRACE=$THINSR_SCRATCH/raw-trace \
     thinvdi-create raw --name destroyme --size 65M --preallocate --progress=none >/dev/null 2>&1 &
 creator=$!
 check "another create is zeroing" wait_trace "$THINSR_SCRATCH/raw-trace" zeroed-piece

@@ -157,7 +157,7 @@ thinsr-detach race1; thinsr-destroy --force race1; thinsr-detach race2; thinsr-d
 test_begin "offline reads see the write-ahead log a crashed host left"
 new_loop WD1 256
 WSR=$(thinsr-create --name wal --device "$WD1")
-WHEX=$(echo "$WSR" | tr -d -)
+WHEX=${WSR//-/}
 THINSR_FAULT=transaction-settled thinvdi-create wal --name last --size 4M >/dev/null 2>&1
 check "the kill left the commit in the log" test -s "/run/thinsr/$WSR/catalog/catalog.db-wal"
 # The host "crashes": the pool, the mount and the run state go, and nothing checkpoints the log.
@@ -174,7 +174,7 @@ final_metadata_check "$WSR"
 test_begin "the catalog: a reserve refuses new volumes before it fills, thinsr-extend grows it, e2fsck before mount"
 new_loop CD1 512
 CSR=$(thinsr-create --name cat --device "$CD1" --pool-size 128M)
-CHEX=$(echo "$CSR" | tr -d -)
+CHEX=${CSR//-/}
 CM=/run/thinsr/$CSR/catalog
 thinvdi-create cat --name first --size 4M >/dev/null
 catalog_lv_bytes() { lvs --noheadings --units b --nosuffix -o lv_size "thinsr_$CHEX/thinsr_${CHEX}_catalog" | tr -d ' '; }
@@ -201,7 +201,7 @@ thinsr-detach cat; thinsr-destroy --force cat
 test_begin "the catalog copy: a zeroed or corrupted catalog is rebuilt with every volume's key, uuid, name, description, keys and lineage"
 new_loop ZD1 512
 ZSR=$(thinsr-create --name rebuilt --device "$ZD1")
-ZHEX=$(echo "$ZSR" | tr -d -); ZLV=thinsr_$ZHEX/thinsr_${ZHEX}_catalog; ZCOPY=thinsr_$ZHEX/thinsr_${ZHEX}_catalogcopy
+ZHEX=${ZSR//-/}; ZLV=thinsr_$ZHEX/thinsr_${ZHEX}_catalog; ZCOPY=thinsr_$ZHEX/thinsr_${ZHEX}_catalogcopy
 ZBASE=$(thinvdi-create rebuilt --name "base disk" --size 16M)
 P=$(thinvdi-attach rebuilt "$ZBASE"); write_pattern "$P" zbase 16; thinvdi-detach rebuilt "$ZBASE"
 thinvdi-set rebuilt "$ZBASE" --description "the template's root" --key vdi-type --value user --key "a=b" --value "-x y"
@@ -277,7 +277,7 @@ new_loop MD2 256
 MSR=$(thinsr-create --name nocat --device "$MD1")
 thinvdi-create nocat --name v --size 4M >/dev/null
 thinsr-detach nocat
-MHEX=$(echo "$MSR" | tr -d -)
+MHEX=${MSR//-/}
 lvremove -q -y "thinsr_$MHEX/thinsr_${MHEX}_catalog" >/dev/null
 udevadm settle; thinsr-ls >/dev/null   # (udev autoactivation and the first LVM read after an lvremove may still change state)
 expect_failure 5 "thinsr-destroy without --force refuses: its volumes cannot be counted" thinsr-destroy "$MSR"
@@ -311,7 +311,7 @@ check_eq "--force twice detaches the SR" "0" "$?"
 check "the holder's I/O now fails with EIO" bash -c "python3 -c \"import os, mmap; fd = os.open('/proc/$$/fd/7', os.O_RDONLY | os.O_DIRECT); os.readv(fd, [mmap.mmap(-1, 4096)])\" 2>&1 | grep -q 'Errno 5'"
 check_eq "the device left the SR's names" "" "$(dmsetup ls | awk '{print $1}' | grep -x "$HDM")"
 exec 7<&-
-check_eq "and is gone once closed (deferred remove)" "" "$(dmsetup ls | grep "$(echo "$HSR" | tr -d -)")"
+check_eq "and is gone once closed (deferred remove)" "" "$(dmsetup ls | grep "${HSR//-/}")"
 check "attach again" thinsr-attach held
 HP=$(thinvdi-attach --read-only held "$HK")
 check "the data is intact (cmp)" same_as_pattern "$HP" held
@@ -320,7 +320,7 @@ thinvdi-detach held "$HK"; thinsr-detach held; thinsr-destroy --force held
 test_begin "a failed pool: detach --force tears it down; check --repair and attach bring its volumes back"
 new_loop FPD 512
 FP=$(thinsr-create --name failing --device "$FPD")
-FHEX=$(echo "$FP" | tr -d -)
+FHEX=${FP//-/}
 FK=$(thinvdi-create failing --name kept --size 16M)
 P=$(thinvdi-attach failing "$FK"); write_pattern "$P" failing 16
 # Every I/O to the metadata LV fails from now on: the pool fails at its next commit.

@@ -43,7 +43,7 @@ check_pool_agrees "$RSR" "after repairs"
 # Damaged metadata: attach refuses, --repair rebuilds it into the spare.
 thinsr-detach repairs
 VG=$(thinsr-ls --json | jq -r --arg u "$RSR" '.[] | select(.uuid == $u) | .volume_group')
-HEX=$(echo "$RSR" | tr -d -)
+HEX=${RSR//-/}
 lvchange -ay "$VG/thinsr_${HEX}_meta"
 thin_dump "/dev/$VG/thinsr_${HEX}_meta" | grep -c '<device ' > "$THINSR_SCRATCH/devices-before"
 dd if=/dev/urandom of="/dev/$VG/thinsr_${HEX}_meta" bs=4096 seek=2 count=1 conv=notrunc oflag=direct status=none

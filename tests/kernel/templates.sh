@@ -144,7 +144,7 @@ check "thinvdi-hydrate of a volume that reads no template does nothing" thinvdi-
 thinvdi-detach tpl c2
 
 test_begin "thinvdi-hydrate stopped by SIGINT, killed, then resumed"
-THINSR_FAULT_PAUSE=hydration-started:3000 thinvdi-hydrate tpl c3 --progress=none 2>"$THINSR_SCRATCH/hyd.err" &
+THINSR_FAULT_PAUSE=hydration-started:30000 thinvdi-hydrate tpl c3 --progress=none 2>"$THINSR_SCRATCH/hyd.err" &
 hyd=$!
 for _ in $(seq 100); do dmsetup ls | grep -q "_hc" && break; sleep 0.1; done
 kill -INT "$hyd"; wait "$hyd"; status=$?

@@ -34,7 +34,7 @@ check "the extension picks the format" bash -c "thinvdi-export transfer '$XS1' '
 check_eq "the exports let their hold go (only the test's own holder is left)" "test" "$(ls /run/thinsr/$XSR/holders/*/ 2>/dev/null | xargs)"
 check_eq "and left no scratch file" "" "$(ls /run/thinsr/$XSR/transfers/ 2>/dev/null | xargs)"
 check "a detached volume exports too (attached read-only for the copy, detached after)" \
-    bash -c "thinvdi-detach transfer '$XV' && thinvdi-export transfer '$XV' '$OUT/live.qcow2' && ! dmsetup info thinsr_$(echo "$XSR" | tr -d -)_v$(thinvdi-stat --json transfer "$XV" | jq -r .uuid | tr -d -) >/dev/null 2>&1"
+    bash -c "thinvdi-detach transfer '$XV' && thinvdi-export transfer '$XV' '$OUT/live.qcow2' && ! dmsetup info thinsr_${XSR//-/}_v$(thinvdi-stat --json transfer "$XV" | jq -r .uuid | tr -d -) >/dev/null 2>&1"
 P=$(thinvdi-attach transfer "$XV")
 expect_failure 3 "a volume attached read-write is refused (a guest may be writing it)" thinvdi-export transfer "$XV" "$OUT/x.qcow2"
 check "and no partial file was left" test ! -e "$OUT/x.qcow2"
