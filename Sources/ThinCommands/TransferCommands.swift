@@ -39,11 +39,6 @@ private func fileName(of path: String) -> String {
 
 func cancelled(_ what: String) -> ThinError { ThinError(.cancelled, "\(what) cancelled") }
 
-/// The last line an engine printed, for a one-line error.
-private func lastLine(_ text: String) -> String {
-    text.split(whereSeparator: \.isNewline).last.map(String.init) ?? "no message"
-}
-
 public struct VDIExport: TransferTool {
     public static let configuration = CommandConfiguration(
         commandName: "thinvdi-export",
@@ -183,7 +178,7 @@ public struct VDIExport: TransferTool {
             if CancelSignals.received != nil {
                 throw cancelled("export of \(record.key)" + (file == "-" || toBlockDevice ? "" : "; \(file) is unchanged"))
             }
-            throw ThinError(.backendFailure, "export of \(record.key) failed: \(lastLine(result.standardError))")
+            throw ThinError(.backendFailure, "export of \(record.key) failed: \(messageLine(result.standardError, last: true))")
         }
         if !toBlockDevice && file != "-" { try System.rename(target, to: file) }
         reporter.finish()
@@ -323,7 +318,7 @@ public struct VDIImport: TransferTool {
                     failure = cancelled("import")
                 } else if result.exitStatus != 0 {
                     failure = ThinError(.invalidArgument, "\(file) could not be read to its end (truncated or damaged?): "
-                                        + lastLine(result.standardError))
+                                        + messageLine(result.standardError, last: true))
                 }
             } catch {
                 failure = ThinError(.backendFailure, "cannot run qemu-img: \(error)")
@@ -374,7 +369,7 @@ public struct VDIImport: TransferTool {
         do { info = try await DiskImages.info(file, format: format?.image) } catch {
             if CancelSignals.received != nil { throw cancelled("import") }
             throw ThinError(.invalidArgument, "\(file) is not a disk image qemu-img can read"
-                            + (format.map { " as \($0.rawValue)" } ?? "") + ": \(lastLine(error.standardError))")
+                            + (format.map { " as \($0.rawValue)" } ?? "") + ": \(messageLine(error.standardError, last: true))")
         }
         guard let imageFormat = format?.image ?? ImageFormat(rawValue: info.format) else {
             throw ThinError(.invalidArgument, "\(file) is a \(info.format) image, which thinvdi-import does not read; "
@@ -413,7 +408,7 @@ public struct VDIImport: TransferTool {
             return (imageFormat, info.virtualSize, allocated)
         } catch {
             if CancelSignals.received != nil { throw cancelled("import") }
-            throw ThinError(.invalidArgument, "\(file) cannot be mapped (truncated or damaged?): \(lastLine(error.standardError))")
+            throw ThinError(.invalidArgument, "\(file) cannot be mapped (truncated or damaged?): \(messageLine(error.standardError, last: true))")
         }
     }
 }
@@ -589,7 +584,7 @@ public struct VDIServe: TransferTool {
                 return 0
             }
             if let status = ExternalCommand.exitStatus(ofChild: child) {
-                let message = System.readFile(log).map(lastLine) ?? "no message"
+                let message = System.readFile(log).map { messageLine($0, last: true) } ?? "no message"
                 System.removeFile(log)
                 // The child said why in the tools' own words ("thinvdi-serve: ..."): pass it on, with its code.
                 throw ThinError(ErrorCode.allCases.first { $0.exitStatus == status } ?? .backendFailure,

@@ -5,6 +5,14 @@ import ThinTrace
 import Glibc
 #endif
 
+/// One line of what a program printed, for a one-line error: its first (or,
+/// with `last`, its last) non-empty line, at most 300 characters.
+public func messageLine(_ text: String, last: Bool = false, otherwise fallback: String = "no message") -> String {
+    let lines = text.split(whereSeparator: \.isNewline)
+    guard let line = last ? lines.last : lines.first else { return fallback }
+    return String(line.prefix(300))
+}
+
 /// A program that ran and did not succeed, or could not be started.
 public struct ExternalCommandError: Error, Equatable, CustomStringConvertible {
     public var program: String

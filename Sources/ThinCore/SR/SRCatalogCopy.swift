@@ -125,7 +125,7 @@ extension SRLifecycle {
                 return finding
             }
             do { try await formatCatalogFilesystem(device, "catalog copy's volume") } catch {
-                finding.detail += "; \(CheckReport.firstLine(error.message))"
+                finding.detail += "; \(messageLine(error.message, otherwise: "failed"))"
             }
             return finding
         }

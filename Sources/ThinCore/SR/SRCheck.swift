@@ -40,10 +40,6 @@ public struct CheckReport: Sendable {
         return findings
     }
 
-    static func firstLine(_ text: String) -> String {
-        String(text.split(whereSeparator: \.isNewline).first ?? "failed")
-    }
-
     /// e2fsck's first line that says something: lines that are only the
     /// device's name (e2fsck -p starts its report with "<device>: ") skipped.
     static func filesystemProblem(_ output: String) -> String {

@@ -32,7 +32,7 @@ extension AttachedSR {
         guard check.clean else {
             report.metadata = "damaged"
             report.findings.append(CheckFinding(problem: "metadata-damaged", detail: "thin_check: "
-                                                + CheckReport.firstLine(check.report) + "; detach the SR and run "
+                                                + messageLine(check.report, otherwise: "failed") + "; detach the SR and run "
                                                 + "thinsr-check --repair \(names.uuidString)", repaired: false))
             return report
         }

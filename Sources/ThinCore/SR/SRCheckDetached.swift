@@ -176,7 +176,7 @@ extension SRLifecycle {
         guard !check.clean else { return true }
         report.metadata = "damaged"
         var finding = CheckFinding(problem: "metadata-damaged",
-                                   detail: "thin_check: " + CheckReport.firstLine(check.report), repaired: false)
+                                   detail: "thin_check: " + messageLine(check.report, otherwise: "failed"), repaired: false)
         if repair {
             try await repairMetadata(sr, referenced: referenced, finding: &finding)
             if finding.repaired { report.metadata = "repaired" }
@@ -254,7 +254,7 @@ extension SRLifecycle {
         try host.system.zeroStart(of: spare)
         FaultInjection.point("spare-zeroed")
         do { try await host.programs.repairMetadata(input: metadata, output: spare) } catch {
-            finding.detail += "; thin_repair failed: \(CheckReport.firstLine(error.description)); the metadata is unchanged"
+            finding.detail += "; thin_repair failed: \(messageLine(error.description, otherwise: "failed")); the metadata is unchanged"
             return
         }
         FaultInjection.point("metadata-repaired")

@@ -462,10 +462,7 @@ extension AttachedSR {
     func isCopyingOnRead(_ volume: VolumeRecord) -> Bool { System.exists(copyOnReadMark(volume)) }
 
     /// The live process hydrating `volume`, other than this one.
-    func hydratingProcess(of volume: VolumeRecord) -> Int32? {
-        guard let owner = volume.hydrateOwner, owner != Self.importOwner() else { return nil }
-        return Self.liveProcess(ofOwner: owner)
-    }
+    func hydratingProcess(of volume: VolumeRecord) -> Int32? { Self.liveOtherProcess(ofOwner: volume.hydrateOwner) }
 
     /// Refuses what would change a volume under its hydration.
     /// A copy-on-read gives way: it is stopped (what it copied stays).

@@ -84,10 +84,7 @@ extension AttachedSR {
 
     /// The live process (other than this one) filling `volume`: an import
     /// or a preallocated create still zeroing.
-    public func fillingProcess(of volume: VolumeRecord) -> Int32? {
-        guard let owner = volume.importOwner, owner != Self.importOwner() else { return nil }
-        return Self.liveProcess(ofOwner: owner)
-    }
+    public func fillingProcess(of volume: VolumeRecord) -> Int32? { Self.liveOtherProcess(ofOwner: volume.importOwner) }
 
     /// Removes a preallocated volume's LV and row: the row is marked first,
     /// so a removal killed half way is finished by the next writer.
@@ -202,10 +199,7 @@ extension AttachedSR {
     }
 
     /// The live process (other than this one) growing `volume`.
-    func growingProcess(of volume: VolumeRecord) -> Int32? {
-        guard let pid = volume.growOwner.flatMap(Self.liveProcess(ofOwner:)), pid != getpid() else { return nil }
-        return pid
-    }
+    func growingProcess(of volume: VolumeRecord) -> Int32? { Self.liveOtherProcess(ofOwner: volume.growOwner) }
 
     /// Refuses what a preallocated volume cannot do: it has no thin blocks to share.
     func requireThin(_ volume: VolumeRecord, to action: String) throws(ThinError) {

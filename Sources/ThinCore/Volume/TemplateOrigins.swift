@@ -59,12 +59,12 @@ public enum SchemeScripts {
         }
         guard result.exitStatus == 0 else {
             throw ThinError(.backendFailure, "template \(uri) cannot be reached: \(script) attach failed (exit "
-                            + "\(result.exitStatus)): \(Self.firstLine(result.standardError))")
+                            + "\(result.exitStatus)): \(messageLine(result.standardError))")
         }
         guard let path = result.standardOutput.split(whereSeparator: \.isNewline).last.map(String.init),
               path.hasPrefix("/"), System.exists(path) else {
             throw ThinError(.backendFailure, "template \(uri): \(script) attach printed no existing path "
-                            + "(\"\(Self.firstLine(result.standardOutput))\")")
+                            + "(\"\(messageLine(result.standardOutput))\")")
         }
         return path
     }
@@ -73,11 +73,6 @@ public enum SchemeScripts {
     static func detach(_ uri: String, path: String) {
         guard let script = try? script(for: uri) else { return }
         ExternalCommand.runToEnd(script, ["detach", uri, path])
-    }
-
-    static func firstLine(_ text: String) -> String {
-        let line = text.split(whereSeparator: \.isNewline).first.map(String.init) ?? ""
-        return line.isEmpty ? "no message" : String(line.prefix(300))
     }
 }
 
@@ -238,7 +233,7 @@ struct TemplateOrigins {
                 for _ in 0..<50 where (System.blockDeviceSize(device) ?? 0) == 0 { usleep(20_000) }
                 return device
             }
-            lastError = SchemeScripts.firstLine(result.standardError)
+            lastError = messageLine(result.standardError)
             // Only a device someone else took is worth trying the next one for.
             guard result.standardError.contains("busy") || result.standardError.contains("NBD socket") else { break }
         }

@@ -27,7 +27,7 @@ extension AttachedSR {
         } catch {
             SchemeScripts.detach(uri, path: image)
             throw .invalid("\(uri) is not \(format.map { "a \($0.rawValue)" } ?? "a disk") image: "
-                           + SchemeScripts.firstLine(error.standardError))
+                           + messageLine(error.standardError))
         }
         SchemeScripts.detach(uri, path: image)
         guard let detected = ImageFormat(rawValue: info.format) else {

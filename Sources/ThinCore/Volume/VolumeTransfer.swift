@@ -208,6 +208,13 @@ extension AttachedSR {
         return pid
     }
 
+    /// The pid of the live process, other than this one, an owner mark names
+    /// (an import's or zeroing's, a grow's, a hydration's).
+    static func liveOtherProcess(ofOwner owner: String?) -> Int32? {
+        guard let owner, let pid = liveProcess(ofOwner: owner), pid != getpid() else { return nil }
+        return pid
+    }
+
     /// Imports whose process is gone (killed, or from before a reboot) are
     /// removed, so no half-filled volume outlives them. Runs in recovery.
     func removeAbandonedImports() throws(ThinError) {
