@@ -14,8 +14,9 @@ public struct VDIIntroduce: WholeSRTool {
             The image stays where it is: nothing is copied. The URI is resolved by the scheme script \
             \(SchemeScripts.systemDirectory)/<scheme> (file and nbd are shipped; a scheme a+b uses the \
             script a; THINSR_SCHEME_DIR overrides the directory), which prints a local file or block \
-            device. qemu-img reads its format (probed unless --format is given) and size. The template is \
-            read-only: only thinvdi-stat, -ls, -tree, -clone, -snapshot and thinvdi-forget apply to it \
+            device; a URI the script refuses (its exit status 64) fails with exit status 64, an image it \
+            cannot reach with 1. qemu-img reads its format (probed unless --format is given) and size. The \
+            template is read-only: only thinvdi-stat, -ls, -tree, -clone, -snapshot and thinvdi-forget apply to it \
             (anything else fails with VDI_IS_TEMPLATE, exit status 7). A clone of it reads the image \
             where it has no block of its own (the thin target's external origin) and writes to the pool; \
             thinvdi-hydrate copies the rest in so it no longer needs the image. The image must never \
@@ -168,7 +169,9 @@ public struct VDIHydrate: VolumeTool {
                 let fresh = read.filter { !copiedOnRead.contains($0) }
                 for start in stride(from: 0, to: fresh.count, by: batchRegions) {
                     if CancelSignals.received != nil { stopped = true; break polling }
-                    let batch = Array(fresh[start..<min(start + batchRegions, fresh.count)])
+                    // Only what the template answers for now, found without the SR lock.
+                    let batch = hydration.answering(Array(fresh[start..<min(start + batchRegions, fresh.count)]))
+                    if batch.isEmpty { continue }
                     let copied = try await withSR(reference, host: host) { sr throws(ThinError) in
                         try sr.copyRegions(batch, of: hydration)
                     }

@@ -82,7 +82,7 @@ public enum ExternalCommand {
             }
             Trace.step("exec", ([path] + arguments).joined(separator: " "), outcome: "exit \(status)", since: start)
             return ExternalCommandResult(exitStatus: status, standardOutput: result.standardOutput ?? "",
-                                         standardError: result.standardError ?? "")
+                                         standardError: result.standardError)
         } catch {
             Trace.step("exec", ([path] + arguments).joined(separator: " "), outcome: "failed to start: \(error)", since: start)
             throw ExternalCommandError(program: program, arguments: arguments, exitStatus: nil,

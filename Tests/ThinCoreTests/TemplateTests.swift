@@ -85,6 +85,16 @@ struct TemplateTests {
         #expect(!sr.deviceMapper.calls.contains { $0.contains("create_thin") })
     }
 
+    @Test("a URI the scheme script refuses (its exit 64) is the caller's error; one it cannot reach is not")
+    func schemeScriptStatuses() async throws {
+        _ = Self.image   // sets THINSR_SCHEME_DIR
+        let refused = await #expect(throws: ThinError.self) { _ = try await SchemeScripts.attach("file://imagehost/x.raw") }
+        #expect(refused?.code == .invalidArgument && refused?.code.exitStatus == 64)
+        #expect(refused?.message.contains("another host") == true)
+        let unreachable = await #expect(throws: ThinError.self) { _ = try await SchemeScripts.attach("file:///no/such.raw") }
+        #expect(unreachable?.code == .backendFailure && unreachable?.code.exitStatus == 1)
+    }
+
     @Test("URI schemes, names from URIs, dm-clone's status and region sizes")
     func parsing() throws {
         #expect(try SchemeScripts.scheme(of: "NBD+unix:///x?socket=/s") == "nbd+unix")

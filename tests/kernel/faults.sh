@@ -28,11 +28,11 @@ destroy_named() {
 # reads_agree: thinvdi-ls's thin ids against the kernel's (thin_ls through a
 # metadata snapshot); prints the difference, if any.
 reads_agree() {
-    local listed kernel pool=$(pool_name "$FSR") meta
-    listed=$(thinvdi-ls --json faults | jq -r '.[].thin_id | select(. != null)' | sort -n | tr '\n' ' ')
+    local listed kernel="" pool=$(pool_name "$FSR") meta id _
+    listed=$(thinvdi-ls --json faults | jq -r '[.[].thin_id | select(. != null)] | sort | map(tostring) | join(" ")')
     meta=$(meta_path "$FSR")
     dmsetup message "$pool" 0 reserve_metadata_snap
-    kernel=$(thin_ls -m --no-headers -o DEV "$meta" | awk '{print $1}' | sort -n | tr '\n' ' ')
+    while read -r id _; do kernel+="${kernel:+ }$id"; done < <(thin_ls -m --no-headers -o DEV "$meta" | sort -n)
     dmsetup message "$pool" 0 release_metadata_snap
     [ "$listed" = "$kernel" ] || echo " thinvdi-ls right after the kill lists '$listed' but the pool holds '$kernel'"
 }

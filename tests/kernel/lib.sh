@@ -88,13 +88,26 @@ dm_state() {
     dmsetup status 2>/dev/null
 }
 
+# block_backings: what every loop device reads and which nbd devices a
+# server holds (a template's image a refused command left exposed shows
+# here), read by the shell itself.
+block_backings() {
+    local file line
+    shopt -s nullglob
+    for file in /sys/block/loop*/loop/backing_file /sys/block/nbd*/pid; do
+        read -r line < "$file" 2>/dev/null && echo "$file $line"
+    done
+    shopt -u nullglob
+}
+
 # state_digest: what a refused command could change, and must not: the dm
-# tables (which devices exist, active or suspended, and what they map), the
-# LVM metadata on every PV, signatures, the run and device trees, the catalogs.
+# tables (which devices exist, active or suspended, and what they map), loop
+# and nbd devices, the LVM metadata on every PV, signatures, the run and
+# device trees, the catalogs.
 # (It reads only what a refusal could write: a full pvs/blkid scan per call
 # cost seconds in the lab.)
 state_digest() {
-    { dm_state; thinsr_files; lvm_areas; catalogs; } | sha256sum
+    { dm_state; block_backings; thinsr_files; lvm_areas; catalogs; } | sha256sum
 }
 
 # expect_failure STATUS DESCRIPTION COMMAND...: the command must exit STATUS,

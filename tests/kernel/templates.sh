@@ -8,6 +8,16 @@ tpl_uuid() { thinvdi-stat --json tpl "$1" | jq -r .uuid; }
 tpl_dev() { echo "thinsr_$(tpl_hex "$TSR")_v$(tpl_hex "$(tpl_uuid "$1")")"; }          # KEY: its dm name
 tpl_origin() { echo "thinsr_$(tpl_hex "$TSR")_o$(tpl_hex "$(tpl_uuid "$1")")"; }       # TEMPLATE KEY: its origin's dm name
 tpl_majmin() { dmsetup info -c --noheadings -o major,minor "$1" | tr -d ' '; }
+# nbd_served TEXT: how many qemu-nbd clients (qemu-nbd --connect) have TEXT in their command line,
+# after up to 5 s for a disconnected one to exit.
+nbd_served() {
+    local count
+    for _ in $(seq 50); do
+        count=$(pgrep -fa qemu-nbd | grep -F -- "--connect=" | grep -cF -- "$1")
+        [ "$count" = 0 ] && break; sleep 0.1
+    done
+    echo "$count"
+}
 tpl_origins() { dmsetup ls 2>/dev/null | grep -c "^thinsr_$(tpl_hex "$TSR")_o"; }
 # make_pattern SEED MIB: the bytes write_pattern would write, as a file only.
 make_pattern() {
@@ -42,6 +52,7 @@ printf 'not a disk image\n' > "$IMG/notes.txt"
 expect_failure 64 "an unknown scheme names the script directory" thinvdi-introduce tpl http://images.example/debian.qcow2
 expect_failure 64 "a word that is not a URI" thinvdi-introduce tpl base.raw
 expect_failure 1 "a file URI whose file does not exist (the script fails)" thinvdi-introduce tpl "file://$IMG/missing.qcow2"
+expect_failure 64 "a file URI naming another host (the script refuses the URI)" thinvdi-introduce tpl "file://imagehost$IMG/base.raw"
 expect_failure 64 "a text file given as qcow2" thinvdi-introduce tpl "file://$IMG/notes.txt" --format qcow2
 expect_failure 64 "a qcow2 image given as vmdk" thinvdi-introduce tpl "file://$IMG/base.qcow2" --format vmdk
 expect_failure 1 "an NBD URI nothing serves" thinvdi-introduce tpl "nbd+unix:///?socket=$THINSR_SCRATCH/none.sock"
@@ -129,7 +140,8 @@ check_eq "the catalog no longer ties it to the template" null "$(thinvdi-stat --
 check_eq "its table is a plain thin device now (no external origin)" 5 "$(dmsetup table "$(tpl_dev c2)" | wc -w)"
 check "it reads what it read before, and the guest's writes (cmp)" cmp -n $((64 << 20)) "$P2" "$THINSR_SCRATCH/expect-c2"
 check_eq "all of it is in the pool now (thin_ls)" $((64 << 20)) "$(thinvdi-stat --json tpl c2 | jq .physical_utilisation)"
-check_eq "the qcow2 image's origin is released (no nbd server for it)" 0 "$(dmsetup ls | grep -c "$(tpl_origin "$TQ")")"
+check_eq "the qcow2 image's origin is released" 0 "$(dmsetup ls | grep -c "$(tpl_origin "$TQ")")"
+check_eq "and no nbd device serves it any more (qemu-nbd gone)" 0 "$(nbd_served "$IMG/base.qcow2")"
 check_eq "no hydration devices are left" 0 "$(dmsetup ls | grep -c "_h[cmds]")"
 check_pool_agrees "$TSR" "after a hydration"
 check "thinsr-check finds nothing wrong with templates, clones and a hydrated volume" thinsr-check tpl
@@ -248,7 +260,21 @@ thinvdi-detach tpl c6
 wait "$cor"; status=$?
 check_eq "a detach ends it (exit 0) and leaves no hydration devices" "0 0" "$status $(dmsetup ls | grep -c "_h[cmds]")"
 check_eq "and releases the template's NBD connection" 0 "$(dmsetup ls | grep -c "$(tpl_origin cor-src)")"
+check_eq "and its qemu-nbd client (no nbd device serves it)" 0 "$(nbd_served "$SOCK")"
 P6=$(thinvdi-attach tpl c6)
+C6DEV=$(tpl_dev c6)   # (before the kill: tpl_dev runs thinvdi-stat, which would resume the guest)
+THINSR_FAULT=copy-on-read-holding thinvdi-hydrate tpl c6 --on-read --progress=none >/dev/null 2>&1 & cor=$!
+wait_copier
+# A read of template data: the copier holds the guest to copy it, and dies there.
+dd if="$P6" of=/dev/null bs=1M skip=16 count=1 iflag=direct status=none
+wait "$cor"; status=$?
+check_eq "a copier killed while it holds the guest (SIGKILL at copy-on-read-holding)" 137 "$status"
+check_eq "leaves the guest's device suspended" Suspended "$(dmsetup info -c --noheadings -o suspended "$C6DEV")"
+check "until the next command of any kind on the SR (thinvdi-ls)" thinvdi-ls tpl
+check_eq "which resumed it" Active "$(dmsetup info -c --noheadings -o suspended "$C6DEV")"
+check "the guest reads again (cmp)" cmp -n $((4 << 20)) "$THINSR_SCRATCH/cor-read" \
+    <(timeout 30 dd if="$P6" bs=1M skip=8 count=4 iflag=direct status=none)
+check_eq "and the killed copier's hydration devices are gone" 0 "$(dmsetup ls | grep -c "_h[cmds]")"
 kill "$server"; wait "$server" 2>/dev/null
 check "with the template gone, what was read is the pool's: it reads again (cmp)" \
     cmp -n $((4 << 20)) "$THINSR_SCRATCH/cor-read" <(dd if="$P6" bs=1M skip=8 count=4 iflag=direct status=none)

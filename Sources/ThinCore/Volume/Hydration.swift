@@ -17,9 +17,15 @@ public struct Hydration: Sendable {
     /// The second thin device of the volume's id that dm-clone reads
     /// regions it has not copied from: a read of it is a read of template data.
     let sourceDevice: String
-    /// The dm-clone device's minor number: a device of the same name made
-    /// later (the volume detached and activated again) is another hydration's.
-    let cloneMinor: UInt32?
+    /// The dm-clone device as the kernel numbered it: a device of the same
+    /// name made later (the volume detached and activated again, or another
+    /// run taking over) is another hydration's, even where it gets the same
+    /// minor back, because its disk sequence number is new.
+    let cloneIdentity: DeviceIdentity?
+    /// The template's origin device and the image's size: what a region's
+    /// template data is read from, to see that it answers.
+    let originDevice: String
+    let imageBytes: UInt64
     /// Byte ranges of the image that read as zeros: never copied (the
     /// volume reads zeros there without the image too).
     let imageZeros: [Range<UInt64>]
@@ -83,7 +89,22 @@ extension Hydration {
     /// down, nor replaced by another hydration's).
     public func isCurrent(host: Host) -> Bool {
         guard let info = (try? host.deviceMapper.info(name: cloneDevice)) ?? nil else { return false }
-        return cloneMinor == nil || info.minor == cloneMinor
+        return cloneIdentity == nil || DeviceIdentity(info) == cloneIdentity
+    }
+
+    /// The regions whose template data answers now: 4 KiB of each read from
+    /// the template's origin device, without the SR lock, so that a template
+    /// that stalls stalls only the copier. (Not from dm-clone's source: its
+    /// reads are the ones the copier counts.) A region that fails (EIO)
+    /// waits for a later read; one past the image's end needs no template.
+    public func answering(_ regions: [UInt64]) -> [UInt64] {
+        let origin = "/dev/mapper/\(originDevice)"
+        return regions.filter { region in
+            let offset = region * regionBytes
+            guard offset < imageBytes else { return true }
+            let length = Int(min(4096, imageBytes - offset) / 512 * 512)
+            return length == 0 || DirectIO.canRead(origin, offset: offset, length: length)
+        }
     }
 
     /// The regions read from the template since the last call, in order,
@@ -222,7 +243,8 @@ extension AttachedSR {
             FaultInjection.point("hydration-started")
             return Hydration(volume: hydrating, regionBytes: regionBytes, totalRegions: totalRegions,
                              cloneDevice: clone, sourceDevice: names.hydrationDevice(volume.uuid, .source).name,
-                             cloneMinor: ((try? host.deviceMapper.info(name: clone)) ?? nil)?.minor,
+                             cloneIdentity: ((try? host.deviceMapper.info(name: clone)) ?? nil).map(DeviceIdentity.init),
+                             originDevice: names.originDevice(templateUUID).name, imageBytes: template.virtualSize,
                              imageZeros: zeros, skipped: ChangedBlocks.merged(skip))
         } catch {
             try? tearDownHydration(hydrating, dropOrigin: false)
@@ -240,7 +262,9 @@ extension AttachedSR {
         try recovered()
         guard let volume = try catalog.volume(matching: hydration.volume.uuid.lowercased),
               volume.hydrateOwner == Self.importOwner() else {
-            return false   // a recovery already stopped it
+            // A recovery or a change that needed the volume alone stopped it; the image may now be unused.
+            if let template = hydration.volume.originTemplate { origins.releaseIfUnused(template) }
+            return false
         }
         var complete = hydration.progress(host: host)?.isComplete ?? false
         if complete, let template = volume.originTemplate {
@@ -272,45 +296,47 @@ extension AttachedSR {
     /// the guest: a template that does not answer now stalls only this
     /// process, and a region it cannot read (EIO) waits for a later read.
     /// Returns the regions copied; nil when the hydration is not this
-    /// process's any more.
+    /// process's any more. (The caller first keeps only the regions whose
+    /// template data answers: `Hydration.answering`, without the lock.)
     public func copyRegions(_ regions: [UInt64], of hydration: Hydration) throws(ThinError) -> [UInt64]? {
         guard let volume = try catalog.volume(matching: hydration.volume.uuid.lowercased),
               volume.hydrateOwner == Self.importOwner(), hydration.isCurrent(host: host) else { return nil }
         let regionBytes = hydration.regionBytes
         let span = { (region: UInt64) -> Int in Int(min(4096, volume.virtualSize - region * regionBytes) / 512 * 512) }
-        let source = "/dev/mapper/\(hydration.sourceDevice)"
-        let readable = regions.filter { region in
-            region * regionBytes < volume.virtualSize
-                && DirectIO.canRead(source, offset: region * regionBytes, length: span(region))
-        }
-        guard !readable.isEmpty else { return [] }
+        let inVolume = regions.filter { $0 * regionBytes < volume.virtualSize }
+        guard !inVolume.isEmpty else { return [] }
         let top = names.volumeDevice(volume.uuid).name
         let holdsGuest: Bool
         if let info = try devices.info(volume.uuid) { holdsGuest = !info.suspended && info.hasLiveTable } else { holdsGuest = false }
-        if holdsGuest {
-            do { try host.deviceMapper.suspend(name: top, flush: true) } catch {
-                throw .backend("cannot hold \(volume.key)'s I/O to copy what it read", error)
-            }
-        }
         let path = "/dev/mapper/\(hydration.cloneDevice)"
-        var copied: [UInt64] = []
-        var failure: ThinError?
-        for region in readable {
-            do {
-                if try DirectIO.rewrite(path, offset: region * regionBytes, length: span(region)) { copied.append(region) }
-            } catch {
-                failure = error
-                break
+        // The devices-changing marker covers the window: if this process dies
+        // with the guest held, the next command of any kind resumes it.
+        return try devices.changing { () throws(ThinError) -> [UInt64] in
+            if holdsGuest {
+                do { try host.deviceMapper.suspend(name: top, flush: true) } catch {
+                    throw .backend("cannot hold \(volume.key)'s I/O to copy what it read", error)
+                }
             }
-        }
-        if holdsGuest {
-            // A guest left held would be frozen: a failure here ends the run, whose teardown resumes it.
-            do { try host.deviceMapper.resume(name: top, udev: .standard) } catch {
-                throw .backend("cannot release \(volume.key)'s I/O after copying what it read", error)
+            FaultInjection.point("copy-on-read-holding")
+            var copied: [UInt64] = []
+            var failure: ThinError?
+            for region in inVolume {
+                do throws(ThinError) {
+                    if try DirectIO.rewrite(path, offset: region * regionBytes, length: span(region)) { copied.append(region) }
+                } catch {
+                    failure = error
+                    break
+                }
             }
+            if holdsGuest {
+                // A resume that fails leaves the marker: the next command resumes the guest.
+                do { try host.deviceMapper.resume(name: top, udev: .standard) } catch {
+                    throw .backend("cannot release \(volume.key)'s I/O after copying what it read", error)
+                }
+            }
+            if let failure { throw failure }
+            return copied
         }
-        if let failure { throw failure }
-        return copied
     }
 
     /// Where the template's image reads zeros (qemu-img map); none when
@@ -468,9 +494,17 @@ extension AttachedSR {
     /// A copy-on-read gives way: it is stopped (what it copied stays).
     func requireNotHydrating(_ volume: VolumeRecord, to action: String) throws(ThinError) {
         guard let pid = hydratingProcess(of: volume) else { return }
-        if isCopyingOnRead(volume) { return try tearDownHydration(volume, dropOrigin: false) }
+        if isCopyingOnRead(volume) { return try stopCopyOnRead(volume) }
         throw ThinError(.volumeInUse, "\(volume.key) is being hydrated by process \(pid); it cannot \(action) until "
                         + "that ends (stop it with SIGINT; a later thinvdi-hydrate resumes)", parameters: [volume.key])
+    }
+
+    /// Stops a copy-on-read that gives way (what it copied stays), and
+    /// releases the template's image if nothing reads it any more (the
+    /// volume may have no device).
+    func stopCopyOnRead(_ volume: VolumeRecord) throws(ThinError) {
+        try tearDownHydration(volume, dropOrigin: false)
+        if let template = volume.originTemplate { origins.releaseIfUnused(template) }
     }
 
     /// A hydration whose process died is stopped: the volume reads the
@@ -484,5 +518,19 @@ extension AttachedSR {
             try tearDownHydration(volume, dropOrigin: false)
             if let template = volume.originTemplate { origins.releaseIfUnused(template) }
         }
+    }
+}
+
+/// A device-mapper device as the kernel numbered it: its minor, and the
+/// disk sequence number the kernel gives every new disk (Linux 5.15 and
+/// later; 0 where there is none), which a later device never shares.
+public struct DeviceIdentity: Sendable, Equatable {
+    let minor: UInt32
+    let diskSequence: UInt64
+
+    init(_ info: DeviceInfo) {
+        minor = info.minor
+        diskSequence = System.readFile("/sys/dev/block/\(info.major):\(info.minor)/diskseq")
+            .flatMap { UInt64($0.split(whereSeparator: \.isWhitespace).first ?? "") } ?? 0
     }
 }

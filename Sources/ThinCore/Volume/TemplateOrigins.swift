@@ -57,6 +57,10 @@ public enum SchemeScripts {
         do { result = try await ExternalCommand.run(script, ["attach", uri]) } catch {
             throw .backend("cannot run the scheme script \(script)", error)
         }
+        // Scripts exit 64 for a URI they cannot take (bad usage or URI): the caller's to fix.
+        guard result.exitStatus != 64 else {
+            throw .invalid("template \(uri) is refused by \(script): \(messageLine(result.standardError))")
+        }
         guard result.exitStatus == 0 else {
             throw ThinError(.backendFailure, "template \(uri) cannot be reached: \(script) attach failed (exit "
                             + "\(result.exitStatus)): \(messageLine(result.standardError))")
@@ -119,6 +123,11 @@ struct TemplateOrigins {
             }
         }
         if info != nil { try? deviceMapper.remove(name: device.name) }
+        // A process killed between recording an image and making its device left the image exposed.
+        if let stale = load(template.uuid) {
+            unexpose(stale)
+            System.removeFile(statePath(template.uuid))
+        }
         let record = try await expose(template)
         // Recorded first, so a process killed before the device exists still leaves what to undo.
         save(record, for: template.uuid)

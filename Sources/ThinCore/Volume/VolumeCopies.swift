@@ -98,7 +98,6 @@ extension AttachedSR {
         guard volume.uuid != snapshot.uuid else { throw .invalid("cannot revert \(volume.key) to itself") }
         try requireData(snapshot, to: "be reverted to")
         try requireNotImporting(volume, to: "be reverted")
-        try requireNotHydrating(volume, to: "be reverted")
         try requireThin(volume, to: "be reverted")
         guard snapshot.kind == .snapshot else {
             throw .invalid("\(snapshot.key) is a \(snapshot.kind.rawValue), not a snapshot; revert \(volume.key) to one "
@@ -110,6 +109,8 @@ extension AttachedSR {
                            + "one of its own snapshots (thinvdi-tree shows them)")
         }
         try requireDetached(volume, "detach it with thinvdi-detach before reverting it")
+        // (After the refusals: a copy-on-read gives way only to a revert that goes ahead.)
+        try requireNotHydrating(volume, to: "be reverted")
         let thinID = try allocateThinID()
         try transact(fromOrigin: snapshot, [.createSnapshot(thinID, origin: snapshot.thinID), .delete(volume.thinID)]) {
             catalog throws(ThinError) in

@@ -46,8 +46,8 @@ extension AttachedSR {
             throw ThinError(.volumeInUse, "\(volume.key) is being filled (imported or zeroed) by process \(pid); "
                             + "cancel it (thinvdi-destroy signals it), or wait", parameters: [volume.key])
         }
-        try requireNotHydrating(volume, to: "be destroyed")
         try requireDetached(volume, "detach it with thinvdi-detach first")
+        try requireNotHydrating(volume, to: "be destroyed")
         if let pid = growingProcess(of: volume) {
             throw ThinError(.volumeInUse, "\(volume.key) is being grown by process \(pid); wait for it",
                             parameters: [volume.key])

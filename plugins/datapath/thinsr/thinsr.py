@@ -13,6 +13,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.realpath(__file__)))
 from thinsr_xapi import StorageError, parse_uri, serve, tool, tool_path  # noqa: E402
@@ -62,14 +63,12 @@ def start_copy_on_read(sr, key, uuid):
     """A clone that reads a template copies what its guest reads into the
     pool (thinvdi-hydrate --on-read) until its detach. Under systemd it is a
     transient unit of its own, so a toolstack restart does not stop it;
-    elsewhere a process in its own session. One already running refuses a
-    second. A copier that fails says why in
-    $THINSR_LOG_DIR (/var/log/thinsr)/copy-on-read.log."""
+    where systemd-run cannot start one (systemd before 236 has no
+    --collect, as in CentOS 7 based dom0s), and elsewhere, a process in its
+    own session. One already running refuses a second. A copier that fails
+    says why in $THINSR_LOG_DIR (/var/log/thinsr)/copy-on-read.log."""
     command = [tool_path("thinvdi-hydrate"), "--on-read", "--progress=none", "--", sr, key]
-    if os.path.isdir("/run/systemd/system") and shutil.which("systemd-run"):
-        command = ["systemd-run", "--quiet", "--collect", "--unit=thinsr-copy-on-read-%s" % uuid,
-                   "--description=thinsr copy-on-read of %s" % key] + command
-    # Never xapi's pipes: xapi reads them to their end. The error line goes to a log.
+    # Never xapi's pipes: xapi reads them to their end. Error lines go to a log.
     log = subprocess.DEVNULL
     try:
         directory = os.environ.get("THINSR_LOG_DIR", "/var/log/thinsr")
@@ -77,6 +76,19 @@ def start_copy_on_read(sr, key, uuid):
         log = open(os.path.join(directory, "copy-on-read.log"), "a")
     except OSError:
         pass
+    if os.path.isdir("/run/systemd/system") and shutil.which("systemd-run"):
+        # A unit name of its own each time: a copier still ending after a
+        # deactivate must not make this activate's start fail.
+        unit = "thinsr-copy-on-read-%s-%d" % (uuid, time.time() * 1000)
+        try:
+            started = subprocess.run(["systemd-run", "--quiet", "--collect", "--unit=" + unit,
+                                      "--description=thinsr copy-on-read of %s" % key] + command,
+                                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log,
+                                     timeout=30).returncode == 0
+        except (OSError, subprocess.TimeoutExpired):
+            started = False
+        if started:
+            return
     subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log,
                      start_new_session=True, close_fds=True)
 
