@@ -92,6 +92,12 @@ extension Hydration {
         return cloneIdentity == nil || DeviceIdentity(info) == cloneIdentity
     }
 
+    /// The bytes read (and written back) at `offset` of a region: 4 KiB,
+    /// or whole sectors up to `size` where less is left.
+    static func probeLength(at offset: UInt64, within size: UInt64) -> Int {
+        Int(min(4096, size - offset) / 512 * 512)
+    }
+
     /// The regions whose template data answers now: 4 KiB of each read from
     /// the template's origin device, without the SR lock, so that a template
     /// that stalls stalls only the copier. (Not from dm-clone's source: its
@@ -102,7 +108,7 @@ extension Hydration {
         return regions.filter { region in
             let offset = region * regionBytes
             guard offset < imageBytes else { return true }
-            let length = Int(min(4096, imageBytes - offset) / 512 * 512)
+            let length = Self.probeLength(at: offset, within: imageBytes)
             return length == 0 || DirectIO.canRead(origin, offset: offset, length: length)
         }
     }
@@ -292,17 +298,14 @@ extension AttachedSR {
     /// dm-clone copies a region it has not copied before it takes a write to
     /// it. Holding the guest makes the write-back carry what the volume
     /// reads; the SR lock keeps a detach from releasing the guest meanwhile.
-    /// Each region is read from dm-clone's source first, without holding
-    /// the guest: a template that does not answer now stalls only this
-    /// process, and a region it cannot read (EIO) waits for a later read.
-    /// Returns the regions copied; nil when the hydration is not this
-    /// process's any more. (The caller first keeps only the regions whose
-    /// template data answers: `Hydration.answering`, without the lock.)
+    /// The caller first keeps only the regions whose template data answers
+    /// (`Hydration.answering`, without the lock). Returns the regions
+    /// copied; nil when the hydration is not this process's any more.
     public func copyRegions(_ regions: [UInt64], of hydration: Hydration) throws(ThinError) -> [UInt64]? {
         guard let volume = try catalog.volume(matching: hydration.volume.uuid.lowercased),
               volume.hydrateOwner == Self.importOwner(), hydration.isCurrent(host: host) else { return nil }
         let regionBytes = hydration.regionBytes
-        let span = { (region: UInt64) -> Int in Int(min(4096, volume.virtualSize - region * regionBytes) / 512 * 512) }
+        let span = { (region: UInt64) -> Int in Hydration.probeLength(at: region * regionBytes, within: volume.virtualSize) }
         let inVolume = regions.filter { $0 * regionBytes < volume.virtualSize }
         guard !inVolume.isEmpty else { return [] }
         let top = names.volumeDevice(volume.uuid).name
@@ -494,15 +497,15 @@ extension AttachedSR {
     /// A copy-on-read gives way: it is stopped (what it copied stays).
     func requireNotHydrating(_ volume: VolumeRecord, to action: String) throws(ThinError) {
         guard let pid = hydratingProcess(of: volume) else { return }
-        if isCopyingOnRead(volume) { return try stopCopyOnRead(volume) }
+        if isCopyingOnRead(volume) { return try stopHydration(volume) }
         throw ThinError(.volumeInUse, "\(volume.key) is being hydrated by process \(pid); it cannot \(action) until "
                         + "that ends (stop it with SIGINT; a later thinvdi-hydrate resumes)", parameters: [volume.key])
     }
 
-    /// Stops a copy-on-read that gives way (what it copied stays), and
-    /// releases the template's image if nothing reads it any more (the
-    /// volume may have no device).
-    func stopCopyOnRead(_ volume: VolumeRecord) throws(ThinError) {
+    /// Stops `volume`'s hydration (what it copied stays), and releases the
+    /// template's image if nothing reads it any more (the volume may have
+    /// no device).
+    func stopHydration(_ volume: VolumeRecord) throws(ThinError) {
         try tearDownHydration(volume, dropOrigin: false)
         if let template = volume.originTemplate { origins.releaseIfUnused(template) }
     }
@@ -515,8 +518,7 @@ extension AttachedSR {
             if let owner = volume.hydrateOwner, owner == Self.importOwner() || Self.liveProcess(ofOwner: owner) != nil {
                 continue
             }
-            try tearDownHydration(volume, dropOrigin: false)
-            if let template = volume.originTemplate { origins.releaseIfUnused(template) }
+            try stopHydration(volume)
         }
     }
 }
@@ -524,7 +526,7 @@ extension AttachedSR {
 /// A device-mapper device as the kernel numbered it: its minor, and the
 /// disk sequence number the kernel gives every new disk (Linux 5.15 and
 /// later; 0 where there is none), which a later device never shares.
-public struct DeviceIdentity: Sendable, Equatable {
+struct DeviceIdentity: Sendable, Equatable {
     let minor: UInt32
     let diskSequence: UInt64
 

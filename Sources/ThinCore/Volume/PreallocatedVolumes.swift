@@ -123,7 +123,7 @@ extension AttachedSR {
             }
             if let pid = hydratingProcess(of: volume) {
                 // A copy-on-read gives way (it stops; what it copied stays).
-                if isCopyingOnRead(volume) { try stopCopyOnRead(volume); continue }
+                if isCopyingOnRead(volume) { try stopHydration(volume); continue }
                 throw ThinError(.srInUse, "volume \(volume.key) is being hydrated by process \(pid); stop it (SIGINT) "
                                 + "or wait for it", parameters: [volume.key])
             }
