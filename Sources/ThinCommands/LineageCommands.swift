@@ -87,9 +87,8 @@ public struct VDIResize: VolumeTool {
     @OptionGroup public var volume: VolumeArgument
     @Argument(help: "The new size, in bytes or with a K, M, G or T suffix.", transform: ByteCount.parser("size"))
     var size: ByteCount
-    @Option(help: ArgumentHelp("Progress of a preallocated volume's zeroing on stderr: bar, json or none (a bare "
-                               + "--progress: bar; default: a bar on a terminal).", valueName: "mode"))
-    var progress: ProgressMode?
+    @OptionGroup var progressOptions: ProgressOptions
+    var progress: ProgressMode? { progressOptions.progress }
     @OptionGroup public var output: OutputOptions
     public init() {}
 
@@ -216,7 +215,8 @@ public struct VDIChanged: WholeSRTool {
             lineage cannot be proven (another disk, a revert in between, volumes older than these records) \
             the tool refuses: copy TO in full instead. --json gives byte extents; --bitmap gives xapi's \
             changed-block form, one bit per 64 KiB with the first block in the most significant bit of the \
-            first byte, padded to whole 4-byte words.
+            first byte, padded to whole 4-byte words; its --offset is a multiple of 64 KiB, and bit 0 is the \
+            block that starts there.
             """)
     public static let examples = [("thinvdi-changed vmstore nightly-1 nightly-2 --json", "Extents changed between two snapshots."),
                                   ("thinvdi-changed --bitmap vmstore nightly-2 web01-root",
@@ -227,13 +227,23 @@ public struct VDIChanged: WholeSRTool {
     @Argument(help: "The later volume, snapshot or clone (key or uuid).", completion: Complete.volumes) var to: String
     @Flag(help: "Print {\"granularity\": 65536, \"bitmap\": \"<base64>\"}, as xapi's list_changed_blocks returns it.")
     var bitmap = false
-    @Option(help: ArgumentHelp("With --bitmap: the first byte to cover (rounded down to 64 KiB).", valueName: "bytes"))
+    @Option(help: ArgumentHelp("With --bitmap: the first byte to cover, a multiple of 65536 (bit 0 is the block there).",
+                               valueName: "bytes"))
     var offset: UInt64 = 0
     @Option(help: ArgumentHelp("With --bitmap: how many bytes to cover; negative: to the end (xapi's -1).",
                                valueName: "bytes"))
     var length: Int64 = -1
     @OptionGroup public var output: OutputOptions
     public init() {}
+
+    public func checkArguments() throws(ThinError) {
+        // xapi-storage defines bit 0 as the block at the offset: an unaligned one has no such block.
+        let granularity = ChangedBlocks.granularity
+        guard offset % granularity == 0 else {
+            throw .init(.invalidArgument, "--offset \(offset) is not a multiple of \(granularity) (the bitmap's block); "
+                        + "give \(offset / granularity * granularity) or \((offset / granularity + 1) * granularity)")
+        }
+    }
 
     public func execute(on sr: AttachedSR) async throws(ThinError) {
         let changes = try await sr.changedBlocks(from: from, to: to)

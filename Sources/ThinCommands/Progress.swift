@@ -8,6 +8,13 @@ import Glibc
 
 /// How a long copy reports progress on stderr: a bar for people, one JSON
 /// object per line for scripts, or nothing.
+/// `--progress`, declared once for every tool with a long operation.
+struct ProgressOptions: ParsableArguments {
+    @Option(help: ArgumentHelp("Progress on stderr: bar, json or none (a bare --progress: bar; default: a bar on a "
+                               + "terminal).", valueName: "mode"))
+    var progress: ProgressMode?
+}
+
 enum ProgressMode: String, ExpressibleByArgument, CaseIterable, Sendable {
     case bar, json, none
 

@@ -111,9 +111,8 @@ public struct VDIHydrate: VolumeTool {
     var threshold: UInt32?
     @Flag(name: .customLong("on-read"), help: "Copy only what is read, as it is read (copy-on-read), until stopped.")
     var onRead = false
-    @Option(help: ArgumentHelp("Progress on stderr: bar, json or none (a bare --progress: bar; default: a bar on a "
-                               + "terminal).", valueName: "mode"))
-    var progress: ProgressMode?
+    @OptionGroup var progressOptions: ProgressOptions
+    var progress: ProgressMode? { progressOptions.progress }
     @OptionGroup public var output: OutputOptions
     public init() {}
 

@@ -77,9 +77,8 @@ public struct VDIExport: TransferTool {
             help: ArgumentHelp("With --base: the base's exported image, the new image's backing file (default: the file "
                                + "this host last exported the base to).", valueName: "path"), completion: .file())
     var baseImage: String?
-    @Option(help: ArgumentHelp("Progress on stderr: bar, json or none (a bare --progress: bar; default: a bar on a "
-                               + "terminal).", valueName: "mode"))
-    var progress: ProgressMode?
+    @OptionGroup var progressOptions: ProgressOptions
+    var progress: ProgressMode? { progressOptions.progress }
     @OptionGroup public var output: OutputOptions
     public init() {}
 
@@ -148,8 +147,7 @@ public struct VDIExport: TransferTool {
 
         let reporter = ProgressReporter(operation: "export", total: extents.dataBytes, mode: progress)
         let toBlockDevice = file != "-" && System.blockDevice(file) != nil
-        let target = file == "-" || toBlockDevice ? file
-            : "\(directory(of: file))/.\(fileName(of: file)).thinvdi-export-\(getpid())"
+        let target = file == "-" || toBlockDevice ? file : try ExclusiveFile.create(besides: file, tag: "thinvdi-export")
         let engine: String
         let stream: ExternalCommand.ProgressStream
         if file == "-" {
@@ -182,7 +180,12 @@ public struct VDIExport: TransferTool {
         }
         if !toBlockDevice && file != "-" { try System.rename(target, to: file) }
         reporter.finish()
-        if file != "-" { ExportRecords.remember(sr: sr, volume: record, image: System.absolutePath(file)) }
+        if file != "-" {
+            do { try ExportRecords.remember(sr: sr, volume: record, image: System.absolutePath(file)) } catch {
+                Console.err("thinvdi-export: \(file) was written, but where \(record.key) went could not be recorded "
+                            + "(\(error.message)); an export --base \(record.key) needs --base-image \(file)")
+            }
+        }
         if output.json {
             Console.printJSON(ExportJSON(file: file, format: format.rawValue, volume: record.key,
                                          virtual_size: extents.virtualSize, data_bytes: extents.dataBytes,
@@ -199,21 +202,31 @@ public struct VDIExport: TransferTool {
         -> (name: String, format: String) {
         let baseVolume = try sr.requireVolume(snapshot)
         guard let image = baseImage ?? ExportRecords.lastExport(sr: sr.names, volume: baseVolume) else {
-            throw ThinError(.invalidArgument, "no export of \(baseVolume.key) is known on this host; export it first, "
-                            + "or give --base-image PATH (the image \(baseVolume.key) was exported to)")
+            throw ThinError(.invalidArgument, "no export of \(baseVolume.key) is recorded on this host (never exported "
+                            + "here, or its record could not be written); give --base-image PATH, the image "
+                            + "\(baseVolume.key) was exported to")
         }
         let absolute = System.absolutePath(image)
-        let info: ImageInfo
-        do { info = try await DiskImages.info(absolute, format: nil) } catch {
-            throw ThinError(.invalidArgument, "the base image \(image) cannot be read (\(error)); give --base-image "
-                            + "PATH, the image \(baseVolume.key) was exported to")
+        guard System.exists(absolute) else {
+            throw ThinError(.invalidArgument, "the base image \(image) does not exist; give --base-image PATH, the image "
+                            + "\(baseVolume.key) was exported to")
         }
-        guard info.virtualSize == baseVolume.virtualSize else {
-            throw ThinError(.invalidArgument, "the base image \(image) is \(info.virtualSize) bytes but \(baseVolume.key) "
-                            + "is \(baseVolume.virtualSize); give --base-image PATH, the image it was exported to")
+        let chain: (layers: [InspectedImage.Layer], virtualSize: UInt64?)
+        do { chain = try ImageInspector.followChain(absolute, what: "the base image \(image)") } catch {
+            throw ThinError(.invalidArgument, error.message)
+        }
+        // Writing over a file of the base's own chain would leave an image backed by itself.
+        if let own = chain.layers.first(where: { ImageInspector.sameFile($0.path, file) || $0.path == System.absolutePath(file) }) {
+            let which = own.path == absolute ? "the base image itself" : "in the base image's chain (\(own.path))"
+            throw ThinError(.invalidArgument, "\(file) is \(which); write the increment to another file")
+        }
+        guard let virtualSize = chain.virtualSize, virtualSize == baseVolume.virtualSize else {
+            throw ThinError(.invalidArgument, "the base image \(image) is \(chain.virtualSize.map(String.init) ?? "of unknown size") "
+                            + "bytes but \(baseVolume.key) is \(baseVolume.virtualSize); give --base-image PATH, the image "
+                            + "it was exported to")
         }
         let sameDirectory = directory(of: absolute) == directory(of: System.absolutePath(file))
-        return (sameDirectory ? fileName(of: absolute) : absolute, info.format)
+        return (sameDirectory ? fileName(of: absolute) : absolute, chain.layers[0].format.rawValue)
     }
 }
 
@@ -244,14 +257,18 @@ public struct VDIImport: TransferTool {
         commandName: "thinvdi-import",
         abstract: "Import a disk image into a new volume.",
         discussion: """
-            Reads any image qemu-img reads (raw, qcow2, vpc/VHD, vmdk, vhdx; probed unless --format is \
-            given) into a new thin volume of the image's virtual size (or --size, if larger), writing only \
+            Reads a self-contained disk image (raw, qcow2, vpc/VHD, vmdk, vhdx; the format read from its \
+            header by thinsr, never probed by qemu, unless --format is given) into a new thin volume of the image's virtual size (or --size, if larger), writing only \
             the image's allocated data: runs of zeros stay unprovisioned, so the volume uses about what the \
             image holds. With --preallocate, the volume is a raw LV beside the pool instead, zeroed before \
             the copy (as thinvdi-create --preallocate makes it). The image is checked first (qemu-img check where the format has one), and its data \
             must fit in the pool's free space, before anything is made. - reads a raw stream from standard \
-            input, with --size. A failed or cancelled import removes the volume it made; one killed outright \
-            is removed by the SR's next operation. Prints the new volume's key.
+            input, with --size, its exact length: a stream that ends sooner (its producer failed) imports \
+            nothing. An image that reads outside itself (an external data file, a VMDK descriptor's extents, a \
+            differencing VHD's parent) is refused; a backing chain is read only when --backing names each of \
+            its images, which are then opened with the formats their headers give, never probed. A failed or \
+            cancelled import removes the volume it made; one killed outright is removed by the SR's next \
+            operation. Prints the new volume's key.
             """)
     public static let examples = [
         ("thinvdi-import vmstore --name web01-root web01.qcow2", "Import a qcow2 image."),
@@ -264,17 +281,19 @@ public struct VDIImport: TransferTool {
     @Argument(help: ArgumentHelp("The image to read, or - for a raw stream on standard input.", valueName: "file"),
               completion: .file())
     var file: String
-    @Option(help: ArgumentHelp("The image's format (default: qemu-img probes it).", valueName: "format"))
+    @Option(help: ArgumentHelp("The image's format (default: read from its header).", valueName: "format"))
     var format: ImportFormat?
-    @Option(help: ArgumentHelp("The volume's size (at least the image's; required for -).", valueName: "size"),
+    @Option(help: ArgumentHelp("A backing image of FILE's chain, in order (repeat for each); without it an image naming "
+                               + "a backing image is refused.", valueName: "path"), completion: .file())
+    var backing: [String] = []
+    @Option(help: ArgumentHelp("The volume's size (at least the image's; for -, the stream's exact length).", valueName: "size"),
             transform: ByteCount.parser("size"))
     var size: ByteCount?
     @Option(help: "The new volume's description.") var description: String = ""
     @Flag(help: "Import into a preallocated raw volume (a linear LV beside the pool, zeroed first) instead of a thin one.")
     var preallocate = false
-    @Option(help: ArgumentHelp("Progress on stderr: bar, json or none (a bare --progress: bar; default: a bar on a "
-                               + "terminal).", valueName: "mode"))
-    var progress: ProgressMode?
+    @OptionGroup var progressOptions: ProgressOptions
+    var progress: ProgressMode? { progressOptions.progress }
     @OptionGroup public var output: OutputOptions
     public init() {}
 
@@ -285,16 +304,22 @@ public struct VDIImport: TransferTool {
                             + "\(format!.rawValue)")
             }
             guard size != nil else {
-                throw .init(.invalidArgument, "reading standard input needs --size (the volume's size)")
+                throw .init(.invalidArgument, "reading standard input needs --size (the stream's exact length)")
+            }
+            guard backing.isEmpty else {
+                throw .init(.invalidArgument, "standard input takes a raw stream, which has no backing image; drop --backing")
             }
         } else if !System.exists(file) {
             throw .init(.invalidArgument, "\(file) does not exist; give the path of a disk image")
+        }
+        for path in backing where !System.exists(path) {
+            throw .init(.invalidArgument, "--backing \(path) does not exist; give the path of a backing image of \(file)")
         }
     }
 
     public func perform(host: Host) async throws(ThinError) -> Int32 {
         CancelSignals.install()
-        let (imageFormat, virtualSize, allocated) = try await inspect()
+        let (image, virtualSize, allocated) = try await inspect()
         let volumeSize = max(size?.bytes ?? 0, virtualSize)
         let (volumeRecord, device) = try await begin(sizeBytes: volumeSize, allocatedBytes: allocated, host: host)
         let reporter = ProgressReporter(operation: "import", total: file == "-" ? 0 : allocated > 0 ? allocated : virtualSize,
@@ -304,16 +329,24 @@ public struct VDIImport: TransferTool {
             failure = cancelled("import")
         } else if file == "-" {
             do {
-                _ = try StreamCopy.copyStandardInput(toDevice: device, limit: volumeSize) { reporter.update(done: $0) }
-                if CancelSignals.received != nil { failure = cancelled("import") }
+                let arrived = try StreamCopy.copyStandardInput(toDevice: device, limit: volumeSize) { reporter.update(done: $0) }
+                if CancelSignals.received != nil {
+                    failure = cancelled("import")
+                } else if arrived < volumeSize {
+                    // A producer that died ends its stream early: that is not the image.
+                    failure = ThinError(.invalidArgument, "standard input ended after \(arrived) of the \(volumeSize) bytes "
+                                        + "--size gives (did its producer fail?); nothing was imported: give the "
+                                        + "stream's exact size with --size")
+                }
             } catch {
                 failure = error
             }
         } else {
             do {
                 let result = try await ExternalCommand.runReportingProgress(
-                    "qemu-img", ["convert", "-p", "-n", "--target-is-zero", "-f", imageFormat.rawValue, file,
-                                 "-O", "raw", device]) { reporter.update(fraction: $0) }
+                    "qemu-img", ["convert", "-p", "-n", "--target-is-zero"] + image.qemuSource + ["-O", "raw", device]) {
+                    reporter.update(fraction: $0)
+                }
                 if CancelSignals.received != nil {
                     failure = cancelled("import")
                 } else if result.exitStatus != 0 {
@@ -362,41 +395,28 @@ public struct VDIImport: TransferTool {
     }
 
     /// The image's format, virtual size and allocated bytes, refusing what
-    /// is not a readable, consistent image.
-    private func inspect() async throws(ThinError) -> (ImageFormat, UInt64, UInt64) {
-        guard file != "-" else { return (.raw, size?.bytes ?? 0, 0) }
-        let info: ImageInfo
-        do { info = try await DiskImages.info(file, format: format?.image) } catch {
-            if CancelSignals.received != nil { throw cancelled("import") }
-            throw ThinError(.invalidArgument, "\(file) is not a disk image qemu-img can read"
-                            + (format.map { " as \($0.rawValue)" } ?? "") + ": \(messageLine(error.standardError, last: true))")
+    /// is not a readable, consistent, self-contained image. thinsr reads
+    /// the format from the header itself: a qemu probe is never trusted.
+    private func inspect() async throws(ThinError) -> (InspectedImage, UInt64, UInt64) {
+        guard file != "-" else { return (InspectedImage(layers: [.init(path: "-", format: .raw)]), size?.bytes ?? 0, 0) }
+        let image: InspectedImage
+        do { image = try ImageInspector.inspect(file, declared: format?.image, backing: backing) } catch {
+            throw ThinError(.invalidArgument, error.message)
         }
-        guard let imageFormat = format?.image ?? ImageFormat(rawValue: info.format) else {
-            throw ThinError(.invalidArgument, "\(file) is a \(info.format) image, which thinvdi-import does not read; "
-                            + "convert it with qemu-img convert -O qcow2 first")
-        }
-        // qemu-img calls anything it does not recognise raw (and rounds its size up
-        // to a sector); a real raw disk image is whole sectors.
-        if format == nil, imageFormat == .raw, System.blockDevice(file) == nil,
+        // An image with no header is raw; a real raw disk image is whole sectors.
+        if format == nil, image.format == .raw, System.blockDevice(file) == nil,
            let length = System.fileLength(file), length % 512 != 0 || length == 0 {
             throw ThinError(.invalidArgument, "\(file) is not a disk image (\(length) bytes of unrecognised data); "
                             + "give --format raw to import it as raw data anyway")
         }
-        // A probed format is not trusted with a backing file (a raw disk whose guest
-        // wrote a qcow2 header would pull another file or device into the volume).
-        if let backing = info.backingFile {
-            guard format != nil else {
-                throw ThinError(.invalidArgument, "\(file) names a backing file (\(backing)); give --format "
-                                + "\(imageFormat.rawValue) to import it with its backing chain flattened")
-            }
-            let backingPath = backing.hasPrefix("/") ? backing : "\(directory(of: System.absolutePath(file)))/\(backing)"
-            guard System.blockDevice(backingPath) == nil else {
-                throw ThinError(.invalidArgument, "\(file)'s backing file \(backing) is a block device; refusing to "
-                                + "copy a device into the volume")
-            }
+        let info: ImageInfo
+        do { info = try await DiskImages.info(image) } catch {
+            if CancelSignals.received != nil { throw cancelled("import") }
+            throw ThinError(.invalidArgument, "\(file) is not a \(image.format.rawValue) image qemu-img can read: "
+                            + messageLine(error.standardError, last: true))
         }
         let problem: String?
-        do { problem = try await DiskImages.problem(file, format: imageFormat) } catch {
+        do { problem = try await DiskImages.problem(image) } catch {
             throw ThinError(.backendFailure, "cannot check \(file): \(error)")
         }
         if CancelSignals.received != nil { throw cancelled("import") }
@@ -404,8 +424,8 @@ public struct VDIImport: TransferTool {
         do {
             // qemu's vhdx driver reports no allocation (every block reads as data):
             // its estimate cannot refuse an import, the pool's own limits then apply.
-            let allocated = imageFormat.reportsAllocation ? try await DiskImages.allocatedBytes(file, format: imageFormat) : 0
-            return (imageFormat, info.virtualSize, allocated)
+            let allocated = image.format.reportsAllocation ? try await DiskImages.allocatedBytes(image) : 0
+            return (image, info.virtualSize, allocated)
         } catch {
             if CancelSignals.received != nil { throw cancelled("import") }
             throw ThinError(.invalidArgument, "\(file) cannot be mapped (truncated or damaged?): \(messageLine(error.standardError, last: true))")

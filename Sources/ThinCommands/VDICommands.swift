@@ -37,9 +37,8 @@ public struct VDICreate: WholeSRTool {
     @Flag(help: "Mark the volume sharable between VMs.") var sharable = false
     @Flag(help: "Make a preallocated raw volume: a linear LV beside the pool, zeroed before use.")
     var preallocate = false
-    @Option(help: ArgumentHelp("Progress of --preallocate's zeroing on stderr: bar, json or none (a bare "
-                               + "--progress: bar; default: a bar on a terminal).", valueName: "mode"))
-    var progress: ProgressMode?
+    @OptionGroup var progressOptions: ProgressOptions
+    var progress: ProgressMode? { progressOptions.progress }
     @OptionGroup public var output: OutputOptions
     public init() {}
 

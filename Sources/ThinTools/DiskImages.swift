@@ -1,6 +1,6 @@
 import FoundationEssentials
 
-/// Disk image formats, all read and written by qemu-img (never by thinsr).
+/// Disk image formats, all read and written by qemu-img (thinsr only inspects their headers).
 public enum ImageFormat: String, CaseIterable, Sendable {
     case raw, qcow2, vpc, vmdk, vhdx
 
@@ -49,14 +49,14 @@ public enum DiskImages {
         var zero: Bool
     }
 
-    /// The image's format (probed unless given) and virtual size.
-    public static func info(_ path: String, format: ImageFormat?) async throws(ExternalCommandError) -> ImageInfo {
-        var arguments = ["info", "--output=json"]
-        if let format { arguments += ["-f", format.rawValue] }
-        let output = try await ExternalCommand.check("qemu-img", arguments + [path])
+    /// The image's virtual size and qemu's name for its format. The image
+    /// was inspected first: qemu opens it with its format named, never probed.
+    public static func info(_ image: InspectedImage) async throws(ExternalCommandError) -> ImageInfo {
+        let arguments = ["info", "--output=json"] + image.qemuSource
+        let output = try await ExternalCommand.check("qemu-img", arguments)
         let parsed: InfoJSON
         do { parsed = try JSONDecoder().decode(InfoJSON.self, from: Data(output.utf8)) } catch {
-            throw ExternalCommandError(program: "qemu-img", arguments: arguments + [path], exitStatus: 0,
+            throw ExternalCommandError(program: "qemu-img", arguments: arguments, exitStatus: 0,
                                        standardError: "unreadable qemu-img info output: \(error)")
         }
         return ImageInfo(format: parsed.format, virtualSize: parsed.virtualSize, fileSize: parsed.actualSize ?? 0,
@@ -65,18 +65,18 @@ public enum DiskImages {
 
     /// The bytes of the image's virtual disk that hold data (zero clusters
     /// and holes excluded): what an import provisions at most.
-    public static func allocatedBytes(_ path: String, format: ImageFormat) async throws(ExternalCommandError) -> UInt64 {
-        try await map(path, format: format).filter { $0.data && !$0.zero }.reduce(0) { $0 + $1.length }
+    public static func allocatedBytes(_ image: InspectedImage) async throws(ExternalCommandError) -> UInt64 {
+        try await map(image).filter { $0.data && !$0.zero }.reduce(0) { $0 + $1.length }
     }
 
     /// The byte ranges of the image's virtual disk that read as zeros
     /// (holes and zero clusters; not what a backing file provides).
-    public static func zeroRanges(_ path: String, format: ImageFormat) async throws(ExternalCommandError) -> [Range<UInt64>] {
-        try await map(path, format: format).filter(\.zero).map { $0.start..<($0.start + $0.length) }
+    public static func zeroRanges(_ image: InspectedImage) async throws(ExternalCommandError) -> [Range<UInt64>] {
+        try await map(image).filter(\.zero).map { $0.start..<($0.start + $0.length) }
     }
 
-    private static func map(_ path: String, format: ImageFormat) async throws(ExternalCommandError) -> [MapEntry] {
-        let arguments = ["map", "--output=json", "-f", format.rawValue, path]
+    private static func map(_ image: InspectedImage) async throws(ExternalCommandError) -> [MapEntry] {
+        let arguments = ["map", "--output=json"] + image.qemuSource
         let result = try await ExternalCommand.run("qemu-img", arguments, outputLimit: 256 << 20)
         guard result.exitStatus == 0 else {
             throw ExternalCommandError(program: "qemu-img", arguments: arguments, exitStatus: result.exitStatus,
@@ -92,9 +92,9 @@ public enum DiskImages {
 
     /// `qemu-img check` for formats that have one: nil when the image is
     /// consistent (leaked clusters only waste space), else what is wrong.
-    public static func problem(_ path: String, format: ImageFormat) async throws(ExternalCommandError) -> String? {
-        guard format.checkable else { return nil }
-        let result = try await ExternalCommand.run("qemu-img", ["check", "-f", format.rawValue, path])
+    public static func problem(_ image: InspectedImage) async throws(ExternalCommandError) -> String? {
+        guard image.format.checkable else { return nil }
+        let result = try await ExternalCommand.run("qemu-img", ["check"] + image.qemuSource)
         switch result.exitStatus {
         case 0, 3: return nil
         default:

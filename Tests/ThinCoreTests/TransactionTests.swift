@@ -121,6 +121,27 @@ struct TransactionTests {
         #expect(reverted.thinID == 3 && reverted.virtualSize == 1 << 20 && reverted.uuid == volume.uuid)
     }
 
+    @Test("a revert takes the snapshot's external origin, its absence included, only when it settles")
+    func revertTakesOrigin() throws {
+        let sr = try TestSR()
+        let template = UUID()
+        let volume = try sr.addVolume("v", thinID: 1)
+        let early = try sr.addVolume("early", thinID: 2, kind: .snapshot, parent: volume.uuid)
+        let late = try sr.addVolume("late", thinID: 3, kind: .snapshot, parent: volume.uuid)
+        // "early" was taken while the volume read the template; "late" after a hydration dropped it.
+        try sr.catalog().setOriginTemplate(template, volume: early.uuid)
+        try sr.open().revertVolume("v", to: "early")
+        #expect(try sr.catalog().volume(matching: "v")?.originTemplate == template)
+        try sr.open().revertVolume("v", to: "late")
+        #expect(try sr.catalog().volume(matching: "v")?.originTemplate == nil)
+        // Rolled back (the pool never took the messages): the volume keeps what it had.
+        try sr.catalog().setOriginTemplate(template, volume: volume.uuid)
+        let current = try #require(try sr.catalog().volume(matching: "v")).thinID
+        sr.deviceMapper.fail(sr.message("create_snap \(current.value + 1) 3"))
+        #expect(throws: ThinError.self) { try sr.open().revertVolume("v", to: "late") }
+        #expect(try sr.catalog().volume(matching: "v")?.originTemplate == template)
+    }
+
     @Test("revert accepts only snapshots of the volume's own lineage, and changes nothing otherwise")
     func revertLineage() throws {
         let sr = try TestSR()

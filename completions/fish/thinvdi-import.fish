@@ -20,7 +20,7 @@ function __thinvdi-import_parse_tokens -S
     set -l unparsed_tokens (__thinvdi-import_tokens -pc)
     switch $unparsed_tokens[1]
     case 'thinvdi-import'
-        __thinvdi-import_parse_subcommand 2 'name=' 'format=' 'size=' 'description=' 'preallocate' 'progress=' 'json' 'v/verbose' 'h/help'
+        __thinvdi-import_parse_subcommand 2 'name=' 'format=' 'backing=+' 'size=' 'description=' 'preallocate' 'progress=' 'json' 'v/verbose' 'h/help'
         switch $unparsed_tokens[1]
         case 'help'
             __thinvdi-import_parse_subcommand -r 1 
@@ -80,8 +80,9 @@ complete -c 'thinvdi-import' -f
 complete -c 'thinvdi-import' -n '__thinvdi-import_should_offer_completions_for_positional "thinvdi-import" -eq 1' -fka '(__thinvdi-import_custom_completion ---completion -- positional@0 (count (__thinvdi-import_tokens -pc)) (__thinvdi-import_tokens -tC))'
 complete -c 'thinvdi-import' -n '__thinvdi-import_should_offer_completions_for_flags_or_options "thinvdi-import" name' -l 'name' -d 'The new volume\'s name label.' -rfka ''
 complete -c 'thinvdi-import' -n '__thinvdi-import_should_offer_completions_for_positional "thinvdi-import" -eq 2' -F
-complete -c 'thinvdi-import' -n '__thinvdi-import_should_offer_completions_for_flags_or_options "thinvdi-import" format' -l 'format' -d 'The image\'s format (default: qemu-img probes it).' -rfka 'raw qcow2 vpc vmdk vhdx'
-complete -c 'thinvdi-import' -n '__thinvdi-import_should_offer_completions_for_flags_or_options "thinvdi-import" size' -l 'size' -d 'The volume\'s size (at least the image\'s; required for -).' -rfka ''
+complete -c 'thinvdi-import' -n '__thinvdi-import_should_offer_completions_for_flags_or_options "thinvdi-import" format' -l 'format' -d 'The image\'s format (default: read from its header).' -rfka 'raw qcow2 vpc vmdk vhdx'
+complete -c 'thinvdi-import' -n '__thinvdi-import_should_offer_completions_for_flags_or_options "thinvdi-import"' -l 'backing' -d 'A backing image of FILE\'s chain, in order (repeat for each); without it an image naming a backing image is refused.' -rF
+complete -c 'thinvdi-import' -n '__thinvdi-import_should_offer_completions_for_flags_or_options "thinvdi-import" size' -l 'size' -d 'The volume\'s size (at least the image\'s; for -, the stream\'s exact length).' -rfka ''
 complete -c 'thinvdi-import' -n '__thinvdi-import_should_offer_completions_for_flags_or_options "thinvdi-import" description' -l 'description' -d 'The new volume\'s description.' -rfka ''
 complete -c 'thinvdi-import' -n '__thinvdi-import_should_offer_completions_for_flags_or_options "thinvdi-import" preallocate' -l 'preallocate' -d 'Import into a preallocated raw volume (a linear LV beside the pool, zeroed first) instead of a thin one.'
 complete -c 'thinvdi-import' -n '__thinvdi-import_should_offer_completions_for_flags_or_options "thinvdi-import" progress' -l 'progress' -d 'Progress on stderr: bar, json or none (a bare --progress: bar; default: a bar on a terminal).' -rfka 'bar json none'

@@ -79,7 +79,7 @@ end
 complete -c 'thinvdi-resize' -f
 complete -c 'thinvdi-resize' -n '__thinvdi-resize_should_offer_completions_for_positional "thinvdi-resize" -eq 1' -fka '(__thinvdi-resize_custom_completion ---completion -- positional@0 (count (__thinvdi-resize_tokens -pc)) (__thinvdi-resize_tokens -tC))'
 complete -c 'thinvdi-resize' -n '__thinvdi-resize_should_offer_completions_for_positional "thinvdi-resize" -eq 2' -fka '(__thinvdi-resize_custom_completion ---completion -- positional@1 (count (__thinvdi-resize_tokens -pc)) (__thinvdi-resize_tokens -tC))'
-complete -c 'thinvdi-resize' -n '__thinvdi-resize_should_offer_completions_for_flags_or_options "thinvdi-resize" progress' -l 'progress' -d 'Progress of a preallocated volume\'s zeroing on stderr: bar, json or none (a bare --progress: bar; default: a bar on a terminal).' -rfka 'bar json none'
+complete -c 'thinvdi-resize' -n '__thinvdi-resize_should_offer_completions_for_flags_or_options "thinvdi-resize" progress' -l 'progress' -d 'Progress on stderr: bar, json or none (a bare --progress: bar; default: a bar on a terminal).' -rfka 'bar json none'
 complete -c 'thinvdi-resize' -n '__thinvdi-resize_should_offer_completions_for_flags_or_options "thinvdi-resize" json' -l 'json' -d 'Print the result (or the error) as one JSON value on standard output.'
 complete -c 'thinvdi-resize' -n '__thinvdi-resize_should_offer_completions_for_flags_or_options "thinvdi-resize" v verbose' -s 'v' -l 'verbose' -d 'Print each device-mapper call, LVM command and helper program on stderr, with its time (as THINSR_LOG=debug does).'
 complete -c 'thinvdi-resize' -n '__thinvdi-resize_should_offer_completions_for_flags_or_options "thinvdi-resize" h help' -s 'h' -l 'help' -d 'Show help information.'

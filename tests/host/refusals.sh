@@ -76,5 +76,7 @@ for tool in $("$binary" --list); do
     [ "$tool" = thinvdi-unset ] || refuse 'argument|KEY=VALUE|<size>' "$tool with too many arguments" "$tool" a b c d e
 done
 
+refuse 'offset.*65536' "thinvdi-changed --offset not a multiple of 64 KiB" thinvdi-changed hostile a b --bitmap --offset 1000
+refuse 'backing' "thinvdi-import - with --backing" thinvdi-import hostile --name x --size 1M --backing /tmp -
 echo "host-checked refusals: $TRIED tried, $REFUSED refused before any device access"
 [ "$TRIED" = "$REFUSED" ] && [ "$TRIED" -ge 115 ]

@@ -63,6 +63,19 @@ expect_failure 7 "destroying a template (thinvdi-forget is its way out)" thinvdi
 expect_failure 7 "setting a template's key" thinvdi-set tpl "$TR" a=b
 expect_failure 7 "exporting a template" thinvdi-export tpl "$TR" "$THINSR_SCRATCH/t.raw"
 
+test_begin "hostile images: references outside the image are refused before qemu opens it"
+new_loop TSECRET 4
+printf 'THINSR-SECRET-DEVICE' | dd of="$TSECRET" conv=notrunc status=none
+printf '# Disk DescriptorFile\nversion=1\nCID=fffffffe\nparentCID=ffffffff\ncreateType="monolithicFlat"\nRW 8192 FLAT "%s" 0\n' \
+    "$TSECRET" > "$IMG/guest.raw"
+truncate -s 4M "$IMG/guest.raw"
+expect_failure 64 "a VMDK descriptor naming a host device (a guest wrote it on its disk)" thinvdi-introduce tpl "file://$IMG/guest.raw"
+qemu-img create -q -f qcow2 -o data_file="$TSECRET",data_file_raw=on "$IMG/datafile.qcow2" 4M
+expect_failure 64 "a qcow2 whose external data file is a host device" thinvdi-introduce tpl "file://$IMG/datafile.qcow2"
+expect_failure 64 "also with --format qcow2" thinvdi-introduce tpl "file://$IMG/datafile.qcow2" --format qcow2
+expect_failure 64 "a file URI decoding to a newline (the script refuses it)" thinvdi-introduce tpl "file://$IMG/base.raw%0A/etc/passwd"
+free_loop "$TSECRET"
+
 test_begin "clones over the image: reads come from the template, writes go to the pool"
 C1=$(thinvdi-clone tpl "$TR" --name c1)
 check_eq "the clone reads the template" "$(tpl_uuid "$TR")" "$(thinvdi-stat --json tpl c1 | jq -r .origin_template)"
@@ -147,6 +160,16 @@ check_pool_agrees "$TSR" "after a hydration"
 check "thinsr-check finds nothing wrong with templates, clones and a hydrated volume" thinsr-check tpl
 check_eq "changed blocks from before the hydration count the whole volume (a block unmapped in both read the template then)" \
     $((64 << 20)) "$(thinvdi-changed --json tpl c2-pre c2 | jq .changed_bytes)"
+# A guest discards a block after the hydration; a snapshot then reads zeros there, whatever reverts come between.
+blkdiscard -o 0 -l 65536 "$P2"
+thinvdi-snapshot tpl c2 --name c2-late >/dev/null
+thinvdi-detach tpl c2
+thinvdi-revert tpl c2 c2-pre
+thinvdi-revert tpl c2 c2-late
+P2=$(thinvdi-attach tpl c2)
+check "reverting to a snapshot taken after the hydration drops the template again (its discarded block reads zeros)" \
+    cmp -n 65536 "$P2" /dev/zero
+thinvdi-destroy tpl c2-late
 expect_failure 3 "forgetting the template while a snapshot from before the hydration reads it" thinvdi-forget tpl "$TQ"
 thinvdi-destroy tpl c2-pre
 check "and the template can be forgotten" thinvdi-forget tpl "$TQ"
@@ -187,6 +210,8 @@ C4=$(thinvdi-clone tpl over-nbd --name c4)
 C5=$(thinvdi-clone tpl over-nbd --name c5)
 P4=$(thinvdi-attach tpl c4)
 check "its clone reads the export (cmp)" cmp -n $((64 << 20)) "$P4" "$IMG/base.raw"
+check "the nbd device search locks thinsr's own run directory, not world-writable /run/lock" \
+    test -e /run/thinsr/locks/nbd.lock -a ! -e /run/lock/thinsr-nbd.lock
 kill "$server"; wait "$server" 2>/dev/null
 check "with the server gone, reads of template data fail (dd: I/O error)" \
     bash -c "! dd if='$P4' of=/dev/null bs=64k skip=300 count=4 iflag=direct status=none"

@@ -70,6 +70,10 @@ expect_failure 64 "--base with a base image of the wrong size is refused" \
 expect_failure 64 "--base with a base image that does not exist is refused" \
     thinvdi-export transfer "$XS2" "$OUT/bad.qcow2" --base "$XS1" --base-image "$OUT/missing.qcow2"
 check "an existing FILE is replaced by a new export" bash -c "thinvdi-export transfer '$XS2' '$OUT/s2.qcow2' --base '$XS1' && qemu-img compare -q '$OUT/s2.qcow2' '$S2P'"
+s1sum=$(sha256sum < "$OUT/s1.qcow2")
+expect_failure 64 "an increment written over its own base image is refused (it would be backed by itself)" \
+    thinvdi-export transfer "$XS2" "$OUT/s1.qcow2" --base "$XS1"
+check_eq "and the base image is unchanged" "$s1sum" "$(sha256sum < "$OUT/s1.qcow2")"
 
 test_begin "export is cancelled cleanly by SIGTERM"
 BIG=$(thinvdi-create transfer --name big --size 600M)
@@ -115,9 +119,12 @@ done
 check_eq "--json prints the volume" "imp-json 1073741824" \
     "$(thinvdi-import transfer --name imp-json --json "$IMG/src.qcow2" | jq -r '"\(.name) \(.virtual_size)"')"
 head -c $((5 << 20)) "$IMG/src.raw" > "$IMG/stream.raw"
-SV=$(thinvdi-import transfer --name stream --size 8M - < "$IMG/stream.raw")
+SV=$(thinvdi-import transfer --name stream --size 5M - < "$IMG/stream.raw")
 SP=$(thinvdi-attach --read-only transfer "$SV")
-check "- reads a raw stream (cmp over its length, zeros after)" bash -c "cmp -n $((5 << 20)) '$IMG/stream.raw' '$SP' && cmp -n $((3 << 20)) -i $((5 << 20)):0 '$SP' /dev/zero"
+check "- reads a raw stream of exactly --size (cmp)" cmp "$IMG/stream.raw" "$SP"
+expect_failure 64 "a stream that ends before --size (its producer died) imports nothing" \
+    bash -c "( head -c 4M /dev/urandom; exit 1 ) | thinvdi-import transfer --name short --size 64M --format raw -"
+check "saying how many bytes arrived" grep -q "after 4194304 of the 67108864 bytes" /tmp/ef.err
 thinvdi-detach transfer "$SV"
 
 test_begin "import: bad input leaves nothing behind"
@@ -168,12 +175,39 @@ pkill -INT -f "thinvdi-import transfer --name stalled"
 wait $!
 check_eq "a standard-input import waiting on a stalled producer cancels too (exit 130)" 130 "$?"
 check "and leaves no volume" bash -c "! thinvdi-stat transfer stalled 2>/dev/null"
-expect_failure 64 "a probed image naming a backing file is refused (a raw disk's guest may have written that header)" \
+expect_failure 64 "an image naming a backing file is refused (a raw disk's guest may have written that header)" \
     thinvdi-import transfer --name chain "$OUT/s2.qcow2"
-CH=$(thinvdi-import transfer --name chain --format qcow2 "$OUT/s2.qcow2")
+expect_failure 64 "also with --format qcow2 while the chain is not named" \
+    thinvdi-import transfer --name chain --format qcow2 "$OUT/s2.qcow2"
+CH=$(thinvdi-import transfer --name chain --backing "$OUT/s1.qcow2" "$OUT/s2.qcow2")
 CHP=$(thinvdi-attach --read-only transfer "$CH")
-check "with --format qcow2 the chain imports flattened, equal to s2" qemu-img compare -q "$OUT/s2.qcow2" "$CHP"
+check "with --backing naming its base the chain imports flattened, equal to s2" qemu-img compare -q "$OUT/s2.qcow2" "$CHP"
 thinvdi-detach transfer "$CH"
+
+test_begin "import: hostile images read nothing outside themselves (CVE-2024-32498's attacks)"
+new_loop XSECRET 4
+printf 'THINSR-SECRET-DEVICE' | dd of="$XSECRET" conv=notrunc status=none
+printf '# Disk DescriptorFile\nversion=1\nCID=fffffffe\nparentCID=ffffffff\ncreateType="monolithicFlat"\nRW 8192 FLAT "%s" 0\n' \
+    "$XSECRET" > "$IMG/guest.raw"
+truncate -s 4M "$IMG/guest.raw"
+expect_failure 64 "a raw disk whose guest wrote a VMDK descriptor naming a host device, without --format" \
+    thinvdi-import transfer --name evil "$IMG/guest.raw"
+GV=$(thinvdi-import transfer --name guest --format raw "$IMG/guest.raw")
+GP=$(thinvdi-attach --read-only transfer "$GV")
+check "with --format raw its own bytes are imported, not the device's (cmp)" cmp "$IMG/guest.raw" "$GP"
+thinvdi-detach transfer "$GV"
+qemu-img create -q -f qcow2 -o data_file="$XSECRET",data_file_raw=on "$IMG/datafile.qcow2" 4M
+expect_failure 64 "a qcow2 whose external data file is a host device" thinvdi-import transfer --name evil "$IMG/datafile.qcow2"
+expect_failure 64 "also with --format qcow2" thinvdi-import transfer --name evil --format qcow2 "$IMG/datafile.qcow2"
+qemu-img create -q -f qcow2 -b "$XSECRET" -F raw "$IMG/mid.qcow2" 4M
+qemu-img create -q -f qcow2 -b "$IMG/mid.qcow2" -F qcow2 "$IMG/top.qcow2" 4M
+expect_failure 64 "a chain two levels deep ending at a device, with --format qcow2" \
+    thinvdi-import transfer --name evil --format qcow2 "$IMG/top.qcow2"
+expect_failure 64 "also with its first level named" thinvdi-import transfer --name evil --backing "$IMG/mid.qcow2" "$IMG/top.qcow2"
+expect_failure 64 "and with the device named as a backing image" \
+    thinvdi-import transfer --name evil --backing "$IMG/mid.qcow2" --backing "$XSECRET" "$IMG/top.qcow2"
+check "no volume holds the device's bytes" bash -c "! thinvdi-stat transfer evil 2>/dev/null"
+free_loop "$XSECRET"
 
 test_begin "NBD: block status from the pool's metadata, several readers, writable"
 SOCK=$THINSR_SCRATCH/s1.sock
@@ -214,6 +248,12 @@ kill -TERM $serve; wait $serve
 WP=$(thinvdi-attach --read-only transfer "$W")
 check "and the volume holds the data" cmp -n $((1 << 20)) "$OUT/w.data" "$WP"
 thinvdi-detach transfer "$W"
+thinvdi-serve transfer "$W" --socket "$WS" > /dev/null &
+serve=$!
+for _ in $(seq 100); do [ -S "$WS" ] && break; sleep 0.1; done
+expect_failure 3 "a read-write attach of a volume served read-only is refused" thinvdi-attach transfer "$W"
+check "naming what holds it: the server, reading it" grep -q "(thinvdi-serve, reading it)" /tmp/ef.err
+kill -TERM $serve; wait $serve
 expect_failure 64 "--writable on a snapshot is refused" thinvdi-serve transfer "$XS1" --socket "$WS" --writable
 expect_failure 3 "serving a volume attached read-write is refused" thinvdi-serve transfer "$XV" --socket "$WS"
 

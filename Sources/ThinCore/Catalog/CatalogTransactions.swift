@@ -49,6 +49,8 @@ extension Catalog {
             try database.query("""
                 UPDATE volume SET thin_id = pending_thin_id, virtual_size = pending_virtual_size,
                     data_source = pending_data_source, data_since = \(since),
+                    origin_template = (SELECT source.origin_template FROM volume AS source
+                                       WHERE source.uuid = volume.pending_data_source),
                     pending_thin_id = NULL, pending_virtual_size = NULL, pending_data_source = NULL
                 WHERE pending_thin_id IS NOT NULL
                 """)

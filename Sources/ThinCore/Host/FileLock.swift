@@ -35,6 +35,16 @@ final class FileLock {
         return lock
     }
 
+    /// Waits at most `seconds` for the lock; nil when another process held
+    /// it all that time.
+    static func waiting(path: String, seconds: Int, mode: Mode = .exclusive) throws(ThinError) -> FileLock? {
+        for tries in 0...(seconds * 10) {
+            if let lock = try attempt(path: path, mode: mode) { return lock }
+            if tries < seconds * 10 { usleep(100_000) }
+        }
+        return nil
+    }
+
     /// Opens (creating) the lock file, and its directory on first use.
     private static func open(_ path: String) throws(ThinError) -> Int32 {
         var descriptor = Glibc.open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)

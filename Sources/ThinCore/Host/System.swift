@@ -208,6 +208,13 @@ public enum System {
     }
 
     /// This process's executable (/proc/self/exe), or nil.
+    /// The tool a process runs, as its argv[0] names it (`thinvdi-export`).
+    static func programName(_ pid: Int32) -> String? {
+        guard let command = readFile("/proc/\(pid)/cmdline"), let first = command.split(separator: "\0").first,
+              !first.isEmpty else { return nil }
+        return first.split(separator: "/").last.map(String.init)
+    }
+
     static func executablePath() -> String? {
         var buffer = [CChar](repeating: 0, count: 4096)
         let length = readlink("/proc/self/exe", &buffer, buffer.count - 1)
@@ -222,3 +229,29 @@ public enum System {
 
 }
 
+
+/// A temporary file made exclusively (O_EXCL, O_NOFOLLOW) under an
+/// unpredictable name beside its final path: a program writing it as root
+/// never follows a link another user planted there.
+public enum ExclusiveFile {
+    public static func create(besides path: String, tag: String) throws(ThinError) -> String {
+        let slash = path.lastIndex(of: "/")
+        let directory = slash.map { $0 == path.startIndex ? "/" : String(path[..<$0]) } ?? "."
+        let name = slash.map { String(path[path.index(after: $0)...]) } ?? path
+        for _ in 0..<8 {
+            let candidate = "\(directory)/.\(name).\(tag)-\(String(UInt64.random(in: 1...UInt64.max), radix: 36))"
+            do {
+                let descriptor = try FileDescriptor.open(FilePath(candidate), .writeOnly,
+                                                         options: [.create, .exclusiveCreate, .noFollow, .closeOnExec],
+                                                         permissions: [.ownerReadWrite])
+                try? descriptor.close()
+                return candidate
+            } catch Errno.fileExists {
+                continue
+            } catch {
+                throw ThinError(.invalidArgument, "cannot create a file in \(directory) (\(error)); choose a writable directory")
+            }
+        }
+        throw ThinError(.backendFailure, "cannot create a temporary file in \(directory): every name tried exists")
+    }
+}

@@ -186,6 +186,13 @@ public final class AttachedSR {
         return held
     }
 
+    /// The proof that this open SR was recovered, which changing devices
+    /// needs (recovering first if it was not).
+    func devicesRecovered() throws(ThinError) -> DevicesRecovered {
+        try recovered()
+        return DevicesRecovered()
+    }
+
     /// Brings catalog, pool and devices into agreement, once per open SR:
     /// finishes device changes and the transaction a killed process left.
     /// Needs write access. Returns the pool's usage.
@@ -248,4 +255,11 @@ extension AttachedSR {
             return (mounted.names.uuidString, mounted.record.name)
         }
     }
+}
+
+/// Handed out only by `AttachedSR.devicesRecovered()`: what a device change
+/// must show, so that no path changes devices (and takes the
+/// devices-changing marker away) before a killed change is finished.
+struct DevicesRecovered {
+    fileprivate init() {}
 }

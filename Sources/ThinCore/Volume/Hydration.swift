@@ -212,7 +212,7 @@ extension AttachedSR {
             volume = try requireVolume(reference)
         }
         let template = try requireTemplate(templateUUID)
-        _ = try await origins.bringUp(template)
+        _ = try await origins.bringUp(template, try devicesRecovered())
         let blockBytes = try record.blockSizeBytes
         let regionSectors = Self.regionSectors(blockBytes: blockBytes)
         let regionBytes = regionSectors * 512
@@ -314,7 +314,7 @@ extension AttachedSR {
         let path = "/dev/mapper/\(hydration.cloneDevice)"
         // The devices-changing marker covers the window: if this process dies
         // with the guest held, the next command of any kind resumes it.
-        return try devices.changing { () throws(ThinError) -> [UInt64] in
+        return try devices.changing(try devicesRecovered()) { () throws(ThinError) -> [UInt64] in
             if holdsGuest {
                 do { try host.deviceMapper.suspend(name: top, flush: true) } catch {
                     throw .backend("cannot hold \(volume.key)'s I/O to copy what it read", error)
@@ -346,8 +346,9 @@ extension AttachedSR {
     /// that cannot be told (a block device reports everything as data).
     private func imageZeros(of template: VolumeRecord) async -> [Range<UInt64>] {
         guard let image = origins.record(template.uuid)?.image,
-              let format = ImageFormat(rawValue: template.templateFormat ?? "raw") else { return [] }
-        return (try? await DiskImages.zeroRanges(image, format: format)) ?? []
+              let format = ImageFormat(rawValue: template.templateFormat ?? "raw"),
+              let inspected = try? ImageInspector.inspect(image, declared: format) else { return [] }
+        return (try? await DiskImages.zeroRanges(inspected)) ?? []
     }
 
     /// Regions of the pool's block size where that is a power of two (a
@@ -427,7 +428,7 @@ extension AttachedSR {
     private func switchTop(of volume: VolumeRecord) throws(ThinError) {
         guard let info = try devices.info(volume.uuid), try !devices.isInactive(volume.uuid, info: info) else { return }
         let name = names.volumeDevice(volume.uuid).name
-        try devices.changing { () throws(ThinError) in
+        try devices.changing(try devicesRecovered()) { () throws(ThinError) in
             do {
                 try host.deviceMapper.reload(name: name, table: [devices.table(for: volume)], readOnly: info.readOnly)
                 try host.deviceMapper.resume(name: name, udev: .standard)
@@ -450,10 +451,11 @@ extension AttachedSR {
         // which waits for the copies in flight; only then switch the table.
         if cloneExists { try? deviceMapper.send(.disableHydration, to: clone) }
         if let info = try devices.info(volume.uuid), try !devices.isInactive(volume.uuid, info: info) {
-            try devices.changing { () throws(ThinError) in
+            try devices.changing(try devicesRecovered()) { () throws(ThinError) in
                 do {
                     try deviceMapper.suspend(name: top, flush: true)
                     if cloneExists { try deviceMapper.suspend(name: clone, flush: true) }
+                    FaultInjection.point("hydration-stop-suspended")
                     try deviceMapper.reload(name: top, table: [devices.thinTable(for: volume, withOrigin: !dropOrigin)],
                                             readOnly: info.readOnly)
                     try deviceMapper.resume(name: top, udev: .standard)

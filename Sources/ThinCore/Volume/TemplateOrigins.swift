@@ -65,7 +65,11 @@ public enum SchemeScripts {
             throw ThinError(.backendFailure, "template \(uri) cannot be reached: \(script) attach failed (exit "
                             + "\(result.exitStatus)): \(messageLine(result.standardError))")
         }
-        guard let path = result.standardOutput.split(whereSeparator: \.isNewline).last.map(String.init),
+        // Exactly one line, the path: a path with a newline in it must not pick another line.
+        var output = Substring(result.standardOutput)
+        if output.last == "\n" { output = output.dropLast() }
+        let path = String(output)
+        guard !path.isEmpty, !path.contains(where: { $0.isNewline || ($0.asciiValue ?? 32) < 32 || $0 == "\u{7f}" }),
               path.hasPrefix("/"), System.exists(path) else {
             throw ThinError(.backendFailure, "template \(uri): \(script) attach printed no existing path "
                             + "(\"\(messageLine(result.standardOutput))\")")
@@ -106,7 +110,7 @@ struct TemplateOrigins {
     /// Brings the template's image up (once per host) and returns the origin
     /// device's path. An origin whose image stopped answering (its NBD
     /// server went away) is brought up again under the volumes using it.
-    func bringUp(_ template: VolumeRecord) async throws(ThinError) -> String {
+    func bringUp(_ template: VolumeRecord, _ recovered: DevicesRecovered) async throws(ThinError) -> String {
         let device = names.originDevice(template.uuid)
         let info: DeviceInfo?
         do { info = try deviceMapper.info(name: device.name) } catch { throw .backend("cannot query \(device.name)", error) }
@@ -116,7 +120,7 @@ struct TemplateOrigins {
         }
         if let info, info.hasLiveTable {
             if DirectIO.canRead(device.path) { return device.path }
-            do { return try await replace(template, stale: info) } catch {
+            do { return try await replace(template, stale: info, recovered) } catch {
                 // qemu's NBD client reconnects by itself when its export returns: it may have meanwhile.
                 if DirectIO.canRead(device.path) { return device.path }
                 throw error
@@ -144,17 +148,23 @@ struct TemplateOrigins {
 
     /// Points a live origin device at a freshly exposed image, so the
     /// volumes reading it read again; the dead image is released.
-    private func replace(_ template: VolumeRecord, stale: DeviceInfo) async throws(ThinError) -> String {
+    private func replace(_ template: VolumeRecord, stale: DeviceInfo,
+                         _ recovered: DevicesRecovered) async throws(ThinError) -> String {
         let device = names.originDevice(template.uuid)
         let old = load(template.uuid)
         let record = try await expose(template)
+        // Under the devices-changing marker: an origin a killed or failed swap left suspended is resumed
+        // by the next command, which reconciles origins too.
+        try System.touch(names.devicesChangingMarker)
         do {
             try deviceMapper.reload(name: device.name, table: [originTable(template, record)], readOnly: true)
+            FaultInjection.point("origin-reloaded")
             try deviceMapper.resume(name: device.name, udev: .standard)
         } catch {
             unexpose(record)
             throw .backend("cannot point the origin of template \(template.key) at its image again", error)
         }
+        System.removeFile(names.devicesChangingMarker)
         save(record, for: template.uuid)
         if let old { unexpose(old) }
         guard DirectIO.canRead(device.path) else {
@@ -178,6 +188,10 @@ struct TemplateOrigins {
         var record = OriginRecord(uri: uri, image: image, device: image, helper: nil)
         do throws(ThinError) {
             if format != ImageFormat.raw.rawValue {
+                // The image may have changed since it was introduced: inspect it again before qemu opens it.
+                do { _ = try ImageInspector.inspect(image, declared: ImageFormat(rawValue: format), what: uri) } catch {
+                    throw ThinError(.backendFailure, "template \(template.key) cannot be read: \(error.message)")
+                }
                 record.device = try await Self.connectNBD(image, format: format)
                 record.helper = "nbd"
             } else if System.blockDevice(image) == nil {
@@ -225,7 +239,10 @@ struct TemplateOrigins {
                             + "use \(format) templates")
         }
         // The same lock as the nbd scheme script's: two finders never pick one device.
-        let lock = try FileLock(path: "/run/lock/thinsr-nbd.lock")
+        guard let lock = try FileLock.waiting(path: Paths.nbdLock, seconds: 60) else {
+            throw ThinError(.deviceInUse, "another process has held \(Paths.nbdLock) for 60 s while choosing an nbd "
+                            + "device; try again when it ends (fuser \(Paths.nbdLock) names it)")
+        }
         defer { lock.release() }
         var lastError = "every nbd device is in use"
         for number in devices where !System.exists("/sys/block/nbd\(number)/pid") {

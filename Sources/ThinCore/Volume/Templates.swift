@@ -8,8 +8,8 @@ public import ThinTools
 /// `lvcreate -s --thinpool P ExternalLV`), attached with the image as its
 /// external origin, so it reads the image where it has no block of its own.
 extension AttachedSR {
-    /// Registers the image at `uri` (its format probed by qemu-img unless
-    /// given) as a template. The URI is resolved once to check that it
+    /// Registers the image at `uri` (its format read from its header by
+    /// thinsr unless given; only self-contained images) as a template. The URI is resolved once to check that it
     /// names an image of that format and to read its size, then released.
     public func introduceTemplate(uri: String, name: String?, description: String,
                                   format: ImageFormat?) async throws(ThinError) -> VolumeRecord {
@@ -21,24 +21,21 @@ extension AttachedSR {
         let usage = try recovered()
         try SpaceReserve.requireRoomForNewDevice(usage, sr: names)
         let image = try await SchemeScripts.attach(uri)
+        let inspected: InspectedImage
         let info: ImageInfo
         do {
-            info = try await DiskImages.info(image, format: format)
+            inspected = try ImageInspector.inspect(image, declared: format, what: uri)
+            info = try await DiskImages.info(inspected)
+        } catch let refusal as ImageRefusal {
+            SchemeScripts.detach(uri, path: image)
+            throw .invalid(refusal.message)
         } catch {
             SchemeScripts.detach(uri, path: image)
             throw .invalid("\(uri) is not \(format.map { "a \($0.rawValue)" } ?? "a disk") image: "
-                           + messageLine(error.standardError))
+                           + messageLine((error as? ExternalCommandError)?.standardError ?? "\(error)"))
         }
         SchemeScripts.detach(uri, path: image)
-        guard let detected = ImageFormat(rawValue: info.format) else {
-            throw .invalid("\(uri) is a \(info.format) image; a template is raw, qcow2, vpc, vmdk or vhdx "
-                           + "(convert it with qemu-img convert)")
-        }
-        if format == nil, let backing = info.backingFile {
-            // Probing could take a raw disk whose guest wrote a qcow2 header for an image reading host files.
-            throw .invalid("\(uri) was probed as \(info.format) with a backing file (\(backing)); give --format "
-                           + "\(info.format) to accept that chain")
-        }
+        let detected = inspected.format
         guard info.virtualSize > 0, info.virtualSize % 512 == 0 else {
             throw .invalid("\(uri)'s disk is \(info.virtualSize) bytes, not a positive multiple of 512; a template's "
                            + "disk is a whole number of sectors")

@@ -27,12 +27,12 @@ extension AttachedSR {
         }
         guard try !devices.isInactive(volume.uuid, info: info) else {
             if !inactive {
-                try await withOrigin(of: volume) { () throws(ThinError) in try devices.load(volume, readOnly: readOnly) }
+                try await withOrigin(of: volume) { () throws(ThinError) in try devices.load(volume, readOnly: readOnly, try devicesRecovered()) }
             }
             return (volume, try devices.link(volume))
         }
         // An attached volume over an image that stopped answering is read again from a fresh one.
-        if let template = volume.originTemplate, !inactive { _ = try await origins.bringUp(try requireTemplate(template)) }
+        if let template = volume.originTemplate, !inactive { _ = try await origins.bringUp(try requireTemplate(template), try devicesRecovered()) }
         guard inactive || info.readOnly == readOnly else {
             let mode = info.readOnly ? "read-only" : "read-write"
             throw ThinError(.volumeInUse, "volume \(volume.key) is already attached \(mode); detach it first "
@@ -63,7 +63,7 @@ extension AttachedSR {
     /// origin up; if `body` fails, an origin nothing else reads is released.
     private func withOrigin<T>(of volume: VolumeRecord, _ body: () throws(ThinError) -> T) async throws(ThinError) -> T {
         guard let template = volume.originTemplate else { return try body() }
-        _ = try await origins.bringUp(try requireTemplate(template))
+        _ = try await origins.bringUp(try requireTemplate(template), try devicesRecovered())
         do { return try body() } catch {
             origins.releaseIfUnused(template)
             throw error

@@ -44,7 +44,7 @@ extension AttachedSR {
             return
         }
         // The catalog first: a crash before the reload leaves a device the next operation grows.
-        try devices.changing { () throws(ThinError) in
+        try devices.changing(try devicesRecovered()) { () throws(ThinError) in
             try catalog.setVirtualSize(size, volume: volume.uuid)
             FaultInjection.point("size-recorded")
             let device = names.volumeDevice(volume.uuid).name

@@ -50,7 +50,7 @@ extension AttachedSR {
         // them: the transaction completes, then the failure is reported (and
         // the marker stays, so the next thinsr command resumes the device).
         var resumeFailure: ThinError?
-        try devices.changing { () throws(ThinError) in
+        try devices.changing(try devicesRecovered()) { () throws(ThinError) in
             try transact(messages, prepare: prepare) { send throws(ThinError) in
                 resumeFailure = try whileSuspended(origin, send)
             }
@@ -116,12 +116,8 @@ extension AttachedSR {
             catalog throws(ThinError) in
             try catalog.setPendingSwitch(volume: volume.uuid, thinID: thinID, virtualSize: snapshot.virtualSize,
                                          dataSource: snapshot.uuid)
-            // A hydrated volume going back to a snapshot that still reads the template reads it again. Set
-            // before the switch and never cleared here: a volume that holds every block reads the same with
-            // or without the origin, so this is right whether the revert lands or is rolled back.
-            if volume.originTemplate == nil, snapshot.originTemplate != nil {
-                try catalog.setOriginTemplate(snapshot.originTemplate, volume: volume.uuid)
-            }
+            // The volume's external origin becomes the snapshot's, its absence included, when the switch
+            // settles (a hydrated point in history must not read the template again, nor an earlier one lose it).
             try catalog.setNextThinID(thinID.successor)
         }
     }

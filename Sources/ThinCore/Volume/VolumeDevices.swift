@@ -122,10 +122,10 @@ struct VolumeDevices {
     }
 
     /// Loads the volume's table into a device `createNode` made, and resumes it.
-    func load(_ volume: VolumeRecord, readOnly: Bool) throws(ThinError) {
+    func load(_ volume: VolumeRecord, readOnly: Bool, _ recovered: DevicesRecovered) throws(ThinError) {
         guard volume.virtualSize > 0 else { return }
         let name = names.volumeDevice(volume.uuid).name
-        try changing { () throws(ThinError) in
+        try changing(recovered) { () throws(ThinError) in
             do {
                 try deviceMapper.reload(name: name, table: [table(for: volume)], readOnly: readOnly)
                 FaultInjection.point("table-loaded")
@@ -195,7 +195,9 @@ struct VolumeDevices {
     /// Runs `body`, which suspends a device or changes a table, with the
     /// marker set that makes the next operation reconcile the devices if this
     /// process dies before the change is whole.
-    func changing<T>(_ body: () throws(ThinError) -> T) throws(ThinError) -> T {
+    /// Only a recovered SR hands out `DevicesRecovered`: a change that did
+    /// not first finish a killed process's change would take its marker away.
+    func changing<T>(_ recovered: DevicesRecovered, _ body: () throws(ThinError) -> T) throws(ThinError) -> T {
         try System.touch(names.devicesChangingMarker)
         let result = try body()
         System.removeFile(names.devicesChangingMarker)
@@ -257,8 +259,21 @@ struct VolumeDevices {
         }
     }
 
-    /// Finds and finishes device changes a killed process left half done.
+    /// Finds and finishes device changes a killed process left half done:
+    /// volume devices, and the SR's other devices (a hydration's dm-clone
+    /// stack, template origins) that one left suspended.
     func reconcile(with volumes: [VolumeRecord]) throws(ThinError) {
         try finish(unfinished(volumes, active: try active()))
+        let all: [String]
+        do { all = try deviceMapper.list() } catch { throw .backend("cannot list dm devices", error) }
+        let stacked = SRNames.HydrationPart.allCases.map { "thinsr_\(names.hex)_h\($0.rawValue)" } + [names.originDevicePrefix]
+        for name in all where stacked.contains(where: name.hasPrefix) {
+            let info: DeviceInfo?
+            do { info = try deviceMapper.info(name: name) } catch { throw .backend("cannot query \(name)", error) }
+            guard let info, info.suspended, info.hasLiveTable else { continue }
+            do { try deviceMapper.resume(name: name, udev: .standard) } catch {
+                throw .backend("recovery: cannot resume \(name)", error)
+            }
+        }
     }
 }

@@ -1,3 +1,4 @@
+import ThinDeviceMapper
 import FoundationEssentials
 #if canImport(Glibc)
 import Glibc
@@ -89,10 +90,13 @@ extension AttachedSR {
             // Attached without a holder: that attach keeps counting.
             try held.add(VolumeHolders.unnamed)
         }
-        if !readOnly, let writer = held.live().first(where: { $0.hasPrefix("process.") }) {
-            // A writable NBD export is its volume's only user.
-            throw ThinError(.volumeInUse, "volume \(volume.key) is served read-write by process "
-                            + "\(writer.dropFirst("process.".count)); stop that server first", parameters: [volume.key])
+        if !readOnly, let process = held.live().first(where: { $0.hasPrefix("process.") }) {
+            // A process holding the volume (an export, a server, an import) is its only writer or must stay a reader.
+            let pid = String(process.dropFirst("process.".count))
+            let mode = (try? devices.info(volume.uuid))??.readOnly == true ? "reading it" : "writing it"
+            let name = Int32(pid).flatMap(System.programName) ?? "a thinsr tool"
+            throw ThinError(.volumeInUse, "volume \(volume.key) is held by process \(pid) (\(name), \(mode)); wait for it "
+                            + "to end or stop it first", parameters: [volume.key])
         }
         let attached = try await attachVolume(reference, readOnly: readOnly, inactive: inactive)
         try held.add(holder)

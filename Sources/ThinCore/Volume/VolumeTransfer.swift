@@ -252,10 +252,17 @@ public enum ExportRecords {
         "\(Paths.stateRoot)/exports/\(sr.uuidString)/\(volume.uuid.lowercased)"
     }
 
-    public static func remember(sr: SRNames, volume: VolumeRecord, image: String) {
+    /// Records where `volume` was exported. When that fails, an older
+    /// record is removed too: --base must never find a stale image.
+    public static func remember(sr: SRNames, volume: VolumeRecord, image: String) throws(ThinError) {
         let file = path(sr: sr, volume: volume)
-        try? System.makeDirectories(String(file[..<(file.lastIndex(of: "/") ?? file.endIndex)]))
-        try? System.writeFile(file, image + "\n")
+        do {
+            try System.makeDirectories(String(file[..<(file.lastIndex(of: "/") ?? file.endIndex)]))
+            try System.writeFile(file, image + "\n")
+        } catch {
+            System.removeFile(file)
+            throw error
+        }
     }
 
     public static func lastExport(sr: SRNames, volume: VolumeRecord) -> String? {
