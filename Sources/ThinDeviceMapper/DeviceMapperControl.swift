@@ -14,9 +14,9 @@ public protocol DeviceMapperControl: Sendable {
     /// Removes the device when its last opener closes it (at once if none does).
     func removeDeferred(name: String) throws(DeviceMapperError)
     func rename(name: String, to newName: String) throws(DeviceMapperError)
-    /// Sends a message to a pool; returns the response, if any.
+    /// Sends a message to sector 0 of a device; returns the response, if any.
     @discardableResult
-    func send(_ message: PoolMessage, to pool: String) throws(DeviceMapperError) -> String?
+    func send(_ message: DeviceMessage, to device: String) throws(DeviceMapperError) -> String?
     /// The live table, or nil if no device has that name.
     func table(name: String) throws(DeviceMapperError) -> [TableLine]?
     /// The status lines, or nil if no device has that name.
@@ -40,4 +40,22 @@ extension DeviceMapperControl {
     public func suspend(name: String) throws(DeviceMapperError) { try suspend(name: name, flush: true) }
 
     public func resume(name: String) throws(DeviceMapperError) { try resume(name: name, udev: .standard) }
+
+    /// Sends a message to a thin pool.
+    @discardableResult
+    public func send(_ message: PoolMessage, to pool: String) throws(DeviceMapperError) -> String? {
+        try send(.pool(message), to: pool)
+    }
+
+    /// Sends a message to a clone device.
+    @discardableResult
+    public func send(_ message: CloneMessage, to clone: String) throws(DeviceMapperError) -> String? {
+        try send(.clone(message), to: clone)
+    }
+
+    /// Sends a statistics message to any device.
+    @discardableResult
+    public func send(_ message: StatsMessage, to device: String) throws(DeviceMapperError) -> String? {
+        try send(.stats(message), to: device)
+    }
 }

@@ -1,4 +1,5 @@
 public import FoundationEssentials
+import ThinDeviceMapper
 
 /// The four LVs of an SR, by the role tag each carries.
 public enum LVRole: String, CaseIterable, Sendable {
@@ -18,11 +19,11 @@ public enum LVRole: String, CaseIterable, Sendable {
 }
 
 /// A volume's dm device: `thinsr_<sr hex>_v<volume hex>`, with a dm uuid
-/// naming both, under /dev/mapper.
+/// naming both; its node is the name's `DmName.path`.
 struct VolumeDevice: Equatable {
     let name: String
     let dmUUID: String
-    var path: String { "/dev/mapper/\(name)" }
+    var path: String { DmName(name).path }
 }
 
 /// The names of everything one SR owns. dm names contain no `-`, so they can
