@@ -60,7 +60,7 @@ public struct DeviceMapper: DeviceMapperControl {
     public static var isAvailable: Bool { access(DmName.controlPath, F_OK) == 0 }
 
     /// Creates a device, loads `table` and resumes it (one DM_DEV_CREATE round).
-    public func create(name: String, uuid: String?, table: [TableLine], readOnly: Bool,
+    public func create(name: String, uuid: DmUuid?, table: [TableLine], readOnly: Bool,
                        udev: UdevVisibility) throws(DeviceMapperError) {
         // Without a table the kernel sends no uevent (only resume, remove and
         // rename do), so a udev cookie would never be released and udev makes
@@ -68,7 +68,7 @@ public struct DeviceMapper: DeviceMapperControl {
         // resume after a later load tells udev as usual.
         try Self.run(DM_DEVICE_CREATE, "create", device: name, udev: table.isEmpty ? nil : udev) { task in
             guard dm_task_set_name(task, name) != 0 else { return false }
-            if let uuid, dm_task_set_uuid(task, uuid) == 0 { return false }
+            if let uuid, dm_task_set_uuid(task, uuid.rawValue) == 0 { return false }
             if readOnly, dm_task_set_ro(task) == 0 { return false }
             return Self.addTargets(task, table)
         }

@@ -3,7 +3,7 @@
 public protocol DeviceMapperControl: Sendable {
     /// Creates a device, loads `table` and resumes it; with an empty table,
     /// only creates it (a node of size 0 until a table is loaded and resumed).
-    func create(name: String, uuid: String?, table: [TableLine], readOnly: Bool,
+    func create(name: String, uuid: DmUuid?, table: [TableLine], readOnly: Bool,
                 udev: UdevVisibility) throws(DeviceMapperError)
     /// Loads `table` into the device's inactive slot; `resume` makes it live.
     func reload(name: String, table: [TableLine], readOnly: Bool) throws(DeviceMapperError)
@@ -28,7 +28,7 @@ public protocol DeviceMapperControl: Sendable {
 }
 
 extension DeviceMapperControl {
-    public func create(name: String, uuid: String? = nil, table: [TableLine],
+    public func create(name: String, uuid: DmUuid? = nil, table: [TableLine],
                        readOnly: Bool = false) throws(DeviceMapperError) {
         try create(name: name, uuid: uuid, table: table, readOnly: readOnly, udev: .standard)
     }

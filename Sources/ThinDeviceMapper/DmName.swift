@@ -47,3 +47,30 @@ public struct DmName: Hashable, Comparable, Sendable, CustomStringConvertible {
     public var description: String { rawValue }
     public static func < (lhs: DmName, rhs: DmName) -> Bool { lhs.rawValue < rhs.rawValue }
 }
+
+/// A device-mapper device's uuid: the kernel's second, unchanging name
+/// (thinsr's `THINSR-<sr>-...`, LVM's `LVM-...`), set once at create.
+public struct DmUuid: Hashable, Sendable, CustomStringConvertible {
+    /// dm-ioctl.h's DM_UUID_LEN (129) less its terminating NUL.
+    public static let maximumBytes = 128
+
+    public let rawValue: String
+
+    /// Nil for a uuid the kernel refuses: empty, longer than 128 bytes, or containing a NUL.
+    public init?(validating uuid: String) {
+        guard Self.isValid(uuid) else { return nil }
+        rawValue = uuid
+    }
+
+    /// A uuid built by a pattern known to be valid; an invalid one is a programming error.
+    public init(_ uuid: String) {
+        precondition(Self.isValid(uuid), "invalid device-mapper uuid \"\(uuid)\"")
+        rawValue = uuid
+    }
+
+    public static func isValid(_ uuid: String) -> Bool {
+        !uuid.utf8.isEmpty && uuid.utf8.count <= maximumBytes && !uuid.utf8.contains(0)
+    }
+
+    public var description: String { rawValue }
+}

@@ -20,6 +20,15 @@ struct DmNameTests {
         #expect(DmName("a") < DmName("b"))
     }
 
+    @Test("uuids: 1 to 128 bytes, no NUL")
+    func uuids() {
+        let uuid = "THINSR-0b6c6f0e-9f57-4a34-8d8b-6d2f3c4c1a10-pool"
+        #expect(DmUuid(validating: uuid)?.rawValue == uuid && DmUuid(uuid).description == uuid)
+        #expect(DmUuid(validating: String(repeating: "u", count: 128)) != nil)
+        #expect(DmUuid(validating: String(repeating: "u", count: 129)) == nil)
+        #expect(DmUuid(validating: "") == nil && DmUuid(validating: "a\u{0}b") == nil)
+    }
+
     @Test("LVM's device name doubles each dash inside the VG and LV names")
     func lvmNames() {
         #expect(DmName(lvmGroup: "my-vg", volume: "lv-1").rawValue == "my--vg-lv--1")

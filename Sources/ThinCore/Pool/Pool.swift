@@ -5,7 +5,7 @@ import ThinDeviceMapper
 struct Pool {
     /// The dm name, `thinsr_<sr hex>_pool`.
     let name: String
-    let deviceUUID: String
+    let deviceUUID: DmUuid
     let deviceMapper: any DeviceMapperControl
 
     init(names: SRNames, deviceMapper: any DeviceMapperControl) {

@@ -88,7 +88,7 @@ final class RecordingDeviceMapper: DeviceMapperControl {
         DeviceMapperError(operation: "-", device: name, reason: .noSuchDevice)
     }
 
-    func create(name: String, uuid: String?, table: [TableLine], readOnly: Bool,
+    func create(name: String, uuid: DmUuid?, table: [TableLine], readOnly: Bool,
                 udev: UdevVisibility) throws(DeviceMapperError) {
         try record("create \(name)") { (state: inout State) throws(DeviceMapperError) in
             guard state.devices[name] == nil else {
