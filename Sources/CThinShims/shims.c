@@ -59,8 +59,8 @@ int CThinShims_udev_is_running(void) {
 #include <linux/dm-ioctl.h>
 #include <linux/fs.h>
 
-int CThinShims_dm_arm_events(void) {
-    int descriptor = open("/dev/mapper/control", O_RDWR | O_CLOEXEC);
+int CThinShims_dm_arm_events(const char *control) {
+    int descriptor = open(control, O_RDWR | O_CLOEXEC);
     if (descriptor < 0) return -errno;
     struct dm_ioctl request;
     memset(&request, 0, sizeof request);

@@ -41,7 +41,7 @@ public enum UdevVisibility: Sendable {
         switch self {
         case .standard:
             // A guest's disk is the guest's: the host runs no blkid on it and
-            // makes no /dev/disk links, LVM or md scans (the /dev/mapper node stays).
+            // makes no /dev/disk links, LVM or md scans (the `DmName.path` node stays).
             return UInt16(DM_UDEV_DISABLE_DISK_RULES_FLAG | DM_UDEV_DISABLE_OTHER_RULES_FLAG)
         case .private:
             return UInt16(DM_UDEV_DISABLE_SUBSYSTEM_RULES_FLAG | DM_UDEV_DISABLE_DISK_RULES_FLAG
@@ -57,18 +57,18 @@ public struct DeviceMapper: DeviceMapperControl {
     public init() {}
 
     /// Whether this kernel has device-mapper (the control node exists).
-    public static var isAvailable: Bool { access("/dev/mapper/control", F_OK) == 0 }
+    public static var isAvailable: Bool { access(DmName.controlPath, F_OK) == 0 }
 
     /// Creates a device, loads `table` and resumes it (one DM_DEV_CREATE round).
-    public func create(name: String, uuid: String?, table: [TableLine], readOnly: Bool,
+    public func create(name: String, uuid: DmUuid?, table: [TableLine], readOnly: Bool,
                        udev: UdevVisibility) throws(DeviceMapperError) {
         // Without a table the kernel sends no uevent (only resume, remove and
         // rename do), so a udev cookie would never be released and udev makes
-        // no /dev/mapper node: libdevmapper makes it (dm_mknodes), and the
+        // no node (`DmName.path`): libdevmapper makes it (dm_mknodes), and the
         // resume after a later load tells udev as usual.
         try Self.run(DM_DEVICE_CREATE, "create", device: name, udev: table.isEmpty ? nil : udev) { task in
             guard dm_task_set_name(task, name) != 0 else { return false }
-            if let uuid, dm_task_set_uuid(task, uuid) == 0 { return false }
+            if let uuid, dm_task_set_uuid(task, uuid.rawValue) == 0 { return false }
             if readOnly, dm_task_set_ro(task) == 0 { return false }
             return Self.addTargets(task, table)
         }
@@ -121,13 +121,13 @@ public struct DeviceMapper: DeviceMapperControl {
         }
     }
 
-    /// Sends a pool message to sector 0 of `pool`; returns the response, if any.
+    /// Sends a message to sector 0 of `device`; returns the response, if any.
     @discardableResult
-    public func send(_ message: PoolMessage, to pool: String) throws(DeviceMapperError) -> String? {
+    public func send(_ message: DeviceMessage, to device: String) throws(DeviceMapperError) -> String? {
         var response: String?
         let text = message.text
-        try Self.run(DM_DEVICE_TARGET_MSG, "message '\(text)'", device: pool, udev: nil, prepare: { task in
-            dm_task_set_name(task, pool) != 0 && dm_task_set_sector(task, 0) != 0
+        try Self.run(DM_DEVICE_TARGET_MSG, "message '\(text)'", device: device, udev: nil, prepare: { task in
+            dm_task_set_name(task, device) != 0 && dm_task_set_sector(task, 0) != 0
                 && dm_task_set_message(task, text) != 0
         }, collect: { task in
             if let text = dm_task_get_message_response(task), text.pointee != 0 {
@@ -200,7 +200,7 @@ public struct DeviceMapper: DeviceMapperControl {
                 next = dm_get_next_target(task, next, &start, &length, &type, &params)
                 if let type {
                     lines.append(TableLine(startSector: start, lengthSectors: length,
-                                           targetType: String(cString: type),
+                                           targetType: TargetType(rawValue: String(cString: type)),
                                            parameters: params.map { String(cString: $0) } ?? ""))
                 }
             } while next != nil
@@ -210,7 +210,8 @@ public struct DeviceMapper: DeviceMapperControl {
 
     private static func addTargets(_ task: OpaquePointer, _ table: [TableLine]) -> Bool {
         table.allSatisfy { line in
-            dm_task_add_target(task, line.startSector, line.lengthSectors, line.targetType, line.parameters) != 0
+            dm_task_add_target(task, line.startSector, line.lengthSectors, line.targetType.rawValue,
+                               line.parameters) != 0
         }
     }
 

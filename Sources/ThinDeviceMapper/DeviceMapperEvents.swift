@@ -1,7 +1,7 @@
 import CThinShims
 
-/// Device-mapper's event notification, as stratisd uses it: arm
-/// /dev/mapper/control, then poll it; it wakes at the next event of any
+/// Device-mapper's event notification, as stratisd uses it: arm the
+/// control node (`DmName.controlPath`), then poll it; it wakes at the next event of any
 /// device (a thin pool crossing its low water mark, running out of space,
 /// being resumed). Arming before a look at the pools means no event between
 /// that look and the wait is missed.
@@ -11,7 +11,7 @@ public struct DeviceMapperEvents: ~Copyable {
     /// Arms the control device; nil where the kernel lacks DM_DEV_ARM_POLL
     /// (before 4.13): the caller then polls status on its interval alone.
     public static func arm() -> DeviceMapperEvents? {
-        let descriptor = CThinShims_dm_arm_events()
+        let descriptor = CThinShims_dm_arm_events(DmName.controlPath)
         return descriptor >= 0 ? DeviceMapperEvents(descriptor: descriptor) : nil
     }
 

@@ -1,7 +1,5 @@
 /// The messages a `thin-pool` target accepts that thinsr sends (kernel
-/// thin-provisioning.rst, "Pool messages"), and the `clone` target's
-/// hydration messages (dm-clone.rst), and the statistics messages any dm
-/// device takes (statistics.rst). Only these reach a target.
+/// thin-provisioning.rst, "Pool messages").
 public enum PoolMessage: Hashable, Sendable, CustomStringConvertible {
     case createThin(ThinDeviceID)
     case createSnapshot(ThinDeviceID, origin: ThinDeviceID)
@@ -9,17 +7,6 @@ public enum PoolMessage: Hashable, Sendable, CustomStringConvertible {
     case setTransactionID(old: UInt64, new: UInt64)
     case reserveMetadataSnapshot
     case releaseMetadataSnapshot
-    /// dm-clone: start or stop copying the source's regions in the background.
-    case enableHydration
-    case disableHydration
-    /// dm-clone: at most this many regions copied at once (the throttle).
-    case hydrationThreshold(UInt32)
-    /// dm-stats: count I/O over the whole device in areas of this many
-    /// sectors; the response is the new statistics region's id.
-    case statsCreate(areaSectors: UInt64)
-    /// dm-stats: `count` areas' counters from line `first`, then zero them.
-    case statsPrintClear(region: UInt64, first: UInt64, count: UInt64)
-    case statsDelete(region: UInt64)
 
     /// The message as the kernel reads it.
     public var text: String {
@@ -30,12 +17,6 @@ public enum PoolMessage: Hashable, Sendable, CustomStringConvertible {
         case .setTransactionID(let old, let new): return "set_transaction_id \(old) \(new)"
         case .reserveMetadataSnapshot: return "reserve_metadata_snap"
         case .releaseMetadataSnapshot: return "release_metadata_snap"
-        case .enableHydration: return "enable_hydration"
-        case .disableHydration: return "disable_hydration"
-        case .hydrationThreshold(let regions): return "hydration_threshold \(regions)"
-        case .statsCreate(let sectors): return "@stats_create - \(sectors)"
-        case .statsPrintClear(let region, let first, let count): return "@stats_print_clear \(region) \(first) \(count)"
-        case .statsDelete(let region): return "@stats_delete \(region)"
         }
     }
 
@@ -57,18 +38,6 @@ public enum PoolMessage: Hashable, Sendable, CustomStringConvertible {
             self = .setTransactionID(old: old, new: new)
         case ("reserve_metadata_snap", 1): self = .reserveMetadataSnapshot
         case ("release_metadata_snap", 1): self = .releaseMetadataSnapshot
-        case ("enable_hydration", 1): self = .enableHydration
-        case ("disable_hydration", 1): self = .disableHydration
-        case ("hydration_threshold", 2):
-            guard let regions = numbers[0].flatMap(UInt32.init(exactly:)) else { return nil }
-            self = .hydrationThreshold(regions)
-        case ("@stats_create", 3):
-            guard words[1] == "-", let sectors = numbers[1], sectors > 0 else { return nil }
-            self = .statsCreate(areaSectors: sectors)
-        case ("@stats_print_clear", 4):
-            guard let region = numbers[0], let first = numbers[1], let count = numbers[2] else { return nil }
-            self = .statsPrintClear(region: region, first: first, count: count)
-        case ("@stats_delete", 2): guard let region = numbers[0] else { return nil }; self = .statsDelete(region: region)
         default: return nil
         }
     }

@@ -1,15 +1,46 @@
+/// A device-mapper target type, as tables and status lines name it. The
+/// kernel may report any type; the ones thinsr builds have constants, and
+/// this module is the only place their names are spelled.
+public struct TargetType: RawRepresentable, Hashable, Sendable, CustomStringConvertible {
+    public let rawValue: String
+
+    public init(rawValue: String) { self.rawValue = rawValue }
+
+    public static let linear = TargetType(rawValue: "linear")
+    public static let error = TargetType(rawValue: "error")
+    public static let thin = TargetType(rawValue: "thin")
+    public static let thinPool = TargetType(rawValue: "thin-pool")
+    public static let clone = TargetType(rawValue: "clone")
+
+    public var description: String { rawValue }
+}
+
 /// One line of a device-mapper table: `<start> <length> <target type> <params>`.
 public struct TableLine: Equatable, Sendable {
     public var startSector: UInt64
     public var lengthSectors: UInt64
-    public var targetType: String
+    public var targetType: TargetType
     public var parameters: String
 
-    public init(startSector: UInt64 = 0, lengthSectors: UInt64, targetType: String, parameters: String) {
+    public init(startSector: UInt64 = 0, lengthSectors: UInt64, targetType: TargetType, parameters: String) {
         self.startSector = startSector
         self.lengthSectors = lengthSectors
         self.targetType = targetType
         self.parameters = parameters
+    }
+}
+
+/// A target's constructor parameters, typed: each builds its table line.
+public protocol TargetTable: Sendable {
+    static var targetType: TargetType { get }
+    /// The parameters as the kernel reads them.
+    var parameters: String { get }
+}
+
+extension TargetTable {
+    /// A one-target table line of `lengthSectors` from sector 0.
+    public func line(lengthSectors: UInt64) -> TableLine {
+        TableLine(lengthSectors: lengthSectors, targetType: Self.targetType, parameters: parameters)
     }
 }
 
@@ -24,7 +55,9 @@ public enum ThinPoolFeature: String, CaseIterable, Sendable {
 
 /// The parameters of a `thin-pool` target:
 /// `<metadata dev> <data dev> <data block size> <low water mark> [<#features> <feature>...]`.
-public struct ThinPoolTable: Equatable, Sendable {
+public struct ThinPoolTable: TargetTable, Equatable {
+    public static let targetType = TargetType.thinPool
+
     /// Valid data block sizes: 64 KiB to 1 GiB, in multiples of 64 KiB (in 512-byte sectors).
     public static let blockSizeSectorRange: ClosedRange<UInt64> = 128...2_097_152
     public static let blockSizeSectorMultiple: UInt64 = 128
@@ -55,10 +88,6 @@ public struct ThinPoolTable: Equatable, Sendable {
         return words.joined(separator: " ")
     }
 
-    public func line(lengthSectors: UInt64) -> TableLine {
-        TableLine(lengthSectors: lengthSectors, targetType: "thin-pool", parameters: parameters)
-    }
-
     /// Parses the parameters the kernel reports in `dmsetup table` (devices as `major:minor`).
     public init?(parameters: String) {
         let words = parameters.split(separator: " ").map(String.init)
@@ -77,7 +106,9 @@ public struct ThinPoolTable: Equatable, Sendable {
 }
 
 /// The parameters of a `thin` target: `<pool dev> <dev id> [<external origin dev>]`.
-public struct ThinTable: Equatable, Sendable {
+public struct ThinTable: TargetTable, Equatable {
+    public static let targetType = TargetType.thin
+
     public var poolDevice: String
     public var deviceID: ThinDeviceID
     public var externalOrigin: String?
@@ -92,10 +123,6 @@ public struct ThinTable: Equatable, Sendable {
         [poolDevice, deviceID.description, externalOrigin].compactMap { $0 }.joined(separator: " ")
     }
 
-    public func line(lengthSectors: UInt64) -> TableLine {
-        TableLine(lengthSectors: lengthSectors, targetType: "thin", parameters: parameters)
-    }
-
     public init?(parameters: String) {
         let words = parameters.split(separator: " ").map(String.init)
         guard (2...3).contains(words.count), let id = UInt32(words[1]).flatMap(ThinDeviceID.init(_:)) else { return nil }
@@ -104,7 +131,9 @@ public struct ThinTable: Equatable, Sendable {
 }
 
 /// The parameters of a `linear` target: `<device> <offset>`.
-public struct LinearTable: Equatable, Sendable {
+public struct LinearTable: TargetTable, Equatable {
+    public static let targetType = TargetType.linear
+
     public var device: String
     public var offsetSectors: UInt64
 
@@ -113,7 +142,21 @@ public struct LinearTable: Equatable, Sendable {
         self.offsetSectors = offsetSectors
     }
 
-    public func line(lengthSectors: UInt64) -> TableLine {
-        TableLine(lengthSectors: lengthSectors, targetType: "linear", parameters: "\(device) \(offsetSectors)")
+    public var parameters: String { "\(device) \(offsetSectors)" }
+
+    /// Parses `<device> <offset>` (the kernel shows the device as `major:minor`).
+    public init?(parameters: String) {
+        let words = parameters.split(separator: " ").map(String.init)
+        guard words.count == 2, let offset = UInt64(words[1]) else { return nil }
+        self.init(device: words[0], offsetSectors: offset)
     }
+}
+
+/// An `error` target: every I/O fails. It takes no parameters.
+public struct ErrorTable: TargetTable, Equatable {
+    public static let targetType = TargetType.error
+
+    public init() {}
+
+    public var parameters: String { "" }
 }

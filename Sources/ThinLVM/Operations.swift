@@ -27,7 +27,7 @@ public struct LogicalVolumeReport: Equatable, Sendable {
     public var sizeBytes: UInt64
     public var tags: [String]
     public var active: Bool
-    /// `/dev/mapper/<vg>-<lv>`: valid while the LV is active.
+    /// The node of the LV's `<vg>-<lv>` dm device (as lvs reports it): valid while the LV is active.
     public var mapperPath: String
     /// The LVM system ID of the LV's VG: the host that owns it, or empty.
     public var systemID: String = ""

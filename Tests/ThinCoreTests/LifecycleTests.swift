@@ -11,7 +11,7 @@ import ThinTools
 @Suite("attach and detach")
 struct LifecycleTests {
     func lifecycle(_ sr: TestSR) -> SRLifecycle { SRLifecycle(host: sr.host) }
-    var poolTable: String { "thin-pool" }
+    var poolTable: TargetType { .thinPool }
 
     @Test("attach activates the LVs, checks the metadata, mounts the catalog, assembles the pool, recovers")
     func attach() async throws {

@@ -41,7 +41,7 @@ struct PreallocatedTests {
         #expect(try attached.catalog.reservedThinIDs().contains(stored.thinID))
         #expect(try !attached.catalog.referencedThinIDs().contains(stored.thinID))
         let table = attached.devices.table(for: stored)
-        #expect(table.targetType == "linear" && table.parameters == "\(Paths.mapperPath(group: TestSR.group, volume: lv)) 0")
+        #expect(table.targetType == .linear && table.parameters == "\(Paths.mapperPath(group: TestSR.group, volume: lv)) 0")
         #expect(table.lengthSectors == stored.virtualSize / 512)
         #expect(try attached.finishFilling(stored).importOwner == nil)
     }

@@ -108,11 +108,11 @@ struct TemplateTests {
         #expect(AttachedSR.regionSectors(blockBytes: 65536) == 128)
         #expect(AttachedSR.regionSectors(blockBytes: 196608) == 128)   // 384 sectors: its largest power of two
         #expect(AttachedSR.regionSectors(blockBytes: 1 << 30) == 1 << 21)
-        #expect(PoolMessage(text: "hydration_threshold 16") == .hydrationThreshold(16))
-        #expect(PoolMessage.enableHydration.text == "enable_hydration")
-        #expect(PoolMessage.statsCreate(areaSectors: 128).text == "@stats_create - 128")
-        #expect(PoolMessage(text: "@stats_print_clear 3 0 8192") == .statsPrintClear(region: 3, first: 0, count: 8192))
-        #expect(PoolMessage(text: "@stats_create 0+8 128") == nil)
+        #expect(CloneMessage(text: "hydration_threshold 16") == .hydrationThreshold(16))
+        #expect(CloneMessage.enableHydration.text == "enable_hydration")
+        #expect(StatsMessage.create(areaSectors: 128).text == "@stats_create - 128")
+        #expect(StatsMessage(text: "@stats_print_clear 3 0 8192") == .printClear(region: 3, first: 0, count: 8192))
+        #expect(StatsMessage(text: "@stats_create 0+8 128") == nil)
         // dm-stats lines: <start>+<length> <reads> <merged> <sectors read> ...; the areas with a read.
         let lines = "0+128 0 0 0 0 3 0 24 0 0 1 1 0 1\n128+128 2 0 16 1 0 0 0 0 0 1 1 1 0\n"
             + "384+128 1 0 8 0 0 0 0 0 0 1 1 1 0\n"

@@ -82,7 +82,7 @@ struct TableTests {
                                   lowWaterMarkBlocks: 10, features: [.skipBlockZeroing, .errorIfNoSpace])
         #expect(table.parameters == "253:1 253:2 128 10 2 skip_block_zeroing error_if_no_space")
         #expect(ThinPoolTable(parameters: table.parameters) == table)
-        #expect(table.line(lengthSectors: 2048) == TableLine(lengthSectors: 2048, targetType: "thin-pool",
+        #expect(table.line(lengthSectors: 2048) == TableLine(lengthSectors: 2048, targetType: .thinPool,
                                                              parameters: table.parameters))
     }
 

@@ -27,10 +27,10 @@ unsigned int CThinShims_minor(unsigned long long device);
 /// that the socket file exists, and then waits forever for a udev that died.
 int CThinShims_udev_is_running(void);
 
-/// Opens /dev/mapper/control and arms it for device-mapper events
+/// Opens `control`, device-mapper's control node, and arms it for device-mapper events
 /// (DM_DEV_ARM_POLL, kernel 4.13+): the returned descriptor polls readable at
 /// the next event of any device after this call. Returns -errno on failure.
-int CThinShims_dm_arm_events(void);
+int CThinShims_dm_arm_events(const char *control);
 
 /// Waits up to `timeout_ms` for the armed descriptor, or for `wake_fd` (a
 /// pipe a signal handler writes to; -1 for none) to become readable; 1: an

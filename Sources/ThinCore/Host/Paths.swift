@@ -1,4 +1,5 @@
 import FoundationEssentials
+import ThinDeviceMapper
 
 /// Where thinsr keeps its run-time state and device links.
 public enum Paths {
@@ -18,9 +19,8 @@ public enum Paths {
         ProcessInfo.processInfo.environment[name].flatMap { $0.isEmpty ? nil : $0 }
     }
 
-    /// `/dev/mapper/<vg>-<lv>`: LVM doubles each `-` inside either name.
+    /// The node of LVM's `<vg>-<lv>` device (LVM doubles each `-` inside either name).
     static func mapperPath(group: String, volume: String) -> String {
-        let escape = { (text: String) in text.split(separator: "-", omittingEmptySubsequences: false).joined(separator: "--") }
-        return "/dev/mapper/\(escape(group))-\(escape(volume))"
+        DmName(lvmGroup: group, volume: volume).path
     }
 }

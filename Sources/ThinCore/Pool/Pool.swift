@@ -5,7 +5,7 @@ import ThinDeviceMapper
 struct Pool {
     /// The dm name, `thinsr_<sr hex>_pool`.
     let name: String
-    let deviceUUID: String
+    let deviceUUID: DmUuid
     let deviceMapper: any DeviceMapperControl
 
     init(names: SRNames, deviceMapper: any DeviceMapperControl) {
@@ -14,7 +14,7 @@ struct Pool {
         self.deviceMapper = deviceMapper
     }
 
-    var path: String { "/dev/mapper/\(name)" }
+    var path: String { DmName(name).path }
 
     func exists() throws(ThinError) -> Bool {
         do { return try deviceMapper.info(name: name) != nil } catch {
@@ -30,7 +30,7 @@ struct Pool {
         guard let line = lines?.first else {
             throw ThinError(.srNotAttached, "pool device \(name) does not exist; attach the SR with thinsr-attach")
         }
-        guard line.targetType == "thin-pool", let status = ThinPoolStatus(parameters: line.parameters) else {
+        guard line.targetType == .thinPool, let status = ThinPoolStatus(parameters: line.parameters) else {
             throw ThinError(.backendFailure, "pool device \(name) has unexpected status \"\(line.parameters)\"")
         }
         return status

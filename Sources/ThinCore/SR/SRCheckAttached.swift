@@ -195,7 +195,7 @@ extension AttachedSR {
             do { live = try host.deviceMapper.table(name: device) } catch {
                 throw .backend("cannot read the table of \(device)", error)
             }
-            if volume.isPreallocated, let line = live?.first, line.targetType != "error" {
+            if volume.isPreallocated, let line = live?.first, line.targetType != .error {
                 // The kernel shows the LV as major:minor.
                 var expected = devices.table(for: volume)
                 if let lv = rawDevicePath(volume), let number = System.blockDevice(lv) {

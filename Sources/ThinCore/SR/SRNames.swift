@@ -1,4 +1,5 @@
 public import FoundationEssentials
+import ThinDeviceMapper
 
 /// The four LVs of an SR, by the role tag each carries.
 public enum LVRole: String, CaseIterable, Sendable {
@@ -18,11 +19,11 @@ public enum LVRole: String, CaseIterable, Sendable {
 }
 
 /// A volume's dm device: `thinsr_<sr hex>_v<volume hex>`, with a dm uuid
-/// naming both, under /dev/mapper.
+/// naming both; its node is the name's `DmName.path`.
 struct VolumeDevice: Equatable {
     let name: String
-    let dmUUID: String
-    var path: String { "/dev/mapper/\(name)" }
+    let dmUUID: DmUuid
+    var path: String { DmName(name).path }
 }
 
 /// The names of everything one SR owns. dm names contain no `-`, so they can
@@ -46,20 +47,22 @@ public struct SRNames: Sendable, Equatable {
     var swapLV: String { "thinsr_\(hex)_swap" }
 
     var poolDevice: String { "thinsr_\(hex)_pool" }
-    var poolDeviceUUID: String { "THINSR-\(uuidString)-pool" }
+    var poolDeviceUUID: DmUuid { DmUuid("THINSR-\(uuidString)-pool") }
     var volumeDevicePrefix: String { "thinsr_\(hex)_v" }
     /// A volume device taken away from the process holding it (`thinsr-detach
     /// --force --force`), waiting for that process to close it.
     var takenDevicePrefix: String { "thinsr_\(hex)_x" }
     func volumeDevice(_ volume: UUID) -> VolumeDevice {
-        VolumeDevice(name: volumeDevicePrefix + Self.hex(volume), dmUUID: "THINSR-\(uuidString)-\(volume.lowercased)")
+        VolumeDevice(name: volumeDevicePrefix + Self.hex(volume),
+                     dmUUID: DmUuid("THINSR-\(uuidString)-\(volume.lowercased)"))
     }
 
     /// A template's image as a read-only dm device (`linear` over the block
     /// device its scheme script, loop or qemu-nbd gave): every volume reading
     /// that template names it as its thin device's external origin.
     func originDevice(_ template: UUID) -> VolumeDevice {
-        VolumeDevice(name: "thinsr_\(hex)_o\(Self.hex(template))", dmUUID: "THINSR-\(uuidString)-o-\(template.lowercased)")
+        VolumeDevice(name: "thinsr_\(hex)_o\(Self.hex(template))",
+                     dmUUID: DmUuid("THINSR-\(uuidString)-o-\(template.lowercased)"))
     }
     var originDevicePrefix: String { "thinsr_\(hex)_o" }
     /// What this host did to bring each template's image up, to undo it.
@@ -73,7 +76,7 @@ public struct SRNames: Sendable, Equatable {
     enum HydrationPart: String, CaseIterable { case clone = "c", metadata = "m", destination = "d", source = "s" }
     func hydrationDevice(_ volume: UUID, _ part: HydrationPart) -> VolumeDevice {
         VolumeDevice(name: "thinsr_\(hex)_h\(part.rawValue)\(Self.hex(volume))",
-                     dmUUID: "THINSR-\(uuidString)-h\(part.rawValue)-\(volume.lowercased)")
+                     dmUUID: DmUuid("THINSR-\(uuidString)-h\(part.rawValue)-\(volume.lowercased)"))
     }
 
     /// The volume whose device `name` is, if it is one of this SR's volume devices.

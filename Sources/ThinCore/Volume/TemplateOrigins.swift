@@ -175,7 +175,7 @@ struct TemplateOrigins {
     }
 
     private func originTable(_ template: VolumeRecord, _ record: OriginRecord) -> TableLine {
-        TableLine(lengthSectors: template.virtualSize / 512, targetType: "linear", parameters: "\(record.device) 0")
+        LinearTable(device: record.device).line(lengthSectors: template.virtualSize / 512)
     }
 
     /// Resolves the URI and makes its image a block device: a raw block

@@ -17,13 +17,12 @@ struct VolumeDevices {
     func table(for volume: VolumeRecord, sizeBytes: UInt64? = nil) -> TableLine {
         let sectors = (sizeBytes ?? volume.virtualSize) / 512
         if let lv = volume.rawLV {
-            return TableLine(lengthSectors: sectors, targetType: "linear",
-                             parameters: "\(Paths.mapperPath(group: volumeGroup, volume: lv)) 0")
+            return LinearTable(device: Paths.mapperPath(group: volumeGroup, volume: lv)).line(lengthSectors: sectors)
         }
         // (Only a volume the catalog marks as hydrating costs the lookup: an attach keeps its ioctl count.)
         let clone = names.hydrationDevice(volume.uuid, .clone)
         if volume.hydrateOwner != nil, (try? deviceMapper.info(name: clone.name)) != nil {
-            return TableLine(lengthSectors: sectors, targetType: "linear", parameters: "\(clone.path) 0")
+            return LinearTable(device: clone.path).line(lengthSectors: sectors)
         }
         return thinTable(for: volume, sectors: sectors)
     }
@@ -108,7 +107,7 @@ struct VolumeDevices {
     /// The table of a device that exists but is not active (yet, or any
     /// more): every I/O fails.
     static func errorTable(sectors: UInt64) -> TableLine {
-        TableLine(lengthSectors: sectors, targetType: "error", parameters: "")
+        ErrorTable().line(lengthSectors: sectors)
     }
 
     /// Whether the device `createNode` made is waiting for `load`: no table
@@ -116,7 +115,7 @@ struct VolumeDevices {
     func isInactive(_ volume: UUID, info: DeviceInfo) throws(ThinError) -> Bool {
         guard info.hasLiveTable else { return true }
         let name = names.volumeDevice(volume).name
-        do { return try deviceMapper.table(name: name)?.first?.targetType == "error" } catch {
+        do { return try deviceMapper.table(name: name)?.first?.targetType == .error } catch {
             throw .backend("cannot read the table of \(name)", error)
         }
     }
@@ -229,7 +228,7 @@ struct VolumeDevices {
                 }
                 // (An inactive device's error table is grown like a thin one.)
                 if let line = live?.first, line.lengthSectors < volume.virtualSize / 512 { short = volume }
-                inactive = live?.first?.targetType == "error"
+                inactive = live?.first?.targetType == .error
             }
             if short != nil || info.suspended { found[uuid] = Unfinished(info: info, growTo: short, inactive: inactive) }
         }

@@ -60,7 +60,7 @@ final class RecordingDeviceMapper: DeviceMapperControl {
     func addPool(_ name: String, _ pool: PoolState = PoolState()) {
         state.withLock { state in
             state.pools[name] = pool
-            state.devices[name] = Device(table: [TableLine(lengthSectors: 1 << 20, targetType: "thin-pool",
+            state.devices[name] = Device(table: [TableLine(lengthSectors: 1 << 20, targetType: .thinPool,
                                                            parameters: "1:2 1:3 128 16 0")])
         }
     }
@@ -88,14 +88,14 @@ final class RecordingDeviceMapper: DeviceMapperControl {
         DeviceMapperError(operation: "-", device: name, reason: .noSuchDevice)
     }
 
-    func create(name: String, uuid: String?, table: [TableLine], readOnly: Bool,
+    func create(name: String, uuid: DmUuid?, table: [TableLine], readOnly: Bool,
                 udev: UdevVisibility) throws(DeviceMapperError) {
         try record("create \(name)") { (state: inout State) throws(DeviceMapperError) in
             guard state.devices[name] == nil else {
                 throw DeviceMapperError(operation: "create", device: name, reason: .busy)
             }
             state.devices[name] = Device(table: table, readOnly: readOnly)
-            if table.first?.targetType == "thin-pool", state.pools[name] == nil { state.pools[name] = PoolState() }
+            if table.first?.targetType == .thinPool, state.pools[name] == nil { state.pools[name] = PoolState() }
         }
     }
 
@@ -151,12 +151,14 @@ final class RecordingDeviceMapper: DeviceMapperControl {
     }
 
     @discardableResult
-    func send(_ message: PoolMessage, to pool: String) throws(DeviceMapperError) -> String? {
+    func send(_ message: DeviceMessage, to pool: String) throws(DeviceMapperError) -> String? {
         try record("message \(pool) \(message.text)") { (state: inout State) throws(DeviceMapperError) in
             guard var target = state.pools[pool] else { throw Self.missing(pool) }
             let refuse = { (reason: DeviceMapperError.Reason) in
                 DeviceMapperError(operation: "message", device: pool, reason: reason)
             }
+            // Clone and statistics messages change nothing the double models.
+            guard case .pool(let message) = message else { return }
             switch message {
             case .createThin(let id):
                 guard target.thinIDs.insert(id).inserted else { throw refuse(.alreadyExists) }
@@ -174,9 +176,6 @@ final class RecordingDeviceMapper: DeviceMapperControl {
             case .releaseMetadataSnapshot:
                 guard target.metadataSnapshotHeld else { throw refuse(.other) }
                 target.metadataSnapshotHeld = false
-            case .enableHydration, .disableHydration, .hydrationThreshold, .statsCreate, .statsPrintClear,
-                 .statsDelete:
-                break
             }
             state.pools[pool] = target
         }
@@ -198,9 +197,9 @@ final class RecordingDeviceMapper: DeviceMapperControl {
                 let parameters = pool.failed ? "Fail" : "\(pool.transactionID) \(pool.usedMetadataBlocks)/"
                     + "\(pool.totalMetadataBlocks) \(pool.usedDataBlocks)/\(pool.totalDataBlocks) - \(pool.mode) "
                     + "discard_passdown queue_if_no_space \(pool.needsCheck ? "needs_check" : "-") 1024"
-                lines = [TableLine(lengthSectors: length, targetType: "thin-pool", parameters: parameters)]
+                lines = [TableLine(lengthSectors: length, targetType: .thinPool, parameters: parameters)]
             } else {
-                lines = [TableLine(lengthSectors: length, targetType: device.table.first?.targetType ?? "thin",
+                lines = [TableLine(lengthSectors: length, targetType: device.table.first?.targetType ?? .thin,
                                    parameters: "2048 4095")]
             }
         }
