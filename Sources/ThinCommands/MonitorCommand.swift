@@ -130,7 +130,7 @@ public struct SRMonitor: ToolCommand {
 enum XapiAlerts {
     static let program: String? = {
         if let chosen = getenv("THINSR_XE").map({ String(cString: $0) }) { return chosen.isEmpty ? nil : chosen }
-        return ["/opt/xensource/bin/xe", "/usr/bin/xe"].first { ExternalCommand.locate($0) != nil }
+        return ["/opt/xensource/bin/xe", "/usr/bin/xe"].first { ExternalCommand.locate(.at($0)) != nil }
     }()
 
     /// xapi's priorities: 1 is the most urgent, 5 informational.
@@ -150,7 +150,7 @@ enum XapiAlerts {
         let arguments = ["10", program, "message-create", "name=\(name)", "body=\(message)", "priority=\(priority)",
                          "sr-uuid=\(report.uuid)"]
         do {
-            let result = try await ExternalCommand.run("timeout", arguments)
+            let result = try await ExternalCommand.run(Program.timeout, arguments)
             if result.exitStatus != 0 {
                 SystemLog.write(.warning, "xe message-create for SR \(report.uuid) failed (exit \(result.exitStatus)): "
                                 + (result.standardError.split(whereSeparator: \.isNewline).last.map(String.init) ?? ""))

@@ -15,7 +15,7 @@ public struct VDIIntroduce: WholeSRTool {
             \(SchemeScripts.systemDirectory)/<scheme> (file and nbd are shipped; a scheme a+b uses the \
             script a; THINSR_SCHEME_DIR overrides the directory), which prints a local file or block \
             device; a URI the script refuses (its exit status 64) fails with exit status 64, an image it \
-            cannot reach with 1. qemu-img reads its format (probed unless --format is given) and size. The \
+            cannot reach with 1. thinsr reads its format from its header (never a qemu probe; only self-contained images) unless --format is given, and qemu-img its size. The \
             template is read-only: only thinvdi-stat, -ls, -tree, -clone, -snapshot and thinvdi-forget apply to it \
             (anything else fails with VDI_IS_TEMPLATE, exit status 7). A clone of it reads the image \
             where it has no block of its own (the thin target's external origin) and writes to the pool; \
@@ -35,7 +35,7 @@ public struct VDIIntroduce: WholeSRTool {
     var uri: String
     @Option(help: "The template's name label (default: the URI's last path element).") var name: String?
     @Option(help: "The template's description.") var description: String = ""
-    @Option(help: ArgumentHelp("The image's format (default: probed by qemu-img).", valueName: "format"))
+    @Option(help: ArgumentHelp("The image's format (default: read from its header).", valueName: "format"))
     var format: ImportFormat?
     @OptionGroup public var output: OutputOptions
     public init() {}

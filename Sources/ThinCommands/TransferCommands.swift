@@ -39,6 +39,14 @@ private func fileName(of path: String) -> String {
 
 func cancelled(_ what: String) -> ThinError { ThinError(.cancelled, "\(what) cancelled") }
 
+/// A program's path for a shell line, or the error naming its package.
+func located(_ program: Program) throws(ThinError) -> String {
+    guard let path = program.path else {
+        throw ThinError(.backendFailure, "\(program.name) not found; install \(program.package)")
+    }
+    return path
+}
+
 public struct VDIExport: TransferTool {
     public static let configuration = CommandConfiguration(
         commandName: "thinvdi-export",
@@ -151,10 +159,10 @@ public struct VDIExport: TransferTool {
         let engine: String
         let stream: ExternalCommand.ProgressStream
         if file == "-" {
-            engine = "nbdcopy --progress=2 \"$uri\" -"
+            engine = shellQuoted(try located(.nbdcopy)) + " --progress=2 \"$uri\" -"
             stream = .standardError
         } else {
-            var words = ["qemu-img", "convert", "-p", "-f", "raw"]
+            var words = [try located(.qemuImage), "convert", "-p", "-f", "raw"]
             if let backing { words += ["-B", backing.name, "-F", backing.format] }
             if toBlockDevice { words.append("-n") }
             words += ["-O", format.rawValue] + format.creationOptions
@@ -165,7 +173,7 @@ public struct VDIExport: TransferTool {
                          "extentlist=\(extentFile)", "--run", engine]
         let result: ExternalCommandResult
         do {
-            result = try await ExternalCommand.runReportingProgress("nbdkit", arguments, progressOn: stream) {
+            result = try await ExternalCommand.runReportingProgress(Program.nbdkit, arguments, progressOn: stream) {
                 reporter.update(fraction: $0)
             }
         } catch {
@@ -344,7 +352,7 @@ public struct VDIImport: TransferTool {
         } else {
             do {
                 let result = try await ExternalCommand.runReportingProgress(
-                    "qemu-img", ["convert", "-p", "-n", "--target-is-zero"] + image.qemuSource + ["-O", "raw", device]) {
+                    Program.qemuImage, ["convert", "-p", "-n", "--target-is-zero"] + image.qemuSource + ["-O", "raw", device]) {
                     reporter.update(fraction: $0)
                 }
                 if CancelSignals.received != nil {
@@ -446,7 +454,10 @@ public struct VDIServe: TransferTool {
             --writable serves a detached volume read-write to one client at a time, reporting every block \
             as data (its mappings change under the export), and refuses snapshots. --detach starts the \
             server in the background and prints its URI and pid file; kill the pid to stop it. The volume \
-            stays attached for the server (shared with other readers) until it stops.
+            stays attached for the server (shared with other readers) until it stops. With --tls-psk or \
+            --tls-certificates the URI is nbds:// or nbds+unix://, which thinsr's nbd scheme opens (as a \
+            template's URI) with the client credentials in /etc/thinsr/nbd-tls: the same keys.psk, or \
+            ca-cert.pem, client-cert.pem and client-key.pem.
             """)
     public static let examples = [
         ("thinvdi-serve vmstore nightly-1 --socket /run/web01.sock", "Serve a snapshot on a unix socket."),
@@ -551,7 +562,7 @@ public struct VDIServe: TransferTool {
         let announce = pidFile
         let status: Int32
         do {
-            status = try await ExternalCommand.runForwardingSignals("nbdkit", arguments, ready: readyFile) {
+            status = try await ExternalCommand.runForwardingSignals(Program.nbdkit, arguments, ready: readyFile) {
                 Console.out(address)
                 if let announce { try? System.writeFile(announce, "\(getpid())\n") }
             }

@@ -52,11 +52,11 @@ public enum DiskImages {
     /// The image's virtual size and qemu's name for its format. The image
     /// was inspected first: qemu opens it with its format named, never probed.
     public static func info(_ image: InspectedImage) async throws(ExternalCommandError) -> ImageInfo {
-        let arguments = ["info", "--output=json"] + image.qemuSource
-        let output = try await ExternalCommand.check("qemu-img", arguments)
+        let arguments = ["info", "--output=json"] + image.qemuInfoSource
+        let output = try await ExternalCommand.check(Program.qemuImage, arguments)
         let parsed: InfoJSON
         do { parsed = try JSONDecoder().decode(InfoJSON.self, from: Data(output.utf8)) } catch {
-            throw ExternalCommandError(program: "qemu-img", arguments: arguments, exitStatus: 0,
+            throw ExternalCommandError(program: Program.qemuImage.name, arguments: arguments, exitStatus: 0,
                                        standardError: "unreadable qemu-img info output: \(error)")
         }
         return ImageInfo(format: parsed.format, virtualSize: parsed.virtualSize, fileSize: parsed.actualSize ?? 0,
@@ -77,14 +77,14 @@ public enum DiskImages {
 
     private static func map(_ image: InspectedImage) async throws(ExternalCommandError) -> [MapEntry] {
         let arguments = ["map", "--output=json"] + image.qemuSource
-        let result = try await ExternalCommand.run("qemu-img", arguments, outputLimit: 256 << 20)
+        let result = try await ExternalCommand.run(Program.qemuImage, arguments, outputLimit: 256 << 20)
         guard result.exitStatus == 0 else {
-            throw ExternalCommandError(program: "qemu-img", arguments: arguments, exitStatus: result.exitStatus,
+            throw ExternalCommandError(program: Program.qemuImage.name, arguments: arguments, exitStatus: result.exitStatus,
                                        standardError: result.standardError)
         }
         let entries: [MapEntry]
         do { entries = try JSONDecoder().decode([MapEntry].self, from: Data(result.standardOutput.utf8)) } catch {
-            throw ExternalCommandError(program: "qemu-img", arguments: arguments, exitStatus: 0,
+            throw ExternalCommandError(program: Program.qemuImage.name, arguments: arguments, exitStatus: 0,
                                        standardError: "unreadable qemu-img map output: \(error)")
         }
         return entries
@@ -94,7 +94,7 @@ public enum DiskImages {
     /// consistent (leaked clusters only waste space), else what is wrong.
     public static func problem(_ image: InspectedImage) async throws(ExternalCommandError) -> String? {
         guard image.format.checkable else { return nil }
-        let result = try await ExternalCommand.run("qemu-img", ["check"] + image.qemuSource)
+        let result = try await ExternalCommand.run(Program.qemuImage, ["check"] + image.qemuSource)
         switch result.exitStatus {
         case 0, 3: return nil
         default:

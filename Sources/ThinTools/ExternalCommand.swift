@@ -47,27 +47,28 @@ public enum ExternalCommand {
     /// sbin directories are searched too: tools run from a user's PATH still find thin_check.
     static let searchPath = ["/usr/local/sbin", "/usr/sbin", "/sbin", "/usr/local/bin", "/usr/bin", "/bin"]
 
-    public static func locate(_ program: String) -> String? {
-        if program.hasPrefix("/") { return access(program, X_OK) == 0 ? program : nil }
+    public static func locate(_ program: Program) -> String? {
+        let name = program.name
+        if name.hasPrefix("/") { return access(name, X_OK) == 0 ? name : nil }
         let pathDirectories = (getenv("PATH").map { String(cString: $0) } ?? "")
             .split(separator: ":").map(String.init)
-        for directory in pathDirectories + searchPath where access("\(directory)/\(program)", X_OK) == 0 {
-            return "\(directory)/\(program)"
+        for directory in pathDirectories + searchPath + program.alsoIn where access("\(directory)/\(name)", X_OK) == 0 {
+            return "\(directory)/\(name)"
         }
         return nil
     }
 
-    /// `program`'s path, or the error that says to install it.
-    static func requirePath(_ program: String, _ arguments: [String]) throws(ExternalCommandError) -> String {
+    /// `program`'s path, or the error that names it and its package.
+    static func requirePath(_ program: Program, _ arguments: [String]) throws(ExternalCommandError) -> String {
         guard let path = locate(program) else {
-            throw ExternalCommandError(program: program, arguments: arguments, exitStatus: nil,
-                                       standardError: "\(program) not found; install it (see `make deps`)")
+            throw ExternalCommandError(program: program.name, arguments: arguments, exitStatus: nil,
+                                       standardError: "\(program.name) not found; install \(program.package)")
         }
         return path
     }
 
     /// Runs `program` and returns its output whatever its exit status.
-    public static func run(_ program: String, _ arguments: [String],
+    public static func run(_ program: Program, _ arguments: [String],
                            outputLimit: Int = 16 << 20) async throws(ExternalCommandError) -> ExternalCommandResult {
         let path = try requirePath(program, arguments)
         let start = ContinuousClock.now
@@ -85,17 +86,17 @@ public enum ExternalCommand {
                                          standardError: result.standardError)
         } catch {
             Trace.step("exec", ([path] + arguments).joined(separator: " "), outcome: "failed to start: \(error)", since: start)
-            throw ExternalCommandError(program: program, arguments: arguments, exitStatus: nil,
+            throw ExternalCommandError(program: program.name, arguments: arguments, exitStatus: nil,
                                        standardError: "\(error)")
         }
     }
 
     /// Runs `program` and throws unless it exits 0.
     @discardableResult
-    public static func check(_ program: String, _ arguments: [String]) async throws(ExternalCommandError) -> String {
+    public static func check(_ program: Program, _ arguments: [String]) async throws(ExternalCommandError) -> String {
         let result = try await run(program, arguments)
         guard result.exitStatus == 0 else {
-            throw ExternalCommandError(program: program, arguments: arguments, exitStatus: result.exitStatus,
+            throw ExternalCommandError(program: program.name, arguments: arguments, exitStatus: result.exitStatus,
                                        standardError: result.standardError)
         }
         return result.standardOutput
@@ -105,7 +106,7 @@ public enum ExternalCommand {
     /// undoing steps from places that cannot await: a release in a `defer`).
     /// Returns its exit status, or nil if it could not be started.
     @discardableResult
-    public static func runToEnd(_ program: String, _ arguments: [String]) -> Int32? {
+    public static func runToEnd(_ program: Program, _ arguments: [String]) -> Int32? {
         guard let path = locate(program) else { return nil }
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)

@@ -22,6 +22,8 @@ public struct ImageHeader: Sendable, Equatable {
     public var externalReferences: [String] = []
     /// The virtual disk's size where the header says it (not for vhdx).
     public var virtualSize: UInt64?
+    /// A raw-looking image that ends in a VHD footer: a fixed VHD.
+    public var fixedVHDFooter = false
 
     public var format: ImageFormat? {
         switch kind {
@@ -64,6 +66,12 @@ public struct ImageHeaderParser {
         if head.starts(with: Array("vhdxfile".utf8)) { return ImageHeader(kind: .vhdx) }
         if let other = Self.otherFormat(head, tail: size >= 512 ? read(size - 512, 512) : []) {
             return ImageHeader(kind: .other(other))
+        }
+        if size >= 512, read(size - 512, 512).starts(with: Array("conectix".utf8)) {
+            // A fixed VHD has its footer only at the end (qemu probes it as raw): vpc only when declared.
+            var header = ImageHeader(kind: .raw, virtualSize: size)
+            header.fixedVHDFooter = true
+            return header
         }
         if let extents = Self.descriptorExtents(head) {
             return ImageHeader(kind: .vmdkDescriptor, externalReferences: extents)
@@ -114,10 +122,12 @@ public struct ImageHeaderParser {
     /// the header's offset and at 512 bytes (where qemu looks for the parent).
     private func vmdkSparse(_ head: [UInt8]) -> ImageHeader {
         let capacity = head.littleEndian64(at: 12)
-        var header = ImageHeader(kind: .vmdk, virtualSize: capacity * 512)
+        let (bytes, overflow) = capacity.multipliedReportingOverflow(by: 512)
+        var header = ImageHeader(kind: .vmdk, virtualSize: overflow ? nil : bytes)
+        if overflow { header.externalReferences.append("a capacity no disk has") }
         let descriptorOffset = head.littleEndian64(at: 28), descriptorSectors = head.littleEndian64(at: 36)
         var texts: [String] = []
-        if descriptorOffset > 0, descriptorSectors > 0 {
+        if descriptorOffset > 0, descriptorSectors > 0, descriptorOffset < UInt64.max / 512 {
             texts.append(String(decoding: read(descriptorOffset * 512, Int(min(descriptorSectors, 128)) * 512)
                 .prefix { $0 != 0 }, as: UTF8.self))
         }
@@ -131,7 +141,8 @@ public struct ImageHeaderParser {
         for extent in Set(fields.flatMap(\.extents)).sorted() where extent.contains("/") || !extent.hasPrefix("SPARSE ") {
             header.externalReferences.append("extent \(extent)")
         }
-        let parents = Set(fields.compactMap(\.parent))
+        // qemu finds the parent's name anywhere in the descriptor qemu reads at 512 (a substring search).
+        let parents = Set(fields.compactMap(\.parent) + [VMDKDescriptor.parentAnywhere(texts.last ?? "")].compactMap { $0 })
         if parents.count > 1 { header.externalReferences.append("two parent names (\(parents.sorted().joined(separator: ", ")))") }
         header.backing = parents.first
         if head.littleEndian64(at: 56) == UInt64.max, size >= 1536 {
@@ -199,6 +210,14 @@ struct VMDKDescriptor {
                 extents.append(String(words[2]))
             }
         }
+    }
+
+    /// The parent name as qemu's vmdk driver finds it: the first
+    /// "parentFileNameHint" anywhere, two characters on, up to a quote.
+    static func parentAnywhere(_ text: String) -> String? {
+        guard let key = text.firstRange(of: "parentFileNameHint") else { return nil }
+        let rest = text[key.upperBound...].dropFirst(2)
+        return String(rest.prefix { $0 != "\"" })
     }
 
     private static func value(_ line: String, of key: String) -> String? {

@@ -34,13 +34,22 @@ public struct InspectedImage: Sendable, Equatable {
     /// qemu's arguments for reading the image: `-f FORMAT PATH`, or for a
     /// chain a `json:` description that names every layer and ends it.
     public var qemuSource: [String] {
-        guard layers.count > 1 else { return ["-f", format.rawValue, path] }
+        // A relative name could read as an option (-x) or a protocol (nbd:...): qemu gets ./name.
+        guard layers.count > 1 || format.takesBackingFile else { return ["-f", format.rawValue, Self.plain(path)] }
+        // A format that can name a backing image is opened with its chain ended explicitly
+        // (backing null at the bottom), so qemu follows no name thinsr did not check.
         return ["json:" + Self.json(layers[...], blockDevice: ImageInspector.isBlockDevice(path))]
     }
 
+    /// For `qemu-img info`, which opens no backing image (and so refuses a
+    /// `backing` option): the top image with its format named.
+    public var qemuInfoSource: [String] { ["-f", format.rawValue, Self.plain(path)] }
+
+    static func plain(_ path: String) -> String { path.hasPrefix("/") ? path : "./" + path }
+
     private static func json(_ layers: ArraySlice<Layer>, blockDevice: Bool) -> String {
         guard let layer = layers.first else { return "null" }
-        let file = #"{"driver":"\#(blockDevice ? "host_device" : "file")","filename":\#(quoted(layer.path))}"#
+        let file = #"{"driver":"\#(blockDevice ? "host_device" : "file")","filename":\#(quoted(plain(layer.path)))}"#
         var node = #"{"driver":"\#(layer.format.rawValue)","file":\#(file)"#
         if layer.format.takesBackingFile { node += #","backing":\#(json(layers.dropFirst(), blockDevice: false))"# }
         return node + "}"
@@ -97,7 +106,7 @@ public enum ImageInspector {
         var layers: [InspectedImage.Layer] = []
         var current = path, remaining = named[...], header = try header(of: path)
         try accept(header, of: label, declared: declared)
-        layers.append(.init(path: path, format: header.format ?? .raw))
+        layers.append(.init(path: path, format: declared == .vpc && header.fixedVHDFooter ? .vpc : header.format ?? .raw))
         while let backing = header.backing {
             guard let next = remaining.popFirst() else {
                 throw ImageRefusal(message: "\(label) names a backing image (\(backing)); name each image of the chain "
@@ -162,6 +171,7 @@ public enum ImageInspector {
         default: break
         }
         let found = header.format ?? .raw
+        if declared == .vpc, header.fixedVHDFooter { return }
         if let declared, declared != found {
             throw ImageRefusal(message: "\(label) is not a \(declared.rawValue) image (its header says \(found.rawValue)); "
                                + "give the format it has, or --format raw for its bytes")

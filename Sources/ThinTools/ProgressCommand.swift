@@ -114,7 +114,7 @@ extension ExternalCommand {
     /// to `progress` as it goes; SIGINT/SIGTERM stop it (see `CancelSignals`).
     /// Returns its exit status and what it printed besides progress.
     public static func runReportingProgress(
-        _ program: String, _ arguments: [String], progressOn stream: ProgressStream = .standardOutput,
+        _ program: Program, _ arguments: [String], progressOn stream: ProgressStream = .standardOutput,
         environment: [String: String] = [:], progress: @escaping @Sendable (Double) -> Void
     ) async throws(ExternalCommandError) -> ExternalCommandResult {
         let path = try requirePath(program, arguments)
@@ -161,7 +161,7 @@ extension ExternalCommand {
             return ExternalCommandResult(exitStatus: code, standardOutput: "", standardError: messages)
         } catch {
             Trace.step("exec", line, outcome: "failed to start: \(error)", since: start)
-            throw ExternalCommandError(program: program, arguments: arguments, exitStatus: nil, standardError: "\(error)")
+            throw ExternalCommandError(program: program.name, arguments: arguments, exitStatus: nil, standardError: "\(error)")
         }
     }
 
@@ -182,7 +182,7 @@ extension ExternalCommand {
     /// this process's standard output and error, until it exits or a cancel
     /// signal stops it; `ready` is called once the file `readyFile` (the
     /// server's own pid file, written when it accepts connections) appears.
-    public static func runForwardingSignals(_ program: String, _ arguments: [String], ready readyFile: String,
+    public static func runForwardingSignals(_ program: Program, _ arguments: [String], ready readyFile: String,
                                             ready: @escaping @Sendable () -> Void) async throws(ExternalCommandError) -> Int32 {
         let path = try requirePath(program, arguments)
         var options = PlatformOptions()
@@ -210,7 +210,7 @@ extension ExternalCommand {
             }
         } catch {
             CancelSignals.running(0)
-            throw ExternalCommandError(program: program, arguments: arguments, exitStatus: nil, standardError: "\(error)")
+            throw ExternalCommandError(program: program.name, arguments: arguments, exitStatus: nil, standardError: "\(error)")
         }
     }
 

@@ -52,9 +52,9 @@ extension ThinTools {
         var arguments = metadataSnapshot ? ["-m"] : []
         for id in deviceIDs { arguments += ["--dev-id", String(id)] }
         arguments.append(metadataDevice)
-        let output = try await ExternalCommand.check("thin_dump", arguments)
+        let output = try await ExternalCommand.check(Program.thinDump, arguments)
         guard let dump = Self.parseMappings(output) else {
-            throw ExternalCommandError(program: "thin_dump", arguments: arguments, exitStatus: 0,
+            throw ExternalCommandError(program: Program.thinDump.name, arguments: arguments, exitStatus: 0,
                                        standardError: "output thinsr does not understand (no superblock, or an "
                                        + "element outside what thin_dump documents)")
         }

@@ -84,36 +84,36 @@ public struct ThinTools: HelperPrograms {
         if metadataSnapshot { arguments.append("--metadata-snap") }
         if clearNeedsCheckFlag { arguments.append("--clear-needs-check-flag") }
         arguments.append(device)
-        let result = try await ExternalCommand.run("thin_check", arguments)
+        let result = try await ExternalCommand.run(Program.thinCheck, arguments)
         switch result.exitStatus {
         case 0: return CheckResult(clean: true, report: result.standardError)
         case 1: return CheckResult(clean: false, report: result.standardError + result.standardOutput)
         default:
-            throw ExternalCommandError(program: "thin_check", arguments: arguments, exitStatus: result.exitStatus,
+            throw ExternalCommandError(program: Program.thinCheck.name, arguments: arguments, exitStatus: result.exitStatus,
                                        standardError: result.standardError)
         }
     }
 
     public func repairMetadata(input: String, output: String) async throws(ExternalCommandError) {
-        _ = try await ExternalCommand.check("thin_repair", ["-i", input, "-o", output])
+        _ = try await ExternalCommand.check(Program.thinRepair, ["-i", input, "-o", output])
     }
 
     public func metadataSize(blockBytes: UInt64, poolBytes: UInt64,
                              maximumThins: UInt64) async throws(ExternalCommandError) -> UInt64 {
         let arguments = ["-b", "\(blockBytes / 512)s", "-s", "\(poolBytes / 512)s", "-m", "\(maximumThins)",
                          "-u", "b", "-n"]
-        return try await Self.parsedOutput("thin_metadata_size", arguments, parse: Self.parseMetadataSize) { output in
+        return try await Self.parsedOutput(Program.thinMetadataSize, arguments, parse: Self.parseMetadataSize) { output in
             "unexpected output \"\(output)\""
         }
     }
 
     /// Runs a program that must succeed and parses its output; output that
     /// does not parse is the program's failure, described by `unexpected`.
-    private static func parsedOutput<T>(_ program: String, _ arguments: [String], parse: (String) -> T?,
+    private static func parsedOutput<T>(_ program: Program, _ arguments: [String], parse: (String) -> T?,
                                         unexpected: (String) -> String) async throws(ExternalCommandError) -> T {
         let output = try await ExternalCommand.check(program, arguments)
         guard let value = parse(output) else {
-            throw ExternalCommandError(program: program, arguments: arguments, exitStatus: 0,
+            throw ExternalCommandError(program: program.name, arguments: arguments, exitStatus: 0,
                                        standardError: unexpected(output))
         }
         return value
@@ -149,11 +149,11 @@ public struct ThinTools: HelperPrograms {
         var arguments = ["--no-headers", "-o", "DEV,MAPPED_BYTES,EXCLUSIVE_BYTES,SHARED_BYTES"]
         if metadataSnapshot { arguments.append("-m") }
         arguments.append(metadataDevice)
-        return Self.parseList(try await ExternalCommand.check("thin_ls", arguments))
+        return Self.parseList(try await ExternalCommand.check(Program.thinList, arguments))
     }
 
     public func transactionID(metadataDevice: String) async throws(ExternalCommandError) -> UInt64 {
-        try await Self.parsedOutput("thin_dump", ["--skip-mappings", metadataDevice], parse: Self.parseTransactionID) { _ in
+        try await Self.parsedOutput(Program.thinDump, ["--skip-mappings", metadataDevice], parse: Self.parseTransactionID) { _ in
             "no transaction id in the superblock line"
         }
     }
@@ -177,31 +177,31 @@ public struct ThinTools: HelperPrograms {
     }
 
     public func makeCatalogFilesystem(device: String) async throws(ExternalCommandError) {
-        try await ExternalCommand.check("mkfs.ext4", ["-q", "-F", "-L", "thinsr-catalog", "-E",
+        try await ExternalCommand.check(Program.makeExt4, ["-q", "-F", "-L", "thinsr-catalog", "-E",
                                                       "lazy_itable_init=0,lazy_journal_init=0", device])
     }
 
     public func checkCatalogFilesystem(device: String,
                                        mode: FilesystemCheck) async throws(ExternalCommandError) -> FilesystemCheckResult {
-        let result = try await ExternalCommand.run("e2fsck", mode.arguments + [device])
+        let result = try await ExternalCommand.run(Program.checkExt4, mode.arguments + [device])
         return FilesystemCheckResult(exitStatus: result.exitStatus,
                                      output: (result.standardOutput + result.standardError)
                                          .split(whereSeparator: \.isNewline).joined(separator: "\n"))
     }
 
     public func growCatalogFilesystem(device: String) async throws(ExternalCommandError) {
-        try await ExternalCommand.check("resize2fs", [device])
+        try await ExternalCommand.check(Program.resizeExt4, [device])
     }
 
     public func signatures(of device: String, skippingRAID: Bool) async throws(ExternalCommandError) -> [String] {
         let arguments = ["-p"] + (skippingRAID ? ["-u", "noraid"] : []) + ["-o", "export", device]
-        let result = try await ExternalCommand.run("blkid", arguments)
+        let result = try await ExternalCommand.run(Program.blockID, arguments)
         switch result.exitStatus {
         case 0: return Self.parseSignatures(result.standardOutput)
         case 2: return []  // nothing found
         case 8: return [Self.ambivalent]  // more than one filesystem: blkid names none
         default:
-            throw ExternalCommandError(program: "blkid", arguments: arguments, exitStatus: result.exitStatus,
+            throw ExternalCommandError(program: Program.blockID.name, arguments: arguments, exitStatus: result.exitStatus,
                                        standardError: result.standardError)
         }
     }

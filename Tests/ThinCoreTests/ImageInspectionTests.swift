@@ -1,6 +1,6 @@
 import FoundationEssentials
 import Testing
-import ThinTools
+@testable import ThinTools
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -123,6 +123,22 @@ struct ImageInspectionTests {
         #expect(!Self.header(Self.vmdk(capacity: 0, descriptor: good)).externalReferences.isEmpty)
         let child = good + "parentFileNameHint=\"base.vmdk\"\n"
         #expect(Self.header(Self.vmdk(descriptor: child)).backing == "base.vmdk")
+        // qemu finds the parent's name anywhere (a substring search), a comment included.
+        let hidden = good + "# parentFileNameHint=\"/dev/sdb\"\n"
+        #expect(Self.header(Self.vmdk(descriptor: hidden)).backing == "/dev/sdb")
+        // A capacity past any disk is refused, not a crash.
+        #expect(!Self.header(Self.vmdk(capacity: 1 << 60, descriptor: good)).externalReferences.isEmpty)
+    }
+
+    @Test("a fixed VHD (its footer only at the end) is read as vpc only when declared")
+    func fixedVHD() throws {
+        let directory = Self.scratch()
+        var image = [UInt8](repeating: 0x11, count: 4096)
+        Self.put(Array("conectix".utf8), at: 4096 - 512, in: &image)
+        Self.put(Self.bigEndian(2, 4), at: 4096 - 512 + 60, in: &image)
+        let path = Self.file("fixed.vhd", image, in: directory)
+        #expect(try ImageInspector.inspect(path, declared: nil).format == .raw)
+        #expect(try ImageInspector.inspect(path, declared: .vpc).qemuSource == ["-f", "vpc", path])
     }
 
     // MARK: VHD and others
@@ -161,6 +177,12 @@ struct ImageInspectionTests {
         #expect(Self.refusal { () throws(ImageRefusal) in try ImageInspector.inspect(evil, declared: .qcow2) } != nil)
         let raw = try? ImageInspector.inspect(evil, declared: .raw)
         #expect(raw?.qemuSource == ["-f", "raw", evil])
+        // A single qcow2 is opened with its chain ended: qemu follows no name from its header.
+        let single = Self.file("single.qcow2", Self.qcow2(), in: directory)
+        #expect((try? ImageInspector.inspect(single, declared: nil))?.qemuSource
+                == [#"json:{"driver":"qcow2","file":{"driver":"file","filename":"\#(single)"},"backing":null}"#])
+        // A relative name never reads as an option or a protocol.
+        #expect(InspectedImage(layers: [.init(path: "-x:y", format: .raw)]).qemuSource == ["-f", "raw", "./-x:y"])
         let text = Self.file("disk.raw", Array("# Disk DescriptorFile\nRW 8 FLAT \"/dev/sdb\" 0\n".utf8), in: directory)
         #expect(Self.refusal { () throws(ImageRefusal) in try ImageInspector.inspect(text, declared: nil) }?
             .contains("VMDK descriptor") == true)
@@ -230,5 +252,30 @@ struct ImageInspectionTests {
         var info = stat()
         #expect(stat(first, &info) == 0 && info.st_mode & 0o777 == 0o600)
         #expect(!first.hasSuffix("-\(getpid())"))
+    }
+}
+
+/// Programs are named once, found on PATH or where a host keeps them.
+@Suite("programs")
+struct ProgramTests {
+    @Test("a program off PATH is found in its known directory (qemu-dp's on XCP-ng); a missing one names its package")
+    func lookup() async throws {
+        let directory = ImageInspectionTests.scratch()
+        let tool = "\(directory)/thinsr-fake-tool"
+        _ = ImageInspectionTests.file("thinsr-fake-tool", Array("#!/bin/sh\necho found\n".utf8), in: directory)
+        chmod(tool, 0o755)
+        let known = Program("thinsr-fake-tool", package: "fake-package", alsoIn: [directory])
+        #expect(known.path == tool)
+        #expect(try await ExternalCommand.check(known, []) == "found\n")
+        let missing = Program("thinsr-no-such-tool", package: "no-such-package")
+        #expect(missing.path == nil)
+        do {
+            _ = try await ExternalCommand.run(missing, ["x"])
+            Issue.record("a missing program ran")
+        } catch {
+            #expect(error.standardError == "thinsr-no-such-tool not found; install no-such-package")
+        }
+        #expect(Program.qemuImage.alsoIn.contains("/usr/lib64/qemu-dp/bin"))
+        #expect(Program.at("/bin/sh").path == "/bin/sh" && Program.at("/no/such/xe").path == nil)
     }
 }

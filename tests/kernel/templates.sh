@@ -281,7 +281,17 @@ check "what it copied is still the template's bytes (cmp)" cmp -n $((4 << 20)) "
 thinvdi-hydrate tpl c6 --on-read --progress=none >/dev/null 2>&1 & cor=$!
 wait_copier
 expect_failure 3 "a second copy-on-read of the same volume is refused" thinvdi-hydrate tpl c6 --on-read
+# A snapshot killed with its origin suspended leaves the devices-changing marker; the detach of a
+# hydrating volume changes devices too, and must finish that change first, not take the marker away.
+P1=$(thinvdi-attach tpl c1)
+C1DEV=$(tpl_dev c1)
+THINSR_FAULT=origin-suspended thinvdi-snapshot tpl c1 --name c1-killed >/dev/null 2>&1
+check_eq "a snapshot killed at origin-suspended leaves its origin suspended" Suspended \
+    "$(dmsetup info -c --noheadings -o suspended "$C1DEV")"
 thinvdi-detach tpl c6
+check_eq "the detach of a hydrating volume resumes it first (recovery before any device change)" Active \
+    "$(dmsetup info -c --noheadings -o suspended "$C1DEV")"
+thinvdi-detach tpl c1
 wait "$cor"; status=$?
 check_eq "a detach ends it (exit 0) and leaves no hydration devices" "0 0" "$status $(dmsetup ls | grep -c "_h[cmds]")"
 check_eq "and releases the template's NBD connection" 0 "$(dmsetup ls | grep -c "$(tpl_origin cor-src)")"

@@ -166,9 +166,10 @@ extension AttachedSR {
         let volumes = try catalog.volumes(includingUnfinished: true)
         let active = try devices.active()
         let unfinished = try devices.unfinished(volumes, active: active)
-        if repair && !unfinished.isEmpty {
-            try devices.finish(unfinished)
-            System.removeFile(names.devicesChangingMarker)
+        if repair {
+            if !unfinished.isEmpty { try devices.finish(unfinished) }
+            // A hydration's dm-clone stack or an origin left suspended is finished too.
+            if try devices.resumeStacked() || !unfinished.isEmpty { System.removeFile(names.devicesChangingMarker) }
         }
         var findings: [CheckFinding] = []
         for (uuid, info) in active {

@@ -306,6 +306,13 @@ extension AttachedSR {
         let span = { (region: UInt64) -> Int in Hydration.probeLength(at: region * regionBytes, within: volume.virtualSize) }
         let inVolume = regions.filter { $0 * regionBytes < volume.virtualSize }
         guard !inVolume.isEmpty else { return [] }
+        // Holding the guest or copying into a pool without room for the batch would wait on the pool
+        // with the SR lock held, and the monitor grows a pool only under that lock: copy nothing now.
+        let usage = try recovered()
+        guard usage.mode == .readWrite,
+              usage.totalDataBlocks - min(usage.usedDataBlocks, usage.totalDataBlocks) > UInt64(inVolume.count) else {
+            return []
+        }
         let top = names.volumeDevice(volume.uuid).name
         let holdsGuest: Bool
         if let info = try devices.info(volume.uuid) { holdsGuest = !info.suspended && info.hasLiveTable } else { holdsGuest = false }

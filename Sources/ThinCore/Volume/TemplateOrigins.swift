@@ -54,7 +54,7 @@ public enum SchemeScripts {
     static func attach(_ uri: String) async throws(ThinError) -> String {
         let script = try script(for: uri)
         let result: ExternalCommandResult
-        do { result = try await ExternalCommand.run(script, ["attach", uri]) } catch {
+        do { result = try await ExternalCommand.run(.at(script), ["attach", uri]) } catch {
             throw .backend("cannot run the scheme script \(script)", error)
         }
         // Scripts exit 64 for a URI they cannot take (bad usage or URI): the caller's to fix.
@@ -80,7 +80,7 @@ public enum SchemeScripts {
     /// Releases what `attach` made; a failure is only traced (the image is not ours to repair).
     static func detach(_ uri: String, path: String) {
         guard let script = try? script(for: uri) else { return }
-        ExternalCommand.runToEnd(script, ["detach", uri, path])
+        ExternalCommand.runToEnd(.at(script), ["detach", uri, path])
     }
 }
 
@@ -189,10 +189,11 @@ struct TemplateOrigins {
         do throws(ThinError) {
             if format != ImageFormat.raw.rawValue {
                 // The image may have changed since it was introduced: inspect it again before qemu opens it.
-                do { _ = try ImageInspector.inspect(image, declared: ImageFormat(rawValue: format), what: uri) } catch {
+                let inspected: InspectedImage
+                do { inspected = try ImageInspector.inspect(image, declared: ImageFormat(rawValue: format), what: uri) } catch {
                     throw ThinError(.backendFailure, "template \(template.key) cannot be read: \(error.message)")
                 }
-                record.device = try await Self.connectNBD(image, format: format)
+                record.device = try await Self.connectNBD(inspected)
                 record.helper = "nbd"
             } else if System.blockDevice(image) == nil {
                 record.device = try await Self.attachLoop(image)
@@ -213,8 +214,8 @@ struct TemplateOrigins {
 
     private func unexpose(_ record: OriginRecord) {
         switch record.helper {
-        case "loop": ExternalCommand.runToEnd("losetup", ["--detach", record.device])
-        case "nbd": ExternalCommand.runToEnd("qemu-nbd", ["--disconnect", record.device])
+        case "loop": ExternalCommand.runToEnd(Program.loopSetup, ["--detach", record.device])
+        case "nbd": ExternalCommand.runToEnd(Program.qemuNBD, ["--disconnect", record.device])
         default: break
         }
         SchemeScripts.detach(record.uri, path: record.image)
@@ -222,7 +223,7 @@ struct TemplateOrigins {
 
     static func attachLoop(_ image: String) async throws(ThinError) -> String {
         let output: String
-        do { output = try await ExternalCommand.check("losetup", ["--find", "--show", "--read-only", image]) } catch {
+        do { output = try await ExternalCommand.check(Program.loopSetup, ["--find", "--show", "--read-only", image]) } catch {
             throw .backend("cannot attach the template image \(image) to a loop device", error)
         }
         return output.split(whereSeparator: \.isWhitespace).first.map(String.init) ?? ""
@@ -230,8 +231,9 @@ struct TemplateOrigins {
 
     /// Serves `image` read-only on the first free /dev/nbdN (qemu-nbd
     /// --connect forks a server bound to that device and returns when it is up).
-    static func connectNBD(_ image: String, format: String) async throws(ThinError) -> String {
-        if !System.exists("/sys/block/nbd0") { _ = try? await ExternalCommand.run("modprobe", ["nbd"]) }
+    static func connectNBD(_ inspected: InspectedImage) async throws(ThinError) -> String {
+        let image = inspected.path, format = inspected.format.rawValue
+        if !System.exists("/sys/block/nbd0") { _ = try? await ExternalCommand.run(Program.loadModule, ["nbd"]) }
         let devices = System.directoryEntries("/sys/block").filter { $0.hasPrefix("nbd") }
             .compactMap { Int($0.dropFirst(3)) }.sorted()
         guard !devices.isEmpty else {
@@ -249,8 +251,8 @@ struct TemplateOrigins {
             let device = "/dev/nbd\(number)"
             let result: ExternalCommandResult
             do {
-                result = try await ExternalCommand.run("qemu-nbd", ["--read-only", "--format=\(format)",
-                                                                    "--connect=\(device)", image])
+                result = try await ExternalCommand.run(Program.qemuNBD, ["--read-only", "--connect=\(device)"]
+                                                           + inspected.qemuSource)
             } catch {
                 throw .backend("cannot run qemu-nbd", error)
             }

@@ -263,9 +263,17 @@ struct VolumeDevices {
     /// stack, template origins) that one left suspended.
     func reconcile(with volumes: [VolumeRecord]) throws(ThinError) {
         try finish(unfinished(volumes, active: try active()))
+        try resumeStacked()
+    }
+
+    /// Resumes the SR's hydration and origin devices a killed change left
+    /// suspended; returns whether there was one.
+    @discardableResult
+    func resumeStacked() throws(ThinError) -> Bool {
         let all: [String]
         do { all = try deviceMapper.list() } catch { throw .backend("cannot list dm devices", error) }
         let stacked = SRNames.HydrationPart.allCases.map { "thinsr_\(names.hex)_h\($0.rawValue)" } + [names.originDevicePrefix]
+        var resumed = false
         for name in all where stacked.contains(where: name.hasPrefix) {
             let info: DeviceInfo?
             do { info = try deviceMapper.info(name: name) } catch { throw .backend("cannot query \(name)", error) }
@@ -273,6 +281,8 @@ struct VolumeDevices {
             do { try deviceMapper.resume(name: name, udev: .standard) } catch {
                 throw .backend("recovery: cannot resume \(name)", error)
             }
+            resumed = true
         }
+        return resumed
     }
 }
