@@ -15,32 +15,50 @@ new_loop FD2 256
 # A pool of half the VG, so thinsr-extend has room to grow into at every step.
 FSR=$(thinsr-create --name faults --device "$FD1" --pool-size 512M)
 # Observations read the catalog with sqlite3 (cheaper than thinvdi-ls, and not our code).
+# (Helpers here run in this shell, through capture, rather than in $(...)
+# subshells: a fork costs tens of ms in the UML lab, and each step runs many.)
 catalog_query() { sqlite3 "file:/run/thinsr/$FSR/catalog/catalog.db?mode=ro" "$1"; }
 key_of() { catalog_query "SELECT key FROM volume WHERE name = '$1' AND state = 'ready' LIMIT 1"; }
 count_named() { catalog_query "SELECT count(*) FROM volume WHERE name = '$1' AND state = 'ready'"; }
+# destroy_named NAME...: detaches and destroys every ready volume of those
+# names, all found by one sqlite3 query (the names are plain words).
 destroy_named() {
-    local key
-    while key=$(key_of "$1") && [ -n "$key" ]; do
+    local names key keys
+    printf -v names "'%s', " "$@"
+    catalog_query "SELECT key FROM volume WHERE name IN (${names%, }) AND state = 'ready'" >"$THINSR_SCRATCH/named-keys"
+    mapfile -t keys <"$THINSR_SCRATCH/named-keys"
+    for key in "${keys[@]}"; do
+        [ -n "$key" ] || continue
         if [ -e "/dev/thinsr/$FSR/$key" ]; then thinvdi-detach faults "$key"; fi
         thinvdi-destroy faults "$key" || return
     done
 }
 # reads_agree: thinvdi-ls's thin ids against the kernel's (thin_ls through a
-# metadata snapshot); prints the difference, if any.
+# metadata snapshot); prints the difference, if any. (The kernel's ids are
+# put in numeric order by the shell, as sort -n did: an indexed array lists
+# its indexes in order; a line that is not a number is kept as it is, after
+# them, so it still shows as a difference.)
 reads_agree() {
-    local listed kernel="" pool=$(pool_name "$FSR") meta id _
-    listed=$(thinvdi-ls --json faults | jq -r '[.[].thin_id | select(. != null)] | sort | map(tostring) | join(" ")')
-    meta=$(meta_path "$FSR")
+    local listed kernel="" pool="thinsr_${FSR//-/}_pool" meta id _ seen=() odd="" n
+    thinvdi-ls --json faults >"$THINSR_SCRATCH/reads-ls.json"
+    capture listed jq -r '[.[].thin_id | select(. != null)] | sort | map(tostring) | join(" ")' "$THINSR_SCRATCH/reads-ls.json"
+    meta_path "$FSR" meta
     dmsetup message "$pool" 0 reserve_metadata_snap
-    while read -r id _; do kernel+="${kernel:+ }$id"; done < <(thin_ls -m --no-headers -o DEV "$meta" | sort -n)
+    thin_ls -m --no-headers -o DEV "$meta" >"$THINSR_SCRATCH/reads-kernel"
     dmsetup message "$pool" 0 release_metadata_snap
+    while read -r id _; do
+        if [[ $id =~ ^[0-9]+$ ]]; then seen[10#$id]=$(( ${seen[10#$id]:-0} + 1 )); else odd+=" $id"; fi
+    done <"$THINSR_SCRATCH/reads-kernel"
+    for id in "${!seen[@]}"; do for ((n = 0; n < seen[id]; n++)); do kernel+="${kernel:+ }$id"; done; done
+    kernel+=$odd
     [ "$listed" = "$kernel" ] || echo " thinvdi-ls right after the kill lists '$listed' but the pool holds '$kernel'"
 }
 content_of() { # content_of NAME: checksum of a volume's contents (attached read-only for the read)
-    local key path sum; key=$(key_of "$1")
-    path=$(thinvdi-attach --read-only faults "$key") || { echo "unattachable"; return; }
-    sum=$(sha256sum < "$path" | cut -c1-16)
-    thinvdi-detach faults "$key"; echo "$sum"
+    local key path sum
+    capture key key_of "$1"
+    capture path thinvdi-attach --read-only faults "$key" || { echo "unattachable"; return; }
+    capture sum sha256sum < "$path"
+    thinvdi-detach faults "$key"; echo "${sum:0:16}"
 }
 
 # The volume nobody operates on, attached throughout.
@@ -53,12 +71,12 @@ write_pattern "$BYP" bystander 16
 fault_op() {
     local op=$1 before after steps step status got sr
     "${op}_setup" >/dev/null 2>&1
-    before=$("${op}_observe" 2>/dev/null)
+    capture before "${op}_observe" 2>/dev/null
     rm -f "$TRACE"
     if ! THINSR_FAULT_TRACE=$TRACE "${op}_run" >/tmp/fault.out 2>&1; then
         fail "$op runs cleanly without a fault"; sed 's/^/     | /' /tmp/fault.out | tail -3
     fi
-    after=$("${op}_observe" 2>/dev/null)
+    capture after "${op}_observe" 2>/dev/null
     steps=$(awk '!seen[$0]++' "$TRACE" 2>/dev/null)
     "${op}_cleanup" >/dev/null 2>&1
     if [ -z "$steps" ] || [ "$before" = "$after" ]; then
@@ -69,11 +87,11 @@ fault_op() {
         "${op}_setup" >/dev/null 2>&1
         THINSR_FAULT=$step "${op}_run" >/dev/null 2>&1
         status=$?
-        local problems=""
-        if type -t "${op}_reads" >/dev/null; then problems+=$("${op}_reads" 2>&1); fi
+        local problems="" reads=""
+        if type -t "${op}_reads" >/dev/null; then capture -2 reads "${op}_reads"; problems+=$reads; fi
         "${op}_next" >/tmp/fault-next.out 2>&1
-        got=$("${op}_observe" 2>/dev/null)
-        sr=$(type -t "${op}_check" >/dev/null && "${op}_check" || echo "$FSR")
+        capture got "${op}_observe" 2>/dev/null
+        if type -t "${op}_check" >/dev/null; then capture sr "${op}_check"; else sr=$FSR; fi
         [ "$status" = 137 ] || problems+=" exit=$status(not killed)"
         [ "$got" = "$before" ] || [ "$got" = "$after" ] || problems+=" state='$got' (before '$before', after '$after')"
         if [ -n "$sr" ] && ! thinsr-check "$sr" >/tmp/fault-check.out 2>&1; then
@@ -82,7 +100,7 @@ fault_op() {
         same_as_pattern "$BYP" bystander || problems+=" bystander changed"
         if [ -z "$problems" ]; then
             FAULT_SURVIVED=$((FAULT_SURVIVED + 1))
-            pass "$op killed at $step: $( [ "$got" = "$before" ] && echo 'not at all' || echo 'entirely')"
+            if [ "$got" = "$before" ]; then pass "$op killed at $step: not at all"; else pass "$op killed at $step: entirely"; fi
         else
             fail "$op killed at $step:$problems"
             sed 's/^/     | next: /' /tmp/fault-next.out | tail -2
@@ -98,15 +116,15 @@ vdi_create_run() { thinvdi-create faults --name fc --size 8M; }
 vdi_create_observe() { count_named fc; }
 vdi_create_next() { next_create; }
 vdi_create_reads() { reads_agree; }
-vdi_create_cleanup() { destroy_named fc; destroy_named nx; }
+vdi_create_cleanup() { destroy_named fc nx; }
 fault_op vdi_create
 
 vdi_destroy_setup() { thinvdi-create faults --name fd --size 8M; }
-vdi_destroy_run() { thinvdi-destroy faults "$(key_of fd)"; }
+vdi_destroy_run() { local key; capture key key_of fd; thinvdi-destroy faults "$key"; }
 vdi_destroy_observe() { count_named fd; }
 vdi_destroy_next() { next_create; }
 vdi_destroy_reads() { reads_agree; }
-vdi_destroy_cleanup() { destroy_named fd; destroy_named nx; }
+vdi_destroy_cleanup() { destroy_named fd nx; }
 fault_op vdi_destroy
 
 # The origin of snapshots and clones is attached and written, so the steps
@@ -116,31 +134,45 @@ fault_op vdi_destroy
 SRC=$(thinvdi-create faults --name origin --size 8M)
 SRCP=$(thinvdi-attach faults "$SRC")
 write_pattern "$SRCP" origin 8
+# origin_state NAME: how many NAMEs the catalog holds, and whether the origin is
+# suspended (dmsetup, by the name its link pointed to at the start; a link
+# that no longer leads there shows as such).
+SRC_LINK=$(readlink "$SRCP"); SRC_DM=$(basename "$SRC_LINK")
+origin_state() {
+    local count suspended
+    capture count count_named "$1"
+    if [ "$SRCP" -ef "$SRC_LINK" ]; then
+        capture suspended dmsetup info -c --noheadings -o suspended "$SRC_DM"
+    else
+        suspended="link no longer to $SRC_LINK"
+    fi
+    echo "$count $suspended"
+}
 vdi_snapshot_setup() { :; }
 vdi_snapshot_run() { thinvdi-snapshot faults "$SRC" --name snap1; }
-vdi_snapshot_observe() { echo "$(count_named snap1) $(dmsetup info -c --noheadings -o suspended "$(basename "$(readlink "$SRCP")")")"; }
+vdi_snapshot_observe() { origin_state snap1; }
 vdi_snapshot_next() { thinvdi-ls faults >/dev/null; timeout 10 dd if="$SRCP" of=/dev/null bs=1M count=1 iflag=direct status=none; }
 vdi_snapshot_reads() { reads_agree; }
-vdi_snapshot_cleanup() { destroy_named snap1; destroy_named nx; }
+vdi_snapshot_cleanup() { destroy_named snap1 nx; }
 fault_op vdi_snapshot
 
 vdi_clone_setup() { :; }
 vdi_clone_run() { thinvdi-clone faults "$SRC" --name clone1; }
-vdi_clone_observe() { echo "$(count_named clone1) $(dmsetup info -c --noheadings -o suspended "$(basename "$(readlink "$SRCP")")")"; }
+vdi_clone_observe() { origin_state clone1; }
 vdi_clone_next() { next_create; }
 vdi_clone_reads() { reads_agree; }
-vdi_clone_cleanup() { destroy_named clone1; destroy_named nx; }
+vdi_clone_cleanup() { destroy_named clone1 nx; }
 fault_op vdi_clone
 
 # Data destroy: the snapshot's thin device goes, its row stays (kind cbt_metadata).
 vdi_data_destroy_setup() { destroy_named ddsnap; thinvdi-snapshot faults "$SRC" --name ddsnap; }
-vdi_data_destroy_run() { thinvdi-data-destroy faults "$(key_of ddsnap)"; }
+vdi_data_destroy_run() { local key; capture key key_of ddsnap; thinvdi-data-destroy faults "$key"; }
 vdi_data_destroy_observe() {
     catalog_query "SELECT count(*), coalesce(sum(data_destroyed), 0) FROM volume WHERE name = 'ddsnap' AND state = 'ready'"
 }
 vdi_data_destroy_next() { next_create; }
 vdi_data_destroy_reads() { reads_agree; }
-vdi_data_destroy_cleanup() { destroy_named ddsnap; destroy_named nx; }
+vdi_data_destroy_cleanup() { destroy_named ddsnap nx; }
 fault_op vdi_data_destroy
 
 # Revert: rv holds content B; snapshot rva holds A, rvb holds B.
@@ -157,11 +189,16 @@ vdi_revert_reads() { reads_agree; }
 vdi_revert_cleanup() { thinvdi-revert faults "$RV" "$RVB"; destroy_named nx; }
 fault_op vdi_revert
 
-vdi_resize_setup() { RZ=$(thinvdi-create faults --name rz --size 8M); RZP=$(thinvdi-attach faults "$RZ"); }
+vdi_resize_setup() { capture RZ thinvdi-create faults --name rz --size 8M; capture RZP thinvdi-attach faults "$RZ"; }
 vdi_resize_run() { thinvdi-resize faults "$RZ" 16M; }
-vdi_resize_observe() { echo "$(catalog_query "SELECT virtual_size FROM volume WHERE key = '$RZ'") $(blockdev --getsize64 "$RZP")"; }
+vdi_resize_observe() {
+    local size bytes
+    capture size catalog_query "SELECT virtual_size FROM volume WHERE key = '$RZ'"
+    capture bytes blockdev --getsize64 "$RZP"
+    echo "$size $bytes"
+}
 vdi_resize_next() { thinvdi-create faults --name nx --size 4M; }
-vdi_resize_cleanup() { destroy_named rz; destroy_named nx; }
+vdi_resize_cleanup() { destroy_named rz nx; }
 fault_op vdi_resize
 
 ST=$(thinvdi-create faults --name st --size 4M)
@@ -181,14 +218,22 @@ fault_op vdi_unset
 
 # Extend by 8 MiB: the observation is how far the pool grew since the setup,
 # and whether the data LV, the live table and thinsr-stat agree.
-extend_state() {
-    local lv table stat
-    lv=$(lvs --noheadings --units b --nosuffix -o lv_size "thinsr_${FSR//-/}/thinsr_${FSR//-/}_data" | tr -d ' ')
-    table=$(( $(dmsetup table "$(pool_name "$FSR")" | awk '{print $2}') * 512 ))
-    stat=$(sr_field "$FSR" data_total)
-    echo "grown=$(( (table - EXTEND_BASE) >> 20 ))M agree=$([ "$lv" = "$table" ] && [ "$table" = "$stat" ] && echo yes || echo "no(lv $lv table $table stat $stat)")"
+pool_bytes() { # the live pool table's length, in bytes (its second field, in sectors)
+    local line fields
+    capture line dmsetup table "thinsr_${FSR//-/}_pool"
+    read -r -a fields <<<"$line"
+    echo $(( ${fields[1]:-0} * 512 ))
 }
-sr_extend_setup() { EXTEND_BASE=$(( $(dmsetup table "$(pool_name "$FSR")" | awk '{print $2}') * 512 )); }
+extend_state() {
+    local lv table stat agree=yes
+    capture lv lvs --noheadings --units b --nosuffix -o lv_size "thinsr_${FSR//-/}/thinsr_${FSR//-/}_data"
+    lv=${lv// /}
+    capture table pool_bytes
+    capture stat sr_field "$FSR" data_total
+    [ "$lv" = "$table" ] && [ "$table" = "$stat" ] || agree="no(lv $lv table $table stat $stat)"
+    echo "grown=$(( (table - EXTEND_BASE) >> 20 ))M agree=$agree"
+}
+sr_extend_setup() { capture EXTEND_BASE pool_bytes; }
 sr_extend_run() { thinsr-extend faults --size +8M; }
 sr_extend_observe() { extend_state; }
 sr_extend_next() { thinvdi-ls faults; }
@@ -197,7 +242,12 @@ fault_op sr_extend
 
 AT=$(thinvdi-create faults --name at --size 4M)
 AT_DM=$(basename "$(readlink -f "$(thinvdi-attach faults "$AT")")"); thinvdi-detach faults "$AT"
-attach_state() { echo "$(test -e "/dev/thinsr/$FSR/$AT" && echo link || echo no-link) $(dmsetup info "$AT_DM" >/dev/null 2>&1 && echo device || echo no-device)"; }
+attach_state() {
+    local link=no-link device=no-device
+    [ -e "/dev/thinsr/$FSR/$AT" ] && link=link
+    dmsetup info "$AT_DM" >/dev/null 2>&1 && device=device
+    echo "$link $device"
+}
 vdi_attach_setup() { thinvdi-detach faults "$AT"; }
 vdi_attach_run() { thinvdi-attach faults "$AT"; }
 vdi_attach_observe() { attach_state; }
@@ -214,9 +264,14 @@ fault_op vdi_detach
 
 sr_set_setup() { thinsr-set "$FSR" --name faults --on-full queue; }
 sr_set_run() { thinsr-set "$FSR" --name faults-renamed --on-full error; }
-sr_set_observe() {
-    echo "$(thinsr-ls --json | jq -r --arg u "$FSR" '.[] | select(.uuid == $u) | .name') $(sr_field "$FSR" name) $(sr_field "$FSR" on_full)"
+sr_set_observe() { # the name thinsr-ls lists, then thinsr-stat's name and on_full (one thinsr-stat for both)
+    local listed stat
+    capture listed sr_listed "$FSR" .name
+    capture stat sr_fields "$FSR" '"\(.name) \(.on_full)"'
+    echo "$listed $stat"
 }
+sr_listed() { thinsr-ls --json | jq -r --arg u "$1" ".[] | select(.uuid == \$u) | $2"; }   # sr_listed SR FILTER
+sr_fields() { thinsr-stat --json "$1" | jq -r "$2"; }   # sr_fields SR FILTER
 sr_set_next() { thinsr-set "$FSR" --name faults-renamed --on-full error; }
 sr_set_cleanup() { thinsr-set "$FSR" --name faults --on-full queue; }
 fault_op sr_set
@@ -225,9 +280,12 @@ fault_op sr_set
 SRU=$(cat /proc/sys/kernel/random/uuid)
 SR_ARGS=(--uuid "$SRU" --name fsr --device "$FD2")
 sr_state() {
-    local listed; listed=$(thinsr-ls --json | jq -c --arg u "$SRU" '[.[] | select(.uuid == $u) | .attached]')
-    echo "$listed pool=$(dmsetup info "$(pool_name "$SRU")" >/dev/null 2>&1 && echo yes || echo no)"
+    local listed pool=no
+    capture listed sr_attached_list
+    dmsetup info "thinsr_${SRU//-/}_pool" >/dev/null 2>&1 && pool=yes
+    echo "$listed pool=$pool"
 }
+sr_attached_list() { thinsr-ls --json | jq -c --arg u "$SRU" '[.[] | select(.uuid == $u) | .attached]'; }
 sr_create_setup() { :; }
 sr_create_run() { thinsr-create "${SR_ARGS[@]}"; }
 sr_create_observe() { sr_state; }
@@ -272,13 +330,23 @@ damage_metadata() {
     lvchange -an "$RPVG/thinsr_${RPHEX}_meta"
 }
 repair_state() { # names and role tags as LVM shows them, then thin_check and thin_dump of the LV named _meta
-    local lvs names
-    lvs=$(lvs --noheadings -o lv_name,lv_tags "$RPVG" | tr -s ' ')
-    names=$(grep -q "thinsr_${RPHEX}_meta .*thinsr.role=meta" <<<"$lvs" && grep -q "thinsr_${RPHEX}_spare .*thinsr.role=spare" <<<"$lvs" \
-            && ! grep -q "_swap" <<<"$lvs" && echo normal || echo odd)
+    # (The lines are matched by the shell, each as grep matched it: a meta LV
+    # tagged meta, a spare tagged spare, no _swap anywhere.)
+    local lines line meta=no spare=no swap=no names=odd check=damaged devices=0
+    lvs --noheadings -o lv_name,lv_tags "$RPVG" >"$THINSR_SCRATCH/repair-lvs"
+    mapfile -t lines <"$THINSR_SCRATCH/repair-lvs"
+    for line in "${lines[@]}"; do
+        [[ $line =~ thinsr_${RPHEX}_meta\ +.*thinsr.role=meta ]] && meta=yes
+        [[ $line =~ thinsr_${RPHEX}_spare\ +.*thinsr.role=spare ]] && spare=yes
+        [[ $line == *_swap* ]] && swap=yes
+    done
+    [ "$meta $spare $swap" = "yes yes no" ] && names=normal
     lvchange -ay "$RPVG/thinsr_${RPHEX}_meta" 2>/dev/null
-    echo "$names $(thin_check -q "/dev/$RPVG/thinsr_${RPHEX}_meta" 2>/dev/null && echo clean || echo damaged)" \
-         "devices=$(thin_dump "/dev/$RPVG/thinsr_${RPHEX}_meta" 2>/dev/null | grep -c '<device ')"
+    thin_check -q "/dev/$RPVG/thinsr_${RPHEX}_meta" 2>/dev/null && check=clean
+    thin_dump "/dev/$RPVG/thinsr_${RPHEX}_meta" >"$THINSR_SCRATCH/repair-dump" 2>/dev/null
+    mapfile -t lines <"$THINSR_SCRATCH/repair-dump"
+    for line in "${lines[@]}"; do [[ $line == *"<device "* ]] && devices=$((devices + 1)); done
+    echo "$names $check devices=$devices"
     lvchange -an "$RPVG/thinsr_${RPHEX}_meta" 2>/dev/null
 }
 sr_repair_setup() { damage_metadata; }
@@ -309,10 +377,14 @@ RBVG=thinsr_${RBU//-/}; RBLV=$RBVG/${RBVG}_catalog
 # The findings, and what a check or rebuild may not leave behind: mounts. (Not
 # which LVs are active: LVM's udev autoactivation brings a detached SR's LVs
 # up by itself after an lvremove, and the next attach or detach settles them.)
-rebuild_state() {
-    echo "$(thinsr-check --json "$RBU" | jq -r '[.findings[].problem] | join(",")')" \
-         "mounts=$(grep -c " /run/thinsr/$RBU/" /proc/self/mountinfo)"
+rebuild_state() { # (the mounts counted by the shell, as grep -c counted the lines naming the SR's run directory)
+    local findings lines line mounts=0
+    capture findings rebuild_findings
+    mapfile -t lines </proc/self/mountinfo
+    for line in "${lines[@]}"; do [[ $line == *" /run/thinsr/$RBU/"* ]] && mounts=$((mounts + 1)); done
+    echo "$findings mounts=$mounts"
 }
+rebuild_findings() { thinsr-check --json "$RBU" | jq -r '[.findings[].problem] | join(",")'; }
 sr_rebuild_setup() { lvremove -q -y "$RBLV" >/dev/null 2>&1; lvs >/dev/null; }
 sr_rebuild_run() { thinsr-check --repair "$RBU"; local status=$?; [ "$status" = 6 ] && return 0; return "$status"; }
 sr_rebuild_observe() { rebuild_state; }

@@ -18,6 +18,24 @@ check_eq() { # check_eq DESCRIPTION EXPECTED ACTUAL
     if [ "$2" = "$3" ]; then pass "$1"; else fail "$1 (expected '$2', got '$3')"; fi
 }
 run() { echo "+ $*" >&2; "$@"; }   # the trace on stderr: $(run ...) captures only the output
+# capture [-2] VAR COMMAND...: VAR=$(COMMAND...) without the subshell (a fork
+# costs tens of ms in the UML lab): the command runs in this shell, its output
+# (with -2 its stderr too) goes through a scratch file, and trailing newlines
+# are dropped as $(...) drops them. Returns the command's status. The command
+# must not rely on running in a subshell (it may set this shell's variables).
+CAPTURE_DEPTH=0
+capture() {
+    local _cap_err=/dev/stderr _cap_var _cap_file _cap_status
+    [ "$1" = -2 ] && { _cap_err=""; shift; }
+    _cap_var=$1; shift
+    CAPTURE_DEPTH=$((CAPTURE_DEPTH + 1))
+    _cap_file=$THINSR_SCRATCH/capture.$CAPTURE_DEPTH
+    if [ -z "$_cap_err" ]; then "$@" >"$_cap_file" 2>&1; else "$@" >"$_cap_file"; fi
+    _cap_status=$?
+    CAPTURE_DEPTH=$((CAPTURE_DEPTH - 1))
+    slurp "$_cap_var" "$_cap_file"
+    return "$_cap_status"
+}
 
 # new_loop VAR SIZE_MIB: sets VAR to a loop device over a fresh sparse file.
 # (Not a $(...) function: the counter and the device list must survive.)
@@ -44,14 +62,32 @@ free_loop() {
     LOOPS=("${kept[@]}")
 }
 
+# slurp VAR FILE: VAR=$(cat FILE) read by the shell (trailing newlines dropped likewise).
+slurp() {
+    local _slurp_text=""
+    IFS= read -r -d '' _slurp_text <"$2"
+    while [[ $_slurp_text == *$'\n' ]]; do _slurp_text=${_slurp_text%$'\n'}; done
+    printf -v "$1" '%s' "$_slurp_text"
+}
+
 # write_pattern DEVICE SEED MIB: deterministic data, also kept as a file to compare with.
+# (Its size is remembered, so same_as_pattern needs no stat for it.)
+declare -gA PATTERN_BYTES=()
 write_pattern() {
     local dev=$1 seed=$2 mib=$3
     head -c $((mib << 20)) < <(openssl enc -aes-128-ctr -nosalt -pass "pass:$seed" -in /dev/zero 2>/dev/null) \
         > "$THINSR_SCRATCH/pattern-$seed"
+    PATTERN_BYTES[$seed]=$((mib << 20))
     dd if="$THINSR_SCRATCH/pattern-$seed" of="$dev" bs=1M oflag=direct conv=fsync status=none
 }
-same_as_pattern() { cmp -n "$(stat -c %s "$THINSR_SCRATCH/pattern-$2")" "$THINSR_SCRATCH/pattern-$2" "$1"; }
+# same_as_pattern DEVICE SEED: the device starts with the pattern's bytes. A
+# pattern file write_pattern did not make (or made in a subshell) is measured
+# with stat. (If openssl came up short, cmp reaches the file's end: a failure.)
+same_as_pattern() {
+    local bytes=${PATTERN_BYTES[$2]:-}
+    [ -n "$bytes" ] || bytes=$(stat -c %s "$THINSR_SCRATCH/pattern-$2")
+    cmp -n "$bytes" "$THINSR_SCRATCH/pattern-$2" "$1"
+}
 
 # thinsr_files: the run and device trees, listed by the shell itself (a
 # process costs 50-100 ms in the UML lab). SQLite's -wal/-shm are left out: a
@@ -73,19 +109,29 @@ thinsr_files() {
 # to the new metadata and its checksum) and the signatures at a device's start
 # (ext4's superblock at 1 KiB, iso9660 at 32 KiB, btrfs at 64 KiB).
 lvm_areas() { head -c 69632 "${LOOPS[@]}" 2>/dev/null; }
-# catalogs: the catalog files' bytes, with a write-ahead log if one is left. A
-# refused command opens its catalog at most to read, which writes nothing; any
-# write is a change, even one that leaves the same rows.
-catalogs() { cat /run/thinsr/*/catalog/catalog.db /run/thinsr/*/catalog/catalog.db-wal 2>/dev/null; }
+# The catalogs: their files' bytes, with a write-ahead log if one is left (the
+# globs in state_digest and hostile's full_state). A refused command opens its
+# catalog at most to read, which writes nothing; any write is a change, even one
+# that leaves the same rows.
 
-# dm_state: every device's tables (live, inactive), suspended and read-only
-# flags, what its live table maps, and its status: a pool's transaction id,
-# metadata and data use (a thin device made or deleted behind the catalog's
-# back shows there), a thin device's mapped sectors.
+# dm_state: every device's name, uuid, major:minor, state (active or
+# suspended, read-only), which tables it holds (live, inactive) and, from
+# dmsetup -v status, its status: a pool's transaction id, metadata and data use
+# (a thin device made or deleted behind the catalog's back shows there), a thin
+# device's mapped sectors; then what every live table maps. Two processes. The
+# -v report's read-ahead, open count and event number lines are left out, as
+# dmsetup info's attr left them out: they are not what a command changes, and
+# udev's probes still open devices after the command before. (Read from a
+# file: bash reads a pipe a byte at a time, each a system call through UML's
+# ptrace.)
 dm_state() {
-    dmsetup info -c --noheadings -o name,uuid,attr 2>/dev/null
+    local lines line
+    dmsetup -v status >"$THINSR_SCRATCH/dm-state" 2>/dev/null
+    mapfile -t lines <"$THINSR_SCRATCH/dm-state"
+    for line in "${lines[@]}"; do
+        case $line in "Read Ahead:"* | "Open count:"* | "Event number:"*) ;; *) printf '%s\n' "$line" ;; esac
+    done
     dmsetup table 2>/dev/null
-    dmsetup status 2>/dev/null
 }
 
 # block_backings: what every loop device reads and which nbd devices a
@@ -100,14 +146,20 @@ block_backings() {
     shopt -u nullglob
 }
 
-# state_digest: what a refused command could change, and must not: the dm
-# tables (which devices exist, active or suspended, and what they map), loop
-# and nbd devices, the LVM metadata on every PV, signatures, the run and
-# device trees, the catalogs.
+# state_digest VAR: sets VAR to a digest of what a refused command could
+# change, and must not: the dm tables (which devices exist, active or
+# suspended, and what they map), loop and nbd devices, the LVM metadata on
+# every PV, signatures, the run and device trees, the catalogs.
+# One pass of four processes, no subshell (a process costs 50-100 ms in the
+# UML lab): the two dmsetup calls, head for the devices' first KiBs, and one
+# sha256sum of that stream (kept in a scratch file) and of the catalogs' bytes.
 # (It reads only what a refusal could write: a full pvs/blkid scan per call
 # cost seconds in the lab.)
 state_digest() {
-    { dm_state; block_backings; thinsr_files; lvm_areas; catalogs; } | sha256sum
+    local stream=$THINSR_SCRATCH/digest
+    { dm_state; block_backings; thinsr_files; lvm_areas; } >"$stream"
+    sha256sum "$stream" /run/thinsr/*/catalog/catalog.db /run/thinsr/*/catalog/catalog.db-wal >"$stream.sum" 2>/dev/null
+    IFS= read -r -d '' "$1" <"$stream.sum"
 }
 
 # expect_failure STATUS DESCRIPTION COMMAND...: the command must exit STATUS,
@@ -115,10 +167,10 @@ state_digest() {
 expect_failure() {
     local want=$1 what=$2; shift 2
     local before after status errors
-    before=$(state_digest)
+    state_digest before
     "$@" >/tmp/ef.out 2>/tmp/ef.err
     status=$?
-    after=$(state_digest)
+    state_digest after
     mapfile -t errors </tmp/ef.err
     if [ "$status" = "$want" ] && [ "${#errors[@]}" = 1 ] && [ "$before" = "$after" ]; then
         pass "$what (exit $status: ${errors[0]})"

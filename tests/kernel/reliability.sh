@@ -3,7 +3,7 @@
 # the write-ahead log seen offline, text from users, 0-byte volumes and the
 # datapath's device node. Sourced by suite.sh.
 
-dm_name_of() { basename "$(readlink "$1")"; }   # a /dev/thinsr link -> its dm name
+dm_name_of() { local link; link=$(readlink "$1"); echo "${link##*/}"; }   # a /dev/thinsr link -> its dm name
 suspended_state() { dmsetup info -c --noheadings -o suspended "$(dm_name_of "$1")"; }
 
 test_begin "revert: only to a snapshot of the volume's own lineage"
@@ -216,6 +216,7 @@ done
 ZCLONE=$(thinvdi-ls --json rebuilt | jq -r '[.[] | select(.name == "clone 48")][0].key')
 P=$(thinvdi-attach rebuilt "$ZCLONE"); write_pattern "$P" zclone 4; thinvdi-detach rebuilt "$ZCLONE"
 thinvdi-ls --json rebuilt > "$THINSR_SCRATCH/z-ls"; thinvdi-tree rebuilt > "$THINSR_SCRATCH/z-tree"
+slurp ZLS "$THINSR_SCRATCH/z-ls"; slurp ZTREE "$THINSR_SCRATCH/z-tree"   # (read by the shell, once)
 check_eq "the SR holds 50 volumes" "50" "$(jq length "$THINSR_SCRATCH/z-ls")"
 rows() { # rows DB PREFIX: every row of the four tables, as sqlite3 prints them
     sqlite3 "file:$1?mode=ro" "SELECT * FROM ${2}sr; SELECT * FROM ${2}volume ORDER BY uuid; SELECT * FROM ${2}volume_key ORDER BY 1, 2; SELECT * FROM ${2}pending"
@@ -230,8 +231,8 @@ thinsr-check --repair rebuilt > /tmp/z-repair.out 2>&1
 check_eq "thinsr-check --repair rebuilds it (exit 6: repaired)" "6" "$?"
 check "it says what it rebuilt" grep -q "rebuilt from the catalog copy (50 volume(s)" /tmp/z-repair.out
 check "attach" thinsr-attach rebuilt
-check_eq "thinvdi-ls --json is as before" "$(cat "$THINSR_SCRATCH/z-ls")" "$(thinvdi-ls --json rebuilt)"
-check_eq "thinvdi-tree is as before" "$(cat "$THINSR_SCRATCH/z-tree")" "$(thinvdi-tree rebuilt)"
+check_eq "thinvdi-ls --json is as before" "$ZLS" "$(thinvdi-ls --json rebuilt)"
+check_eq "thinvdi-tree is as before" "$ZTREE" "$(thinvdi-tree rebuilt)"
 P=$(thinvdi-attach --read-only rebuilt "$ZBASE"); check "the base's data (cmp)" same_as_pattern "$P" zbase; thinvdi-detach rebuilt "$ZBASE"
 P=$(thinvdi-attach --read-only rebuilt "$ZCLONE"); check "a deep clone's data (cmp)" same_as_pattern "$P" zclone; thinvdi-detach rebuilt "$ZCLONE"
 check "thinsr-check clean" thinsr-check rebuilt
@@ -258,7 +259,7 @@ for damage in corrupt remove; do
     thinsr-check --repair rebuilt >/dev/null 2>&1
     check_eq "thinsr-check --repair rebuilds it (exit 6, $damage)" "6" "$?"
     check "attach ($damage)" thinsr-attach rebuilt
-    check_eq "thinvdi-ls --json is as before ($damage)" "$(cat "$THINSR_SCRATCH/z-ls")" "$(thinvdi-ls --json rebuilt)"
+    check_eq "thinvdi-ls --json is as before ($damage)" "$ZLS" "$(thinvdi-ls --json rebuilt)"
     thinsr-detach rebuilt
 done
 # The copy zeroed: attach makes it anew from the catalog.

@@ -3,10 +3,10 @@
 # Checked with dmsetup table/info/status, losetup, thin_ls, sha256sum of the
 # images, cmp against the expected bytes.
 
-tpl_hex() { echo "$1" | tr -d -; }
+# (Dashes dropped by the shell: each echo | tr was three more processes.)
 tpl_uuid() { thinvdi-stat --json tpl "$1" | jq -r .uuid; }
-tpl_dev() { echo "thinsr_$(tpl_hex "$TSR")_v$(tpl_hex "$(tpl_uuid "$1")")"; }          # KEY: its dm name
-tpl_origin() { echo "thinsr_$(tpl_hex "$TSR")_o$(tpl_hex "$(tpl_uuid "$1")")"; }       # TEMPLATE KEY: its origin's dm name
+tpl_dev() { local u; u=$(tpl_uuid "$1"); echo "thinsr_${TSR//-/}_v${u//-/}"; }          # KEY: its dm name
+tpl_origin() { local u; u=$(tpl_uuid "$1"); echo "thinsr_${TSR//-/}_o${u//-/}"; }       # TEMPLATE KEY: its origin's dm name
 tpl_majmin() { dmsetup info -c --noheadings -o major,minor "$1" | tr -d ' '; }
 # nbd_served TEXT: how many qemu-nbd clients (qemu-nbd --connect) have TEXT in their command line,
 # after up to 5 s for a disconnected one to exit.
@@ -18,7 +18,7 @@ nbd_served() {
     done
     echo "$count"
 }
-tpl_origins() { dmsetup ls 2>/dev/null | grep -c "^thinsr_$(tpl_hex "$TSR")_o"; }
+tpl_origins() { dmsetup ls 2>/dev/null | grep -c "^thinsr_${TSR//-/}_o"; }
 # make_pattern SEED MIB: the bytes write_pattern would write, as a file only.
 make_pattern() {
     head -c $(($2 << 20)) < <(openssl enc -aes-128-ctr -nosalt -pass "pass:$1" -in /dev/zero 2>/dev/null) \
