@@ -19,7 +19,7 @@ public struct ThinPoolUsage: Equatable, Sendable {
     public var discardPassdown: Bool
     public var errorIfNoSpace: Bool
     public var needsCheck: Bool
-    /// Absent on kernels before 4.19.
+    /// Absent on older kernels (thin-pool target 1.19, e.g. Linux 4.9); 4.19's 1.20 reports it.
     public var metadataLowWatermark: UInt64?
 
     /// Metadata blocks are always 4 KiB.
@@ -54,7 +54,8 @@ public enum ThinPoolStatus: Equatable, Sendable {
         let discardPassdown: Bool
         switch words[5] {
         case "discard_passdown": discardPassdown = true
-        case "no_discard_passdown": discardPassdown = false
+        // A pool made without discards (another tool's, or by hand) says ignore_discard, on 4.19 as on 6.1.
+        case "no_discard_passdown", "ignore_discard": discardPassdown = false
         default: return nil
         }
         let errorIfNoSpace: Bool
@@ -90,14 +91,15 @@ public enum ThinPoolStatus: Equatable, Sendable {
     }
 }
 
-/// A thin device's status: `<nr mapped sectors> <highest mapped sector|->`, or `Fail`.
+/// A thin device's status: `<nr mapped sectors> <highest mapped sector|->`, or `Fail` or `Error`.
 public enum ThinStatus: Equatable, Sendable {
     case active(mappedSectors: UInt64, highestMappedSector: UInt64?)
     case failed
 
     public init?(parameters: String) {
         let words = parameters.split(separator: " ").map(String.init)
-        if words == ["Fail"] { self = .failed; return }
+        // Fail, or Error when the kernel could not read the device's metadata (4.19 and 6.1 alike).
+        if words == ["Fail"] || words == ["Error"] { self = .failed; return }
         guard words.count == 2, let mapped = UInt64(words[0]) else { return nil }
         if words[1] == "-" {
             self = .active(mappedSectors: mapped, highestMappedSector: nil)

@@ -20,6 +20,8 @@ struct PoolStatusTests {
         ("0 1/2 3/4 - ro no_discard_passdown error_if_no_space needs_check", ThinPoolMode.readOnly, false, true, true),
         ("0 1/2 4/4 - out_of_data_space discard_passdown queue_if_no_space -", .outOfDataSpace, true, false, false),
         ("0 1/2 3/4 - rw no_discard_passdown error_if_no_space - 8", .readWrite, false, true, false),
+        // A pool without discards (another tool's), as 4.19 and 6.1 both report it.
+        ("0 1/2 3/4 - rw ignore_discard queue_if_no_space - 8", .readWrite, false, false, false),
     ])
     func modes(line: String, mode: ThinPoolMode, passdown: Bool, errorIfNoSpace: Bool, needsCheck: Bool) throws {
         guard case .active(let usage)? = ThinPoolStatus(parameters: line) else {
@@ -69,6 +71,8 @@ struct ThinStatusTests {
         #expect(ThinStatus(parameters: "0 -") == .active(mappedSectors: 0, highestMappedSector: nil))
     }
     @Test func failed() { #expect(ThinStatus(parameters: "Fail") == .failed) }
+    @Test("Error: the kernel could not read the device's metadata")
+    func unreadable() { #expect(ThinStatus(parameters: "Error") == .failed) }
     @Test(arguments: ["", "1", "a b", "1 2 3", "-1 5"]) func malformed(line: String) {
         #expect(ThinStatus(parameters: line) == nil)
     }

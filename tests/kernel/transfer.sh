@@ -265,7 +265,8 @@ thinvdi-detach transfer "$W"
 thinvdi-serve transfer "$W" --socket "$WS" > /dev/null &
 serve=$!
 for _ in $(seq 100); do [ -S "$WS" ] && break; sleep 0.1; done
-expect_failure 3 "a read-write attach of a volume served read-only is refused" thinvdi-attach transfer "$W"
+expect_failure 3 "a read-write attach for a holder (as Datapath.activate makes it) of a volume served read-only is refused" \
+    thinvdi-attach --holder vm transfer "$W"
 check "naming what holds it: the server, reading it" grep -q "(thinvdi-serve, reading it)" /tmp/ef.err
 kill -TERM $serve; wait $serve
 expect_failure 64 "--writable on a snapshot is refused" thinvdi-serve transfer "$XS1" --socket "$WS" --writable
