@@ -137,10 +137,7 @@ public enum ImageInspector {
         var layers = [InspectedImage.Layer(path: path, format: header.format ?? .raw)]
         var current = path
         while let backing = header.backing {
-            let next = backing.hasPrefix("/") ? backing : directory(of: current) + "/" + backing
-            var info = stat()
-            guard !backing.contains(":") || backing.hasPrefix("/"), stat(next, &info) == 0,
-                  (info.st_mode & S_IFMT) == S_IFREG else {
+            guard let next = resolve(backing, relativeTo: current), isRegularFile(next) else {
                 throw ImageRefusal(message: "\(what)'s chain names \(backing), which is not a regular file beside it; "
                                    + "give the image of a whole chain of files")
             }
@@ -187,16 +184,25 @@ public enum ImageInspector {
     /// when relative) to the regular file the caller named.
     private static func requireSameFile(_ backing: String, relativeTo image: String, named: String,
                                         of label: String) throws(ImageRefusal) {
-        let resolved = backing.hasPrefix("/") ? backing : directory(of: image) + "/" + backing
-        var wanted = stat(), given = stat()
-        guard stat(named, &given) == 0, (given.st_mode & S_IFMT) == S_IFREG else {
+        guard isRegularFile(named) else {
             throw ImageRefusal(message: "--backing \(named) is not a regular file; a backing image is a file, never a device")
         }
-        guard !backing.contains(":") || backing.hasPrefix("/"), stat(resolved, &wanted) == 0,
-              wanted.st_dev == given.st_dev, wanted.st_ino == given.st_ino else {
+        guard let resolved = resolve(backing, relativeTo: image), sameFile(resolved, named) else {
             throw ImageRefusal(message: "\(label)'s backing image is \(backing), not --backing \(named); name the "
                                + "files of its chain in order")
         }
+    }
+
+    /// A header's backing name as a path (beside `image` when relative);
+    /// nil for a protocol name (`nbd:...`), which is never a file.
+    private static func resolve(_ backing: String, relativeTo image: String) -> String? {
+        if backing.hasPrefix("/") { return backing }
+        return backing.contains(":") ? nil : directory(of: image) + "/" + backing
+    }
+
+    private static func isRegularFile(_ path: String) -> Bool {
+        var info = stat()
+        return stat(path, &info) == 0 && (info.st_mode & S_IFMT) == S_IFREG
     }
 
     static func isBlockDevice(_ path: String) -> Bool {
