@@ -21,7 +21,9 @@ let strictSettings: [SwiftSetting] = [
 
 var targets: [Target] = [
     // C modules: the only places C is imported.
-    .systemLibrary(name: "CDeviceMapper", pkgConfig: "devmapper",
+    // No pkgConfig: its -L of the system's library directory would come before
+    // make release's directory of static archives (sqlite, libaio) on the link line.
+    .systemLibrary(name: "CDeviceMapper",
                    providers: [.apt(["libdevmapper-dev"]), .yum(["device-mapper-devel"])]),
     // liblvm2-dev ships no .pc file; the modulemap's `link` does the linking.
     .systemLibrary(name: "CLVM2Cmd", providers: [.apt(["liblvm2-dev"]), .yum(["lvm2-devel"])]),

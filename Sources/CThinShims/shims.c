@@ -104,3 +104,17 @@ int CThinShims_discard_range(int descriptor, uint64_t offset, uint64_t length) {
     uint64_t range[2] = {offset, length};
     return ioctl(descriptor, BLKDISCARD, range) == 0 ? 0 : -errno;
 }
+
+/* glibc calls the main program's .init_array entries with argc, argv and envp. */
+static int captured_argument_count;
+static char *const *captured_arguments;
+static void capture_arguments(int count, char **arguments, char **environment) {
+    (void)environment;
+    captured_argument_count = count;
+    captured_arguments = arguments;
+}
+__attribute__((section(".init_array"), used))
+static void (*const capture_arguments_entry)(int, char **, char **) = capture_arguments;
+
+int CThinShims_argument_count(void) { return captured_argument_count; }
+char *const *CThinShims_arguments(void) { return captured_arguments; }

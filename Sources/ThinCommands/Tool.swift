@@ -129,7 +129,7 @@ public let allTools: [any ToolCommand.Type] = [
 /// `thinsr TOOL ARGS...` works too, and `thinsr --list` lists the tools.
 public enum MultiCall {
     public static func main() async {
-        let arguments = CommandLine.arguments
+        let arguments = ProcessArguments.current
         let invokedAs = String(arguments.first?.split(separator: "/").last ?? "thinsr")
         if let tool = allTools.first(where: { $0.toolName == invokedAs }) {
             return await tool.launch(Array(arguments.dropFirst()))
@@ -165,7 +165,7 @@ extension ToolCommand {
     /// as ArgumentParser makes them; a usage error (parsing, or `validate`)
     /// becomes one line on stderr (and a JSON error with `--json`) and exit 64.
     public static func launch(_ arguments: [String]? = nil) async {
-        let arguments = arguments ?? Array(CommandLine.arguments.dropFirst())
+        let arguments = arguments ?? Array(ProcessArguments.current.dropFirst())
         let timing = WorkTimer(tool: toolName)
         defer { timing.report() }
         if let level = Trace.levelFromEnvironment() { Trace.enable(level: level) }

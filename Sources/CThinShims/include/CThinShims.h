@@ -49,4 +49,10 @@ int CThinShims_zero_range(int descriptor, uint64_t offset, uint64_t length);
 /// `descriptor` (BLKDISCARD); both 512-byte aligned. 0 or -errno.
 int CThinShims_discard_range(int descriptor, uint64_t offset, uint64_t length);
 
+/// The process's arguments as the C library handed them to the program's
+/// initialisers: Swift's CommandLine reads /proc/self/cmdline, which a chroot
+/// or an early-boot environment may not have mounted.
+int CThinShims_argument_count(void);
+char *const *CThinShims_arguments(void);
+
 #endif
