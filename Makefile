@@ -17,7 +17,7 @@ UNITDIR = $(DESTDIR)/lib/systemd/system
 # The release's version: the commit count and hash (make dist).
 DIST_VERSION ?= 0.1.$(shell git rev-list --count HEAD 2>/dev/null || echo 0)-$(shell git rev-parse --short HEAD 2>/dev/null || echo local)
 TOOLS = thinsr-create thinsr-attach thinsr-detach thinsr-destroy thinsr-stat thinsr-ls thinsr-set \
-        thinsr-extend thinsr-check thinsr-monitor \
+        thinsr-extend thinsr-check thinsr-monitor thinsr-host \
         thinvdi-create thinvdi-destroy thinvdi-stat thinvdi-ls thinvdi-attach thinvdi-detach \
         thinvdi-snapshot thinvdi-clone thinvdi-revert thinvdi-resize thinvdi-set thinvdi-unset thinvdi-tree thinvdi-changed \
         thinvdi-data-destroy thinvdi-export thinvdi-import thinvdi-serve thinvdi-introduce thinvdi-forget thinvdi-hydrate

@@ -6,7 +6,7 @@ import PackageDescription
 /// `make install` links them to.
 let tools = [
     "thinsr-create", "thinsr-attach", "thinsr-detach", "thinsr-destroy", "thinsr-stat", "thinsr-ls", "thinsr-set",
-    "thinsr-extend", "thinsr-check", "thinsr-monitor",
+    "thinsr-extend", "thinsr-check", "thinsr-monitor", "thinsr-host",
     "thinvdi-create", "thinvdi-destroy", "thinvdi-stat", "thinvdi-ls", "thinvdi-attach", "thinvdi-detach",
     "thinvdi-snapshot", "thinvdi-clone", "thinvdi-revert", "thinvdi-resize", "thinvdi-set", "thinvdi-unset",
     "thinvdi-tree", "thinvdi-changed", "thinvdi-data-destroy", "thinvdi-export", "thinvdi-import", "thinvdi-serve",

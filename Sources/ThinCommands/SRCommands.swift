@@ -389,6 +389,7 @@ public struct SRCheckCommand: ToolCommand {
             Console.printJSON(CheckReportJSON(report))
         } else {
             Console.out("SR \(uuid) (\(report.attached ? "attached" : "detached")): metadata \(report.metadata)")
+            for note in report.notes { Console.out("note: \(note)") }
             for finding in report.findings {
                 Console.out("\(finding.repaired ? "repaired" : "found"): \(finding.problem): \(finding.detail)")
             }
@@ -413,6 +414,7 @@ struct CheckReportJSON: Encodable {
     var metadata: String
     var result: String
     var findings: [Finding]
+    var notes: [String]
 
     init(_ report: CheckReport) {
         sr = report.srUUID.uuidString.lowercased()
@@ -420,5 +422,6 @@ struct CheckReportJSON: Encodable {
         metadata = report.metadata
         result = report.outcome == .damaged ? "damaged" : report.outcome.rawValue
         findings = report.findings.map { Finding(problem: $0.problem, detail: $0.detail, repaired: $0.repaired) }
+        notes = report.notes
     }
 }

@@ -126,6 +126,10 @@ public struct VDIHydrate: VolumeTool {
 
     public func perform(host: Host) async throws(ThinError) -> Int32 {
         CancelSignals.install()
+        let offline = try await withSR(reference, host: host) { sr throws(ThinError) in
+            try await sr.hydratesOffline(volume.vdi, onRead: onRead)
+        }
+        if offline { return try await performOffline(host: host) }
         let begun = try await withSR(reference, host: host) { sr throws(ThinError) in
             try await sr.beginHydration(volume.vdi, threshold: threshold ?? 64, onRead: onRead)
         }
@@ -212,6 +216,51 @@ public struct VDIHydrate: VolumeTool {
         if output.json {
             Console.printJSON(HydrateJSON(volume: hydration.volume.key, hydrated: true, total_bytes: total,
                                           copied_on_read_bytes: onRead ? UInt64(copiedOnRead.count) * hydration.regionBytes : nil))
+        } else {
+            Console.out("\(hydration.volume.key) hydrated: it no longer reads its template")
+        }
+        return 0
+    }
+
+    /// Without dm-clone, a detached volume is hydrated by copying (see `OfflineHydration`).
+    func performOffline(host: Host) async throws(ThinError) -> Int32 {
+        let begun = try await withSR(reference, host: host) { sr throws(ThinError) in
+            try await sr.beginOfflineHydration(volume.vdi)
+        }
+        guard let hydration = begun else {
+            if output.json { Console.printJSON(HydrateJSON(volume: volume.vdi, hydrated: true, total_bytes: 0)) }
+            else { Console.out("\(volume.vdi) reads no template: nothing to hydrate") }
+            return 0
+        }
+        let total = hydration.totalBytes
+        let reporter = ProgressReporter(operation: "hydrate", total: max(total, 1), mode: progress)
+        var done: UInt64 = 0
+        var endedElsewhere = false
+        var failure: ThinError?
+        for chunk in hydration.chunks {
+            if CancelSignals.received != nil { break }
+            do {
+                let copied = try await withSR(reference, host: host) { sr throws(ThinError) in
+                    try sr.copyOffline(chunk, of: hydration)
+                }
+                guard copied != nil else { endedElsewhere = true; break }
+            } catch { failure = error; break }
+            done += UInt64(chunk.count)
+            reporter.update(done: done)
+        }
+        let copiedAll = done == total
+        let dropped = try await withSR(reference, host: host) { sr throws(ThinError) in
+            try await sr.finishOfflineHydration(hydration, copiedAll: copiedAll)
+        }
+        if let failure { throw failure }
+        guard dropped else {
+            throw ThinError(.cancelled, "hydration of \(hydration.volume.key) " + (endedElsewhere
+                ? "was stopped by an attach of the volume or a change that needs it alone" : "stopped")
+                + "; it reads the template as before, and thinvdi-hydrate resumes it")
+        }
+        reporter.finish()
+        if output.json {
+            Console.printJSON(HydrateJSON(volume: hydration.volume.key, hydrated: true, total_bytes: total))
         } else {
             Console.out("\(hydration.volume.key) hydrated: it no longer reads its template")
         }

@@ -1,3 +1,4 @@
+import ThinTools
 /// Stable error codes (SMAPIv3 names where SMAPIv3 has one) and the exit
 /// statuses the tools document for them.
 public enum ErrorCode: String, Sendable, Codable, CaseIterable {
@@ -16,6 +17,7 @@ public enum ErrorCode: String, Sendable, Codable, CaseIterable {
     case backendFailure = "Backend_failure"
     case cancelled = "Cancelled"
     case volumeIsTemplate = "VDI_IS_TEMPLATE"
+    case notAvailable = "Not_available"
 
     /// Exit statuses, documented in every man page's EXIT STATUS section.
     public var exitStatus: Int32 {
@@ -25,6 +27,7 @@ public enum ErrorCode: String, Sendable, Codable, CaseIterable {
         case .srNotAttached, .srInUse, .volumeInUse, .deviceInUse, .activatedOnAnotherHost: return 3
         case .noSpace: return 4
         case .volumeIsTemplate: return 7
+        case .notAvailable: return 69
         case .metadataCheckFailed, .catalogInconsistent: return 5
         case .invalidArgument: return 64
         case .permissionDenied: return 77
@@ -46,6 +49,9 @@ public enum ErrorCode: String, Sendable, Codable, CaseIterable {
             return "the pool metadata or the catalog needs checking or repair"
         case .invalidArgument: return "invalid arguments or options"
         case .permissionDenied: return "the tool must run as root"
+        case .notAvailable:
+            return "this host lacks a program, kernel module or feature the operation needs (the message names it "
+                + "and the package that provides it)"
         case .cancelled: return "cancelled by SIGINT or SIGTERM; what the operation had begun was undone"
         }
     }
@@ -69,6 +75,9 @@ public struct ThinError: Error, Equatable, CustomStringConvertible {
     static func invalid(_ message: String) -> ThinError { ThinError(.invalidArgument, message) }
 
     static func backend(_ what: String, _ error: any Error) -> ThinError {
-        ThinError(.backendFailure, "\(what): \(error)")
+        if let missing = error as? ExternalCommandError, missing.programMissing {
+            return ThinError(.notAvailable, "\(what): \(missing.standardError)")
+        }
+        return ThinError(.backendFailure, "\(what): \(error)")
     }
 }

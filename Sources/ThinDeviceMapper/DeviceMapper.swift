@@ -179,6 +179,24 @@ public struct DeviceMapper: DeviceMapperControl {
         return names
     }
 
+    /// The loaded target types (DM_LIST_VERSIONS, as `dmsetup targets`).
+    public func targetTypes() throws(DeviceMapperError) -> Set<TargetType> {
+        var types: Set<TargetType> = []
+        try Self.run(DM_DEVICE_LIST_VERSIONS, "targets", device: "-", udev: nil, prepare: { _ in true }, collect: { task in
+            guard var entry = dm_task_get_versions(task) else { return }
+            while true {
+                // struct dm_versions: next, version[3], then the name.
+                let name = UnsafeRawPointer(entry).advanced(by: 4 * MemoryLayout<UInt32>.size)
+                    .assumingMemoryBound(to: CChar.self)
+                types.insert(TargetType(rawValue: String(cString: name)))
+                let next = entry.pointee.next
+                if next == 0 { break }
+                entry = UnsafeMutableRawPointer(entry).advanced(by: Int(next)).assumingMemoryBound(to: dm_versions.self)
+            }
+        })
+        return types
+    }
+
     // MARK: - The seam
 
     private static let lock = Mutex<Void>(())

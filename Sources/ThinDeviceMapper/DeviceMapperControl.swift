@@ -25,6 +25,8 @@ public protocol DeviceMapperControl: Sendable {
     func info(name: String) throws(DeviceMapperError) -> DeviceInfo?
     /// The names of all devices.
     func list() throws(DeviceMapperError) -> [String]
+    /// The target types the running kernel has loaded (`dmsetup targets`).
+    func targetTypes() throws(DeviceMapperError) -> Set<TargetType>
 }
 
 extension DeviceMapperControl {

@@ -116,7 +116,12 @@ public final class LVM: Sendable {
         var run: Run
         var setLog: SetLog
 
-        static let candidates = ["liblvm2cmd.so.2.03", "liblvm2cmd.so"]
+        /// LVM 2.03 (Debian 12), 2.02 (XCP-ng 8.3's lvm2-libs), then the development link.
+        static let sonames = ["liblvm2cmd.so.2.03", "liblvm2cmd.so.2.02", "liblvm2cmd.so"]
+        /// Looked in by path too: the release's private loader knows only its own
+        /// directory and Debian's, not CentOS's /usr/lib64 (when ld.so.cache misses it).
+        static let directories = ["/usr/lib64", "/lib64", "/usr/lib/x86_64-linux-gnu", "/lib/x86_64-linux-gnu", "/usr/lib"]
+        static var candidates: [String] { sonames + directories.flatMap { dir in sonames.map { "\(dir)/\($0)" } } }
 
         static func load() -> Result<Library, LVMError> {
             for name in candidates {
@@ -130,6 +135,18 @@ public final class LVM: Sendable {
             let detail = dlerror().map { String(cString: $0) } ?? "not found"
             return .failure(LVMError(command: "(load)", messages: [
                 "cannot load liblvm2cmd (\(detail)); install lvm2 and liblvm2-dev (see make deps)"]))
+        }
+    }
+
+    /// Where liblvm2cmd is looked for, in order.
+    public static var libraryCandidates: [String] { Library.candidates }
+
+    /// The liblvm2cmd this host has (the first candidate that loads), for the host report.
+    public static var libraryName: String? {
+        Library.candidates.first { name in
+            guard let handle = dlopen(name, RTLD_LAZY | RTLD_LOCAL) else { return false }
+            dlclose(handle)
+            return true
         }
     }
 
@@ -150,6 +167,9 @@ public final class LVM: Sendable {
             if state.handle == nil {
                 // LVM complains about inherited descriptors (e.g. a VM's console ports).
                 setenv("LVM_SUPPRESS_FD_WARNINGS", "1", 0)
+                // Where the host keeps a master configuration (XCP-ng: dom0's default one
+                // has metadata_read_only = 1), thinsr writes with it, as sm does.
+                if let master = LVMConfiguration.masterDirectory { setenv("LVM_SYSTEM_DIR", master, 1) }
                 switch Library.load() {
                 case .failure(let error): return .failure(error)
                 case .success(let library):
@@ -172,6 +192,17 @@ public final class LVM: Sendable {
         }
         Trace.step("lvm", command, outcome: (try? result.get()) == nil ? "failed" : "ok", since: start)
         return try result.get()
+    }
+}
+
+/// Which LVM configuration thinsr's LVM commands read.
+public enum LVMConfiguration {
+    /// XCP-ng's lvm2 installs `/etc/lvm/master/lvm.conf` (metadata writable) beside a
+    /// read-only default, and its writers set `LVM_SYSTEM_DIR` to it.
+    /// `THINSR_LVM_MASTER_DIR` names another (the kernel suite's XCP-ng shape).
+    public static var masterDirectory: String? {
+        let directory = getenv("THINSR_LVM_MASTER_DIR").map { String(cString: $0) } ?? "/etc/lvm/master"
+        return access(directory + "/lvm.conf", R_OK) == 0 ? directory : nil
     }
 }
 

@@ -19,6 +19,8 @@ public struct ExternalCommandError: Error, Equatable, CustomStringConvertible {
     public var arguments: [String]
     public var exitStatus: Int32?
     public var standardError: String
+    /// The host has no such program (the message names its package).
+    public var programMissing = false
 
     public init(program: String, arguments: [String], exitStatus: Int32?, standardError: String) {
         self.program = program
@@ -61,8 +63,10 @@ public enum ExternalCommand {
     /// `program`'s path, or the error that names it and its package.
     static func requirePath(_ program: Program, _ arguments: [String]) throws(ExternalCommandError) -> String {
         guard let path = locate(program) else {
-            throw ExternalCommandError(program: program.name, arguments: arguments, exitStatus: nil,
-                                       standardError: "\(program.name) not found; install \(program.package)")
+            var error = ExternalCommandError(program: program.name, arguments: arguments, exitStatus: nil,
+                                             standardError: "\(program.name) not found; install \(program.package)")
+            error.programMissing = true
+            throw error
         }
         return path
     }

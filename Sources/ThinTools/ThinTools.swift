@@ -30,6 +30,10 @@ public protocol HelperPrograms: Sendable {
     /// (empty when it has none). `skippingRAID` leaves out RAID and LVM
     /// labels, which otherwise hide the filesystems under them.
     func signatures(of device: String, skippingRAID: Bool) async throws(ExternalCommandError) -> [String]
+    /// thin-provisioning-tools' version (`thin_check -V`), nil when it cannot tell.
+    func thinToolsVersion() async -> ToolVersion?
+    /// `modprobe NAME`: false when the module cannot be loaded.
+    func loadModule(_ name: String) async -> Bool
 }
 
 /// How `e2fsck` may treat the catalog's filesystem.
@@ -93,6 +97,10 @@ public struct ThinTools: HelperPrograms {
                                        standardError: result.standardError)
         }
     }
+
+    public func thinToolsVersion() async -> ToolVersion? { await ProgramProbes.thinToolsVersion() }
+
+    public func loadModule(_ name: String) async -> Bool { await ProgramProbes.loadModule(name) }
 
     public func repairMetadata(input: String, output: String) async throws(ExternalCommandError) {
         _ = try await ExternalCommand.check(Program.thinRepair, ["-i", input, "-o", output])

@@ -153,7 +153,7 @@ struct ParsingTests {
     func access() {
         let lifecycle = allTools.filter { $0.access == .lifecycle }.map { $0.toolName }
         #expect(Set(lifecycle) == ["thinsr-create", "thinsr-attach", "thinsr-detach", "thinsr-destroy", "thinsr-ls",
-                                   "thinsr-check", "thinsr-monitor"])
+                                   "thinsr-check", "thinsr-monitor", "thinsr-host"])
         let readers = allTools.filter { $0.access == .read }.map { $0.toolName }
         #expect(Set(readers) == ["thinsr-stat", "thinvdi-stat", "thinvdi-ls", "thinvdi-tree", "thinvdi-changed"])
         #expect(allTools.allSatisfy { $0.needsRoot })

@@ -83,4 +83,46 @@ enum DirectIO {
             throw ThinError(.backendFailure, "fsync of \(device) failed: \(System.errnoText())")
         }
     }
+
+    /// Copies `range` (bytes, 4 KiB aligned but for a tail at the device's end)
+    /// from `source` to `destination` past the page cache, leaving out what
+    /// reads zeros (unwritten, it reads zeros too), then flushes. Returns the
+    /// bytes written.
+    static func copyNonZero(from source: String, to destination: String, range: Range<UInt64>) throws(ThinError) -> UInt64 {
+        let input = open(source, O_RDONLY | CThinShims_O_DIRECT() | O_CLOEXEC)
+        guard input >= 0 else { throw ThinError(.backendFailure, "cannot open \(source) for direct I/O: \(System.errnoText())") }
+        defer { close(input) }
+        let output = open(destination, O_WRONLY | CThinShims_O_DIRECT() | O_CLOEXEC)
+        guard output >= 0 else {
+            throw ThinError(.backendFailure, "cannot open \(destination) for direct I/O: \(System.errnoText())")
+        }
+        defer { close(output) }
+        let chunk = 1 << 20
+        var buffer: UnsafeMutableRawPointer?
+        guard posix_memalign(&buffer, alignment, chunk) == 0, let buffer else {
+            throw ThinError(.backendFailure, "out of memory for a \(chunk)-byte aligned buffer")
+        }
+        defer { free(buffer) }
+        var written: UInt64 = 0
+        var offset = range.lowerBound
+        while offset < range.upperBound {
+            let length = Int(min(UInt64(chunk), range.upperBound - offset))
+            let aligned = (length + 511) / 512 * 512
+            guard pread(input, buffer, aligned, off_t(offset)) == aligned else {
+                throw ThinError(.backendFailure, "cannot read \(source) at byte \(offset): \(System.errnoText())")
+            }
+            let bytes = UnsafeRawBufferPointer(start: buffer, count: aligned)
+            if bytes.contains(where: { $0 != 0 }) {
+                guard pwrite(output, buffer, aligned, off_t(offset)) == aligned else {
+                    throw ThinError(.backendFailure, "cannot write \(destination) at byte \(offset): \(System.errnoText())")
+                }
+                written += UInt64(aligned)
+            }
+            offset += UInt64(length)
+        }
+        guard fdatasync(output) == 0 else {
+            throw ThinError(.backendFailure, "cannot flush \(destination): \(System.errnoText())")
+        }
+        return written
+    }
 }

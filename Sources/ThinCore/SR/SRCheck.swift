@@ -19,6 +19,9 @@ public struct CheckReport: Sendable {
     /// `clean`, `damaged` or `repaired` (thin_check's verdict on the pool metadata).
     public var metadata: String
     public var findings: [CheckFinding]
+    /// What was not checked, and why (never damage): e.g. thin-provisioning-tools
+    /// too old to check a live pool's metadata.
+    public var notes: [String] = []
 
     public var outcome: Outcome {
         if findings.isEmpty { return .clean }

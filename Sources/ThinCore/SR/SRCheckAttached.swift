@@ -25,11 +25,20 @@ extension AttachedSR {
         let current = try await checkOpenTransaction(repair: repair, usage: usage, into: &report)
         let transactionOpen = try catalog.pending() != nil
         let programs = host.programs
+        // thin_check learnt --metadata-snap in 0.9 (XCP-ng 8.3 has 0.7): older ones would call the pool damaged.
+        let version = await programs.thinToolsVersion()
+        let checksLive = version.map { $0 >= ProgramProbes.liveCheckVersion } ?? true
         let (check, present) = try await withMetadataSnapshot { path throws(ThinError) in
-            (try await programs.thinCheck(path, metadataSnapshot: true),
+            (checksLive ? try await programs.thinCheck(path, metadataSnapshot: true) : nil,
              try await programs.thinIDs(path, metadataSnapshot: true))
         }
-        guard check.clean else {
+        if check == nil {
+            report.metadata = "not checked"
+            report.notes.append("live metadata not checked: thin-provisioning-tools \(version.map { "\($0)" } ?? "") is "
+                                + "older than 0.9 (thin_check has no --metadata-snap); detach the SR and run thinsr-check "
+                                + "to check it offline")
+        }
+        if let check, !check.clean {
             report.metadata = "damaged"
             report.findings.append(CheckFinding(problem: "metadata-damaged", detail: "thin_check: "
                                                 + messageLine(check.report, otherwise: "failed") + "; detach the SR and run "

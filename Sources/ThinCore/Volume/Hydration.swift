@@ -193,13 +193,8 @@ extension AttachedSR {
         try recovered()
         var volume = try requireVolume(reference)
         guard let templateUUID = volume.originTemplate else { return nil }
-        try requireData(volume, to: "be hydrated")
-        try requireThin(volume, to: "be hydrated")
-        try requireNotImporting(volume, to: "be hydrated")
-        guard volume.readWrite else {
-            throw ThinError(.invalidArgument, "\(volume.key) is a read-only snapshot: hydrating it would change what "
-                            + "it maps; clone it and hydrate the clone")
-        }
+        try requireHydratable(volume)
+        try await KernelTarget.clone.require(host, for: onRead ? "copy-on-read of \(volume.key)" : "hydrating \(volume.key)")
         if let pid = hydratingProcess(of: volume) {
             guard isCopyingOnRead(volume), !onRead else {
                 throw ThinError(.volumeInUse, "\(volume.key) is already being hydrated by process \(pid); wait for it "

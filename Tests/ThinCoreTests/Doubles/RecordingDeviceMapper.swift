@@ -41,6 +41,8 @@ final class RecordingDeviceMapper: DeviceMapperControl {
         /// A file whose presence is noted at every call (the devices-changing marker).
         var watchedFile: String?
         var watchedFilePresent: [String: Bool] = [:]
+        /// The kernel's target types (a module the programs double loads adds its own).
+        var targets: Set<String> = ["linear", "error", "striped", "zero", "thin-pool", "thin"]
     }
 
     let state = Mutex(State())
@@ -221,4 +223,15 @@ final class RecordingDeviceMapper: DeviceMapperControl {
         try record("list") { (state: inout State) throws(DeviceMapperError) in names = state.devices.keys.sorted() }
         return names
     }
+
+    func targetTypes() throws(DeviceMapperError) -> Set<TargetType> {
+        var types: Set<TargetType> = []
+        try record("targets") { (state: inout State) throws(DeviceMapperError) in
+            types = Set(state.targets.map { TargetType(rawValue: $0) })
+        }
+        return types
+    }
+
+    func loadTargets(_ names: [String]) { state.withLock { $0.targets.formUnion(names) } }
+    func unloadTargets(_ names: [String]) { state.withLock { $0.targets.subtract(names) } }
 }

@@ -103,6 +103,10 @@ final class RecordingPrograms: HelperPrograms {
         /// The superblock's time thin_dump reports.
         var poolTime: UInt32 = 10
         var repairFails = false
+        /// What `thin_check -V` answers (nil: no thin_check).
+        var thinToolsVersion: ToolVersion? = ToolVersion([1, 0, 9])
+        /// The modules `modprobe` loads; loading one adds its targets to the double's kernel.
+        var loadableModules: [String: [String]] = ["dm_clone": ["clone"]]
     }
 
     let state = Mutex(State())
@@ -115,6 +119,23 @@ final class RecordingPrograms: HelperPrograms {
     }
 
     var calls: [String] { state.withLock { $0.calls } }
+
+    func thinToolsVersion() async -> ToolVersion? {
+        state.withLock { state in
+            state.calls.append("thin_check -V")
+            return state.thinToolsVersion
+        }
+    }
+
+    func loadModule(_ name: String) async -> Bool {
+        let targets: [String]? = state.withLock { state in
+            state.calls.append("modprobe \(name)")
+            return state.loadableModules[name]
+        }
+        guard let targets else { return false }
+        deviceMapper.loadTargets(targets)
+        return true
+    }
 
     func checkMetadata(device: String, metadataSnapshot: Bool,
                        clearNeedsCheckFlag: Bool) async throws(ExternalCommandError) -> ThinTools.CheckResult {

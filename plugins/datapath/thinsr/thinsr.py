@@ -53,7 +53,9 @@ def activate(params):
     tool("thinvdi-attach", sr, key, holder=holder(params))
     try:
         volume = tool("thinvdi-stat", sr, key)
-        if volume.get("origin_template") and volume.get("read_write"):
+        # Copy-on-read needs dm-clone, which XCP-ng 8.3's 4.19 kernel lacks: no copier there.
+        if volume.get("origin_template") and volume.get("read_write") and \
+                tool("thinsr-host")["features"].get("copy_on_read"):
             start_copy_on_read(sr, key, volume["uuid"])
     except (StorageError, OSError, KeyError, AttributeError):
         pass   # the volume is active: copy-on-read is a cache, and its absence is no failure of this call
