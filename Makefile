@@ -81,6 +81,7 @@ dist-check: dist
 
 unit-test: build
 	python3 -m unittest discover -s tests/xapi -p 'test_*.py'
+	python3 tests/host/python36.py plugins
 	tests/host/refusals.sh .build/debug/thinsr
 	$(SWIFT) test $(SWIFT_FLAGS)
 
