@@ -98,7 +98,7 @@ kernel-test: release .build/bench-hello
 lab-test: build
 	tests/vm/selftest.sh
 
-test: deps build check-generated unit-test lab-test kernel-test
+test: deps build check-generated unit-test lab-test kernel-test dist-check
 
 demo: deps release
 	THINSR_BINARY="$(RELEASE_BIN)" tests/vm/run tests/demo.sh
@@ -150,8 +150,8 @@ install: install-plugins $(STATIC_LIBS)
 
 # Benchmarks: thinsr against LVM thin and the raw device, with the release build.
 # `make bench BENCH_ARGS=--smoke` is the quick version the kernel suite runs.
-bench: deps release .build/bench-hello
-	THINSR_BINARY="$(RELEASE_BIN)" tests/vm/run bench/run.sh $(BENCH_ARGS)
+bench: deps release dist .build/bench-hello
+	THINSR_BINARY="$(RELEASE_BIN)" tests/vm/run bench/run.sh --dist $(CURDIR)/.build/dist/root $(BENCH_ARGS)
 	mkdir -p .build/bench && cp .build/vm-out/bench/results.json .build/vm-out/bench/results.md .build/bench/
 
 clean:

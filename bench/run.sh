@@ -3,7 +3,7 @@
 # one lab run on one loop device. Every figure is whole-process wall time
 # (what a plugin or a sysadmin pays) unless it says otherwise. Raw samples go
 # to $BENCH_OUT/samples.tsv; report.py turns them into the table and JSON.
-# Usage: bench/run.sh [--smoke] [--only "SECTION..."]  (sections: startup control revert syscalls datapath backup space templates)
+# Usage: bench/run.sh [--smoke] [--only "SECTION..."] [--dist ROOT]  (ROOT: make dist's tree, timed at start-up)  (sections: startup control revert syscalls datapath backup space templates)
 set -u
 source "$(dirname "$0")/../tests/kernel/lib.sh"
 
@@ -13,7 +13,8 @@ while [ $# -gt 0 ]; do
         --smoke) MODE=smoke ;;
         --only) SECTIONS=$2; shift ;;
         --only=*) SECTIONS=${1#--only=} ;;
-        *) echo "bench: unknown argument $1 (give --smoke and/or --only SECTIONS)" >&2; exit 64 ;;
+        --dist) BENCH_DIST=$2; shift ;;
+        *) echo "bench: unknown argument $1 (give --smoke, --only SECTIONS and/or --dist ROOT)" >&2; exit 64 ;;
     esac
     shift
 done
@@ -79,6 +80,13 @@ for _ in $(seq "$RUNS"); do
     sample startup "/bin/true" floor /bin/true
     sample startup "static Swift hello" floor "$BENCH_HELLO"
     sample startup "thinsr --list" thinsr thinsr --list
+    # The release (make dist) through its private loader and libraries, against today's build.
+    if [ -x "${BENCH_DIST:-}/usr/sbin/thinsr" ]; then
+        runtime=$BENCH_DIST/usr/lib/thinsr/runtime
+        sample startup "thinsr --list: make dist's release vs the build" thinsr \
+            "$runtime/ld-linux-x86-64.so.2" --library-path "$runtime" "$BENCH_DIST/usr/sbin/thinsr" --list
+        sample startup "thinsr --list: make dist's release vs the build" reference thinsr --list
+    fi
 done
 fi  # startup
 
@@ -397,6 +405,21 @@ for i in $(seq "$TPL_RUNS"); do
     record "templates: reading template data" "after hydrate vs a thin volume" thinsr "$second" bytes_per_second
     record "templates: reading template data" "after hydrate vs a thin volume" reference "$reference" bytes_per_second
     thinvdi-detach bench "tr$i"; thinvdi-destroy bench "tr$i"
+    # Without dm-clone (XCP-ng 8.3's 4.19 kernel) a detached clone hydrates offline:
+    # against dm-clone's hydration of a detached clone of the same template.
+    thinvdi-clone bench tplread --name "hd$i" >/dev/null
+    sample "templates: hydrate" "detached 1G clone, ${TPL_DATA_MIB}M of data: offline vs dm-clone" reference \
+        thinvdi-hydrate bench "hd$i" --progress=none
+    thinvdi-destroy bench "hd$i"
+    thinvdi-clone bench tplread --name "ho$i" >/dev/null
+    if rmmod dm_clone 2>/dev/null; then
+        sample "templates: hydrate" "detached 1G clone, ${TPL_DATA_MIB}M of data: offline vs dm-clone" thinsr \
+            thinvdi-hydrate bench "ho$i" --progress=none
+        modprobe -d /run/lab-modules dm_clone 2>/dev/null || modprobe dm_clone
+    else
+        echo "bench: dm_clone could not be unloaded; no offline hydration figure" >&2
+    fi
+    thinvdi-destroy bench "ho$i"
     # Copy-on-read: half the data read once with thinvdi-hydrate --on-read
     # running, then, once its copies settle, read again (through dm-clone).
     half=$((TPL_DATA_MIB / 2))

@@ -171,6 +171,19 @@ struct OfflineHydrationTests {
         #expect(try attached.requireVolume(template.key, allowingTemplate: true).uuid == template.uuid)
     }
 
+    @Test("what is left to copy: the gaps between the runs the volume maps, a run from block 0 included")
+    func unwrittenGaps() {
+        let block: UInt64 = 65536
+        let gaps = { (held: [Range<UInt64>]) in
+            OfflineHydration.unwritten(held, imageBlocks: 10, blockBytes: block, imageBytes: 10 * block - 512)
+        }
+        #expect(gaps([]) == [0..<10 * block - 512])
+        #expect(gaps([0..<4]) == [4 * block..<10 * block - 512])
+        #expect(gaps([0..<4, 6..<7]) == [4 * block..<6 * block, 7 * block..<10 * block - 512])
+        #expect(gaps([0..<10]).isEmpty)
+        #expect(gaps([2..<3, 8..<20]) == [0..<2 * block, 3 * block..<8 * block])
+    }
+
     @Test("an offline hydration stopped early, or overtaken by an attach, leaves the clone reading its template")
     func stoppedEarly() async throws {
         let sr = try TestSR()

@@ -119,9 +119,14 @@ check "thinvdi-detach" thinvdi-detach xcpng "$XC"
 
 test_begin "offline hydration of a detached clone: killed, resumed, then the origin is dropped"
 used_before=$(thinvdi-stat --json xcpng "$XC" | jq .physical_utilisation)
-THINSR_FAULT_PAUSE=offline-hydration-chunk:400 thinvdi-hydrate xcpng "$XC" --progress=none 2>/dev/null &
+# Each chunk waits 0.4 s before it copies: killed once the progress says some were copied.
+THINSR_FAULT_PAUSE=offline-hydration-chunk:400 thinvdi-hydrate xcpng "$XC" --progress=json 2>"$XS/killed.progress" &
 hydrator=$!
-sleep 2; kill -9 "$hydrator" 2>/dev/null; wait "$hydrator" 2>/dev/null
+for _ in $(seq 150); do
+    [ "$(tail -n 1 "$XS/killed.progress" 2>/dev/null | jq -r '.done // 0' 2>/dev/null)" -gt 0 ] 2>/dev/null && break
+    sleep 0.2
+done
+kill -9 "$hydrator" 2>/dev/null; wait "$hydrator" 2>/dev/null
 check "killed midway, the clone still reads its template" \
     test "$(thinvdi-stat --json xcpng "$XC" | jq -r .origin_template)" != null
 used_midway=$(thinvdi-stat --json xcpng "$XC" | jq .physical_utilisation)

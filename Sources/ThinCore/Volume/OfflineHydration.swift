@@ -21,6 +21,20 @@ public struct OfflineHydration: Sendable {
     /// At most this many bytes are copied under one hold of the SR lock.
     public static let chunkBytes: UInt64 = 4 << 20
 
+    /// The byte ranges of the image's blocks that `held` (sorted, merged block
+    /// ranges the volume maps) leaves out: the gaps between them, and after them.
+    static func unwritten(_ held: [Range<UInt64>], imageBlocks: UInt64, blockBytes: UInt64,
+                          imageBytes: UInt64) -> [Range<UInt64>] {
+        var gaps: [Range<UInt64>] = []
+        var next: UInt64 = 0
+        for run in held + [imageBlocks..<imageBlocks] {
+            let upper = min(run.lowerBound, imageBlocks)
+            if upper > next { gaps.append(next * blockBytes..<min(upper * blockBytes, imageBytes)) }
+            next = max(next, run.upperBound)
+        }
+        return gaps
+    }
+
     /// `pending` cut into chunks of at most `chunkBytes`.
     public var chunks: [Range<UInt64>] {
         pending.flatMap { range in
@@ -64,13 +78,8 @@ extension AttachedSR {
         let imageBytes = min(template.virtualSize, volume.virtualSize)
         let imageBlocks = (imageBytes + blockBytes - 1) / blockBytes
         let held = ChangedBlocks.merged(try await mappings(of: [volume.thinID.value]).devices.first?.runs.map(\.blocks) ?? [])
-        var pending: [Range<UInt64>] = []
-        var next: UInt64 = 0
-        for run in held + [imageBlocks..<imageBlocks] where run.lowerBound > next {
-            let upper = min(run.lowerBound, imageBlocks)
-            if upper > next { pending.append(next * blockBytes..<min(upper * blockBytes, imageBytes)) }
-            next = max(next, run.upperBound)
-        }
+        let pending = OfflineHydration.unwritten(held, imageBlocks: imageBlocks, blockBytes: blockBytes,
+                                                 imageBytes: imageBytes)
         try catalog.setHydrateOwner(Self.importOwner(), volume: volume.uuid)
         let destination = names.hydrationDevice(volume.uuid, .destination)
         do {
