@@ -41,7 +41,7 @@ public struct VDIIntroduce: WholeSRTool {
 
     public func execute(on sr: AttachedSR) async throws(ThinError) {
         let template = try await sr.introduceTemplate(uri: uri, name: name, description: description,
-                                                      format: format?.image)
+                                                      declaredFormat: format?.image)
         try await printVolume(template, of: sr, json: output.json)
     }
 }

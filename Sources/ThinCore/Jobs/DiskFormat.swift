@@ -14,7 +14,7 @@ public enum DiskFormat: String, CaseIterable, Sendable {
 extension AttachedSR {
     /// `introduceTemplate` with the format as the tools name it.
     public func introduceTemplate(uri: String, name: String?, description: String,
-                                  format: DiskFormat?) async throws(ThinError) -> VolumeRecord {
+                                  declaredFormat format: DiskFormat?) async throws(ThinError) -> VolumeRecord {
         try await introduceTemplate(uri: uri, name: name, description: description, format: format?.image)
     }
 }

@@ -64,16 +64,31 @@ public struct ExportJob: Sendable {
         return ExportOutcome(volume: volume, extents: extents, backingFile: backing?.name, recordFailure: recordFailure)
     }
 
+    /// Writes the image: a file under a temporary name, renamed over the
+    /// file when whole and removed on every other path.
     private func copy(_ request: ExportRequest, from lease: VolumeLease, extents: ExportExtents,
                       backing: (name: String, format: String)?) async throws(ThinError) {
         let extentFile = lease.scratchFile("export", "extents")
         try System.writeFile(extentFile, extents.extentList)
         context.progress.begin("export", total: extents.dataBytes)
         let target = request.inPlace ? request.file : try ExclusiveFile.create(besides: request.file, tag: "thinvdi-export")
+        do throws(ThinError) {
+            try await runEngine(request, from: lease, extentFile: extentFile, total: extents.dataBytes, target: target,
+                                backing: backing)
+            if !request.inPlace { try System.rename(target, to: request.file) }
+        } catch {
+            if !request.inPlace { System.removeFile(target) }
+            throw error
+        }
+        context.progress.finish()
+    }
+
+    /// nbdkit serving the device with the extent list, running the engine that writes `target`.
+    private func runEngine(_ request: ExportRequest, from lease: VolumeLease, extentFile: String, total: UInt64,
+                           target: String, backing: (name: String, format: String)?) async throws(ThinError) {
         let (engine, stream) = try engineLine(request, target: target, backing: backing)
         let arguments = ["-U", "-", "-r", "--exit-with-parent", "--filter=extentlist", "file", "file=\(lease.device)",
                          "extentlist=\(extentFile)", "--run", engine]
-        let total = extents.dataBytes
         let progress = context.progress
         let result: ExternalCommandResult
         do {
@@ -81,18 +96,14 @@ public struct ExportJob: Sendable {
                 progress.update(done: UInt64(Double(total) * min(max($0, 0), 1)))
             }
         } catch {
-            if !request.inPlace { System.removeFile(target) }
             throw ThinError(.backendFailure, "cannot run nbdkit: \(error)")
         }
-        guard !context.cancelled, result.exitStatus == 0 else {
-            if !request.inPlace { System.removeFile(target) }
-            if context.cancelled {
-                throw cancelled("export of \(lease.volume.key)" + (request.inPlace ? "" : "; \(request.file) is unchanged"))
-            }
+        if context.cancelled {
+            throw cancelled("export of \(lease.volume.key)" + (request.inPlace ? "" : "; \(request.file) is unchanged"))
+        }
+        guard result.exitStatus == 0 else {
             throw ThinError(.backendFailure, "export of \(lease.volume.key) failed: \(messageLine(result.standardError, last: true))")
         }
-        if !request.inPlace { try System.rename(target, to: request.file) }
-        context.progress.finish()
     }
 
     /// The command nbdkit --run runs (through /bin/sh) on its export's
