@@ -123,8 +123,9 @@ public struct VDISet: VolumeTool {
                                    "Set a key containing '=' to a value beginning with '-'.")]
 
     @OptionGroup public var volume: VolumeArgument
-    @Option(help: "A new name label.") var name: String?
-    @Option(help: "A new description.") var description: String?
+    @OptionGroup var labels: LabelChanges
+    var name: String? { labels.name }
+    var description: String? { labels.description }
     @Argument(help: ArgumentHelp("Keys to set.", valueName: "key=value"), transform: KeyValue.parse)
     var pairs: [KeyValue] = []
     @Option(name: .customLong("key"), help: "A key to set to the matching --value, taken whole.")

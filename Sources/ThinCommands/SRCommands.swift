@@ -58,8 +58,9 @@ public struct SRSet: WholeSRTool {
                                    "Grow the pool by 10 GiB whenever it is 70% used.")]
 
     @OptionGroup public var target: SRArgument
-    @Option(help: "A new name label.") var name: String?
-    @Option(help: "A new description.") var description: String?
+    @OptionGroup var labels: LabelChanges
+    var name: String? { labels.name }
+    var description: String? { labels.description }
     @Option(name: .customLong("on-full"),
             help: ArgumentHelp("What writes do when the pool's data is full: queue or error.",
                                valueName: "queue|error"))
