@@ -68,8 +68,7 @@ public struct VDIForget: VolumeTool {
     }
 }
 
-public struct VDIHydrate: VolumeTool {
-    public static let access = ToolAccess.write
+public struct VDIHydrate: TransferTool {
     public static let configuration = CommandConfiguration(
         commandName: "thinvdi-hydrate",
         abstract: "Copy a template clone's remaining template data into the pool, then drop the template.",
@@ -124,7 +123,7 @@ public struct VDIHydrate: VolumeTool {
     }
 
     public func perform(host: Host) async throws(ThinError) -> Int32 {
-        let outcome = try await HydrationJob(jobContext(sr: reference, host: host, progress: progress))
+        let outcome = try await HydrationJob(jobContext(sr: volume.target.sr, host: host, progress: progress))
             .run(volume.vdi, threshold: threshold ?? 64, onRead: onRead)
         switch outcome {
         case .nothingToHydrate:
@@ -146,8 +145,6 @@ public struct VDIHydrate: VolumeTool {
         }
         return 0
     }
-
-    public func execute(on sr: AttachedSR) async throws(ThinError) {}
 }
 
 struct HydrateJSON: Encodable {

@@ -1,8 +1,5 @@
 public import ArgumentParser
 public import ThinCore
-#if canImport(Glibc)
-import Glibc
-#endif
 
 public struct VDICreate: WholeSRTool {
     public static let access = ToolAccess.write
@@ -78,31 +75,9 @@ public struct VDIDestroy: VolumeTool {
     public init() {}
 
     public func perform(host: Host) async throws(ThinError) -> Int32 {
-        var cancelledFiller = false
-        for attempt in 0..<2 {
-            let sr = try AttachedSR.open(reference, for: .write, host: host)
-            let filler: Int32?
-            do {
-                defer { sr.close() }
-                let record: VolumeRecord
-                do { record = try sr.requireVolume(volume.vdi) } catch where cancelledFiller && error.code == .volumeDoesNotExist {
-                    if output.json { Console.out("null") }
-                    return 0  // the process it cancelled removed it
-                }
-                filler = sr.fillingProcess(of: record)
-                if filler == nil {
-                    try await execute(on: sr)
-                    return 0
-                }
-            }
-            guard attempt == 0, let pid = filler else { break }
-            // The filler needs the SR lock to remove the volume: this waits without it.
-            kill(pid, SIGTERM)
-            cancelledFiller = true
-            for _ in 0..<600 where System.processStartTime(pid) != nil { usleep(100_000) }
-        }
-        throw ThinError(.volumeInUse, "\(volume.vdi) is still being filled by another process that did not stop on "
-                        + "SIGTERM; stop it, then destroy the volume again", parameters: [volume.vdi])
+        try await DestroyJob(sr: reference, host: host).run(volume.vdi)
+        if output.json { Console.out("null") }
+        return 0
     }
 
     public func execute(on sr: AttachedSR) async throws(ThinError) {

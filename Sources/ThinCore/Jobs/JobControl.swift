@@ -132,6 +132,14 @@ public struct JobContext: Sendable {
 
     var cancelled: Bool { cancellation.isRequested }
 
+    /// This context with the SR named by its uuid: a lease's later phases
+    /// open it straight from its mount, with no scan by name, and still find
+    /// it if it is renamed meanwhile (the tools' own phases keep the name
+    /// they were given, which their messages repeat).
+    func pinned(to names: SRNames) -> JobContext {
+        JobContext(sr: names.uuidString, host: host, system: system, progress: progress, cancellation: cancellation)
+    }
+
     /// Runs `body` on the SR opened for `access` (one phase), then closes it.
     func phase<T>(_ access: SRAccess = .write,
                   _ body: (AttachedSR) async throws(ThinError) -> T) async throws(ThinError) -> T {

@@ -46,7 +46,8 @@ public final class VolumeLease {
                 : try await sr.attachForWriting(reference)
             do throws(ThinError) {
                 let lease = VolumeLease(volume: volume, device: device, names: sr.names,
-                                        scratchDirectory: try sr.transferDirectory(), context: context)
+                                        scratchDirectory: try sr.transferDirectory(),
+                                        context: context.pinned(to: sr.names))
                 return (lease, prepared)
             } catch {
                 try? sr.releaseHold(volume)
