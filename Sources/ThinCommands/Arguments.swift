@@ -74,3 +74,10 @@ struct KeyValue: ExpressibleByArgument {
         return pair
     }
 }
+
+/// `--name` and `--description` of the tools that relabel an SR or a
+/// volume (thinsr-set, thinvdi-set), declared once.
+struct LabelChanges: ParsableArguments {
+    @Option(help: "A new name label.") var name: String?
+    @Option(help: "A new description.") var description: String?
+}

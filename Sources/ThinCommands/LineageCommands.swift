@@ -1,6 +1,5 @@
 public import ArgumentParser
 public import ThinCore
-import ThinTools
 import FoundationEssentials
 
 public struct VDISnapshot: VolumeCopyTool {
@@ -95,28 +94,10 @@ public struct VDIResize: VolumeTool {
     /// A preallocated volume's new part is zeroed without the SR lock, so
     /// the pool monitor and other writers are not kept waiting.
     public func perform(host: Host) async throws(ThinError) -> Int32 {
-        CancelSignals.install()
-        let growth = try await withSR(reference, host: host) { sr throws(ThinError) -> RawGrowth? in
-            guard let growth = try sr.beginResize(volume.vdi, to: size.bytes) else {
-                try await printVolume(try sr.requireVolume(volume.vdi), of: sr, json: output.json, quiet: true)
-                return nil
-            }
-            return growth
-        }
-        guard let growth else { return 0 }
-        let reporter = ProgressReporter(operation: "zero", total: growth.to - growth.from, mode: progress)
-        let failure = zeroCancellably(growth.path, from: growth.from, to: growth.to, reporter: reporter,
-                                      what: "zeroing of \(volume.vdi)'s new part")
-        return try await withSR(reference, host: host) { sr throws(ThinError) in
-            if let failure {
-                try? sr.abandonGrowth(growth)
-                throw failure
-            }
-            try sr.finishGrowth(growth)
-            reporter.finish()
-            try await printVolume(try sr.requireVolume(volume.vdi), of: sr, json: output.json, quiet: true)
-            return 0
-        }
+        let (resized, view) = try await ZeroingJob(jobContext(sr: reference, host: host, progress: progress))
+            .resize(volume.vdi, to: size.bytes, describe: output.json)
+        printVolume(resized, view: view, json: output.json, quiet: true)
+        return 0
     }
 
     public func execute(on sr: AttachedSR) async throws(ThinError) {
@@ -142,8 +123,9 @@ public struct VDISet: VolumeTool {
                                    "Set a key containing '=' to a value beginning with '-'.")]
 
     @OptionGroup public var volume: VolumeArgument
-    @Option(help: "A new name label.") var name: String?
-    @Option(help: "A new description.") var description: String?
+    @OptionGroup var labels: LabelChanges
+    var name: String? { labels.name }
+    var description: String? { labels.description }
     @Argument(help: ArgumentHelp("Keys to set.", valueName: "key=value"), transform: KeyValue.parse)
     var pairs: [KeyValue] = []
     @Option(name: .customLong("key"), help: "A key to set to the matching --value, taken whole.")

@@ -1,11 +1,5 @@
 public import ArgumentParser
-import FoundationEssentials
 public import ThinCore
-import ThinDeviceMapper
-import ThinTools
-#if canImport(Glibc)
-import Glibc
-#endif
 
 public struct SRMonitor: ToolCommand {
     public static let access = ToolAccess.lifecycle
@@ -43,121 +37,14 @@ public struct SRMonitor: ToolCommand {
     }
 
     public func perform(host: Host) async throws(ThinError) -> Int32 {
-        CancelSignals.install()
-        let instance = try MonitorInstance()
-        defer { withExtendedLifetime(instance) {} }
-        if !once { log(.info, "watching every attached SR (interval \(interval) s)") }
-        var reports: [MonitorJSON] = []
-        var firstFailure: ThinError?
-        var lastFailure: [String: String] = [:]   // logged once until it changes
-        while CancelSignals.received == nil {
-            // Armed before the look: an event during it wakes the wait at once.
-            let events = once ? nil : DeviceMapperEvents.arm()
-            SRMetrics.removeStale(host: host)
-            var retrySoon = false
-            for summary in AttachedSR.attachedSummaries(host: host) where CancelSignals.received == nil {
-                do {
-                    guard let report = try await look(at: summary.uuid, host: host) else {
-                        retrySoon = true   // a writer holds the SR: look again in a second, never wait behind it
-                        continue
-                    }
-                    lastFailure[summary.uuid] = nil
-                    if let message = report.message {
-                        log(report.level == .normal ? .info : report.level == .grown ? .notice : .warning, message)
-                        await XapiAlerts.raise(report, message: message)
-                    }
-                    if once { reports.append(MonitorJSON(report)) }
-                } catch where error.code == .srNotAttached || error.code == .srDoesNotExist {
-                    continue   // detached since it was listed
-                } catch {
-                    firstFailure = firstFailure ?? error
-                    if once { reports.append(MonitorJSON(failed: summary.uuid, name: summary.name, error)) }
-                    if lastFailure[summary.uuid] != error.message {
-                        lastFailure[summary.uuid] = error.message
-                        log(.error, "SR \(summary.uuid): cannot watch its pool: \(error.message)")
-                    }
-                }
-            }
-            if once || CancelSignals.received != nil { break }
-            let milliseconds = Int32((retrySoon ? 1 : interval) * 1000)
-            if let events {
-                _ = events.wait(milliseconds: milliseconds, wake: CancelSignals.wakeDescriptor)
-            } else {
-                // No event support: sleep in short steps so a stop is quick.
-                for _ in 0..<(milliseconds / 100) where CancelSignals.received == nil {
-                    try? await Task.sleep(for: .milliseconds(100))
-                }
-            }
+        let quiet = once && output.json
+        let job = MonitorJob(host: host, interval: interval, once: once) { message in
+            if !quiet { Console.err("thinsr-monitor: \(message)") }
         }
-        if once && output.json { Console.printJSON(reports) }
-        if !once { log(.info, "stopped") }
+        let (looks, firstFailure) = try await job.run()
+        if once && output.json { Console.printJSON(looks.map(MonitorJSON.init)) }
         if once, let firstFailure { throw firstFailure }
         return 0
-    }
-
-    /// One look at one SR: without its lock first; with it, if it is free,
-    /// when the pool needs to grow. nil: the lock was busy.
-    private func look(at uuid: String, host: Host) async throws(ThinError) -> PoolWatchReport? {
-        let reader = try AttachedSR.open(uuid, for: .read, host: host)
-        let report: PoolWatchReport
-        do {
-            report = try await reader.watchPool(grow: false)
-            reader.publishMetrics()
-        } catch {
-            reader.close()
-            throw error
-        }
-        reader.close()
-        guard report.needsGrowth else { return report }
-        guard let writer = try AttachedSR.openForWritingIfFree(uuid, host: host) else { return nil }
-        defer { writer.close() }
-        let grown = try await writer.watchPool(grow: true)
-        writer.publishMetrics()
-        return grown
-    }
-
-    private func log(_ priority: SystemLog.Priority, _ message: String) {
-        SystemLog.write(priority, message)
-        if !(once && output.json) { Console.err("thinsr-monitor: \(message)") }
-    }
-}
-
-/// The monitor's warnings as xapi messages (alerts in XenCenter and Xen
-/// Orchestra): SMAPIv3 has no call for them, so on a xapi host the monitor
-/// runs `xe message-create` against the SR (xapi's SR uuid is the SR's own).
-/// Elsewhere there is no `xe` and the journal is the only record.
-/// THINSR_XE names another program (the kernel suite records the calls).
-enum XapiAlerts {
-    static let program: String? = {
-        if let chosen = getenv("THINSR_XE").map({ String(cString: $0) }) { return chosen.isEmpty ? nil : chosen }
-        return ["/opt/xensource/bin/xe", "/usr/bin/xe"].first { ExternalCommand.locate(.at($0)) != nil }
-    }()
-
-    /// xapi's priorities: 1 is the most urgent, 5 informational.
-    static func priority(_ level: PoolWatchReport.Level) -> Int? {
-        switch level {
-        case .normal: return nil
-        case .grown: return 5
-        case .warning: return 3
-        case .stuck: return 2
-        }
-    }
-
-    static func raise(_ report: PoolWatchReport, message: String) async {
-        guard let program, let priority = priority(report.level) else { return }
-        let name = "THINSR_POOL_\(report.level.rawValue.uppercased())"
-        // Bounded: a xapi that does not answer must not stop the monitor's watch.
-        let arguments = ["10", program, "message-create", "name=\(name)", "body=\(message)", "priority=\(priority)",
-                         "sr-uuid=\(report.uuid)"]
-        do {
-            let result = try await ExternalCommand.run(Program.timeout, arguments)
-            if result.exitStatus != 0 {
-                SystemLog.write(.warning, "xe message-create for SR \(report.uuid) failed (exit \(result.exitStatus)): "
-                                + (result.standardError.split(whereSeparator: \.isNewline).last.map(String.init) ?? ""))
-            }
-        } catch {
-            SystemLog.write(.warning, "cannot run xe message-create: \(error)")
-        }
     }
 }
 
@@ -171,6 +58,13 @@ struct MonitorJSON: Encodable {
     var message: String?
 
     var error: String?
+
+    init(_ look: MonitorLook) {
+        switch look {
+        case .watched(let report): self.init(report)
+        case .failed(let uuid, let name, let failure): self.init(failed: uuid, name: name, failure)
+        }
+    }
 
     init(failed uuid: String, name: String, _ failure: ThinError) {
         sr = uuid

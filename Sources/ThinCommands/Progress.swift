@@ -35,28 +35,27 @@ enum ProgressMode: String, ExpressibleByArgument, CaseIterable, Sendable {
     }
 }
 
-/// Progress of one copy: bytes done of a total (0 when unknown), rate, ETA.
-final class ProgressReporter: Sendable {
+/// A job's progress on stderr: bytes done of a total (0 when unknown), rate, ETA.
+final class ProgressReporter: JobProgress {
     private struct State {
+        var operation = ""
+        var total: UInt64 = 0
+        var start = ContinuousClock.now
         var done: UInt64 = 0
         var lastShown: ContinuousClock.Instant?
-        var shownAny = false
     }
 
-    let operation: String
-    let total: UInt64
     let mode: ProgressMode
-    private let start = ContinuousClock.now
     private let state = Mutex(State())
 
     /// `mode` nil: a bar when stderr is a terminal, else nothing.
-    init(operation: String, total: UInt64, mode: ProgressMode?) {
-        self.operation = operation
-        self.total = total
+    init(mode: ProgressMode?) {
         self.mode = mode ?? (isatty(2) == 1 ? .bar : .none)
     }
 
-    func update(fraction: Double) { update(done: UInt64(Double(total) * min(max(fraction, 0), 1))) }
+    func begin(_ operation: String, total: UInt64) {
+        state.withLock { $0 = State(operation: operation, total: total) }
+    }
 
     func update(done: UInt64) {
         guard mode != .none else { return }
@@ -64,10 +63,9 @@ final class ProgressReporter: Sendable {
         let line: String? = state.withLock { state in
             state.done = max(state.done, done)
             let interval: Duration = mode == .bar ? .milliseconds(200) : .seconds(1)
-            if let last = state.lastShown, now - last < interval, state.done != total { return nil }
+            if let last = state.lastShown, now - last < interval, state.done != state.total { return nil }
             state.lastShown = now
-            state.shownAny = true
-            return render(done: state.done, now: now)
+            return render(state, now: now)
         }
         if let line { emit(line) }
     }
@@ -76,8 +74,8 @@ final class ProgressReporter: Sendable {
     func finish() {
         guard mode != .none else { return }
         let line: String = state.withLock { state in
-            if total > 0 { state.done = total }
-            return render(done: state.done, now: .now)
+            if state.total > 0 { state.done = state.total }
+            return render(state, now: .now)
         }
         emit(line)
         if mode == .bar { Console.errRaw("\n") }
@@ -87,8 +85,10 @@ final class ProgressReporter: Sendable {
         if mode == .bar { Console.errRaw("\r" + line) } else { Console.err(line) }
     }
 
-    private func render(done: UInt64, now: ContinuousClock.Instant) -> String {
-        let elapsed = max(Double((now - start).components.attoseconds) / 1e18 + Double((now - start).components.seconds), 0.001)
+    private func render(_ state: State, now: ContinuousClock.Instant) -> String {
+        let (operation, total, done) = (state.operation, state.total, state.done)
+        let elapsed = max(Double((now - state.start).components.attoseconds) / 1e18
+                          + Double((now - state.start).components.seconds), 0.001)
         let rate = Double(done) / elapsed
         let remaining = total > done && rate > 0 ? Double(total - done) / rate : 0
         if mode == .json {
@@ -109,4 +109,21 @@ final class ProgressReporter: Sendable {
     }
 
     private func pad(_ value: Int) -> String { value < 10 ? "0\(value)" : "\(value)" }
+}
+
+/// A tool that runs a job for a long time: it holds the SR lock only while
+/// the job sets up and tears down, never while it copies, so the SR's other
+/// operations go on meanwhile.
+protocol TransferTool: ToolCommand {}
+
+extension TransferTool {
+    public static var access: ToolAccess { .write }
+}
+
+extension ToolCommand {
+    /// Where a job of this tool runs: the SR named on the command line, its
+    /// progress on stderr as `--progress` asks, cancelled by SIGINT or SIGTERM.
+    func jobContext(sr: String, host: Host, progress: ProgressMode?) -> JobContext {
+        JobContext(sr: sr, host: host, progress: ProgressReporter(mode: progress), cancellation: .signals)
+    }
 }

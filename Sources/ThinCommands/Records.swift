@@ -1,6 +1,5 @@
 import FoundationEssentials
 import ThinCore
-import ThinDeviceMapper
 
 /// SMAPIv3's `volume` record, plus thinsr's own fields.
 struct VolumeJSON: Encodable {
@@ -50,7 +49,7 @@ struct VolumeJSON: Encodable {
         keys = record.keys
         cbt_enabled = record.cbtEnabled
         kind = record.dataDestroyed ? "cbt_metadata" : record.kind.rawValue
-        thin_id = record.dataDestroyed || record.isPreallocated ? nil : record.thinID.value
+        thin_id = record.dataDestroyed || record.isPreallocated ? nil : record.thinDeviceNumber
         preallocated = record.isPreallocated
         raw_lv = record.rawLV
         created = isoTimestamp(record.createdAt)
@@ -122,22 +121,19 @@ struct SRStatJSON: Encodable {
         created = isoTimestamp(record.createdAt)
         vg_free = status.groupFreeBytes
         preallocated_bytes = status.rawBytes
-        switch status.pool {
-        case .active(let usage):
-            let block = record.blockSizeBytes
-            let metaBlock = ThinPoolUsage.metadataBlockBytes
-            data_used = usage.usedDataBlocks * block
-            data_total = usage.totalDataBlocks * block
-            metadata_used = usage.usedMetadataBlocks * metaBlock
-            metadata_total = usage.totalMetadataBlocks * metaBlock
-            pool_free = (usage.totalDataBlocks - min(usage.usedDataBlocks, usage.totalDataBlocks)) * block
-            total_space = usage.totalDataBlocks * block + status.rawBytes + status.groupFreeBytes
+        if let space = status.poolSpace {
+            data_used = space.dataUsedBytes
+            data_total = space.dataTotalBytes
+            metadata_used = space.metadataUsedBytes
+            metadata_total = space.metadataTotalBytes
+            pool_free = space.dataFreeBytes
+            total_space = space.dataTotalBytes + status.rawBytes + status.groupFreeBytes
             free_space = pool_free + status.groupFreeBytes
-            transaction_id = usage.transactionID
-            pool_mode = usage.mode.rawValue
-            needs_check = usage.needsCheck
-            on_full = usage.errorIfNoSpace ? "error" : "queue"
-        case .failed, .error:
+            transaction_id = space.transactionID
+            pool_mode = space.mode
+            needs_check = space.needsCheck
+            on_full = space.onFull
+        } else {
             pool_free = 0
             total_space = status.rawBytes + status.groupFreeBytes
             free_space = status.groupFreeBytes

@@ -1,6 +1,5 @@
 public import ArgumentParser
 public import ThinCore
-import ThinTools
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -42,7 +41,7 @@ public struct VDIIntroduce: WholeSRTool {
 
     public func execute(on sr: AttachedSR) async throws(ThinError) {
         let template = try await sr.introduceTemplate(uri: uri, name: name, description: description,
-                                                      format: format?.image)
+                                                      declaredFormat: format?.image)
         try await printVolume(template, of: sr, json: output.json)
     }
 }
@@ -69,8 +68,7 @@ public struct VDIForget: VolumeTool {
     }
 }
 
-public struct VDIHydrate: VolumeTool {
-    public static let access = ToolAccess.write
+public struct VDIHydrate: TransferTool {
     public static let configuration = CommandConfiguration(
         commandName: "thinvdi-hydrate",
         abstract: "Copy a template clone's remaining template data into the pool, then drop the template.",
@@ -125,149 +123,28 @@ public struct VDIHydrate: VolumeTool {
     }
 
     public func perform(host: Host) async throws(ThinError) -> Int32 {
-        CancelSignals.install()
-        let offline = try await withSR(reference, host: host) { sr throws(ThinError) in
-            try await sr.hydratesOffline(volume.vdi, onRead: onRead)
-        }
-        if offline { return try await performOffline(host: host) }
-        let begun = try await withSR(reference, host: host) { sr throws(ThinError) in
-            try await sr.beginHydration(volume.vdi, threshold: threshold ?? 64, onRead: onRead)
-        }
-        guard let hydration = begun else {
+        let outcome = try await HydrationJob(jobContext(sr: volume.target.sr, host: host, progress: progress))
+            .run(volume.vdi, threshold: threshold ?? 64, onRead: onRead)
+        switch outcome {
+        case .nothingToHydrate:
             if output.json { Console.printJSON(HydrateJSON(volume: volume.vdi, hydrated: true, total_bytes: 0)) }
             else { Console.out("\(volume.vdi) reads no template: nothing to hydrate") }
-            return 0
-        }
-        let total = hydration.totalRegions * hydration.regionBytes
-        let reporter = ProgressReporter(operation: "hydrate", total: max(total, 1), mode: progress)
-        // dm-clone copies in the kernel: watch it, without the SR lock.
-        var stopped = CancelSignals.received != nil
-        var endedElsewhere = false
-        var failure: ThinError?
-        var watch: ReadWatch?
-        var copiedOnRead = Set<UInt64>()
-        // Batches of at most 4 MiB: the guest's I/O waits while one is copied.
-        let batchRegions = Int(max(1, min(64, (4 << 20) / hydration.regionBytes)))
-        if !stopped {
-            do {
-                if onRead { watch = try hydration.watchReads(host: host) } else { try hydration.start(host: host) }
-            } catch { failure = error }
-        }
-        polling: while !stopped, failure == nil {
-            guard hydration.isCurrent(host: host), let now = hydration.progress(host: host) else {
-                endedElsewhere = true
-                break
-            }
-            reporter.update(done: min(now.hydratedRegions * hydration.regionBytes, total))
-            if now.isComplete { break }
-            usleep(200_000)
-            stopped = CancelSignals.received != nil
-            guard let watch, !stopped else { continue }
-            do {
-                // (Regions it copied itself read the source once more as dm-clone copies them: skipped.)
-                guard let read = try hydration.regionsRead(host: host, watch: watch) else {
-                    endedElsewhere = true
-                    break
-                }
-                let fresh = read.filter { !copiedOnRead.contains($0) }
-                for start in stride(from: 0, to: fresh.count, by: batchRegions) {
-                    if CancelSignals.received != nil { stopped = true; break polling }
-                    // Only what the template answers for now, found without the SR lock.
-                    let batch = hydration.answering(Array(fresh[start..<min(start + batchRegions, fresh.count)]))
-                    if batch.isEmpty { continue }
-                    let copied = try await withSR(reference, host: host) { sr throws(ThinError) in
-                        try sr.copyRegions(batch, of: hydration)
-                    }
-                    guard let copied else { endedElsewhere = true; break polling }
-                    copiedOnRead.formUnion(copied)
-                }
-            } catch { failure = error }
-        }
-        let dropped = try await withSR(reference, host: host) { sr throws(ThinError) in
-            try await sr.finishHydration(hydration)
-        }
-        if let failure { throw failure }
-        if onRead && !dropped {
-            reporter.finish()
-            let bytes = UInt64(copiedOnRead.count) * hydration.regionBytes
+        case .copiedOnRead(let key, let total, let bytes):
             if output.json {
-                Console.printJSON(HydrateJSON(volume: hydration.volume.key, hydrated: false, total_bytes: total,
-                                              copied_on_read_bytes: bytes))
+                Console.printJSON(HydrateJSON(volume: key, hydrated: false, total_bytes: total, copied_on_read_bytes: bytes))
             } else {
-                Console.out("\(hydration.volume.key): \(ByteSize.format(bytes)) copied on read; it reads the rest "
-                            + "from its template")
+                Console.out("\(key): \(ByteSize.format(bytes)) copied on read; it reads the rest from its template")
             }
-            return 0
-        }
-        if endedElsewhere && !dropped {
-            throw ThinError(.cancelled, "hydration of \(hydration.volume.key) was stopped by a detach of the volume or "
-                            + "the SR, or by a change that needs the volume alone; it reads the template as before, and "
-                            + "thinvdi-hydrate resumes it")
-        }
-        if stopped && !dropped {
-            throw ThinError(.cancelled, "hydration of \(hydration.volume.key) stopped; it reads the template as "
-                            + "before, and thinvdi-hydrate resumes it")
-        }
-        guard dropped else {
-            throw ThinError(.backendFailure, "hydration of \(hydration.volume.key) ended before every block was the "
-                            + "volume's own (a discard during it); run thinvdi-hydrate again")
-        }
-        reporter.finish()
-        if output.json {
-            Console.printJSON(HydrateJSON(volume: hydration.volume.key, hydrated: true, total_bytes: total,
-                                          copied_on_read_bytes: onRead ? UInt64(copiedOnRead.count) * hydration.regionBytes : nil))
-        } else {
-            Console.out("\(hydration.volume.key) hydrated: it no longer reads its template")
+        case .hydrated(let key, let total, let copiedOnRead):
+            if output.json {
+                Console.printJSON(HydrateJSON(volume: key, hydrated: true, total_bytes: total,
+                                              copied_on_read_bytes: copiedOnRead))
+            } else {
+                Console.out("\(key) hydrated: it no longer reads its template")
+            }
         }
         return 0
     }
-
-    /// Without dm-clone, a detached volume is hydrated by copying (see `OfflineHydration`).
-    func performOffline(host: Host) async throws(ThinError) -> Int32 {
-        let begun = try await withSR(reference, host: host) { sr throws(ThinError) in
-            try await sr.beginOfflineHydration(volume.vdi)
-        }
-        guard let hydration = begun else {
-            if output.json { Console.printJSON(HydrateJSON(volume: volume.vdi, hydrated: true, total_bytes: 0)) }
-            else { Console.out("\(volume.vdi) reads no template: nothing to hydrate") }
-            return 0
-        }
-        let total = hydration.totalBytes
-        let reporter = ProgressReporter(operation: "hydrate", total: max(total, 1), mode: progress)
-        var done: UInt64 = 0
-        var endedElsewhere = false
-        var failure: ThinError?
-        for chunk in hydration.chunks {
-            if CancelSignals.received != nil { break }
-            do {
-                let copied = try await withSR(reference, host: host) { sr throws(ThinError) in
-                    try sr.copyOffline(chunk, of: hydration)
-                }
-                guard copied != nil else { endedElsewhere = true; break }
-            } catch { failure = error; break }
-            done += UInt64(chunk.count)
-            reporter.update(done: done)
-        }
-        let copiedAll = done == total
-        let dropped = try await withSR(reference, host: host) { sr throws(ThinError) in
-            try await sr.finishOfflineHydration(hydration, copiedAll: copiedAll)
-        }
-        if let failure { throw failure }
-        guard dropped else {
-            throw ThinError(.cancelled, "hydration of \(hydration.volume.key) " + (endedElsewhere
-                ? "was stopped by an attach of the volume or a change that needs it alone" : "stopped")
-                + "; it reads the template as before, and thinvdi-hydrate resumes it")
-        }
-        reporter.finish()
-        if output.json {
-            Console.printJSON(HydrateJSON(volume: hydration.volume.key, hydrated: true, total_bytes: total))
-        } else {
-            Console.out("\(hydration.volume.key) hydrated: it no longer reads its template")
-        }
-        return 0
-    }
-
-    public func execute(on sr: AttachedSR) async throws(ThinError) {}
 }
 
 struct HydrateJSON: Encodable {

@@ -1,9 +1,5 @@
 public import ArgumentParser
 public import ThinCore
-import ThinTools
-#if canImport(Glibc)
-import Glibc
-#endif
 
 public struct VDICreate: WholeSRTool {
     public static let access = ToolAccess.write
@@ -49,60 +45,16 @@ public struct VDICreate: WholeSRTool {
             try await execute(on: sr)
             return 0
         }
-        let volume = try await createPreallocated(sr: target.sr, name: name, description: description,
-                                                  sizeBytes: size.bytes, sharable: sharable, progress: progress,
-                                                  host: host, keepFilling: false)
-        let sr = try AttachedSR.open(reference, for: .read, host: host)
-        defer { sr.close() }
-        try await printVolume(volume, of: sr, json: output.json)
+        let (volume, view) = try await ZeroingJob(jobContext(sr: target.sr, host: host, progress: progress))
+            .createPreallocated(name: name, description: description, sizeBytes: size.bytes, sharable: sharable,
+                                keepFilling: false, describe: output.json)
+        printVolume(volume, view: view, json: output.json)
         return 0
     }
 
     public func execute(on sr: AttachedSR) async throws(ThinError) {
         let volume = try sr.createVolume(name: name, description: description, sizeBytes: size.bytes, sharable: sharable)
         try await printVolume(volume, of: sr, json: output.json)
-    }
-}
-
-extension ToolCommand {
-    /// Zeroes `[from, to)` of `path` with progress, stopping at SIGINT or
-    /// SIGTERM; returns the failure (a cancel as `what` cancelled), or nil.
-    func zeroCancellably(_ path: String, from: UInt64, to: UInt64, reporter: ProgressReporter,
-                         what: String) -> ThinError? {
-        do {
-            try BlockZeroing.zero(path, from: from, to: to, progress: { reporter.update(done: $0) },
-                                  stop: { CancelSignals.received != nil })
-            return nil
-        } catch {
-            return error.code == .cancelled ? cancelled(what) : error
-        }
-    }
-
-    /// Makes a preallocated volume and zeroes it without the SR lock (so the
-    /// pool monitor, and a thinvdi-destroy that cancels it, are not kept
-    /// waiting), with progress; a failure or cancel removes it. With
-    /// `keepFilling` the volume stays marked as this process's (an import
-    /// fills it next), else it is released for use.
-    func createPreallocated(sr reference: String, name: String, description: String, sizeBytes: UInt64,
-                            sharable: Bool, progress: ProgressMode?, host: Host,
-                            keepFilling: Bool) async throws(ThinError) -> VolumeRecord {
-        CancelSignals.install()
-        let (volume, path) = try await withSR(reference, host: host) { sr throws(ThinError) in
-            let volume = try sr.beginPreallocatedVolume(name: name, description: description, sizeBytes: sizeBytes,
-                                                        sharable: sharable)
-            return (volume, sr.rawDevicePath(volume) ?? "")
-        }
-        let total = System.blockDeviceSize(path) ?? volume.virtualSize
-        let reporter = ProgressReporter(operation: "zero", total: total, mode: progress)
-        let failure = zeroCancellably(path, from: 0, to: total, reporter: reporter, what: "zeroing of \(volume.key)")
-        return try await withSR(reference, host: host) { sr throws(ThinError) in
-            if let failure {
-                try sr.abandonImport(volume)
-                throw failure
-            }
-            reporter.finish()
-            return keepFilling ? volume : try sr.finishFilling(volume)
-        }
     }
 }
 
@@ -123,31 +75,9 @@ public struct VDIDestroy: VolumeTool {
     public init() {}
 
     public func perform(host: Host) async throws(ThinError) -> Int32 {
-        var cancelledFiller = false
-        for attempt in 0..<2 {
-            let sr = try AttachedSR.open(reference, for: .write, host: host)
-            let filler: Int32?
-            do {
-                defer { sr.close() }
-                let record: VolumeRecord
-                do { record = try sr.requireVolume(volume.vdi) } catch where cancelledFiller && error.code == .volumeDoesNotExist {
-                    if output.json { Console.out("null") }
-                    return 0  // the process it cancelled removed it
-                }
-                filler = sr.fillingProcess(of: record)
-                if filler == nil {
-                    try await execute(on: sr)
-                    return 0
-                }
-            }
-            guard attempt == 0, let pid = filler else { break }
-            // The filler needs the SR lock to remove the volume: this waits without it.
-            kill(pid, SIGTERM)
-            cancelledFiller = true
-            for _ in 0..<600 where System.processStartTime(pid) != nil { usleep(100_000) }
-        }
-        throw ThinError(.volumeInUse, "\(volume.vdi) is still being filled by another process that did not stop on "
-                        + "SIGTERM; stop it, then destroy the volume again", parameters: [volume.vdi])
+        try await DestroyJob(sr: reference, host: host).run(volume.vdi)
+        if output.json { Console.out("null") }
+        return 0
     }
 
     public func execute(on sr: AttachedSR) async throws(ThinError) {
@@ -295,6 +225,15 @@ public struct VDIDetach: VolumeTool {
 func printVolume(_ volume: VolumeRecord, of sr: AttachedSR, json: Bool, quiet: Bool = false) async throws(ThinError) {
     if json {
         Console.printJSON(VolumeJSON(try await sr.view(of: volume)))
+    } else if !quiet {
+        Console.out(volume.key)
+    }
+}
+
+/// Prints a volume a job returned: its view with --json, else its key (unless `quiet`).
+func printVolume(_ volume: VolumeRecord, view: VolumeView?, json: Bool, quiet: Bool = false) {
+    if json, let view {
+        Console.printJSON(VolumeJSON(view))
     } else if !quiet {
         Console.out(volume.key)
     }

@@ -157,8 +157,8 @@ struct ParsingTests {
         let readers = allTools.filter { $0.access == .read }.map { $0.toolName }
         #expect(Set(readers) == ["thinsr-stat", "thinvdi-stat", "thinvdi-ls", "thinvdi-tree", "thinvdi-changed"])
         #expect(allTools.allSatisfy { $0.needsRoot })
-        // Copies open their SR for setting up and tearing down only, never while they copy.
-        let transfers: Set = ["thinvdi-export", "thinvdi-import", "thinvdi-serve"]
+        // Jobs (copies, hydration) open their SR for setting up and tearing down only, never while they work.
+        let transfers: Set = ["thinvdi-export", "thinvdi-import", "thinvdi-serve", "thinvdi-hydrate"]
         for tool in allTools where tool.access != .lifecycle && !transfers.contains(tool.toolName) {
             #expect(tool is any SRTool.Type, "\(tool.toolName)")
         }

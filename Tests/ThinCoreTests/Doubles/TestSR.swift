@@ -19,6 +19,7 @@ struct TestSR {
         let directory = String(cString: mkdtemp(&template))
         setenv("THINSR_RUN_DIR", "\(directory)/run", 1)
         setenv("THINSR_DEV_DIR", "\(directory)/dev", 1)
+        setenv("THINSR_STATE_DIR", "\(directory)/state", 1)
         return directory
     }()
 

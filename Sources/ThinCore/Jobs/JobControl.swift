@@ -1,0 +1,160 @@
+public import ThinTools
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// How a job reports how far it is: the command prints it (a bar, JSON
+/// lines, or nothing); the job only counts.
+public protocol JobProgress: Sendable {
+    /// The job knows what it will do now: `total` bytes (0 when unknown).
+    /// A job of two stages (zeroing, then an import) begins twice.
+    func begin(_ operation: String, total: UInt64)
+    /// Bytes done so far in the current stage.
+    func update(done: UInt64)
+    /// The stage is whole.
+    func finish()
+}
+
+/// Progress nobody watches.
+public struct SilentProgress: JobProgress {
+    public init() {}
+    public func begin(_ operation: String, total: UInt64) {}
+    public func update(done: UInt64) {}
+    public func finish() {}
+}
+
+/// How a job learns it should stop: between its steps it asks; an engine
+/// it runs is stopped by the signal handler itself (see `CancelSignals`).
+public struct JobCancellation: Sendable {
+    private let requested: @Sendable () -> Bool
+
+    public init(_ requested: @escaping @Sendable () -> Bool) { self.requested = requested }
+
+    public var isRequested: Bool { requested() }
+
+    /// SIGINT, SIGTERM or SIGHUP to this process (installs the handler).
+    public static var signals: JobCancellation {
+        CancelSignals.install()
+        return JobCancellation { CancelSignals.received != nil }
+    }
+
+    /// Never cancelled.
+    public static let never = JobCancellation { false }
+}
+
+/// A cancel a caller raises itself (a test, or a job that stops another).
+public final class CancelToken: Sendable {
+    private let raised = Atomic<Bool>(false)
+    public init() {}
+    public func cancel() { raised.store(true, ordering: .relaxed) }
+    public var cancellation: JobCancellation { JobCancellation { [self] in raised.load(ordering: .relaxed) } }
+}
+
+/// What a job runs on the host besides the `Host` seam: the copy engines
+/// and servers, the descriptor that keeps a device from being removed under
+/// a copy, the stream copy and the zeroing. `LiveJobSystem` is this
+/// machine's; host tests pass a recording double.
+public protocol JobSystem: Sendable {
+    /// A program's path, or nil when it is not installed.
+    func path(of program: Program) -> String?
+    /// Runs a copy engine until it exits, with its progress (0...1) as it goes.
+    func runEngine(_ program: Program, _ arguments: [String], progressOn stream: ExternalCommand.ProgressStream,
+                   progress: @escaping @Sendable (Double) -> Void) async throws(ExternalCommandError) -> ExternalCommandResult
+    /// Runs a server until it exits or a cancel signal stops it; `ready`
+    /// once `readyFile` appears. Returns its exit status.
+    func runServer(_ program: Program, _ arguments: [String], readyFile: String,
+                   ready: @escaping @Sendable () -> Void) async throws(ExternalCommandError) -> Int32
+    /// Copies standard input onto `device` (at most `limit` bytes); returns the bytes read.
+    func copyStandardInput(toDevice device: String, limit: UInt64,
+                           progress: (UInt64) -> Void) throws(ThinError) -> UInt64
+    /// Zeroes `[from, to)` of `device`, asking `stop` between pieces.
+    func zero(_ device: String, from: UInt64, to: UInt64, progress: (UInt64) -> Void,
+              stop: () -> Bool) throws(ThinError)
+    /// A block device's size, or nil when `path` is none.
+    func blockDeviceSize(_ path: String) -> UInt64?
+    /// Opens `device` and keeps it open (its open count stops a plain detach).
+    func holdDevice(_ device: String) throws(ThinError) -> Int32
+    func releaseDevice(_ descriptor: Int32)
+    /// Waits between two looks at a job running in the kernel.
+    func pause(milliseconds: UInt32)
+}
+
+/// This machine: the engines as processes, the device's descriptor, BLKZEROOUT.
+public struct LiveJobSystem: JobSystem {
+    public init() {}
+
+    public func path(of program: Program) -> String? { program.path }
+
+    public func runEngine(_ program: Program, _ arguments: [String], progressOn stream: ExternalCommand.ProgressStream,
+                          progress: @escaping @Sendable (Double) -> Void) async throws(ExternalCommandError) -> ExternalCommandResult {
+        try await ExternalCommand.runReportingProgress(program, arguments, progressOn: stream, progress: progress)
+    }
+
+    public func runServer(_ program: Program, _ arguments: [String], readyFile: String,
+                          ready: @escaping @Sendable () -> Void) async throws(ExternalCommandError) -> Int32 {
+        try await ExternalCommand.runForwardingSignals(program, arguments, ready: readyFile, ready: ready)
+    }
+
+    public func copyStandardInput(toDevice device: String, limit: UInt64,
+                                  progress: (UInt64) -> Void) throws(ThinError) -> UInt64 {
+        try StreamCopy.copyStandardInput(toDevice: device, limit: limit, progress: progress)
+    }
+
+    public func zero(_ device: String, from: UInt64, to: UInt64, progress: (UInt64) -> Void,
+                     stop: () -> Bool) throws(ThinError) {
+        try BlockZeroing.zero(device, from: from, to: to, progress: progress, stop: stop)
+    }
+
+    public func blockDeviceSize(_ path: String) -> UInt64? { System.blockDeviceSize(path) }
+    public func holdDevice(_ device: String) throws(ThinError) -> Int32 { try System.holdDevice(device) }
+    public func releaseDevice(_ descriptor: Int32) { System.releaseDevice(descriptor) }
+    public func pause(milliseconds: UInt32) { usleep(milliseconds * 1000) }
+}
+
+/// Where a job runs: the SR it opens for each phase, the seams, how it
+/// reports and how it is stopped.
+public struct JobContext: Sendable {
+    public let sr: String
+    public let host: Host
+    public let system: any JobSystem
+    public let progress: any JobProgress
+    public let cancellation: JobCancellation
+
+    public init(sr: String, host: Host, system: any JobSystem = LiveJobSystem(), progress: any JobProgress = SilentProgress(),
+                cancellation: JobCancellation = .signals) {
+        self.sr = sr
+        self.host = host
+        self.system = system
+        self.progress = progress
+        self.cancellation = cancellation
+    }
+
+    var cancelled: Bool { cancellation.isRequested }
+
+    /// This context with the SR named by its uuid: a lease's later phases
+    /// open it straight from its mount, with no scan by name, and still find
+    /// it if it is renamed meanwhile (the tools' own phases keep the name
+    /// they were given, which their messages repeat).
+    func pinned(to names: SRNames) -> JobContext {
+        JobContext(sr: names.uuidString, host: host, system: system, progress: progress, cancellation: cancellation)
+    }
+
+    /// Runs `body` on the SR opened for `access` (one phase), then closes it.
+    func phase<T>(_ access: SRAccess = .write,
+                  _ body: (AttachedSR) async throws(ThinError) -> T) async throws(ThinError) -> T {
+        let sr = try AttachedSR.open(sr, for: access, host: host)
+        defer { sr.close() }
+        return try await body(sr)
+    }
+
+    /// A program's path for a command line, or the error naming its package.
+    func located(_ program: Program) throws(ThinError) -> String {
+        guard let path = system.path(of: program) else {
+            throw ThinError(.backendFailure, "\(program.name) not found; install \(program.package)")
+        }
+        return path
+    }
+}
+
+func cancelled(_ what: String) -> ThinError { ThinError(.cancelled, "\(what) cancelled") }
