@@ -95,6 +95,39 @@ struct ExportJobTests {
         #expect(System.directoryEntries(bench.directory) == ["disk.qcow2"])
     }
 
+    @Test("without nbdkit's filters (XCP-ng) a raw export writes the extents itself, renamed when whole")
+    func exportWithoutFilters() async throws {
+        let bench = try JobBench()
+        bench.system.state.withLock { $0.missing = ["nbdkit-filters"] }
+        var request = bench.export()
+        request.format = .raw
+        request.file = "\(bench.directory)/disk.raw"
+        let outcome = try await ExportJob(bench.context).run(request)
+        #expect(outcome.extents.dataBytes == 131072)
+        #expect(!bench.system.calls.contains { $0.hasPrefix("engine") })
+        #expect(bench.system.calls.contains { $0.hasPrefix("write extents") && $0.contains("/.disk.raw.thinvdi-export-") })
+        #expect(bench.progress.recorded == ["begin export 131072", "update 131072", "finish"])
+        #expect(System.directoryEntries(bench.directory) == ["disk.raw"])
+        try bench.expectReleased()
+    }
+
+    @Test("without nbdkit's filters a qcow2 export goes through sparse raw and qemu-img; --base is refused, Not_available")
+    func exportConvertedWithoutFilters() async throws {
+        let bench = try JobBench()
+        bench.system.state.withLock { $0.missing = ["nbdkit-filters"] }
+        _ = try await ExportJob(bench.context).run(bench.export())
+        let arguments = bench.system.lastArguments
+        #expect(bench.system.calls.filter { $0.hasPrefix("engine") } == ["engine qemu-img"])
+        #expect(arguments.starts(with: ["convert", "-p", "-f", "raw", "-O", "qcow2"]))
+        #expect(arguments.last?.hasPrefix("\(bench.directory)/.disk.qcow2.thinvdi-export-") == true)
+        #expect(System.directoryEntries(bench.directory) == ["disk.qcow2"], "the raw scratch image is gone")
+        var incremental = bench.export()
+        incremental.base = "snap"
+        let refused = await #expect(throws: ThinError.self) { _ = try await ExportJob(bench.context).needsFallback(incremental) }
+        #expect(refused?.code == .notAvailable && refused?.message.contains("extentlist filter") == true)
+        try bench.expectReleased()
+    }
+
     @Test("a failing engine: its last message in the error, the file untouched, the lease released")
     func engineFailure() async throws {
         let bench = try JobBench()

@@ -73,8 +73,12 @@ public struct ExportJob: Sendable {
         context.progress.begin("export", total: extents.dataBytes)
         let target = request.inPlace ? request.file : try ExclusiveFile.create(besides: request.file, tag: "thinvdi-export")
         do throws(ThinError) {
-            try await runEngine(request, from: lease, extentFile: extentFile, total: extents.dataBytes, target: target,
-                                backing: backing)
+            if try await needsFallback(request) {
+                try await copyWithoutNBD(request, from: lease, extents: extents, target: target)
+            } else {
+                try await runEngine(request, from: lease, extentFile: extentFile, total: extents.dataBytes, target: target,
+                                    backing: backing)
+            }
             if !request.inPlace { try System.rename(target, to: request.file) }
         } catch {
             if !request.inPlace { System.removeFile(target) }
@@ -118,6 +122,60 @@ public struct ExportJob: Sendable {
         if request.inPlace { words.append("-n") }
         words += ["-O", request.format.rawValue] + request.format.image.creationOptions
         return (words.map(shellQuoted).joined(separator: " ") + " \"$uri\" " + shellQuoted(target), .standardOutput)
+    }
+}
+
+/// Where the host has no nbdkit with its extentlist filter (XCP-ng's nbdkit
+/// package has no filters), or no nbdcopy for standard output, the export
+/// writes the pool's extents itself: sparse raw, converted by qemu-img for
+/// the other formats.
+extension ExportJob {
+    func needsFallback(_ request: ExportRequest) async throws(ThinError) -> Bool {
+        let hasFilters = await context.system.nbdkitFilters().contains("extentlist")
+        let ready = hasFilters && context.system.path(of: .nbdkit) != nil
+            && (!request.toStandardOutput || context.system.path(of: .nbdcopy) != nil)
+        if !ready, request.base != nil {
+            throw ThinError(.notAvailable, "an export against a base (--base) needs nbdkit with its extentlist filter, "
+                            + "which this host lacks; install nbdkit's filters, or export the whole volume")
+        }
+        return !ready
+    }
+
+    func copyWithoutNBD(_ request: ExportRequest, from lease: VolumeLease, extents: ExportExtents,
+                        target: String) async throws(ThinError) {
+        let progress = context.progress
+        let cancellation = context.cancellation
+        let what = "export of \(lease.volume.key)" + (request.inPlace ? "" : "; \(request.file) is unchanged")
+        guard request.format != .raw else {
+            do {
+                try context.system.writeExtents(of: lease.device, runs: extents.runs, size: extents.virtualSize,
+                                                to: target, progress: { progress.update(done: $0) },
+                                                stop: { cancellation.isRequested })
+            } catch where error.code == .cancelled { throw cancelled(what) }
+            return
+        }
+        // Sparse raw beside the image, then qemu-img (it reads the holes as holes).
+        let raw = try ExclusiveFile.create(besides: request.inPlace ? lease.scratchFile("export", "raw") : request.file,
+                                           tag: "thinvdi-export-raw")
+        defer { System.removeFile(raw) }
+        do {
+            try context.system.writeExtents(of: lease.device, runs: extents.runs, size: extents.virtualSize, to: raw,
+                                            progress: { progress.update(done: $0 / 2) }, stop: { cancellation.isRequested })
+        } catch where error.code == .cancelled { throw cancelled(what) }
+        var arguments = ["convert", "-p", "-f", "raw"]
+        if request.inPlace { arguments.append("-n") }
+        arguments += ["-O", request.format.rawValue] + request.format.image.creationOptions + [raw, target]
+        let total = extents.dataBytes
+        let result: ExternalCommandResult
+        do {
+            result = try await context.system.runEngine(.qemuImage, arguments, progressOn: .standardOutput) {
+                progress.update(done: total / 2 + UInt64(Double(total / 2) * min(max($0, 0), 1)))
+            }
+        } catch { throw ThinError.backend("cannot run qemu-img", error) }
+        if context.cancelled { throw cancelled(what) }
+        guard result.exitStatus == 0 else {
+            throw ThinError(.backendFailure, "export of \(lease.volume.key) failed: \(messageLine(result.standardError, last: true))")
+        }
     }
 }
 

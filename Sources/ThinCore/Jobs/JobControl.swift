@@ -78,6 +78,11 @@ public protocol JobSystem: Sendable {
     func releaseDevice(_ descriptor: Int32)
     /// Waits between two looks at a job running in the kernel.
     func pause(milliseconds: UInt32)
+    /// Which of nbdkit's filters thinsr uses the host has (none without nbdkit).
+    func nbdkitFilters() async -> [String]
+    /// Writes `device`'s data runs into `target` without an engine (see `ExtentCopy`).
+    func writeExtents(of device: String, runs: [ExportExtents.Run], size: UInt64, to target: String,
+                      progress: (UInt64) -> Void, stop: () -> Bool) throws(ThinError)
 }
 
 /// This machine: the engines as processes, the device's descriptor, BLKZEROOUT.
@@ -110,6 +115,11 @@ public struct LiveJobSystem: JobSystem {
     public func holdDevice(_ device: String) throws(ThinError) -> Int32 { try System.holdDevice(device) }
     public func releaseDevice(_ descriptor: Int32) { System.releaseDevice(descriptor) }
     public func pause(milliseconds: UInt32) { usleep(milliseconds * 1000) }
+    public func nbdkitFilters() async -> [String] { await ProgramProbes.nbdkit()?.filters ?? [] }
+    public func writeExtents(of device: String, runs: [ExportExtents.Run], size: UInt64, to target: String,
+                             progress: (UInt64) -> Void, stop: () -> Bool) throws(ThinError) {
+        try ExtentCopy.write(from: device, runs: runs, size: size, to: target, progress: progress, stop: stop)
+    }
 }
 
 /// Where a job runs: the SR it opens for each phase, the seams, how it
@@ -151,7 +161,7 @@ public struct JobContext: Sendable {
     /// A program's path for a command line, or the error naming its package.
     func located(_ program: Program) throws(ThinError) -> String {
         guard let path = system.path(of: program) else {
-            throw ThinError(.backendFailure, "\(program.name) not found; install \(program.package)")
+            throw ThinError(.notAvailable, "\(program.name) not found; install \(program.package)")
         }
         return path
     }

@@ -40,6 +40,17 @@ final class RecordingJobSystem: JobSystem {
         await body?()
     }
 
+    func nbdkitFilters() async -> [String] {
+        state.withLock { $0.missing.contains("nbdkit-filters") || $0.missing.contains("nbdkit") ? [] : ["extentlist", "limit"] }
+    }
+
+    func writeExtents(of device: String, runs: [ExportExtents.Run], size: UInt64, to target: String,
+                      progress: (UInt64) -> Void, stop: () -> Bool) throws(ThinError) {
+        state.withLock { $0.calls.append("write extents \(device) -> \(target)") }
+        if stop() { throw ThinError(.cancelled, "export cancelled") }
+        progress(runs.filter { $0.kind == .data }.reduce(0) { $0 + $1.length })
+    }
+
     func path(of program: Program) -> String? {
         state.withLock { $0.missing.contains(program.name) ? nil : "/usr/bin/\(program.name)" }
     }
