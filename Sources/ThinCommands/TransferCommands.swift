@@ -579,8 +579,8 @@ public struct VDIServe: TransferTool {
     /// Starts this same command without --detach in its own session, waits
     /// until it accepts connections (its pid file appears), and prints where.
     private func startInBackground() async throws(ThinError) -> Int32 {
-        let pidPath = System.absolutePath(pidFile ?? "\(Paths.runRoot)/serve-\(getpid()).pid")
-        let log = "\(Paths.runRoot)/serve-\(getpid()).log"
+        let pidPath = System.absolutePath(pidFile ?? Paths.servePidFile(getpid()))
+        let log = Paths.serveLog(getpid())
         try System.makeDirectories(Paths.runRoot)
         var arguments = [Self.toolName, "--pid-file", pidPath]
         if let socket { arguments += ["--socket", System.absolutePath(socket)] }
@@ -593,7 +593,7 @@ public struct VDIServe: TransferTool {
         if output.verbose { arguments.append("--verbose") }
         arguments += ["--", volume.target.sr, volume.vdi]
         let child: Int32
-        let uriFile = "\(Paths.runRoot)/serve-\(getpid()).uri"
+        let uriFile = Paths.serveURIFile(getpid())
         defer { System.removeFile(uriFile) }
         do {
             child = try ExternalCommand.spawnDetached("/proc/self/exe", arguments, standardOutput: uriFile, standardError: log)

@@ -125,21 +125,18 @@ extension AttachedSR {
 public final class MonitorInstance {
     private let lock: FileLock
 
-    static var lockPath: String { "\(Paths.lockRoot)/monitor" }
-    static var pidPath: String { "\(Paths.runRoot)/monitor.pid" }
-
     public init() throws(ThinError) {
-        guard let lock = try FileLock.attempt(path: Self.lockPath, mode: .exclusive) else {
-            let pid = System.readFile(Self.pidPath).map { String($0.split(whereSeparator: \.isNewline).first ?? "") } ?? "?"
+        guard let lock = try FileLock.attempt(path: Paths.monitorLock, mode: .exclusive) else {
+            let pid = System.readFile(Paths.monitorPidFile).map { String($0.split(whereSeparator: \.isNewline).first ?? "") } ?? "?"
             throw ThinError(.deviceInUse, "another thinsr-monitor is running (pid \(pid)); one watches every SR of "
                             + "this host, so stop it before starting another")
         }
         self.lock = lock
-        try System.writeFile(Self.pidPath, "\(getpid())\n")
+        try System.writeFile(Paths.monitorPidFile, "\(getpid())\n")
     }
 
     deinit {
-        System.removeFile(Self.pidPath)
+        System.removeFile(Paths.monitorPidFile)
         lock.release()
     }
 }

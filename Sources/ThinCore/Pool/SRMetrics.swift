@@ -17,7 +17,7 @@ import Glibc
 /// are all strings, datasources in value order).
 public enum SRMetrics {
     /// Where rrdd looks; overridable for tests.
-    static var directory: String { Paths.environment("THINSR_METRICS_DIR") ?? "/dev/shm/metrics" }
+    static var directory: String { Paths.metricsDirectory }
 
     static func name(_ names: SRNames) -> String { "thinsr-\(names.uuidString)" }
     static func path(_ names: SRNames) -> String { "\(directory)/\(name(names))" }

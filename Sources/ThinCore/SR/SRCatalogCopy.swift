@@ -99,7 +99,7 @@ extension SRLifecycle {
                           repair: Bool) async throws(ThinError) -> CheckFinding? {
         let names = sr.names
         guard let copy = sr.volumes[.catalogCopy] else {
-            var finding = CheckFinding(problem: "catalog-copy-missing", detail: "the SR keeps no second copy of its "
+            var finding = CheckFinding(.catalogCopyMissing, detail: "the SR keeps no second copy of its "
                                        + "catalog (it was made before thinsr kept one)", repaired: false)
             guard repair else {
                 finding.detail += "; thinsr-check --repair \(names.uuidString) adds one"
@@ -118,7 +118,7 @@ extension SRLifecycle {
         let check = try? await host.programs.checkCatalogFilesystem(device: device, mode: .report)
         // A crash leaves the journal to replay, which -n skips; the mount replays it.
         if !(check?.clean ?? false) && !(check?.onlyJournalUnreplayed ?? false) {
-            var finding = CheckFinding(problem: "catalog-copy-damaged", detail: "e2fsck of \(copy.name): "
+            var finding = CheckFinding(.catalogCopyDamaged, detail: "e2fsck of \(copy.name): "
                                        + CheckReport.filesystemProblem(check?.output ?? "could not run"), repaired: false)
             guard repair else {
                 finding.detail += "; thinsr-check --repair \(names.uuidString) rebuilds it from the catalog"
@@ -135,7 +135,7 @@ extension SRLifecycle {
                 try Catalog.inspectCopy(at: path)
             }
             if summary.record.uuid == sr.uuid && summary.revision > catalogRevision {
-                return CheckFinding(problem: "catalog-behind-copy", detail: "the catalog is at revision "
+                return CheckFinding(.catalogBehindCopy, detail: "the catalog is at revision "
                                     + "\(catalogRevision) but its copy at \(summary.revision): the catalog lost commits "
                                     + "(its log, or an older image of its LV)" + (repair ? ""
                                     : "; thinsr-check --repair \(names.uuidString) rebuilds it from the copy"),
@@ -148,7 +148,7 @@ extension SRLifecycle {
             problem = error.message
         }
         guard let problem else { return nil }
-        return CheckFinding(problem: "catalog-copy-stale", detail: "the catalog copy does not match the catalog: "
+        return CheckFinding(.catalogCopyStale, detail: "the catalog copy does not match the catalog: "
                             + problem + (repair ? "" : "; thinsr-check --repair \(names.uuidString) rebuilds it"),
                             repaired: false)
     }
@@ -174,15 +174,15 @@ extension SRLifecycle {
         guard catalog.mainIsSound() else { return [] }
         var finding: CheckFinding
         if sr.volumes[.catalogCopy] == nil {
-            finding = CheckFinding(problem: "catalog-copy-missing", detail: "the SR keeps no second copy of its catalog "
+            finding = CheckFinding(.catalogCopyMissing, detail: "the SR keeps no second copy of its catalog "
                                    + "(it was made before thinsr kept one)", repaired: false)
         } else if !catalog.copyAttached {
-            finding = CheckFinding(problem: "catalog-copy-damaged", detail: "the catalog copy on "
+            finding = CheckFinding(.catalogCopyDamaged, detail: "the catalog copy on "
                                    + "\(names.lv(.catalogCopy)) could not be mounted or opened", repaired: false)
         } else {
             let problems = try catalog.database.query("PRAGMA copy.integrity_check").compactMap { $0.text(0) }
             guard problems != ["ok"] else { return [] }
-            finding = CheckFinding(problem: "catalog-copy-damaged", detail: "PRAGMA integrity_check of the catalog copy: "
+            finding = CheckFinding(.catalogCopyDamaged, detail: "PRAGMA integrity_check of the catalog copy: "
                                    + problems.prefix(3).joined(separator: "; "), repaired: false)
         }
         guard repair else {

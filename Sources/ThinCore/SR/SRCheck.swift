@@ -2,12 +2,55 @@ public import FoundationEssentials
 import ThinDeviceMapper
 import ThinTools
 
+/// What `thinsr-check` can find. The raw values are the stable names its
+/// output, its JSON and the suites read.
+public enum CheckProblem: String, CaseIterable, Sendable {
+    // The pool and its metadata.
+    case poolFailed = "pool-failed"
+    case needsCheck = "needs-check"
+    case metadataDamaged = "metadata-damaged"
+    case metadataNamesUnfinished = "metadata-names-unfinished"
+    case incompleteSR = "incomplete-sr"
+    // The pool against the catalog.
+    case openTransaction = "open-transaction"
+    case transactionIDMismatch = "transaction-id-mismatch"
+    case leakedThinID = "leaked-thin-id"
+    case missingThinID = "missing-thin-id"
+    // The catalog and its copy.
+    case catalogMissing = "catalog-missing"
+    case catalogDamaged = "catalog-damaged"
+    case catalogFilesystemDamaged = "catalog-filesystem-damaged"
+    case catalogBehindCopy = "catalog-behind-copy"
+    case catalogCopyMissing = "catalog-copy-missing"
+    case catalogCopyDamaged = "catalog-copy-damaged"
+    case catalogCopyStale = "catalog-copy-stale"
+    // The catalog's rows.
+    case kindDisagrees = "kind-disagrees"
+    case lineageBroken = "lineage-broken"
+    case sizeDisagrees = "size-disagrees"
+    // Raw volumes' LVs.
+    case rawLVMissing = "raw-lv-missing"
+    case rawLVOrphaned = "raw-lv-orphaned"
+    // Volume devices.
+    case orphanDevice = "orphan-device"
+    case deviceUnfinished = "device-unfinished"
+    case deviceDisagrees = "device-disagrees"
+}
+
 /// One problem `thinsr-check` found, and whether `--repair` fixed it.
 public struct CheckFinding: Sendable, Equatable {
-    /// A stable name: `open-transaction`, `leaked-thin-id`, ...
-    public var problem: String
+    public var code: CheckProblem
     public var detail: String
     public var repaired: Bool
+
+    init(_ code: CheckProblem, detail: String, repaired: Bool) {
+        self.code = code
+        self.detail = detail
+        self.repaired = repaired
+    }
+
+    /// The stable name: `open-transaction`, `leaked-thin-id`, ...
+    public var problem: String { code.rawValue }
 }
 
 /// What `thinsr-check` found on one SR.
@@ -29,12 +72,12 @@ public struct CheckReport: Sendable {
     static func compareIDs(pool: Set<ThinDeviceID>, catalog: Set<ThinDeviceID>, repairable: Bool) -> [CheckFinding] {
         var findings: [CheckFinding] = []
         for id in pool.subtracting(catalog).sorted() {
-            findings.append(CheckFinding(problem: "leaked-thin-id", detail: "thin id \(id) is in the pool but no "
+            findings.append(CheckFinding(.leakedThinID, detail: "thin id \(id) is in the pool but no "
                                          + "volume in the catalog uses it" + (repairable ? "" : "; attach the SR "
                                          + "and run thinsr-check --repair to delete it"), repaired: false))
         }
         for id in catalog.subtracting(pool).sorted() {
-            findings.append(CheckFinding(problem: "missing-thin-id", detail: "the catalog references thin id \(id), "
+            findings.append(CheckFinding(.missingThinID, detail: "the catalog references thin id \(id), "
                                          + "which the pool lacks; that volume's data is lost", repaired: false))
         }
         return findings
@@ -64,7 +107,7 @@ extension SRLifecycle {
         try discovery.requireOwned(sr)
         guard !sr.isIncomplete else {
             return CheckReport(srUUID: sr.uuid, attached: false, metadata: "-", findings: [
-                CheckFinding(problem: "incomplete-sr", detail: "thinsr-create did not finish; run it again with "
+                CheckFinding(.incompleteSR, detail: "thinsr-create did not finish; run it again with "
                              + "--uuid \(sr.names.uuidString) or remove the SR with thinsr-destroy", repaired: false),
             ])
         }

@@ -16,7 +16,7 @@ extension SRLifecycle {
         var sr = found.metadataPairIsNormal || !repair ? found : try normalizeMetadataPair(found.uuid)
         var report = CheckReport(srUUID: sr.uuid, attached: false, metadata: "clean", findings: [])
         if !sr.metadataPairIsNormal {
-            report.findings.append(CheckFinding(problem: "metadata-names-unfinished", detail: "a metadata repair was "
+            report.findings.append(CheckFinding(.metadataNamesUnfinished, detail: "a metadata repair was "
                                                 + "interrupted after the repaired copy became the metadata; "
                                                 + "thinsr-check --repair or thinsr-attach finishes its renames",
                                                 repaired: false))
@@ -36,7 +36,7 @@ extension SRLifecycle {
         var copyFinding: CheckFinding?
         if let catalog { copyFinding = try await checkCatalogCopy(sr, catalogRevision: catalog.record.revision, repair: repair) }
         var rebuilt = false
-        if repair, catalog == nil || copyFinding?.problem == "catalog-behind-copy" {
+        if repair, catalog == nil || copyFinding?.code == .catalogBehindCopy {
             // The catalog is lost, or lost commits its copy has: rebuild it from the copy, then check that.
             var damage = catalog == nil ? report.findings.removeLast() : copyFinding!
             try await rebuildCatalog(sr, finding: &damage)
@@ -53,19 +53,19 @@ extension SRLifecycle {
         guard let catalog else {
             if !repair, let last = report.findings.indices.last {
                 let hasCopy = sr.volumes[.catalogCopy] != nil
-                switch report.findings[last].problem {
-                case "catalog-damaged":
+                switch report.findings[last].code {
+                case .catalogDamaged:
                     report.findings[last].detail += hasCopy
                         ? "; thinsr-check --repair \(sr.names.uuidString) rebuilds the catalog from its copy"
                         : "; the SR has no catalog copy to rebuild it from"
-                case "catalog-filesystem-damaged" where hasCopy:
+                case .catalogFilesystemDamaged where hasCopy:
                     report.findings[last].detail += " (where e2fsck cannot fix it, that rebuilds the catalog from its copy)"
                 default: break
                 }
             }
             return report
         }
-        if let behind = copyFinding, behind.problem == "catalog-behind-copy" {
+        if let behind = copyFinding, behind.code == .catalogBehindCopy {
             report.findings.append(behind)  // without --repair: checking a catalog that lost commits tells nothing
             return report
         }
@@ -97,11 +97,11 @@ extension SRLifecycle {
                 return finding
             }
         }
-        let repairable = offline.contains { $0.problem != "missing-thin-id" } && (!rebuilt || explained)
+        let repairable = offline.contains { $0.code != .missingThinID } && (!rebuilt || explained)
         guard repair && (repairable || copyFinding != nil) else {
             report.findings += offline.map { finding in
                 var finding = finding
-                if finding.problem != "missing-thin-id" && !rebuilt {
+                if finding.code != .missingThinID && !rebuilt {
                     finding.detail += "; run thinsr-check --repair \(sr.names.uuidString)"
                 }
                 return finding
@@ -143,7 +143,7 @@ extension SRLifecycle {
     private func readCatalog(_ sr: DiscoveredSR, repair: Bool, into report: inout CheckReport) async throws(ThinError)
         -> (referenced: Set<ThinDeviceID>, record: CatalogState, pending: PendingTransaction?)? {
         guard sr.volumes[.catalog] != nil else {
-            report.findings.append(CheckFinding(problem: "catalog-missing", detail: Self.catalogMissing(sr).message,
+            report.findings.append(CheckFinding(.catalogMissing, detail: Self.catalogMissing(sr).message,
                                                 repaired: false))
             return nil
         }
@@ -157,13 +157,13 @@ extension SRLifecycle {
                  try catalog.integrityProblems())
             }
             guard integrity.isEmpty else {
-                report.findings.append(CheckFinding(problem: "catalog-damaged", detail: "PRAGMA integrity_check: "
+                report.findings.append(CheckFinding(.catalogDamaged, detail: "PRAGMA integrity_check: "
                                                     + integrity.prefix(3).joined(separator: "; "), repaired: false))
                 return nil
             }
             return (referenced, CatalogState(transactionID: record.transactionID, revision: revision), pending)
         } catch where error.code == .catalogInconsistent {
-            report.findings.append(CheckFinding(problem: "catalog-damaged", detail: error.message, repaired: false))
+            report.findings.append(CheckFinding(.catalogDamaged, detail: error.message, repaired: false))
             return nil
         }
     }
@@ -175,7 +175,7 @@ extension SRLifecycle {
         let check = try await host.programs.thinCheck(sr.mapperPath(.metadata))
         guard !check.clean else { return true }
         report.metadata = "damaged"
-        var finding = CheckFinding(problem: "metadata-damaged",
+        var finding = CheckFinding(.metadataDamaged,
                                    detail: "thin_check: " + messageLine(check.report, otherwise: "failed"), repaired: false)
         if repair {
             try await repairMetadata(sr, referenced: referenced, finding: &finding)
@@ -193,13 +193,13 @@ extension SRLifecycle {
     static func transactionFindings(pending: PendingTransaction?, catalogTransaction: UInt64, poolTransaction: UInt64,
                                     present: Set<ThinDeviceID>, referenced: Set<ThinDeviceID>) -> [CheckFinding] {
         if let pending {
-            return [CheckFinding(problem: "open-transaction", detail: "an interrupted operation left transaction "
+            return [CheckFinding(.openTransaction, detail: "an interrupted operation left transaction "
                                  + "\(pending.oldTransactionID) -> \(pending.newTransactionID) open; the pool's "
                                  + "id is \(poolTransaction)", repaired: false)]
         }
         var findings: [CheckFinding] = []
         if catalogTransaction != poolTransaction {
-            findings.append(CheckFinding(problem: "transaction-id-mismatch", detail: "the pool's transaction id is "
+            findings.append(CheckFinding(.transactionIDMismatch, detail: "the pool's transaction id is "
                                          + "\(poolTransaction), the catalog's \(catalogTransaction), and no "
                                          + "transaction is open", repaired: false))
         }
@@ -240,7 +240,7 @@ extension SRLifecycle {
         // see what the replay would fix) and the read-only mount does.
         guard !result.clean, repair || !result.onlyJournalUnreplayed else { return nil }
         let fixed = repair && result.usable
-        return CheckFinding(problem: "catalog-filesystem-damaged", detail: "e2fsck: " + CheckReport.filesystemProblem(result.output)
+        return CheckFinding(.catalogFilesystemDamaged, detail: "e2fsck: " + CheckReport.filesystemProblem(result.output)
                             + (fixed ? "; fixed by e2fsck -fy" : repair ? "; e2fsck could not fix it"
                                : "; run thinsr-check --repair \(sr.names.uuidString)"), repaired: fixed)
     }

@@ -74,8 +74,7 @@ extension SRLifecycle {
             System.removeFile(marker)
         }
         // What holders and transfers left (their volumes are detached now).
-        for area in ["holders", "transfers"] {
-            let directory = "\(names.runDirectory)/\(area)"
+        for directory in [names.holdersDirectory, names.transfersDirectory] {
             for entry in System.directoryEntries(directory) {
                 let path = "\(directory)/\(entry)"
                 for file in System.directoryEntries(path) { System.removeFile("\(path)/\(file)") }

@@ -119,6 +119,16 @@ public struct SRNames: Sendable, Equatable {
     /// The level the pool monitor last reported for this SR (tmpfs: a reboot starts over).
     var monitorLevelFile: String { "\(runDirectory)/monitor-level" }
     var poolGrowingMarker: String { "\(runDirectory)/pool-growing" }
+    /// One directory per attached volume, one file per holder (`VolumeHolders`).
+    var holdersDirectory: String { "\(runDirectory)/holders" }
+    func holdersDirectory(_ volume: UUID, runDirectory: String? = nil) -> String {
+        "\(runDirectory ?? self.runDirectory)/holders/\(volume.lowercased)"
+    }
+    /// Scratch files of imports and exports in progress.
+    var transfersDirectory: String { "\(runDirectory)/transfers" }
+    /// Where a detached SR's catalog files are copied to be read (SQLite
+    /// cannot replay a WAL on a read-only mount).
+    var inspectCopyDirectory: String { "\(runDirectory)/inspect-copy" }
     var deviceDirectory: String { "\(Paths.deviceRoot)/\(uuidString)" }
     func devicePath(key: String) -> String { "\(deviceDirectory)/\(key)" }
 

@@ -225,14 +225,14 @@ extension AttachedSR {
             }
             metaID = id
         }
-        try catalog.setHydrateOwner(Self.importOwner(), volume: volume.uuid)
+        try catalog.setHydrateOwner(ProcessClaim.current.ownerMark, volume: volume.uuid)
         if onRead {
             try? System.makeDirectories(names.copyOnReadDirectory)
             try System.writeFile(copyOnReadMark(volume), "")
         }
         var hydrating = volume
         hydrating.hydrateMetaID = metaID
-        hydrating.hydrateOwner = Self.importOwner()
+        hydrating.hydrateOwner = ProcessClaim.current.ownerMark
         do {
             let clone = try makeHydrationDevices(hydrating, metaID: metaID!, regionSectors: regionSectors,
                                                  threshold: threshold)
@@ -265,7 +265,7 @@ extension AttachedSR {
     public func finishHydration(_ hydration: Hydration) async throws(ThinError) -> Bool {
         try recovered()
         guard let volume = try catalog.volume(matching: hydration.volume.uuid.lowercased),
-              volume.hydrateOwner == Self.importOwner() else {
+              volume.hydrateOwner == ProcessClaim.current.ownerMark else {
             // A recovery or a change that needed the volume alone stopped it; the image may now be unused.
             if let template = hydration.volume.originTemplate { origins.releaseIfUnused(template) }
             return false
@@ -301,7 +301,7 @@ extension AttachedSR {
     /// copied; nil when the hydration is not this process's any more.
     public func copyRegions(_ regions: [UInt64], of hydration: Hydration) throws(ThinError) -> [UInt64]? {
         guard let volume = try catalog.volume(matching: hydration.volume.uuid.lowercased),
-              volume.hydrateOwner == Self.importOwner(), hydration.isCurrent(host: host) else { return nil }
+              volume.hydrateOwner == ProcessClaim.current.ownerMark, hydration.isCurrent(host: host) else { return nil }
         let regionBytes = hydration.regionBytes
         let span = { (region: UInt64) -> Int in Hydration.probeLength(at: region * regionBytes, within: volume.virtualSize) }
         let inVolume = regions.filter { $0 * regionBytes < volume.virtualSize }

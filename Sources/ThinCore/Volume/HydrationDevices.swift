@@ -152,7 +152,7 @@ extension AttachedSR {
     func isCopyingOnRead(_ volume: VolumeRecord) -> Bool { System.exists(copyOnReadMark(volume)) }
 
     /// The live process hydrating `volume`, other than this one.
-    func hydratingProcess(of volume: VolumeRecord) -> Int32? { Self.liveOtherProcess(ofOwner: volume.hydrateOwner) }
+    func hydratingProcess(of volume: VolumeRecord) -> Int32? { ProcessClaim.liveOtherProcess(ofOwner: volume.hydrateOwner) }
 
     /// Refuses what would change a volume under its hydration.
     /// A copy-on-read gives way: it is stopped (what it copied stays).
@@ -176,7 +176,7 @@ extension AttachedSR {
     func stopAbandonedHydrations() throws(ThinError) {
         for volume in try catalog.volumes(includingUnfinished: true)
         where volume.hydrateMetaID != nil || volume.hydrateOwner != nil {
-            if let owner = volume.hydrateOwner, owner == Self.importOwner() || Self.liveProcess(ofOwner: owner) != nil {
+            if let owner = volume.hydrateOwner, owner == ProcessClaim.current.ownerMark || ProcessClaim.liveProcess(ofOwner: owner) != nil {
                 continue
             }
             try stopHydration(volume)

@@ -39,7 +39,7 @@ extension AttachedSR {
             description: description, thinID: thinID, virtualSize: virtualSize, kind: .volume, readWrite: true,
             sharable: sharable, createdAt: System.currentTime(), keys: [:], parentUUID: nil, snapshotOf: nil,
             state: .ready)
-        volume.importOwner = Self.importOwner()
+        volume.importOwner = ProcessClaim.current.ownerMark
         volume.rawLV = names.rawLV(uuid)
         // The row first: an LV is never left without the row that removes it.
         try catalog.transaction { () throws(ThinError) in
@@ -73,7 +73,7 @@ extension AttachedSR {
     /// Attaches a zeroed preallocated volume read-write for the import
     /// filling it (this process stays its owner until `finishImport`).
     public func attachForImport(_ volume: VolumeRecord) async throws(ThinError) -> (VolumeRecord, String) {
-        try await attachVolume(volume.uuid.lowercased, readOnly: false, holder: VolumeHolders.process())
+        try await attachVolume(volume.uuid.lowercased, readOnly: false, holder: ProcessClaim.holderName())
     }
 
     /// The filling is whole: the volume is free for every operation.
@@ -84,7 +84,7 @@ extension AttachedSR {
 
     /// The live process (other than this one) filling `volume`: an import
     /// or a preallocated create still zeroing.
-    public func fillingProcess(of volume: VolumeRecord) -> Int32? { Self.liveOtherProcess(ofOwner: volume.importOwner) }
+    public func fillingProcess(of volume: VolumeRecord) -> Int32? { ProcessClaim.liveOtherProcess(ofOwner: volume.importOwner) }
 
     /// Removes a preallocated volume's LV and row: the row is marked first,
     /// so a removal killed half way is finished by the next writer.
@@ -169,14 +169,14 @@ extension AttachedSR {
             }
             FaultInjection.point("raw-volume-extended")
         }
-        try catalog.setGrowOwner(Self.importOwner(), volume: volume.uuid)
+        try catalog.setGrowOwner(ProcessClaim.current.ownerMark, volume: volume.uuid)
         return RawGrowth(volume: volume, size: size, path: path, from: volume.virtualSize, to: max(lvBytes, currentBytes))
     }
 
     /// The grown part is zeroed: the volume takes its new size (its device too, if attached).
     public func finishGrowth(_ growth: RawGrowth) throws(ThinError) {
         let volume = try requireVolume(growth.volume.uuid.lowercased)
-        guard volume.growOwner == Self.importOwner() else {
+        guard volume.growOwner == ProcessClaim.current.ownerMark else {
             throw ThinError(.volumeInUse, "\(volume.key) is no longer marked as grown by this process; grow it again",
                             parameters: [volume.key])
         }
@@ -192,14 +192,14 @@ extension AttachedSR {
     /// Grow marks whose process is gone are cleared (runs in recovery).
     func clearAbandonedGrowths() throws(ThinError) {
         for volume in try catalog.volumes() where volume.growOwner != nil {
-            if volume.growOwner.flatMap(Self.liveProcess(ofOwner:)) == nil {
+            if ProcessClaim.liveProcess(ofOwner: volume.growOwner) == nil {
                 try catalog.setGrowOwner(nil, volume: volume.uuid)
             }
         }
     }
 
     /// The live process (other than this one) growing `volume`.
-    func growingProcess(of volume: VolumeRecord) -> Int32? { Self.liveOtherProcess(ofOwner: volume.growOwner) }
+    func growingProcess(of volume: VolumeRecord) -> Int32? { ProcessClaim.liveOtherProcess(ofOwner: volume.growOwner) }
 
     /// Refuses what a preallocated volume cannot do: it has no thin blocks to share.
     func requireThin(_ volume: VolumeRecord, to action: String) throws(ThinError) {

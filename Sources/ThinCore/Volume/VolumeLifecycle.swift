@@ -88,7 +88,7 @@ extension AttachedSR {
 
     /// Refuses a volume an import is still filling, unless this process is that import.
     func requireNotImporting(_ volume: VolumeRecord, to action: String) throws(ThinError) {
-        guard let owner = volume.importOwner, owner != Self.importOwner() else { return }
+        guard let owner = volume.importOwner, owner != ProcessClaim.current.ownerMark else { return }
         let filling = volume.isPreallocated ? "being zeroed or imported" : "being imported (thinvdi-import)"
         throw ThinError(.volumeInUse, "\(volume.key) is \(filling); it cannot \(action) until that is done",
                         parameters: [volume.key])

@@ -133,7 +133,7 @@ extension AttachedSR {
             throw ThinError(.volumeInUse, "volume \(volume.key) is attached read-write, so a guest may be writing it; "
                             + "snapshot it (thinvdi-snapshot) and read the snapshot", parameters: [volume.key])
         }
-        return try await attachVolume(volume.uuid.lowercased, readOnly: true, holder: VolumeHolders.process())
+        return try await attachVolume(volume.uuid.lowercased, readOnly: true, holder: ProcessClaim.holderName())
     }
 
     /// Attaches a volume read-write for this process alone (a writable NBD
@@ -146,12 +146,12 @@ extension AttachedSR {
                             + "without --writable, or clone it (thinvdi-clone) and serve the clone")
         }
         try requireDetached(volume, "detach it first: a writable export must be its only user")
-        return try await attachVolume(volume.uuid.lowercased, readOnly: false, holder: VolumeHolders.process())
+        return try await attachVolume(volume.uuid.lowercased, readOnly: false, holder: ProcessClaim.holderName())
     }
 
     /// Lets this process's hold on a volume go (see `attachForReading`).
     public func releaseHold(_ volume: VolumeRecord) throws(ThinError) {
-        try detachVolume(volume.uuid.lowercased, holder: VolumeHolders.process())
+        try detachVolume(volume.uuid.lowercased, holder: ProcessClaim.holderName())
     }
 
     // MARK: imports
@@ -170,9 +170,9 @@ extension AttachedSR {
                             + "\(ByteSize.format(freeBytes)) free; grow it with thinsr-extend first")
         }
         let volume = try createVolume(name: name, description: description, sizeBytes: sizeBytes, sharable: false,
-                                      importOwner: Self.importOwner())
+                                      importOwner: ProcessClaim.current.ownerMark)
         do {
-            return try await attachVolume(volume.uuid.lowercased, readOnly: false, holder: VolumeHolders.process())
+            return try await attachVolume(volume.uuid.lowercased, readOnly: false, holder: ProcessClaim.holderName())
         } catch {
             try? abandonImport(volume)
             throw error
@@ -197,28 +197,10 @@ extension AttachedSR {
         try destroyVolume(volume.uuid.lowercased)
     }
 
-    /// This process as an owner mark: boot id, pid, start time (an import's, a zeroing's, a grow's).
-    static func importOwner() -> String { "\(System.bootID()) \(getpid()) \(System.processStartTime(getpid()) ?? 0)" }
-
-    /// The pid of the live process an owner mark (boot id, pid, start time) names.
-    static func liveProcess(ofOwner owner: String) -> Int32? {
-        let fields = owner.split(separator: " ", omittingEmptySubsequences: false)
-        guard fields.count == 3, fields[0] == System.bootID(), let pid = Int32(fields[1]),
-              let started = System.processStartTime(pid), String(started) == fields[2] else { return nil }
-        return pid
-    }
-
-    /// The pid of the live process, other than this one, an owner mark names
-    /// (an import's or zeroing's, a grow's, a hydration's).
-    static func liveOtherProcess(ofOwner owner: String?) -> Int32? {
-        guard let owner, let pid = liveProcess(ofOwner: owner), pid != getpid() else { return nil }
-        return pid
-    }
-
     /// Imports whose process is gone (killed, or from before a reboot) are
     /// removed, so no half-filled volume outlives them. Runs in recovery.
     func removeAbandonedImports() throws(ThinError) {
-        for (uuid, owner) in try catalog.importOwners() where Self.liveProcess(ofOwner: owner) == nil {
+        for (uuid, owner) in try catalog.importOwners() where ProcessClaim.liveProcess(ofOwner: owner) == nil {
             guard let volume = try catalog.volume(matching: uuid.lowercased) else {
                 try catalog.setImportOwner(nil, volume: uuid)
                 continue
@@ -237,7 +219,7 @@ extension AttachedSR {
     /// Scratch files of this SR's running imports, exports and NBD servers
     /// (extent lists, pid files), on tmpfs.
     public func transferDirectory() throws(ThinError) -> String {
-        let directory = "\(names.runDirectory)/transfers"
+        let directory = names.transfersDirectory
         try System.makeDirectories(directory)
         return directory
     }
@@ -249,7 +231,7 @@ extension AttachedSR {
 /// /var/lib/thinsr/exports/<sr>/<volume>, one absolute path per file.
 public enum ExportRecords {
     static func path(sr: SRNames, volume: VolumeRecord) -> String {
-        "\(Paths.stateRoot)/exports/\(sr.uuidString)/\(volume.uuid.lowercased)"
+        Paths.exportRecord(sr: sr.uuid, volume: volume.uuid)
     }
 
     /// Records where `volume` was exported. When that fails, an older
@@ -257,7 +239,7 @@ public enum ExportRecords {
     public static func remember(sr: SRNames, volume: VolumeRecord, image: String) throws(ThinError) {
         let file = path(sr: sr, volume: volume)
         do {
-            try System.makeDirectories(String(file[..<(file.lastIndex(of: "/") ?? file.endIndex)]))
+            try System.makeDirectories(PathText.directory(of: file))
             try System.writeFile(file, image + "\n")
         } catch {
             System.removeFile(file)

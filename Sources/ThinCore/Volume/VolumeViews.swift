@@ -33,7 +33,7 @@ extension AttachedSR {
             VolumeView(record: volume, srUUID: names.uuid, physicalUtilisation: volume.isPreallocated ? volume.virtualSize : usage[volume.thinID] ?? 0,
                        devicePath: active[volume.uuid] != nil ? names.devicePath(key: volume.key) : nil,
                        attachedReadOnly: active[volume.uuid]?.readOnly,
-                       hydrating: volume.hydrateOwner.flatMap(Self.liveProcess(ofOwner:)) != nil)
+                       hydrating: ProcessClaim.liveProcess(ofOwner: volume.hydrateOwner) != nil)
         }
     }
 
