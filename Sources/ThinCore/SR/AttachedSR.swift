@@ -190,7 +190,7 @@ public final class AttachedSR {
     /// needs (recovering first if it was not).
     func devicesRecovered() throws(ThinError) -> DevicesRecovered {
         try recovered()
-        return DevicesRecovered()
+        return DevicesRecovered(marker: names.devicesChangingMarker)
     }
 
     /// Brings catalog, pool and devices into agreement, once per open SR:
@@ -259,7 +259,21 @@ extension AttachedSR {
 
 /// Handed out only by `AttachedSR.devicesRecovered()`: what a device change
 /// must show, so that no path changes devices (and takes the
-/// devices-changing marker away) before a killed change is finished.
+/// devices-changing marker away) before a killed change is finished. The
+/// marker is set and cleared here alone.
 struct DevicesRecovered {
-    fileprivate init() {}
+    private let marker: String
+
+    fileprivate init(marker: String) { self.marker = marker }
+
+    /// Runs `body`, which suspends a device or changes a table, with the
+    /// marker set that makes the next operation reconcile the devices if this
+    /// process dies before the change is whole. A `body` that throws leaves
+    /// the marker: what it left half done is reconciled next time.
+    func changing<T>(_ body: () throws(ThinError) -> T) throws(ThinError) -> T {
+        try System.touch(marker)
+        let result = try body()
+        System.removeFile(marker)
+        return result
+    }
 }
