@@ -395,7 +395,7 @@ public struct VDIImport: TransferTool {
                                                   sizeBytes: sizeBytes, sharable: false, progress: progress,
                                                   host: host, keepFilling: true)
         return try await withSR(target.sr, host: host) { sr throws(ThinError) in
-            do throws(ThinError) { return try await sr.attachForImport(volume) } catch {
+            do throws(ThinError) { return try await sr.preallocated.attachForImport(volume) } catch {
                 try? sr.abandonImport(volume)
                 throw error
             }

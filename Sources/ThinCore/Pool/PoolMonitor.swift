@@ -28,7 +28,7 @@ public struct PoolWatchReport: Sendable {
     public var needsGrowth = false
 }
 
-extension AttachedSR {
+extension SRAdministration {
     /// Looks at the pool once and applies the SR's autoextend policy: at the
     /// threshold, grows data (by the step, or by what the volume group has
     /// when that is less) and metadata (`extend` doubles it past half used),
@@ -43,7 +43,7 @@ extension AttachedSR {
     public func watchPool(grow: Bool) async throws(ThinError) -> PoolWatchReport {
         let record = try self.record
         let policy = record.autoextend
-        let usage = grow ? try recovered() : try pool.usage()
+        let usage = grow ? try sr.recovered() : try pool.usage()
         let block = record.blockSizeBytes
         let dataPercent = Self.percent(usage.usedDataBlocks, of: usage.totalDataBlocks)
         let metadataPercent = Self.percent(usage.usedMetadataBlocks, of: usage.totalMetadataBlocks)

@@ -124,7 +124,7 @@ public enum SRMetrics {
     }
 }
 
-extension AttachedSR {
+extension SRAdministration {
     /// Writes the SR's rrdd figures (see `SRMetrics`) from the pool's status now.
     public func publishMetrics() {
         guard let usage = try? pool.usage(), let block = try? record.blockSizeBytes else { return }

@@ -201,7 +201,7 @@ public final class AttachedSR {
         precondition(lock != nil, "recovery needs the SR lock")
         if let recoveredUsage { return recoveredUsage }
         if System.exists(names.poolGrowingMarker) {
-            try finishGrowingPool()
+            try administration.finishGrowingPool()
             System.removeFile(names.poolGrowingMarker)
         }
         if System.exists(names.devicesChangingMarker) {
@@ -210,8 +210,8 @@ public final class AttachedSR {
         }
         let usage = try transactions.recover(try pool.usage())
         recoveredUsage = usage
-        try finishRemovingPreallocated()
-        try clearAbandonedGrowths()
+        try preallocated.finishRemovingPreallocated()
+        try preallocated.clearAbandonedGrowths()
         try removeAbandonedImports()
         try stopAbandonedHydrations()
         return recoveredUsage ?? usage

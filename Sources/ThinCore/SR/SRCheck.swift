@@ -114,7 +114,7 @@ extension SRLifecycle {
         guard sr.attached else { return try await checkDetached(sr, repair: repair, lock: lock) }
         let attached = try AttachedSR.open(sr.names, for: .write, lock: lock, host: host)
         defer { attached.close() }
-        var report = try await attached.check(repair: repair)
+        var report = try await attached.administration.check(repair: repair)
         report.findings += try await checkCatalogCopy(attached, sr, repair: repair)
         return report
     }

@@ -1,7 +1,7 @@
 import ThinTools
 import ThinDeviceMapper
 
-extension AttachedSR {
+extension SRAdministration {
     /// Online: the pool's state, any open transaction, `thin_check` through a
     /// metadata snapshot, thin ids against the catalog, attached devices'
     /// tables, and catalog rows that contradict themselves.
@@ -25,7 +25,7 @@ extension AttachedSR {
         let current = try await checkOpenTransaction(repair: repair, usage: usage, into: &report)
         let transactionOpen = try catalog.pending() != nil
         let programs = host.programs
-        let (check, present) = try await withMetadataSnapshot { path throws(ThinError) in
+        let (check, present) = try await sr.withMetadataSnapshot { path throws(ThinError) in
             (try await programs.thinCheck(path, metadataSnapshot: true),
              try await programs.thinIDs(path, metadataSnapshot: true))
         }
@@ -50,7 +50,7 @@ extension AttachedSR {
     /// made or kept behind thinsr's back. Neither is repaired: which copy of
     /// the truth is right is the admin's call.
     private func checkRawVolumes() throws(ThinError) -> [CheckFinding] {
-        let lvs = try rawLogicalVolumes().map(\.name)
+        let lvs = try sr.preallocated.rawLogicalVolumes().map(\.name)
         let rows = try catalog.rawLVNames()
         var findings: [CheckFinding] = []
         for volume in try catalog.volumes() where volume.rawLV.map({ !lvs.contains($0) }) ?? false {
@@ -82,14 +82,14 @@ extension AttachedSR {
         var current = usage
         if repair && matchesNeither {
             let programs = host.programs
-            let present = try await withMetadataSnapshot { path throws(ThinError) in
+            let present = try await sr.withMetadataSnapshot { path throws(ThinError) in
                 try await programs.thinIDs(path, metadataSnapshot: true)
             }
             finding.detail += "; " + (try transactions.resolveByEvidence(pending, present: present, usage: usage))
             finding.repaired = true
             current = try pool.usage()
         } else if repair {
-            current = try recovered()
+            current = try sr.recovered()
             finding.repaired = true
             finding.detail += "; finished or undone"
         }
@@ -117,7 +117,7 @@ extension AttachedSR {
             report.findings.append(finding)
         }
         guard repair && !leaked.isEmpty else { return }
-        try transact(leaked.map { .delete($0) }, from: try pool.usage()) { _ throws(ThinError) in }
+        try sr.transact(leaked.map { .delete($0) }, from: try pool.usage()) { _ throws(ThinError) in }
         for index in report.findings.indices where report.findings[index].code == .leakedThinID {
             report.findings[index].repaired = true
             report.findings[index].detail += "; deleted"
@@ -199,7 +199,7 @@ extension AttachedSR {
             if volume.isPreallocated, let line = live?.first, line.targetType != .error {
                 // The kernel shows the LV as major:minor.
                 var expected = devices.table(for: volume)
-                if let lv = rawDevicePath(volume), let number = System.blockDevice(lv) {
+                if let lv = sr.preallocated.rawDevicePath(volume), let number = System.blockDevice(lv) {
                     expected.parameters = "\(number.major):\(number.minor) 0"
                 }
                 if line != expected {

@@ -215,7 +215,7 @@ extension SRLifecycle {
         let online: CheckReport
         let copyCurrent: Bool
         do throws(ThinError) {
-            online = deleteLeaked ? try await attached.check(repair: true) : CheckReport(
+            online = deleteLeaked ? try await attached.administration.check(repair: true) : CheckReport(
                 srUUID: sr.uuid, attached: false, metadata: "clean", findings: [])
             copyCurrent = attached.catalog.copyAttached ? try attached.catalog.copyIsCurrent() : false
         } catch {

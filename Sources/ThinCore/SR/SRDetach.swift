@@ -31,7 +31,7 @@ extension SRLifecycle {
         let names = sr.names
         var warnings: [String] = []
         do {
-            try attached.refuseWhileFilling()
+            try attached.preallocated.refuseWhileFilling()
         } catch where error.code != .srInUse && force > .none {
             // A catalog that cannot be read does not stop a forced detach.
         }

@@ -193,9 +193,9 @@ extension AttachedSR {
         try recovered()
         var volume = try requireVolume(reference)
         guard let templateUUID = volume.originTemplate else { return nil }
-        try requireData(volume, to: "be hydrated")
-        try requireThin(volume, to: "be hydrated")
-        try requireNotImporting(volume, to: "be hydrated")
+        try volume.requireData(to: "be hydrated")
+        try volume.requireThin(to: "be hydrated")
+        try volume.requireNotImporting(to: "be hydrated")
         guard volume.readWrite else {
             throw ThinError(.invalidArgument, "\(volume.key) is a read-only snapshot: hydrating it would change what "
                             + "it maps; clone it and hydrate the clone")
@@ -237,7 +237,7 @@ extension AttachedSR {
             let clone = try makeHydrationDevices(hydrating, metaID: metaID!, regionSectors: regionSectors,
                                                  threshold: threshold)
             // What the volume holds, and what lies past the image's end, needs no copy.
-            let mapped = try await mappings(of: [volume.thinID.value]).devices.first?.runs.map(\.blocks) ?? []
+            let mapped = try await lineage.mappings(of: [volume.thinID.value]).devices.first?.runs.map(\.blocks) ?? []
             let ownBytes = ChangedBlocks.merged(mapped).map { $0.lowerBound * blockBytes..<$0.upperBound * blockBytes }
             let imageEnd = (template.virtualSize + regionBytes - 1) / regionBytes * regionBytes
             let zeros = await imageZeros(of: template)
@@ -279,7 +279,7 @@ extension AttachedSR {
                 let lower = (range.lowerBound + blockBytes - 1) / blockBytes, upper = range.upperBound / blockBytes
                 return lower < upper ? lower..<upper : nil
             }
-            let covered = ChangedBlocks.merged((try await mappings(of: [volume.thinID.value]).devices.first?.runs
+            let covered = ChangedBlocks.merged((try await lineage.mappings(of: [volume.thinID.value]).devices.first?.runs
                 .map(\.blocks) ?? []) + zeroBlocks)
             let held = covered.reduce(UInt64(0)) { $0 + (min($1.upperBound, imageBlocks) - min($1.lowerBound, imageBlocks)) }
             complete = held == imageBlocks

@@ -11,7 +11,7 @@ import Glibc
 /// before first use, shown through the same dm device and link as a thin
 /// volume (a `linear` table over the LV). Its catalog row reserves a thin id
 /// that is never created in the pool, so ids stay unique in the catalog.
-extension AttachedSR {
+extension PreallocatedVolumes {
     /// Records the volume, marked as being filled by this process, and makes
     /// its LV. Refused before anything is written when the VG lacks the space.
     /// The caller zeroes it (`BlockZeroing.zero`) without the SR lock and then
@@ -21,9 +21,9 @@ extension AttachedSR {
                                         sharable: Bool) throws(ThinError) -> VolumeRecord {
         try Naming.validateLabel(name, what: "volume name")
         try Naming.validateLabel(description, what: "volume description")
-        try Self.requireVolumeSize(sizeBytes)
+        try VolumeRecord.requireSize(sizeBytes)
         guard sizeBytes > 0 else { throw .invalid("a preallocated volume needs a size above 0; give --size") }
-        try recovered()
+        try sr.recovered()
         let virtualSize = ByteSize.roundUp(sizeBytes, to: 512)
         let group = try volumeGroupReport()
         let lvBytes = ByteSize.roundUp(virtualSize, to: max(group.extentBytes, 512))
@@ -32,7 +32,7 @@ extension AttachedSR {
                             + "of free extents; volume group \(group.name) has \(ByteSize.format(group.freeBytes)) "
                             + "free: give a smaller --size, leave out --preallocate, or add a device (thinsr-extend)")
         }
-        let thinID = try allocateThinID()
+        let thinID = try sr.allocateThinID()
         let uuid = UUID()
         var volume = VolumeRecord(
             uuid: uuid, key: Naming.deriveKey(fromName: name, existing: try catalog.allKeys()), name: name,
@@ -73,13 +73,13 @@ extension AttachedSR {
     /// Attaches a zeroed preallocated volume read-write for the import
     /// filling it (this process stays its owner until `finishImport`).
     public func attachForImport(_ volume: VolumeRecord) async throws(ThinError) -> (VolumeRecord, String) {
-        try await attachVolume(volume.uuid.lowercased, readOnly: false, holder: ProcessClaim.holderName())
+        try await sr.attachments.attachVolume(volume.uuid.lowercased, readOnly: false, holder: ProcessClaim.holderName())
     }
 
     /// The filling is whole: the volume is free for every operation.
     public func finishFilling(_ volume: VolumeRecord) throws(ThinError) -> VolumeRecord {
         try catalog.setImportOwner(nil, volume: volume.uuid)
-        return try requireVolume(volume.uuid.lowercased)
+        return try sr.requireVolume(volume.uuid.lowercased)
     }
 
     /// The live process (other than this one) filling `volume`: an import
@@ -121,9 +121,9 @@ extension AttachedSR {
                 throw ThinError(.srInUse, "volume \(volume.key) is being grown by process \(pid); wait for it",
                                 parameters: [volume.key])
             }
-            if let pid = hydratingProcess(of: volume) {
+            if let pid = sr.hydratingProcess(of: volume) {
                 // A copy-on-read gives way (it stops; what it copied stays).
-                if isCopyingOnRead(volume) { try stopHydration(volume); continue }
+                if sr.isCopyingOnRead(volume) { try sr.stopHydration(volume); continue }
                 throw ThinError(.srInUse, "volume \(volume.key) is being hydrated by process \(pid); stop it (SIGINT) "
                                 + "or wait for it", parameters: [volume.key])
             }
@@ -175,13 +175,13 @@ extension AttachedSR {
 
     /// The grown part is zeroed: the volume takes its new size (its device too, if attached).
     public func finishGrowth(_ growth: RawGrowth) throws(ThinError) {
-        let volume = try requireVolume(growth.volume.uuid.lowercased)
+        let volume = try sr.requireVolume(growth.volume.uuid.lowercased)
         guard volume.growOwner == ProcessClaim.current.ownerMark else {
             throw ThinError(.volumeInUse, "\(volume.key) is no longer marked as grown by this process; grow it again",
                             parameters: [volume.key])
         }
         try catalog.setGrowOwner(nil, volume: volume.uuid)
-        try applySize(growth.size, to: volume)
+        try sr.volumes.applySize(growth.size, to: volume)
     }
 
     /// A grow that failed or was cancelled: the volume keeps its size (its LV stays larger).
@@ -202,12 +202,6 @@ extension AttachedSR {
     func growingProcess(of volume: VolumeRecord) -> Int32? { ProcessClaim.liveOtherProcess(ofOwner: volume.growOwner) }
 
     /// Refuses what a preallocated volume cannot do: it has no thin blocks to share.
-    func requireThin(_ volume: VolumeRecord, to action: String) throws(ThinError) {
-        guard volume.isPreallocated else { return }
-        throw .invalid("\(volume.key) is a preallocated raw volume: it cannot \(action) (it shares no blocks); copy it "
-                       + "into a thin volume with thinvdi-export and thinvdi-import first")
-    }
-
     private func volumeGroupReport() throws(ThinError) -> VolumeGroupReport {
         let groups: [VolumeGroupReport]
         do { groups = try host.lvm.volumeGroups() } catch { throw .backend("cannot read volume groups", error) }

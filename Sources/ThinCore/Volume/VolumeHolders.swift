@@ -62,7 +62,7 @@ struct VolumeHolders {
     }
 }
 
-extension AttachedSR {
+extension SRAttachments {
     func holders(of volume: VolumeRecord) -> VolumeHolders { VolumeHolders(names: names, volume: volume.uuid) }
 
     /// Attaches a volume for `holder` (see `attachVolume`): the device is
@@ -71,7 +71,7 @@ extension AttachedSR {
     public func attachVolume(_ reference: String, readOnly: Bool, inactive: Bool = false,
                              holder: String) async throws(ThinError) -> (VolumeRecord, path: String) {
         if holder != ProcessClaim.holderName() { try VolumeHolders.validate(holder) }
-        let volume = try requireVolume(reference)
+        let volume = try sr.requireVolume(reference)
         let held = holders(of: volume)
         if try devices.info(volume.uuid) == nil {
             // Holders of a device that no longer exists (a reboot, a forced detach) are stale.
@@ -98,7 +98,7 @@ extension AttachedSR {
     @discardableResult
     public func detachVolume(_ reference: String, holder: String) throws(ThinError) -> [String] {
         if holder != ProcessClaim.holderName() { try VolumeHolders.validate(holder) }
-        let volume = try requireVolume(reference)
+        let volume = try sr.requireVolume(reference)
         let held = holders(of: volume)
         let before = held.live()
         // A holder that does not hold the volume changes nothing while others do.

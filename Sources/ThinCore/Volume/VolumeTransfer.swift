@@ -96,10 +96,10 @@ extension AttachedSR {
     /// as `changedBlocks`, refused where it cannot be given).
     public func exportExtents(of reference: String, since base: String? = nil) async throws(ThinError) -> ExportExtents {
         let volume = try requireVolume(reference)
-        try requireData(volume, to: "be exported")
+        try volume.requireData(to: "be exported")
         if volume.isPreallocated {
             // Every byte of a raw LV is data (zeroed ones too): nothing records which were written.
-            if base != nil { try requireThin(volume, to: "be exported incrementally (--base)") }
+            if base != nil { try volume.requireThin(to: "be exported incrementally (--base)") }
             return ExportExtents.whole(size: volume.virtualSize, mapped: [0..<(volume.virtualSize + 511) / 512],
                                        blockBytes: 512)
         }
@@ -109,16 +109,16 @@ extension AttachedSR {
             let every = ExportExtents.whole(size: volume.virtualSize, mapped: [0..<(volume.virtualSize + 511) / 512],
                                             blockBytes: 512)
             guard let base else { return every }
-            let changes = try await changedBlocks(from: base, to: volume.uuid.lowercased)
+            let changes = try await lineage.changedBlocks(from: base, to: volume.uuid.lowercased)
             return ExportExtents.incremental(size: volume.virtualSize, changed: changes.extents, whole: every)
         }
-        guard let device = try await mappings(of: [volume.thinID.value]).devices.first else {
+        guard let device = try await lineage.mappings(of: [volume.thinID.value]).devices.first else {
             throw ThinError(.catalogInconsistent, "the pool lacks the thin device of \(volume.key); run thinsr-check")
         }
         let whole = ExportExtents.whole(size: volume.virtualSize, mapped: device.runs.map(\.blocks),
                                         blockBytes: try record.blockSizeBytes)
         guard let base else { return whole }
-        let changes = try await changedBlocks(from: base, to: volume.uuid.lowercased)
+        let changes = try await lineage.changedBlocks(from: base, to: volume.uuid.lowercased)
         return ExportExtents.incremental(size: volume.virtualSize, changed: changes.extents, whole: whole)
     }
 
@@ -128,30 +128,30 @@ extension AttachedSR {
     /// may write it under the copy (snapshot it and read the snapshot).
     public func attachForReading(_ reference: String) async throws(ThinError) -> (VolumeRecord, path: String) {
         let volume = try requireVolume(reference)
-        try requireData(volume, to: "be read")
+        try volume.requireData(to: "be read")
         if let info = try devices.info(volume.uuid), !info.readOnly {
             throw ThinError(.volumeInUse, "volume \(volume.key) is attached read-write, so a guest may be writing it; "
                             + "snapshot it (thinvdi-snapshot) and read the snapshot", parameters: [volume.key])
         }
-        return try await attachVolume(volume.uuid.lowercased, readOnly: true, holder: ProcessClaim.holderName())
+        return try await attachments.attachVolume(volume.uuid.lowercased, readOnly: true, holder: ProcessClaim.holderName())
     }
 
     /// Attaches a volume read-write for this process alone (a writable NBD
     /// export): refused for snapshots and while anyone else has it attached.
     public func attachForWriting(_ reference: String) async throws(ThinError) -> (VolumeRecord, path: String) {
         let volume = try requireVolume(reference)
-        try requireData(volume, to: "be written")
+        try volume.requireData(to: "be written")
         guard volume.readWrite, volume.kind != .snapshot else {
             throw ThinError(.invalidArgument, "\(volume.key) is a \(volume.kind.rawValue) and read-only; serve it "
                             + "without --writable, or clone it (thinvdi-clone) and serve the clone")
         }
         try requireDetached(volume, "detach it first: a writable export must be its only user")
-        return try await attachVolume(volume.uuid.lowercased, readOnly: false, holder: ProcessClaim.holderName())
+        return try await attachments.attachVolume(volume.uuid.lowercased, readOnly: false, holder: ProcessClaim.holderName())
     }
 
     /// Lets this process's hold on a volume go (see `attachForReading`).
     public func releaseHold(_ volume: VolumeRecord) throws(ThinError) {
-        try detachVolume(volume.uuid.lowercased, holder: ProcessClaim.holderName())
+        try attachments.detachVolume(volume.uuid.lowercased, holder: ProcessClaim.holderName())
     }
 
     // MARK: imports
@@ -169,10 +169,10 @@ extension AttachedSR {
             throw ThinError(.noSpace, "the image holds \(ByteSize.format(allocatedBytes)) of data but the pool has "
                             + "\(ByteSize.format(freeBytes)) free; grow it with thinsr-extend first")
         }
-        let volume = try createVolume(name: name, description: description, sizeBytes: sizeBytes, sharable: false,
+        let volume = try volumes.createVolume(name: name, description: description, sizeBytes: sizeBytes, sharable: false,
                                       importOwner: ProcessClaim.current.ownerMark)
         do {
-            return try await attachVolume(volume.uuid.lowercased, readOnly: false, holder: ProcessClaim.holderName())
+            return try await attachments.attachVolume(volume.uuid.lowercased, readOnly: false, holder: ProcessClaim.holderName())
         } catch {
             try? abandonImport(volume)
             throw error
@@ -186,15 +186,15 @@ extension AttachedSR {
     public func finishImport(_ volume: VolumeRecord) throws(ThinError) -> (VolumeRecord, detachFailure: ThinError?) {
         try catalog.setImportOwner(nil, volume: volume.uuid)
         var failure: ThinError?
-        do { try detachVolume(volume.uuid.lowercased) } catch { failure = error }
+        do { try attachments.detachVolume(volume.uuid.lowercased) } catch { failure = error }
         return (try requireVolume(volume.uuid.lowercased), failure)
     }
 
     /// Removes what an import made: its device and its volume.
     public func abandonImport(_ volume: VolumeRecord) throws(ThinError) {
         try devices.deactivate(volume.uuid, key: volume.key)
-        holders(of: volume).clear()
-        try destroyVolume(volume.uuid.lowercased)
+        attachments.holders(of: volume).clear()
+        try volumes.destroyVolume(volume.uuid.lowercased)
     }
 
     /// Imports whose process is gone (killed, or from before a reboot) are
