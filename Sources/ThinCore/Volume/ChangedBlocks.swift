@@ -105,7 +105,11 @@ extension SRLineage {
     /// cannot be proven from the catalog (see `derives`).
     public func changedBlocks(from fromReference: String, to toReference: String) async throws(ThinError) -> ChangedBlocks {
         let from = try sr.requireVolume(fromReference)
-        let to = try sr.requireVolume(toReference)
+        return try await changedBlocks(from: from, to: try sr.requireVolume(toReference))
+    }
+
+    /// The same for states the caller resolved already.
+    func changedBlocks(from: VolumeRecord, to: VolumeRecord) async throws(ThinError) -> ChangedBlocks {
         guard from.uuid != to.uuid else {
             throw .invalid("\(from.key) compared with itself has no changes; give an earlier snapshot and a later volume")
         }

@@ -73,7 +73,7 @@ extension PreallocatedVolumes {
     /// Attaches a zeroed preallocated volume read-write for the import
     /// filling it (this process stays its owner until `finishImport`).
     public func attachForImport(_ volume: VolumeRecord) async throws(ThinError) -> (VolumeRecord, String) {
-        try await sr.attachments.attachVolume(volume.uuid.lowercased, readOnly: false, holder: ProcessClaim.holderName())
+        try await sr.attachments.attach(volume, readOnly: false, holder: ProcessClaim.holderName())
     }
 
     /// The filling is whole: the volume is free for every operation.

@@ -12,7 +12,13 @@ extension SRAttachments {
     public func attachVolume(_ reference: String, readOnly: Bool,
                              inactive: Bool = false) async throws(ThinError) -> (VolumeRecord, path: String) {
         try sr.recovered()
-        let volume = try sr.requireVolume(reference)
+        return try await attach(try sr.requireVolume(reference), readOnly: readOnly, inactive: inactive)
+    }
+
+    /// Attaches the volume a caller resolved after recovery (see `attachVolume`).
+    func attach(_ volume: VolumeRecord, readOnly: Bool,
+                inactive: Bool = false) async throws(ThinError) -> (VolumeRecord, path: String) {
+        try sr.recovered()
         try volume.requireData(to: "be attached")
         try volume.requireNotImporting(to: "be attached")
         let readOnly = readOnly || !volume.readWrite
@@ -43,7 +49,10 @@ extension SRAttachments {
 
     /// Detaches a volume for every holder; detaching a detached volume succeeds.
     public func detachVolume(_ reference: String) throws(ThinError) {
-        let volume = try sr.requireVolume(reference)
+        try detach(try sr.requireVolume(reference))
+    }
+
+    func detach(_ volume: VolumeRecord) throws(ThinError) {
         try deactivate(volume)
         holders(of: volume).clear()
     }

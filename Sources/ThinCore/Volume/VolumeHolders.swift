@@ -71,7 +71,13 @@ extension SRAttachments {
     public func attachVolume(_ reference: String, readOnly: Bool, inactive: Bool = false,
                              holder: String) async throws(ThinError) -> (VolumeRecord, path: String) {
         if holder != ProcessClaim.holderName() { try VolumeHolders.validate(holder) }
-        let volume = try sr.requireVolume(reference)
+        try sr.recovered()
+        return try await attach(try sr.requireVolume(reference), readOnly: readOnly, inactive: inactive, holder: holder)
+    }
+
+    /// Attaches, for `holder`, the volume a caller resolved after recovery.
+    func attach(_ volume: VolumeRecord, readOnly: Bool, inactive: Bool = false,
+                holder: String) async throws(ThinError) -> (VolumeRecord, path: String) {
         let held = holders(of: volume)
         if try devices.info(volume.uuid) == nil {
             // Holders of a device that no longer exists (a reboot, a forced detach) are stale.
@@ -87,7 +93,7 @@ extension SRAttachments {
             throw ThinError(.volumeInUse, "volume \(volume.key) is held by process \(pid) (\(name), \(mode)); wait for it "
                             + "to end or stop it first", parameters: [volume.key])
         }
-        let attached = try await attachVolume(reference, readOnly: readOnly, inactive: inactive)
+        let attached = try await attach(volume, readOnly: readOnly, inactive: inactive)
         try held.add(holder)
         return attached
     }
@@ -98,7 +104,12 @@ extension SRAttachments {
     @discardableResult
     public func detachVolume(_ reference: String, holder: String) throws(ThinError) -> [String] {
         if holder != ProcessClaim.holderName() { try VolumeHolders.validate(holder) }
-        let volume = try sr.requireVolume(reference)
+        return try detach(try sr.requireVolume(reference), holder: holder)
+    }
+
+    /// Lets `holder` of the volume a caller resolved go (see `detachVolume`).
+    @discardableResult
+    func detach(_ volume: VolumeRecord, holder: String) throws(ThinError) -> [String] {
         let held = holders(of: volume)
         let before = held.live()
         // A holder that does not hold the volume changes nothing while others do.

@@ -47,6 +47,9 @@ extension SRVolumes {
         return volume
     }
 
+    /// Keys of the SR's ready volumes (shell completion).
+    public func volumeKeys() throws(ThinError) -> [String] { try catalog.readyKeys() }
+
     public func destroyVolume(_ reference: String) throws(ThinError) {
         // A volume whose filling process died is removed by recovery itself: destroying it then succeeds.
         let beingFilled = try catalog.volume(matching: reference).map { $0.importOwner != nil } ?? false

@@ -109,7 +109,7 @@ extension AttachedSR {
             let every = ExportExtents.whole(size: volume.virtualSize, mapped: [0..<(volume.virtualSize + 511) / 512],
                                             blockBytes: 512)
             guard let base else { return every }
-            let changes = try await lineage.changedBlocks(from: base, to: volume.uuid.lowercased)
+            let changes = try await lineage.changedBlocks(from: try requireVolume(base), to: volume)
             return ExportExtents.incremental(size: volume.virtualSize, changed: changes.extents, whole: every)
         }
         guard let device = try await lineage.mappings(of: [volume.thinID.value]).devices.first else {
@@ -118,7 +118,7 @@ extension AttachedSR {
         let whole = ExportExtents.whole(size: volume.virtualSize, mapped: device.runs.map(\.blocks),
                                         blockBytes: try record.blockSizeBytes)
         guard let base else { return whole }
-        let changes = try await lineage.changedBlocks(from: base, to: volume.uuid.lowercased)
+        let changes = try await lineage.changedBlocks(from: try requireVolume(base), to: volume)
         return ExportExtents.incremental(size: volume.virtualSize, changed: changes.extents, whole: whole)
     }
 
@@ -127,18 +127,20 @@ extension AttachedSR {
     /// and refused while it is attached read-write, because then a guest
     /// may write it under the copy (snapshot it and read the snapshot).
     public func attachForReading(_ reference: String) async throws(ThinError) -> (VolumeRecord, path: String) {
+        try recovered()
         let volume = try requireVolume(reference)
         try volume.requireData(to: "be read")
         if let info = try devices.info(volume.uuid), !info.readOnly {
             throw ThinError(.volumeInUse, "volume \(volume.key) is attached read-write, so a guest may be writing it; "
                             + "snapshot it (thinvdi-snapshot) and read the snapshot", parameters: [volume.key])
         }
-        return try await attachments.attachVolume(volume.uuid.lowercased, readOnly: true, holder: ProcessClaim.holderName())
+        return try await attachments.attach(volume, readOnly: true, holder: ProcessClaim.holderName())
     }
 
     /// Attaches a volume read-write for this process alone (a writable NBD
     /// export): refused for snapshots and while anyone else has it attached.
     public func attachForWriting(_ reference: String) async throws(ThinError) -> (VolumeRecord, path: String) {
+        try recovered()
         let volume = try requireVolume(reference)
         try volume.requireData(to: "be written")
         guard volume.readWrite, volume.kind != .snapshot else {
@@ -146,12 +148,12 @@ extension AttachedSR {
                             + "without --writable, or clone it (thinvdi-clone) and serve the clone")
         }
         try requireDetached(volume, "detach it first: a writable export must be its only user")
-        return try await attachments.attachVolume(volume.uuid.lowercased, readOnly: false, holder: ProcessClaim.holderName())
+        return try await attachments.attach(volume, readOnly: false, holder: ProcessClaim.holderName())
     }
 
     /// Lets this process's hold on a volume go (see `attachForReading`).
     public func releaseHold(_ volume: VolumeRecord) throws(ThinError) {
-        try attachments.detachVolume(volume.uuid.lowercased, holder: ProcessClaim.holderName())
+        try attachments.detach(volume, holder: ProcessClaim.holderName())
     }
 
     // MARK: imports
@@ -172,7 +174,7 @@ extension AttachedSR {
         let volume = try volumes.createVolume(name: name, description: description, sizeBytes: sizeBytes, sharable: false,
                                       importOwner: ProcessClaim.current.ownerMark)
         do {
-            return try await attachments.attachVolume(volume.uuid.lowercased, readOnly: false, holder: ProcessClaim.holderName())
+            return try await attachments.attach(volume, readOnly: false, holder: ProcessClaim.holderName())
         } catch {
             try? abandonImport(volume)
             throw error
@@ -186,7 +188,7 @@ extension AttachedSR {
     public func finishImport(_ volume: VolumeRecord) throws(ThinError) -> (VolumeRecord, detachFailure: ThinError?) {
         try catalog.setImportOwner(nil, volume: volume.uuid)
         var failure: ThinError?
-        do { try attachments.detachVolume(volume.uuid.lowercased) } catch { failure = error }
+        do { try attachments.detach(volume) } catch { failure = error }
         return (try requireVolume(volume.uuid.lowercased), failure)
     }
 
