@@ -3,7 +3,7 @@ import Synchronization
 import Testing
 import ThinDeviceMapper
 import ThinTools
-import ThinLVM
+@testable import ThinLVM
 @testable import ThinCore
 
 @Suite("changed blocks")

@@ -2,7 +2,7 @@ import FoundationEssentials
 import Synchronization
 import Testing
 import ThinDeviceMapper
-import ThinLVM
+@testable import ThinLVM
 @testable import ThinCore
 
 /// Preallocated raw volumes against the doubles: what reaches LVM and the
@@ -118,7 +118,7 @@ struct PreallocatedTests {
         let grown = try attached.requireVolume(volume.key)
         #expect(grown.virtualSize == 10 << 20 && grown.growOwner == nil)
         // A mark whose process is gone is cleared by recovery.
-        try attached.catalog.setGrowOwner("\(System.bootID()) 999999999 1", volume: volume.uuid)
+        try attached.catalog.setOwner("\(System.bootID()) 999999999 1", of: .growing, volume: volume.uuid)
         try attached.preallocated.clearAbandonedGrowths()
         #expect(try attached.requireVolume(volume.key).growOwner == nil)
     }

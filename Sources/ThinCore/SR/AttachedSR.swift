@@ -97,7 +97,7 @@ public final class AttachedSR {
             // failed) the SR still works; thinsr-check reports it. A copy
             // ahead of the catalog stops writers: the catalog lost commits.
             if host.system.isMounted(names.catalogCopyMount) {
-                do { try catalog.attachCopy(at: names.catalogCopyDatabase) } catch {
+                do { try catalog.copy.attach(at: names.catalogCopyDatabase) } catch {
                     catalog.close()
                     throw error
                 }

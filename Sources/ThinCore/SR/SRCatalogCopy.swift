@@ -20,7 +20,7 @@ extension SRLifecycle {
         let summary: CatalogCopySummary
         do {
             summary = try await withScratchCopy(of: .catalogCopy, sr) { copy async throws(ThinError) in
-                let summary = try Catalog.inspectCopy(at: copy)
+                let summary = try CatalogCopy.inspect(at: copy)
                 guard summary.record.uuid == sr.uuid else {
                     throw ThinError(.catalogInconsistent, "the catalog copy belongs to SR \(summary.record.uuid.lowercased)")
                 }
@@ -80,7 +80,7 @@ extension SRLifecycle {
         for suffix in ["-wal", "-shm"] { System.removeFile(database + suffix) }
         System.removeFile(aside)
         let rebuilt = "\(names.rebuildMount)/catalog.db.rebuilt"
-        try Catalog.rebuild(at: rebuilt, fromCopy: copy)
+        try CatalogCopy.rebuild(at: rebuilt, fromCopy: copy)
         FaultInjection.point("catalog-database-written")
         try System.renameDurably(rebuilt, to: database, in: names.rebuildMount)
         FaultInjection.point("catalog-rebuilt")
@@ -132,7 +132,7 @@ extension SRLifecycle {
         let problem: String?
         do {
             let summary = try await withScratchCopy(of: .catalogCopy, sr) { path async throws(ThinError) in
-                try Catalog.inspectCopy(at: path)
+                try CatalogCopy.inspect(at: path)
             }
             if summary.record.uuid == sr.uuid && summary.revision > catalogRevision {
                 return CheckFinding(.catalogBehindCopy, detail: "the catalog is at revision "
@@ -189,7 +189,7 @@ extension SRLifecycle {
             finding.detail += "; thinsr-check --repair \(names.uuidString) rebuilds it"
             return [finding]
         }
-        catalog.detachCopy()
+        catalog.copy.detach()
         try unmountCatalogCopy(names)
         let device = names.mapperPath(.catalogCopy, group: sr.volumeGroup)
         do throws(ThinError) {
@@ -206,7 +206,7 @@ extension SRLifecycle {
             finding.detail += "; could not make it anew (\(error.message))"
             return [finding]
         }
-        finding.repaired = try catalog.attachCopy(at: names.catalogCopyDatabase)
+        finding.repaired = try catalog.copy.attach(at: names.catalogCopyDatabase)
         finding.detail += "; made anew and rebuilt from the catalog"
         return [finding]
     }

@@ -111,7 +111,7 @@ extension SRLifecycle {
                              + "--uuid \(sr.names.uuidString) or remove the SR with thinsr-destroy", repaired: false),
             ])
         }
-        guard sr.attached else { return try await checkDetached(sr, repair: repair, lock: lock) }
+        guard sr.attached else { return try await OfflineCheck(lifecycle: self).checkDetached(sr, repair: repair, lock: lock) }
         let attached = try AttachedSR.open(sr.names, for: .write, lock: lock, host: host)
         defer { attached.close() }
         var report = try await attached.administration.check(repair: repair)

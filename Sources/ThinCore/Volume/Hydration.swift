@@ -225,7 +225,7 @@ extension AttachedSR {
             }
             metaID = id
         }
-        try catalog.setHydrateOwner(ProcessClaim.current.ownerMark, volume: volume.uuid)
+        try catalog.setOwner(ProcessClaim.current.ownerMark, of: .hydrating, volume: volume.uuid)
         if onRead {
             try? System.makeDirectories(names.copyOnReadDirectory)
             try System.writeFile(copyOnReadMark(volume), "")

@@ -139,7 +139,7 @@ extension AttachedSR {
         let messages: [PoolMessage] = volume.hydrateMetaID.map { [.delete($0)] } ?? []
         try transact(messages) { catalog throws(ThinError) in
             try catalog.setHydrateMetaID(nil, volume: volume.uuid)
-            try catalog.setHydrateOwner(nil, volume: volume.uuid)
+            try catalog.setOwner(nil, of: .hydrating, volume: volume.uuid)
             if dropOrigin { try catalog.setOriginTemplate(nil, volume: volume.uuid) }
         }
     }

@@ -78,7 +78,7 @@ extension PreallocatedVolumes {
 
     /// The filling is whole: the volume is free for every operation.
     public func finishFilling(_ volume: VolumeRecord) throws(ThinError) -> VolumeRecord {
-        try catalog.setImportOwner(nil, volume: volume.uuid)
+        try catalog.setOwner(nil, of: .filling, volume: volume.uuid)
         return try sr.requireVolume(volume.uuid.lowercased)
     }
 
@@ -169,7 +169,7 @@ extension PreallocatedVolumes {
             }
             FaultInjection.point("raw-volume-extended")
         }
-        try catalog.setGrowOwner(ProcessClaim.current.ownerMark, volume: volume.uuid)
+        try catalog.setOwner(ProcessClaim.current.ownerMark, of: .growing, volume: volume.uuid)
         return RawGrowth(volume: volume, size: size, path: path, from: volume.virtualSize, to: max(lvBytes, currentBytes))
     }
 
@@ -180,20 +180,20 @@ extension PreallocatedVolumes {
             throw ThinError(.volumeInUse, "\(volume.key) is no longer marked as grown by this process; grow it again",
                             parameters: [volume.key])
         }
-        try catalog.setGrowOwner(nil, volume: volume.uuid)
+        try catalog.setOwner(nil, of: .growing, volume: volume.uuid)
         try sr.volumes.applySize(growth.size, to: volume)
     }
 
     /// A grow that failed or was cancelled: the volume keeps its size (its LV stays larger).
     public func abandonGrowth(_ growth: RawGrowth) throws(ThinError) {
-        try catalog.setGrowOwner(nil, volume: growth.volume.uuid)
+        try catalog.setOwner(nil, of: .growing, volume: growth.volume.uuid)
     }
 
     /// Grow marks whose process is gone are cleared (runs in recovery).
     func clearAbandonedGrowths() throws(ThinError) {
         for volume in try catalog.volumes() where volume.growOwner != nil {
             if ProcessClaim.liveProcess(ofOwner: volume.growOwner) == nil {
-                try catalog.setGrowOwner(nil, volume: volume.uuid)
+                try catalog.setOwner(nil, of: .growing, volume: volume.uuid)
             }
         }
     }

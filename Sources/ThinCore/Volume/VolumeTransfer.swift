@@ -186,7 +186,7 @@ extension AttachedSR {
     /// is detached; a detach that fails (a reader such as udev holding the
     /// device for a moment) keeps the volume and is reported.
     public func finishImport(_ volume: VolumeRecord) throws(ThinError) -> (VolumeRecord, detachFailure: ThinError?) {
-        try catalog.setImportOwner(nil, volume: volume.uuid)
+        try catalog.setOwner(nil, of: .filling, volume: volume.uuid)
         var failure: ThinError?
         do { try attachments.detach(volume) } catch { failure = error }
         return (try requireVolume(volume.uuid.lowercased), failure)
@@ -202,9 +202,9 @@ extension AttachedSR {
     /// Imports whose process is gone (killed, or from before a reboot) are
     /// removed, so no half-filled volume outlives them. Runs in recovery.
     func removeAbandonedImports() throws(ThinError) {
-        for (uuid, owner) in try catalog.importOwners() where ProcessClaim.liveProcess(ofOwner: owner) == nil {
+        for (uuid, owner) in try catalog.owners(of: .filling) where ProcessClaim.liveProcess(ofOwner: owner) == nil {
             guard let volume = try catalog.volume(matching: uuid.lowercased) else {
-                try catalog.setImportOwner(nil, volume: uuid)
+                try catalog.setOwner(nil, of: .filling, volume: uuid)
                 continue
             }
             // An engine the killed import started may still hold the device (it
