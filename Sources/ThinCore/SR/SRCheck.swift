@@ -6,35 +6,20 @@ import ThinTools
 /// output, its JSON and the suites read.
 public enum CheckProblem: String, CaseIterable, Sendable {
     // The pool and its metadata.
-    case poolFailed = "pool-failed"
-    case needsCheck = "needs-check"
-    case metadataDamaged = "metadata-damaged"
-    case metadataNamesUnfinished = "metadata-names-unfinished"
-    case incompleteSR = "incomplete-sr"
+    case poolFailed = "pool-failed", needsCheck = "needs-check", metadataDamaged = "metadata-damaged",
+         metadataNamesUnfinished = "metadata-names-unfinished", incompleteSR = "incomplete-sr"
     // The pool against the catalog.
-    case openTransaction = "open-transaction"
-    case transactionIDMismatch = "transaction-id-mismatch"
-    case leakedThinID = "leaked-thin-id"
-    case missingThinID = "missing-thin-id"
+    case openTransaction = "open-transaction", transactionIDMismatch = "transaction-id-mismatch",
+         leakedThinID = "leaked-thin-id", missingThinID = "missing-thin-id"
     // The catalog and its copy.
-    case catalogMissing = "catalog-missing"
-    case catalogDamaged = "catalog-damaged"
-    case catalogFilesystemDamaged = "catalog-filesystem-damaged"
-    case catalogBehindCopy = "catalog-behind-copy"
-    case catalogCopyMissing = "catalog-copy-missing"
-    case catalogCopyDamaged = "catalog-copy-damaged"
-    case catalogCopyStale = "catalog-copy-stale"
-    // The catalog's rows.
-    case kindDisagrees = "kind-disagrees"
-    case lineageBroken = "lineage-broken"
-    case sizeDisagrees = "size-disagrees"
-    // Raw volumes' LVs.
-    case rawLVMissing = "raw-lv-missing"
-    case rawLVOrphaned = "raw-lv-orphaned"
-    // Volume devices.
-    case orphanDevice = "orphan-device"
-    case deviceUnfinished = "device-unfinished"
-    case deviceDisagrees = "device-disagrees"
+    case catalogMissing = "catalog-missing", catalogDamaged = "catalog-damaged",
+         catalogFilesystemDamaged = "catalog-filesystem-damaged", catalogBehindCopy = "catalog-behind-copy",
+         catalogCopyMissing = "catalog-copy-missing", catalogCopyDamaged = "catalog-copy-damaged",
+         catalogCopyStale = "catalog-copy-stale"
+    // The catalog's rows, raw volumes' LVs, volume devices.
+    case kindDisagrees = "kind-disagrees", lineageBroken = "lineage-broken", sizeDisagrees = "size-disagrees"
+    case rawLVMissing = "raw-lv-missing", rawLVOrphaned = "raw-lv-orphaned"
+    case orphanDevice = "orphan-device", deviceUnfinished = "device-unfinished", deviceDisagrees = "device-disagrees"
 }
 
 /// One problem `thinsr-check` found, and whether `--repair` fixed it.

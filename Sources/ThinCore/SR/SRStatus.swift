@@ -32,6 +32,12 @@ public struct SRStatus: Sendable {
     }
 }
 
+/// The SR as a whole: its status, settings, growth, check and repair, the
+/// pool monitor's watch and rrdd's figures.
+public struct SRAdministration: SRConcern {
+    let sr: AttachedSR
+}
+
 extension SRAdministration {
     /// The record, the pool's status, the volume counts and the space beside
     /// the pool: one catalog read, one pool status, one device list, `lvs` and `vgs`.

@@ -1,6 +1,12 @@
 import ThinTools
 import FoundationEssentials
 
+/// Which state came from which: the lineage tree, changed blocks between
+/// two states, and a snapshot's data destroyed down to its history.
+public struct SRLineage: SRConcern {
+    let sr: AttachedSR
+}
+
 /// One node of the lineage tree, with space figures from `thin_ls`.
 public struct LineageNode: Sendable {
     public var volume: VolumeRecord

@@ -7,6 +7,12 @@ import ThinTrace
 import Glibc
 #endif
 
+/// Preallocated (thick) volumes: plain LVs beside the pool, their zeroing
+/// and growth.
+public struct PreallocatedVolumes: SRConcern {
+    let sr: AttachedSR
+}
+
 /// Preallocated raw volumes: a linear LV beside the pool per volume, zeroed
 /// before first use, shown through the same dm device and link as a thin
 /// volume (a `linear` table over the LV). Its catalog row reserves a thin id

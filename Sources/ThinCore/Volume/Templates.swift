@@ -2,6 +2,11 @@ import FoundationEssentials
 import ThinDeviceMapper
 public import ThinTools
 
+/// Templates: read-only images named by URI that clones read.
+public struct SRTemplates: SRConcern {
+    let sr: AttachedSR
+}
+
 /// Templates: read-only images that live elsewhere, named by URI. A
 /// template's row holds a real, empty thin device that is never activated;
 /// a clone or snapshot of it is `create_snap` of that device (as LVM's

@@ -1,6 +1,11 @@
 import FoundationEssentials
 import ThinDeviceMapper
 
+/// Volumes as block devices: attach, detach, and who holds each.
+public struct SRAttachments: SRConcern {
+    let sr: AttachedSR
+}
+
 /// Attaching and detaching volumes as block devices.
 extension SRAttachments {
     /// Attaches a volume and returns it with its device path. With `inactive`

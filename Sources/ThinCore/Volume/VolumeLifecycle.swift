@@ -4,6 +4,12 @@ import ThinDeviceMapper
 /// A volume's largest size: dm tables are limited to 2^63 bytes of sectors.
 public let maximumVolumeBytes: UInt64 = 1 << 62
 
+/// Creating, destroying, resizing, copying (snapshot, clone, revert) and
+/// viewing thin volumes.
+public struct SRVolumes: SRConcern {
+    let sr: AttachedSR
+}
+
 /// Creating and destroying volumes; each is one pool transaction.
 extension SRVolumes {
     @discardableResult
