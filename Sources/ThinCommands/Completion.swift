@@ -14,7 +14,7 @@ enum Complete {
         for word in words.dropFirst() {
             guard let hit = attached.first(where: { $0.uuid == word || $0.name == word }),
                   let sr = try? AttachedSR.open(hit.uuid, for: .read),
-                  let keys = try? sr.volumeKeys() else { continue }
+                  let keys = try? sr.volumes.volumeKeys() else { continue }
             return keys
         }
         return []

@@ -61,7 +61,7 @@ public struct VDIRevert: VolumeTool {
     public init() {}
 
     public func execute(on sr: AttachedSR) async throws(ThinError) {
-        try sr.revertVolume(volume.vdi, to: snapshot)
+        try sr.volumes.revertVolume(volume.vdi, to: snapshot)
         if output.json { Console.out("null") }
     }
 }
@@ -101,7 +101,7 @@ public struct VDIResize: VolumeTool {
     }
 
     public func execute(on sr: AttachedSR) async throws(ThinError) {
-        try sr.resizeVolume(volume.vdi, to: size.bytes)
+        try sr.volumes.resizeVolume(volume.vdi, to: size.bytes)
         try await printVolume(try sr.requireVolume(volume.vdi), of: sr, json: output.json, quiet: true)
     }
 }
@@ -152,7 +152,7 @@ public struct VDISet: VolumeTool {
 
     public func execute(on sr: AttachedSR) async throws(ThinError) {
         let set = pairs.map { ($0.key, $0.value) } + Array(zip(keys, values))
-        try sr.setMetadata(volume.vdi, name: name, description: description, set: set, unset: [],
+        try sr.volumes.setMetadata(volume.vdi, name: name, description: description, set: set, unset: [],
                            cbt: cbt.map { $0 == .on })
         try await printVolume(try sr.requireVolume(volume.vdi), of: sr, json: output.json, quiet: true)
     }
@@ -173,7 +173,7 @@ public struct VDIUnset: VolumeTool {
     public init() {}
 
     public func execute(on sr: AttachedSR) async throws(ThinError) {
-        try sr.setMetadata(volume.vdi, name: nil, description: nil, set: [], unset: keys)
+        try sr.volumes.setMetadata(volume.vdi, name: nil, description: nil, set: [], unset: keys)
         try await printVolume(try sr.requireVolume(volume.vdi), of: sr, json: output.json, quiet: true)
     }
 }
@@ -228,7 +228,7 @@ public struct VDIChanged: WholeSRTool {
     }
 
     public func execute(on sr: AttachedSR) async throws(ThinError) {
-        let changes = try await sr.changedBlocks(from: from, to: to)
+        let changes = try await sr.lineage.changedBlocks(from: from, to: to)
         if bitmap {
             let bytes = changes.bitmap(offset: offset, length: length < 0 ? nil : UInt64(length))
             return Console.printJSON(BitmapJSON(granularity: ChangedBlocks.granularity,
@@ -266,7 +266,7 @@ public struct VDIDataDestroy: VolumeTool {
     public init() {}
 
     public func execute(on sr: AttachedSR) async throws(ThinError) {
-        let record = try await sr.destroyData(volume.vdi)
+        let record = try await sr.lineage.destroyData(volume.vdi)
         try await printVolume(record, of: sr, json: output.json, quiet: true)
     }
 }
@@ -305,7 +305,7 @@ public struct VDITree: WholeSRTool {
     public init() {}
 
     public func execute(on sr: AttachedSR) async throws(ThinError) {
-        let forest = try await sr.lineage(vdi)
+        let forest = try await sr.lineage.tree(vdi)
         if output.json { return Console.printJSON(forest.map(TreeJSON.init)) }
         func draw(_ node: LineageNode, prefix: String, last: Bool, root: Bool) {
             let volume = node.volume
@@ -356,7 +356,7 @@ public protocol VolumeCopyTool: VolumeTool {
 
 extension VolumeCopyTool {
     public func execute(on sr: AttachedSR) async throws(ThinError) {
-        let copy = try sr.copyVolume(volume.vdi, kind: Self.kind, name: name)
+        let copy = try sr.volumes.copyVolume(volume.vdi, kind: Self.kind, name: name)
         try await printVolume(copy, of: sr, json: output.json)
     }
 }

@@ -16,7 +16,7 @@ public struct SRStat: WholeSRTool {
     public init() {}
 
     public func execute(on sr: AttachedSR) async throws(ThinError) {
-        let stat = SRStatJSON(try sr.status())
+        let stat = SRStatJSON(try sr.administration.status())
         if output.json { return Console.printJSON(stat) }
         let bytes = { (value: UInt64?) in value.map { "\(ByteSize.format($0)) (\($0) bytes)" } ?? "-" }
         Console.fields([
@@ -114,12 +114,12 @@ public struct SRSet: WholeSRTool {
     }
 
     public func execute(on sr: AttachedSR) async throws(ThinError) {
-        if name != nil || description != nil { try sr.setLabel(name: name, description: description) }
-        if let onFull { try sr.setOnFull(onFull) }
+        if name != nil || description != nil { try sr.administration.setLabel(name: name, description: description) }
+        if let onFull { try sr.administration.setOnFull(onFull) }
         if autoextendThreshold != nil || autoextendStep != nil || warningThreshold != nil {
-            try sr.setAutoextend(threshold: autoextendThreshold, step: try step, warning: warningThreshold)
+            try sr.administration.setAutoextend(threshold: autoextendThreshold, step: try step, warning: warningThreshold)
         }
-        if output.json { Console.printJSON(SRStatJSON(try sr.status())) }
+        if output.json { Console.printJSON(SRStatJSON(try sr.administration.status())) }
     }
 }
 
@@ -153,7 +153,7 @@ public struct SRExtend: WholeSRTool {
 
 
     public func execute(on sr: AttachedSR) async throws(ThinError) {
-        let status = try await sr.extend(SRExtendRequest(size: size, devices: devices))
+        let status = try await sr.administration.extend(SRExtendRequest(size: size, devices: devices))
         let stat = SRStatJSON(status)
         if output.json { return Console.printJSON(stat) }
         Console.out("\(stat.uuid): pool data \(ByteSize.format(stat.data_total ?? 0)), metadata "

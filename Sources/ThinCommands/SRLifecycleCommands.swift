@@ -80,7 +80,7 @@ public struct SRCreate: LifecycleTool {
 
 /// Prints an SR: its `thinsr-stat --json` record with --json, else its uuid.
 func printSR(_ sr: AttachedSR, json: Bool) throws(ThinError) {
-    if json { Console.printJSON(SRStatJSON(try sr.status())) } else { Console.out(sr.names.uuidString) }
+    if json { Console.printJSON(SRStatJSON(try sr.administration.status())) } else { Console.out(sr.names.uuidString) }
 }
 
 public struct SRAttach: LifecycleTool {

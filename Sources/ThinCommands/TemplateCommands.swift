@@ -40,7 +40,7 @@ public struct VDIIntroduce: WholeSRTool {
     public init() {}
 
     public func execute(on sr: AttachedSR) async throws(ThinError) {
-        let template = try await sr.introduceTemplate(uri: uri, name: name, description: description,
+        let template = try await sr.templates.introduceTemplate(uri: uri, name: name, description: description,
                                                       declaredFormat: format?.image)
         try await printVolume(template, of: sr, json: output.json)
     }
@@ -63,7 +63,7 @@ public struct VDIForget: VolumeTool {
     public init() {}
 
     public func execute(on sr: AttachedSR) async throws(ThinError) {
-        try sr.forgetTemplate(volume.vdi)
+        try sr.templates.forgetTemplate(volume.vdi)
         if output.json { Console.out("null") }
     }
 }

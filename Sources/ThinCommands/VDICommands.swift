@@ -53,7 +53,7 @@ public struct VDICreate: WholeSRTool {
     }
 
     public func execute(on sr: AttachedSR) async throws(ThinError) {
-        let volume = try sr.createVolume(name: name, description: description, sizeBytes: size.bytes, sharable: sharable)
+        let volume = try sr.volumes.createVolume(name: name, description: description, sizeBytes: size.bytes, sharable: sharable)
         try await printVolume(volume, of: sr, json: output.json)
     }
 }
@@ -81,7 +81,7 @@ public struct VDIDestroy: VolumeTool {
     }
 
     public func execute(on sr: AttachedSR) async throws(ThinError) {
-        try sr.destroyVolume(volume.vdi)
+        try sr.volumes.destroyVolume(volume.vdi)
         if output.json { Console.out("null") }
     }
 }
@@ -99,7 +99,7 @@ public struct VDIStat: VolumeTool {
     public init() {}
 
     public func execute(on sr: AttachedSR) async throws(ThinError) {
-        let view = VolumeJSON(try await sr.view(of: try sr.requireVolume(volume.vdi, allowingTemplate: true)))
+        let view = VolumeJSON(try await sr.volumes.view(of: try sr.requireVolume(volume.vdi, allowingTemplate: true)))
         if output.json { return Console.printJSON(view) }
         let thinID: String = view.thin_id.map { String($0) }
             ?? (view.preallocated ? "none (preallocated: LV \(view.raw_lv ?? "?"))" : "none (its data was destroyed)")
@@ -132,7 +132,7 @@ public struct VDIList: WholeSRTool {
     public init() {}
 
     public func execute(on sr: AttachedSR) async throws(ThinError) {
-        let views = try await sr.volumeViews().map(VolumeJSON.init)
+        let views = try await sr.volumes.volumeViews().map(VolumeJSON.init)
         if output.json { return Console.printJSON(views) }
         Console.table(["KEY", "NAME", "KIND", "SIZE", "USED", "DEVICE"], views.map {
             [$0.key, String($0.name.prefix(40)).split(whereSeparator: \.isNewline).joined(separator: " "), $0.kind,
@@ -174,12 +174,12 @@ public struct VDIAttach: VolumeTool {
 
     public func execute(on sr: AttachedSR) async throws(ThinError) {
         let (attached, path) = if let holder {
-            try await sr.attachVolume(volume.vdi, readOnly: readOnly, inactive: inactive, holder: holder)
+            try await sr.attachments.attachVolume(volume.vdi, readOnly: readOnly, inactive: inactive, holder: holder)
         } else {
-            try await sr.attachVolume(volume.vdi, readOnly: readOnly, inactive: inactive)
+            try await sr.attachments.attachVolume(volume.vdi, readOnly: readOnly, inactive: inactive)
         }
         if output.json {
-            Console.printJSON(VolumeJSON(try await sr.view(of: attached)))
+            Console.printJSON(VolumeJSON(try await sr.volumes.view(of: attached)))
         } else {
             Console.out(path)
         }
@@ -210,12 +210,12 @@ public struct VDIDetach: VolumeTool {
 
     public func execute(on sr: AttachedSR) async throws(ThinError) {
         if let holder {
-            let remaining = try sr.detachVolume(volume.vdi, holder: holder)
+            let remaining = try sr.attachments.detachVolume(volume.vdi, holder: holder)
             if !remaining.isEmpty && !output.json {
                 Console.err("thinvdi-detach: \(volume.vdi) stays attached for \(remaining.joined(separator: ", "))")
             }
         } else {
-            try sr.detachVolume(volume.vdi)
+            try sr.attachments.detachVolume(volume.vdi)
         }
         if output.json { Console.out("null") }
     }
@@ -224,7 +224,7 @@ public struct VDIDetach: VolumeTool {
 /// Prints a volume: its record with --json, else its key (unless `quiet`).
 func printVolume(_ volume: VolumeRecord, of sr: AttachedSR, json: Bool, quiet: Bool = false) async throws(ThinError) {
     if json {
-        Console.printJSON(VolumeJSON(try await sr.view(of: volume)))
+        Console.printJSON(VolumeJSON(try await sr.volumes.view(of: volume)))
     } else if !quiet {
         Console.out(volume.key)
     }

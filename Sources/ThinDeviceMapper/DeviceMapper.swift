@@ -6,28 +6,17 @@ import ThinTrace
 import Glibc
 #endif
 
-/// What the kernel reports about one device-mapper device.
+/// What the kernel reports about one device-mapper device (made here
+/// alone; the core's recording double builds it through `@testable import`).
 public struct DeviceInfo: Equatable, Sendable {
     public var name: String
     public var major: UInt32
     public var minor: UInt32
-    public var openCount: Int32
-    public var suspended: Bool
-    public var readOnly: Bool
-    public var hasLiveTable: Bool
-    public var targetCount: Int32
-
-    public init(name: String, major: UInt32, minor: UInt32, openCount: Int32 = 0, suspended: Bool = false,
-                readOnly: Bool = false, hasLiveTable: Bool = true, targetCount: Int32 = 1) {
-        self.name = name
-        self.major = major
-        self.minor = minor
-        self.openCount = openCount
-        self.suspended = suspended
-        self.readOnly = readOnly
-        self.hasLiveTable = hasLiveTable
-        self.targetCount = targetCount
-    }
+    public var openCount: Int32 = 0
+    public var suspended = false
+    public var readOnly = false
+    public var hasLiveTable = true
+    public var targetCount: Int32 = 1
 }
 
 /// Which udev rules run for a device. Pool and internal devices are hidden

@@ -1,7 +1,31 @@
+/// What a device-mapper device's two names share: a string the kernel
+/// limits, checked once when the value is made (`init?(rawValue:)`, which
+/// each type implements with its own rule).
+public protocol DeviceMapperIdentifier: RawRepresentable, Hashable, Sendable, CustomStringConvertible
+    where RawValue == String {
+    /// What the kernel calls it, for the message of a programming error.
+    static var kind: String { get }
+}
+
+extension DeviceMapperIdentifier {
+    /// Nil for a value the kernel refuses.
+    public init?(validating text: String) { self.init(rawValue: text) }
+
+    /// A value built by a pattern known to be valid (thinsr's own names and
+    /// uuids); an invalid one is a programming error.
+    public init(_ text: String) {
+        guard let valid = Self(rawValue: text) else { preconditionFailure("invalid device-mapper \(Self.kind) \"\(text)\"") }
+        self = valid
+    }
+
+    public var description: String { rawValue }
+}
+
 /// A device-mapper device name, and where its node is. This is the one
 /// place the project spells the node directory: every path of a dm device
 /// (thinsr's own and LVM's `<vg>-<lv>`) and of the control node is made here.
-public struct DmName: Hashable, Comparable, Sendable, CustomStringConvertible {
+public struct DmName: DeviceMapperIdentifier, Comparable {
+    public static let kind = "name"
     /// The directory of device-mapper's nodes (and of its control node).
     static let nodeDirectory = "/dev/mapper"
     /// The control node every device-mapper ioctl goes through.
@@ -14,15 +38,8 @@ public struct DmName: Hashable, Comparable, Sendable, CustomStringConvertible {
 
     /// Nil for a name the kernel refuses: empty, longer than 127 bytes,
     /// containing `/` or a NUL, or `.`/`..` (the node would not be a node).
-    public init?(validating name: String) {
+    public init?(rawValue name: String) {
         guard Self.isValid(name) else { return nil }
-        rawValue = name
-    }
-
-    /// A name built by a pattern known to be valid (thinsr's own names);
-    /// an invalid one is a programming error.
-    public init(_ name: String) {
-        precondition(Self.isValid(name), "invalid device-mapper name \"\(name)\"")
         rawValue = name
     }
 
@@ -44,33 +61,25 @@ public struct DmName: Hashable, Comparable, Sendable, CustomStringConvertible {
     /// The device's node, `<node directory>/<name>`.
     public var path: String { "\(Self.nodeDirectory)/\(rawValue)" }
 
-    public var description: String { rawValue }
     public static func < (lhs: DmName, rhs: DmName) -> Bool { lhs.rawValue < rhs.rawValue }
 }
 
 /// A device-mapper device's uuid: the kernel's second, unchanging name
 /// (thinsr's `THINSR-<sr>-...`, LVM's `LVM-...`), set once at create.
-public struct DmUuid: Hashable, Sendable, CustomStringConvertible {
+public struct DmUuid: DeviceMapperIdentifier {
+    public static let kind = "uuid"
     /// dm-ioctl.h's DM_UUID_LEN (129) less its terminating NUL.
     public static let maximumBytes = 128
 
     public let rawValue: String
 
     /// Nil for a uuid the kernel refuses: empty, longer than 128 bytes, or containing a NUL.
-    public init?(validating uuid: String) {
+    public init?(rawValue uuid: String) {
         guard Self.isValid(uuid) else { return nil }
-        rawValue = uuid
-    }
-
-    /// A uuid built by a pattern known to be valid; an invalid one is a programming error.
-    public init(_ uuid: String) {
-        precondition(Self.isValid(uuid), "invalid device-mapper uuid \"\(uuid)\"")
         rawValue = uuid
     }
 
     public static func isValid(_ uuid: String) -> Bool {
         !uuid.utf8.isEmpty && uuid.utf8.count <= maximumBytes && !uuid.utf8.contains(0)
     }
-
-    public var description: String { rawValue }
 }

@@ -1,23 +1,14 @@
 import FoundationEssentials
 
-/// A volume group as `vgs` reports it.
+/// A volume group as `vgs` reports it. Reports are made in this module
+/// alone (the core's tests build them through `@testable import`).
 public struct VolumeGroupReport: Equatable, Sendable {
     public var name: String
     public var sizeBytes: UInt64
     public var freeBytes: UInt64
     public var extentBytes: UInt64
     public var tags: [String]
-    public var systemID: String
-
-    public init(name: String, sizeBytes: UInt64, freeBytes: UInt64, extentBytes: UInt64, tags: [String],
-                systemID: String = "") {
-        self.name = name
-        self.sizeBytes = sizeBytes
-        self.freeBytes = freeBytes
-        self.extentBytes = extentBytes
-        self.tags = tags
-        self.systemID = systemID
-    }
+    public var systemID: String = ""
 }
 
 /// A logical volume as `lvs` reports it.
@@ -31,28 +22,12 @@ public struct LogicalVolumeReport: Equatable, Sendable {
     public var mapperPath: String
     /// The LVM system ID of the LV's VG: the host that owns it, or empty.
     public var systemID: String = ""
-
-    public init(volumeGroup: String, name: String, sizeBytes: UInt64, tags: [String], active: Bool,
-                mapperPath: String, systemID: String = "") {
-        self.volumeGroup = volumeGroup
-        self.name = name
-        self.sizeBytes = sizeBytes
-        self.tags = tags
-        self.active = active
-        self.mapperPath = mapperPath
-        self.systemID = systemID
-    }
 }
 
 /// A physical volume as `pvs` reports it.
 public struct PhysicalVolumeReport: Equatable, Sendable {
     public var device: String
     public var volumeGroup: String
-
-    public init(device: String, volumeGroup: String) {
-        self.device = device
-        self.volumeGroup = volumeGroup
-    }
 }
 
 public enum LVMFailure: Error, CustomStringConvertible {

@@ -197,7 +197,7 @@ public enum ImageInspector {
     /// nil for a protocol name (`nbd:...`), which is never a file.
     private static func resolve(_ backing: String, relativeTo image: String) -> String? {
         if backing.hasPrefix("/") { return backing }
-        return backing.contains(":") ? nil : directory(of: image) + "/" + backing
+        return backing.contains(":") ? nil : PathText.directory(of: image) + "/" + backing
     }
 
     private static func isRegularFile(_ path: String) -> Bool {
@@ -208,10 +208,5 @@ public enum ImageInspector {
     static func isBlockDevice(_ path: String) -> Bool {
         var info = stat()
         return stat(path, &info) == 0 && (info.st_mode & S_IFMT) == S_IFBLK
-    }
-
-    private static func directory(of path: String) -> String {
-        guard let slash = path.lastIndex(of: "/") else { return "." }
-        return slash == path.startIndex ? "/" : String(path[..<slash])
     }
 }

@@ -54,11 +54,6 @@ public struct FilesystemCheckResult: Sendable, Equatable {
     public var exitStatus: Int32
     public var output: String
 
-    public init(exitStatus: Int32, output: String) {
-        self.exitStatus = exitStatus
-        self.output = output
-    }
-
     /// No errors (0), or errors corrected (1, 2).
     public var usable: Bool { exitStatus >= 0 && exitStatus <= 2 }
     public var clean: Bool { exitStatus == 0 }
@@ -75,11 +70,6 @@ public struct ThinTools: HelperPrograms {
     public struct CheckResult: Equatable, Sendable {
         public var clean: Bool
         public var report: String
-
-        public init(clean: Bool, report: String) {
-            self.clean = clean
-            self.report = report
-        }
     }
 
     public func checkMetadata(device: String, metadataSnapshot: Bool,

@@ -158,7 +158,7 @@ struct CatalogCopyTests {
         let catalog = try Catalog.create(path: mainPath, record: SRRecord(
             uuid: UUID(), name: "store", description: "d", mode: .beNice, volumeGroup: "vg",
             blockSizeBytes: 65536, transactionID: 0, nextThinID: 1, createdAt: 1_700_000_000))
-        try catalog.attachCopy(at: copyPath)
+        try catalog.copy.attach(at: copyPath)
         return catalog
     }
 
@@ -171,7 +171,7 @@ struct CatalogCopyTests {
 
     /// Every row of the catalog, as a rebuild must reproduce it.
     func contents(_ catalog: Catalog) throws -> [String] {
-        try Catalog.copiedTables.flatMap { table in
+        try CatalogCopy.copiedTables.flatMap { table in
             try catalog.database.query("SELECT * FROM main.\(table) ORDER BY 1, 2").map { "\(table) \($0)" }
         }
     }
@@ -194,13 +194,13 @@ struct CatalogCopyTests {
         try catalog.setState(.destroying, volume: parent)
         try catalog.settle(PendingTransaction(from: 0, messages: [.delete(20)]))   // a cascade of key deletes
         try catalog.setSRLabel(name: "store2", description: "again")
-        #expect(try catalog.copyIsCurrent())
+        #expect(try catalog.copy.isCurrent())
         let before = try contents(catalog)
         catalog.close()
 
         let rebuilt = "\(directory)/rebuilt.db"
-        try Catalog.rebuild(at: rebuilt, fromCopy: copyPath)
-        let summary = try Catalog.inspectCopy(at: copyPath)
+        try CatalogCopy.rebuild(at: rebuilt, fromCopy: copyPath)
+        let summary = try CatalogCopy.inspect(at: copyPath)
         #expect(summary.volumeCount == 19 && summary.record.name == "store2")
         let again = try Catalog(path: rebuilt)
         #expect(try contents(again) == before)
@@ -212,28 +212,28 @@ struct CatalogCopyTests {
     func staleCopy() throws {
         let catalog = try makeCatalog()
         try catalog.insert(volume("a", thinID: 1))
-        catalog.detachCopy()
+        catalog.copy.detach()
         try catalog.insert(volume("b", thinID: 2))   // as if the copy's commit was lost
         let rows = try contents(catalog)
         catalog.close()
 
         let reopened = try Catalog(path: mainPath)
         try reopened.database.query("ATTACH DATABASE ? AS copy", [.text(copyPath)])
-        #expect(try reopened.copyIsCurrent() == false)
+        #expect(try reopened.copy.isCurrent() == false)
         try reopened.database.execute("DETACH DATABASE copy")
-        try reopened.attachCopy(at: copyPath)
-        #expect(try reopened.copyIsCurrent())
+        try reopened.copy.attach(at: copyPath)
+        #expect(try reopened.copy.isCurrent())
         reopened.close()
-        try Catalog.rebuild(at: "\(directory)/r1.db", fromCopy: copyPath)
+        try CatalogCopy.rebuild(at: "\(directory)/r1.db", fromCopy: copyPath)
         #expect(try contents(try Catalog(path: "\(directory)/r1.db")) == rows)
 
         try System.writeFile(copyPath, String(repeating: "not a database ", count: 400))
         for suffix in ["-wal", "-shm"] { System.removeFile(copyPath + suffix) }
         let third = try Catalog(path: mainPath)
-        try third.attachCopy(at: copyPath)
-        #expect(try third.copyIsCurrent())
+        try third.copy.attach(at: copyPath)
+        #expect(try third.copy.isCurrent())
         third.close()
-        try Catalog.rebuild(at: "\(directory)/r2.db", fromCopy: copyPath)
+        try CatalogCopy.rebuild(at: "\(directory)/r2.db", fromCopy: copyPath)
         #expect(try contents(try Catalog(path: "\(directory)/r2.db")) == rows)
     }
 
@@ -255,7 +255,7 @@ struct CatalogCopyTests {
         // The catalog lost its last commit (its log), the copy has it.
         let older = try Catalog(path: mainPath)
         try older.database.execute("UPDATE sr SET revision = revision - 1")
-        #expect(throws: ThinError.self) { try older.attachCopy(at: copyPath) }
+        #expect(throws: ThinError.self) { try older.copy.attach(at: copyPath) }
         #expect(!older.copyAttached)
         older.close()
         #expect(try copyRows() == rows)
@@ -266,7 +266,7 @@ struct CatalogCopyTests {
         #expect(pwrite(descriptor, garbage, garbage.count, 4096) == garbage.count)
         close(descriptor)
         let damaged = try Catalog(path: mainPath)
-        #expect(try damaged.attachCopy(at: copyPath) == false)
+        #expect(try damaged.copy.attach(at: copyPath) == false)
         damaged.close()
         #expect(try copyRows() == rows)
 
@@ -286,8 +286,8 @@ struct CatalogCopyTests {
         try catalog.insert(volume("b", thinID: 2))
         #expect(!catalog.copyAttached)
         #expect(try catalog.volumes().map(\.key) == ["a", "b"])
-        #expect(try catalog.attachCopy(at: copyPath), "the next writer rebuilds it")
-        #expect(try catalog.copyIsCurrent())
+        #expect(try catalog.copy.attach(at: copyPath), "the next writer rebuilds it")
+        #expect(try catalog.copy.isCurrent())
     }
 
     @Test("a damaged copy is refused for a rebuild")
@@ -296,7 +296,7 @@ struct CatalogCopyTests {
         try catalog.insert(volume("a", thinID: 1))
         catalog.close()
         try System.writeFile(copyPath, "garbage")
-        #expect(throws: ThinError.self) { try Catalog.inspectCopy(at: copyPath) }
-        #expect(throws: ThinError.self) { try Catalog.rebuild(at: "\(directory)/r.db", fromCopy: copyPath) }
+        #expect(throws: ThinError.self) { try CatalogCopy.inspect(at: copyPath) }
+        #expect(throws: ThinError.self) { try CatalogCopy.rebuild(at: "\(directory)/r.db", fromCopy: copyPath) }
     }
 }

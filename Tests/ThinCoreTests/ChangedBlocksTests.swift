@@ -3,7 +3,7 @@ import Synchronization
 import Testing
 import ThinDeviceMapper
 import ThinTools
-import ThinLVM
+@testable import ThinLVM
 @testable import ThinCore
 
 @Suite("changed blocks")
@@ -61,7 +61,7 @@ struct ChangedBlocksTests {
         let legacy = record("l", source: volume, since: nil)
         var all = Dictionary(uniqueKeysWithValues: [volume, s1, s2, clone, other, foreign, legacy].map { ($0.uuid, $0) })
         let derives = { (later: VolumeRecord, earlier: VolumeRecord) in
-            (try? AttachedSR.requireDerives(later, from: earlier, volumes: all)) != nil
+            (try? SRLineage.requireDerives(later, from: earlier, volumes: all)) != nil
         }
         #expect(derives(volume, s1) && derives(s2, s1) && derives(clone, s1) && derives(clone, s2))
         #expect(!derives(s1, s2), "a later snapshot is not an earlier state of an older one")
@@ -97,8 +97,8 @@ struct DataDestroyTests {
         let sr = try TestSR()
         let open = try sr.open()
         defer { open.close() }
-        let volume = try open.createVolume(name: "disk", description: "", sizeBytes: 1 << 20, sharable: false)
-        let snapshot = try open.copyVolume(volume.key, kind: .snapshot, name: "s1")
+        let volume = try open.volumes.createVolume(name: "disk", description: "", sizeBytes: 1 << 20, sharable: false)
+        let snapshot = try open.volumes.copyVolume(volume.key, kind: .snapshot, name: "s1")
         sr.programs.state.withLock { state in
             state.mappings[snapshot.thinID.value] = ThinDeviceMappings(
                 deviceID: snapshot.thinID.value, creationTime: 4, runs: [.init(begin: 0, length: 3, time: 1)])
@@ -106,22 +106,22 @@ struct DataDestroyTests {
                 deviceID: volume.thinID.value, creationTime: 0,
                 runs: [.init(begin: 0, length: 1, time: 1), .init(begin: 2, length: 1, time: 5)])
         }
-        let destroyed = try await open.destroyData(snapshot.key)
+        let destroyed = try await open.lineage.destroyData(snapshot.key)
         #expect(destroyed.dataDestroyed && destroyed.changeBase == ChangeBase(creationTime: 4, mapped: [0..<3]))
         #expect(sr.deviceMapper.calls.contains(sr.message("delete \(snapshot.thinID)")))
         #expect(!(try open.catalog.referencedThinIDs().contains(snapshot.thinID)), "the pool no longer holds it")
         #expect(try open.catalog.reservedThinIDs().contains(snapshot.thinID), "but no new device may take its id")
         // Block 1 was discarded since (mapped in s1 only), block 2 rewritten (time 5 >= 4).
-        let changes = try await open.changedBlocks(from: snapshot.key, to: volume.key)
+        let changes = try await open.lineage.changedBlocks(from: snapshot.key, to: volume.key)
         #expect(changes.extents.map(\.offset) == [65536] && changes.extents.map(\.length) == [2 * 65536])
         #expect(!sr.programs.calls.contains { $0.hasPrefix("thin_dump") && $0.contains("[\(snapshot.thinID.value),") },
                 "the destroyed snapshot's device is not dumped again")
-        _ = try await open.destroyData(snapshot.key)   // again: nothing changes
+        _ = try await open.lineage.destroyData(snapshot.key)   // again: nothing changes
         #expect(sr.deviceMapper.calls.filter { $0 == sr.message("delete \(snapshot.thinID)") }.count == 1)
-        await #expect(throws: ThinError.self) { try await open.attachVolume(snapshot.key, readOnly: true) }
-        #expect(throws: ThinError.self) { try open.copyVolume(snapshot.key, kind: .clone, name: nil) }
-        await #expect(throws: ThinError.self) { try await open.destroyData(volume.key) }
-        try open.destroyVolume(snapshot.key)
+        await #expect(throws: ThinError.self) { try await open.attachments.attachVolume(snapshot.key, readOnly: true) }
+        #expect(throws: ThinError.self) { try open.volumes.copyVolume(snapshot.key, kind: .clone, name: nil) }
+        await #expect(throws: ThinError.self) { try await open.lineage.destroyData(volume.key) }
+        try open.volumes.destroyVolume(snapshot.key)
         #expect(try open.catalog.volume(matching: snapshot.key) == nil)
     }
 }
@@ -136,10 +136,10 @@ struct CatalogGrowthTests {
     func growth() {
         let mib: UInt64 = 1 << 20
         // 32 MiB and 64 MiB LVs, whose ext4 offers about 25 and 55 MiB, more than half used.
-        #expect(AttachedSR.catalogGrowth(lv(32 * mib), space: (25 * mib, 2 * mib), extent: 4 * mib) == 32 * mib)
-        #expect(AttachedSR.catalogGrowth(lv(64 * mib), space: (55 * mib, 20 * mib), extent: 4 * mib) == 64 * mib)
-        #expect(AttachedSR.catalogGrowth(lv(64 * mib), space: (55 * mib, 40 * mib), extent: 4 * mib) == 0, "under half full")
-        #expect(AttachedSR.catalogGrowth(lv(64 * mib), space: (25 * mib, 2 * mib), extent: 4 * mib) == 0,
+        #expect(SRAdministration.catalogGrowth(lv(32 * mib), space: (25 * mib, 2 * mib), extent: 4 * mib) == 32 * mib)
+        #expect(SRAdministration.catalogGrowth(lv(64 * mib), space: (55 * mib, 20 * mib), extent: 4 * mib) == 64 * mib)
+        #expect(SRAdministration.catalogGrowth(lv(64 * mib), space: (55 * mib, 40 * mib), extent: 4 * mib) == 0, "under half full")
+        #expect(SRAdministration.catalogGrowth(lv(64 * mib), space: (25 * mib, 2 * mib), extent: 4 * mib) == 0,
                 "the LV doubled but resize2fs has not run yet")
     }
 }

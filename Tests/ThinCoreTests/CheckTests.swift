@@ -3,7 +3,7 @@ import Synchronization
 import Testing
 import ThinLVM
 import ThinDeviceMapper
-import ThinTools
+@testable import ThinTools
 @testable import ThinCore
 
 /// `thinsr-check`'s branches on an attached SR (through the metadata

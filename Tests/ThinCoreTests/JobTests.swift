@@ -2,7 +2,7 @@ import FoundationEssentials
 import Testing
 import Synchronization
 import ThinDeviceMapper
-import ThinLVM
+@testable import ThinLVM
 import ThinTools
 #if canImport(Glibc)
 import Glibc
@@ -49,7 +49,7 @@ struct JobBench {
     func holders(of volume: VolumeRecord? = nil) throws -> [String] {
         let open = try sr.open(.read)
         defer { open.close() }
-        return open.volumeHolders(volume ?? self.volume)
+        return open.attachments.volumeHolders(volume ?? self.volume)
     }
 
     func attached(_ volume: VolumeRecord? = nil) -> Bool {
@@ -73,7 +73,7 @@ struct ExportJobTests {
     func exportHoldsThenReleases() async throws {
         let bench = try JobBench()
         bench.system.state.withLock { $0.fractions = [0.5, 1] }
-        let process = VolumeHolders.process()
+        let process = ProcessClaim.holderName()
         bench.system.whileRunning {
             // While the engine runs: attached read-only for this process, the device open, the extent list written.
             #expect((try? bench.holders()) == [process])
@@ -182,7 +182,7 @@ struct ExportJobTests {
         #expect(refused?.code == .volumeInUse)
         #expect(bench.system.calls.isEmpty)
         #expect(bench.attached() && bench.sr.deviceMapper.device(bench.sr.names.volumeDevice(bench.volume.uuid).name)?.readOnly == false)
-        #expect(try !bench.holders().contains(VolumeHolders.process()))
+        #expect(try !bench.holders().contains(ProcessClaim.holderName()))
     }
 
     @Test("to standard output: nbdcopy with its progress on stderr, nothing renamed or recorded")
@@ -205,7 +205,7 @@ struct ServeJobTests {
         let pidFile = "\(bench.directory)/serve.pid"
         bench.system.whileRunning {
             #expect(System.readFile(pidFile) == "\(getpid())\n")
-            #expect((try? bench.holders()) == [VolumeHolders.process()])
+            #expect((try? bench.holders()) == [ProcessClaim.holderName()])
         }
         try await ServeJob(bench.context).run(bench.serve()) { uri in announced.withLock { $0.append(uri) } }
         #expect(announced.withLock { $0 } == ["nbd+unix:///disk?socket=\(bench.directory)/nbd.sock"])
@@ -231,17 +231,17 @@ struct ServeJobTests {
     @Test("another process's read lease is shared: a writable server is refused, and the device stays after ours")
     func readersShareWritersWait() async throws {
         let bench = try JobBench()
-        let other = VolumeHolders.process(1)   // init: a live process other than this one
+        let other = ProcessClaim.holderName(1)   // init: a live process other than this one
         let open = try bench.sr.open()
         // As that process's own lease leaves it: attached read-only, its holder beside the device.
-        _ = try await open.attachVolume("disk", readOnly: true)
-        try open.holders(of: bench.volume).add(other)
+        _ = try await open.attachments.attachVolume("disk", readOnly: true)
+        try open.attachments.holders(of: bench.volume).add(other)
         open.close()
         let refused = await #expect(throws: ThinError.self) {
             try await ServeJob(bench.context).run(bench.serve(writable: true)) { _ in }
         }
         #expect(refused?.code == .volumeInUse && bench.system.calls.isEmpty)
-        let process = VolumeHolders.process()
+        let process = ProcessClaim.holderName()
         bench.system.whileRunning { #expect((try? bench.holders()) == [other, process].sorted()) }
         _ = try await ExportJob(bench.context).run(bench.export())
         #expect(try bench.holders() == [other] && bench.attached(), "the other reader still holds it")
@@ -249,18 +249,18 @@ struct ServeJobTests {
         let closing = try bench.sr.open()
         defer { closing.close() }
         // That process ends: its holder goes, and a detach removes the device.
-        closing.holders(of: bench.volume).remove(other)
-        try closing.detachVolume("disk")
+        closing.attachments.holders(of: bench.volume).remove(other)
+        try closing.attachments.detachVolume("disk")
         try bench.expectReleased()
     }
 
     @Test("a dead process's lease does not count: its holder is dropped and the attach is kept as a plain one")
     func deadProcessLease() async throws {
         let bench = try JobBench()
-        let dead = VolumeHolders.process(999_999_999)
+        let dead = ProcessClaim.holderName(999_999_999)
         let open = try bench.sr.open()
-        _ = try await open.attachVolume("disk", readOnly: true)
-        try open.holders(of: bench.volume).add(dead)
+        _ = try await open.attachments.attachVolume("disk", readOnly: true)
+        try open.attachments.holders(of: bench.volume).add(dead)
         open.close()
         _ = try await ExportJob(bench.context).run(bench.export())
         #expect(try bench.holders() == [VolumeHolders.unnamed] && bench.attached(),
@@ -333,14 +333,14 @@ struct ImportJobTests {
         let dead = try bench.sr.addVolume("dead", thinID: 2)
         let live = try bench.sr.addVolume("live", thinID: 3)
         let catalog = try bench.sr.catalog()
-        try catalog.setImportOwner("\(System.bootID()) 999999999 1", volume: dead.uuid)
-        try catalog.setImportOwner(AttachedSR.importOwner(), volume: live.uuid)
+        try catalog.setOwner("\(System.bootID()) 999999999 1", of: .filling, volume: dead.uuid)
+        try catalog.setOwner(ProcessClaim.current.ownerMark, of: .filling, volume: live.uuid)
         catalog.close()
         let open = try bench.sr.open()
         defer { open.close() }
         _ = try open.recovered()
         #expect(try open.catalog.volume(matching: "dead") == nil)
-        #expect(try open.catalog.volume(matching: "live")?.importOwner == AttachedSR.importOwner())
+        #expect(try open.catalog.volume(matching: "live")?.importOwner == ProcessClaim.current.ownerMark)
     }
 }
 

@@ -3,7 +3,7 @@ import Synchronization
 import Testing
 import ThinDeviceMapper
 import ThinLVM
-import ThinTools
+@testable import ThinTools
 @testable import ThinCore
 
 /// Attach and detach against the doubles: the order of their effects, and

@@ -91,9 +91,9 @@ struct PlatformTests {
 @Suite("offline hydration", .serialized)
 struct OfflineHydrationTests {
     func cloneOfTemplate(_ sr: TestSR, _ attached: AttachedSR) async throws -> (VolumeRecord, VolumeRecord) {
-        let template = try await attached.introduceTemplate(uri: "file://\(TemplateTests.image)", name: nil,
+        let template = try await attached.templates.introduceTemplate(uri: "file://\(TemplateTests.image)", name: nil,
                                                             description: "", format: nil)
-        return (template, try attached.copyVolume(template.key, kind: .clone, name: "vm1"))
+        return (template, try attached.volumes.copyVolume(template.key, kind: .clone, name: "vm1"))
     }
 
     func withoutClone(_ sr: TestSR) {
@@ -136,7 +136,7 @@ struct OfflineHydrationTests {
             _ = try await attached.hydratesOffline(clone.key, onRead: false)
         }
         #expect(whileAttached?.code == .notAvailable && whileAttached?.message.contains("detach it") == true)
-        let plain = try attached.createVolume(name: "plain", description: "", sizeBytes: 1 << 20, sharable: false)
+        let plain = try attached.volumes.createVolume(name: "plain", description: "", sizeBytes: 1 << 20, sharable: false)
         #expect(try await attached.hydratesOffline(plain.key, onRead: false) == false)
     }
 

@@ -2,7 +2,7 @@ import FoundationEssentials
 import Synchronization
 import Testing
 import ThinDeviceMapper
-import ThinLVM
+@testable import ThinLVM
 @testable import ThinCore
 
 /// Preallocated raw volumes against the doubles: what reaches LVM and the
@@ -18,8 +18,8 @@ struct PreallocatedTests {
 
     /// A zeroed preallocated volume named db, released for use.
     func makeRaw(_ attached: AttachedSR, bytes: UInt64) throws -> VolumeRecord {
-        try attached.finishFilling(
-            try attached.beginPreallocatedVolume(name: "db", description: "", sizeBytes: bytes, sharable: false))
+        try attached.preallocated.finishFilling(
+            try attached.preallocated.beginPreallocatedVolume(name: "db", description: "", sizeBytes: bytes, sharable: false))
     }
 
     @Test("a create records the row first, then makes a tagged LV of whole extents; its device is linear over it")
@@ -28,7 +28,7 @@ struct PreallocatedTests {
         withGroup(sr, freeBytes: 1 << 30)
         let attached = try sr.open()
         defer { attached.close() }
-        let volume = try attached.beginPreallocatedVolume(name: "db", description: "", sizeBytes: 10 << 20 | 1,
+        let volume = try attached.preallocated.beginPreallocatedVolume(name: "db", description: "", sizeBytes: 10 << 20 | 1,
                                                           sharable: false)
         let lv = sr.names.rawLV(volume.uuid)
         #expect(volume.rawLV == lv && volume.virtualSize == (10 << 20) + 512)
@@ -43,7 +43,7 @@ struct PreallocatedTests {
         let table = attached.devices.table(for: stored)
         #expect(table.targetType == .linear && table.parameters == "\(Paths.mapperPath(group: TestSR.group, volume: lv)) 0")
         #expect(table.lengthSectors == stored.virtualSize / 512)
-        #expect(try attached.finishFilling(stored).importOwner == nil)
+        #expect(try attached.preallocated.finishFilling(stored).importOwner == nil)
     }
 
     @Test("more than the VG's free extents is refused before any row or LV is made")
@@ -53,7 +53,7 @@ struct PreallocatedTests {
         let attached = try sr.open()
         defer { attached.close() }
         let error = #expect(throws: ThinError.self) {
-            try attached.beginPreallocatedVolume(name: "big", description: "", sizeBytes: 9 << 20, sharable: false)
+            try attached.preallocated.beginPreallocatedVolume(name: "big", description: "", sizeBytes: 9 << 20, sharable: false)
         }
         #expect(error?.code == .noSpace)
         #expect(!sr.lvm.calls.contains { $0.hasPrefix("lvcreate") })
@@ -68,16 +68,16 @@ struct PreallocatedTests {
         defer { attached.close() }
         let volume = try makeRaw(attached, bytes: 4 << 20)
         let refusals = [
-            #expect(throws: ThinError.self) { try attached.copyVolume(volume.key, kind: .snapshot, name: nil) },
-            #expect(throws: ThinError.self) { try attached.copyVolume(volume.key, kind: .clone, name: nil) },
+            #expect(throws: ThinError.self) { try attached.volumes.copyVolume(volume.key, kind: .snapshot, name: nil) },
+            #expect(throws: ThinError.self) { try attached.volumes.copyVolume(volume.key, kind: .clone, name: nil) },
             #expect(throws: ThinError.self) {
-                try attached.setMetadata(volume.key, name: nil, description: nil, set: [], unset: [], cbt: true)
+                try attached.volumes.setMetadata(volume.key, name: nil, description: nil, set: [], unset: [], cbt: true)
             },
         ]
         for refusal in refusals {
             #expect(refusal?.code == .invalidArgument && refusal?.message.contains("preallocated raw volume") == true)
         }
-        try attached.destroyVolume(volume.key)
+        try attached.volumes.destroyVolume(volume.key)
         #expect(sr.lvm.calls.contains("lvremove [\"\(sr.names.rawLV(volume.uuid))\"]"))
         #expect(try attached.catalog.volumes(includingUnfinished: true).isEmpty)
     }
@@ -109,17 +109,17 @@ struct PreallocatedTests {
         let attached = try sr.open()
         defer { attached.close() }
         let volume = try makeRaw(attached, bytes: 6 << 20)
-        let growth = try #require(try attached.beginResize(volume.key, to: 10 << 20))
+        let growth = try #require(try attached.volumes.beginResize(volume.key, to: 10 << 20))
         #expect(sr.lvm.calls.contains("lvextend \(TestSR.group)/\(sr.names.rawLV(volume.uuid))"))
         #expect(growth.from == 6 << 20 && growth.to == 12 << 20 && growth.size == 10 << 20)
         #expect(try attached.requireVolume(volume.key).virtualSize == 6 << 20)   // not until finishGrowth
         #expect(try attached.requireVolume(volume.key).growOwner != nil)
-        try attached.finishGrowth(growth)
+        try attached.preallocated.finishGrowth(growth)
         let grown = try attached.requireVolume(volume.key)
         #expect(grown.virtualSize == 10 << 20 && grown.growOwner == nil)
         // A mark whose process is gone is cleared by recovery.
-        try attached.catalog.setGrowOwner("\(System.bootID()) 999999999 1", volume: volume.uuid)
-        try attached.clearAbandonedGrowths()
+        try attached.catalog.setOwner("\(System.bootID()) 999999999 1", of: .growing, volume: volume.uuid)
+        try attached.preallocated.clearAbandonedGrowths()
         #expect(try attached.requireVolume(volume.key).growOwner == nil)
     }
 

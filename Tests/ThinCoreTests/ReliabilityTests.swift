@@ -36,9 +36,9 @@ struct ReliabilityTests {
         #expect(CheckReport.compareIDs(pool: [1], catalog: [1], repairable: true).isEmpty)
         var report = CheckReport(srUUID: UUID(), attached: true, metadata: "clean", findings: [])
         #expect(report.outcome == .clean)
-        report.findings = [CheckFinding(problem: "a", detail: "", repaired: true)]
+        report.findings = [CheckFinding(.leakedThinID, detail: "", repaired: true)]
         #expect(report.outcome == .repaired)
-        report.findings.append(CheckFinding(problem: "b", detail: "", repaired: false))
+        report.findings.append(CheckFinding(.missingThinID, detail: "", repaired: false))
         #expect(report.outcome == .damaged)
     }
 

@@ -22,7 +22,7 @@ struct TemplateTests {
     }()
 
     func introduce(_ attached: AttachedSR) async throws -> VolumeRecord {
-        try await attached.introduceTemplate(uri: "file://\(Self.image)", name: nil, description: "", format: nil)
+        try await attached.templates.introduceTemplate(uri: "file://\(Self.image)", name: nil, description: "", format: nil)
     }
 
     @Test("introduce records a read-only template with a real, empty thin device; only some operations apply")
@@ -36,12 +36,12 @@ struct TemplateTests {
         #expect(try attached.catalog.referencedThinIDs().contains(template.thinID))
         #expect(sr.deviceMapper.calls.contains { $0.contains("create_thin \(template.thinID)") })
         for attempt in [{ _ = try attached.requireVolume(template.key) },
-                        { try attached.destroyVolume(template.key) },
-                        { try attached.resizeVolume(template.key, to: 8 << 20) }] as [() throws -> Void] {
+                        { try attached.volumes.destroyVolume(template.key) },
+                        { try attached.volumes.resizeVolume(template.key, to: 8 << 20) }] as [() throws -> Void] {
             let error = #expect(throws: ThinError.self) { try attempt() }
             #expect(error?.code == .volumeIsTemplate && error?.code.exitStatus == 7)
         }
-        await #expect(throws: ThinError.self) { _ = try await attached.attachVolume(template.key, readOnly: true) }
+        await #expect(throws: ThinError.self) { _ = try await attached.attachments.attachVolume(template.key, readOnly: true) }
         #expect(try attached.requireVolume(template.key, allowingTemplate: true).uuid == template.uuid)
     }
 
@@ -51,24 +51,24 @@ struct TemplateTests {
         let attached = try sr.open()
         defer { attached.close() }
         let template = try await introduce(attached)
-        let clone = try attached.copyVolume(template.key, kind: .clone, name: "vm1")
+        let clone = try attached.volumes.copyVolume(template.key, kind: .clone, name: "vm1")
         #expect(clone.originTemplate == template.uuid && clone.readWrite)
         #expect(sr.deviceMapper.calls.contains { $0.contains("create_snap \(clone.thinID) \(template.thinID)") })
-        let snapshot = try attached.copyVolume(clone.key, kind: .snapshot, name: "vm1-s")
+        let snapshot = try attached.volumes.copyVolume(clone.key, kind: .snapshot, name: "vm1-s")
         #expect(snapshot.originTemplate == template.uuid)
         let table = attached.devices.table(for: snapshot)
         let thin = try #require(ThinTable(parameters: table.parameters))
         #expect(thin.externalOrigin == sr.names.originDevice(template.uuid).path && thin.deviceID == snapshot.thinID)
         #expect(attached.devices.thinTable(for: clone, withOrigin: false).parameters.split(separator: " ").count == 2)
-        let refused = #expect(throws: ThinError.self) { try attached.forgetTemplate(template.key) }
+        let refused = #expect(throws: ThinError.self) { try attached.templates.forgetTemplate(template.key) }
         #expect(refused?.code == .volumeInUse && refused?.parameters == [template.key, clone.key, snapshot.key])
-        try attached.destroyVolume(snapshot.key)
-        try attached.destroyVolume(clone.key)
-        try attached.forgetTemplate(template.key)
+        try attached.volumes.destroyVolume(snapshot.key)
+        try attached.volumes.destroyVolume(clone.key)
+        try attached.templates.forgetTemplate(template.key)
         #expect(try attached.catalog.volume(matching: template.key) == nil)
         #expect(sr.deviceMapper.calls.contains { $0.contains("delete \(template.thinID)") })
-        let notTemplate = try attached.createVolume(name: "plain", description: "", sizeBytes: 1 << 20, sharable: false)
-        #expect(throws: ThinError.self) { try attached.forgetTemplate(notTemplate.key) }
+        let notTemplate = try attached.volumes.createVolume(name: "plain", description: "", sizeBytes: 1 << 20, sharable: false)
+        #expect(throws: ThinError.self) { try attached.templates.forgetTemplate(notTemplate.key) }
     }
 
     @Test("bad URIs are refused before anything is made")
@@ -78,7 +78,7 @@ struct TemplateTests {
         defer { attached.close() }
         for uri in ["no-scheme", "http://example/x.qcow2", "file:///no/such/image.qcow2"] {
             await #expect(throws: ThinError.self) {
-                _ = try await attached.introduceTemplate(uri: uri, name: nil, description: "", format: nil)
+                _ = try await attached.templates.introduceTemplate(uri: uri, name: nil, description: "", format: nil)
             }
         }
         #expect(try attached.catalog.volumes(includingUnfinished: true).isEmpty)
@@ -100,8 +100,8 @@ struct TemplateTests {
         #expect(try SchemeScripts.scheme(of: "NBD+unix:///x?socket=/s") == "nbd+unix")
         #expect(throws: ThinError.self) { try SchemeScripts.scheme(of: "/srv/x.qcow2") }
         #expect(throws: ThinError.self) { try SchemeScripts.scheme(of: "1ab://x") }
-        #expect(AttachedSR.templateName("file:///srv/images/debian-12.qcow2") == "debian-12.qcow2")
-        #expect(AttachedSR.templateName("nbd+unix:///?socket=/run/x.sock") == "template")
+        #expect(SRTemplates.templateName("file:///srv/images/debian-12.qcow2") == "debian-12.qcow2")
+        #expect(SRTemplates.templateName("nbd+unix:///?socket=/run/x.sock") == "template")
         let progress = try #require(HydrationProgress(status: "8 72/4096 128 300/512 4 2 no_hydration no_discard_passdown 2 hydration_threshold 64 rw"))
         #expect(progress.hydratedRegions == 300 && progress.totalRegions == 512 && !progress.isComplete)
         #expect(HydrationProgress(status: "Fail") == nil)

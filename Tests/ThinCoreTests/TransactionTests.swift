@@ -23,7 +23,7 @@ struct TransactionTests {
     func success() throws {
         let sr = try TestSR()
         let open = try sr.open()
-        let volume = try open.createVolume(name: "a", description: "", sizeBytes: 1 << 20, sharable: false)
+        let volume = try open.volumes.createVolume(name: "a", description: "", sizeBytes: 1 << 20, sharable: false)
         #expect(sr.poolMessages == ["create_thin 1", "set_transaction_id 0 1"])
         #expect(sr.poolThinIDs == [1] && sr.poolTransactionID == 1)
         let catalog = try sr.catalog()
@@ -37,7 +37,7 @@ struct TransactionTests {
     func refusedCreate() throws {
         let sr = try TestSR()
         sr.deviceMapper.fail(sr.message("create_thin 1"), .noSpace)
-        #expect { try sr.open().createVolume(name: "a", description: "", sizeBytes: 1 << 20, sharable: false) }
+        #expect { try sr.open().volumes.createVolume(name: "a", description: "", sizeBytes: 1 << 20, sharable: false) }
             throws: { ($0 as? ThinError)?.message.contains("pool message \"create_thin 1\" failed") == true }
         #expect(sr.poolMessages == ["create_thin 1"])
         #expect(sr.poolThinIDs.isEmpty && sr.poolTransactionID == 0)
@@ -78,7 +78,7 @@ struct TransactionTests {
     func interruptedCreate() throws {
         let sr = try TestSR()
         sr.deviceMapper.fail(sr.message("set_transaction_id 0 1"))
-        #expect { try sr.open().createVolume(name: "a", description: "", sizeBytes: 1 << 20, sharable: false) }
+        #expect { try sr.open().volumes.createVolume(name: "a", description: "", sizeBytes: 1 << 20, sharable: false) }
             throws: { ($0 as? ThinError)?.message.contains("cannot set the pool's transaction id") == true }
         #expect(sr.poolThinIDs == [1] && sr.openTransaction != nil)
         sr.deviceMapper.clearCalls()
@@ -104,7 +104,7 @@ struct TransactionTests {
         let a = try sr.addVolume("a", thinID: 1)
         let b = try sr.addVolume("b", thinID: 2, kind: .snapshot, parent: a.uuid)
         let c = try sr.addVolume("c", thinID: 3, kind: .clone, parent: b.uuid)
-        try sr.open().destroyVolume("b")
+        try sr.open().volumes.destroyVolume("b")
         #expect(sr.poolMessages == ["delete 2", "set_transaction_id 0 1"])
         #expect(try sr.catalog().volume(matching: "c")?.parentUUID == a.uuid)
         #expect(try sr.catalog().volume(matching: "b") == nil && c.parentUUID == b.uuid)
@@ -115,7 +115,7 @@ struct TransactionTests {
         let sr = try TestSR()
         let volume = try sr.addVolume("v", thinID: 1)
         try sr.addVolume("s", thinID: 2, kind: .snapshot, parent: volume.uuid, size: 1 << 20)
-        try sr.open().revertVolume("v", to: "s")
+        try sr.open().volumes.revertVolume("v", to: "s")
         #expect(sr.poolMessages == ["create_snap 3 2", "delete 1", "set_transaction_id 0 1"])
         let reverted = try #require(try sr.catalog().volume(matching: "v"))
         #expect(reverted.thinID == 3 && reverted.virtualSize == 1 << 20 && reverted.uuid == volume.uuid)
@@ -130,15 +130,15 @@ struct TransactionTests {
         let late = try sr.addVolume("late", thinID: 3, kind: .snapshot, parent: volume.uuid)
         // "early" was taken while the volume read the template; "late" after a hydration dropped it.
         try sr.catalog().setOriginTemplate(template, volume: early.uuid)
-        try sr.open().revertVolume("v", to: "early")
+        try sr.open().volumes.revertVolume("v", to: "early")
         #expect(try sr.catalog().volume(matching: "v")?.originTemplate == template)
-        try sr.open().revertVolume("v", to: "late")
+        try sr.open().volumes.revertVolume("v", to: "late")
         #expect(try sr.catalog().volume(matching: "v")?.originTemplate == nil)
         // Rolled back (the pool never took the messages): the volume keeps what it had.
         try sr.catalog().setOriginTemplate(template, volume: volume.uuid)
         let current = try #require(try sr.catalog().volume(matching: "v")).thinID
         sr.deviceMapper.fail(sr.message("create_snap \(current.value + 1) 3"))
-        #expect(throws: ThinError.self) { try sr.open().revertVolume("v", to: "late") }
+        #expect(throws: ThinError.self) { try sr.open().volumes.revertVolume("v", to: "late") }
         #expect(try sr.catalog().volume(matching: "v")?.originTemplate == template)
     }
 
@@ -155,14 +155,14 @@ struct TransactionTests {
         for (target, snapshot) in [("v", "foreign"), ("v", "of-clone"), ("v", "clone"), ("clone", "foreign"),
                                    ("v", "other")] {
             let before = try sr.catalog().volumes()
-            #expect(throws: ThinError.self) { try sr.open().revertVolume(target, to: snapshot) }
+            #expect(throws: ThinError.self) { try sr.open().volumes.revertVolume(target, to: snapshot) }
             #expect(try sr.catalog().volumes() == before)
         }
         #expect(sr.poolMessages.isEmpty)
         // Its own snapshots (transitively) and, for a clone, the snapshot it came from.
-        try sr.open().revertVolume("v", to: "own-of-own")
-        try sr.open().revertVolume("clone", to: "own")
-        try sr.open().revertVolume("clone", to: "of-clone")
+        try sr.open().volumes.revertVolume("v", to: "own-of-own")
+        try sr.open().volumes.revertVolume("clone", to: "own")
+        try sr.open().volumes.revertVolume("clone", to: "of-clone")
         #expect(sr.poolMessages.filter { $0.hasPrefix("create_snap") } == ["create_snap 8 3", "create_snap 9 2",
                                                                              "create_snap 10 7"])
     }
@@ -174,15 +174,15 @@ struct TransactionTests {
         try sr.addVolume("before", thinID: 2, kind: .snapshot, parent: origin.uuid, createdAt: 20)
         try sr.addVolume("c", thinID: 3, kind: .clone, parent: origin.uuid, createdAt: 30)
         try sr.addVolume("after", thinID: 4, kind: .snapshot, parent: origin.uuid, createdAt: 40)
-        #expect(throws: ThinError.self) { try sr.open().revertVolume("c", to: "after") }
-        try sr.open().revertVolume("c", to: "before")
+        #expect(throws: ThinError.self) { try sr.open().volumes.revertVolume("c", to: "after") }
+        try sr.open().volumes.revertVolume("c", to: "before")
         #expect(sr.poolMessages.first == "create_snap 5 2")
     }
 
     @Test("a revert to an attached snapshot suspends it around create_snap only")
     func revertSuspendsAttachedSnapshot() throws {
         let (sr, device) = try volumeWithAttachedSnapshot()
-        try sr.open().revertVolume("v", to: "s")
+        try sr.open().volumes.revertVolume("v", to: "s")
         let calls = sr.deviceMapper.calls
         let suspend = try #require(calls.firstIndex(of: "suspend \(device)"))
         let resume = try #require(calls.firstIndex(of: "resume \(device)"))
@@ -304,9 +304,9 @@ struct RecoveryTests {
         let sr = try TestSR()
         let open = try sr.open()
         sr.deviceMapper.fail(sr.message("set_transaction_id 0 1"))
-        #expect(throws: ThinError.self) { try open.createVolume(name: "a", description: "", sizeBytes: 1 << 20, sharable: false) }
+        #expect(throws: ThinError.self) { try open.volumes.createVolume(name: "a", description: "", sizeBytes: 1 << 20, sharable: false) }
         sr.deviceMapper.clearCalls()
-        try open.createVolume(name: "b", description: "", sizeBytes: 1 << 20, sharable: false)
+        try open.volumes.createVolume(name: "b", description: "", sizeBytes: 1 << 20, sharable: false)
         // The open create is undone first (delete 1); ids are not reused at once (next id is a hint that only grows).
         #expect(sr.poolMessages == ["delete 1", "create_thin 2", "set_transaction_id 0 1"])
         #expect(try sr.catalog().volumes().map(\.key) == ["b"])
@@ -334,8 +334,8 @@ struct RecoveryTests {
     func once() throws {
         let sr = try TestSR()
         let open = try sr.open()
-        try open.createVolume(name: "a", description: "", sizeBytes: 1 << 20, sharable: false)
-        try open.createVolume(name: "b", description: "", sizeBytes: 1 << 20, sharable: false)
+        try open.volumes.createVolume(name: "a", description: "", sizeBytes: 1 << 20, sharable: false)
+        try open.volumes.createVolume(name: "b", description: "", sizeBytes: 1 << 20, sharable: false)
         #expect(sr.deviceMapper.calls.filter { $0.hasPrefix("status ") }.count == 1)
         #expect(sr.poolMessages == ["create_thin 1", "set_transaction_id 0 1", "create_thin 2", "set_transaction_id 1 2"])
     }
@@ -345,7 +345,7 @@ struct RecoveryTests {
         let sr = try TestSR()
         let open = try sr.open()
         #expect(sr.deviceMapper.calls.isEmpty && sr.lvm.calls.isEmpty)
-        try open.createVolume(name: "a", description: "", sizeBytes: 1 << 20, sharable: false)
+        try open.volumes.createVolume(name: "a", description: "", sizeBytes: 1 << 20, sharable: false)
         #expect(sr.deviceMapper.calls == ["status \(sr.names.poolDevice)", sr.message("create_thin 1"),
                                           sr.message("set_transaction_id 0 1")])
         #expect(sr.lvm.calls.isEmpty)
@@ -423,7 +423,7 @@ struct DeviceRecoveryTests {
         let sr = try TestSR()
         let (_, device) = try sr.addAttachedVolume("origin", thinID: 1)
         sr.watchMarker()
-        try sr.open().copyVolume("origin", kind: .snapshot, name: nil)
+        try sr.open().volumes.copyVolume("origin", kind: .snapshot, name: nil)
         #expect(sr.markerPresent(at: "suspend \(device)") == true)
         #expect(sr.markerPresent(at: "resume \(device)") == true)
         let calls = sr.deviceMapper.calls
@@ -438,7 +438,7 @@ struct DeviceRecoveryTests {
     func suspendFails() throws {
         let (sr, device) = try volumeWithAttachedSnapshot()
         sr.deviceMapper.fail("suspend \(device)")
-        #expect(throws: ThinError.self) { try sr.open().revertVolume("v", to: "s") }
+        #expect(throws: ThinError.self) { try sr.open().volumes.revertVolume("v", to: "s") }
         #expect(sr.openTransaction == nil && sr.poolMessages.isEmpty)
         try sr.open().recovered()
         let reverted = try sr.catalog().volume(matching: "v")
@@ -450,7 +450,7 @@ struct DeviceRecoveryTests {
         let sr = try TestSR()
         let (_, device) = try sr.addAttachedVolume("origin", thinID: 1)
         sr.deviceMapper.fail("resume \(device)")
-        #expect { try sr.open().copyVolume("origin", kind: .snapshot, name: nil) }
+        #expect { try sr.open().volumes.copyVolume("origin", kind: .snapshot, name: nil) }
             throws: { ($0 as? ThinError)?.message.hasPrefix("the snapshot was made, but origin could not be resumed") == true }
         #expect(sr.deviceMapper.device(device)?.suspended == true && System.exists(sr.names.devicesChangingMarker))
         // The snapshot is whole: its transaction completed before the failure was reported.
@@ -464,7 +464,7 @@ struct DeviceRecoveryTests {
         let sr = try TestSR()
         let (_, device) = try sr.addAttachedVolume("v", thinID: 1, size: 1 << 20)
         sr.watchMarker()
-        try sr.open().resizeVolume("v", to: 2 << 20)
+        try sr.open().volumes.resizeVolume("v", to: 2 << 20)
         #expect(sr.markerPresent(at: "reload \(device)") == true)
         #expect(sr.deviceMapper.calls.filter { $0.hasSuffix(device) }.suffix(2) == ["reload \(device)", "resume \(device)"])
         #expect(sr.deviceMapper.device(device)?.table.first?.lengthSectors == 4096)

@@ -68,17 +68,17 @@ struct TransferTests {
         defer { _ = try? FileManagerFree.removeTree(root) }
         let holders = VolumeHolders(names: SRNames(uuid: UUID()), volume: UUID(), runDirectory: root)
         try holders.add("5")
-        try holders.add(VolumeHolders.process())
-        try holders.add(VolumeHolders.process(999_999_999))   // no such process
-        #expect(holders.live() == ["5", VolumeHolders.process()].sorted())
+        try holders.add(ProcessClaim.holderName())
+        try holders.add(ProcessClaim.holderName(999_999_999))   // no such process
+        #expect(holders.live() == ["5", ProcessClaim.holderName()].sorted())
         holders.remove("5")
-        holders.remove(VolumeHolders.process())
+        holders.remove(ProcessClaim.holderName())
         #expect(holders.live().isEmpty)
     }
 
     @Test("the import owner names this boot, pid and start time")
     func importOwner() {
-        let fields = AttachedSR.importOwner().split(separator: " ")
+        let fields = ProcessClaim.current.ownerMark.split(separator: " ")
         #expect(fields.count == 3)
         #expect(fields[1] == "\(getpid())")
         #expect(String(fields[0]) == System.bootID() && !fields[0].isEmpty)

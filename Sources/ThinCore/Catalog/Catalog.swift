@@ -25,6 +25,17 @@ final class Catalog {
     /// Closes the connection (the last close checkpoints and removes the WAL).
     func close() { database.close() }
 
+    /// The catalog has its SR record and passes `PRAGMA quick_check`.
+    func mainIsSound() -> Bool {
+        guard (try? srRecord()) != nil else { return false }
+        return (try? database.query("PRAGMA main.quick_check").first?.text(0)) == "ok"
+    }
+
+    /// The catalog's revision: how many commits it has taken.
+    func revision() throws(ThinError) -> Int64 {
+        try database.query("SELECT revision FROM sr").first?.int(0) ?? 0
+    }
+
     /// Runs `body` in one SQLite transaction, committed if it returns; inside
     /// one already open, it is part of that. Every change to the catalog runs
     /// in one, and each advances the SR record's revision, by which a writer
@@ -45,7 +56,7 @@ final class Catalog {
             // A failing copy (full, read-only, I/O errors) must not stop the
             // catalog: without it the revisions differ, so the next writer
             // rebuilds it, and thinsr-check reports it meanwhile.
-            detachCopy()
+            copy.detach()
             return try commit()
         }
     }

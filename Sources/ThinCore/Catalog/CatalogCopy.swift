@@ -8,7 +8,17 @@
 /// catalog is lost, `thinsr-check --repair` rebuilds it from the copy,
 /// losing at most the commit in flight (which no pool message followed:
 /// messages are sent only after their transaction's record committed).
+/// The catalog's copy, reached through the open catalog (`catalog.copy`).
+struct CatalogCopy {
+    let catalog: Catalog
+    private var database: Database { catalog.database }
+}
+
 extension Catalog {
+    var copy: CatalogCopy { CatalogCopy(catalog: self) }
+}
+
+extension CatalogCopy {
     /// The tables the copy holds, parents first (the order a rebuild inserts them in).
     static let copiedTables = ["sr", "volume", "volume_key", "pending"]
     static let copySchema = "copy"
@@ -33,67 +43,61 @@ extension Catalog {
     /// catalog from it. Throws only when the copy is ahead: the catalog lost
     /// commits, and no writer may go on from it.
     @discardableResult
-    func attachCopy(at path: String) throws(ThinError) -> Bool {
-        var state = openCopy(at: path)
+    func attach(at path: String) throws(ThinError) -> Bool {
+        var state = open(at: path)
         if case .ahead(let catalogRevision, let copyRevision) = state {
-            detachCopy()
+            detach()
             throw ThinError(.catalogInconsistent, "the catalog is at revision \(catalogRevision) but its copy at "
                             + "\(copyRevision): the catalog lost commits; detach the SR and run thinsr-check --repair, "
                             + "which rebuilds it from the copy")
         }
-        guard state == .current || mainIsSound() else {
-            detachCopy()
+        guard state == .current || catalog.mainIsSound() else {
+            detach()
             return false
         }
         do throws(ThinError) {
             if state == .unreadable {
-                detachCopy()
+                detach()
                 for suffix in ["", "-wal", "-shm"] { System.removeFile(path + suffix) }
-                state = openCopy(at: path)
+                state = open(at: path)
                 guard state != .unreadable else { throw ThinError(.backendFailure, "cannot make the catalog copy \(path)") }
             }
-            if state != .current { try refreshCopy() }
-            try installCopyTriggers()
+            if state != .current { try refresh() }
+            try installTriggers()
             return true
         } catch {
-            detachCopy()
+            detach()
             return false
         }
     }
 
     /// ATTACH (making the file when there is none) and the copy's state.
-    private func openCopy(at path: String) -> CopyState {
+    private func open(at path: String) -> CopyState {
         do throws(ThinError) {
             if !System.exists(path) { try Database(path: path, create: true).close() }
             try database.query("ATTACH DATABASE ? AS \(Self.copySchema)", [.text(path)])
-            copyAttached = true
+            catalog.copyAttached = true
             try database.execute("PRAGMA copy.journal_mode=WAL; PRAGMA copy.synchronous=FULL")
-            return try copyState()
+            return try state()
         } catch {
             return .unreadable
         }
     }
 
-    /// The catalog has its SR record and passes `PRAGMA quick_check`.
-    func mainIsSound() -> Bool {
-        guard (try? srRecord()) != nil else { return false }
-        return (try? database.query("PRAGMA main.quick_check").first?.text(0)) == "ok"
-    }
-
-    func detachCopy() {
-        guard copyAttached else { return }
+    func detach() {
+        guard catalog.copyAttached else { return }
         for table in Self.copiedTables {
             for event in ["insert", "update", "delete"] {
                 try? database.execute("DROP TRIGGER IF EXISTS temp.copy_\(table)_\(event)")
             }
         }
         try? database.execute("DETACH DATABASE \(Self.copySchema)")
-        copyAttached = false
+        catalog.copyAttached = false
     }
 
     /// The attached copy against the catalog: its revision, then its columns.
-    func copyState() throws(ThinError) -> CopyState {
-        let catalogRevision = try revision()
+    func state() throws(ThinError) -> CopyState {
+        let catalogRevision = try catalog.revision()
         let tables = try database.query("SELECT name FROM copy.sqlite_master WHERE type = 'table'").compactMap { $0.text(0) }
         guard tables.contains("copy_sr"),
               let copyRevision = try database.query("SELECT revision FROM copy.copy_sr").first?.int(0) else { return .stale }
@@ -106,15 +110,10 @@ extension Catalog {
     }
 
     /// The copy holds the catalog's columns and revision.
-    func copyIsCurrent() throws(ThinError) -> Bool { try copyState() == .current }
-
-    /// The catalog's revision: how many commits it has taken.
-    func revision() throws(ThinError) -> Int64 {
-        try database.query("SELECT revision FROM sr").first?.int(0) ?? 0
-    }
+    func isCurrent() throws(ThinError) -> Bool { try state() == .current }
 
     /// Remakes the copy's tables from the catalog's, in one transaction of the copy.
-    func refreshCopy() throws(ThinError) {
+    func refresh() throws(ThinError) {
         try database.transaction { () throws(ThinError) in
             for table in Self.copiedTables {
                 let columns = try columns(of: table, in: "main")
@@ -133,7 +132,7 @@ extension Catalog {
 
     /// One TEMP trigger per table and change: the change repeated on the copy.
     /// (Trigger bodies name tables unqualified; only the copy has `copy_*`.)
-    private func installCopyTriggers() throws(ThinError) {
+    private func installTriggers() throws(ThinError) {
         for table in Self.copiedTables {
             let columns = try columns(of: table, in: "main")
             let names = columns.map { Self.quoted($0.name) }
@@ -180,19 +179,19 @@ struct CatalogCopySummary: Equatable {
     var volumeCount: Int
 }
 
-extension Catalog {
+extension CatalogCopy {
     /// Reads and checks the copy at `path` (a detached SR's, copied to tmpfs):
     /// it must pass `PRAGMA integrity_check` and hold an SR record.
-    static func inspectCopy(at path: String) throws(ThinError) -> CatalogCopySummary {
-        let scratch = try Catalog(memoryAttaching: path)
+    static func inspect(at path: String) throws(ThinError) -> CatalogCopySummary {
+        let scratch = try memoryCatalog(attaching: path)
         defer { scratch.close() }
         let problems = try scratch.database.query("PRAGMA copy.integrity_check").compactMap { $0.text(0) }
         guard problems == ["ok"] else {
             throw ThinError(.catalogInconsistent, "the catalog copy fails integrity_check: "
                             + problems.prefix(3).joined(separator: "; "))
         }
-        try scratch.database.execute(schema)
-        try scratch.copyRows(from: Self.copySchema)
+        try scratch.database.execute(Catalog.schema)
+        try scratch.copy.copyRows(from: Self.copySchema)
         return CatalogCopySummary(record: try scratch.srRecord(), revision: try scratch.revision(),
                                   volumeCount: try scratch.volumes(includingUnfinished: true).count)
     }
@@ -205,8 +204,8 @@ extension Catalog {
         defer { catalog.close() }
         try catalog.database.query("ATTACH DATABASE ? AS \(copySchema)", [.text(copyPath)])
         try catalog.database.transaction { () throws(ThinError) in
-            try catalog.database.execute(schema)
-            try catalog.copyRows(from: copySchema)
+            try catalog.database.execute(Catalog.schema)
+            try catalog.copy.copyRows(from: copySchema)
         }
         try catalog.database.execute("DETACH DATABASE \(copySchema)")
         guard try catalog.integrityProblems().isEmpty else {
@@ -216,9 +215,13 @@ extension Catalog {
     }
 
     /// An in-memory catalog with the copy at `path` (a scratch copy) attached.
-    private convenience init(memoryAttaching path: String) throws(ThinError) {
-        try self.init(path: ":memory:", create: true)
-        try database.query("ATTACH DATABASE ? AS \(Self.copySchema)", [.text(path)])
+    private static func memoryCatalog(attaching path: String) throws(ThinError) -> Catalog {
+        let catalog = try Catalog(path: ":memory:", create: true)
+        do { try catalog.database.query("ATTACH DATABASE ? AS \(copySchema)", [.text(path)]) } catch {
+            catalog.close()
+            throw error
+        }
+        return catalog
     }
 
     /// Inserts the attached copy's rows into this catalog's (empty) tables,

@@ -112,14 +112,6 @@ extension Catalog {
         Set(try database.query("SELECT raw_lv FROM volume WHERE raw_lv IS NOT NULL").compactMap { $0.text(0) })
     }
 
-    /// Marks a preallocated volume as being grown by `owner`, or clears the mark (nil).
-    func setGrowOwner(_ owner: String?, volume: UUID) throws(ThinError) {
-        try transaction { () throws(ThinError) in
-            try database.query("UPDATE volume SET grow_owner = ? WHERE uuid = ?",
-                               [owner.map { .text($0) } ?? .null, .text(volume.lowercased)])
-        }
-    }
-
     /// Volumes (in any state) whose external origin is `template`'s image.
     func dependents(ofTemplate template: UUID) throws(ThinError) -> [String] {
         try database.query("SELECT key FROM volume WHERE origin_template = ? AND data_destroyed = 0 ORDER BY key",
@@ -134,27 +126,11 @@ extension Catalog {
         }
     }
 
-    /// Marks a volume as being hydrated by `owner`, or clears the mark.
-    func setHydrateOwner(_ owner: String?, volume: UUID) throws(ThinError) {
-        try transaction { () throws(ThinError) in
-            try database.query("UPDATE volume SET hydrate_owner = ? WHERE uuid = ?",
-                               [owner.map { .text($0) } ?? .null, .text(volume.lowercased)])
-        }
-    }
-
     /// Records a volume's external origin (nil: hydrated, it needs none).
     func setOriginTemplate(_ template: UUID?, volume: UUID) throws(ThinError) {
         try transaction { () throws(ThinError) in
             try database.query("UPDATE volume SET origin_template = ? WHERE uuid = ?",
                                [template.map { .text($0.lowercased) } ?? .null, .text(volume.lowercased)])
-        }
-    }
-
-    /// Volumes a hydration process marked, with their owners.
-    func hydrateOwners() throws(ThinError) -> [(volume: UUID, owner: String)] {
-        try database.query("SELECT uuid, hydrate_owner FROM volume WHERE hydrate_owner IS NOT NULL").compactMap { row in
-            guard let uuid = row.text(0).flatMap(UUID.init(uuidString:)), let owner = row.text(1) else { return nil }
-            return (uuid, owner)
         }
     }
 
@@ -187,23 +163,6 @@ extension Catalog {
         try transaction { () throws(ThinError) in
             try database.query("UPDATE volume SET pending_data_destroy = 1, cbt_time = ?, cbt_map = ? WHERE uuid = ?",
                                [.integer(Int64(base.creationTime)), .text(base.text), .text(volume.lowercased)])
-        }
-    }
-
-    /// Marks a volume as being filled by an import (`owner`: boot id and
-    /// pid), or clears the mark (nil) once the import is whole.
-    func setImportOwner(_ owner: String?, volume: UUID) throws(ThinError) {
-        try transaction { () throws(ThinError) in
-            try database.query("UPDATE volume SET import_owner = ? WHERE uuid = ?",
-                               [owner.map { .text($0) } ?? .null, .text(volume.lowercased)])
-        }
-    }
-
-    /// Volumes an import is filling, with their owners.
-    func importOwners() throws(ThinError) -> [(volume: UUID, owner: String)] {
-        try database.query("SELECT uuid, import_owner FROM volume WHERE import_owner IS NOT NULL").compactMap { row in
-            guard let uuid = row.text(0).flatMap(UUID.init(uuidString:)), let owner = row.text(1) else { return nil }
-            return (uuid, owner)
         }
     }
 
@@ -241,6 +200,40 @@ extension Catalog {
     func unsetKey(_ key: String, volume: UUID) throws(ThinError) {
         try transaction { () throws(ThinError) in
             try database.query("DELETE FROM volume_key WHERE volume_uuid = ? AND k = ?", [.text(volume.lowercased), .text(key)])
+        }
+    }
+
+    /// Marks a volume as claimed by a process for `work` (its owner mark,
+    /// see `ProcessClaim`), or clears the mark (nil) once the work is whole.
+    func setOwner(_ owner: String?, of work: VolumeWork, volume: UUID) throws(ThinError) {
+        try transaction { () throws(ThinError) in
+            try database.query("UPDATE volume SET \(work.column) = ? WHERE uuid = ?",
+                               [owner.map { .text($0) } ?? .null, .text(volume.lowercased)])
+        }
+    }
+
+    /// Volumes a process claimed for `work`, with their owner marks.
+    func owners(of work: VolumeWork) throws(ThinError) -> [(volume: UUID, owner: String)] {
+        try database.query("SELECT uuid, \(work.column) FROM volume WHERE \(work.column) IS NOT NULL").compactMap { row in
+            guard let uuid = row.text(0).flatMap(UUID.init(uuidString:)), let owner = row.text(1) else { return nil }
+            return (uuid, owner)
+        }
+    }
+}
+
+/// The long work a process claims a volume for, each with its owner column.
+enum VolumeWork {
+    /// Filled by an import, or zeroed (a preallocated volume).
+    case filling
+    /// A preallocated volume's LV being grown.
+    case growing
+    case hydrating
+
+    var column: String {
+        switch self {
+        case .filling: "import_owner"
+        case .growing: "grow_owner"
+        case .hydrating: "hydrate_owner"
         }
     }
 }

@@ -1,3 +1,4 @@
+import ThinTools
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -48,8 +49,8 @@ final class FileLock {
     /// Opens (creating) the lock file, and its directory on first use.
     private static func open(_ path: String) throws(ThinError) -> Int32 {
         var descriptor = Glibc.open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
-        if descriptor < 0, errno == ENOENT, let slash = path.lastIndex(of: "/") {
-            try System.makeDirectories(String(path[..<slash]))
+        if descriptor < 0, errno == ENOENT, path.contains("/") {
+            try System.makeDirectories(PathText.directory(of: path))
             descriptor = Glibc.open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
         }
         guard descriptor >= 0 else {

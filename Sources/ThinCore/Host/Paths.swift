@@ -15,6 +15,21 @@ public enum Paths {
     /// by the nbd scheme script alike; root's own, never world-writable /run/lock.
     static var nbdLock: String { "\(lockRoot)/nbd.lock" }
 
+    /// The pool monitor's instance lock and its pid (one monitor per host).
+    static var monitorLock: String { "\(lockRoot)/monitor" }
+    static var monitorPidFile: String { "\(runRoot)/monitor.pid" }
+    /// What `thinvdi-serve` started as process `pid`: the pid file it writes
+    /// unless told where, nbdkit's log, and the URI file clients wait for.
+    public static func servePidFile(_ pid: Int32) -> String { "\(runRoot)/serve-\(pid).pid" }
+    public static func serveLog(_ pid: Int32) -> String { "\(runRoot)/serve-\(pid).log" }
+    public static func serveURIFile(_ pid: Int32) -> String { "\(runRoot)/serve-\(pid).uri" }
+    /// Where this host remembers its last export of each volume of an SR.
+    static func exportRecord(sr: UUID, volume: UUID) -> String {
+        "\(stateRoot)/exports/\(sr.lowercased)/\(volume.lowercased)"
+    }
+    /// Where rrdd reads plugin metrics (THINSR_METRICS_DIR in tests).
+    static var metricsDirectory: String { environment("THINSR_METRICS_DIR") ?? "/dev/shm/metrics" }
+
     static func environment(_ name: String) -> String? {
         ProcessInfo.processInfo.environment[name].flatMap { $0.isEmpty ? nil : $0 }
     }

@@ -11,6 +11,32 @@ import Glibc
 public enum StreamCopy {
     static let piece = 64 << 10
 
+    /// Fills `buffer` from `source` (a pipe gives less at a time, and pieces
+    /// must stay aligned) up to its end or the end of input; returns how much.
+    private static func fill(_ buffer: inout [UInt8], from source: FileDescriptor) throws(ThinError) -> Int {
+        var filled = 0
+        while filled < buffer.count {
+            // Poll first: a stalled producer must not keep a cancel waiting (reads restart after signals).
+            while !System.waitForStandardInput(milliseconds: 200) {
+                if CancelSignals.received != nil { throw ThinError(.cancelled, "import cancelled") }
+            }
+            let count: Int
+            do {
+                count = try buffer.withUnsafeMutableBytes { raw in
+                    try source.read(into: UnsafeMutableRawBufferPointer(rebasing: raw[filled...]))
+                }
+            } catch Errno.interrupted {
+                if CancelSignals.received != nil { throw ThinError(.cancelled, "import cancelled") }
+                continue
+            } catch {
+                throw ThinError(.backendFailure, "cannot read standard input: \(error)")
+            }
+            if count == 0 { break }
+            filled += count
+        }
+        return filled
+    }
+
     /// Copies standard input to the device at `path` until end of input; refuses
     /// input longer than `limit`. Returns the bytes read.
     public static func copyStandardInput(toDevice path: String, limit: UInt64,
@@ -25,27 +51,7 @@ public enum StreamCopy {
         var total: UInt64 = 0
         while true {
             if CancelSignals.received != nil { throw ThinError(.cancelled, "import cancelled") }
-            // Fill the buffer (a pipe gives less at a time) so pieces stay aligned.
-            var filled = 0
-            while filled < buffer.count {
-                // Poll first: a stalled producer must not keep a cancel waiting (reads restart after signals).
-                while !System.waitForStandardInput(milliseconds: 200) {
-                    if CancelSignals.received != nil { throw ThinError(.cancelled, "import cancelled") }
-                }
-                let count: Int
-                do {
-                    count = try buffer.withUnsafeMutableBytes { raw in
-                        try source.read(into: UnsafeMutableRawBufferPointer(rebasing: raw[filled...]))
-                    }
-                } catch Errno.interrupted {
-                    if CancelSignals.received != nil { throw ThinError(.cancelled, "import cancelled") }
-                    continue
-                } catch {
-                    throw ThinError(.backendFailure, "cannot read standard input: \(error)")
-                }
-                if count == 0 { break }
-                filled += count
-            }
+            let filled = try fill(&buffer, from: source)
             // A producer killed by the same Ctrl-C ends the stream: that is a cancel, not the end.
             if CancelSignals.received != nil { throw ThinError(.cancelled, "import cancelled") }
             if filled == 0 { break }

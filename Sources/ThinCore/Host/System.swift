@@ -1,3 +1,4 @@
+import ThinTools
 import SystemPackage
 internal import CThinShims
 #if canImport(Glibc)
@@ -235,9 +236,8 @@ public enum System {
 /// never follows a link another user planted there.
 public enum ExclusiveFile {
     public static func create(besides path: String, tag: String) throws(ThinError) -> String {
-        let slash = path.lastIndex(of: "/")
-        let directory = slash.map { $0 == path.startIndex ? "/" : String(path[..<$0]) } ?? "."
-        let name = slash.map { String(path[path.index(after: $0)...]) } ?? path
+        let directory = PathText.directory(of: path)
+        let name = PathText.fileName(of: path)
         for _ in 0..<8 {
             let candidate = "\(directory)/.\(name).\(tag)-\(String(UInt64.random(in: 1...UInt64.max), radix: 36))"
             do {

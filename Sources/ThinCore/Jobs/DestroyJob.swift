@@ -27,8 +27,8 @@ public struct DestroyJob: Sendable {
                 do { record = try open.requireVolume(reference) } catch where cancelledFiller && error.code == .volumeDoesNotExist {
                     return  // the process it cancelled removed it
                 }
-                filler = open.fillingProcess(of: record)
-                if filler == nil { return try open.destroyVolume(reference) }
+                filler = open.preallocated.fillingProcess(of: record)
+                if filler == nil { return try open.volumes.destroyVolume(reference) }
             }
             guard attempt == 0, let pid = filler else { break }
             // The filler needs the SR lock to remove the volume: this waits without it.

@@ -11,7 +11,7 @@ public enum DiskFormat: String, CaseIterable, Sendable {
     var image: ImageFormat { ImageFormat(rawValue: rawValue)! }
 }
 
-extension AttachedSR {
+extension SRTemplates {
     /// `introduceTemplate` with the format as the tools name it.
     public func introduceTemplate(uri: String, name: String?, description: String,
                                   declaredFormat format: DiskFormat?) async throws(ThinError) -> VolumeRecord {

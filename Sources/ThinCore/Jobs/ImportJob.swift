@@ -60,7 +60,7 @@ public struct ImportJob: Sendable {
             }
             let (imported, detachFailure) = try sr.finishImport(volume)
             context.progress.finish()
-            return ImportOutcome(volume: imported, view: request.describe ? try await sr.view(of: imported) : nil,
+            return ImportOutcome(volume: imported, view: request.describe ? try await sr.volumes.view(of: imported) : nil,
                                  detachFailure: detachFailure)
         }
     }
@@ -79,7 +79,7 @@ public struct ImportJob: Sendable {
             name: request.name, description: request.description, sizeBytes: sizeBytes, sharable: false,
             keepFilling: true)
         return try await context.phase { sr throws(ThinError) in
-            do throws(ThinError) { return try await sr.attachForImport(volume) } catch {
+            do throws(ThinError) { return try await sr.preallocated.attachForImport(volume) } catch {
                 try? sr.abandonImport(volume)
                 throw error
             }

@@ -97,8 +97,8 @@ public struct MonitorJob: Sendable {
         let reader = try AttachedSR.open(uuid, for: .read, host: host)
         let report: PoolWatchReport
         do {
-            report = try await reader.watchPool(grow: false)
-            reader.publishMetrics()
+            report = try await reader.administration.watchPool(grow: false)
+            reader.administration.publishMetrics()
         } catch {
             reader.close()
             throw error
@@ -107,8 +107,8 @@ public struct MonitorJob: Sendable {
         guard report.needsGrowth else { return report }
         guard let writer = try AttachedSR.openForWritingIfFree(uuid, host: host) else { return nil }
         defer { writer.close() }
-        let grown = try await writer.watchPool(grow: true)
-        writer.publishMetrics()
+        let grown = try await writer.administration.watchPool(grow: true)
+        writer.administration.publishMetrics()
         return grown
     }
 

@@ -15,9 +15,9 @@ public struct ZeroingJob: Sendable {
                                    keepFilling: Bool, describe: Bool = false) async throws(ThinError)
         -> (volume: VolumeRecord, view: VolumeView?) {
         let (volume, path) = try await context.phase { sr throws(ThinError) in
-            let volume = try sr.beginPreallocatedVolume(name: name, description: description, sizeBytes: sizeBytes,
+            let volume = try sr.preallocated.beginPreallocatedVolume(name: name, description: description, sizeBytes: sizeBytes,
                                                         sharable: sharable)
-            return (volume, sr.rawDevicePath(volume) ?? "")
+            return (volume, sr.preallocated.rawDevicePath(volume) ?? "")
         }
         let total = context.system.blockDeviceSize(path) ?? volume.virtualSize
         context.progress.begin("zero", total: total)
@@ -28,8 +28,8 @@ public struct ZeroingJob: Sendable {
                 throw failure
             }
             context.progress.finish()
-            let ready = keepFilling ? volume : try sr.finishFilling(volume)
-            return (ready, describe ? try await sr.view(of: ready) : nil)
+            let ready = keepFilling ? volume : try sr.preallocated.finishFilling(volume)
+            return (ready, describe ? try await sr.volumes.view(of: ready) : nil)
         }
     }
 
@@ -39,22 +39,22 @@ public struct ZeroingJob: Sendable {
     public func resize(_ reference: String, to newSize: UInt64,
                        describe: Bool) async throws(ThinError) -> (volume: VolumeRecord, view: VolumeView?) {
         let growth = try await context.phase { sr throws(ThinError) -> (RawGrowth?, VolumeRecord?, VolumeView?) in
-            if let growth = try sr.beginResize(reference, to: newSize) { return (growth, nil, nil) }
+            if let growth = try sr.volumes.beginResize(reference, to: newSize) { return (growth, nil, nil) }
             let volume = try sr.requireVolume(reference)
-            return (nil, volume, describe ? try await sr.view(of: volume) : nil)
+            return (nil, volume, describe ? try await sr.volumes.view(of: volume) : nil)
         }
         guard let raw = growth.0 else { return (growth.1!, growth.2) }
         context.progress.begin("zero", total: raw.to - raw.from)
         let failure = zero(raw.path, from: raw.from, to: raw.to, what: "zeroing of \(reference)'s new part")
         return try await context.phase { sr throws(ThinError) in
             if let failure {
-                try? sr.abandonGrowth(raw)
+                try? sr.preallocated.abandonGrowth(raw)
                 throw failure
             }
-            try sr.finishGrowth(raw)
+            try sr.preallocated.finishGrowth(raw)
             context.progress.finish()
             let volume = try sr.requireVolume(reference)
-            return (volume, describe ? try await sr.view(of: volume) : nil)
+            return (volume, describe ? try await sr.volumes.view(of: volume) : nil)
         }
     }
 

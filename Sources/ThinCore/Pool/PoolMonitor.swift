@@ -28,7 +28,7 @@ public struct PoolWatchReport: Sendable {
     public var needsGrowth = false
 }
 
-extension AttachedSR {
+extension SRAdministration {
     /// Looks at the pool once and applies the SR's autoextend policy: at the
     /// threshold, grows data (by the step, or by what the volume group has
     /// when that is less) and metadata (`extend` doubles it past half used),
@@ -43,7 +43,7 @@ extension AttachedSR {
     public func watchPool(grow: Bool) async throws(ThinError) -> PoolWatchReport {
         let record = try self.record
         let policy = record.autoextend
-        let usage = grow ? try recovered() : try pool.usage()
+        let usage = grow ? try sr.recovered() : try pool.usage()
         let block = record.blockSizeBytes
         let dataPercent = Self.percent(usage.usedDataBlocks, of: usage.totalDataBlocks)
         let metadataPercent = Self.percent(usage.usedMetadataBlocks, of: usage.totalMetadataBlocks)
@@ -60,50 +60,7 @@ extension AttachedSR {
                                    metadataPercent: metadataPercent, level: level, grownBytes: 0, message: nil,
                                    needsGrowth: true)
         }
-        if crossed {
-            let step = dataPercent >= policy.thresholdPercent ? policy.step.bytes(of: dataBytes) : 0
-            // The step, or what the volume group has when that is less (metadata,
-            // the spare and the catalog may take some of it: halve until it fits).
-            let (group, _, _, _, _) = try storage(record.volumeGroup)
-            let extent = max(group.extentBytes, 512)
-            var request = min(step, group.freeBytes / extent * extent)
-            var refusal: ThinError?
-            while true {
-                do {
-                    _ = try await extend(SRExtendRequest(size: .by(request), devices: []))
-                    refusal = nil
-                    break
-                } catch where error.code == .noSpace {
-                    refusal = error
-                    guard request >= extent else { break }
-                    request = request / 2 / extent * extent
-                }
-            }
-            let partial = request < step
-            let after = try pool.usage()
-            grown = after.totalDataBlocks > usage.totalDataBlocks ? (after.totalDataBlocks - usage.totalDataBlocks) * block : 0
-            let metadataGrown = after.totalMetadataBlocks > usage.totalMetadataBlocks
-            if grown > 0 || metadataGrown {
-                level = .grown
-                action = ": grew " + [grown > 0 ? "data by \(ByteSize.format(grown)) to "
-                                          + "\(ByteSize.format(after.totalDataBlocks * block))" : nil,
-                                      metadataGrown ? "metadata to \(ByteSize.format(after.totalMetadataBlocks * ThinPoolUsage.metadataBlockBytes))" : nil]
-                    .compactMap { $0 }.joined(separator: " and ")
-                    + " from volume group \(record.volumeGroup)"
-                    + (partial ? " (less than the step \(policy.step.text): all the volume group had)" : "")
-            } else if group.freeBytes < extent {
-                level = .stuck
-                action = ": the threshold is \(policy.thresholdPercent)% but volume group \(record.volumeGroup) has no "
-                    + "free space to grow into; add a device (thinsr-extend --device, or vgextend); when data is full, "
-                    + "writes \(record.onFull == .queue ? "queue" : "fail")"
-            } else {
-                // Room in the VG, yet nothing to grow: metadata below half used (extend doubles it past
-                // that) or at its maximum, with data below the threshold.
-                level = .warning
-                action = ": at the threshold (\(policy.thresholdPercent)%) but nothing could grow"
-                    + (refusal.map { " (\($0.message))" } ?? "")
-            }
-        }
+        if crossed { (level, grown, action) = try await growPool(record: record, from: usage, dataPercent: dataPercent) }
         let last = System.readFile(names.monitorLevelFile).flatMap {
             PoolWatchReport.Level(rawValue: String($0.split(whereSeparator: \.isNewline).first ?? ""))
         } ?? .normal
@@ -113,6 +70,61 @@ extension AttachedSR {
         let message = say ? "\(label): \(figures)\(action.isEmpty ? (level == .normal ? ", below the warning level again" : ", at or above the warning level (\(policy.warningPercent)%)") : action)" : nil
         return PoolWatchReport(uuid: names.uuidString, name: record.name, dataPercent: dataPercent,
                                metadataPercent: metadataPercent, level: level, grownBytes: grown, message: message)
+    }
+
+    /// Grows the pool past the threshold (see `watchPool`): what it became,
+    /// the data bytes added, and the words that say what was done.
+    private func growPool(record: SRRecord, from usage: ThinPoolUsage,
+                      dataPercent: Int) async throws(ThinError) -> (PoolWatchReport.Level, UInt64, String) {
+        let policy = record.autoextend
+        let block = record.blockSizeBytes
+        let dataBytes = usage.totalDataBlocks * block
+        let level: PoolWatchReport.Level
+        let grown: UInt64
+        let action: String
+        let step = dataPercent >= policy.thresholdPercent ? policy.step.bytes(of: dataBytes) : 0
+        // The step, or what the volume group has when that is less (metadata,
+        // the spare and the catalog may take some of it: halve until it fits).
+        let (group, _, _, _, _) = try storage(record.volumeGroup)
+        let extent = max(group.extentBytes, 512)
+        var request = min(step, group.freeBytes / extent * extent)
+        var refusal: ThinError?
+        while true {
+            do {
+                _ = try await extend(SRExtendRequest(size: .by(request), devices: []))
+                refusal = nil
+                break
+            } catch where error.code == .noSpace {
+                refusal = error
+                guard request >= extent else { break }
+                request = request / 2 / extent * extent
+            }
+        }
+        let partial = request < step
+        let after = try pool.usage()
+        grown = after.totalDataBlocks > usage.totalDataBlocks ? (after.totalDataBlocks - usage.totalDataBlocks) * block : 0
+        let metadataGrown = after.totalMetadataBlocks > usage.totalMetadataBlocks
+        if grown > 0 || metadataGrown {
+            level = .grown
+            action = ": grew " + [grown > 0 ? "data by \(ByteSize.format(grown)) to "
+                                      + "\(ByteSize.format(after.totalDataBlocks * block))" : nil,
+                                  metadataGrown ? "metadata to \(ByteSize.format(after.totalMetadataBlocks * ThinPoolUsage.metadataBlockBytes))" : nil]
+                .compactMap { $0 }.joined(separator: " and ")
+                + " from volume group \(record.volumeGroup)"
+                + (partial ? " (less than the step \(policy.step.text): all the volume group had)" : "")
+        } else if group.freeBytes < extent {
+            level = .stuck
+            action = ": the threshold is \(policy.thresholdPercent)% but volume group \(record.volumeGroup) has no "
+                + "free space to grow into; add a device (thinsr-extend --device, or vgextend); when data is full, "
+                + "writes \(record.onFull == .queue ? "queue" : "fail")"
+        } else {
+            // Room in the VG, yet nothing to grow: metadata below half used (extend doubles it past
+            // that) or at its maximum, with data below the threshold.
+            level = .warning
+            action = ": at the threshold (\(policy.thresholdPercent)%) but nothing could grow"
+                + (refusal.map { " (\($0.message))" } ?? "")
+        }
+        return (level, grown, action)
     }
 
     static func percent(_ used: UInt64, of total: UInt64) -> Int {
@@ -125,21 +137,18 @@ extension AttachedSR {
 public final class MonitorInstance {
     private let lock: FileLock
 
-    static var lockPath: String { "\(Paths.lockRoot)/monitor" }
-    static var pidPath: String { "\(Paths.runRoot)/monitor.pid" }
-
     public init() throws(ThinError) {
-        guard let lock = try FileLock.attempt(path: Self.lockPath, mode: .exclusive) else {
-            let pid = System.readFile(Self.pidPath).map { String($0.split(whereSeparator: \.isNewline).first ?? "") } ?? "?"
+        guard let lock = try FileLock.attempt(path: Paths.monitorLock, mode: .exclusive) else {
+            let pid = System.readFile(Paths.monitorPidFile).map { String($0.split(whereSeparator: \.isNewline).first ?? "") } ?? "?"
             throw ThinError(.deviceInUse, "another thinsr-monitor is running (pid \(pid)); one watches every SR of "
                             + "this host, so stop it before starting another")
         }
         self.lock = lock
-        try System.writeFile(Self.pidPath, "\(getpid())\n")
+        try System.writeFile(Paths.monitorPidFile, "\(getpid())\n")
     }
 
     deinit {
-        System.removeFile(Self.pidPath)
+        System.removeFile(Paths.monitorPidFile)
         lock.release()
     }
 }

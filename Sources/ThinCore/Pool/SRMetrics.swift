@@ -17,7 +17,7 @@ import Glibc
 /// are all strings, datasources in value order).
 public enum SRMetrics {
     /// Where rrdd looks; overridable for tests.
-    static var directory: String { Paths.environment("THINSR_METRICS_DIR") ?? "/dev/shm/metrics" }
+    static var directory: String { Paths.metricsDirectory }
 
     static func name(_ names: SRNames) -> String { "thinsr-\(names.uuidString)" }
     static func path(_ names: SRNames) -> String { "\(directory)/\(name(names))" }
@@ -124,7 +124,7 @@ public enum SRMetrics {
     }
 }
 
-extension AttachedSR {
+extension SRAdministration {
     /// Writes the SR's rrdd figures (see `SRMetrics`) from the pool's status now.
     public func publishMetrics() {
         guard let usage = try? pool.usage(), let block = try? record.blockSizeBytes else { return }

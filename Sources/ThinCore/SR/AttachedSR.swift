@@ -54,7 +54,7 @@ public final class AttachedSR {
         }
         // By name: each mounted catalog is opened once, and the match is kept open.
         var named: [MountedCatalog] = []
-        for mounted in mountedCatalogs(host: host) {
+        for mounted in MountedCatalog.all(host: host) {
             if mounted.record.name == reference { named.append(mounted) } else { mounted.close() }
         }
         guard named.count == 1, let hit = named.first else {
@@ -97,7 +97,7 @@ public final class AttachedSR {
             // failed) the SR still works; thinsr-check reports it. A copy
             // ahead of the catalog stops writers: the catalog lost commits.
             if host.system.isMounted(names.catalogCopyMount) {
-                do { try catalog.attachCopy(at: names.catalogCopyDatabase) } catch {
+                do { try catalog.copy.attach(at: names.catalogCopyDatabase) } catch {
                     catalog.close()
                     throw error
                 }
@@ -130,37 +130,6 @@ public final class AttachedSR {
         return sr
     }
 
-    /// A mounted catalog, open, with its SR record and the readers lock held.
-    struct MountedCatalog {
-        let names: SRNames
-        let catalog: Catalog
-        let record: SRRecord
-        let readersLock: FileLock
-
-        func close() {
-            catalog.close()
-            readersLock.release()
-        }
-    }
-
-    /// Catalogs mounted under the run directory, open. One being unmounted
-    /// (its readers lock held exclusively) is skipped, not waited for.
-    static func mountedCatalogs(host: Host) -> [MountedCatalog] {
-        System.directoryEntries(Paths.runRoot).compactMap { entry in
-            guard let uuid = UUID(uuidString: entry) else { return nil }
-            let names = SRNames(uuid: uuid)
-            guard let readersLock = try? FileLock.attempt(path: names.readersLockFile, mode: .shared) else { return nil }
-            guard host.system.isMounted(names.catalogMount),
-                  let catalog = try? Catalog(path: names.catalogDatabase) else { readersLock.release(); return nil }
-            guard let record = try? catalog.srRecord() else {
-                catalog.close()
-                readersLock.release()
-                return nil
-            }
-            return MountedCatalog(names: names, catalog: catalog, record: record, readersLock: readersLock)
-        }
-    }
-
     /// Not attached here: tells a detached SR (from LVM) from a missing one.
     private static func notAttached(_ reference: String, host: Host) -> ThinError {
         guard let detached = try? Discovery(host: host).find(reference) else { return Discovery.notFound(reference) }
@@ -190,7 +159,7 @@ public final class AttachedSR {
     /// needs (recovering first if it was not).
     func devicesRecovered() throws(ThinError) -> DevicesRecovered {
         try recovered()
-        return DevicesRecovered()
+        return DevicesRecovered(marker: names.devicesChangingMarker)
     }
 
     /// Brings catalog, pool and devices into agreement, once per open SR:
@@ -201,7 +170,7 @@ public final class AttachedSR {
         precondition(lock != nil, "recovery needs the SR lock")
         if let recoveredUsage { return recoveredUsage }
         if System.exists(names.poolGrowingMarker) {
-            try finishGrowingPool()
+            try administration.finishGrowingPool()
             System.removeFile(names.poolGrowingMarker)
         }
         if System.exists(names.devicesChangingMarker) {
@@ -210,8 +179,8 @@ public final class AttachedSR {
         }
         let usage = try transactions.recover(try pool.usage())
         recoveredUsage = usage
-        try finishRemovingPreallocated()
-        try clearAbandonedGrowths()
+        try preallocated.finishRemovingPreallocated()
+        try preallocated.clearAbandonedGrowths()
         try removeAbandonedImports()
         try stopAbandonedHydrations()
         return recoveredUsage ?? usage
@@ -234,9 +203,6 @@ public final class AttachedSR {
         }
     }
 
-    /// Keys of the SR's ready volumes (shell completion).
-    public func volumeKeys() throws(ThinError) -> [String] { try catalog.readyKeys() }
-
     /// Runs `body` with the pool's metadata snapshot held; passes the metadata LV's path.
     func withMetadataSnapshot<T>(_ body: (String) async throws(ThinError) -> T) async throws(ThinError) -> T {
         let path = try mapperPath(.metadata)
@@ -250,7 +216,7 @@ extension AttachedSR {
     /// The uuid and name of every SR attached here, from the mounted catalogs
     /// alone (shell completion: no LVM or device-mapper call on every TAB).
     public static func attachedSummaries(host: Host = .live) -> [(uuid: String, name: String)] {
-        mountedCatalogs(host: host).map { mounted in
+        MountedCatalog.all(host: host).map { mounted in
             mounted.close()
             return (mounted.names.uuidString, mounted.record.name)
         }
@@ -259,7 +225,21 @@ extension AttachedSR {
 
 /// Handed out only by `AttachedSR.devicesRecovered()`: what a device change
 /// must show, so that no path changes devices (and takes the
-/// devices-changing marker away) before a killed change is finished.
+/// devices-changing marker away) before a killed change is finished. The
+/// marker is set and cleared here alone.
 struct DevicesRecovered {
-    fileprivate init() {}
+    private let marker: String
+
+    fileprivate init(marker: String) { self.marker = marker }
+
+    /// Runs `body`, which suspends a device or changes a table, with the
+    /// marker set that makes the next operation reconcile the devices if this
+    /// process dies before the change is whole. A `body` that throws leaves
+    /// the marker: what it left half done is reconciled next time.
+    func changing<T>(_ body: () throws(ThinError) -> T) throws(ThinError) -> T {
+        try System.touch(marker)
+        let result = try body()
+        System.removeFile(marker)
+        return result
+    }
 }

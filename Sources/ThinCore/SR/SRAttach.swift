@@ -38,7 +38,7 @@ extension SRLifecycle {
         }
         let attached = try await assemble(sr, lock: lock, recover: true)
         // Only an attach publishes rrdd's figures: an offline check assembles the pool too, then tears it down.
-        attached.publishMetrics()
+        attached.administration.publishMetrics()
         return attached
     }
 

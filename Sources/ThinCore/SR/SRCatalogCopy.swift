@@ -20,7 +20,7 @@ extension SRLifecycle {
         let summary: CatalogCopySummary
         do {
             summary = try await withScratchCopy(of: .catalogCopy, sr) { copy async throws(ThinError) in
-                let summary = try Catalog.inspectCopy(at: copy)
+                let summary = try CatalogCopy.inspect(at: copy)
                 guard summary.record.uuid == sr.uuid else {
                     throw ThinError(.catalogInconsistent, "the catalog copy belongs to SR \(summary.record.uuid.lowercased)")
                 }
@@ -80,7 +80,7 @@ extension SRLifecycle {
         for suffix in ["-wal", "-shm"] { System.removeFile(database + suffix) }
         System.removeFile(aside)
         let rebuilt = "\(names.rebuildMount)/catalog.db.rebuilt"
-        try Catalog.rebuild(at: rebuilt, fromCopy: copy)
+        try CatalogCopy.rebuild(at: rebuilt, fromCopy: copy)
         FaultInjection.point("catalog-database-written")
         try System.renameDurably(rebuilt, to: database, in: names.rebuildMount)
         FaultInjection.point("catalog-rebuilt")
@@ -99,7 +99,7 @@ extension SRLifecycle {
                           repair: Bool) async throws(ThinError) -> CheckFinding? {
         let names = sr.names
         guard let copy = sr.volumes[.catalogCopy] else {
-            var finding = CheckFinding(problem: "catalog-copy-missing", detail: "the SR keeps no second copy of its "
+            var finding = CheckFinding(.catalogCopyMissing, detail: "the SR keeps no second copy of its "
                                        + "catalog (it was made before thinsr kept one)", repaired: false)
             guard repair else {
                 finding.detail += "; thinsr-check --repair \(names.uuidString) adds one"
@@ -118,7 +118,7 @@ extension SRLifecycle {
         let check = try? await host.programs.checkCatalogFilesystem(device: device, mode: .report)
         // A crash leaves the journal to replay, which -n skips; the mount replays it.
         if !(check?.clean ?? false) && !(check?.onlyJournalUnreplayed ?? false) {
-            var finding = CheckFinding(problem: "catalog-copy-damaged", detail: "e2fsck of \(copy.name): "
+            var finding = CheckFinding(.catalogCopyDamaged, detail: "e2fsck of \(copy.name): "
                                        + CheckReport.filesystemProblem(check?.output ?? "could not run"), repaired: false)
             guard repair else {
                 finding.detail += "; thinsr-check --repair \(names.uuidString) rebuilds it from the catalog"
@@ -132,10 +132,10 @@ extension SRLifecycle {
         let problem: String?
         do {
             let summary = try await withScratchCopy(of: .catalogCopy, sr) { path async throws(ThinError) in
-                try Catalog.inspectCopy(at: path)
+                try CatalogCopy.inspect(at: path)
             }
             if summary.record.uuid == sr.uuid && summary.revision > catalogRevision {
-                return CheckFinding(problem: "catalog-behind-copy", detail: "the catalog is at revision "
+                return CheckFinding(.catalogBehindCopy, detail: "the catalog is at revision "
                                     + "\(catalogRevision) but its copy at \(summary.revision): the catalog lost commits "
                                     + "(its log, or an older image of its LV)" + (repair ? ""
                                     : "; thinsr-check --repair \(names.uuidString) rebuilds it from the copy"),
@@ -148,7 +148,7 @@ extension SRLifecycle {
             problem = error.message
         }
         guard let problem else { return nil }
-        return CheckFinding(problem: "catalog-copy-stale", detail: "the catalog copy does not match the catalog: "
+        return CheckFinding(.catalogCopyStale, detail: "the catalog copy does not match the catalog: "
                             + problem + (repair ? "" : "; thinsr-check --repair \(names.uuidString) rebuilds it"),
                             repaired: false)
     }
@@ -174,22 +174,22 @@ extension SRLifecycle {
         guard catalog.mainIsSound() else { return [] }
         var finding: CheckFinding
         if sr.volumes[.catalogCopy] == nil {
-            finding = CheckFinding(problem: "catalog-copy-missing", detail: "the SR keeps no second copy of its catalog "
+            finding = CheckFinding(.catalogCopyMissing, detail: "the SR keeps no second copy of its catalog "
                                    + "(it was made before thinsr kept one)", repaired: false)
         } else if !catalog.copyAttached {
-            finding = CheckFinding(problem: "catalog-copy-damaged", detail: "the catalog copy on "
+            finding = CheckFinding(.catalogCopyDamaged, detail: "the catalog copy on "
                                    + "\(names.lv(.catalogCopy)) could not be mounted or opened", repaired: false)
         } else {
             let problems = try catalog.database.query("PRAGMA copy.integrity_check").compactMap { $0.text(0) }
             guard problems != ["ok"] else { return [] }
-            finding = CheckFinding(problem: "catalog-copy-damaged", detail: "PRAGMA integrity_check of the catalog copy: "
+            finding = CheckFinding(.catalogCopyDamaged, detail: "PRAGMA integrity_check of the catalog copy: "
                                    + problems.prefix(3).joined(separator: "; "), repaired: false)
         }
         guard repair else {
             finding.detail += "; thinsr-check --repair \(names.uuidString) rebuilds it"
             return [finding]
         }
-        catalog.detachCopy()
+        catalog.copy.detach()
         try unmountCatalogCopy(names)
         let device = names.mapperPath(.catalogCopy, group: sr.volumeGroup)
         do throws(ThinError) {
@@ -206,7 +206,7 @@ extension SRLifecycle {
             finding.detail += "; could not make it anew (\(error.message))"
             return [finding]
         }
-        finding.repaired = try catalog.attachCopy(at: names.catalogCopyDatabase)
+        finding.repaired = try catalog.copy.attach(at: names.catalogCopyDatabase)
         finding.detail += "; made anew and rebuilt from the catalog"
         return [finding]
     }

@@ -2,12 +2,40 @@ public import FoundationEssentials
 import ThinDeviceMapper
 import ThinTools
 
+/// What `thinsr-check` can find. The raw values are the stable names its
+/// output, its JSON and the suites read.
+public enum CheckProblem: String, CaseIterable, Sendable {
+    // The pool and its metadata.
+    case poolFailed = "pool-failed", needsCheck = "needs-check", metadataDamaged = "metadata-damaged",
+         metadataNamesUnfinished = "metadata-names-unfinished", incompleteSR = "incomplete-sr"
+    // The pool against the catalog.
+    case openTransaction = "open-transaction", transactionIDMismatch = "transaction-id-mismatch",
+         leakedThinID = "leaked-thin-id", missingThinID = "missing-thin-id"
+    // The catalog and its copy.
+    case catalogMissing = "catalog-missing", catalogDamaged = "catalog-damaged",
+         catalogFilesystemDamaged = "catalog-filesystem-damaged", catalogBehindCopy = "catalog-behind-copy",
+         catalogCopyMissing = "catalog-copy-missing", catalogCopyDamaged = "catalog-copy-damaged",
+         catalogCopyStale = "catalog-copy-stale"
+    // The catalog's rows, raw volumes' LVs, volume devices.
+    case kindDisagrees = "kind-disagrees", lineageBroken = "lineage-broken", sizeDisagrees = "size-disagrees"
+    case rawLVMissing = "raw-lv-missing", rawLVOrphaned = "raw-lv-orphaned"
+    case orphanDevice = "orphan-device", deviceUnfinished = "device-unfinished", deviceDisagrees = "device-disagrees"
+}
+
 /// One problem `thinsr-check` found, and whether `--repair` fixed it.
 public struct CheckFinding: Sendable, Equatable {
-    /// A stable name: `open-transaction`, `leaked-thin-id`, ...
-    public var problem: String
+    public var code: CheckProblem
     public var detail: String
     public var repaired: Bool
+
+    init(_ code: CheckProblem, detail: String, repaired: Bool) {
+        self.code = code
+        self.detail = detail
+        self.repaired = repaired
+    }
+
+    /// The stable name: `open-transaction`, `leaked-thin-id`, ...
+    public var problem: String { code.rawValue }
 }
 
 /// What `thinsr-check` found on one SR.
@@ -32,12 +60,12 @@ public struct CheckReport: Sendable {
     static func compareIDs(pool: Set<ThinDeviceID>, catalog: Set<ThinDeviceID>, repairable: Bool) -> [CheckFinding] {
         var findings: [CheckFinding] = []
         for id in pool.subtracting(catalog).sorted() {
-            findings.append(CheckFinding(problem: "leaked-thin-id", detail: "thin id \(id) is in the pool but no "
+            findings.append(CheckFinding(.leakedThinID, detail: "thin id \(id) is in the pool but no "
                                          + "volume in the catalog uses it" + (repairable ? "" : "; attach the SR "
                                          + "and run thinsr-check --repair to delete it"), repaired: false))
         }
         for id in catalog.subtracting(pool).sorted() {
-            findings.append(CheckFinding(problem: "missing-thin-id", detail: "the catalog references thin id \(id), "
+            findings.append(CheckFinding(.missingThinID, detail: "the catalog references thin id \(id), "
                                          + "which the pool lacks; that volume's data is lost", repaired: false))
         }
         return findings
@@ -67,14 +95,14 @@ extension SRLifecycle {
         try discovery.requireOwned(sr)
         guard !sr.isIncomplete else {
             return CheckReport(srUUID: sr.uuid, attached: false, metadata: "-", findings: [
-                CheckFinding(problem: "incomplete-sr", detail: "thinsr-create did not finish; run it again with "
+                CheckFinding(.incompleteSR, detail: "thinsr-create did not finish; run it again with "
                              + "--uuid \(sr.names.uuidString) or remove the SR with thinsr-destroy", repaired: false),
             ])
         }
-        guard sr.attached else { return try await checkDetached(sr, repair: repair, lock: lock) }
+        guard sr.attached else { return try await OfflineCheck(lifecycle: self).checkDetached(sr, repair: repair, lock: lock) }
         let attached = try AttachedSR.open(sr.names, for: .write, lock: lock, host: host)
         defer { attached.close() }
-        var report = try await attached.check(repair: repair)
+        var report = try await attached.administration.check(repair: repair)
         report.findings += try await checkCatalogCopy(attached, sr, repair: repair)
         return report
     }

@@ -1,7 +1,7 @@
 import ThinTools
 import ThinDeviceMapper
 
-extension AttachedSR {
+extension SRAdministration {
     /// Online: the pool's state, any open transaction, `thin_check` through a
     /// metadata snapshot, thin ids against the catalog, attached devices'
     /// tables, and catalog rows that contradict themselves.
@@ -11,14 +11,14 @@ extension AttachedSR {
         switch try pool.status() {
         case .failed, .error:
             report.metadata = "damaged"
-            report.findings.append(CheckFinding(problem: "pool-failed", detail: "the pool has failed; detach the SR "
+            report.findings.append(CheckFinding(.poolFailed, detail: "the pool has failed; detach the SR "
                                                 + "and run thinsr-check --repair \(names.uuidString)", repaired: false))
             return report
         case .active(let active):
             usage = active
         }
         if usage.needsCheck {
-            report.findings.append(CheckFinding(problem: "needs-check", detail: "the kernel flagged the metadata as "
+            report.findings.append(CheckFinding(.needsCheck, detail: "the kernel flagged the metadata as "
                                                 + "needing a check; detach the SR and run thinsr-check --repair",
                                                 repaired: false))
         }
@@ -28,7 +28,7 @@ extension AttachedSR {
         // thin_check learnt --metadata-snap in 0.9 (XCP-ng 8.3 has 0.7): older ones would call the pool damaged.
         let version = await programs.thinToolsVersion()
         let checksLive = version.map { $0 >= ProgramProbes.liveCheckVersion } ?? true
-        let (check, present) = try await withMetadataSnapshot { path throws(ThinError) in
+        let (check, present) = try await sr.withMetadataSnapshot { path throws(ThinError) in
             (checksLive ? try await programs.thinCheck(path, metadataSnapshot: true) : nil,
              try await programs.thinIDs(path, metadataSnapshot: true))
         }
@@ -40,7 +40,7 @@ extension AttachedSR {
         }
         if let check, !check.clean {
             report.metadata = "damaged"
-            report.findings.append(CheckFinding(problem: "metadata-damaged", detail: "thin_check: "
+            report.findings.append(CheckFinding(.metadataDamaged, detail: "thin_check: "
                                                 + messageLine(check.report, otherwise: "failed") + "; detach the SR and run "
                                                 + "thinsr-check --repair \(names.uuidString)", repaired: false))
             return report
@@ -59,17 +59,17 @@ extension AttachedSR {
     /// made or kept behind thinsr's back. Neither is repaired: which copy of
     /// the truth is right is the admin's call.
     private func checkRawVolumes() throws(ThinError) -> [CheckFinding] {
-        let lvs = try rawLogicalVolumes().map(\.name)
+        let lvs = try sr.preallocated.rawLogicalVolumes().map(\.name)
         let rows = try catalog.rawLVNames()
         var findings: [CheckFinding] = []
         for volume in try catalog.volumes() where volume.rawLV.map({ !lvs.contains($0) }) ?? false {
-            findings.append(CheckFinding(problem: "raw-lv-missing", detail: "the LV \(volume.rawLV ?? "") of "
+            findings.append(CheckFinding(.rawLVMissing, detail: "the LV \(volume.rawLV ?? "") of "
                                          + "preallocated volume \(volume.key) is missing (vgcfgrestore \(volumeGroup) "
                                          + "brings back a removed LV from LVM's archive; or thinvdi-destroy the volume)",
                                          repaired: false))
         }
         for lv in lvs.sorted() where !rows.contains(lv) {
-            findings.append(CheckFinding(problem: "raw-lv-orphaned", detail: "the LV \(volumeGroup)/\(lv) carries this "
+            findings.append(CheckFinding(.rawLVOrphaned, detail: "the LV \(volumeGroup)/\(lv) carries this "
                                          + "SR's tags but no volume names it; inspect it, then remove it with lvremove",
                                          repaired: false))
         }
@@ -83,7 +83,7 @@ extension AttachedSR {
                                       into report: inout CheckReport) async throws(ThinError) -> ThinPoolUsage {
         guard let pending = try catalog.pending() else { return usage }
         let matchesNeither = ![pending.oldTransactionID, pending.newTransactionID].contains(usage.transactionID)
-        var finding = CheckFinding(problem: "open-transaction", detail: "an interrupted operation left transaction "
+        var finding = CheckFinding(.openTransaction, detail: "an interrupted operation left transaction "
                                    + "\(pending.oldTransactionID) -> \(pending.newTransactionID) open ("
                                    + pending.messages.map(\.text).joined(separator: "; ") + ")"
                                    + (matchesNeither ? "; the pool's id, \(usage.transactionID), matches neither side" : ""),
@@ -91,14 +91,14 @@ extension AttachedSR {
         var current = usage
         if repair && matchesNeither {
             let programs = host.programs
-            let present = try await withMetadataSnapshot { path throws(ThinError) in
+            let present = try await sr.withMetadataSnapshot { path throws(ThinError) in
                 try await programs.thinIDs(path, metadataSnapshot: true)
             }
             finding.detail += "; " + (try transactions.resolveByEvidence(pending, present: present, usage: usage))
             finding.repaired = true
             current = try pool.usage()
         } else if repair {
-            current = try recovered()
+            current = try sr.recovered()
             finding.repaired = true
             finding.detail += "; finished or undone"
         }
@@ -115,7 +115,7 @@ extension AttachedSR {
         report.findings += CheckReport.compareIDs(pool: present, catalog: referenced, repairable: true)
         let record = try catalog.srRecord()
         if record.transactionID != usage.transactionID {
-            var finding = CheckFinding(problem: "transaction-id-mismatch", detail: "the pool's transaction id is "
+            var finding = CheckFinding(.transactionIDMismatch, detail: "the pool's transaction id is "
                                        + "\(usage.transactionID), the catalog's \(record.transactionID), and no "
                                        + "transaction is open", repaired: false)
             if repair {
@@ -126,8 +126,8 @@ extension AttachedSR {
             report.findings.append(finding)
         }
         guard repair && !leaked.isEmpty else { return }
-        try transact(leaked.map { .delete($0) }, from: try pool.usage()) { _ throws(ThinError) in }
-        for index in report.findings.indices where report.findings[index].problem == "leaked-thin-id" {
+        try sr.transact(leaked.map { .delete($0) }, from: try pool.usage()) { _ throws(ThinError) in }
+        for index in report.findings.indices where report.findings[index].code == .leakedThinID {
             report.findings[index].repaired = true
             report.findings[index].detail += "; deleted"
         }
@@ -137,7 +137,7 @@ extension AttachedSR {
     func checkCatalogIntegrity() throws(ThinError) -> [CheckFinding] {
         let problems = try catalog.integrityProblems()
         guard !problems.isEmpty else { return [] }
-        return [CheckFinding(problem: "catalog-damaged", detail: "PRAGMA integrity_check: "
+        return [CheckFinding(.catalogDamaged, detail: "PRAGMA integrity_check: "
                              + problems.prefix(3).joined(separator: "; "), repaired: false)]
     }
 
@@ -146,22 +146,22 @@ extension AttachedSR {
         let volumes = try catalog.volumes(includingUnfinished: true)
         let known = Set(volumes.map(\.uuid))
         var findings: [CheckFinding] = []
-        func found(_ problem: String, _ detail: String) {
-            findings.append(CheckFinding(problem: problem, detail: detail, repaired: false))
+        func found(_ problem: CheckProblem, _ detail: String) {
+            findings.append(CheckFinding(problem, detail: detail, repaired: false))
         }
         for volume in volumes {
             if volume.readWrite != (volume.kind != .snapshot && volume.kind != .template) {
-                found("kind-disagrees", "\(volume.key) is a \(volume.kind.rawValue) but is marked "
+                found(.kindDisagrees, "\(volume.key) is a \(volume.kind.rawValue) but is marked "
                       + (volume.readWrite ? "writable" : "read-only"))
             }
             if volume.kind == .snapshot, volume.snapshotOf == nil {
-                found("kind-disagrees", "snapshot \(volume.key) records no origin")
+                found(.kindDisagrees, "snapshot \(volume.key) records no origin")
             }
             if let parent = volume.parentUUID, !known.contains(parent) {
-                found("lineage-broken", "\(volume.key)'s parent \(parent.lowercased) is not in the catalog")
+                found(.lineageBroken, "\(volume.key)'s parent \(parent.lowercased) is not in the catalog")
             }
             if volume.virtualSize % 512 != 0 {
-                found("size-disagrees", "\(volume.key) has size \(volume.virtualSize), not a multiple of 512")
+                found(.sizeDisagrees, "\(volume.key) has size \(volume.virtualSize), not a multiple of 512")
             }
         }
         return findings
@@ -184,7 +184,7 @@ extension AttachedSR {
         for (uuid, info) in active {
             let device = names.volumeDevice(uuid).name
             guard let volume = volumes.first(where: { $0.uuid == uuid }) else {
-                var finding = CheckFinding(problem: "orphan-device", detail: "device \(device) belongs to no volume",
+                var finding = CheckFinding(.orphanDevice, detail: "device \(device) belongs to no volume",
                                            repaired: false)
                 if repair && info.openCount == 0 {
                     do { try host.deviceMapper.remove(name: device) } catch { throw .backend("cannot remove \(device)", error) }
@@ -195,7 +195,7 @@ extension AttachedSR {
                 continue
             }
             if unfinished[uuid] != nil {
-                findings.append(CheckFinding(problem: "device-unfinished", detail: "the device of \(volume.key) was left "
+                findings.append(CheckFinding(.deviceUnfinished, detail: "the device of \(volume.key) was left "
                                              + "suspended or shorter than the volume by an interrupted operation"
                                              + (repair ? "; resumed at the volume's size" : "; run thinsr-check --repair"),
                                              repaired: repair))
@@ -208,11 +208,11 @@ extension AttachedSR {
             if volume.isPreallocated, let line = live?.first, line.targetType != .error {
                 // The kernel shows the LV as major:minor.
                 var expected = devices.table(for: volume)
-                if let lv = rawDevicePath(volume), let number = System.blockDevice(lv) {
+                if let lv = sr.preallocated.rawDevicePath(volume), let number = System.blockDevice(lv) {
                     expected.parameters = "\(number.major):\(number.minor) 0"
                 }
                 if line != expected {
-                    findings.append(CheckFinding(problem: "device-disagrees", detail: "the device of \(volume.key) "
+                    findings.append(CheckFinding(.deviceDisagrees, detail: "the device of \(volume.key) "
                                                  + "maps \(line.targetType) \(line.parameters) with \(line.lengthSectors) "
                                                  + "sectors; the catalog says its LV \(volume.rawLV ?? "") with "
                                                  + "\(volume.virtualSize / 512); detach and attach it again", repaired: false))
@@ -221,7 +221,7 @@ extension AttachedSR {
             }
             guard let line = live?.first, let table = ThinTable(parameters: line.parameters) else { continue }
             if table.deviceID != volume.thinID || line.lengthSectors != volume.virtualSize / 512 {
-                findings.append(CheckFinding(problem: "device-disagrees", detail: "the device of \(volume.key) maps "
+                findings.append(CheckFinding(.deviceDisagrees, detail: "the device of \(volume.key) maps "
                                              + "thin id \(table.deviceID) with \(line.lengthSectors) sectors; the "
                                              + "catalog says thin id \(volume.thinID) with \(volume.virtualSize / 512); "
                                              + "detach and attach it again", repaired: false))

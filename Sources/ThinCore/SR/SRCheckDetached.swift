@@ -3,7 +3,16 @@ import ThinTools
 import ThinLVM
 import ThinDeviceMapper
 
-extension SRLifecycle {
+/// `thinsr-check` of a detached SR (see `checkDetached`), over the
+/// lifecycle operations it borrows: assembling and tearing down the pool,
+/// reading the catalog from a scratch copy, rebuilding it from its copy.
+struct OfflineCheck {
+    let lifecycle: SRLifecycle
+    var host: Host { lifecycle.host }
+    var discovery: Discovery { lifecycle.discovery }
+}
+
+extension OfflineCheck {
     /// Offline: `thin_check` on the metadata LV (with `repair`, `thin_repair`
     /// into the spare, which is swapped in only if it checks clean and still
     /// holds every thin id the catalog references); the pool's transaction id
@@ -13,15 +22,15 @@ extension SRLifecycle {
     /// repairing it online and tearing it down again.
     func checkDetached(_ found: DiscoveredSR, repair: Bool, lock: FileLock) async throws(ThinError) -> CheckReport {
         // Finishing an interrupted swap's renames changes LVM: only --repair (or attach) does it.
-        var sr = found.metadataPairIsNormal || !repair ? found : try normalizeMetadataPair(found.uuid)
+        var sr = found.metadataPairIsNormal || !repair ? found : try lifecycle.normalizeMetadataPair(found.uuid)
         var report = CheckReport(srUUID: sr.uuid, attached: false, metadata: "clean", findings: [])
         if !sr.metadataPairIsNormal {
-            report.findings.append(CheckFinding(problem: "metadata-names-unfinished", detail: "a metadata repair was "
+            report.findings.append(CheckFinding(.metadataNamesUnfinished, detail: "a metadata repair was "
                                                 + "interrupted after the repaired copy became the metadata; "
                                                 + "thinsr-check --repair or thinsr-attach finishes its renames",
                                                 repaired: false))
         }
-        try clearInspectionMounts(sr.names)
+        try lifecycle.clearInspectionMounts(sr.names)
         let lvs = [LVRole.metadata, .spare, .catalog, .catalogCopy]
         // Only what this check activates (or makes) goes inactive again: a
         // plain check changes nothing, not even LVs that LVM's own
@@ -32,47 +41,73 @@ extension SRLifecycle {
         }
         defer { try? host.lvm.setActive(false, group: sr.volumeGroup, names: inactive) }
         for role in lvs { sr.volumes[role]?.active = true }  // so the reads below leave them active
-        var catalog = try await readCatalog(sr, repair: repair, into: &report)
-        var copyFinding: CheckFinding?
-        if let catalog { copyFinding = try await checkCatalogCopy(sr, catalogRevision: catalog.record.revision, repair: repair) }
-        var rebuilt = false
-        if repair, catalog == nil || copyFinding?.problem == "catalog-behind-copy" {
-            // The catalog is lost, or lost commits its copy has: rebuild it from the copy, then check that.
-            var damage = catalog == nil ? report.findings.removeLast() : copyFinding!
-            try await rebuildCatalog(sr, finding: &damage)
-            report.findings.append(damage)
-            guard damage.repaired else { return report }
-            rebuilt = true
-            if sr.volumes[.catalog] == nil { inactive.append(sr.names.lv(.catalog)) }  // the LV the rebuild made
-            sr = try discovery.find(sr.names.uuidString)
-            for role in lvs { sr.volumes[role]?.active = true }
-            catalog = try await readCatalog(sr, repair: repair, into: &report)
-            copyFinding = nil
-            if let catalog { copyFinding = try await checkCatalogCopy(sr, catalogRevision: catalog.record.revision, repair: repair) }
-        }
-        guard let catalog else {
-            if !repair, let last = report.findings.indices.last {
-                let hasCopy = sr.volumes[.catalogCopy] != nil
-                switch report.findings[last].problem {
-                case "catalog-damaged":
-                    report.findings[last].detail += hasCopy
-                        ? "; thinsr-check --repair \(sr.names.uuidString) rebuilds the catalog from its copy"
-                        : "; the SR has no catalog copy to rebuild it from"
-                case "catalog-filesystem-damaged" where hasCopy:
-                    report.findings[last].detail += " (where e2fsck cannot fix it, that rebuilds the catalog from its copy)"
-                default: break
-                }
-            }
+        guard let read = try await readOrRebuildCatalog(&sr, repair: repair, lvs: lvs, inactive: &inactive,
+                                                        into: &report) else { return report }
+        guard let catalog = read.catalog else {
+            if !repair { Self.adviseOnLostCatalog(sr, into: &report) }
             return report
         }
-        if let behind = copyFinding, behind.problem == "catalog-behind-copy" {
+        if let behind = read.copyFinding, behind.code == .catalogBehindCopy {
             report.findings.append(behind)  // without --repair: checking a catalog that lost commits tells nothing
             return report
         }
+        try await checkPool(&sr, against: catalog, copyFinding: read.copyFinding, rebuilt: read.rebuilt, repair: repair,
+                            lock: lock, into: &report)
+        return report
+    }
+
+    /// What the catalog (its WAL included) says the pool holds.
+    typealias CatalogReading = (referenced: Set<ThinDeviceID>, record: CatalogState, pending: PendingTransaction?)
+
+    /// Reads the catalog and checks its copy; with `repair`, a catalog that
+    /// is lost, or lost commits its copy has, is rebuilt from the copy and
+    /// read again. Nil when a rebuild failed (its finding says why).
+    private func readOrRebuildCatalog(_ sr: inout DiscoveredSR, repair: Bool, lvs: [LVRole], inactive: inout [String],
+                                      into report: inout CheckReport) async throws(ThinError)
+        -> (catalog: CatalogReading?, copyFinding: CheckFinding?, rebuilt: Bool)? {
+        var catalog = try await readCatalog(sr, repair: repair, into: &report)
+        var copyFinding: CheckFinding?
+        if let catalog { copyFinding = try await lifecycle.checkCatalogCopy(sr, catalogRevision: catalog.record.revision, repair: repair) }
+        guard repair, catalog == nil || copyFinding?.code == .catalogBehindCopy else { return (catalog, copyFinding, false) }
+        // The catalog is lost, or lost commits its copy has: rebuild it from the copy, then check that.
+        var damage = catalog == nil ? report.findings.removeLast() : copyFinding!
+        try await lifecycle.rebuildCatalog(sr, finding: &damage)
+        report.findings.append(damage)
+        guard damage.repaired else { return nil }
+        if sr.volumes[.catalog] == nil { inactive.append(sr.names.lv(.catalog)) }  // the LV the rebuild made
+        sr = try discovery.find(sr.names.uuidString)
+        for role in lvs { sr.volumes[role]?.active = true }
+        catalog = try await readCatalog(sr, repair: repair, into: &report)
+        copyFinding = nil
+        if let catalog { copyFinding = try await lifecycle.checkCatalogCopy(sr, catalogRevision: catalog.record.revision, repair: repair) }
+        return (catalog, copyFinding, true)
+    }
+
+    /// Without --repair, a lost catalog's finding says what a repair would do.
+    private static func adviseOnLostCatalog(_ sr: DiscoveredSR, into report: inout CheckReport) {
+        guard let last = report.findings.indices.last else { return }
+        let hasCopy = sr.volumes[.catalogCopy] != nil
+        switch report.findings[last].code {
+        case .catalogDamaged:
+            report.findings[last].detail += hasCopy
+                ? "; thinsr-check --repair \(sr.names.uuidString) rebuilds the catalog from its copy"
+                : "; the SR has no catalog copy to rebuild it from"
+        case .catalogFilesystemDamaged where hasCopy:
+            report.findings[last].detail += " (where e2fsck cannot fix it, that rebuilds the catalog from its copy)"
+        default: break
+        }
+    }
+
+    /// The pool's metadata, transaction id and thin ids against what the
+    /// catalog says; with `repair`, what needs pool messages is repaired
+    /// online (and a stale copy rebuilt by the writer that opens the catalog).
+    private func checkPool(_ sr: inout DiscoveredSR, against catalog: CatalogReading, copyFinding: CheckFinding?,
+                           rebuilt: Bool, repair: Bool, lock: FileLock,
+                           into report: inout CheckReport) async throws(ThinError) {
         let (referenced, record, pending) = catalog
         guard try await checkMetadata(&sr, repair: repair, referenced: referenced, into: &report) else {
             if let copyFinding { report.findings.append(copyFinding) }
-            return report
+            return
         }
         let metadata = sr.mapperPath(.metadata)
         let present = try await host.programs.thinIDs(metadata, metadataSnapshot: false)
@@ -97,17 +132,17 @@ extension SRLifecycle {
                 return finding
             }
         }
-        let repairable = offline.contains { $0.problem != "missing-thin-id" } && (!rebuilt || explained)
+        let repairable = offline.contains { $0.code != .missingThinID } && (!rebuilt || explained)
         guard repair && (repairable || copyFinding != nil) else {
             report.findings += offline.map { finding in
                 var finding = finding
-                if finding.problem != "missing-thin-id" && !rebuilt {
+                if finding.code != .missingThinID && !rebuilt {
                     finding.detail += "; run thinsr-check --repair \(sr.names.uuidString)"
                 }
                 return finding
             }
             if let copyFinding { report.findings.append(copyFinding) }
-            return report
+            return
         }
         if !repairable { report.findings += offline }
         // Assembling the pool mounts the copy, and the writer that opens the catalog rebuilds it.
@@ -118,15 +153,6 @@ extension SRLifecycle {
             copyFinding.repaired = copyCurrent
             copyFinding.detail += copyCurrent ? "; rebuilt from the catalog" : "; it could not be rebuilt"
             report.findings.append(copyFinding)
-        }
-        return report
-    }
-
-    /// Unmounts what a killed check or rebuild left at the inspection and
-    /// rebuild mount points (only ever used under the SR lock).
-    func clearInspectionMounts(_ names: SRNames) throws(ThinError) {
-        for mount in [names.inspectMount, names.rebuildMount] where host.system.isMounted(mount) {
-            try host.system.unmount(mount)
         }
     }
 
@@ -141,9 +167,9 @@ extension SRLifecycle {
     /// will not open or fails `PRAGMA integrity_check` is reported (the last
     /// finding) and nil returned.
     private func readCatalog(_ sr: DiscoveredSR, repair: Bool, into report: inout CheckReport) async throws(ThinError)
-        -> (referenced: Set<ThinDeviceID>, record: CatalogState, pending: PendingTransaction?)? {
+        -> CatalogReading? {
         guard sr.volumes[.catalog] != nil else {
-            report.findings.append(CheckFinding(problem: "catalog-missing", detail: Self.catalogMissing(sr).message,
+            report.findings.append(CheckFinding(.catalogMissing, detail: SRLifecycle.catalogMissing(sr).message,
                                                 repaired: false))
             return nil
         }
@@ -152,18 +178,18 @@ extension SRLifecycle {
             guard finding.repaired else { return nil }
         }
         do {
-            let (referenced, record, revision, pending, integrity) = try await withCatalogReadOnly(sr) { catalog throws(ThinError) in
+            let (referenced, record, revision, pending, integrity) = try await lifecycle.withCatalogReadOnly(sr) { catalog throws(ThinError) in
                 (try catalog.referencedThinIDs(), try catalog.srRecord(), try catalog.revision(), try catalog.pending(),
                  try catalog.integrityProblems())
             }
             guard integrity.isEmpty else {
-                report.findings.append(CheckFinding(problem: "catalog-damaged", detail: "PRAGMA integrity_check: "
+                report.findings.append(CheckFinding(.catalogDamaged, detail: "PRAGMA integrity_check: "
                                                     + integrity.prefix(3).joined(separator: "; "), repaired: false))
                 return nil
             }
             return (referenced, CatalogState(transactionID: record.transactionID, revision: revision), pending)
         } catch where error.code == .catalogInconsistent {
-            report.findings.append(CheckFinding(problem: "catalog-damaged", detail: error.message, repaired: false))
+            report.findings.append(CheckFinding(.catalogDamaged, detail: error.message, repaired: false))
             return nil
         }
     }
@@ -175,7 +201,7 @@ extension SRLifecycle {
         let check = try await host.programs.thinCheck(sr.mapperPath(.metadata))
         guard !check.clean else { return true }
         report.metadata = "damaged"
-        var finding = CheckFinding(problem: "metadata-damaged",
+        var finding = CheckFinding(.metadataDamaged,
                                    detail: "thin_check: " + messageLine(check.report, otherwise: "failed"), repaired: false)
         if repair {
             try await repairMetadata(sr, referenced: referenced, finding: &finding)
@@ -193,13 +219,13 @@ extension SRLifecycle {
     static func transactionFindings(pending: PendingTransaction?, catalogTransaction: UInt64, poolTransaction: UInt64,
                                     present: Set<ThinDeviceID>, referenced: Set<ThinDeviceID>) -> [CheckFinding] {
         if let pending {
-            return [CheckFinding(problem: "open-transaction", detail: "an interrupted operation left transaction "
+            return [CheckFinding(.openTransaction, detail: "an interrupted operation left transaction "
                                  + "\(pending.oldTransactionID) -> \(pending.newTransactionID) open; the pool's "
                                  + "id is \(poolTransaction)", repaired: false)]
         }
         var findings: [CheckFinding] = []
         if catalogTransaction != poolTransaction {
-            findings.append(CheckFinding(problem: "transaction-id-mismatch", detail: "the pool's transaction id is "
+            findings.append(CheckFinding(.transactionIDMismatch, detail: "the pool's transaction id is "
                                          + "\(poolTransaction), the catalog's \(catalogTransaction), and no "
                                          + "transaction is open", repaired: false))
         }
@@ -211,18 +237,18 @@ extension SRLifecycle {
     /// Returns the findings and whether the catalog copy is attached and current.
     private func repairOnline(_ sr: DiscoveredSR, lock: FileLock, deleteLeaked: Bool = true) async throws(ThinError)
         -> (findings: [CheckFinding], copyCurrent: Bool) {
-        let attached = try await assemble(sr, lock: lock, recover: false)
+        let attached = try await lifecycle.assemble(sr, lock: lock, recover: false)
         let online: CheckReport
         let copyCurrent: Bool
         do throws(ThinError) {
-            online = deleteLeaked ? try await attached.check(repair: true) : CheckReport(
+            online = deleteLeaked ? try await attached.administration.check(repair: true) : CheckReport(
                 srUUID: sr.uuid, attached: false, metadata: "clean", findings: [])
-            copyCurrent = attached.catalog.copyAttached ? try attached.catalog.copyIsCurrent() : false
+            copyCurrent = attached.catalog.copyAttached ? try attached.catalog.copy.isCurrent() : false
         } catch {
-            try? tearDown(attached, sr)
+            try? lifecycle.tearDown(attached, sr)
             throw error
         }
-        try tearDown(attached, sr)
+        try lifecycle.tearDown(attached, sr)
         return (online.findings, copyCurrent)
     }
 
@@ -240,7 +266,7 @@ extension SRLifecycle {
         // see what the replay would fix) and the read-only mount does.
         guard !result.clean, repair || !result.onlyJournalUnreplayed else { return nil }
         let fixed = repair && result.usable
-        return CheckFinding(problem: "catalog-filesystem-damaged", detail: "e2fsck: " + CheckReport.filesystemProblem(result.output)
+        return CheckFinding(.catalogFilesystemDamaged, detail: "e2fsck: " + CheckReport.filesystemProblem(result.output)
                             + (fixed ? "; fixed by e2fsck -fy" : repair ? "; e2fsck could not fix it"
                                : "; run thinsr-check --repair \(sr.names.uuidString)"), repaired: fixed)
     }
@@ -292,7 +318,7 @@ extension SRLifecycle {
             throw .backend("making the repaired copy the metadata failed", error)
         }
         FaultInjection.point("metadata-generation-advanced")
-        let normal = try normalizeMetadataPair(sr.uuid)
+        let normal = try lifecycle.normalizeMetadataPair(sr.uuid)
         let pair = [LVRole.metadata, .spare].compactMap { normal.volumes[$0]?.name }
         do { try host.lvm.setActive(true, group: sr.volumeGroup, names: pair) } catch {
             throw .backend("cannot activate the SR's metadata LVs", error)
@@ -301,6 +327,14 @@ extension SRLifecycle {
 }
 
 extension SRLifecycle {
+    /// Unmounts what a killed check or rebuild left at the inspection and
+    /// rebuild mount points (only ever used under the SR lock).
+    func clearInspectionMounts(_ names: SRNames) throws(ThinError) {
+        for mount in [names.inspectMount, names.rebuildMount] where host.system.isMounted(mount) {
+            try host.system.unmount(mount)
+        }
+    }
+
     /// Renames and retags the metadata pair until the LV named `_meta` is the
     /// metadata (the higher generation) with its role tag, and `_spare` the
     /// spare. Each step is one LVM command chosen from what LVM shows now, so

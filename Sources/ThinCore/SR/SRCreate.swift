@@ -87,7 +87,7 @@ extension SRLifecycle {
                                   createdAt: System.currentTime(), onFull: request.onFull)
             let catalog = try Catalog.create(path: names.catalogDatabase, record: record)
             undo.push { catalog.close() }
-            guard try catalog.attachCopy(at: names.catalogCopyDatabase) else {
+            guard try catalog.copy.attach(at: names.catalogCopyDatabase) else {
                 throw ThinError(.backendFailure, "cannot make the catalog copy \(names.catalogCopyDatabase)")
             }
             FaultInjection.point("catalog-written")

@@ -71,7 +71,7 @@ extension SRLifecycle {
         defer { if !wasActive { try? host.lvm.setActive(false, group: sr.volumeGroup, names: [volume.name]) } }
         try clearInspectionMounts(names)
         try host.system.mount(device: sr.mapperPath(role), at: names.inspectMount, type: "ext4", readOnly: true)
-        let scratch = "\(names.runDirectory)/inspect-copy"
+        let scratch = names.inspectCopyDirectory
         defer {
             for suffix in ["", "-wal", "-shm"] { System.removeFile("\(scratch)/catalog.db\(suffix)") }
             System.removeDirectory(scratch)

@@ -31,7 +31,7 @@ extension SRLifecycle {
         let names = sr.names
         var warnings: [String] = []
         do {
-            try attached.refuseWhileFilling()
+            try attached.preallocated.refuseWhileFilling()
         } catch where error.code != .srInUse && force > .none {
             // A catalog that cannot be read does not stop a forced detach.
         }
@@ -74,8 +74,7 @@ extension SRLifecycle {
             System.removeFile(marker)
         }
         // What holders and transfers left (their volumes are detached now).
-        for area in ["holders", "transfers"] {
-            let directory = "\(names.runDirectory)/\(area)"
+        for directory in [names.holdersDirectory, names.transfersDirectory] {
             for entry in System.directoryEntries(directory) {
                 let path = "\(directory)/\(entry)"
                 for file in System.directoryEntries(path) { System.removeFile("\(path)/\(file)") }

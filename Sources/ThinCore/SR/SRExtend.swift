@@ -17,7 +17,7 @@ public struct SRExtendRequest: Sendable {
     }
 }
 
-extension AttachedSR {
+extension SRAdministration {
     /// Grows the pool: adds devices to an own-the-world SR's VG, doubles the
     /// catalog once it is half full, grows metadata (and the spare) to what
     /// the larger pool needs, grows the data LV and reloads the pool, which
@@ -100,12 +100,12 @@ extension AttachedSR {
     /// resize2fs of the mounted catalog (and its mounted copy) to its LV's
     /// size (nothing to do when it is that size).
     private func growCatalogFilesystems(copy: Bool) async throws(ThinError) {
-        do { try await host.programs.growCatalogFilesystem(device: try mapperPath(.catalog)) } catch {
+        do { try await host.programs.growCatalogFilesystem(device: try sr.mapperPath(.catalog)) } catch {
             throw .backend("resize2fs of the catalog failed", error)
         }
         FaultInjection.point("catalog-resized")
         guard copy, host.system.isMounted(names.catalogCopyMount) else { return }
-        do { try await host.programs.growCatalogFilesystem(device: try mapperPath(.catalogCopy)) } catch {
+        do { try await host.programs.growCatalogFilesystem(device: try sr.mapperPath(.catalogCopy)) } catch {
             throw .backend("resize2fs of the catalog copy failed", error)
         }
     }

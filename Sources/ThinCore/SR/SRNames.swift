@@ -64,7 +64,6 @@ public struct SRNames: Sendable, Equatable {
         VolumeDevice(name: "thinsr_\(hex)_o\(Self.hex(template))",
                      dmUUID: DmUuid("THINSR-\(uuidString)-o-\(template.lowercased)"))
     }
-    var originDevicePrefix: String { "thinsr_\(hex)_o" }
     /// What this host did to bring each template's image up, to undo it.
     var originStateDirectory: String { "\(runDirectory)/origins" }
     /// One empty file per volume whose hydration is a copy-on-read.
@@ -79,10 +78,45 @@ public struct SRNames: Sendable, Equatable {
                      dmUUID: DmUuid("THINSR-\(uuidString)-h\(part.rawValue)-\(volume.lowercased)"))
     }
 
+    /// A dm device this SR owns, as its name says: what reconciliation and
+    /// check walk, so that no kind of device the SR makes is left out.
+    enum OwnedDevice: Hashable {
+        /// A volume's device (`_v`).
+        case volume(UUID)
+        /// One device of a volume's hydration stack (`_h<part>`).
+        case hydration(UUID, HydrationPart)
+        /// A template's origin device (`_o`).
+        case origin(UUID)
+        /// A volume device taken from the process holding it (`_x`), going away.
+        case taken(UUID)
+    }
+
+    /// What `name` is among this SR's devices; nil for anything else (LVM's
+    /// `<vg>-<lv>` devices, the pool, another SR's devices).
+    func owned(_ name: DmName) -> OwnedDevice? {
+        let prefix = "thinsr_\(hex)_"
+        guard name.rawValue.hasPrefix(prefix) else { return nil }
+        var rest = Substring(name.rawValue.dropFirst(prefix.count))
+        guard let kind = rest.popFirst() else { return nil }
+        var part: HydrationPart?
+        if kind == "h" {
+            guard let code = rest.popFirst(), let known = HydrationPart(rawValue: String(code)) else { return nil }
+            part = known
+        }
+        guard let uuid = Self.uuid(fromHex: String(rest)) else { return nil }
+        switch (kind, part) {
+        case ("v", nil): return .volume(uuid)
+        case ("o", nil): return .origin(uuid)
+        case ("x", nil): return .taken(uuid)
+        case ("h", let part?): return .hydration(uuid, part)
+        default: return nil
+        }
+    }
+
     /// The volume whose device `name` is, if it is one of this SR's volume devices.
     func volume(ofDevice name: String) -> UUID? {
-        guard name.hasPrefix(volumeDevicePrefix) else { return nil }
-        return Self.uuid(fromHex: String(name.dropFirst(volumeDevicePrefix.count)))
+        guard let typed = DmName(validating: name), case .volume(let uuid)? = owned(typed) else { return nil }
+        return uuid
     }
 
     /// The uuid whose `hex` form `text` is.
@@ -119,6 +153,16 @@ public struct SRNames: Sendable, Equatable {
     /// The level the pool monitor last reported for this SR (tmpfs: a reboot starts over).
     var monitorLevelFile: String { "\(runDirectory)/monitor-level" }
     var poolGrowingMarker: String { "\(runDirectory)/pool-growing" }
+    /// One directory per attached volume, one file per holder (`VolumeHolders`).
+    var holdersDirectory: String { "\(runDirectory)/holders" }
+    func holdersDirectory(_ volume: UUID, runDirectory: String? = nil) -> String {
+        "\(runDirectory ?? self.runDirectory)/holders/\(volume.lowercased)"
+    }
+    /// Scratch files of imports and exports in progress.
+    var transfersDirectory: String { "\(runDirectory)/transfers" }
+    /// Where a detached SR's catalog files are copied to be read (SQLite
+    /// cannot replay a WAL on a read-only mount).
+    var inspectCopyDirectory: String { "\(runDirectory)/inspect-copy" }
     var deviceDirectory: String { "\(Paths.deviceRoot)/\(uuidString)" }
     func devicePath(key: String) -> String { "\(deviceDirectory)/\(key)" }
 

@@ -1,7 +1,7 @@
 import ThinLVM
 
 /// The SR's own settings: its name and description, and its pool-full policy.
-extension AttachedSR {
+extension SRAdministration {
     /// Renames or re-describes the SR: in its catalog, and the name also in
     /// the catalog LV's tag so `thinsr-ls` shows it while detached.
     public func setLabel(name: String?, description: String?) throws(ThinError) {

@@ -32,11 +32,17 @@ public struct SRStatus: Sendable {
     }
 }
 
-extension AttachedSR {
+/// The SR as a whole: its status, settings, growth, check and repair, the
+/// pool monitor's watch and rrdd's figures.
+public struct SRAdministration: SRConcern {
+    let sr: AttachedSR
+}
+
+extension SRAdministration {
     /// The record, the pool's status, the volume counts and the space beside
     /// the pool: one catalog read, one pool status, one device list, `lvs` and `vgs`.
     public func status() throws(ThinError) -> SRStatus {
-        let space = try rawSpace()
+        let space = try sr.preallocated.rawSpace()
         return SRStatus(record: try record, pool: try pool.status(), volumeCount: try catalog.volumeCount(),
                         attachedVolumeCount: try devices.activeNames().count, poolDevice: pool.path,
                         rawBytes: space.rawBytes, groupFreeBytes: space.groupFreeBytes)

@@ -99,13 +99,17 @@ extension ChangeBase {
     }
 }
 
-extension AttachedSR {
+extension SRLineage {
     /// The blocks of `toReference` that changed since `fromReference`, an
     /// earlier snapshot of its lineage. Refused, never guessed, when that
     /// cannot be proven from the catalog (see `derives`).
     public func changedBlocks(from fromReference: String, to toReference: String) async throws(ThinError) -> ChangedBlocks {
-        let from = try requireVolume(fromReference)
-        let to = try requireVolume(toReference)
+        let from = try sr.requireVolume(fromReference)
+        return try await changedBlocks(from: from, to: try sr.requireVolume(toReference))
+    }
+
+    /// The same for states the caller resolved already.
+    func changedBlocks(from: VolumeRecord, to: VolumeRecord) async throws(ThinError) -> ChangedBlocks {
         guard from.uuid != to.uuid else {
             throw .invalid("\(from.key) compared with itself has no changes; give an earlier snapshot and a later volume")
         }
@@ -115,7 +119,7 @@ extension AttachedSR {
         }
         let all = Dictionary(try catalog.volumes().map { ($0.uuid, $0) }, uniquingKeysWith: { first, _ in first })
         try Self.requireDerives(to, from: from, volumes: all)
-        try requireData(to, to: "be compared (give a later volume or snapshot as TO)")
+        try to.requireData(to: "be compared (give a later volume or snapshot as TO)")
         if from.dataDestroyed && from.changeBase == nil {
             throw ThinError(.catalogInconsistent, "\(from.key)'s data was destroyed but its change record is missing; "
                             + "copy \(to.key) in full instead")
@@ -166,29 +170,29 @@ extension AttachedSR {
     /// `thinvdi-destroy`. Destroying the data of a data-destroyed snapshot
     /// succeeds and changes nothing.
     public func destroyData(_ reference: String) async throws(ThinError) -> VolumeRecord {
-        try recovered()
-        let volume = try requireVolume(reference)
+        try sr.recovered()
+        let volume = try sr.requireVolume(reference)
         guard !volume.dataDestroyed else { return volume }
         guard volume.kind == .snapshot else {
             throw .invalid("\(volume.key) is a \(volume.kind.rawValue); only a snapshot's data can be destroyed "
                            + "(it then stays as the base of thinvdi-changed)")
         }
-        try requireNotHydrating(volume, to: "have its data destroyed")
-        try requireDetached(volume, "detach it with thinvdi-detach first")
+        try sr.requireNotHydrating(volume, to: "have its data destroyed")
+        try sr.requireDetached(volume, "detach it with thinvdi-detach first")
         guard let device = try await mappings(of: [volume.thinID.value]).devices.first else {
             throw ThinError(.catalogInconsistent, "the pool lacks the thin device of \(volume.key); run thinsr-check")
         }
         let base = ChangeBase(device: device)
-        try transact([.delete(volume.thinID)]) { catalog throws(ThinError) in
+        try sr.transact([.delete(volume.thinID)]) { catalog throws(ThinError) in
             try catalog.setPendingDataDestroy(volume: volume.uuid, base: base)
         }
-        return try requireVolume(volume.uuid.lowercased)
+        return try sr.requireVolume(volume.uuid.lowercased)
     }
 
     /// `thin_dump` of these thin devices through the pool's metadata snapshot.
     func mappings(of ids: [UInt32]) async throws(ThinError) -> ThinMappingsDump {
         let programs = host.programs
-        return try await withMetadataSnapshot { path throws(ThinError) in
+        return try await sr.withMetadataSnapshot { path throws(ThinError) in
             do {
                 return try await programs.dumpMappings(metadataDevice: path, metadataSnapshot: true, deviceIDs: ids)
             } catch {

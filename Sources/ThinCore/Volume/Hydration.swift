@@ -220,19 +220,19 @@ extension AttachedSR {
             }
             metaID = id
         }
-        try catalog.setHydrateOwner(Self.importOwner(), volume: volume.uuid)
+        try catalog.setOwner(ProcessClaim.current.ownerMark, of: .hydrating, volume: volume.uuid)
         if onRead {
             try? System.makeDirectories(names.copyOnReadDirectory)
             try System.writeFile(copyOnReadMark(volume), "")
         }
         var hydrating = volume
         hydrating.hydrateMetaID = metaID
-        hydrating.hydrateOwner = Self.importOwner()
+        hydrating.hydrateOwner = ProcessClaim.current.ownerMark
         do {
             let clone = try makeHydrationDevices(hydrating, metaID: metaID!, regionSectors: regionSectors,
                                                  threshold: threshold)
             // What the volume holds, and what lies past the image's end, needs no copy.
-            let mapped = try await mappings(of: [volume.thinID.value]).devices.first?.runs.map(\.blocks) ?? []
+            let mapped = try await lineage.mappings(of: [volume.thinID.value]).devices.first?.runs.map(\.blocks) ?? []
             let ownBytes = ChangedBlocks.merged(mapped).map { $0.lowerBound * blockBytes..<$0.upperBound * blockBytes }
             let imageEnd = (template.virtualSize + regionBytes - 1) / regionBytes * regionBytes
             let zeros = await imageZeros(of: template)
@@ -260,7 +260,7 @@ extension AttachedSR {
     public func finishHydration(_ hydration: Hydration) async throws(ThinError) -> Bool {
         try recovered()
         guard let volume = try catalog.volume(matching: hydration.volume.uuid.lowercased),
-              volume.hydrateOwner == Self.importOwner() else {
+              volume.hydrateOwner == ProcessClaim.current.ownerMark else {
             // A recovery or a change that needed the volume alone stopped it; the image may now be unused.
             if let template = hydration.volume.originTemplate { origins.releaseIfUnused(template) }
             return false
@@ -274,7 +274,7 @@ extension AttachedSR {
                 let lower = (range.lowerBound + blockBytes - 1) / blockBytes, upper = range.upperBound / blockBytes
                 return lower < upper ? lower..<upper : nil
             }
-            let covered = ChangedBlocks.merged((try await mappings(of: [volume.thinID.value]).devices.first?.runs
+            let covered = ChangedBlocks.merged((try await lineage.mappings(of: [volume.thinID.value]).devices.first?.runs
                 .map(\.blocks) ?? []) + zeroBlocks)
             let held = covered.reduce(UInt64(0)) { $0 + (min($1.upperBound, imageBlocks) - min($1.lowerBound, imageBlocks)) }
             complete = held == imageBlocks
@@ -296,7 +296,7 @@ extension AttachedSR {
     /// copied; nil when the hydration is not this process's any more.
     public func copyRegions(_ regions: [UInt64], of hydration: Hydration) throws(ThinError) -> [UInt64]? {
         guard let volume = try catalog.volume(matching: hydration.volume.uuid.lowercased),
-              volume.hydrateOwner == Self.importOwner(), hydration.isCurrent(host: host) else { return nil }
+              volume.hydrateOwner == ProcessClaim.current.ownerMark, hydration.isCurrent(host: host) else { return nil }
         let regionBytes = hydration.regionBytes
         let span = { (region: UInt64) -> Int in Hydration.probeLength(at: region * regionBytes, within: volume.virtualSize) }
         let inVolume = regions.filter { $0 * regionBytes < volume.virtualSize }

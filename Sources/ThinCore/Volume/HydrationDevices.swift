@@ -139,7 +139,7 @@ extension AttachedSR {
         let messages: [PoolMessage] = volume.hydrateMetaID.map { [.delete($0)] } ?? []
         try transact(messages) { catalog throws(ThinError) in
             try catalog.setHydrateMetaID(nil, volume: volume.uuid)
-            try catalog.setHydrateOwner(nil, volume: volume.uuid)
+            try catalog.setOwner(nil, of: .hydrating, volume: volume.uuid)
             if dropOrigin { try catalog.setOriginTemplate(nil, volume: volume.uuid) }
         }
     }
@@ -152,7 +152,7 @@ extension AttachedSR {
     func isCopyingOnRead(_ volume: VolumeRecord) -> Bool { System.exists(copyOnReadMark(volume)) }
 
     /// The live process hydrating `volume`, other than this one.
-    func hydratingProcess(of volume: VolumeRecord) -> Int32? { Self.liveOtherProcess(ofOwner: volume.hydrateOwner) }
+    func hydratingProcess(of volume: VolumeRecord) -> Int32? { ProcessClaim.liveOtherProcess(ofOwner: volume.hydrateOwner) }
 
     /// Refuses what would change a volume under its hydration.
     /// A copy-on-read gives way: it is stopped (what it copied stays).
@@ -176,7 +176,7 @@ extension AttachedSR {
     func stopAbandonedHydrations() throws(ThinError) {
         for volume in try catalog.volumes(includingUnfinished: true)
         where volume.hydrateMetaID != nil || volume.hydrateOwner != nil {
-            if let owner = volume.hydrateOwner, owner == Self.importOwner() || Self.liveProcess(ofOwner: owner) != nil {
+            if let owner = volume.hydrateOwner, owner == ProcessClaim.current.ownerMark || ProcessClaim.liveProcess(ofOwner: owner) != nil {
                 continue
             }
             try stopHydration(volume)

@@ -1,6 +1,12 @@
 import ThinTools
 import FoundationEssentials
 
+/// Which state came from which: the lineage tree, changed blocks between
+/// two states, and a snapshot's data destroyed down to its history.
+public struct SRLineage: SRConcern {
+    let sr: AttachedSR
+}
+
 /// One node of the lineage tree, with space figures from `thin_ls`.
 public struct LineageNode: Sendable {
     public var volume: VolumeRecord
@@ -10,11 +16,11 @@ public struct LineageNode: Sendable {
     public var children: [LineageNode]
 }
 
-extension AttachedSR {
+extension SRLineage {
     /// The lineage forest of the SR, or the subtree rooted at `reference`.
-    public func lineage(_ reference: String? = nil) async throws(ThinError) -> [LineageNode] {
+    public func tree(_ reference: String? = nil) async throws(ThinError) -> [LineageNode] {
         let volumes = try catalog.volumes()
-        let usage = try await thinUsage()
+        let usage = try await sr.volumes.thinUsage()
         let known = Set(volumes.map(\.uuid))
         var children: [UUID: [VolumeRecord]] = [:]
         for volume in volumes {
@@ -28,7 +34,7 @@ extension AttachedSR {
                                children: (children[volume.uuid] ?? []).sorted { $0.createdAt < $1.createdAt }
                                    .map(node))
         }
-        if let reference { return [node(try requireVolume(reference, allowingTemplate: true))] }
+        if let reference { return [node(try sr.requireVolume(reference, allowingTemplate: true))] }
         return volumes.filter { $0.parentUUID.map { !known.contains($0) } ?? true }
             .sorted { ($0.createdAt, $0.key) < ($1.createdAt, $1.key) }.map(node)
     }

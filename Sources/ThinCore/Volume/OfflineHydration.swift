@@ -77,10 +77,10 @@ extension AttachedSR {
         let blockBytes = try record.blockSizeBytes
         let imageBytes = min(template.virtualSize, volume.virtualSize)
         let imageBlocks = (imageBytes + blockBytes - 1) / blockBytes
-        let held = ChangedBlocks.merged(try await mappings(of: [volume.thinID.value]).devices.first?.runs.map(\.blocks) ?? [])
+        let held = ChangedBlocks.merged(try await lineage.mappings(of: [volume.thinID.value]).devices.first?.runs.map(\.blocks) ?? [])
         let pending = OfflineHydration.unwritten(held, imageBlocks: imageBlocks, blockBytes: blockBytes,
                                                  imageBytes: imageBytes)
-        try catalog.setHydrateOwner(Self.importOwner(), volume: volume.uuid)
+        try catalog.setOwner(ProcessClaim.current.ownerMark, of: .hydrating, volume: volume.uuid)
         let destination = names.hydrationDevice(volume.uuid, .destination)
         do {
             try? host.deviceMapper.remove(name: destination.name)   // a killed run's
@@ -102,7 +102,7 @@ extension AttachedSR {
     /// this process's any more (the volume was attached, or it was stopped).
     public func copyOffline(_ chunk: Range<UInt64>, of hydration: OfflineHydration) throws(ThinError) -> UInt64? {
         guard let volume = try catalog.volume(matching: hydration.volume.uuid.lowercased),
-              volume.hydrateOwner == Self.importOwner(), try devices.info(volume.uuid) == nil else { return nil }
+              volume.hydrateOwner == ProcessClaim.current.ownerMark, try devices.info(volume.uuid) == nil else { return nil }
         // A pool without room for the chunk would hold the write (and this SR lock) until it grows.
         let usage = try recovered()
         let blockBytes = try record.blockSizeBytes
@@ -122,7 +122,7 @@ extension AttachedSR {
     public func finishOfflineHydration(_ hydration: OfflineHydration, copiedAll: Bool) async throws(ThinError) -> Bool {
         try recovered()
         guard let volume = try catalog.volume(matching: hydration.volume.uuid.lowercased),
-              volume.hydrateOwner == Self.importOwner() else {
+              volume.hydrateOwner == ProcessClaim.current.ownerMark else {
             if let template = hydration.volume.originTemplate { origins.releaseIfUnused(template) }
             return false
         }
@@ -135,9 +135,9 @@ extension AttachedSR {
 
     /// What both hydrations refuse: no data, not thin, importing, a read-only snapshot.
     func requireHydratable(_ volume: VolumeRecord) throws(ThinError) {
-        try requireData(volume, to: "be hydrated")
-        try requireThin(volume, to: "be hydrated")
-        try requireNotImporting(volume, to: "be hydrated")
+        try volume.requireData(to: "be hydrated")
+        try volume.requireThin(to: "be hydrated")
+        try volume.requireNotImporting(to: "be hydrated")
         guard volume.readWrite else {
             throw ThinError(.invalidArgument, "\(volume.key) is a read-only snapshot: hydrating it would change what "
                             + "it maps; clone it and hydrate the clone")

@@ -7,11 +7,17 @@ import ThinTrace
 import Glibc
 #endif
 
+/// Preallocated (thick) volumes: plain LVs beside the pool, their zeroing
+/// and growth.
+public struct PreallocatedVolumes: SRConcern {
+    let sr: AttachedSR
+}
+
 /// Preallocated raw volumes: a linear LV beside the pool per volume, zeroed
 /// before first use, shown through the same dm device and link as a thin
 /// volume (a `linear` table over the LV). Its catalog row reserves a thin id
 /// that is never created in the pool, so ids stay unique in the catalog.
-extension AttachedSR {
+extension PreallocatedVolumes {
     /// Records the volume, marked as being filled by this process, and makes
     /// its LV. Refused before anything is written when the VG lacks the space.
     /// The caller zeroes it (`BlockZeroing.zero`) without the SR lock and then
@@ -21,9 +27,9 @@ extension AttachedSR {
                                         sharable: Bool) throws(ThinError) -> VolumeRecord {
         try Naming.validateLabel(name, what: "volume name")
         try Naming.validateLabel(description, what: "volume description")
-        try Self.requireVolumeSize(sizeBytes)
+        try VolumeRecord.requireSize(sizeBytes)
         guard sizeBytes > 0 else { throw .invalid("a preallocated volume needs a size above 0; give --size") }
-        try recovered()
+        try sr.recovered()
         let virtualSize = ByteSize.roundUp(sizeBytes, to: 512)
         let group = try volumeGroupReport()
         let lvBytes = ByteSize.roundUp(virtualSize, to: max(group.extentBytes, 512))
@@ -32,14 +38,14 @@ extension AttachedSR {
                             + "of free extents; volume group \(group.name) has \(ByteSize.format(group.freeBytes)) "
                             + "free: give a smaller --size, leave out --preallocate, or add a device (thinsr-extend)")
         }
-        let thinID = try allocateThinID()
+        let thinID = try sr.allocateThinID()
         let uuid = UUID()
         var volume = VolumeRecord(
             uuid: uuid, key: Naming.deriveKey(fromName: name, existing: try catalog.allKeys()), name: name,
             description: description, thinID: thinID, virtualSize: virtualSize, kind: .volume, readWrite: true,
             sharable: sharable, createdAt: System.currentTime(), keys: [:], parentUUID: nil, snapshotOf: nil,
             state: .ready)
-        volume.importOwner = Self.importOwner()
+        volume.importOwner = ProcessClaim.current.ownerMark
         volume.rawLV = names.rawLV(uuid)
         // The row first: an LV is never left without the row that removes it.
         try catalog.transaction { () throws(ThinError) in
@@ -73,18 +79,18 @@ extension AttachedSR {
     /// Attaches a zeroed preallocated volume read-write for the import
     /// filling it (this process stays its owner until `finishImport`).
     public func attachForImport(_ volume: VolumeRecord) async throws(ThinError) -> (VolumeRecord, String) {
-        try await attachVolume(volume.uuid.lowercased, readOnly: false, holder: VolumeHolders.process())
+        try await sr.attachments.attach(volume, readOnly: false, holder: ProcessClaim.holderName())
     }
 
     /// The filling is whole: the volume is free for every operation.
     public func finishFilling(_ volume: VolumeRecord) throws(ThinError) -> VolumeRecord {
-        try catalog.setImportOwner(nil, volume: volume.uuid)
-        return try requireVolume(volume.uuid.lowercased)
+        try catalog.setOwner(nil, of: .filling, volume: volume.uuid)
+        return try sr.requireVolume(volume.uuid.lowercased)
     }
 
     /// The live process (other than this one) filling `volume`: an import
     /// or a preallocated create still zeroing.
-    public func fillingProcess(of volume: VolumeRecord) -> Int32? { Self.liveOtherProcess(ofOwner: volume.importOwner) }
+    public func fillingProcess(of volume: VolumeRecord) -> Int32? { ProcessClaim.liveOtherProcess(ofOwner: volume.importOwner) }
 
     /// Removes a preallocated volume's LV and row: the row is marked first,
     /// so a removal killed half way is finished by the next writer.
@@ -121,9 +127,9 @@ extension AttachedSR {
                 throw ThinError(.srInUse, "volume \(volume.key) is being grown by process \(pid); wait for it",
                                 parameters: [volume.key])
             }
-            if let pid = hydratingProcess(of: volume) {
+            if let pid = sr.hydratingProcess(of: volume) {
                 // A copy-on-read gives way (it stops; what it copied stays).
-                if isCopyingOnRead(volume) { try stopHydration(volume); continue }
+                if sr.isCopyingOnRead(volume) { try sr.stopHydration(volume); continue }
                 throw ThinError(.srInUse, "volume \(volume.key) is being hydrated by process \(pid); stop it (SIGINT) "
                                 + "or wait for it", parameters: [volume.key])
             }
@@ -169,45 +175,39 @@ extension AttachedSR {
             }
             FaultInjection.point("raw-volume-extended")
         }
-        try catalog.setGrowOwner(Self.importOwner(), volume: volume.uuid)
+        try catalog.setOwner(ProcessClaim.current.ownerMark, of: .growing, volume: volume.uuid)
         return RawGrowth(volume: volume, size: size, path: path, from: volume.virtualSize, to: max(lvBytes, currentBytes))
     }
 
     /// The grown part is zeroed: the volume takes its new size (its device too, if attached).
     public func finishGrowth(_ growth: RawGrowth) throws(ThinError) {
-        let volume = try requireVolume(growth.volume.uuid.lowercased)
-        guard volume.growOwner == Self.importOwner() else {
+        let volume = try sr.requireVolume(growth.volume.uuid.lowercased)
+        guard volume.growOwner == ProcessClaim.current.ownerMark else {
             throw ThinError(.volumeInUse, "\(volume.key) is no longer marked as grown by this process; grow it again",
                             parameters: [volume.key])
         }
-        try catalog.setGrowOwner(nil, volume: volume.uuid)
-        try applySize(growth.size, to: volume)
+        try catalog.setOwner(nil, of: .growing, volume: volume.uuid)
+        try sr.volumes.applySize(growth.size, to: volume)
     }
 
     /// A grow that failed or was cancelled: the volume keeps its size (its LV stays larger).
     public func abandonGrowth(_ growth: RawGrowth) throws(ThinError) {
-        try catalog.setGrowOwner(nil, volume: growth.volume.uuid)
+        try catalog.setOwner(nil, of: .growing, volume: growth.volume.uuid)
     }
 
     /// Grow marks whose process is gone are cleared (runs in recovery).
     func clearAbandonedGrowths() throws(ThinError) {
         for volume in try catalog.volumes() where volume.growOwner != nil {
-            if volume.growOwner.flatMap(Self.liveProcess(ofOwner:)) == nil {
-                try catalog.setGrowOwner(nil, volume: volume.uuid)
+            if ProcessClaim.liveProcess(ofOwner: volume.growOwner) == nil {
+                try catalog.setOwner(nil, of: .growing, volume: volume.uuid)
             }
         }
     }
 
     /// The live process (other than this one) growing `volume`.
-    func growingProcess(of volume: VolumeRecord) -> Int32? { Self.liveOtherProcess(ofOwner: volume.growOwner) }
+    func growingProcess(of volume: VolumeRecord) -> Int32? { ProcessClaim.liveOtherProcess(ofOwner: volume.growOwner) }
 
     /// Refuses what a preallocated volume cannot do: it has no thin blocks to share.
-    func requireThin(_ volume: VolumeRecord, to action: String) throws(ThinError) {
-        guard volume.isPreallocated else { return }
-        throw .invalid("\(volume.key) is a preallocated raw volume: it cannot \(action) (it shares no blocks); copy it "
-                       + "into a thin volume with thinvdi-export and thinvdi-import first")
-    }
-
     private func volumeGroupReport() throws(ThinError) -> VolumeGroupReport {
         let groups: [VolumeGroupReport]
         do { groups = try host.lvm.volumeGroups() } catch { throw .backend("cannot read volume groups", error) }

@@ -155,16 +155,16 @@ struct TemplateOrigins {
         let record = try await expose(template)
         // Under the devices-changing marker: an origin a killed or failed swap left suspended is resumed
         // by the next command, which reconciles origins too.
-        try System.touch(names.devicesChangingMarker)
-        do {
-            try deviceMapper.reload(name: device.name, table: [originTable(template, record)], readOnly: true)
-            FaultInjection.point("origin-reloaded")
-            try deviceMapper.resume(name: device.name, udev: .standard)
-        } catch {
-            unexpose(record)
-            throw .backend("cannot point the origin of template \(template.key) at its image again", error)
+        try recovered.changing { () throws(ThinError) in
+            do {
+                try deviceMapper.reload(name: device.name, table: [originTable(template, record)], readOnly: true)
+                FaultInjection.point("origin-reloaded")
+                try deviceMapper.resume(name: device.name, udev: .standard)
+            } catch {
+                unexpose(record)
+                throw .backend("cannot point the origin of template \(template.key) at its image again", error)
+            }
         }
-        System.removeFile(names.devicesChangingMarker)
         save(record, for: template.uuid)
         if let old { unexpose(old) }
         guard DirectIO.canRead(device.path) else {
@@ -287,8 +287,8 @@ struct TemplateOrigins {
     /// Every origin this host brought up for the SR, by template.
     func broughtUp() -> [UUID] {
         var found = Set(System.directoryEntries(names.originStateDirectory).compactMap(UUID.init(uuidString:)))
-        for name in (try? deviceMapper.list()) ?? [] where name.hasPrefix(names.originDevicePrefix) {
-            if let uuid = SRNames.uuid(fromHex: String(name.dropFirst(names.originDevicePrefix.count))) { found.insert(uuid) }
+        for name in (try? deviceMapper.list()) ?? [] {
+            if case .origin(let uuid)? = DmName(validating: name).flatMap(names.owned) { found.insert(uuid) }
         }
         return Array(found)
     }

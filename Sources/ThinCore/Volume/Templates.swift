@@ -2,12 +2,17 @@ import FoundationEssentials
 import ThinDeviceMapper
 public import ThinTools
 
+/// Templates: read-only images named by URI that clones read.
+public struct SRTemplates: SRConcern {
+    let sr: AttachedSR
+}
+
 /// Templates: read-only images that live elsewhere, named by URI. A
 /// template's row holds a real, empty thin device that is never activated;
 /// a clone or snapshot of it is `create_snap` of that device (as LVM's
 /// `lvcreate -s --thinpool P ExternalLV`), attached with the image as its
 /// external origin, so it reads the image where it has no block of its own.
-extension AttachedSR {
+extension SRTemplates {
     /// Registers the image at `uri` (its format read from its header by
     /// thinsr unless given; only self-contained images) as a template. The URI is resolved once to check that it
     /// names an image of that format and to read its size, then released.
@@ -18,7 +23,7 @@ extension AttachedSR {
         let label = name ?? Self.templateName(uri)
         try Naming.validateLabel(label, what: "template name")
         try Naming.validateLabel(description, what: "template description")
-        let usage = try recovered()
+        let usage = try sr.recovered()
         try SpaceReserve.requireRoomForNewDevice(usage, sr: names)
         let image = try await SchemeScripts.attach(uri)
         let inspected: InspectedImage
@@ -40,28 +45,24 @@ extension AttachedSR {
             throw .invalid("\(uri)'s disk is \(info.virtualSize) bytes, not a positive multiple of 512; a template's "
                            + "disk is a whole number of sectors")
         }
-        try Self.requireVolumeSize(info.virtualSize)
-        let thinID = try allocateThinID()
-        var template = VolumeRecord(
-            uuid: UUID(), key: Naming.deriveKey(fromName: label, existing: try catalog.allKeys()), name: label,
-            description: description, thinID: thinID, virtualSize: info.virtualSize, kind: .template,
-            readWrite: false, sharable: false, createdAt: System.currentTime(), keys: [:], parentUUID: nil,
-            snapshotOf: nil, state: .creating)
-        template.templateURI = uri
-        template.templateFormat = detected.rawValue
-        try transact([.createThin(thinID)]) { catalog throws(ThinError) in
-            try catalog.insert(template)
-            try catalog.setNextThinID(thinID.successor)
+        try VolumeRecord.requireSize(info.virtualSize)
+        return try sr.volumes.insertWithNewThinDevice(label: label) { key, thinID in
+            var template = VolumeRecord(
+                uuid: UUID(), key: key, name: label,
+                description: description, thinID: thinID, virtualSize: info.virtualSize, kind: .template,
+                readWrite: false, sharable: false, createdAt: System.currentTime(), keys: [:], parentUUID: nil,
+                snapshotOf: nil, state: .creating)
+            template.templateURI = uri
+            template.templateFormat = detected.rawValue
+            return template
         }
-        template.state = .ready
-        return template
     }
 
     /// Deregisters a template: refused while a volume still reads its image
     /// (hydrated volumes no longer do). Its image is never touched.
     public func forgetTemplate(_ reference: String) throws(ThinError) {
-        try recovered()
-        let template = try requireVolume(reference, allowingTemplate: true)
+        try sr.recovered()
+        let template = try sr.requireVolume(reference, allowingTemplate: true)
         guard template.isTemplate else {
             throw .invalid("\(template.key) is a \(template.kind.rawValue), not a template; destroy it with "
                            + "thinvdi-destroy")
@@ -74,7 +75,7 @@ extension AttachedSR {
                             parameters: [template.key] + dependents)
         }
         origins.releaseIfUnused(template.uuid)
-        try transact([.delete(template.thinID)]) { catalog throws(ThinError) in
+        try sr.transact([.delete(template.thinID)]) { catalog throws(ThinError) in
             try catalog.setState(.destroying, volume: template.uuid)
         }
     }

@@ -1,7 +1,7 @@
 import ThinDeviceMapper
 
 /// Changes to one volume that send no pool message: its size and its labels.
-extension AttachedSR {
+extension SRVolumes {
     /// Grows a volume; an attached volume's device grows at once. Shrinking
     /// is refused. A preallocated volume's new part is zeroed here, with
     /// the SR lock held: the tools zero it without the lock instead
@@ -9,7 +9,7 @@ extension AttachedSR {
     public func resizeVolume(_ reference: String, to newSize: UInt64) throws(ThinError) {
         guard let growth = try beginResize(reference, to: newSize) else { return }
         try BlockZeroing.zero(growth.path, from: growth.from, to: growth.to)
-        try finishGrowth(growth)
+        try sr.preallocated.finishGrowth(growth)
     }
 
     /// Checks a grow and does it at once for a thin volume (nil). A
@@ -18,19 +18,19 @@ extension AttachedSR {
     /// the volume's current end, so nothing it shows changes) and then calls
     /// `finishGrowth`, or `abandonGrowth`.
     public func beginResize(_ reference: String, to newSize: UInt64) throws(ThinError) -> RawGrowth? {
-        try recovered()
-        let volume = try requireVolume(reference)
-        try requireNotImporting(volume, to: "be resized")
-        try requireNotHydrating(volume, to: "be resized")
+        try sr.recovered()
+        let volume = try sr.requireVolume(reference)
+        try volume.requireNotImporting(to: "be resized")
+        try sr.requireNotHydrating(volume, to: "be resized")
         let size = ByteSize.roundUp(newSize, to: 512)
         guard volume.readWrite else { throw .invalid("\(volume.key) is a read-only snapshot and cannot be resized") }
         guard size >= volume.virtualSize else {
             throw .invalid("\(volume.key) is \(ByteSize.format(volume.virtualSize)); shrinking to "
                            + "\(ByteSize.format(size)) is not supported (it would lose data)")
         }
-        try Self.requireVolumeSize(size)
+        try VolumeRecord.requireSize(size)
         guard size > volume.virtualSize else { return nil }
-        if volume.isPreallocated { return try beginGrowPreallocated(volume, to: size) }
+        if volume.isPreallocated { return try sr.preallocated.beginGrowPreallocated(volume, to: size) }
         try applySize(size, to: volume)
         return nil
     }
@@ -44,7 +44,7 @@ extension AttachedSR {
             return
         }
         // The catalog first: a crash before the reload leaves a device the next operation grows.
-        try devices.changing(try devicesRecovered()) { () throws(ThinError) in
+        try devices.changing(try sr.devicesRecovered()) { () throws(ThinError) in
             try catalog.setVirtualSize(size, volume: volume.uuid)
             FaultInjection.point("size-recorded")
             let device = names.volumeDevice(volume.uuid).name
@@ -71,8 +71,8 @@ extension AttachedSR {
             try Naming.validateLabel(value, what: "value of \(key)")
             guard !key.isEmpty else { throw .invalid("an empty key is not allowed (expected KEY=VALUE)") }
         }
-        let volume = try requireVolume(reference)
-        if cbt == true { try requireThin(volume, to: "track changed blocks") }
+        let volume = try sr.requireVolume(reference)
+        if cbt == true { try volume.requireThin(to: "track changed blocks") }
         try catalog.transaction { () throws(ThinError) in
             try catalog.setLabel(name: name, description: description, volume: volume.uuid)
             for (key, value) in set { try catalog.setKey(key, value: value, volume: volume.uuid) }

@@ -2,7 +2,7 @@ import FoundationEssentials
 import ThinDeviceMapper
 
 /// Snapshots, clones and revert: metadata-only on dm-thin, each one pool transaction.
-extension AttachedSR {
+extension SRVolumes {
     /// Makes a read-only snapshot (`.snapshot`) or a writable clone (`.clone`) of
     /// any volume, snapshot or clone. An attached source is suspended around
     /// `create_snap` (flushing what was written before) and resumed.
@@ -10,13 +10,13 @@ extension AttachedSR {
     public func copyVolume(_ reference: String, kind: VolumeKind, name: String?) throws(ThinError) -> VolumeRecord {
         precondition(kind != .volume)
         if let name { try Naming.validateLabel(name, what: "name") }
-        let usage = try recovered()
+        let usage = try sr.recovered()
         try SpaceReserve.requireRoomForNewDevice(usage, sr: names)
-        let source = try requireVolume(reference, allowingTemplate: true)
-        try requireData(source, to: "be snapshotted or cloned")
-        try requireNotImporting(source, to: "be snapshotted or cloned")
-        try requireThin(source, to: "be snapshotted or cloned")
-        let thinID = try allocateThinID()
+        let source = try sr.requireVolume(reference, allowingTemplate: true)
+        try source.requireData(to: "be snapshotted or cloned")
+        try source.requireNotImporting(to: "be snapshotted or cloned")
+        try source.requireThin(to: "be snapshotted or cloned")
+        let thinID = try sr.allocateThinID()
         let label = name ?? source.name
         var copy = VolumeRecord(
             uuid: UUID(), key: Naming.deriveKey(fromName: label, existing: try catalog.allKeys()), name: label,
@@ -41,17 +41,17 @@ extension AttachedSR {
     private func transact(fromOrigin origin: VolumeRecord, _ messages: [PoolMessage],
                           prepare: (Catalog) throws(ThinError) -> Void) throws(ThinError) {
         // Recovery runs first: inside `changing` it would find this operation's own marker.
-        try recovered()
+        try sr.recovered()
         // (An inactive device's error table is suspended too: harmless, and it saves reading its table.)
         guard let info = try devices.info(origin.uuid), info.hasLiveTable, !info.suspended else {
-            return try transact(messages, prepare: prepare)
+            return try sr.transact(messages, prepare: prepare)
         }
         // A resume that fails after the messages went through must not undo
         // them: the transaction completes, then the failure is reported (and
         // the marker stays, so the next thinsr command resumes the device).
         var resumeFailure: ThinError?
-        try devices.changing(try devicesRecovered()) { () throws(ThinError) in
-            try transact(messages, prepare: prepare) { send throws(ThinError) in
+        try devices.changing(try sr.devicesRecovered()) { () throws(ThinError) in
+            try sr.transact(messages, prepare: prepare) { send throws(ThinError) in
                 resumeFailure = try whileSuspended(origin, send)
             }
             if let resumeFailure { throw resumeFailure }
@@ -88,17 +88,17 @@ extension AttachedSR {
     /// (its device holds the old thin id open); an attached snapshot is
     /// suspended around `create_snap`.
     public func revertVolume(_ reference: String, to snapshotReference: String) throws(ThinError) {
-        let usage = try recovered()
+        let usage = try sr.recovered()
         try SpaceReserve.requireRoomForNewDevice(usage, sr: names)
-        let volume = try requireVolume(reference)
-        let snapshot = try requireVolume(snapshotReference)
+        let volume = try sr.requireVolume(reference)
+        let snapshot = try sr.requireVolume(snapshotReference)
         guard volume.readWrite else {
             throw .invalid("\(volume.key) is a read-only snapshot; revert a writable volume to one of its snapshots")
         }
         guard volume.uuid != snapshot.uuid else { throw .invalid("cannot revert \(volume.key) to itself") }
-        try requireData(snapshot, to: "be reverted to")
-        try requireNotImporting(volume, to: "be reverted")
-        try requireThin(volume, to: "be reverted")
+        try snapshot.requireData(to: "be reverted to")
+        try volume.requireNotImporting(to: "be reverted")
+        try volume.requireThin(to: "be reverted")
         guard snapshot.kind == .snapshot else {
             throw .invalid("\(snapshot.key) is a \(snapshot.kind.rawValue), not a snapshot; revert \(volume.key) to one "
                            + "of its own snapshots (thinvdi-tree shows them)")
@@ -108,10 +108,10 @@ extension AttachedSR {
             throw .invalid("snapshot \(snapshot.key) is not of \(volume.key)'s lineage; revert \(volume.key) only to "
                            + "one of its own snapshots (thinvdi-tree shows them)")
         }
-        try requireDetached(volume, "detach it with thinvdi-detach before reverting it")
+        try sr.requireDetached(volume, "detach it with thinvdi-detach before reverting it")
         // (After the refusals: a copy-on-read gives way only to a revert that goes ahead.)
-        try requireNotHydrating(volume, to: "be reverted")
-        let thinID = try allocateThinID()
+        try sr.requireNotHydrating(volume, to: "be reverted")
+        let thinID = try sr.allocateThinID()
         try transact(fromOrigin: snapshot, [.createSnapshot(thinID, origin: snapshot.thinID), .delete(volume.thinID)]) {
             catalog throws(ThinError) in
             try catalog.setPendingSwitch(volume: volume.uuid, thinID: thinID, virtualSize: snapshot.virtualSize,

@@ -56,9 +56,20 @@ struct VolumeDevices {
 
     /// The names of this SR's volume devices, from one device-mapper list.
     func activeNames() throws(ThinError) -> [(UUID, String)] {
+        try owned().compactMap { name, device in
+            guard case .volume(let uuid) = device else { return nil }
+            return (uuid, name)
+        }
+    }
+
+    /// Every dm device this SR owns, by what its name says it is, from one
+    /// device-mapper list.
+    func owned() throws(ThinError) -> [(name: String, device: SRNames.OwnedDevice)] {
         let all: [String]
         do { all = try deviceMapper.list() } catch { throw .backend("cannot list dm devices", error) }
-        return all.compactMap { name in names.volume(ofDevice: name).map { ($0, name) } }
+        return all.compactMap { name in
+            DmName(validating: name).flatMap(names.owned).map { (name, $0) }
+        }
     }
 
     /// The link's path, made to point at the volume's device.
@@ -197,10 +208,7 @@ struct VolumeDevices {
     /// Only a recovered SR hands out `DevicesRecovered`: a change that did
     /// not first finish a killed process's change would take its marker away.
     func changing<T>(_ recovered: DevicesRecovered, _ body: () throws(ThinError) -> T) throws(ThinError) -> T {
-        try System.touch(names.devicesChangingMarker)
-        let result = try body()
-        System.removeFile(names.devicesChangingMarker)
-        return result
+        try recovered.changing(body)
     }
 
     /// A device a killed change left half done: suspended, or shorter than
@@ -258,23 +266,38 @@ struct VolumeDevices {
         }
     }
 
-    /// Finds and finishes device changes a killed process left half done:
-    /// volume devices, and the SR's other devices (a hydration's dm-clone
-    /// stack, template origins) that one left suspended.
-    func reconcile(with volumes: [VolumeRecord]) throws(ThinError) {
-        try finish(unfinished(volumes, active: try active()))
-        try resumeStacked()
+    /// Finds and finishes device changes a killed process left half done on
+    /// every device the SR owns: volume devices (resumed, or grown to their
+    /// catalog size), then the devices under them (a hydration's dm-clone
+    /// stack, template origins), resumed. Returns whether there was one.
+    @discardableResult
+    func reconcile(with volumes: [VolumeRecord]) throws(ThinError) -> Bool {
+        let owned = try owned()
+        var active: [UUID: DeviceInfo] = [:]
+        for case let (name, .volume(uuid)) in owned {
+            do { if let info = try deviceMapper.info(name: name) { active[uuid] = info } } catch {
+                throw .backend("cannot query \(name)", error)
+            }
+        }
+        let unfinished = try unfinished(volumes, active: active)
+        try finish(unfinished)
+        let resumed = try resumeStacked(owned)
+        return resumed || !unfinished.isEmpty
     }
 
     /// Resumes the SR's hydration and origin devices a killed change left
     /// suspended; returns whether there was one.
     @discardableResult
-    func resumeStacked() throws(ThinError) -> Bool {
-        let all: [String]
-        do { all = try deviceMapper.list() } catch { throw .backend("cannot list dm devices", error) }
-        let stacked = SRNames.HydrationPart.allCases.map { "thinsr_\(names.hex)_h\($0.rawValue)" } + [names.originDevicePrefix]
+    func resumeStacked(_ owned: [(name: String, device: SRNames.OwnedDevice)]? = nil) throws(ThinError) -> Bool {
         var resumed = false
-        for name in all where stacked.contains(where: name.hasPrefix) {
+        let devices: [(name: String, device: SRNames.OwnedDevice)]
+        if let owned { devices = owned } else { devices = try self.owned() }
+        for (name, device) in devices {
+            switch device {
+            case .hydration, .origin: break
+            // A volume device is finished by `finish`; a taken one goes with its last opener.
+            case .volume, .taken: continue
+            }
             let info: DeviceInfo?
             do { info = try deviceMapper.info(name: name) } catch { throw .backend("cannot query \(name)", error) }
             guard let info, info.suspended, info.hasLiveTable else { continue }

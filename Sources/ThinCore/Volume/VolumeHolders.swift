@@ -16,7 +16,7 @@ struct VolumeHolders {
     /// The run directory (the SR's, unless a test gives its own).
     var runDirectory: String? = nil
 
-    var directory: String { "\(runDirectory ?? names.runDirectory)/holders/\(volume.lowercased)" }
+    var directory: String { names.holdersDirectory(volume, runDirectory: runDirectory) }
 
     /// Holder names are file names: letters, digits and `._:-`, as xapi's
     /// domains ("5", "u0_<dp>") are.
@@ -24,7 +24,8 @@ struct VolumeHolders {
         let allowed = holder.unicodeScalars.allSatisfy {
             ($0.isASCII && ($0.properties.isAlphabetic || ("0"..."9").contains($0))) || "._:-".unicodeScalars.contains($0)
         }
-        guard !holder.isEmpty, holder.count <= 128, allowed, !holder.hasPrefix("."), !holder.hasPrefix("process.") else {
+        guard !holder.isEmpty, holder.count <= 128, allowed, !holder.hasPrefix("."),
+              !holder.hasPrefix(ProcessClaim.holderPrefix) else {
             throw .invalid("holder \"\(holder)\" is not a valid holder name; use up to 128 letters, digits, '.', '_', "
                            + "':' or '-' (xapi passes its domain)")
         }
@@ -35,15 +36,9 @@ struct VolumeHolders {
     /// names cannot begin with a dot, so no holder can take it over.
     static let unnamed = ".attached"
 
-    /// The holder name of a process.
-    static func process(_ pid: Int32 = getpid()) -> String { "process.\(pid)" }
-
     func add(_ holder: String) throws(ThinError) {
         try System.makeDirectories(directory)
-        var content = ""
-        if let pid = Self.pid(ofProcessHolder: holder) {
-            content = "\(pid) \(System.processStartTime(pid) ?? 0)\n"
-        }
+        let content = ProcessClaim.pid(ofHolder: holder).map { ProcessClaim.holder($0).holderContent } ?? ""
         try System.writeFile("\(directory)/\(holder)", content)
     }
 
@@ -53,10 +48,9 @@ struct VolumeHolders {
     /// ended (or whose pid now names another process) is removed.
     func live() -> [String] {
         System.directoryEntries(directory).filter { holder in
-            guard let pid = Self.pid(ofProcessHolder: holder) else { return true }
-            let recorded = System.readFile("\(directory)/\(holder)")?.split(whereSeparator: \.isWhitespace).last
-                .flatMap { UInt64($0) }
-            if let started = System.processStartTime(pid), recorded == nil || recorded == started { return true }
+            guard ProcessClaim.pid(ofHolder: holder) != nil else { return true }
+            let claim = ProcessClaim(holderName: holder, content: System.readFile("\(directory)/\(holder)"))
+            if claim?.isLive() == true { return true }
             remove(holder)
             return false
         }.sorted()
@@ -66,13 +60,9 @@ struct VolumeHolders {
         for holder in System.directoryEntries(directory) { remove(holder) }
         System.removeDirectory(directory)
     }
-
-    private static func pid(ofProcessHolder holder: String) -> Int32? {
-        holder.hasPrefix("process.") ? Int32(holder.dropFirst("process.".count)) : nil
-    }
 }
 
-extension AttachedSR {
+extension SRAttachments {
     func holders(of volume: VolumeRecord) -> VolumeHolders { VolumeHolders(names: names, volume: volume.uuid) }
 
     /// Attaches a volume for `holder` (see `attachVolume`): the device is
@@ -80,8 +70,14 @@ extension AttachedSR {
     /// until the last of them detaches.
     public func attachVolume(_ reference: String, readOnly: Bool, inactive: Bool = false,
                              holder: String) async throws(ThinError) -> (VolumeRecord, path: String) {
-        if holder != VolumeHolders.process() { try VolumeHolders.validate(holder) }
-        let volume = try requireVolume(reference)
+        if holder != ProcessClaim.holderName() { try VolumeHolders.validate(holder) }
+        try sr.recovered()
+        return try await attach(try sr.requireVolume(reference), readOnly: readOnly, inactive: inactive, holder: holder)
+    }
+
+    /// Attaches, for `holder`, the volume a caller resolved after recovery.
+    func attach(_ volume: VolumeRecord, readOnly: Bool, inactive: Bool = false,
+                holder: String) async throws(ThinError) -> (VolumeRecord, path: String) {
         let held = holders(of: volume)
         if try devices.info(volume.uuid) == nil {
             // Holders of a device that no longer exists (a reboot, a forced detach) are stale.
@@ -90,15 +86,14 @@ extension AttachedSR {
             // Attached without a holder: that attach keeps counting.
             try held.add(VolumeHolders.unnamed)
         }
-        if !readOnly, let process = held.live().first(where: { $0.hasPrefix("process.") }) {
+        if !readOnly, let pid = held.live().lazy.compactMap(ProcessClaim.pid(ofHolder:)).first {
             // A process holding the volume (an export, a server, an import) is its only writer or must stay a reader.
-            let pid = String(process.dropFirst("process.".count))
             let mode = (try? devices.info(volume.uuid))??.readOnly == true ? "reading it" : "writing it"
-            let name = Int32(pid).flatMap(System.programName) ?? "a thinsr tool"
+            let name = System.programName(pid) ?? "a thinsr tool"
             throw ThinError(.volumeInUse, "volume \(volume.key) is held by process \(pid) (\(name), \(mode)); wait for it "
                             + "to end or stop it first", parameters: [volume.key])
         }
-        let attached = try await attachVolume(reference, readOnly: readOnly, inactive: inactive)
+        let attached = try await attach(volume, readOnly: readOnly, inactive: inactive)
         try held.add(holder)
         return attached
     }
@@ -108,8 +103,13 @@ extension AttachedSR {
     /// does not hold the volume changes nothing else.
     @discardableResult
     public func detachVolume(_ reference: String, holder: String) throws(ThinError) -> [String] {
-        if holder != VolumeHolders.process() { try VolumeHolders.validate(holder) }
-        let volume = try requireVolume(reference)
+        if holder != ProcessClaim.holderName() { try VolumeHolders.validate(holder) }
+        return try detach(try sr.requireVolume(reference), holder: holder)
+    }
+
+    /// Lets `holder` of the volume a caller resolved go (see `detachVolume`).
+    @discardableResult
+    func detach(_ volume: VolumeRecord, holder: String) throws(ThinError) -> [String] {
         let held = holders(of: volume)
         let before = held.live()
         // A holder that does not hold the volume changes nothing while others do.

@@ -96,10 +96,10 @@ extension AttachedSR {
     /// as `changedBlocks`, refused where it cannot be given).
     public func exportExtents(of reference: String, since base: String? = nil) async throws(ThinError) -> ExportExtents {
         let volume = try requireVolume(reference)
-        try requireData(volume, to: "be exported")
+        try volume.requireData(to: "be exported")
         if volume.isPreallocated {
             // Every byte of a raw LV is data (zeroed ones too): nothing records which were written.
-            if base != nil { try requireThin(volume, to: "be exported incrementally (--base)") }
+            if base != nil { try volume.requireThin(to: "be exported incrementally (--base)") }
             return ExportExtents.whole(size: volume.virtualSize, mapped: [0..<(volume.virtualSize + 511) / 512],
                                        blockBytes: 512)
         }
@@ -109,16 +109,16 @@ extension AttachedSR {
             let every = ExportExtents.whole(size: volume.virtualSize, mapped: [0..<(volume.virtualSize + 511) / 512],
                                             blockBytes: 512)
             guard let base else { return every }
-            let changes = try await changedBlocks(from: base, to: volume.uuid.lowercased)
+            let changes = try await lineage.changedBlocks(from: try requireVolume(base), to: volume)
             return ExportExtents.incremental(size: volume.virtualSize, changed: changes.extents, whole: every)
         }
-        guard let device = try await mappings(of: [volume.thinID.value]).devices.first else {
+        guard let device = try await lineage.mappings(of: [volume.thinID.value]).devices.first else {
             throw ThinError(.catalogInconsistent, "the pool lacks the thin device of \(volume.key); run thinsr-check")
         }
         let whole = ExportExtents.whole(size: volume.virtualSize, mapped: device.runs.map(\.blocks),
                                         blockBytes: try record.blockSizeBytes)
         guard let base else { return whole }
-        let changes = try await changedBlocks(from: base, to: volume.uuid.lowercased)
+        let changes = try await lineage.changedBlocks(from: try requireVolume(base), to: volume)
         return ExportExtents.incremental(size: volume.virtualSize, changed: changes.extents, whole: whole)
     }
 
@@ -127,31 +127,33 @@ extension AttachedSR {
     /// and refused while it is attached read-write, because then a guest
     /// may write it under the copy (snapshot it and read the snapshot).
     public func attachForReading(_ reference: String) async throws(ThinError) -> (VolumeRecord, path: String) {
+        try recovered()
         let volume = try requireVolume(reference)
-        try requireData(volume, to: "be read")
+        try volume.requireData(to: "be read")
         if let info = try devices.info(volume.uuid), !info.readOnly {
             throw ThinError(.volumeInUse, "volume \(volume.key) is attached read-write, so a guest may be writing it; "
                             + "snapshot it (thinvdi-snapshot) and read the snapshot", parameters: [volume.key])
         }
-        return try await attachVolume(volume.uuid.lowercased, readOnly: true, holder: VolumeHolders.process())
+        return try await attachments.attach(volume, readOnly: true, holder: ProcessClaim.holderName())
     }
 
     /// Attaches a volume read-write for this process alone (a writable NBD
     /// export): refused for snapshots and while anyone else has it attached.
     public func attachForWriting(_ reference: String) async throws(ThinError) -> (VolumeRecord, path: String) {
+        try recovered()
         let volume = try requireVolume(reference)
-        try requireData(volume, to: "be written")
+        try volume.requireData(to: "be written")
         guard volume.readWrite, volume.kind != .snapshot else {
             throw ThinError(.invalidArgument, "\(volume.key) is a \(volume.kind.rawValue) and read-only; serve it "
                             + "without --writable, or clone it (thinvdi-clone) and serve the clone")
         }
         try requireDetached(volume, "detach it first: a writable export must be its only user")
-        return try await attachVolume(volume.uuid.lowercased, readOnly: false, holder: VolumeHolders.process())
+        return try await attachments.attach(volume, readOnly: false, holder: ProcessClaim.holderName())
     }
 
     /// Lets this process's hold on a volume go (see `attachForReading`).
     public func releaseHold(_ volume: VolumeRecord) throws(ThinError) {
-        try detachVolume(volume.uuid.lowercased, holder: VolumeHolders.process())
+        try attachments.detach(volume, holder: ProcessClaim.holderName())
     }
 
     // MARK: imports
@@ -169,10 +171,10 @@ extension AttachedSR {
             throw ThinError(.noSpace, "the image holds \(ByteSize.format(allocatedBytes)) of data but the pool has "
                             + "\(ByteSize.format(freeBytes)) free; grow it with thinsr-extend first")
         }
-        let volume = try createVolume(name: name, description: description, sizeBytes: sizeBytes, sharable: false,
-                                      importOwner: Self.importOwner())
+        let volume = try volumes.createVolume(name: name, description: description, sizeBytes: sizeBytes, sharable: false,
+                                      importOwner: ProcessClaim.current.ownerMark)
         do {
-            return try await attachVolume(volume.uuid.lowercased, readOnly: false, holder: VolumeHolders.process())
+            return try await attachments.attach(volume, readOnly: false, holder: ProcessClaim.holderName())
         } catch {
             try? abandonImport(volume)
             throw error
@@ -184,43 +186,25 @@ extension AttachedSR {
     /// is detached; a detach that fails (a reader such as udev holding the
     /// device for a moment) keeps the volume and is reported.
     public func finishImport(_ volume: VolumeRecord) throws(ThinError) -> (VolumeRecord, detachFailure: ThinError?) {
-        try catalog.setImportOwner(nil, volume: volume.uuid)
+        try catalog.setOwner(nil, of: .filling, volume: volume.uuid)
         var failure: ThinError?
-        do { try detachVolume(volume.uuid.lowercased) } catch { failure = error }
+        do { try attachments.detach(volume) } catch { failure = error }
         return (try requireVolume(volume.uuid.lowercased), failure)
     }
 
     /// Removes what an import made: its device and its volume.
     public func abandonImport(_ volume: VolumeRecord) throws(ThinError) {
         try devices.deactivate(volume.uuid, key: volume.key)
-        holders(of: volume).clear()
-        try destroyVolume(volume.uuid.lowercased)
-    }
-
-    /// This process as an owner mark: boot id, pid, start time (an import's, a zeroing's, a grow's).
-    static func importOwner() -> String { "\(System.bootID()) \(getpid()) \(System.processStartTime(getpid()) ?? 0)" }
-
-    /// The pid of the live process an owner mark (boot id, pid, start time) names.
-    static func liveProcess(ofOwner owner: String) -> Int32? {
-        let fields = owner.split(separator: " ", omittingEmptySubsequences: false)
-        guard fields.count == 3, fields[0] == System.bootID(), let pid = Int32(fields[1]),
-              let started = System.processStartTime(pid), String(started) == fields[2] else { return nil }
-        return pid
-    }
-
-    /// The pid of the live process, other than this one, an owner mark names
-    /// (an import's or zeroing's, a grow's, a hydration's).
-    static func liveOtherProcess(ofOwner owner: String?) -> Int32? {
-        guard let owner, let pid = liveProcess(ofOwner: owner), pid != getpid() else { return nil }
-        return pid
+        attachments.holders(of: volume).clear()
+        try volumes.destroyVolume(volume.uuid.lowercased)
     }
 
     /// Imports whose process is gone (killed, or from before a reboot) are
     /// removed, so no half-filled volume outlives them. Runs in recovery.
     func removeAbandonedImports() throws(ThinError) {
-        for (uuid, owner) in try catalog.importOwners() where Self.liveProcess(ofOwner: owner) == nil {
+        for (uuid, owner) in try catalog.owners(of: .filling) where ProcessClaim.liveProcess(ofOwner: owner) == nil {
             guard let volume = try catalog.volume(matching: uuid.lowercased) else {
-                try catalog.setImportOwner(nil, volume: uuid)
+                try catalog.setOwner(nil, of: .filling, volume: uuid)
                 continue
             }
             // An engine the killed import started may still hold the device (it
@@ -237,7 +221,7 @@ extension AttachedSR {
     /// Scratch files of this SR's running imports, exports and NBD servers
     /// (extent lists, pid files), on tmpfs.
     public func transferDirectory() throws(ThinError) -> String {
-        let directory = "\(names.runDirectory)/transfers"
+        let directory = names.transfersDirectory
         try System.makeDirectories(directory)
         return directory
     }
@@ -249,7 +233,7 @@ extension AttachedSR {
 /// /var/lib/thinsr/exports/<sr>/<volume>, one absolute path per file.
 public enum ExportRecords {
     static func path(sr: SRNames, volume: VolumeRecord) -> String {
-        "\(Paths.stateRoot)/exports/\(sr.uuidString)/\(volume.uuid.lowercased)"
+        Paths.exportRecord(sr: sr.uuid, volume: volume.uuid)
     }
 
     /// Records where `volume` was exported. When that fails, an older
@@ -257,7 +241,7 @@ public enum ExportRecords {
     public static func remember(sr: SRNames, volume: VolumeRecord, image: String) throws(ThinError) {
         let file = path(sr: sr, volume: volume)
         do {
-            try System.makeDirectories(String(file[..<(file.lastIndex(of: "/") ?? file.endIndex)]))
+            try System.makeDirectories(PathText.directory(of: file))
             try System.writeFile(file, image + "\n")
         } catch {
             System.removeFile(file)

@@ -13,11 +13,11 @@ public struct VolumeView: Sendable {
     public var hydrating = false
 }
 
-extension AttachedSR {
+extension SRVolumes {
     /// Every ready volume, or the one `reference` names.
     public func volumeViews(_ reference: String? = nil) async throws(ThinError) -> [VolumeView] {
         guard let reference else { return try await views(of: try catalog.volumes(), active: try devices.active()) }
-        return [try await view(of: try requireVolume(reference, allowingTemplate: true))]
+        return [try await view(of: try sr.requireVolume(reference, allowingTemplate: true))]
     }
 
     /// One volume's view: one device query, and its status if it is attached.
@@ -33,7 +33,7 @@ extension AttachedSR {
             VolumeView(record: volume, srUUID: names.uuid, physicalUtilisation: volume.isPreallocated ? volume.virtualSize : usage[volume.thinID] ?? 0,
                        devicePath: active[volume.uuid] != nil ? names.devicePath(key: volume.key) : nil,
                        attachedReadOnly: active[volume.uuid]?.readOnly,
-                       hydrating: volume.hydrateOwner.flatMap(Self.liveProcess(ofOwner:)) != nil)
+                       hydrating: ProcessClaim.liveProcess(ofOwner: volume.hydrateOwner) != nil)
         }
     }
 
@@ -65,7 +65,7 @@ extension AttachedSR {
 
     /// Per thin id usage from `thin_ls` on a metadata snapshot of the live pool.
     func thinUsage() async throws(ThinError) -> [ThinDeviceID: ThinTools.DeviceUsage] {
-        let rows = try await withMetadataSnapshot { metadataPath throws(ThinError) in
+        let rows = try await sr.withMetadataSnapshot { metadataPath throws(ThinError) in
             do { return try await host.programs.listDevices(metadataDevice: metadataPath, metadataSnapshot: true) } catch {
                 throw .backend("thin_ls failed", error)
             }

@@ -1,5 +1,5 @@
 import Synchronization
-import ThinDeviceMapper
+@testable import ThinDeviceMapper
 #if canImport(Glibc)
 import Glibc
 #endif

@@ -1,8 +1,8 @@
 import FoundationEssentials
 import Synchronization
 import ThinDeviceMapper
-import ThinLVM
-import ThinTools
+@testable import ThinLVM
+@testable import ThinTools
 @testable import ThinCore
 #if canImport(Glibc)
 import Glibc

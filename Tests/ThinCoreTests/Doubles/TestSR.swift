@@ -1,7 +1,7 @@
 import FoundationEssentials
 import Synchronization
 import ThinDeviceMapper
-import ThinLVM
+@testable import ThinLVM
 @testable import ThinCore
 #if canImport(Glibc)
 import Glibc
@@ -42,7 +42,7 @@ struct TestSR {
             volumeGroup: Self.group, blockSizeBytes: 65536, transactionID: pool.transactionID, nextThinID: .first,
             createdAt: 1_700_000_000))
         try System.makeDirectories(copyFilesystem)
-        try catalog.attachCopy(at: "\(copyFilesystem)/catalog.db")
+        try catalog.copy.attach(at: "\(copyFilesystem)/catalog.db")
         catalog.close()
         let reports = LVRole.allCases.map { role in
             LogicalVolumeReport(volumeGroup: Self.group, name: names.lv(role), sizeBytes: 64 << 20,
@@ -93,7 +93,7 @@ struct TestSR {
     /// A read-write connection to the catalog, for setting up and inspecting rows.
     func catalog() throws -> Catalog {
         let catalog = try Catalog(path: "\(filesystem)/catalog.db")
-        try catalog.attachCopy(at: "\(copyFilesystem)/catalog.db")   // as the tools' writers do
+        try catalog.copy.attach(at: "\(copyFilesystem)/catalog.db")   // as the tools' writers do
         return catalog
     }
 
