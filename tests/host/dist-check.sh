@@ -17,9 +17,9 @@ check "the empty root has no /lib or /etc of its own" test ! -e "$empty/lib" -a 
 check "thinsr-ls --help runs in the empty root" \
     bash -c "chroot '$empty' /usr/sbin/thinsr-ls --help | grep -q '^USAGE: thinsr-ls'"
 check "thinvdi-import --help runs in the empty root" \
-    bash -c "chroot '$empty' /usr/sbin/thinvdi-import --help | grep -q '^USAGE: thinvdi-import'"
+    bash -c "chroot '$empty' /usr/sbin/thinvdi-import --help | grep -q 'USAGE: thinvdi-import'"
 check "thinsr --list names every tool in the empty root" \
-    bash -c "[ \$(chroot '$empty' /usr/sbin/thinsr --list | wc -l) -eq $(ls "$empty"/usr/sbin/thin{sr,vdi}-* | wc -l) ]"
+    bash -c "[ \$(chroot '$empty' /usr/sbin/thinsr --list | wc -l) -eq \$(ls '$empty/usr/sbin' | grep -c -- '-') ]"
 check "the interpreter is the private loader" \
     bash -c "patchelf --print-interpreter '$empty/usr/sbin/thinsr' | grep -qx '/usr/lib/thinsr/runtime/ld-linux-x86-64.so.2'"
 check "no liblvm2cmd is carried (the host's own is loaded)" \
