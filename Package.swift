@@ -10,7 +10,7 @@ let tools = [
     "thinvdi-create", "thinvdi-destroy", "thinvdi-stat", "thinvdi-ls", "thinvdi-attach", "thinvdi-detach",
     "thinvdi-snapshot", "thinvdi-clone", "thinvdi-revert", "thinvdi-resize", "thinvdi-set", "thinvdi-unset",
     "thinvdi-tree", "thinvdi-changed", "thinvdi-data-destroy", "thinvdi-export", "thinvdi-import", "thinvdi-serve",
-    "thinvdi-introduce", "thinvdi-forget", "thinvdi-hydrate",
+    "thinvdi-introduce", "thinvdi-forget", "thinvdi-hydrate", "thinvdi-mirror", "thinvdi-mirror-stat", "thinvdi-mirror-stop",
 ]
 
 let strictSettings: [SwiftSetting] = [

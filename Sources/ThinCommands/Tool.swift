@@ -122,7 +122,7 @@ public let allTools: [any ToolCommand.Type] = [
     VDICreate.self, VDIDestroy.self, VDIStat.self, VDIList.self, VDIAttach.self, VDIDetach.self,
     VDISnapshot.self, VDIClone.self, VDIRevert.self, VDIResize.self, VDISet.self, VDIUnset.self, VDITree.self,
     VDIChanged.self, VDIDataDestroy.self, VDIExport.self, VDIImport.self, VDIServe.self,
-    VDIIntroduce.self, VDIForget.self, VDIHydrate.self,
+    VDIIntroduce.self, VDIForget.self, VDIHydrate.self, VDIMirror.self, VDIMirrorStat.self, VDIMirrorStop.self,
 ]
 
 /// The multi-call binary's dispatcher: `argv[0]`'s basename picks the tool;

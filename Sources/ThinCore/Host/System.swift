@@ -44,6 +44,10 @@ public enum System {
     }
 
     public static func readFile(_ path: String) -> String? {
+        readBytes(path).map { String(decoding: $0, as: UTF8.self) }
+    }
+
+    static func readBytes(_ path: String) -> [UInt8]? {
         guard let descriptor = try? FileDescriptor.open(FilePath(path), .readOnly) else { return nil }
         defer { try? descriptor.close() }
         var bytes: [UInt8] = []
@@ -53,7 +57,7 @@ public enum System {
             if count <= 0 { break }
             bytes += buffer[0..<count]
         }
-        return String(decoding: bytes, as: UTF8.self)
+        return bytes
     }
 
     /// Writes a text file, replacing it (the man page and completion generators use it too).

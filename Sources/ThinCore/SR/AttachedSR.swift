@@ -183,6 +183,7 @@ public final class AttachedSR {
         try preallocated.clearAbandonedGrowths()
         try removeAbandonedImports()
         try stopAbandonedHydrations()
+        try mirrors.endAbandoned()
         return recoveredUsage ?? usage
     }
 

@@ -124,6 +124,10 @@ extension SRLifecycle {
                             + "before detaching the SR, or give --force twice to take them away (their I/O fails)",
                             parameters: open)
         }
+        // A mirror goes first: its devices hold the volume's thin device.
+        for record in attached.mirrors.list() where !record.state.hasEnded {
+            try attached.mirrors.end(record, state: .failed, failure: "the SR was detached with --force")
+        }
         for (uuid, info) in active {
             if info.openCount > 0 {
                 try attached.devices.yank(uuid, key: key(uuid))

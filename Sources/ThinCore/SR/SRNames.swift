@@ -78,6 +78,15 @@ public struct SRNames: Sendable, Equatable {
                      dmUUID: DmUuid("THINSR-\(uuidString)-h\(part.rawValue)-\(volume.lowercased)"))
     }
 
+    /// The device a mirrored volume's own table moves to while the volume's
+    /// device is a `mirror` over it and the remote (`thinvdi-mirror`).
+    func mirrorSourceDevice(_ volume: UUID) -> VolumeDevice {
+        VolumeDevice(name: "thinsr_\(hex)_m\(Self.hex(volume))",
+                     dmUUID: DmUuid("THINSR-\(uuidString)-m-\(volume.lowercased)"))
+    }
+    /// One record per mirror (`MirrorRecord`), and its dirty-region log file.
+    var mirrorsDirectory: String { "\(runDirectory)/mirrors" }
+
     /// A dm device this SR owns, as its name says: what reconciliation and
     /// check walk, so that no kind of device the SR makes is left out.
     enum OwnedDevice: Hashable {
@@ -89,6 +98,8 @@ public struct SRNames: Sendable, Equatable {
         case origin(UUID)
         /// A volume device taken from the process holding it (`_x`), going away.
         case taken(UUID)
+        /// The source leg of a volume's mirror (`_m`).
+        case mirrorSource(UUID)
     }
 
     /// What `name` is among this SR's devices; nil for anything else (LVM's
@@ -108,6 +119,7 @@ public struct SRNames: Sendable, Equatable {
         case ("v", nil): return .volume(uuid)
         case ("o", nil): return .origin(uuid)
         case ("x", nil): return .taken(uuid)
+        case ("m", nil): return .mirrorSource(uuid)
         case ("h", let part?): return .hydration(uuid, part)
         default: return nil
         }

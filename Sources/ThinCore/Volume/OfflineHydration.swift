@@ -138,6 +138,7 @@ extension AttachedSR {
         try volume.requireData(to: "be hydrated")
         try volume.requireThin(to: "be hydrated")
         try volume.requireNotImporting(to: "be hydrated")
+        try mirrors.requireNotMirrored(volume, to: "be hydrated")
         guard volume.readWrite else {
             throw ThinError(.invalidArgument, "\(volume.key) is a read-only snapshot: hydrating it would change what "
                             + "it maps; clone it and hydrate the clone")

@@ -215,7 +215,7 @@ struct TemplateOrigins {
     private func unexpose(_ record: OriginRecord) {
         switch record.helper {
         case "loop": ExternalCommand.runToEnd(Program.loopSetup, ["--detach", record.device])
-        case "nbd": ExternalCommand.runToEnd(Program.qemuNBD, ["--disconnect", record.device])
+        case "nbd": NBDDevices.disconnect(record.device)
         default: break
         }
         SchemeScripts.detach(record.uri, path: record.image)
@@ -232,40 +232,8 @@ struct TemplateOrigins {
     /// Serves `image` read-only on the first free /dev/nbdN (qemu-nbd
     /// --connect forks a server bound to that device and returns when it is up).
     static func connectNBD(_ inspected: InspectedImage) async throws(ThinError) -> String {
-        let image = inspected.path, format = inspected.format.rawValue
-        if !System.exists("/sys/block/nbd0") { _ = try? await ExternalCommand.run(Program.loadModule, ["nbd"]) }
-        let devices = System.directoryEntries("/sys/block").filter { $0.hasPrefix("nbd") }
-            .compactMap { Int($0.dropFirst(3)) }.sorted()
-        guard !devices.isEmpty else {
-            throw ThinError(.backendFailure, "no /dev/nbd devices: load the kernel's nbd module (modprobe nbd) to "
-                            + "use \(format) templates")
-        }
-        // The same lock as the nbd scheme script's: two finders never pick one device.
-        guard let lock = try FileLock.waiting(path: Paths.nbdLock, seconds: 60) else {
-            throw ThinError(.deviceInUse, "another process has held \(Paths.nbdLock) for 60 s while choosing an nbd "
-                            + "device; try again when it ends (fuser \(Paths.nbdLock) names it)")
-        }
-        defer { lock.release() }
-        var lastError = "every nbd device is in use"
-        for number in devices where !System.exists("/sys/block/nbd\(number)/pid") {
-            let device = "/dev/nbd\(number)"
-            let result: ExternalCommandResult
-            do {
-                result = try await ExternalCommand.run(Program.qemuNBD, ["--read-only", "--connect=\(device)"]
-                                                           + inspected.qemuSource)
-            } catch {
-                throw .backend("cannot run qemu-nbd", error)
-            }
-            if result.exitStatus == 0 {
-                // The size is set by the forked server; wait briefly for it.
-                for _ in 0..<50 where (System.blockDeviceSize(device) ?? 0) == 0 { usleep(20_000) }
-                return device
-            }
-            lastError = messageLine(result.standardError)
-            // Only a device someone else took is worth trying the next one for.
-            guard result.standardError.contains("busy") || result.standardError.contains("NBD socket") else { break }
-        }
-        throw ThinError(.backendFailure, "cannot serve \(image) as \(format) through qemu-nbd: \(lastError)")
+        try await NBDDevices.connect(["--read-only"] + inspected.qemuSource,
+                                     for: "serve \(inspected.path) as \(inspected.format.rawValue)")
     }
 
     /// Releases the template's origin when no device reads it any more.

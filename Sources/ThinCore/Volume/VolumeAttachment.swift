@@ -66,6 +66,7 @@ extension SRAttachments {
     /// device reads it. A hydration of it (copy-on-read above all) stops
     /// first: what it copied stays, and `thinvdi-hydrate` resumes it.
     func deactivate(_ volume: VolumeRecord) throws(ThinError) {
+        try sr.mirrors.endForDetach(of: volume, holder: nil)
         if volume.hydrateOwner != nil, try devices.info(volume.uuid) != nil {
             try sr.tearDownHydration(volume, dropOrigin: false)
         }

@@ -22,6 +22,7 @@ extension SRVolumes {
         let volume = try sr.requireVolume(reference)
         try volume.requireNotImporting(to: "be resized")
         try sr.requireNotHydrating(volume, to: "be resized")
+        try sr.mirrors.requireNotMirrored(volume, to: "be resized")
         let size = ByteSize.roundUp(newSize, to: 512)
         guard volume.readWrite else { throw .invalid("\(volume.key) is a read-only snapshot and cannot be resized") }
         guard size >= volume.virtualSize else {

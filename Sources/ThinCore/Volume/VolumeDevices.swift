@@ -294,7 +294,7 @@ struct VolumeDevices {
         if let owned { devices = owned } else { devices = try self.owned() }
         for (name, device) in devices {
             switch device {
-            case .hydration, .origin: break
+            case .hydration, .origin, .mirrorSource: break
             // A volume device is finished by `finish`; a taken one goes with its last opener.
             case .volume, .taken: continue
             }

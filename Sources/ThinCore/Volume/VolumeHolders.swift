@@ -114,6 +114,8 @@ extension SRAttachments {
         let before = held.live()
         // A holder that does not hold the volume changes nothing while others do.
         guard before.isEmpty || before.contains(holder) else { return before }
+        // The detach of the domain a mirror was for ends it (xapi's Datapath.deactivate after the guest paused).
+        try sr.mirrors.endForDetach(of: volume, holder: holder)
         held.remove(holder)
         let others = held.live()
         guard others.isEmpty else { return others }

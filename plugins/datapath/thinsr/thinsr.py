@@ -109,9 +109,46 @@ def detach(params):
     deactivate(params)   # idempotent: a second detach, or one after deactivate, changes nothing
 
 
+def operation_id(params):
+    """The id inside xapi's ["MirrorV1", id] (a bare id is taken too)."""
+    operation = params.get("operation")
+    if isinstance(operation, list) and len(operation) == 2 and operation[0] == "MirrorV1":
+        operation = operation[1]
+    if not isinstance(operation, str) or not operation:
+        raise StorageError("Invalid_argument", "operation %r is not a thinsr mirror operation" % (operation,))
+    return operation
+
+
+def mirror(params):
+    """Data.mirror: the volume that `domain` has active is mirrored by the
+    kernel to `remote` (xapi's relay socket, which may appear a moment
+    later); the mirror ends at Datapath.deactivate of that domain."""
+    sr, key = parse_uri(params["uri"])
+    started = tool("thinvdi-mirror", sr, key, params["remote"], domain=holder(params), background=True)
+    return ["MirrorV1", started["operation"]]
+
+
+def stat(params):
+    now = tool("thinvdi-mirror-stat", operation_id(params))
+    return {"failed": now["failed"], "complete": now["complete"], "progress": now["progress"]}
+
+
+def cancel(params):
+    tool("thinvdi-mirror-stop", operation_id(params))
+
+
+def destroy(params):
+    tool("thinvdi-mirror-stop", operation_id(params), forget=True)
+
+
+def ls(_):
+    return [["MirrorV1", each["operation"]] for each in tool("thinvdi-mirror-stat")]
+
+
 METHODS = {"Plugin.Query": query, "Datapath.attach": attach, "Datapath.activate": activate,
            "Datapath.activate_readonly": activate_readonly, "Datapath.deactivate": deactivate,
-           "Datapath.detach": detach}
+           "Datapath.detach": detach, "Data.mirror": mirror, "Data.stat": stat, "Data.cancel": cancel,
+           "Data.destroy": destroy, "Data.ls": ls}
 
 if __name__ == "__main__":
     serve(METHODS)

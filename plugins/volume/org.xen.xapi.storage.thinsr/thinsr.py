@@ -12,7 +12,7 @@ from thinsr_xapi import StorageError, serve, tool  # noqa: E402
 FEATURES = ["SR_ATTACH", "SR_CREATE", "SR_DELETE", "SR_DETACH", "SR_SCAN", "SR_PROBE", "SR_UPDATE", "SR_STATS",
             "VDI_CREATE", "VDI_DELETE", "VDI_SNAPSHOT", "VDI_CLONE", "VDI_RESIZE", "VDI_RESIZE_ONLINE",
             "VDI_REVERT", "VDI_UPDATE", "VDI_ACTIVATE_READONLY", "THIN_PROVISIONING", "LARGE_VDI",
-            "VDI_CONFIG_CBT"]
+            "VDI_CONFIG_CBT", "VDI_MIRROR"]
 
 
 def query(_):

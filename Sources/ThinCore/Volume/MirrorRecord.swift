@@ -1,0 +1,133 @@
+public import FoundationEssentials
+import ThinDeviceMapper
+
+/// What this host knows of one volume's mirror, kept in the SR's run
+/// directory (tmpfs: a mirror does not outlive the boot, nor does its
+/// record). Written before any device is made, so a killed start or stop is
+/// undone from it by the next command.
+public struct MirrorRecord: Codable, Sendable, Equatable {
+    public enum State: String, Codable, Sendable {
+        /// Devices are being set up; the volume is not mirrored yet.
+        case starting
+        /// The volume's device is the mirror.
+        case running
+        /// Ended with every region copied and flushed to the remote.
+        case complete
+        /// Ended, or the remote failed, before the copy was whole.
+        case failed
+        /// Stopped on request before the copy was whole.
+        case cancelled
+
+        public var hasEnded: Bool { self == .complete || self == .failed || self == .cancelled }
+    }
+
+    /// The operation's id as xapi's `Data.*` calls carry it: `<sr uuid>/<volume uuid>`.
+    public var operation: String
+    public var volume: UUID
+    public var key: String
+    public var remote: String
+    /// The holder (xapi's domain) whose detach ends the mirror; nil: the
+    /// volume's own detach ends it.
+    public var domain: String?
+    /// The owner mark of the process the mirror lives for (a copy of a
+    /// detached volume); nil when it lives until the volume is detached.
+    public var owner: String?
+    public var nbdDevice: String?
+    public var logDevice: String?
+    public var regionBytes: UInt64
+    public var regions: UInt64
+    /// Regions marked in sync when it began: nothing to copy there.
+    public var inSyncAtStart: UInt64
+    public var state: State
+    /// Where the copy was when it ended (0...1).
+    public var endedProgress: Double?
+    /// Why it failed, once it did.
+    public var failure: String?
+
+    static func operation(sr: SRNames, volume: UUID) -> String { "\(sr.uuidString)/\(volume.lowercased)" }
+
+    /// The SR and volume an operation id names; nil for anything else.
+    public static func parse(operation: String) -> (sr: UUID, volume: UUID)? {
+        let parts = operation.split(separator: "/", omittingEmptySubsequences: false)
+        guard parts.count == 2, let sr = UUID(uuidString: String(parts[0])), let volume = UUID(uuidString: String(parts[1]))
+        else { return nil }
+        return (sr, volume)
+    }
+}
+
+/// How far a mirror is, as `Data.stat` reports it.
+public struct MirrorProgress: Sendable, Equatable {
+    public var record: MirrorRecord
+    public var failed: Bool
+    /// Every region is copied and each write now reaches both sides.
+    public var complete: Bool
+    public var progress: Double
+    /// Regions copied (or needing no copy) of all.
+    public var inSyncRegions: UInt64
+}
+
+/// The records of one SR's mirrors, read without the SR lock (a status
+/// poll is one file and one device-mapper status).
+struct MirrorRecords {
+    let names: SRNames
+
+    func path(_ volume: UUID) -> String { "\(names.mirrorsDirectory)/\(volume.lowercased).json" }
+    func logFile(_ volume: UUID) -> String { "\(names.mirrorsDirectory)/\(volume.lowercased).log" }
+
+    func load(_ volume: UUID) -> MirrorRecord? {
+        guard let text = System.readFile(path(volume)) else { return nil }
+        return try? JSONDecoder().decode(MirrorRecord.self, from: Data(text.utf8))
+    }
+
+    func save(_ record: MirrorRecord) throws(ThinError) {
+        try System.makeDirectories(names.mirrorsDirectory)
+        let data: Data
+        do { data = try JSONEncoder().encode(record) } catch {
+            throw ThinError(.backendFailure, "cannot encode the record of \(record.key)'s mirror")
+        }
+        let temporary = path(record.volume) + ".new"
+        try System.writeFile(temporary, String(decoding: data, as: UTF8.self))
+        try System.rename(temporary, to: path(record.volume))
+    }
+
+    func remove(_ volume: UUID) {
+        System.removeFile(path(volume))
+        System.removeFile(logFile(volume))
+    }
+
+    func all() -> [MirrorRecord] {
+        System.directoryEntries(names.mirrorsDirectory).filter { $0.hasSuffix(".json") }
+            .compactMap { UUID(uuidString: String($0.dropLast(5))) }.compactMap(load).sorted { $0.key < $1.key }
+    }
+
+    /// The mirror's state now: from the kernel's status while it runs, from
+    /// the record once it ended.
+    func progress(of record: MirrorRecord, deviceMapper: any DeviceMapperControl) -> MirrorProgress {
+        if record.state.hasEnded {
+            return MirrorProgress(record: record, failed: record.state != .complete, complete: record.state == .complete,
+                                  progress: record.endedProgress ?? 0, inSyncRegions: record.inSyncAtStart)
+        }
+        let line = ((try? deviceMapper.status(name: names.volumeDevice(record.volume).name)) ?? nil)?.first
+        guard record.state == .running else {
+            return MirrorProgress(record: record, failed: false, complete: false, progress: 0,
+                                  inSyncRegions: record.inSyncAtStart)
+        }
+        guard let line, line.targetType == .mirror, let status = MirrorStatus(parameters: line.parameters) else {
+            // The volume's device is no longer the mirror, and no stop recorded why.
+            return MirrorProgress(record: record, failed: true, complete: false, progress: 0,
+                                  inSyncRegions: record.inSyncAtStart)
+        }
+        return MirrorProgress(record: record, failed: !status.isHealthy, complete: status.isHealthy && status.isInSync,
+                              progress: Self.fraction(inSync: status.inSyncRegions, of: status.totalRegions,
+                                                      atStart: record.inSyncAtStart),
+                              inSyncRegions: status.inSyncRegions)
+    }
+
+    /// The share of the regions to copy that are copied: regions in sync at
+    /// the start count for nothing, so it starts at 0 and only grows.
+    static func fraction(inSync: UInt64, of total: UInt64, atStart: UInt64) -> Double {
+        guard total > atStart else { return 1 }
+        let done = inSync > atStart ? inSync - atStart : 0
+        return min(1, Double(done) / Double(total - atStart))
+    }
+}

@@ -1,0 +1,364 @@
+import FoundationEssentials
+import ThinDeviceMapper
+import ThinTools
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Live mirrors of volumes to NBD exports (storage motion): the kernel's
+/// `mirror` target over the volume's own table and the remote attached as
+/// an NBD device, with a dirty-region log on which only the provisioned
+/// regions start out of sync. The kernel copies those, holds a guest write
+/// to a region only while it copies that region, and sends every write to
+/// a copied region to both sides. See docs/design.md, "Storage motion".
+public struct SRMirrors: SRConcern {
+    let sr: AttachedSR
+}
+
+extension AttachedSR {
+    public var mirrors: SRMirrors { SRMirrors(sr: self) }
+}
+
+/// What a caller asks a mirror for.
+public struct MirrorRequest: Sendable {
+    public var volume: String
+    public var remote: NBDRemote
+    /// The holder whose detach ends the mirror (xapi's domain).
+    public var domain: String?
+    /// Copy every region, not only the provisioned ones (a remote that does
+    /// not read zeros where nothing was written).
+    public var full: Bool
+    /// How long to wait for the remote's socket to appear and answer.
+    public var connectSeconds: UInt32
+
+    public init(volume: String, remote: NBDRemote, domain: String?, full: Bool, connectSeconds: UInt32) {
+        self.volume = volume
+        self.remote = remote
+        self.domain = domain
+        self.full = full
+        self.connectSeconds = connectSeconds
+    }
+}
+
+extension SRMirrors {
+    var records: MirrorRecords { MirrorRecords(names: names) }
+
+    /// Every mirror this host has a record of (running or ended).
+    public func list() -> [MirrorRecord] { records.all() }
+
+    public func progress(_ record: MirrorRecord) -> MirrorProgress {
+        records.progress(of: record, deviceMapper: host.deviceMapper)
+    }
+
+    /// The record of the mirror `operation` names in this SR.
+    public func require(operation: String) throws(ThinError) -> MirrorRecord {
+        guard let (srUUID, volume) = MirrorRecord.parse(operation: operation), srUUID == names.uuid,
+              let record = records.load(volume) else {
+            throw ThinError(.invalidArgument, "no mirror operation \"\(operation.prefix(200))\" on this host; list them "
+                            + "with thinvdi-mirror-stat")
+        }
+        return record
+    }
+
+    /// Starts mirroring an attached read-write volume (for `owner`, a copy
+    /// of a detached volume this process attached). Returns once the
+    /// volume's device is the mirror; the kernel copies from then on.
+    public func start(_ request: MirrorRequest, owner: String? = nil) async throws(ThinError) -> MirrorRecord {
+        try sr.recovered()
+        let volume = try sr.requireVolume(request.volume)
+        try requireMirrorable(volume, domain: request.domain)
+        try await KernelTarget.mirror.require(host, for: "mirroring \(volume.key)")
+        let blockBytes = try record.blockSizeBytes
+        let regionBytes = Self.regionBytes(blockBytes: blockBytes, volumeBytes: volume.virtualSize)
+        let regions = (volume.virtualSize + regionBytes - 1) / regionBytes
+        var record = MirrorRecord(operation: MirrorRecord.operation(sr: names, volume: volume.uuid), volume: volume.uuid,
+                                  key: volume.key, remote: request.remote.uri, domain: request.domain, owner: owner,
+                                  regionBytes: regionBytes, regions: regions, inSyncAtStart: 0, state: .starting)
+        try records.save(record)
+        do throws(ThinError) {
+            // The provisioned regions, read before the switch; `patch` adds what the guest provisioned meanwhile.
+            let first = try await provisionedRegions(volume, regionBytes: regionBytes, full: request.full)
+            var log = MirrorDiskLog(regions: regions)
+            for region in 0..<regions where !first.contains(region) { log.setInSync(region, true) }
+            try System.writeBytes(records.logFile(volume.uuid), log.bytes)
+            record.logDevice = try await Self.attachLoop(records.logFile(volume.uuid))
+            try records.save(record)
+            record.nbdDevice = try await connect(request.remote, seconds: request.connectSeconds, volume: volume)
+            try records.save(record)
+            FaultInjection.point("mirror-remote-connected")
+            try switchToMirror(volume, record: record)
+            record.state = .running
+            try records.save(record)
+            FaultInjection.point("mirror-switched")
+            record.inSyncAtStart = try await patch(volume, record: record, log: log, full: request.full, before: first)
+            try records.save(record)
+            return record
+        } catch {
+            try? end(record, state: .failed, failure: error.message)
+            records.remove(volume.uuid)
+            throw error
+        }
+    }
+
+    /// What a mirror needs of its volume: attached read-write and loaded
+    /// (for `domain` when one is named), not mirrored already, no hydration.
+    private func requireMirrorable(_ volume: VolumeRecord, domain: String?) throws(ThinError) {
+        guard volume.readWrite, volume.kind != .snapshot else {
+            throw ThinError(.invalidArgument, "\(volume.key) is a \(volume.kind.rawValue) and read-only; copy it with "
+                            + "thinvdi-export, or clone it and mirror the clone", parameters: [volume.key])
+        }
+        guard let info = try devices.info(volume.uuid), try !devices.isInactive(volume.uuid, info: info) else {
+            throw ThinError(.volumeInUse, "volume \(volume.key) is not active; a mirror copies an active volume (attach "
+                            + "it read-write first)", parameters: [volume.key])
+        }
+        guard !info.readOnly else {
+            throw ThinError(.volumeInUse, "volume \(volume.key) is attached read-only; a mirror needs it read-write",
+                            parameters: [volume.key])
+        }
+        if let domain {
+            try VolumeHolders.validate(domain)
+            guard sr.attachments.volumeHolders(volume).contains(domain) else {
+                throw ThinError(.volumeInUse, "volume \(volume.key) is not attached for \(domain); attach and activate "
+                                + "it for that domain first", parameters: [volume.key])
+            }
+        }
+        if let existing = records.load(volume.uuid) {
+            if !existing.state.hasEnded {
+                throw ThinError(.volumeInUse, "volume \(volume.key) is already being mirrored (operation "
+                                + "\(existing.operation)); stop it with thinvdi-mirror-stop first", parameters: [volume.key])
+            }
+            records.remove(volume.uuid)
+        }
+        try sr.requireNotHydrating(volume, to: "be mirrored")
+    }
+
+    /// The pool's block where it is a power of two (a region then never
+    /// straddles blocks), else the largest power of two dividing it; no
+    /// smaller than 64 KiB (the kernel copies one region at a time) and no
+    /// larger than the volume.
+    static func regionBytes(blockBytes: UInt64, volumeBytes: UInt64) -> UInt64 {
+        let sectors = max(blockBytes / 512, 1)
+        var region = max(sectors & (~sectors &+ 1), 128)
+        while region > 2, region * 512 > volumeBytes { region /= 2 }
+        return region * 512
+    }
+
+    /// The regions holding anything the volume reads as data: its
+    /// provisioned blocks (everything, for a preallocated volume or one over
+    /// a template, or with `full`).
+    private func provisionedRegions(_ volume: VolumeRecord, regionBytes: UInt64,
+                                    full: Bool) async throws(ThinError) -> Set<UInt64> {
+        let regions = (volume.virtualSize + regionBytes - 1) / regionBytes
+        if full { return Set(0..<regions) }
+        let extents = try await sr.exportExtents(of: volume.uuid.lowercased)
+        var found = Set<UInt64>()
+        for run in extents.runs where run.kind == .data && run.length > 0 {
+            let last = min((run.offset + run.length - 1) / regionBytes, regions - 1)
+            for region in run.offset / regionBytes...last { found.insert(region) }
+        }
+        return found
+    }
+
+    static func attachLoop(_ file: String) async throws(ThinError) -> String {
+        let output: String
+        do { output = try await ExternalCommand.check(Program.loopSetup, ["--find", "--show", file]) } catch {
+            throw .backend("cannot attach the mirror's region log \(file) to a loop device", error)
+        }
+        return output.split(whereSeparator: \.isWhitespace).first.map(String.init) ?? ""
+    }
+
+    /// The remote as /dev/nbdN, once its socket answers (xapi makes it a
+    /// moment after it asks): at least as large as the volume.
+    private func connect(_ remote: NBDRemote, seconds: UInt32, volume: VolumeRecord) async throws(ThinError) -> String {
+        let deadline = System.currentTime() + Int64(seconds)
+        var device: String?
+        var lastError: ThinError?
+        while device == nil {
+            if remote.isListening {
+                do { device = try await NBDDevices.connect(["--image-opts", remote.imageOptions, "--cache=none"],
+                                                           for: "connect to the remote \(remote.uri)") }
+                catch { lastError = error }
+            }
+            if device == nil {
+                guard System.currentTime() < deadline else {
+                    throw ThinError(.backendFailure, "the remote \(remote.uri) did not answer within \(seconds) s"
+                                    + (lastError.map { " (\($0.message))" } ?? "") + "; check that its server runs, then try again")
+                }
+                usleep(100_000)
+            }
+        }
+        guard let device else { throw ThinError(.backendFailure, "no nbd device for \(remote.uri)") }
+        let size = System.blockDeviceSize(device) ?? 0
+        guard size >= volume.virtualSize else {
+            NBDDevices.disconnect(device)
+            throw ThinError(.invalidArgument, "the remote \(remote.uri) holds \(ByteSize.format(size)), less than "
+                            + "\(volume.key)'s \(ByteSize.format(volume.virtualSize)); give a remote volume at least as large")
+        }
+        return device
+    }
+
+    /// Moves the volume's table to the mirror's source device and makes the
+    /// volume's device the mirror over it and the remote (the guest's I/O
+    /// waits only for the suspend and resume).
+    private func switchToMirror(_ volume: VolumeRecord, record: MirrorRecord) throws(ThinError) {
+        guard let logDevice = record.logDevice, let nbdDevice = record.nbdDevice else {
+            throw ThinError(.backendFailure, "the mirror of \(volume.key) lost its devices while starting")
+        }
+        let deviceMapper = host.deviceMapper
+        let top = names.volumeDevice(volume.uuid).name
+        let source = names.mirrorSourceDevice(volume.uuid)
+        let sectors = volume.virtualSize / 512
+        do {
+            guard let live = try deviceMapper.table(name: top), !live.isEmpty else {
+                throw ThinError(.volumeInUse, "volume \(volume.key) has no table; activate it first", parameters: [volume.key])
+            }
+            try deviceMapper.create(name: source.name, uuid: source.dmUUID, table: live, readOnly: false, udev: .standard)
+        } catch let error as ThinError { throw error } catch {
+            throw .backend("cannot set up the mirror's source device for \(volume.key)", error)
+        }
+        let table = MirrorTable(logDevice: logDevice, regionSectors: record.regionBytes / 512,
+                                legs: [MirrorLeg(device: source.path), MirrorLeg(device: nbdDevice)])
+        try devices.changing(try sr.devicesRecovered()) { () throws(ThinError) in
+            do {
+                try deviceMapper.reload(name: top, table: [table.line(lengthSectors: sectors)], readOnly: false)
+                try deviceMapper.resume(name: top, udev: .standard)
+            } catch {
+                throw .backend("cannot make \(volume.key)'s device a mirror (is the dm_mirror module available?)", error)
+            }
+        }
+    }
+
+    /// Marks out of sync the regions the guest provisioned between the first
+    /// read of the pool's mappings and the switch (its writes since then
+    /// reach both sides): the log is written while the mirror is suspended,
+    /// and the kernel reads it back at resume. Returns the regions in sync.
+    private func patch(_ volume: VolumeRecord, record: MirrorRecord, log: MirrorDiskLog, full: Bool,
+                       before: Set<UInt64>) async throws(ThinError) -> UInt64 {
+        let after = try await provisionedRegions(volume, regionBytes: record.regionBytes, full: full)
+        let fresh = after.subtracting(before)
+        guard !fresh.isEmpty else { return log.inSyncCount }
+        let top = names.volumeDevice(volume.uuid).name
+        let file = records.logFile(volume.uuid)
+        return try devices.changing(try sr.devicesRecovered()) { () throws(ThinError) -> UInt64 in
+            do { try host.deviceMapper.suspend(name: top, flush: true) } catch {
+                throw .backend("cannot suspend \(volume.key)'s mirror to mark newly written regions", error)
+            }
+            defer { try? host.deviceMapper.resume(name: top, udev: .standard) }
+            // The kernel wrote its bits at suspend: start from those.
+            guard var current = System.readBytes(file).flatMap(MirrorDiskLog.init(bytes:)) else {
+                throw ThinError(.backendFailure, "cannot read back the region log of \(volume.key)'s mirror")
+            }
+            for region in fresh where region < current.regions { current.setInSync(region, false) }
+            try System.writeBytes(file, current.bytes)
+            do { try host.deviceMapper.resume(name: top, udev: .standard) } catch {
+                throw .backend("cannot resume \(volume.key)'s mirror", error)
+            }
+            return current.inSyncCount
+        }
+    }
+}
+
+/// Ending mirrors: on request, at the detach of the domain it was for, and
+/// when the process it lived for is gone.
+extension SRMirrors {
+    /// Ends the mirror: flushes both sides, puts the volume's own table back,
+    /// and takes the source device, the remote's nbd device and the log away.
+    /// `state` is what it ends as unless the copy was whole (then `complete`,
+    /// or `cancelled` when asked so). Safe to run again after a kill.
+    @discardableResult
+    func end(_ record: MirrorRecord, state requested: MirrorRecord.State,
+             failure: String? = nil) throws(ThinError) -> MirrorRecord {
+        var record = record
+        let deviceMapper = host.deviceMapper
+        let top = names.volumeDevice(record.volume).name
+        let source = names.mirrorSourceDevice(record.volume)
+        let live = ((try? deviceMapper.table(name: top)) ?? nil)?.first
+        var final = requested
+        var progress = record.endedProgress ?? 0
+        if live?.targetType == .mirror {
+            try devices.changing(try sr.devicesRecovered()) { () throws(ThinError) in
+                do { try deviceMapper.suspend(name: top, flush: true) } catch {
+                    throw .backend("cannot suspend \(record.key)'s mirror to end it", error)
+                }
+                let now = records.progress(of: record, deviceMapper: deviceMapper)
+                let flushed = record.nbdDevice.map(NBDDevices.flush) ?? false
+                progress = now.progress
+                if now.complete && flushed && requested != .cancelled { final = .complete }
+                else if requested == .complete { final = .failed }
+                do {
+                    guard let own = try deviceMapper.table(name: source.name), !own.isEmpty else {
+                        throw ThinError(.backendFailure, "the mirror of \(record.key) lost its source device")
+                    }
+                    try deviceMapper.reload(name: top, table: own, readOnly: false)
+                    FaultInjection.point("mirror-table-restored")
+                    try deviceMapper.resume(name: top, udev: .standard)
+                } catch let error as ThinError {
+                    try? deviceMapper.resume(name: top, udev: .standard)
+                    throw error
+                } catch {
+                    try? deviceMapper.resume(name: top, udev: .standard)
+                    throw .backend("cannot put \(record.key)'s own table back", error)
+                }
+            }
+        } else if requested == .complete {
+            final = .failed
+        }
+        if (try? deviceMapper.info(name: source.name)) != nil {
+            do { try deviceMapper.remove(name: source.name) } catch {
+                throw .backend("cannot remove the mirror's source device \(source.name)", error)
+            }
+        }
+        if let nbd = record.nbdDevice { NBDDevices.disconnect(nbd) }
+        if let loop = record.logDevice { ExternalCommand.runToEnd(Program.loopSetup, ["--detach", loop]) }
+        System.removeFile(records.logFile(record.volume))
+        record.nbdDevice = nil
+        record.logDevice = nil
+        record.state = final
+        record.endedProgress = final == .complete ? 1 : progress
+        record.failure = final == .failed ? (failure ?? record.failure ?? "the remote failed or the mirror ended early") : nil
+        try records.save(record)
+        return record
+    }
+
+    /// Stops a running mirror (`Data.cancel`): what was copied stays on the remote.
+    public func stop(operation: String) throws(ThinError) -> MirrorRecord {
+        try sr.recovered()
+        let record = try require(operation: operation)
+        guard !record.state.hasEnded else { return record }
+        return try end(record, state: .cancelled)
+    }
+
+    /// Stops it if it runs and forgets it (`Data.destroy`).
+    public func forget(operation: String) throws(ThinError) {
+        let record = try stop(operation: operation)
+        records.remove(record.volume)
+    }
+
+    /// Ends the mirror of `volume` if `holder` is what it lived for (or any,
+    /// when the volume's device goes): at `Datapath.deactivate`, xapi's
+    /// signal that the guest is paused, the mirror flushes and ends.
+    func endForDetach(of volume: VolumeRecord, holder: String?) throws(ThinError) {
+        guard let record = records.load(volume.uuid), !record.state.hasEnded else { return }
+        if let holder, let domain = record.domain, domain != holder { return }
+        try end(record, state: .complete)
+    }
+
+    /// Refuses what would change the table of a mirrored volume's device.
+    func requireNotMirrored(_ volume: VolumeRecord, to action: String) throws(ThinError) {
+        guard let record = records.load(volume.uuid), !record.state.hasEnded else { return }
+        throw ThinError(.volumeInUse, "\(volume.key) is being mirrored to \(record.remote) (operation \(record.operation)); "
+                        + "it cannot \(action) until the mirror ends (thinvdi-mirror-stop)", parameters: [volume.key])
+    }
+
+    /// Ends mirrors whose start was killed, and copies whose process is gone.
+    func endAbandoned() throws(ThinError) {
+        for entry in System.directoryEntries(names.mirrorsDirectory) where entry.hasSuffix(".json") {
+            guard let uuid = UUID(uuidString: String(entry.dropLast(5))), let record = records.load(uuid),
+                  !record.state.hasEnded else { continue }
+            let owner = record.owner.map { ProcessClaim.liveProcess(ofOwner: $0) != nil } ?? true
+            if record.state == .starting || !owner {
+                try end(record, state: .failed, failure: "the process that ran it ended")
+            }
+        }
+    }
+}

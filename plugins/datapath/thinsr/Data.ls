@@ -1,0 +1,1 @@
+thinsr.py
