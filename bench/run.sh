@@ -3,7 +3,7 @@
 # one lab run on one loop device. Every figure is whole-process wall time
 # (what a plugin or a sysadmin pays) unless it says otherwise. Raw samples go
 # to $BENCH_OUT/samples.tsv; report.py turns them into the table and JSON.
-# Usage: bench/run.sh [--smoke] [--only "SECTION..."] [--dist ROOT]  (ROOT: make dist's tree, timed at start-up)  (sections: startup control revert syscalls datapath backup space templates)
+# Usage: bench/run.sh [--smoke] [--only "SECTION..."] [--dist ROOT]  (ROOT: make dist's tree, timed at start-up)  (sections: startup control revert syscalls datapath backup space templates motion)
 set -u
 source "$(dirname "$0")/../tests/kernel/lib.sh"
 
@@ -21,10 +21,15 @@ done
 want() { [ "$SECTIONS" = all ] || [[ " $SECTIONS " == *" $1 "* ]]; }
 if [ "$MODE" = smoke ]; then RUNS=1 MANY_THINSR=20 MANY_LVM=10 WRITTEN_MIB=32 FIO_MIB=16 FIO_SECONDS=1
     EXPORT_GIB=1 CHANGED_SMALL=256M CHANGED_BIG=2G CHANGED_MIB=16 ZERO_MIB=32 ZERO_RUNS=1 MON_POOL_MIB=32 MON_WRITE_MIB=96
-    TPL_BIG_GIB=2 TPL_DATA_MIB=32 TPL_RUNS=1 TPL_READ_SECONDS=0
+    TPL_BIG_GIB=2 TPL_DATA_MIB=32 TPL_RUNS=1 TPL_READ_SECONDS=0 MOT_BIG_MIB=512 MOT_SMALL_MIB=64 MOT_DATA_MIB=8
 else RUNS=10 MANY_THINSR=1000 MANY_LVM=300 WRITTEN_MIB=1024 FIO_MIB=128 FIO_SECONDS=5
     EXPORT_GIB=10 CHANGED_SMALL=1G CHANGED_BIG=100G CHANGED_MIB=256 ZERO_MIB=512 ZERO_RUNS=3 MON_POOL_MIB=128 MON_WRITE_MIB=512
-    TPL_BIG_GIB=10 TPL_DATA_MIB=256 TPL_RUNS=3 TPL_READ_SECONDS=1; fi
+    TPL_BIG_GIB=10 TPL_DATA_MIB=256 TPL_RUNS=3 TPL_READ_SECONDS=1 MOT_BIG_MIB=10240 MOT_SMALL_MIB=1024 MOT_DATA_MIB=100; fi
+# Motion figures: mirrors of a MOT_BIG_MIB and a MOT_SMALL_MIB volume holding
+# the same MOT_DATA_MIB to a writable NBD server of another volume; the small
+# one mirrored whole (--full) through the same path; fio's write rate on a
+# mirrored volume against the same volume unmirrored.
+MOTION_MIB=$(( MOT_DATA_MIB * 6 + MOT_SMALL_MIB + FIO_MIB * 2 + 64 ))
 # Template figures: qcow2 templates of 1 GiB and TPL_BIG_GIB GiB holding the
 # same TPL_DATA_MIB of data; the copy-it-in alternative writes that data.
 TEMPLATE_MIB=$(( TPL_DATA_MIB * 4 + 64 ))
@@ -60,11 +65,19 @@ sample() {
     return 0
 }
 record() { printf '%s\t%s\t%s\t%s\t%s\n' "$@" >> "$SAMPLES"; }
+spread_writes() { # spread_writes DEVICE MIB: MIB of random data in 1 MiB pieces spread over the device
+    local size_mib i direct=()
+    if [ -b "$1" ]; then size_mib=$(( $(blockdev --getsize64 "$1") >> 20 )); direct=(oflag=direct)   # tmpfs has no O_DIRECT
+    else size_mib=$(( $(stat -c %s "$1") >> 20 )); fi
+    for i in $(seq 0 $(( $2 - 1 ))); do
+        dd if=/dev/urandom of="$1" bs=1M count=1 seek=$(( i * size_mib / $2 )) "${direct[@]}" conv=notrunc status=none
+    done
+}
 
 # ---------------------------------------------------------------- the lab
 # One VG on one loop device holds both pools and the linear LV, so every
 # comparison runs on the same device.
-thinsr_pool_mib=$(( WRITTEN_MIB + FIO_MIB + BACKUP_MIB + 512 )) lvm_pool_mib=$(( 512 + EXPORT_MIB ))
+thinsr_pool_mib=$(( WRITTEN_MIB + FIO_MIB + BACKUP_MIB + MOTION_MIB + 512 )) lvm_pool_mib=$(( 512 + EXPORT_MIB ))
 thinsr_pool_mib=$(( thinsr_pool_mib + TEMPLATE_MIB ))
 size_mib=$(( thinsr_pool_mib + lvm_pool_mib + FIO_MIB + SPACE_MIB + 1024 ))   # + catalog, metadata, spare, slack
 new_loop BENCH_DEV "$size_mib"
@@ -213,14 +226,6 @@ fi  # datapath
 if want backup; then
 IMAGES=$BENCH_OUT/images
 rm -rf "$IMAGES"; mkdir -p "$IMAGES"
-spread_writes() { # spread_writes DEVICE MIB: MIB of random data in 1 MiB pieces spread over the device
-    local size_mib i direct=()
-    if [ -b "$1" ]; then size_mib=$(( $(blockdev --getsize64 "$1") >> 20 )); direct=(oflag=direct)   # tmpfs has no O_DIRECT
-    else size_mib=$(( $(stat -c %s "$1") >> 20 )); fi
-    for i in $(seq 0 $(( $2 - 1 ))); do
-        dd if=/dev/urandom of="$1" bs=1M count=1 seek=$(( i * size_mib / $2 )) "${direct[@]}" conv=notrunc status=none
-    done
-}
 E=$(thinvdi-create bench --name export-src --size ${EXPORT_GIB}G)
 EP=$(thinvdi-attach bench "$E")
 spread_writes "$EP" "$EXPORT_MIB"
@@ -446,6 +451,61 @@ done
 thinvdi-detach bench tplref; thinvdi-destroy bench tplref; thinvdi-forget bench tplread
 rm -rf "$TIMG"
 fi  # templates
+
+# ---------------------------------------------------------------- motion
+if want motion; then
+serve_target() { # serve_target VOLUME: a writable NBD server of VOLUME on $MOT_SOCK
+    rm -f "$MOT_SOCK"
+    thinvdi-serve bench "$1" --socket "$MOT_SOCK" --writable >/dev/null 2>&1 & MOT_SERVER=$!
+    for _ in $(seq 100); do [ -S "$MOT_SOCK" ] && return; sleep 0.1; done
+}
+MOT_SOCK=$BENCH_OUT/motion.sock
+for size in "$MOT_BIG_MIB" "$MOT_SMALL_MIB"; do
+    thinvdi-create bench --name "mot$size" --size "${size}M" >/dev/null
+    spread_writes "$(thinvdi-attach bench "mot$size")" "$MOT_DATA_MIB"
+    thinvdi-detach bench "mot$size"
+done
+for i in $(seq "$RUNS"); do
+    for size in "$MOT_BIG_MIB" "$MOT_SMALL_MIB"; do
+        thinvdi-create bench --name "dst$size-$i" --size "${size}M" >/dev/null
+        serve_target "dst$size-$i"
+        side=reference; [ "$size" = "$MOT_BIG_MIB" ] && side=thinsr
+        sample "motion: mirror converges" "${MOT_BIG_MIB}M vs ${MOT_SMALL_MIB}M volume, ${MOT_DATA_MIB}M of data each" "$side" \
+            thinvdi-mirror bench "mot$size" "nbd+unix:///dst$size-$i?socket=$MOT_SOCK" --progress=none
+        kill -TERM "$MOT_SERVER"; wait "$MOT_SERVER"
+        thinvdi-destroy bench "dst$size-$i"
+    done
+    thinvdi-create bench --name "full-$i" --size "${MOT_SMALL_MIB}M" >/dev/null
+    serve_target "full-$i"
+    sample "motion: only data crosses" "${MOT_SMALL_MIB}M volume, ${MOT_DATA_MIB}M of data: its data vs every region (--full)" thinsr \
+        thinvdi-mirror bench "mot$MOT_SMALL_MIB" "nbd+unix:///full-$i?socket=$MOT_SOCK" --progress=none
+    kill -TERM "$MOT_SERVER"; wait "$MOT_SERVER"
+    thinvdi-destroy bench "full-$i"
+    thinvdi-create bench --name "full-$i" --size "${MOT_SMALL_MIB}M" >/dev/null
+    serve_target "full-$i"
+    sample "motion: only data crosses" "${MOT_SMALL_MIB}M volume, ${MOT_DATA_MIB}M of data: its data vs every region (--full)" reference \
+        thinvdi-mirror bench "mot$MOT_SMALL_MIB" "nbd+unix:///full-$i?socket=$MOT_SOCK" --full --progress=none
+    kill -TERM "$MOT_SERVER"; wait "$MOT_SERVER"
+    thinvdi-destroy bench "full-$i"
+done
+# The guest's writes while the mirror runs in sync, against the same volume unmirrored.
+if command -v fio >/dev/null; then
+    W=$(thinvdi-create bench --name motw --size $(( FIO_MIB + 16 ))M)
+    thinvdi-create bench --name motwd --size $(( FIO_MIB + 16 ))M >/dev/null
+    PW=$(thinvdi-attach --holder vm bench "$W")
+    dd if=/dev/zero of="$PW" bs=1M count="$FIO_MIB" oflag=direct status=none   # provisioned: only the mirror differs
+    serve_target motwd
+    mot_rate() { fio --name=w --filename="$PW" --rw=randwrite --bs=4k --direct=1 --ioengine=libaio --iodepth=16 \
+        --size="${FIO_MIB}M" --time_based --runtime="$FIO_SECONDS" --output-format=json 2>/dev/null | jq '.jobs[0].write.bw_bytes'; }
+    record "motion: guest writes" "4K random writes: mirrored vs not" reference "$(mot_rate)" bytes_per_second
+    thinvdi-mirror bench "$W" "nbd+unix:///motwd?socket=$MOT_SOCK" --domain vm --progress=none >/dev/null
+    record "motion: guest writes" "4K random writes: mirrored vs not" thinsr "$(mot_rate)" bytes_per_second
+    thinvdi-detach --holder vm bench "$W"
+    kill -TERM "$MOT_SERVER"; wait "$MOT_SERVER"
+    thinvdi-destroy bench "$W"; thinvdi-destroy bench motwd
+fi
+thinvdi-destroy bench "mot$MOT_BIG_MIB"; thinvdi-destroy bench "mot$MOT_SMALL_MIB"
+fi  # motion
 
 # ---------------------------------------------------------------- clean up
 for key in $(thinvdi-ls --json bench | jq -r '.[] | select(.attached) | .key'); do thinvdi-detach bench "$key"; done

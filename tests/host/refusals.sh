@@ -73,10 +73,17 @@ refuse 'KEY=VALUE' "set a key without =" thinvdi-set hostile victim novalue
 for tool in $("$binary" --list); do
     refuse 'argument|option|bogus' "$tool --bogus" "$tool" --bogus
     # (thinvdi-resize's third argument is its size: "c" is refused as one.)
-    [ "$tool" = thinvdi-unset ] || refuse 'argument|KEY=VALUE|<size>' "$tool with too many arguments" "$tool" a b c d e
+    # (thinvdi-mirror-stat takes any number of operations: refused below.)
+    [ "$tool" = thinvdi-unset ] || [ "$tool" = thinvdi-mirror-stat ] || refuse 'argument|KEY=VALUE|<size>' "$tool with too many arguments" "$tool" a b c d e
 done
 
 refuse 'offset.*65536' "thinvdi-changed --offset not a multiple of 64 KiB" thinvdi-changed hostile a b --bitmap --offset 1000
 refuse 'backing' "thinvdi-import - with --backing" thinvdi-import hostile --name x --size 1M --backing /tmp -
+refuse 'not an NBD URI' "thinvdi-mirror to a file URI" thinvdi-mirror hostile v file:///etc/passwd
+refuse 'socket path' "thinvdi-mirror with qemu options in the socket path" thinvdi-mirror hostile v 'nbd+unix:///x?socket=/run/a,file.driver=file'
+refuse 'port' "thinvdi-mirror to a port out of range" thinvdi-mirror hostile v nbd://host:70000/x
+refuse 'connect-timeout' "thinvdi-mirror --connect-timeout 0" thinvdi-mirror hostile v nbd://host/x --connect-timeout 0
+refuse 'no mirror operation' "thinvdi-mirror-stat of an id that is none" thinvdi-mirror-stat nonsense
+refuse 'not a mirror operation' "thinvdi-mirror-stop of an id that is none" thinvdi-mirror-stop nonsense
 echo "host-checked refusals: $TRIED tried, $REFUSED refused before any device access"
 [ "$TRIED" = "$REFUSED" ] && [ "$TRIED" -ge 115 ]

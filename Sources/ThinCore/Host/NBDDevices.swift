@@ -138,6 +138,21 @@ enum NBDDevices {
     /// Ends the qemu-nbd server bound to `device` (its client goes with it).
     static func disconnect(_ device: String) {
         ExternalCommand.runToEnd(Program.qemuNBD, ["--disconnect", device])
+        // The device is free once its server has gone (the kernel removes `pid` then): wait for it, briefly.
+        let pid = "/sys/block/\(device.split(separator: "/").last ?? "")/pid"
+        for _ in 0..<100 where System.exists(pid) { usleep(50_000) }
+    }
+
+    /// Makes the kernel refuse discards on `device`: a remote may not read
+    /// zeros where one landed, so a mirror must not send them there.
+    static func refuseDiscards(_ device: String) throws(ThinError) {
+        let limit = "/sys/block/\(device.split(separator: "/").last ?? "")/queue/discard_max_bytes"
+        guard System.exists(limit) else { return }
+        try System.writeFile(limit, "0")
+        guard System.readFile(limit)?.split(whereSeparator: \.isWhitespace).first == "0" else {
+            throw ThinError(.backendFailure, "the kernel kept discards on \(device) (\(limit)); the mirror would lose "
+                            + "them on one side")
+        }
     }
 
     /// Sends a flush down `device` (fsync of a block device asks the server

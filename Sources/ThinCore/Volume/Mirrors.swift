@@ -66,7 +66,7 @@ extension SRMirrors {
     public func start(_ request: MirrorRequest, owner: String? = nil) async throws(ThinError) -> MirrorRecord {
         try sr.recovered()
         let volume = try sr.requireVolume(request.volume)
-        try requireMirrorable(volume, domain: request.domain)
+        let previous = try requireMirrorable(volume, domain: request.domain)
         try await KernelTarget.mirror.require(host, for: "mirroring \(volume.key)")
         let blockBytes = try record.blockSizeBytes
         let regionBytes = Self.regionBytes(blockBytes: blockBytes, volumeBytes: volume.virtualSize)
@@ -87,22 +87,25 @@ extension SRMirrors {
             try records.save(record)
             FaultInjection.point("mirror-remote-connected")
             try switchToMirror(volume, record: record)
-            record.state = .running
-            try records.save(record)
             FaultInjection.point("mirror-switched")
+            // Until the patch is in, a mirror may lack regions: only then is it running (a kill before undoes it).
             record.inSyncAtStart = try await patch(volume, record: record, log: log, full: request.full, before: first)
+            record.state = .running
             try records.save(record)
             return record
         } catch {
-            try? end(record, state: .failed, failure: error.message)
+            _ = try? end(record, state: .failed, failure: error.message)
             records.remove(volume.uuid)
+            // A refused start leaves what was there: the record of the volume's last, ended mirror.
+            if let previous { try? records.save(previous) }
             throw error
         }
     }
 
     /// What a mirror needs of its volume: attached read-write and loaded
     /// (for `domain` when one is named), not mirrored already, no hydration.
-    private func requireMirrorable(_ volume: VolumeRecord, domain: String?) throws(ThinError) {
+    /// Returns the record of the volume's last mirror, which ended.
+    private func requireMirrorable(_ volume: VolumeRecord, domain: String?) throws(ThinError) -> MirrorRecord? {
         guard volume.readWrite, volume.kind != .snapshot else {
             throw ThinError(.invalidArgument, "\(volume.key) is a \(volume.kind.rawValue) and read-only; copy it with "
                             + "thinvdi-export, or clone it and mirror the clone", parameters: [volume.key])
@@ -122,14 +125,13 @@ extension SRMirrors {
                                 + "it for that domain first", parameters: [volume.key])
             }
         }
-        if let existing = records.load(volume.uuid) {
-            if !existing.state.hasEnded {
-                throw ThinError(.volumeInUse, "volume \(volume.key) is already being mirrored (operation "
-                                + "\(existing.operation)); stop it with thinvdi-mirror-stop first", parameters: [volume.key])
-            }
-            records.remove(volume.uuid)
+        let existing = records.load(volume.uuid)
+        if let existing, !existing.state.hasEnded {
+            throw ThinError(.volumeInUse, "volume \(volume.key) is already being mirrored (operation "
+                            + "\(existing.operation)); stop it with thinvdi-mirror-stop first", parameters: [volume.key])
         }
         try sr.requireNotHydrating(volume, to: "be mirrored")
+        return existing
     }
 
     /// The pool's block where it is a power of two (a region then never
@@ -193,6 +195,10 @@ extension SRMirrors {
             NBDDevices.disconnect(device)
             throw ThinError(.invalidArgument, "the remote \(remote.uri) holds \(ByteSize.format(size)), less than "
                             + "\(volume.key)'s \(ByteSize.format(volume.virtualSize)); give a remote volume at least as large")
+        }
+        do { try NBDDevices.refuseDiscards(device) } catch {
+            NBDDevices.disconnect(device)
+            throw error
         }
         return device
     }
