@@ -153,12 +153,14 @@ struct ParsingTests {
     func access() {
         let lifecycle = allTools.filter { $0.access == .lifecycle }.map { $0.toolName }
         #expect(Set(lifecycle) == ["thinsr-create", "thinsr-attach", "thinsr-detach", "thinsr-destroy", "thinsr-ls",
-                                   "thinsr-check", "thinsr-monitor", "thinsr-host"])
+                                   "thinsr-check", "thinsr-monitor", "thinsr-host",
+                                   // (A mirror operation names its SR: these open it from there, or read no SR at all.)
+                                   "thinvdi-mirror-stat", "thinvdi-mirror-stop"])
         let readers = allTools.filter { $0.access == .read }.map { $0.toolName }
         #expect(Set(readers) == ["thinsr-stat", "thinvdi-stat", "thinvdi-ls", "thinvdi-tree", "thinvdi-changed"])
         #expect(allTools.allSatisfy { $0.needsRoot })
         // Jobs (copies, hydration) open their SR for setting up and tearing down only, never while they work.
-        let transfers: Set = ["thinvdi-export", "thinvdi-import", "thinvdi-serve", "thinvdi-hydrate"]
+        let transfers: Set = ["thinvdi-export", "thinvdi-import", "thinvdi-serve", "thinvdi-hydrate", "thinvdi-mirror"]
         for tool in allTools where tool.access != .lifecycle && !transfers.contains(tool.toolName) {
             #expect(tool is any SRTool.Type, "\(tool.toolName)")
         }

@@ -175,10 +175,10 @@ for step in mirror-remote-connected mirror-switched; do
     serve_writable motion-b "$DV5" "$MS/killed.sock"
     thinvdi-attach --holder vm11 motion-a "$SV" > /dev/null
     THINSR_FAULT=$step thinvdi-mirror motion-a "$SV" "nbd+unix:///$DV5?socket=$MS/killed.sock" --domain vm11 --background >/dev/null 2>&1
-    thinvdi-set motion-a "$SV" after-kill yes > /dev/null 2>&1
+    thinvdi-attach --holder vm12 motion-a "$SV" > /dev/null   # the next command: it recovers first
     check_eq "killed at $step: the next command put the volume's own table back" "thin" "$(table_type "$MSA" "$SV")"
     check_eq "killed at $step: nothing left" "" "$(mirror_leftovers "$MSA")"
-    thinvdi-detach --holder vm11 motion-a "$SV"
+    thinvdi-detach --holder vm11 motion-a "$SV"; thinvdi-detach --holder vm12 motion-a "$SV"
     stop_server
 done
 
