@@ -180,25 +180,37 @@ if want datapath; then
 if command -v fio >/dev/null; then
     T=$(thinvdi-create bench --name fio --size $(( FIO_MIB + 16 ))M)
     PT=$(thinvdi-attach bench "$T")
-    fio_run() { # fio_run GROUP NAME SIDE DEVICE RW BS [time_based]
-        local extra=()
-        [ "${7:-}" = timed ] && extra=(--time_based --runtime="$FIO_RUNTIME")
-        fio --name="$2" --filename="$4" --rw="$5" --bs="$6" --direct=1 --ioengine=libaio --iodepth=16 \
-            --size="${FIO_MIB}M" "${extra[@]}" --output-format=json > "$BENCH_OUT/fio.json" 2>/dev/null
-        local rate; rate=$(jq '[.jobs[0].read.bw_bytes, .jobs[0].write.bw_bytes] | add' "$BENCH_OUT/fio.json")
-        record "$1" "$2" "$3" "$rate" bytes_per_second
+    # fio_jobs GROUP once|timed NAME:SIDE:DEVICE:RW:BS...: one fio run of those jobs, one after
+    # another (stonewall), each job's rate recorded under its name and side (a
+    # fio start costs over a second in the UML lab: one per group, not per figure).
+    fio_jobs() {
+        local group=$1 timing=$2 job name side device rw bs args=() specs=() rates=() i
+        shift 2
+        for job in "$@"; do
+            IFS=: read -r name side device rw bs <<<"$job"
+            args+=(--name="$name" --filename="$device" --rw="$rw" --bs="$bs")
+            [ ${#specs[@]} = 0 ] || args+=(--stonewall)
+            [ "$timing" = timed ] && args+=(--time_based --runtime="$FIO_RUNTIME")
+            specs+=("$name:$side")
+        done
+        # (--output: with several groups fio also prints the first job's line on standard output.)
+        fio --direct=1 --ioengine=libaio --iodepth=16 --size="${FIO_MIB}M" "${args[@]}" \
+            --output-format=json --output="$BENCH_OUT/fio.json" >/dev/null 2>&1
+        mapfile -t rates < <(jq '.jobs[] | [.read.bw_bytes, .write.bw_bytes] | add' "$BENCH_OUT/fio.json")
+        for i in "${!specs[@]}"; do
+            record "$group" "${specs[i]%:*}" "${specs[i]##*:}" "${rates[i]:-}" bytes_per_second
+        done
     }
     # fio_against_linear GROUP SIDE DEVICE: the four timed figures, each beside the plain LV's.
     fio_against_linear() {
-        local rw
-        for rw in "write 1M sequential write" "read 1M sequential read" "randread 4k 4K random read" "randwrite 4k 4K random write"; do
-            set -- "$1" "$2" "$3" $rw
-            fio_run "$1" "${*:6}" "$2" "$3" "$4" "$5" timed
-            fio_run "$1" "${*:6}" linear /dev/benchvg/linear "$4" "$5" timed
-        done
+        local linear=/dev/benchvg/linear
+        fio_jobs "$1" timed "sequential write:$2:$3:write:1M" "sequential write:linear:$linear:write:1M" \
+            "sequential read:$2:$3:read:1M" "sequential read:linear:$linear:read:1M" \
+            "4K random read:$2:$3:randread:4k" "4K random read:linear:$linear:randread:4k" \
+            "4K random write:$2:$3:randwrite:4k" "4K random write:linear:$linear:randwrite:4k"
     }
-    fio_run "first write (provisioning)" "sequential write 1M" thin "$PT" write 1M
-    fio_run "first write (provisioning)" "sequential write 1M" linear /dev/benchvg/linear write 1M
+    fio_jobs "first write (provisioning)" once "sequential write 1M:thin:$PT:write:1M" \
+        "sequential write 1M:linear:/dev/benchvg/linear:write:1M"
     fio_against_linear "data path (provisioned)" thin "$PT"
     thinvdi-detach bench "$T"
     # A preallocated raw volume's device (linear over its LV) against the plain LV.
@@ -215,12 +227,21 @@ if want backup; then
 IMAGES=$BENCH_OUT/images
 rm -rf "$IMAGES"; mkdir -p "$IMAGES"
 spread_writes() { # spread_writes DEVICE MIB: MIB of random data in 1 MiB pieces spread over the device
-    local size_mib i direct=()
-    if [ -b "$1" ]; then size_mib=$(( $(blockdev --getsize64 "$1") >> 20 )); direct=(oflag=direct)   # tmpfs has no O_DIRECT
-    else size_mib=$(( $(stat -c %s "$1") >> 20 )); fi
-    for i in $(seq 0 $(( $2 - 1 ))); do
-        dd if=/dev/urandom of="$1" bs=1M count=1 seek=$(( i * size_mib / $2 )) "${direct[@]}" conv=notrunc status=none
-    done
+    # (One process writes them all, as one dd per piece did: O_DIRECT on a block device, tmpfs has none.)
+    python3 - "$1" "$2" <<'PY'
+import mmap, os, stat, sys
+path, pieces = sys.argv[1], int(sys.argv[2])
+block = stat.S_ISBLK(os.stat(path).st_mode)
+fd = os.open(path, os.O_WRONLY | (os.O_DIRECT if block else 0))
+size_mib = os.lseek(fd, 0, os.SEEK_END) >> 20
+buffer = mmap.mmap(-1, 1 << 20)   # page-aligned, as O_DIRECT needs
+for i in range(pieces):
+    buffer.seek(0)
+    buffer.write(os.urandom(1 << 20))
+    if os.pwrite(fd, buffer, (i * size_mib // pieces) << 20) != 1 << 20:
+        sys.exit("short write")
+os.close(fd)
+PY
 }
 E=$(thinvdi-create bench --name export-src --size ${EXPORT_GIB}G)
 EP=$(thinvdi-attach bench "$E")
