@@ -246,7 +246,7 @@ for _ in $(seq 100); do [ -S "$SOCK" ] && [ -s "$OUT/serve.out" ] && break; slee
 TLSURI=$(head -n 1 "$OUT/serve.out")
 TLSDEV=$(THINSR_NBD_TLS_DIR=$THINSR_SCRATCH/tls "$THINSR_SCHEME_DIR/nbd" attach "$TLSURI")
 check "the nbd scheme opens thinvdi-serve's nbds+unix URI with the host's PSK, reading the snapshot (cmp)" \
-    cmp -n $((256 << 20)) "$TLSDEV" "$OUT/s1.raw"
+    same_bytes $((256 << 20)) "$TLSDEV" "$OUT/s1.raw"
 THINSR_NBD_TLS_DIR=$THINSR_SCRATCH/tls "$THINSR_SCHEME_DIR/nbd" detach "$TLSURI" "$TLSDEV"
 kill -TERM $serve; wait $serve
 D=$(thinvdi-serve transfer "$XS2" --port 10811 --detach --json)
