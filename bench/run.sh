@@ -19,19 +19,22 @@ while [ $# -gt 0 ]; do
     shift
 done
 want() { [ "$SECTIONS" = all ] || [[ " $SECTIONS " == *" $1 "* ]]; }
-if [ "$MODE" = smoke ]; then RUNS=1 MANY_THINSR=20 MANY_LVM=10 WRITTEN_MIB=32 FIO_MIB=16 FIO_SECONDS=1
+if [ "$MODE" = smoke ]; then RUNS=1 MANY_THINSR=20 MANY_LVM=10 WRITTEN_MIB=32 FIO_MIB=16 FIO_RUNTIME=250ms
     EXPORT_GIB=1 CHANGED_SMALL=256M CHANGED_BIG=2G CHANGED_MIB=16 ZERO_MIB=32 ZERO_RUNS=1 MON_POOL_MIB=32 MON_WRITE_MIB=96
-    TPL_BIG_GIB=2 TPL_DATA_MIB=32 TPL_RUNS=1 TPL_READ_SECONDS=0 MOT_BIG_MIB=512 MOT_SMALL_MIB=64 MOT_DATA_MIB=8
-else RUNS=10 MANY_THINSR=1000 MANY_LVM=300 WRITTEN_MIB=1024 FIO_MIB=128 FIO_SECONDS=5
+    TPL_SMALL=128M TPL_BIG=256M TPL_DATA_MIB=32 TPL_RUNS=1 TPL_READ_SECONDS=0 PAIRED_READS=1
+    MOT_BIG_MIB=512 MOT_SMALL_MIB=64 MOT_DATA_MIB=8
+else RUNS=10 MANY_THINSR=1000 MANY_LVM=300 WRITTEN_MIB=1024 FIO_MIB=128 FIO_RUNTIME=5s
     EXPORT_GIB=10 CHANGED_SMALL=1G CHANGED_BIG=100G CHANGED_MIB=256 ZERO_MIB=512 ZERO_RUNS=3 MON_POOL_MIB=128 MON_WRITE_MIB=512
-    TPL_BIG_GIB=10 TPL_DATA_MIB=256 TPL_RUNS=3 TPL_READ_SECONDS=1 MOT_BIG_MIB=10240 MOT_SMALL_MIB=1024 MOT_DATA_MIB=100; fi
+    TPL_SMALL=1G TPL_BIG=10G TPL_DATA_MIB=256 TPL_RUNS=3 TPL_READ_SECONDS=1 PAIRED_READS=5
+    MOT_BIG_MIB=10240 MOT_SMALL_MIB=1024 MOT_DATA_MIB=100; fi
 # Motion figures: mirrors of a MOT_BIG_MIB and a MOT_SMALL_MIB volume holding
 # the same MOT_DATA_MIB to a writable NBD server of another volume; the small
 # one mirrored whole (--full) through the same path; fio's write rate on a
 # mirrored volume against the same volume unmirrored.
 MOTION_MIB=$(( MOT_DATA_MIB * 6 + MOT_SMALL_MIB + FIO_MIB * 2 + 64 ))
-# Template figures: qcow2 templates of 1 GiB and TPL_BIG_GIB GiB holding the
-# same TPL_DATA_MIB of data; the copy-it-in alternative writes that data.
+# Template figures: qcow2 templates of TPL_SMALL and TPL_BIG (1G and 10G; the
+# smoke run's are smaller: its offline hydration reads the whole clone) holding
+# the same TPL_DATA_MIB of data; the copy-it-in alternative writes that data.
 TEMPLATE_MIB=$(( TPL_DATA_MIB * 4 + 64 ))
 # Space figures: zeroing a ZERO_MIB preallocated volume against dd and
 # blkdiscard -z on an LV of the same size; a writer putting MON_WRITE_MIB
@@ -66,12 +69,21 @@ sample() {
 }
 record() { printf '%s\t%s\t%s\t%s\t%s\n' "$@" >> "$SAMPLES"; }
 spread_writes() { # spread_writes DEVICE MIB: MIB of random data in 1 MiB pieces spread over the device
-    local size_mib i direct=()
-    if [ -b "$1" ]; then size_mib=$(( $(blockdev --getsize64 "$1") >> 20 )); direct=(oflag=direct)   # tmpfs has no O_DIRECT
-    else size_mib=$(( $(stat -c %s "$1") >> 20 )); fi
-    for i in $(seq 0 $(( $2 - 1 ))); do
-        dd if=/dev/urandom of="$1" bs=1M count=1 seek=$(( i * size_mib / $2 )) "${direct[@]}" conv=notrunc status=none
-    done
+    # (One process writes them all, as one dd per piece did: O_DIRECT on a block device, tmpfs has none.)
+    python3 - "$1" "$2" <<'PY'
+import mmap, os, stat, sys
+path, pieces = sys.argv[1], int(sys.argv[2])
+block = stat.S_ISBLK(os.stat(path).st_mode)
+fd = os.open(path, os.O_WRONLY | (os.O_DIRECT if block else 0))
+size_mib = os.lseek(fd, 0, os.SEEK_END) >> 20
+buffer = mmap.mmap(-1, 1 << 20)   # page-aligned, as O_DIRECT needs
+for i in range(pieces):
+    buffer.seek(0)
+    buffer.write(os.urandom(1 << 20))
+    if os.pwrite(fd, buffer, (i * size_mib // pieces) << 20) != 1 << 20:
+        sys.exit("short write")
+os.close(fd)
+PY
 }
 
 # ---------------------------------------------------------------- the lab
@@ -192,25 +204,37 @@ if want datapath; then
 if command -v fio >/dev/null; then
     T=$(thinvdi-create bench --name fio --size $(( FIO_MIB + 16 ))M)
     PT=$(thinvdi-attach bench "$T")
-    fio_run() { # fio_run GROUP NAME SIDE DEVICE RW BS [time_based]
-        local extra=()
-        [ "${7:-}" = timed ] && extra=(--time_based --runtime="$FIO_SECONDS")
-        fio --name="$2" --filename="$4" --rw="$5" --bs="$6" --direct=1 --ioengine=libaio --iodepth=16 \
-            --size="${FIO_MIB}M" "${extra[@]}" --output-format=json > "$BENCH_OUT/fio.json" 2>/dev/null
-        local rate; rate=$(jq '[.jobs[0].read.bw_bytes, .jobs[0].write.bw_bytes] | add' "$BENCH_OUT/fio.json")
-        record "$1" "$2" "$3" "$rate" bytes_per_second
+    # fio_jobs GROUP once|timed NAME:SIDE:DEVICE:RW:BS...: one fio run of those jobs, one after
+    # another (stonewall), each job's rate recorded under its name and side (a
+    # fio start costs over a second in the UML lab: one per group, not per figure).
+    fio_jobs() {
+        local group=$1 timing=$2 job name side device rw bs args=() specs=() rates=() i
+        shift 2
+        for job in "$@"; do
+            IFS=: read -r name side device rw bs <<<"$job"
+            args+=(--name="$name" --filename="$device" --rw="$rw" --bs="$bs")
+            [ ${#specs[@]} = 0 ] || args+=(--stonewall)
+            [ "$timing" = timed ] && args+=(--time_based --runtime="$FIO_RUNTIME")
+            specs+=("$name:$side")
+        done
+        # (--output: with several groups fio also prints the first job's line on standard output.)
+        fio --direct=1 --ioengine=libaio --iodepth=16 --size="${FIO_MIB}M" "${args[@]}" \
+            --output-format=json --output="$BENCH_OUT/fio.json" >/dev/null 2>&1
+        mapfile -t rates < <(jq '.jobs[] | [.read.bw_bytes, .write.bw_bytes] | add' "$BENCH_OUT/fio.json")
+        for i in "${!specs[@]}"; do
+            record "$group" "${specs[i]%:*}" "${specs[i]##*:}" "${rates[i]:-}" bytes_per_second
+        done
     }
     # fio_against_linear GROUP SIDE DEVICE: the four timed figures, each beside the plain LV's.
     fio_against_linear() {
-        local rw
-        for rw in "write 1M sequential write" "read 1M sequential read" "randread 4k 4K random read" "randwrite 4k 4K random write"; do
-            set -- "$1" "$2" "$3" $rw
-            fio_run "$1" "${*:6}" "$2" "$3" "$4" "$5" timed
-            fio_run "$1" "${*:6}" linear /dev/benchvg/linear "$4" "$5" timed
-        done
+        local linear=/dev/benchvg/linear
+        fio_jobs "$1" timed "sequential write:$2:$3:write:1M" "sequential write:linear:$linear:write:1M" \
+            "sequential read:$2:$3:read:1M" "sequential read:linear:$linear:read:1M" \
+            "4K random read:$2:$3:randread:4k" "4K random read:linear:$linear:randread:4k" \
+            "4K random write:$2:$3:randwrite:4k" "4K random write:linear:$linear:randwrite:4k"
     }
-    fio_run "first write (provisioning)" "sequential write 1M" thin "$PT" write 1M
-    fio_run "first write (provisioning)" "sequential write 1M" linear /dev/benchvg/linear write 1M
+    fio_jobs "first write (provisioning)" once "sequential write 1M:thin:$PT:write:1M" \
+        "sequential write 1M:linear:/dev/benchvg/linear:write:1M"
     fio_against_linear "data path (provisioned)" thin "$PT"
     thinvdi-detach bench "$T"
     # A preallocated raw volume's device (linear over its LV) against the plain LV.
@@ -344,36 +368,36 @@ fi  # space
 
 # ---------------------------------------------------------------- templates
 if want templates; then
-# Two qcow2 images with the same TPL_DATA_MIB of data at their start: 1 GiB
-# and TPL_BIG_GIB GiB. "Ready" = introduce + clone + attach + the first 1 MiB
+# Two qcow2 images with the same TPL_DATA_MIB of data at their start: TPL_SMALL
+# and TPL_BIG. "Ready" = introduce + clone + attach + the first 1 MiB
 # read, against creating a volume and copying the image into it first
 # (qemu-img convert onto the fresh, zero-reading thin volume).
 TIMG=$THINSR_SCRATCH/bench-images; mkdir -p "$TIMG"
 head -c $((TPL_DATA_MIB << 20)) < <(openssl enc -aes-128-ctr -nosalt -pass pass:tpl -in /dev/zero 2>/dev/null) > "$TIMG/data"
-for gib in 1 "$TPL_BIG_GIB"; do   # sparse raw of that size, the data at its start, made qcow2 (holes stay holes)
-    cp "$TIMG/data" "$TIMG/t$gib.raw" && truncate -s "${gib}G" "$TIMG/t$gib.raw"
-    qemu-img convert -f raw -O qcow2 "$TIMG/t$gib.raw" "$TIMG/t$gib.qcow2" && rm -f "$TIMG/t$gib.raw"
+for size in "$TPL_SMALL" "$TPL_BIG"; do   # sparse raw of that size, the data at its start, made qcow2 (holes stay holes)
+    cp "$TIMG/data" "$TIMG/t$size.raw" && truncate -s "$size" "$TIMG/t$size.raw"
+    qemu-img convert -f raw -O qcow2 "$TIMG/t$size.raw" "$TIMG/t$size.qcow2" && rm -f "$TIMG/t$size.raw"
 done
-ready() { # ready GIB RUN: introduce, clone, attach, read 1 MiB
+ready() { # ready SIZE RUN: introduce, clone, attach, read 1 MiB
     thinvdi-introduce bench "file://$TIMG/t$1.qcow2" --name "tpl$1-$2" >/dev/null &&
     thinvdi-clone bench "tpl$1-$2" --name "tc$1-$2" >/dev/null &&
     dd if="$(thinvdi-attach bench "tc$1-$2")" of=/dev/null bs=1M count=1 iflag=direct status=none
 }
-copied() { # copied GIB RUN: create, qemu-img convert into it, read 1 MiB
+copied() { # copied SIZE RUN: create, qemu-img convert into it, read 1 MiB
     local dev
-    thinvdi-create bench --name "cp$1-$2" --size "${1}G" >/dev/null && dev=$(thinvdi-attach bench "cp$1-$2") &&
+    thinvdi-create bench --name "cp$1-$2" --size "$1" >/dev/null && dev=$(thinvdi-attach bench "cp$1-$2") &&
     qemu-img convert -q -n --target-is-zero -f qcow2 -O raw "$TIMG/t$1.qcow2" "$dev" &&
     dd if="$dev" of=/dev/null bs=1M count=1 iflag=direct status=none
 }
 for i in $(seq "$TPL_RUNS"); do
-    sample "templates: ready to read" "${TPL_BIG_GIB}G image (left) vs 1G image" thinsr ready "$TPL_BIG_GIB" "$i"
-    sample "templates: ready to read" "${TPL_BIG_GIB}G image (left) vs 1G image" reference ready 1 "$i"
-    sample "templates: ready to read" "${TPL_BIG_GIB}G clone vs copying it in first" thinsr ready "$TPL_BIG_GIB" "x$i"
-    sample "templates: ready to read" "${TPL_BIG_GIB}G clone vs copying it in first" linear copied "$TPL_BIG_GIB" "$i"
-    for key in "tc$TPL_BIG_GIB-$i" "tc1-$i" "tc$TPL_BIG_GIB-x$i" "cp$TPL_BIG_GIB-$i"; do
+    sample "templates: ready to read" "$TPL_BIG image (left) vs $TPL_SMALL image" thinsr ready "$TPL_BIG" "$i"
+    sample "templates: ready to read" "$TPL_BIG image (left) vs $TPL_SMALL image" reference ready "$TPL_SMALL" "$i"
+    sample "templates: ready to read" "$TPL_BIG clone vs copying it in first" thinsr ready "$TPL_BIG" "x$i"
+    sample "templates: ready to read" "$TPL_BIG clone vs copying it in first" linear copied "$TPL_BIG" "$i"
+    for key in "tc$TPL_BIG-$i" "tc$TPL_SMALL-$i" "tc$TPL_BIG-x$i" "cp$TPL_BIG-$i"; do
         thinvdi-detach bench "$key"; thinvdi-destroy bench "$key"
     done
-    for key in "tpl$TPL_BIG_GIB-$i" "tpl1-$i" "tpl$TPL_BIG_GIB-x$i"; do thinvdi-forget bench "$key"; done
+    for key in "tpl$TPL_BIG-$i" "tpl$TPL_SMALL-$i" "tpl$TPL_BIG-x$i"; do thinvdi-forget bench "$key"; done
 done
 # Reading template data: the first read goes through the origin (qemu-nbd);
 # after thinvdi-hydrate the same read is the pool's, compared with a thin
@@ -388,21 +412,21 @@ timed_read_rate() { # timed_read_rate DEVICE [MIB]: as read_rate, over and over 
         --size="${2:-$TPL_DATA_MIB}M" --time_based --runtime="$TPL_READ_SECONDS" --output-format=json 2>/dev/null |
         jq '.jobs[0].read.bw_bytes'
 }
-paired_rates() { # paired_rates DEVICE REFERENCE [MIB]: each read five times, alternately; the two medians
-    local a=() b=() _
-    for _ in 1 2 3 4 5; do a+=("$(timed_read_rate "$1" "${3:-}")"); b+=("$(timed_read_rate "$2" "${3:-}")"); done
-    printf '%s %s\n' "$(printf '%s\n' "${a[@]}" | sort -n | sed -n 3p)" "$(printf '%s\n' "${b[@]}" | sort -n | sed -n 3p)"
+paired_rates() { # paired_rates DEVICE REFERENCE [MIB]: each read PAIRED_READS times (five; the smoke run once), alternately; the two medians
+    local a=() b=() _ middle=$(( (PAIRED_READS + 1) / 2 ))
+    for _ in $(seq "$PAIRED_READS"); do a+=("$(timed_read_rate "$1" "${3:-}")"); b+=("$(timed_read_rate "$2" "${3:-}")"); done
+    printf '%s %s\n' "$(printf '%s\n' "${a[@]}" | sort -n | sed -n ${middle}p)" "$(printf '%s\n' "${b[@]}" | sort -n | sed -n ${middle}p)"
 }
 hydrated_regions() { dmsetup status "$1" 2>/dev/null | awk '{split($7, r, "/"); print r[1]}'; }
-thinvdi-introduce bench "file://$TIMG/t1.qcow2" --name tplread >/dev/null
-thinvdi-create bench --name tplref --size 1G >/dev/null
+thinvdi-introduce bench "file://$TIMG/t$TPL_SMALL.qcow2" --name tplread >/dev/null
+thinvdi-create bench --name tplref --size "$TPL_SMALL" >/dev/null
 REF=$(thinvdi-attach bench tplref)
 dd if="$TIMG/data" of="$REF" bs=1M oflag=direct conv=fsync status=none
 for i in $(seq "$TPL_RUNS"); do
     thinvdi-clone bench tplread --name "tr$i" >/dev/null
     TRP=$(thinvdi-attach bench "tr$i")
     first=$(read_rate "$TRP")
-    sample "templates: hydrate" "1G clone, ${TPL_DATA_MIB}M of data (the rest zeros)" thinsr \
+    sample "templates: hydrate" "$TPL_SMALL clone, ${TPL_DATA_MIB}M of data (the rest zeros)" thinsr \
         thinvdi-hydrate bench "tr$i" --progress=none
     read -r second reference < <(paired_rates "$TRP" "$REF")
     record "templates: reading template data" "first read (origin) vs after hydrate" thinsr "$first" bytes_per_second
@@ -413,12 +437,12 @@ for i in $(seq "$TPL_RUNS"); do
     # Without dm-clone (XCP-ng 8.3's 4.19 kernel) a detached clone hydrates offline:
     # against dm-clone's hydration of a detached clone of the same template.
     thinvdi-clone bench tplread --name "hd$i" >/dev/null
-    sample "templates: hydrate" "detached 1G clone, ${TPL_DATA_MIB}M of data: offline vs dm-clone" reference \
+    sample "templates: hydrate" "detached $TPL_SMALL clone, ${TPL_DATA_MIB}M of data: offline vs dm-clone" reference \
         thinvdi-hydrate bench "hd$i" --progress=none
     thinvdi-destroy bench "hd$i"
     thinvdi-clone bench tplread --name "ho$i" >/dev/null
     if rmmod dm_clone 2>/dev/null; then
-        sample "templates: hydrate" "detached 1G clone, ${TPL_DATA_MIB}M of data: offline vs dm-clone" thinsr \
+        sample "templates: hydrate" "detached $TPL_SMALL clone, ${TPL_DATA_MIB}M of data: offline vs dm-clone" thinsr \
             thinvdi-hydrate bench "ho$i" --progress=none
         modprobe -d /run/lab-modules dm_clone 2>/dev/null || modprobe dm_clone
     else
@@ -496,7 +520,7 @@ if command -v fio >/dev/null; then
     dd if=/dev/zero of="$PW" bs=1M count="$FIO_MIB" oflag=direct status=none   # provisioned: only the mirror differs
     serve_target motwd
     mot_rate() { fio --name=w --filename="$PW" --rw=randwrite --bs=4k --direct=1 --ioengine=libaio --iodepth=16 \
-        --size="${FIO_MIB}M" --time_based --runtime="$FIO_SECONDS" --output-format=json 2>/dev/null | jq '.jobs[0].write.bw_bytes'; }
+        --size="${FIO_MIB}M" --time_based --runtime="$FIO_RUNTIME" --output-format=json 2>/dev/null | jq '.jobs[0].write.bw_bytes'; }
     record "motion: guest writes" "4K random writes: mirrored vs not" reference "$(mot_rate)" bytes_per_second
     thinvdi-mirror bench "$W" "nbd+unix:///motwd?socket=$MOT_SOCK" --domain vm --progress=none >/dev/null
     record "motion: guest writes" "4K random writes: mirrored vs not" thinsr "$(mot_rate)" bytes_per_second

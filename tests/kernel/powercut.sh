@@ -60,10 +60,16 @@ pc_storm() {
         esac
     done >/dev/null 2>&1
 }
+# The cut is one ioctl: the flakey table waits in the disk's inactive slot
+# (loaded before the storm starts: a loaded table changes nothing until a
+# resume), and the resume suspends the disk (--noflush), swaps the tables and
+# resumes it, as suspend, load and resume did in three processes. It does not
+# wait for udev's processing of the change (the storm still runs then, and it
+# took seconds): udev is let settle once the storm is gone, before the
+# devices above the disk are thrown away.
+pc_arm() { dmsetup load "$PCDISK" --table "0 $PCSECT flakey $PCL 0 0 1 1 drop_writes"; }
 pc_cut() { # every write from now on is dropped, and reported done
-    dmsetup suspend --noflush "$PCDISK"
-    dmsetup load "$PCDISK" --table "0 $PCSECT flakey $PCL 0 0 1 1 drop_writes"
-    dmsetup resume "$PCDISK"
+    dmsetup resume --noflush --noudevsync "$PCDISK"
 }
 pc_throw_away() { # the host loses power: processes, tmpfs state and every device above the disk go
     # (One dmsetup ls names them all, read by the shell; the volumes go in one
@@ -123,6 +129,7 @@ for PC_ROUND in $(seq 1 32); do
     op=${PC_OPS[$(( (PC_ROUND - 1) % ${#PC_OPS[@]} ))]}
     PWP=$(thinvdi-attach power "$PW")
     : > "$PC_LOG"
+    pc_arm
     pc_writer "$PWP" & writer=$!
     pc_storm "$op" & storm=$!
     pc_wait=$((30 + RANDOM % 200)); printf -v pc_wait '%d.%02d' $((pc_wait / 100)) $((pc_wait % 100))
@@ -137,6 +144,7 @@ for PC_ROUND in $(seq 1 32); do
     pkill -9 '^thin(vdi|sr)-' 2>/dev/null
     kill -9 "$storm" "$writer" 2>/dev/null
     wait "$storm" "$writer" 2>/dev/null
+    udevadm settle
     pc_throw_away
     disk_up
     PC_TRIED=$((PC_TRIED + 1))

@@ -27,7 +27,7 @@ check_eq "lvs: a linear LV of 52 MiB (50 MiB in whole 4 MiB extents), tagged as 
         printf "%s %d %s %s", $1, $2, ($3 ~ /thinsr.role=raw/ ? "yes" : "no"), ($3 ~ /thinsr.sr='"$RSR"'/ ? "yes" : "no")}')"
 check_eq "it took the extents that held the removed LV's data" "$stale_extents" \
     "$(lvs --noheadings -o seg_pe_ranges "rawvg/$RLV" | tr -d ' ')"
-check "every byte of it reads zero (cmp with /dev/zero)" cmp -n $((52 << 20)) "/dev/rawvg/$RLV" /dev/zero
+check "every byte of it reads zero (cmp with /dev/zero)" same_bytes $((52 << 20)) "/dev/rawvg/$RLV" /dev/zero
 check_eq "the zeroing reported progress as JSON, to the whole LV" "zero $((52 << 20))" \
     "$(tail -n 1 "$THINSR_SCRATCH/raw-progress" | jq -r '"\(.operation) \(.done)"')"
 check_eq "thinvdi-stat: preallocated, no thin id, all of it used" "true null $((50 << 20)) $((50 << 20))" \
@@ -111,7 +111,7 @@ check "the grown LV took the extents that held the removed LV's data" bash -c "
     awk -v first=$stale2_first '\$1 <= first && first <= \$2 {found = 1} END {exit !found}'"
 check_eq "lvs: 80 MiB" 80 "$(raw_lv_mib "$RLV")"
 check_eq "the attached device grew at once (blockdev)" $((80 << 20)) "$(blockdev --getsize64 "$RP")"
-check "the new 30 MiB read zero" cmp -n $((30 << 20)) <(dd if="$RP" bs=1M skip=50 count=30 iflag=direct status=none) /dev/zero
+check "the new 30 MiB read zero" same_bytes $((30 << 20)) <(dd if="$RP" bs=1M skip=50 count=30 iflag=direct status=none) /dev/zero
 check "and the old data is untouched" same_as_pattern "$RP" rawdata
 expect_failure 64 "shrinking is refused" thinvdi-resize raw db 40M
 expect_failure 4 "growing past the VG's free space is refused before anything changes" thinvdi-resize raw db 2G
@@ -129,7 +129,7 @@ check "and its data" same_as_pattern "$RP" rawdata
 THINSR_FAULT=zeroed-piece thinvdi-resize raw db 150M --progress=none 2>/dev/null
 check "after a grow killed mid-zeroing, the next grow works" thinvdi-resize raw db 96M --progress=none
 check_eq "to the size asked" $((96 << 20)) "$(blockdev --getsize64 "$RP")"
-check "its new part reads zero" cmp -n $((16 << 20)) <(dd if="$RP" bs=1M skip=80 count=16 iflag=direct status=none) /dev/zero
+check "its new part reads zero" same_bytes $((16 << 20)) <(dd if="$RP" bs=1M skip=80 count=16 iflag=direct status=none) /dev/zero
 expect_failure 64 "snapshot is refused (a raw LV shares no blocks)" thinvdi-snapshot raw db
 expect_failure 64 "clone is refused" thinvdi-clone raw db
 expect_failure 64 "changed-block tracking is refused" thinvdi-set raw db --cbt on

@@ -86,17 +86,17 @@ check_eq "one origin device, linear and read-only" "1 r" \
     "$(tpl_origins) $(dmsetup info -c --noheadings -o attr "$(tpl_origin "$TR")" | cut -c4)"
 check_eq "the clone's table is a thin device with the origin as external origin (dmsetup table)" \
     "$(tpl_majmin "$(tpl_origin "$TR")")" "$(dmsetup table "$(tpl_dev c1)" | awk '{print $6}')"
-check "every byte reads as the image (cmp)" cmp -n $((64 << 20)) "$P1" "$IMG/base.raw"
+check "every byte reads as the image (cmp)" same_bytes $((64 << 20)) "$P1" "$IMG/base.raw"
 check_eq "reading provisioned nothing (thin_ls of the clone)" 0 "$(thinvdi-stat --json tpl c1 | jq .physical_utilisation)"
 make_pattern tplw1 1
 dd if="$THINSR_SCRATCH/pattern-tplw1" of="$P1" bs=64k seek=128 oflag=direct conv=notrunc,fsync status=none
 cp "$IMG/base.raw" "$THINSR_SCRATCH/expect-c1"
 dd if="$THINSR_SCRATCH/pattern-tplw1" of="$THINSR_SCRATCH/expect-c1" bs=64k seek=128 conv=notrunc status=none
-check "the write reads back beside the template's data (cmp)" cmp -n $((64 << 20)) "$P1" "$THINSR_SCRATCH/expect-c1"
+check "the write reads back beside the template's data (cmp)" same_bytes $((64 << 20)) "$P1" "$THINSR_SCRATCH/expect-c1"
 check_eq "the image file is unchanged (sha256sum)" "$raw_sum" "$(sha256sum < "$IMG/base.raw")"
 C2=$(thinvdi-clone tpl "$TQ" --name c2)
 P2=$(thinvdi-attach tpl c2)
-check "a qcow2 template's clone reads as the image (qemu-nbd under it; cmp)" cmp -n $((64 << 20)) "$P2" "$IMG/base.raw"
+check "a qcow2 template's clone reads as the image (qemu-nbd under it; cmp)" same_bytes $((64 << 20)) "$P2" "$IMG/base.raw"
 check_eq "two origins now, one per template" 2 "$(tpl_origins)"
 C3=$(thinvdi-clone tpl "$TR" --name c3)
 P3=$(thinvdi-attach tpl c3)
@@ -106,7 +106,7 @@ S1=$(thinvdi-snapshot tpl c1 --name c1-snap)
 check_eq "a snapshot of the clone reads the same template" "$(tpl_uuid "$TR")" \
     "$(thinvdi-stat --json tpl c1-snap | jq -r .origin_template)"
 PS=$(thinvdi-attach tpl c1-snap)
-check "the snapshot reads the template and the clone's write (cmp)" cmp -n $((64 << 20)) "$PS" "$THINSR_SCRATCH/expect-c1"
+check "the snapshot reads the template and the clone's write (cmp)" same_bytes $((64 << 20)) "$PS" "$THINSR_SCRATCH/expect-c1"
 check_eq "its table names the same origin" "$(tpl_majmin "$(tpl_origin "$TR")")" \
     "$(dmsetup table "$(tpl_dev c1-snap)" | awk '{print $6}')"
 check_eq "thinvdi-tree: the templates are roots, the clone and its snapshot below" \
@@ -123,14 +123,14 @@ expect_failure 3 "forgetting a template clones still read" thinvdi-forget tpl "$
 test_begin "resize past the image's end reads zeros; revert; the image is never written"
 thinvdi-resize tpl c1 96M
 P1=$(thinvdi-attach tpl c1)
-check "past the image's end it reads zeros" cmp -n $((32 << 20)) <(dd if="$P1" bs=1M skip=64 status=none) /dev/zero
-check "before it, the clone's data (cmp)" cmp -n $((64 << 20)) "$P1" "$THINSR_SCRATCH/expect-c1"
+check "past the image's end it reads zeros" same_bytes $((32 << 20)) <(dd if="$P1" bs=1M skip=64 status=none) /dev/zero
+check "before it, the clone's data (cmp)" same_bytes $((64 << 20)) "$P1" "$THINSR_SCRATCH/expect-c1"
 make_pattern tplw2 2
 dd if="$THINSR_SCRATCH/pattern-tplw2" of="$P1" bs=1M seek=10 oflag=direct conv=notrunc,fsync status=none
 thinvdi-detach tpl c1
 check "revert the clone to its snapshot" thinvdi-revert tpl c1 c1-snap
 P1=$(thinvdi-attach tpl c1)
-check "it reads as the snapshot again (cmp)" cmp -n $((64 << 20)) "$P1" "$THINSR_SCRATCH/expect-c1"
+check "it reads as the snapshot again (cmp)" same_bytes $((64 << 20)) "$P1" "$THINSR_SCRATCH/expect-c1"
 thinvdi-detach tpl c1
 check_eq "the images are unchanged (sha256sum)" "$raw_sum $qcow_sum" "$(sha256sum < "$IMG/base.raw") $(sha256sum < "$IMG/base.qcow2")"
 
@@ -151,7 +151,7 @@ check_eq "the progress reached the whole volume" "hydrate $((64 << 20))" \
     "$(tail -n 1 "$THINSR_SCRATCH/hyd.json" | jq -r '"\(.operation) \(.done)"')"
 check_eq "the catalog no longer ties it to the template" null "$(thinvdi-stat --json tpl c2 | jq -r .origin_template)"
 check_eq "its table is a plain thin device now (no external origin)" 5 "$(dmsetup table "$(tpl_dev c2)" | wc -w)"
-check "it reads what it read before, and the guest's writes (cmp)" cmp -n $((64 << 20)) "$P2" "$THINSR_SCRATCH/expect-c2"
+check "it reads what it read before, and the guest's writes (cmp)" same_bytes $((64 << 20)) "$P2" "$THINSR_SCRATCH/expect-c2"
 check_eq "all of it is in the pool now (thin_ls)" $((64 << 20)) "$(thinvdi-stat --json tpl c2 | jq .physical_utilisation)"
 check_eq "the qcow2 image's origin is released" 0 "$(dmsetup ls | grep -c "$(tpl_origin "$TQ")")"
 check_eq "and no nbd device serves it any more (qemu-nbd gone)" 0 "$(nbd_served "$IMG/base.qcow2")"
@@ -196,7 +196,7 @@ check_eq "recovery removed the killed hydration's devices" 0 "$(dmsetup ls | gre
 check_pool_agrees "$TSR" "after a killed hydration"
 P3=$(thinvdi-attach tpl c3)
 check "a new run hydrates it" thinvdi-hydrate tpl c3 --progress=none
-check "it reads as the template (cmp)" cmp -n $((64 << 20)) "$P3" "$IMG/base.raw"
+check "it reads as the template (cmp)" same_bytes $((64 << 20)) "$P3" "$IMG/base.raw"
 check_eq "and no longer needs it" null "$(thinvdi-stat --json tpl c3 | jq -r .origin_template)"
 thinvdi-detach tpl c3
 
@@ -209,7 +209,7 @@ check_eq "an NBD template is raw" raw "$(thinvdi-stat --json tpl over-nbd | jq -
 C4=$(thinvdi-clone tpl over-nbd --name c4)
 C5=$(thinvdi-clone tpl over-nbd --name c5)
 P4=$(thinvdi-attach tpl c4)
-check "its clone reads the export (cmp)" cmp -n $((64 << 20)) "$P4" "$IMG/base.raw"
+check "its clone reads the export (cmp)" same_bytes $((64 << 20)) "$P4" "$IMG/base.raw"
 check "the nbd device search locks thinsr's own run directory, not world-writable /run/lock" \
     test -e /run/thinsr/locks/nbd.lock -a ! -e /run/lock/thinsr-nbd.lock
 kill "$server"; wait "$server" 2>/dev/null
@@ -221,7 +221,7 @@ expect_failure 1 "attaching another clone while the export is gone fails, naming
 qemu-nbd --read-only --format=raw --persistent --shared=8 --socket="$SOCK" "$IMG/base.raw" & server=$!
 for _ in $(seq 50); do [ -S "$SOCK" ] && break; sleep 0.1; done
 check "attaching again brings the image up again under the attached clone" bash -c "thinvdi-attach tpl c4 >/dev/null"
-check "and its reads work again (cmp)" cmp -n $((64 << 20)) "$P4" "$IMG/base.raw"
+check "and its reads work again (cmp)" same_bytes $((64 << 20)) "$P4" "$IMG/base.raw"
 thinvdi-detach tpl c4
 check_eq "the last detach releases the NBD connection" 0 "$(dmsetup ls | grep -c "$(tpl_origin over-nbd)")"
 kill "$server"; wait "$server" 2>/dev/null

@@ -172,9 +172,14 @@ check_eq "exit 130" 130 "$?"
 check_eq "no volume left" "$before" "$(thinvdi-ls --json transfer | jq length)"
 check_eq "and no space kept" "$used" "$(pool_used_blocks "$XSR")"
 (sleep 20 | thinvdi-import transfer --name stalled --size 8M --progress=none - 2>"$IMG/stall.err") &
+stall=$!
 sleep 2
 pkill -INT -f "thinvdi-import transfer --name stalled"
-wait $!
+# Once the import has gone, the stalled producer is stopped too (else the
+# pipeline, and this wait, last its whole 20 s); the pipeline's status is the import's.
+for _ in $(seq 100); do pgrep -f "thinvdi-import transfer --name stalled" >/dev/null || break; sleep 0.1; done
+pkill -P "$stall" -x sleep
+wait "$stall"
 check_eq "a standard-input import waiting on a stalled producer cancels too (exit 130)" 130 "$?"
 check "and leaves no volume" bash -c "! thinvdi-stat transfer stalled 2>/dev/null"
 expect_failure 64 "an image naming a backing file is refused (a raw disk's guest may have written that header)" \
@@ -241,7 +246,7 @@ for _ in $(seq 100); do [ -S "$SOCK" ] && [ -s "$OUT/serve.out" ] && break; slee
 TLSURI=$(head -n 1 "$OUT/serve.out")
 TLSDEV=$(THINSR_NBD_TLS_DIR=$THINSR_SCRATCH/tls "$THINSR_SCHEME_DIR/nbd" attach "$TLSURI")
 check "the nbd scheme opens thinvdi-serve's nbds+unix URI with the host's PSK, reading the snapshot (cmp)" \
-    cmp -n $((256 << 20)) "$TLSDEV" "$OUT/s1.raw"
+    same_bytes $((256 << 20)) "$TLSDEV" "$OUT/s1.raw"
 THINSR_NBD_TLS_DIR=$THINSR_SCRATCH/tls "$THINSR_SCHEME_DIR/nbd" detach "$TLSURI" "$TLSDEV"
 kill -TERM $serve; wait $serve
 D=$(thinvdi-serve transfer "$XS2" --port 10811 --detach --json)
