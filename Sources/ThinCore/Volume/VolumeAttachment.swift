@@ -66,6 +66,8 @@ extension SRAttachments {
     /// device reads it. A hydration of it (copy-on-read above all) stops
     /// first: what it copied stays, and `thinvdi-hydrate` resumes it.
     func deactivate(_ volume: VolumeRecord) throws(ThinError) {
+        // Servers of the device (thinvdi-serve --holder) end first: each flushes it and closes it.
+        stopServers(of: volume)
         if volume.hydrateOwner != nil, try devices.info(volume.uuid) != nil {
             try sr.tearDownHydration(volume, dropOrigin: false)
         }

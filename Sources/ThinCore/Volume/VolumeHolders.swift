@@ -114,6 +114,8 @@ extension SRAttachments {
         let before = held.live()
         // A holder that does not hold the volume changes nothing while others do.
         guard before.isEmpty || before.contains(holder) else { return before }
+        // The holder's own servers end first (each flushes the device).
+        stopServers(of: volume, holder: holder)
         held.remove(holder)
         let others = held.live()
         guard others.isEmpty else { return others }
