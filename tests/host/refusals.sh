@@ -78,5 +78,10 @@ done
 
 refuse 'offset.*65536' "thinvdi-changed --offset not a multiple of 64 KiB" thinvdi-changed hostile a b --bitmap --offset 1000
 refuse 'backing' "thinvdi-import - with --backing" thinvdi-import hostile --name x --size 1M --backing /tmp -
+# Storage motion: compose needs both volumes; a holder's server names its own socket.
+refuse 'argument|parent' "thinvdi-compose without a parent" thinvdi-compose hostile child
+refuse 'holder.*--socket|--socket' "thinvdi-serve --holder with --socket" thinvdi-serve hostile v --holder 7 --socket /tmp/s
+refuse 'holder.*--writable|--writable' "thinvdi-serve --holder with --writable" thinvdi-serve hostile v --holder 7 --writable
+refuse 'receive.*holder' "thinvdi-serve --receive without --holder" thinvdi-serve hostile v --receive --socket /tmp/s
 echo "host-checked refusals: $TRIED tried, $REFUSED refused before any device access"
 [ "$TRIED" = "$REFUSED" ] && [ "$TRIED" -ge 115 ]
