@@ -4,6 +4,9 @@ import Testing
 import ThinDeviceMapper
 @testable import ThinTools
 @testable import ThinCore
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// thinsr as a storage-motion destination (issue 31): compose, and the
 /// servers of a holder's attachment, against the recording doubles.
@@ -27,11 +30,13 @@ struct InboundTests {
         let open = try sr.open()
         let composed = try await open.volumes.composeVolume("leaf", onto: "parent")
         open.close()
-        #expect(sr.poolMessages == ["create_snap 3 2", "set_transaction_id 0 1", "delete 1", "set_transaction_id 1 2"])
+        // (thin_dump reads the child's mappings through the pool's metadata snapshot.)
+        #expect(sr.poolMessages.filter { !$0.hasSuffix("metadata_snap") }
+                    == ["create_snap 3 2", "set_transaction_id 0 1", "delete 1", "set_transaction_id 1 2"])
         let source = sr.names.hydrationDevice(leaf.uuid, .source)
         let destination = sr.names.hydrationDevice(leaf.uuid, .destination)
         let block: UInt64 = 65536
-        #expect(sr.system.state.withLock { $0.calls }
+        #expect(sr.system.state.withLock { $0.calls }.filter { $0.hasPrefix("copy") }
                     == ["copy \(source.path) \(destination.path) 0-\(2 * block),\(10 * block)-\(11 * block)"])
         let after = try #require(try sr.catalog().volume(matching: "leaf"))
         #expect(after.uuid == leaf.uuid && after.thinID == 3 && composed.thinID == 3)
@@ -65,7 +70,8 @@ struct InboundTests {
         await #expect { try await open.volumes.composeVolume("leaf", onto: "small") } throws: {
             ($0 as? ThinError)?.code == .volumeInUse
         }
-        #expect(sr.poolMessages.isEmpty && sr.system.state.withLock { $0.calls }.isEmpty)
+        #expect(sr.poolMessages.filter { !$0.hasSuffix("metadata_snap") }.isEmpty)
+        #expect(!sr.system.state.withLock { $0.calls }.contains { $0.hasPrefix("copy") })
     }
 
     @Test("a compose killed after its snapshot is undone by the next writer: the new device deleted, the leaf as it was")
@@ -150,7 +156,7 @@ struct InboundTests {
         #expect(calls.contains("serve nbdkit on 41") && calls.contains("close 41"))
         #expect(system.lastArguments == ["-s", "--exit-with-parent", "file", "file=\(sr.names.volumeDevice(volume.uuid).path)"])
         #expect(calls.last == "close 101" && calls.contains { $0.hasPrefix("stop ") })
-        #expect(sr.system.state.withLock { $0.calls } == ["flush \(sr.names.volumeDevice(volume.uuid).path)"])
+        #expect(sr.system.state.withLock { $0.calls }.contains("flush \(sr.names.volumeDevice(volume.uuid).path)"))
         #expect(!System.exists(sr.names.serverRecord(volume.uuid, holder: "7", kind: .receiver)))
     }
 }

@@ -130,9 +130,11 @@ thinvdi-detach --holder t inbound "$PARENT"
 expect_failure 64 "compose of a volume onto itself" thinvdi-compose inbound "$LEAF" "$LEAF"
 expect_failure 64 "compose of a snapshot (as child)" thinvdi-compose inbound "$DUMMY" "$PARENT"
 expect_failure 2 "compose onto an unknown volume" thinvdi-compose inbound "$LEAF" nosuch
-new_loop IL2 128
+new_loop IL2 320
 OSR=$(thinsr-create --name inbound-other --device "$IL2")
-OTHER=$(thinvdi-create --json inbound-other --name other --size 16M | jq -r .uuid)
+OTHER=$(thinvdi-create inbound-other --name other --size 16M)
+OTHER=$(thinvdi-stat --json inbound-other "$OTHER" | jq -r .uuid)
+check "(a volume made in a second SR: $OTHER)" test "${#OTHER}" = 36
 expect_failure 2 "compose onto a volume of another SR (unrelated)" thinvdi-compose inbound "$LEAF" "$OTHER"
 BIG=$(thinvdi-create inbound --name big --size 128M)
 expect_failure 64 "compose onto a parent larger than the child" thinvdi-compose inbound "$LEAF" "$BIG"
