@@ -27,6 +27,7 @@ struct InboundTests {
     @Test("compose snapshots the parent, copies only the leaf's mapped blocks onto it, then switches the leaf")
     func compose() async throws {
         let (sr, leaf, parent) = try leafAndParent()
+        sr.watchMarker()
         let open = try sr.open()
         let composed = try await open.volumes.composeVolume("leaf", onto: "parent")
         open.close()
@@ -45,6 +46,12 @@ struct InboundTests {
         // The copy's devices are gone; the parent is untouched.
         #expect(sr.deviceMapper.device(source.name) == nil && sr.deviceMapper.device(destination.name) == nil)
         #expect(try sr.catalog().volume(matching: "parent")?.thinID == 2)
+        // The devices-changing marker covered the whole compose (a read after a kill recovers first)
+        // and is gone once it is whole.
+        #expect(sr.markerPresent(at: sr.message("create_snap 3 2")) == true)
+        #expect(sr.markerPresent(at: "create \(source.name)") == true)
+        #expect(sr.markerPresent(at: sr.message("delete 1")) == true)
+        #expect(!System.exists(sr.names.devicesChangingMarker))
     }
 
     @Test("compose refuses itself, a snapshot child, a larger parent, an attached volume and an unknown parent, sending nothing")

@@ -38,26 +38,30 @@ extension SRVolumes {
                             + "\(child.key) holds; extend it (thinsr-extend) and compose again")
         }
         let newID = try sr.allocateThinID()
-        try sr.transact([.createSnapshot(newID, origin: parent.thinID)]) { catalog throws(ThinError) in
-            try catalog.setHydrateMetaID(newID, volume: child.uuid)
-            try catalog.setOwner(ProcessClaim.current.ownerMark, of: .hydrating, volume: child.uuid)
-            try catalog.setNextThinID(newID.successor)
+        // The devices-changing marker stays from the first transaction to the switch: a compose killed
+        // anywhere in between makes the next command, a read included, recover before it looks.
+        return try devices.changing(try sr.devicesRecovered()) { () throws(ThinError) -> VolumeRecord in
+            try sr.transact([.createSnapshot(newID, origin: parent.thinID)]) { catalog throws(ThinError) in
+                try catalog.setHydrateMetaID(newID, volume: child.uuid)
+                try catalog.setOwner(ProcessClaim.current.ownerMark, of: .hydrating, volume: child.uuid)
+                try catalog.setNextThinID(newID.successor)
+            }
+            FaultInjection.point("compose-snapshot-made")
+            do {
+                try copyHeldBlocks(of: child, onto: newID, ranges: ranges)
+            } catch {
+                try? sr.stopHydration(try sr.requireVolume(child.uuid.lowercased))
+                throw error
+            }
+            FaultInjection.point("compose-copied")
+            try sr.transact([.delete(child.thinID)]) { catalog throws(ThinError) in
+                try catalog.setPendingSwitch(volume: child.uuid, thinID: newID, virtualSize: child.virtualSize,
+                                             dataSource: parent.uuid)
+                try catalog.setHydrateMetaID(nil, volume: child.uuid)
+                try catalog.setOwner(nil, of: .hydrating, volume: child.uuid)
+            }
+            return try sr.requireVolume(child.uuid.lowercased)
         }
-        FaultInjection.point("compose-snapshot-made")
-        do {
-            try copyHeldBlocks(of: child, onto: newID, ranges: ranges)
-        } catch {
-            try? sr.stopHydration(try sr.requireVolume(child.uuid.lowercased))
-            throw error
-        }
-        FaultInjection.point("compose-copied")
-        try sr.transact([.delete(child.thinID)]) { catalog throws(ThinError) in
-            try catalog.setPendingSwitch(volume: child.uuid, thinID: newID, virtualSize: child.virtualSize,
-                                         dataSource: parent.uuid)
-            try catalog.setHydrateMetaID(nil, volume: child.uuid)
-            try catalog.setOwner(nil, of: .hydrating, volume: child.uuid)
-        }
-        return try sr.requireVolume(child.uuid.lowercased)
     }
 
     /// The refusals that need no device: same volume, a snapshot or template
@@ -100,18 +104,17 @@ extension SRVolumes {
         let sectors = child.virtualSize / 512
         guard sectors > 0 else { return }
         let deviceMapper = host.deviceMapper
-        try devices.changing(try sr.devicesRecovered()) { () throws(ThinError) in
-            do {
-                for device in [source, destination] { try? deviceMapper.remove(name: device.name) }
-                try deviceMapper.create(name: source.name, uuid: source.dmUUID,
-                                        table: [devices.thinTable(for: child, withOrigin: false)],
-                                        readOnly: true, udev: .standard)
-                try deviceMapper.create(name: destination.name, uuid: destination.dmUUID,
-                                        table: [ThinTable(poolDevice: pool.path, deviceID: newID)
-                                            .line(lengthSectors: sectors)],
-                                        readOnly: false, udev: .standard)
-            } catch { throw .backend("cannot set up the compose of \(child.key)", error) }
-        }
+        // (Under the devices-changing marker `composeVolume` holds.)
+        do {
+            for device in [source, destination] { try? deviceMapper.remove(name: device.name) }
+            try deviceMapper.create(name: source.name, uuid: source.dmUUID,
+                                    table: [devices.thinTable(for: child, withOrigin: false)],
+                                    readOnly: true, udev: .standard)
+            try deviceMapper.create(name: destination.name, uuid: destination.dmUUID,
+                                    table: [ThinTable(poolDevice: pool.path, deviceID: newID)
+                                        .line(lengthSectors: sectors)],
+                                    readOnly: false, udev: .standard)
+        } catch { throw .backend("cannot set up the compose of \(child.key)", error) }
         if !ranges.isEmpty {
             _ = try host.system.copyRanges(from: source.path, to: destination.path, ranges: ranges)
         }
