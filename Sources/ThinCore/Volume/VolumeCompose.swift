@@ -47,7 +47,7 @@ extension SRVolumes {
                 try catalog.setNextThinID(newID.successor)
             }
             FaultInjection.point("compose-snapshot-made")
-            do {
+            do throws(ThinError) {
                 try copyHeldBlocks(of: child, onto: newID, ranges: ranges)
             } catch {
                 try? sr.stopHydration(try sr.requireVolume(child.uuid.lowercased))
