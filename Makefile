@@ -19,7 +19,7 @@ DIST_VERSION ?= 0.1.$(shell git rev-list --count HEAD 2>/dev/null || echo 0)-$(s
 TOOLS = thinsr-create thinsr-attach thinsr-detach thinsr-destroy thinsr-stat thinsr-ls thinsr-set \
         thinsr-extend thinsr-check thinsr-monitor thinsr-host \
         thinvdi-create thinvdi-destroy thinvdi-stat thinvdi-ls thinvdi-attach thinvdi-detach \
-        thinvdi-snapshot thinvdi-clone thinvdi-revert thinvdi-resize thinvdi-set thinvdi-unset thinvdi-tree thinvdi-changed \
+        thinvdi-snapshot thinvdi-clone thinvdi-revert thinvdi-compose thinvdi-resize thinvdi-set thinvdi-unset thinvdi-tree thinvdi-changed \
         thinvdi-data-destroy thinvdi-export thinvdi-import thinvdi-serve thinvdi-introduce thinvdi-forget thinvdi-hydrate
 
 APT_PACKAGES = lvm2 thin-provisioning-tools libdevmapper-dev liblvm2-dev libaio-dev libsqlite3-dev \

@@ -8,7 +8,7 @@ let tools = [
     "thinsr-create", "thinsr-attach", "thinsr-detach", "thinsr-destroy", "thinsr-stat", "thinsr-ls", "thinsr-set",
     "thinsr-extend", "thinsr-check", "thinsr-monitor", "thinsr-host",
     "thinvdi-create", "thinvdi-destroy", "thinvdi-stat", "thinvdi-ls", "thinvdi-attach", "thinvdi-detach",
-    "thinvdi-snapshot", "thinvdi-clone", "thinvdi-revert", "thinvdi-resize", "thinvdi-set", "thinvdi-unset",
+    "thinvdi-snapshot", "thinvdi-clone", "thinvdi-revert", "thinvdi-compose", "thinvdi-resize", "thinvdi-set", "thinvdi-unset",
     "thinvdi-tree", "thinvdi-changed", "thinvdi-data-destroy", "thinvdi-export", "thinvdi-import", "thinvdi-serve",
     "thinvdi-introduce", "thinvdi-forget", "thinvdi-hydrate", "thinvdi-mirror", "thinvdi-mirror-stat", "thinvdi-mirror-stop",
 ]

@@ -118,3 +118,91 @@ static void (*const capture_arguments_entry)(int, char **, char **) = capture_ar
 
 int CThinShims_argument_count(void) { return captured_argument_count; }
 char *const *CThinShims_arguments(void) { return captured_arguments; }
+
+#include <errno.h>
+#include <poll.h>
+
+int CThinShims_listen_unix(const char *path) {
+    struct sockaddr_un address;
+    memset(&address, 0, sizeof address);
+    address.sun_family = AF_UNIX;
+    if (strlen(path) >= sizeof address.sun_path)
+        return -ENAMETOOLONG;
+    strcpy(address.sun_path, path);
+    int descriptor = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (descriptor < 0)
+        return -errno;
+    if (bind(descriptor, (struct sockaddr *)&address, sizeof address) != 0 || listen(descriptor, 8) != 0) {
+        int error = errno;
+        close(descriptor);
+        return -error;
+    }
+    return descriptor;
+}
+
+int CThinShims_receive_descriptor(int listening, int wake_fd, int timeout_ms, char *message, int capacity,
+                                  int *received) {
+    *received = -1;
+    if (capacity > 0)
+        message[0] = 0;
+    struct pollfd fds[2] = {{.fd = listening, .events = POLLIN}, {.fd = wake_fd, .events = POLLIN}};
+    int ready = poll(fds, wake_fd >= 0 ? 2 : 1, timeout_ms);
+    if (ready < 0)
+        return errno == EINTR ? 0 : -errno;
+    if (ready == 0 || !(fds[0].revents & POLLIN))
+        return 0;
+    int connection = accept4(listening, NULL, NULL, SOCK_CLOEXEC);
+    if (connection < 0)
+        return errno == EINTR || errno == EAGAIN || errno == ECONNABORTED ? 0 : -errno;
+    /* One message: a short text (the datapath id) and one descriptor. A
+       sender that does not send within 10 s is dropped. */
+    struct pollfd in = {.fd = connection, .events = POLLIN};
+    if (poll(&in, 1, 10000) <= 0) {
+        close(connection);
+        return -ETIMEDOUT;
+    }
+    char text[512];
+    struct iovec vector = {.iov_base = text, .iov_len = sizeof text - 1};
+    union {
+        char buffer[CMSG_SPACE(sizeof(int))];
+        struct cmsghdr align;
+    } control;
+    memset(&control, 0, sizeof control);
+    struct msghdr header;
+    memset(&header, 0, sizeof header);
+    header.msg_iov = &vector;
+    header.msg_iovlen = 1;
+    header.msg_control = control.buffer;
+    header.msg_controllen = sizeof control.buffer;
+    ssize_t length = recvmsg(connection, &header, MSG_CMSG_CLOEXEC);
+    int error = errno;
+    close(connection);
+    if (length < 0)
+        return -error;
+    for (struct cmsghdr *part = CMSG_FIRSTHDR(&header); part; part = CMSG_NXTHDR(&header, part)) {
+        if (part->cmsg_level == SOL_SOCKET && part->cmsg_type == SCM_RIGHTS &&
+            part->cmsg_len >= CMSG_LEN(sizeof(int))) {
+            memcpy(received, CMSG_DATA(part), sizeof(int));
+            /* More than one descriptor: keep the first, close the rest. */
+            int count = (int)((part->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+            for (int index = 1; index < count; index++) {
+                int extra;
+                memcpy(&extra, CMSG_DATA(part) + index * sizeof(int), sizeof(int));
+                close(extra);
+            }
+            break;
+        }
+    }
+    if (capacity > 0) {
+        int copied = length < capacity - 1 ? (int)length : capacity - 1;
+        memcpy(message, text, copied);
+        message[copied] = 0;
+    }
+    if (*received < 0)
+        return -EBADMSG;
+    /* The server gets a blocking descriptor whatever the sender had. */
+    int flags = fcntl(*received, F_GETFL);
+    if (flags >= 0)
+        fcntl(*received, F_SETFL, flags & ~O_NONBLOCK);
+    return 1;
+}

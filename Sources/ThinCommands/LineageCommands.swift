@@ -66,6 +66,37 @@ public struct VDIRevert: VolumeTool {
     }
 }
 
+public struct VDICompose: VolumeTool {
+    public static let access = ToolAccess.write
+    public static let configuration = CommandConfiguration(
+        commandName: "thinvdi-compose",
+        abstract: "Put a parent volume's contents under a child volume's own writes.",
+        discussion: """
+            xapi's Volume.compose: CHILD becomes PARENT's contents with the blocks CHILD holds on top. \
+            A new thin device is snapshotted from PARENT (sharing its blocks, copying none), the blocks \
+            the pool's metadata says CHILD maps are copied onto it, and CHILD switches to it, keeping its \
+            key, uuid, name, keys and snapshots; PARENT is unchanged and may then be destroyed. A compose \
+            killed part way is undone (or, once the switch is recorded, finished) by the next command \
+            that changes the SR. Refused, changing nothing: either volume attached, CHILD and PARENT the \
+            same, a snapshot or template as CHILD, a PARENT larger than CHILD, a PARENT not in the SR. \
+            Prints CHILD's key (--json: its record, as thinvdi-stat prints it).
+            """)
+    public static let examples = [("thinvdi-compose vmstore web01-root web01-base",
+                                   "web01-root becomes web01-base with web01-root's own writes on top.")]
+
+    @OptionGroup public var volume: VolumeArgument
+    @Argument(help: "The parent volume's key or uuid (its contents go under CHILD's).", completion: Complete.volumes)
+    var parent: String
+    @OptionGroup public var output: OutputOptions
+    public init() {}
+
+    public func execute(on sr: AttachedSR) async throws(ThinError) {
+        let composed = try await sr.volumes.composeVolume(volume.vdi, onto: parent)
+        if output.json { return Console.printJSON(VolumeJSON(try await sr.volumes.view(of: composed))) }
+        Console.out(composed.key)
+    }
+}
+
 public struct VDIResize: VolumeTool {
     public static let access = ToolAccess.write
     public static let configuration = CommandConfiguration(

@@ -20,12 +20,27 @@ public struct VDIServe: TransferTool {
             stays attached for the server (shared with other readers) until it stops. With --tls-psk or \
             --tls-certificates the URI is nbds:// or nbds+unix://, which thinsr's nbd scheme opens (as a \
             template's URI) with the client credentials in /etc/thinsr/nbd-tls: the same keys.psk, or \
-            ca-cert.pem, client-cert.pem and client-key.pem.
+            ca-cert.pem, client-cert.pem and client-key.pem. \
+            With --holder (what xapi's datapath plugin runs), the device attached for that holder (its \
+            thinvdi-attach --holder) is served as it is, read-write unless attached read-only, on a socket \
+            thinsr names under its run directory (THINSR_RUN_DIR, /run/thinsr/nbd/), with the volume's \
+            uuid as export name; the address printed is xapi's form, nbd:unix:SOCKET:exportname=UUID. \
+            Served by nbdkit's file plugin, or by qemu-nbd where nbdkit is missing. A second start for the \
+            same holder prints the running server's address. The server ends when the holder detaches \
+            (thinvdi-detach --holder, or any detach that removes the device): the detach stops it and \
+            waits, and the server flushes the device before it ends. Refused with Volume_not_active when \
+            the volume is not attached for the holder. --receive (with --holder) listens instead on a \
+            socket that takes NBD client connections passed by SCM_RIGHTS, one per connection to it, with \
+            a short text (xapi's datapath id), as xapi's Datapath.import_activate passes them; each is \
+            served read-write by its own nbdkit -s until the client disconnects; it needs the volume active \
+            for the holder (not only attached) and prints the socket's path.
             """)
     public static let examples = [
         ("thinvdi-serve vmstore nightly-1 --socket /run/web01.sock", "Serve a snapshot on a unix socket."),
         ("thinvdi-serve vmstore nightly-1 --port 10809 --bind 192.0.2.10 --detach",
          "Serve on TCP in the background."),
+        ("thinvdi-serve vmstore web01-root --holder 7 --detach",
+         "Serve the device attached for domain 7 in the background; prints nbd:unix:...:exportname=..."),
     ]
 
     @OptionGroup public var volume: VolumeArgument
@@ -47,6 +62,11 @@ public struct VDIServe: TransferTool {
     @Option(name: .customLong("export-name"), help: ArgumentHelp("The NBD export name (default: the volume's key).",
                                                                   valueName: "name"))
     var exportName: String?
+    @Option(help: ArgumentHelp("Serve the device attached for this holder (xapi's domain), on a socket thinsr names.",
+                               valueName: "holder"))
+    var holder: String?
+    @Flag(help: "With --holder: take NBD connections passed by SCM_RIGHTS on the socket (xapi's import_activate).")
+    var receive = false
     @Flag(help: "Run in the background; print the URI and the pid file.") var detach = false
     @Option(name: .customLong("pid-file"), help: ArgumentHelp("Write the server's pid here once it accepts connections.",
                                                               valueName: "path"), completion: .file())
@@ -55,6 +75,19 @@ public struct VDIServe: TransferTool {
     public init() {}
 
     public func checkArguments() throws(ThinError) {
+        if receive, holder == nil { throw .init(.invalidArgument, "--receive needs --holder") }
+        if holder != nil {
+            let conflicting = [socket.map { _ in "--socket" }, port.map { _ in "--port" }, bind.map { _ in "--bind" },
+                               writable ? "--writable" : nil, tlsCertificates.map { _ in "--tls-certificates" },
+                               tlsPSK.map { _ in "--tls-psk" }, exportName.map { _ in "--export-name" }].compactMap { $0 }
+            if let first = conflicting.first {
+                throw .init(.invalidArgument, "--holder serves the holder's device on a socket thinsr names; drop \(first)")
+            }
+            if let pidFile, System.exists(pidFile) {
+                throw .init(.invalidArgument, "\(pidFile) already exists; remove it if no server uses it, or choose another path")
+            }
+            return
+        }
         guard (socket == nil) != (port == nil) else {
             throw .init(.invalidArgument, "give exactly one of --socket PATH and --port N")
         }
@@ -82,6 +115,7 @@ public struct VDIServe: TransferTool {
     }
 
     public func perform(host: Host) async throws(ThinError) -> Int32 {
+        if let holder { return try await serveForHolder(holder, host: host) }
         if detach { return try await startInBackground() }
         try await ServeJob(jobContext(sr: volume.target.sr, host: host, progress: ProgressMode.none)).run(request) {
             Console.out($0)
@@ -112,6 +146,61 @@ public struct VDIServe: TransferTool {
             Console.out(pidPath)
         }
         return 0
+    }
+}
+
+extension VDIServe {
+    var holderKind: HolderServer.Kind { receive ? .receiver : .nbd }
+
+    /// --holder: in the foreground, serve until stopped; with --detach, give a
+    /// running server's address or start one in its own session.
+    func serveForHolder(_ holder: String, host: Host) async throws(ThinError) -> Int32 {
+        let json = output.json
+        guard detach else {
+            try await ServeJob(jobContext(sr: volume.target.sr, host: host, progress: ProgressMode.none))
+                .runForHolder(volume.vdi, holder: holder, kind: holderKind, pidFile: pidFile) { server in
+                    if json { Console.printJSON(HolderServeJSON(server)) } else { Console.out(server.address) }
+                }
+            return 0
+        }
+        let sr = try AttachedSR.open(volume.target.sr, for: .read, host: host)
+        let plan: HolderServerPlan
+        do { plan = try sr.attachments.holderServerPlan(volume.vdi, holder: holder, kind: holderKind) } catch {
+            sr.close()
+            throw error
+        }
+        sr.close()
+        let server: HolderServer
+        switch plan {
+        case .running(let running): server = running
+        case .start(let setup):
+            let pidPath = System.absolutePath(pidFile ?? Paths.servePidFile(getpid()))
+            var arguments = [Self.toolName, "--holder", holder, "--pid-file", pidPath]
+            if receive { arguments.append("--receive") }
+            if output.verbose { arguments.append("--verbose") }
+            arguments += ["--", volume.target.sr, volume.vdi]
+            let (address, pid) = try await DetachedServer.start(arguments, tool: Self.toolName, pidFile: pidPath,
+                                                                fallbackURI: setup.address)
+            server = HolderServer(holder: holder, kind: holderKind, pid: pid, startTime: nil, socket: setup.socket,
+                                  address: address)
+        }
+        if json { Console.printJSON(HolderServeJSON(server)) } else { Console.out(server.address) }
+        return 0
+    }
+}
+
+/// A holder's server: what clients are given, its socket and the serving process.
+struct HolderServeJSON: Encodable {
+    var uri: String
+    var socket: String
+    var pid: Int32
+    var holder: String
+
+    init(_ server: HolderServer) {
+        uri = server.address
+        socket = server.socket
+        pid = server.pid
+        holder = server.holder
     }
 }
 

@@ -120,7 +120,7 @@ public let allTools: [any ToolCommand.Type] = [
     SRCreate.self, SRAttach.self, SRDetach.self, SRDestroy.self, SRStat.self, SRList.self, SRSet.self,
     SRExtend.self, SRCheckCommand.self, SRMonitor.self, HostCheck.self,
     VDICreate.self, VDIDestroy.self, VDIStat.self, VDIList.self, VDIAttach.self, VDIDetach.self,
-    VDISnapshot.self, VDIClone.self, VDIRevert.self, VDIResize.self, VDISet.self, VDIUnset.self, VDITree.self,
+    VDISnapshot.self, VDIClone.self, VDIRevert.self, VDICompose.self, VDIResize.self, VDISet.self, VDIUnset.self, VDITree.self,
     VDIChanged.self, VDIDataDestroy.self, VDIExport.self, VDIImport.self, VDIServe.self,
     VDIIntroduce.self, VDIForget.self, VDIHydrate.self, VDIMirror.self, VDIMirrorStat.self, VDIMirrorStop.self,
 ]

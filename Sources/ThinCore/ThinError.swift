@@ -8,6 +8,8 @@ public enum ErrorCode: String, Sendable, Codable, CaseIterable {
     case srNotAttached = "Sr_not_attached"
     case srInUse = "SR_in_use"
     case volumeInUse = "Volume_in_use"
+    /// The volume is not attached or active for the holder that asks (xapi's domain).
+    case volumeNotActive = "Volume_not_active"
     case deviceInUse = "Device_in_use"
     case activatedOnAnotherHost = "Activated_on_another_host"
     case noSpace = "No_space"
@@ -24,7 +26,7 @@ public enum ErrorCode: String, Sendable, Codable, CaseIterable {
         switch self {
         case .backendFailure: return 1
         case .srDoesNotExist, .volumeDoesNotExist: return 2
-        case .srNotAttached, .srInUse, .volumeInUse, .deviceInUse, .activatedOnAnotherHost: return 3
+        case .srNotAttached, .srInUse, .volumeInUse, .volumeNotActive, .deviceInUse, .activatedOnAnotherHost: return 3
         case .noSpace: return 4
         case .volumeIsTemplate: return 7
         case .notAvailable: return 69
@@ -39,7 +41,7 @@ public enum ErrorCode: String, Sendable, Codable, CaseIterable {
         switch self {
         case .backendFailure: return "an LVM, device-mapper or tool operation failed"
         case .srDoesNotExist, .volumeDoesNotExist: return "the named SR or volume does not exist"
-        case .srNotAttached, .srInUse, .volumeInUse, .deviceInUse, .activatedOnAnotherHost:
+        case .srNotAttached, .srInUse, .volumeInUse, .volumeNotActive, .deviceInUse, .activatedOnAnotherHost:
             return "the SR, volume or device is in a state that forbids the operation (attached, detached, in use, "
                 + "or owned by another host)"
         case .noSpace: return "not enough space"

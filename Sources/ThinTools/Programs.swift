@@ -49,4 +49,7 @@ public struct Program: Sendable, Hashable, CustomStringConvertible {
     public static let qemuNBD = Program("qemu-nbd", package: "qemu-utils (qemu-dp on XCP-ng)", alsoIn: qemuDirectories)
     public static let nbdkit = Program("nbdkit", package: "nbdkit")
     public static let nbdcopy = Program("nbdcopy", package: "libnbd-bin")
+    // systemd: servers started as transient units
+    public static let systemdRun = Program("systemd-run", package: "systemd")
+    public static let systemctl = Program("systemctl", package: "systemd")
 }

@@ -247,6 +247,35 @@ extension ExternalCommand {
         return pid
     }
 
+    /// Starts `program` with `descriptor` as its standard input and output
+    /// (a connection it serves, as `nbdkit -s` does) in its own process
+    /// group, standard error inherited; returns its pid without waiting.
+    public static func spawnServing(_ program: Program, _ arguments: [String],
+                                    descriptor: Int32) throws(ExternalCommandError) -> Int32 {
+        let path = try requirePath(program, arguments)
+        var attributes = posix_spawnattr_t()
+        posix_spawnattr_init(&attributes)
+        defer { posix_spawnattr_destroy(&attributes) }
+        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETPGROUP))
+        posix_spawnattr_setpgroup(&attributes, 0)
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_adddup2(&actions, descriptor, 0)
+        posix_spawn_file_actions_adddup2(&actions, descriptor, 1)
+        let argv = ([path] + arguments).map { strdup($0) } + [nil]
+        defer { argv.forEach { free($0) } }
+        var pid: pid_t = 0
+        let result = posix_spawn(&pid, path, &actions, &attributes, argv, environ)
+        Trace.step("exec", ([path] + arguments).joined(separator: " "),
+                   outcome: result == 0 ? "started as \(pid)" : "failed to start", since: .now)
+        guard result == 0 else {
+            throw ExternalCommandError(program: program.name, arguments: arguments, exitStatus: nil,
+                                       standardError: String(cString: strerror(result)))
+        }
+        return pid
+    }
+
     /// The exit status of a child `spawnDetached` started, once it has exited (reaping it).
     public static func exitStatus(ofChild pid: Int32) -> Int32? {
         var status: Int32 = 0

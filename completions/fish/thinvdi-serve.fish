@@ -20,7 +20,7 @@ function __thinvdi-serve_parse_tokens -S
     set -l unparsed_tokens (__thinvdi-serve_tokens -pc)
     switch $unparsed_tokens[1]
     case 'thinvdi-serve'
-        __thinvdi-serve_parse_subcommand 2 'socket=' 'port=' 'bind=' 'writable' 'tls-certificates=' 'tls-psk=' 'export-name=' 'detach' 'pid-file=' 'json' 'v/verbose' 'h/help'
+        __thinvdi-serve_parse_subcommand 2 'socket=' 'port=' 'bind=' 'writable' 'tls-certificates=' 'tls-psk=' 'export-name=' 'holder=' 'receive' 'detach' 'pid-file=' 'json' 'v/verbose' 'h/help'
         switch $unparsed_tokens[1]
         case 'help'
             __thinvdi-serve_parse_subcommand -r 1 
@@ -86,6 +86,8 @@ complete -c 'thinvdi-serve' -n '__thinvdi-serve_should_offer_completions_for_fla
 complete -c 'thinvdi-serve' -n '__thinvdi-serve_should_offer_completions_for_flags_or_options "thinvdi-serve" tls-certificates' -l 'tls-certificates' -d 'Require TLS with the X.509 certificates in this directory (nbdkit\'s layout).' -rfa '(__thinvdi-serve_complete_directories)'
 complete -c 'thinvdi-serve' -n '__thinvdi-serve_should_offer_completions_for_flags_or_options "thinvdi-serve" tls-psk' -l 'tls-psk' -d 'Require TLS with this pre-shared key file.' -rF
 complete -c 'thinvdi-serve' -n '__thinvdi-serve_should_offer_completions_for_flags_or_options "thinvdi-serve" export-name' -l 'export-name' -d 'The NBD export name (default: the volume\'s key).' -rfka ''
+complete -c 'thinvdi-serve' -n '__thinvdi-serve_should_offer_completions_for_flags_or_options "thinvdi-serve" holder' -l 'holder' -d 'Serve the device attached for this holder (xapi\'s domain), on a socket thinsr names.' -rfka ''
+complete -c 'thinvdi-serve' -n '__thinvdi-serve_should_offer_completions_for_flags_or_options "thinvdi-serve" receive' -l 'receive' -d 'With --holder: take NBD connections passed by SCM_RIGHTS on the socket (xapi\'s import_activate).'
 complete -c 'thinvdi-serve' -n '__thinvdi-serve_should_offer_completions_for_flags_or_options "thinvdi-serve" detach' -l 'detach' -d 'Run in the background; print the URI and the pid file.'
 complete -c 'thinvdi-serve' -n '__thinvdi-serve_should_offer_completions_for_flags_or_options "thinvdi-serve" pid-file' -l 'pid-file' -d 'Write the server\'s pid here once it accepts connections.' -rF
 complete -c 'thinvdi-serve' -n '__thinvdi-serve_should_offer_completions_for_flags_or_options "thinvdi-serve" json' -l 'json' -d 'Print the result (or the error) as one JSON value on standard output.'

@@ -85,5 +85,10 @@ refuse 'port' "thinvdi-mirror to a port out of range" thinvdi-mirror hostile v n
 refuse 'connect-timeout' "thinvdi-mirror --connect-timeout 0" thinvdi-mirror hostile v nbd://host/x --connect-timeout 0
 refuse 'no mirror operation' "thinvdi-mirror-stat of an id that is none" thinvdi-mirror-stat nonsense
 refuse 'not a mirror operation' "thinvdi-mirror-stop of an id that is none" thinvdi-mirror-stop nonsense
+# Storage motion: compose needs both volumes; a holder's server names its own socket.
+refuse 'argument|parent' "thinvdi-compose without a parent" thinvdi-compose hostile child
+refuse 'holder.*--socket|--socket' "thinvdi-serve --holder with --socket" thinvdi-serve hostile v --holder 7 --socket /tmp/s
+refuse 'holder.*--writable|--writable' "thinvdi-serve --holder with --writable" thinvdi-serve hostile v --holder 7 --writable
+refuse 'receive.*holder' "thinvdi-serve --receive without --holder" thinvdi-serve hostile v --receive --socket /tmp/s
 echo "host-checked refusals: $TRIED tried, $REFUSED refused before any device access"
 [ "$TRIED" = "$REFUSED" ] && [ "$TRIED" -ge 115 ]

@@ -189,6 +189,21 @@ vdi_revert_reads() { reads_agree; }
 vdi_revert_cleanup() { thinvdi-revert faults "$RV" "$RVB"; destroy_named nx; }
 fault_op vdi_revert
 
+# Compose (issue 31): the leaf cpl (1 MiB written) onto the parent cpp (4 MiB of other data); the
+# cleanup reverts the leaf to its snapshot cpls, taken before.
+CPL=$(thinvdi-create faults --name cpl --size 4M)
+P=$(thinvdi-attach faults "$CPL"); write_pattern "$P" cp-leaf 1; thinvdi-detach faults "$CPL"
+CPLS=$(thinvdi-snapshot faults "$CPL" --name cpls)
+CPP=$(thinvdi-create faults --name cpp --size 4M)
+P=$(thinvdi-attach faults "$CPP"); write_pattern "$P" cp-parent 4; thinvdi-detach faults "$CPP"
+vdi_compose_setup() { :; }
+vdi_compose_run() { thinvdi-compose faults "$CPL" "$CPP"; }
+vdi_compose_observe() { content_of cpl; }
+vdi_compose_next() { next_create; }
+vdi_compose_reads() { reads_agree; }
+vdi_compose_cleanup() { thinvdi-revert faults "$CPL" "$CPLS"; destroy_named nx; }
+fault_op vdi_compose
+
 vdi_resize_setup() { capture RZ thinvdi-create faults --name rz --size 8M; capture RZP thinvdi-attach faults "$RZ"; }
 vdi_resize_run() { thinvdi-resize faults "$RZ" 16M; }
 vdi_resize_observe() {

@@ -114,6 +114,75 @@ class PluginWire(unittest.TestCase):
         self.assertEqual(implementations["XenDisk"]["backend_type"], "vbd")
         self.assertTrue(implementations["BlockDevice"]["path"].endswith("/6f1c/disk"))
 
+    def test_attach_of_a_writable_volume_offers_its_nbd_server(self):
+        self.stub("thinvdi-attach", json.dumps({"sr": "6f1c", "key": "disk", "read_write": True, "virtual_size": 1048576}))
+        uri = "nbd:unix:/run/thinsr/nbd/0a1b.c0ffee00.nbd:exportname=8e2f5c1a-0000-4000-8000-000000000001"
+        self.stub("thinvdi-serve", json.dumps({"uri": uri, "socket": "/run/thinsr/nbd/0a1b.c0ffee00.nbd", "pid": 7,
+                                               "holder": "MIR1"}))
+        status, value = self.call(DATAPATH, "Datapath.attach", {"dbg": "x", "uri": "thinsr://6f1c/disk", "domain": "MIR1"})
+        self.assertEqual(status, 0)
+        implementations = dict(value["implementations"])
+        self.assertEqual(implementations["Nbd"], {"uri": uri})
+        # xapi splits the uri on ':' into exactly four fields.
+        self.assertEqual(len(implementations["Nbd"]["uri"].split(":")), 4)
+        self.assertEqual(self.args("thinvdi-serve"), ["--json", "--holder=MIR1", "--detach", "--", "6f1c", "disk"])
+
+    def test_attach_of_a_snapshot_offers_no_nbd(self):
+        self.stub("thinvdi-attach", json.dumps({"sr": "6f1c", "key": "snap", "read_write": False, "virtual_size": 512}))
+        self.stub("thinvdi-serve", json.dumps({"uri": "nbd:unix:/x:exportname=y"}))
+        status, value = self.call(DATAPATH, "Datapath.attach", {"dbg": "x", "uri": "thinsr://6f1c/snap", "domain": "3"})
+        self.assertEqual(status, 0)
+        self.assertNotIn("Nbd", dict(value["implementations"]))
+        self.assertFalse(os.path.exists(os.path.join(self.tools, "thinvdi-serve.args")))
+
+    def test_a_server_that_cannot_start_leaves_the_attach_without_nbd(self):
+        self.stub("thinvdi-attach", json.dumps({"sr": "6f1c", "key": "disk", "read_write": True, "virtual_size": 512}))
+        self.stub("thinvdi-serve", json.dumps({"code": "Not_available", "params": ["Not_available", "m"],
+                                               "message": "serving NBD needs nbdkit or qemu-nbd"}), status=69)
+        os.environ["THINSR_LOG_DIR"] = self.tools
+        try:
+            status, value = self.call(DATAPATH, "Datapath.attach", {"dbg": "x", "uri": "thinsr://6f1c/disk", "domain": "5"})
+        finally:
+            del os.environ["THINSR_LOG_DIR"]
+        self.assertEqual(status, 0)
+        self.assertEqual(sorted(dict(value["implementations"])), ["BlockDevice", "XenDisk"])
+        with open(os.path.join(self.tools, "nbd.log")) as log:
+            self.assertIn("needs nbdkit or qemu-nbd", log.read())
+
+    def test_import_activate_returns_the_receivers_socket(self):
+        self.stub("thinvdi-serve", json.dumps({"uri": "/run/thinsr/nbd/0a1b.c0ffee00.fd",
+                                               "socket": "/run/thinsr/nbd/0a1b.c0ffee00.fd", "pid": 8, "holder": "7"}))
+        status, value = self.call(DATAPATH, "Datapath.import_activate",
+                                  {"dbg": "x", "uri": "thinsr://6f1c/disk", "domain": "7"})
+        self.assertEqual((status, value), (0, "/run/thinsr/nbd/0a1b.c0ffee00.fd"))
+        self.assertEqual(self.args("thinvdi-serve"),
+                         ["--json", "--holder=7", "--receive", "--detach", "--", "6f1c", "disk"])
+
+    def test_import_activate_of_an_inactive_volume_is_refused_in_xapis_shape(self):
+        self.stub("thinvdi-serve", json.dumps({"code": "Volume_not_active", "params": ["Volume_not_active", "disk"],
+                                               "message": "volume disk is not active for 7"}), status=3)
+        status, value = self.call(DATAPATH, "Datapath.import_activate",
+                                  {"dbg": "x", "uri": "thinsr://6f1c/disk", "domain": "7"})
+        self.assertEqual((status, value["code"]), (1, "SR_BACKEND_FAILURE"))
+        self.assertEqual(value["params"], ["Volume_not_active", "volume disk is not active for 7"])
+        self.assertEqual(set(value["backtrace"]), {"error", "files", "lines"})
+
+    def test_features_for_storage_motion(self):
+        _, volume = self.call(VOLUME, "Plugin.Query", {"dbg": "x"})
+        _, datapath = self.call(DATAPATH, "Plugin.Query", {"dbg": "x"})
+        self.assertIn("VDI_COMPOSE", volume["features"])
+        self.assertIn("VDI_MIRROR_IN", datapath["features"])
+
+    def test_compose_passes_child_then_parent(self):
+        self.stub("thinvdi-compose", json.dumps({"key": "leaf"}))
+        status, value = self.call(VOLUME, "Volume.compose", {"dbg": "x", "sr": "s", "key": "leaf", "key2": "-parent"})
+        self.assertEqual((status, value), (0, None))
+        self.assertEqual(self.args("thinvdi-compose"), ["--json", "--", "s", "leaf", "-parent"])
+        self.stub("thinvdi-compose", json.dumps({"code": "Volume_in_use", "params": ["Volume_in_use", "leaf"],
+                                                 "message": "volume leaf is attached"}), status=3)
+        status, value = self.call(VOLUME, "Volume.compose", {"dbg": "x", "sr": "s", "key": "leaf", "key2": "p"})
+        self.assertEqual((status, value["params"]), (1, ["Volume_in_use", "volume leaf is attached"]))
+
     def test_a_uri_of_another_scheme_is_refused(self):
         status, value = self.call(DATAPATH, "Datapath.activate", {"dbg": "x", "uri": "file:///etc/passwd", "domain": "0"})
         self.assertEqual((status, value["params"][0]), (1, "Volume_does_not_exist"))

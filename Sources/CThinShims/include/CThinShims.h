@@ -55,4 +55,16 @@ int CThinShims_discard_range(int descriptor, uint64_t offset, uint64_t length);
 int CThinShims_argument_count(void);
 char *const *CThinShims_arguments(void);
 
+/// A listening unix stream socket bound at `path` (close-on-exec); -errno on failure.
+int CThinShims_listen_unix(const char *path);
+
+/// Waits up to `timeout_ms` for a connection on `listening` (or for `wake_fd`
+/// to become readable), accepts it and receives one message: its text (NUL
+/// terminated, at most `capacity` - 1 bytes) and one descriptor passed by
+/// SCM_RIGHTS, stored in `*received`; the connection is then closed.
+/// 1: a descriptor; 0: the timeout or a wake; -errno otherwise (-EBADMSG:
+/// a message without a descriptor).
+int CThinShims_receive_descriptor(int listening, int wake_fd, int timeout_ms, char *message, int capacity,
+                                  int *received);
+
 #endif

@@ -47,6 +47,18 @@ enum DirectIO {
         return true
     }
 
+    /// Flushes what was written to `device` through any descriptor to
+    /// stable storage: fsync sends the device a flush (dm-thin commits its
+    /// metadata on one).
+    static func flush(_ device: String) throws(ThinError) {
+        let descriptor = open(device, O_RDONLY | O_CLOEXEC)
+        guard descriptor >= 0 else { throw ThinError(.backendFailure, "cannot open \(device): \(System.errnoText())") }
+        defer { close(descriptor) }
+        guard fsync(descriptor) == 0 else {
+            throw ThinError(.backendFailure, "cannot flush \(device): \(System.errnoText())")
+        }
+    }
+
     static func zero(device: String, bytes: Int = 4096) throws(ThinError) {
         let length = (bytes + alignment - 1) / alignment * alignment
         let descriptor = open(device, O_WRONLY | CThinShims_O_DIRECT() | O_CLOEXEC)
@@ -89,6 +101,13 @@ enum DirectIO {
     /// reads zeros (unwritten, it reads zeros too), then flushes. Returns the
     /// bytes written.
     static func copyNonZero(from source: String, to destination: String, range: Range<UInt64>) throws(ThinError) -> UInt64 {
+        try copy(from: source, to: destination, ranges: [range], skippingZeros: true)
+    }
+
+    /// Copies each of `ranges` (as `copyNonZero`) from `source` to
+    /// `destination`, zeros included unless `skippingZeros`, then flushes.
+    static func copy(from source: String, to destination: String, ranges: [Range<UInt64>],
+                     skippingZeros: Bool) throws(ThinError) -> UInt64 {
         let input = open(source, O_RDONLY | CThinShims_O_DIRECT() | O_CLOEXEC)
         guard input >= 0 else { throw ThinError(.backendFailure, "cannot open \(source) for direct I/O: \(System.errnoText())") }
         defer { close(input) }
@@ -104,6 +123,7 @@ enum DirectIO {
         }
         defer { free(buffer) }
         var written: UInt64 = 0
+        for range in ranges {
         var offset = range.lowerBound
         while offset < range.upperBound {
             let length = Int(min(UInt64(chunk), range.upperBound - offset))
@@ -112,13 +132,14 @@ enum DirectIO {
                 throw ThinError(.backendFailure, "cannot read \(source) at byte \(offset): \(System.errnoText())")
             }
             let bytes = UnsafeRawBufferPointer(start: buffer, count: aligned)
-            if bytes.contains(where: { $0 != 0 }) {
+            if !skippingZeros || bytes.contains(where: { $0 != 0 }) {
                 guard pwrite(output, buffer, aligned, off_t(offset)) == aligned else {
                     throw ThinError(.backendFailure, "cannot write \(destination) at byte \(offset): \(System.errnoText())")
                 }
                 written += UInt64(aligned)
             }
             offset += UInt64(length)
+        }
         }
         guard fdatasync(output) == 0 else {
             throw ThinError(.backendFailure, "cannot flush \(destination): \(System.errnoText())")

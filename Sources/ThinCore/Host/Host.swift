@@ -32,6 +32,11 @@ public protocol HostSystem: Sendable {
     func unmount(_ mountPoint: String) throws(ThinError)
     /// Writes zeros over the first 4 KiB of `device`, past the page cache.
     func zeroStart(of device: String) throws(ThinError)
+    /// Copies the byte `ranges` of `source` onto `destination` (zeros
+    /// included), past the page cache, then flushes; returns the bytes copied.
+    func copyRanges(from source: String, to destination: String, ranges: [Range<UInt64>]) throws(ThinError) -> UInt64
+    /// Flushes a block device's writes to stable storage (open, fsync, close).
+    func flushDevice(_ device: String) throws(ThinError)
 }
 
 /// Linux: mount(2), /proc/self/mountinfo and O_DIRECT writes.
@@ -43,4 +48,9 @@ public struct LinuxSystem: HostSystem {
     }
     public func unmount(_ mountPoint: String) throws(ThinError) { try Mounts.unmount(mountPoint) }
     public func zeroStart(of device: String) throws(ThinError) { try DirectIO.zero(device: device) }
+    public func copyRanges(from source: String, to destination: String,
+                           ranges: [Range<UInt64>]) throws(ThinError) -> UInt64 {
+        try DirectIO.copy(from: source, to: destination, ranges: ranges, skippingZeros: false)
+    }
+    public func flushDevice(_ device: String) throws(ThinError) { try DirectIO.flush(device) }
 }

@@ -259,3 +259,45 @@ public enum ExclusiveFile {
         throw ThinError(.backendFailure, "cannot create a temporary file in \(directory): every name tried exists")
     }
 }
+
+extension System {
+    /// A listening unix socket at `path` (see `CThinShims_listen_unix`).
+    static func listenUnix(_ path: String) throws(ThinError) -> Int32 {
+        let descriptor = CThinShims_listen_unix(path)
+        guard descriptor >= 0 else {
+            throw ThinError(.backendFailure, "cannot listen on \(path): \(System.errnoText(-descriptor))")
+        }
+        return descriptor
+    }
+
+    /// The next descriptor passed on `listening` by SCM_RIGHTS, with the
+    /// message's text; nil after `timeout` milliseconds or a wake on `wake`.
+    static func receiveDescriptor(_ listening: Int32, wake: Int32,
+                                  timeout: Int32) throws(ThinError) -> (message: String, descriptor: Int32)? {
+        var text = [CChar](repeating: 0, count: 512)
+        var received: Int32 = -1
+        let result = CThinShims_receive_descriptor(listening, wake, timeout, &text, Int32(text.count), &received)
+        if result == 1 { return (String(decoding: text.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self), received) }
+        if result == 0 { return nil }
+        throw ThinError(.backendFailure, "no descriptor received: \(System.errnoText(-result))")
+    }
+
+    /// Sends SIGTERM to `pid`, then SIGKILL if it still runs after `seconds`;
+    /// returns once it is gone (its start time no longer `startTime`).
+    static func stopProcess(_ pid: Int32, startTime: UInt64?, seconds: Int = 30) {
+        func running() -> Bool {
+            // A zombie has ended: its parent (init, for a server in its own session) reaps it in its time.
+            guard let stat = System.readFile("/proc/\(pid)/stat"), let close = stat.lastIndex(of: ")"),
+                  stat[stat.index(after: close)...].split(separator: " ").first != "Z",
+                  let started = System.processStartTime(pid) else { return false }
+            return startTime == nil || startTime == started
+        }
+        guard running() else { return }
+        kill(pid, SIGTERM)
+        for _ in 0..<(seconds * 20) where running() { usleep(50_000) }
+        if running() {
+            kill(pid, SIGKILL)
+            for _ in 0..<100 where running() { usleep(50_000) }
+        }
+    }
+}

@@ -83,6 +83,19 @@ public protocol JobSystem: Sendable {
     /// Writes `device`'s data runs into `target` without an engine (see `ExtentCopy`).
     func writeExtents(of device: String, runs: [ExportExtents.Run], size: UInt64, to target: String,
                       progress: (UInt64) -> Void, stop: () -> Bool) throws(ThinError)
+    /// A listening unix socket at `path` for descriptors passed by SCM_RIGHTS.
+    func listen(at path: String) throws(ThinError) -> Int32
+    /// The next descriptor passed on `listening` with its message's text;
+    /// nil after `timeout` milliseconds or when a cancel signal arrives.
+    func receiveDescriptor(on listening: Int32, timeout: Int32) throws(ThinError) -> (message: String, descriptor: Int32)?
+    /// Starts a server on one connection (`descriptor` as its standard input
+    /// and output, as `nbdkit -s` serves); returns its pid.
+    func serveConnection(_ program: Program, _ arguments: [String], descriptor: Int32) throws(ExternalCommandError) -> Int32
+    /// Whether a child `serveConnection` started has ended (it is reaped then).
+    func hasEnded(_ child: Int32) -> Bool
+    /// Stops children `serveConnection` started (SIGTERM) and waits for them.
+    func stopChildren(_ children: [Int32])
+    func closeDescriptor(_ descriptor: Int32)
 }
 
 /// This machine: the engines as processes, the device's descriptor, BLKZEROOUT.
@@ -120,6 +133,24 @@ public struct LiveJobSystem: JobSystem {
                              progress: (UInt64) -> Void, stop: () -> Bool) throws(ThinError) {
         try ExtentCopy.write(from: device, runs: runs, size: size, to: target, progress: progress, stop: stop)
     }
+    public func listen(at path: String) throws(ThinError) -> Int32 { try System.listenUnix(path) }
+    public func receiveDescriptor(on listening: Int32,
+                                  timeout: Int32) throws(ThinError) -> (message: String, descriptor: Int32)? {
+        try System.receiveDescriptor(listening, wake: CancelSignals.wakeDescriptor, timeout: timeout)
+    }
+    public func serveConnection(_ program: Program, _ arguments: [String],
+                                descriptor: Int32) throws(ExternalCommandError) -> Int32 {
+        try ExternalCommand.spawnServing(program, arguments, descriptor: descriptor)
+    }
+    public func hasEnded(_ child: Int32) -> Bool { ExternalCommand.exitStatus(ofChild: child) != nil }
+    public func stopChildren(_ children: [Int32]) {
+        for child in children { kill(child, SIGTERM) }
+        for child in children {
+            var status: Int32 = 0
+            while waitpid(child, &status, 0) < 0 && errno == EINTR {}
+        }
+    }
+    public func closeDescriptor(_ descriptor: Int32) { close(descriptor) }
 }
 
 /// Where a job runs: the SR it opens for each phase, the seams, how it

@@ -1,4 +1,6 @@
 import ThinTools
+import ThinTrace
+import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -105,6 +107,47 @@ public struct ServeJob: Sendable {
 /// A server started in the background: this same tool without --detach,
 /// in its own session, watched until it accepts connections.
 public enum DetachedServer {
+    /// The child said why in the tools' own words ("thinvdi-serve: ..."): pass it on, with its code.
+    static func failure(tool: String, status: Int32, message: String) -> ThinError {
+        ThinError(ErrorCode.allCases.first { $0.exitStatus == status } ?? .backendFailure,
+                  message.hasPrefix("\(tool): ") ? String(message.dropFirst(tool.count + 2))
+                      : "the server exited with status \(status): \(message)")
+    }
+
+    /// Under systemd, the server runs as a transient unit of its own
+    /// (`systemd-run --collect`), so a restart of the service that asked for
+    /// it (xapi-storage-script, whose cgroup a restart empties) does not stop
+    /// it. Nil where there is no systemd or `systemd-run` cannot start one
+    /// (systemd before 236 has no --collect, as on CentOS 7 based dom0s):
+    /// the caller then starts a process in its own session.
+    static func startAsUnit(_ arguments: [String], tool: String, pidFile: String, fallbackURI: String, uriFile: String,
+                            log: String) async throws(ThinError) -> (uri: String, pid: Int32)? {
+        guard System.exists("/run/systemd/system"), Program.systemdRun.path != nil,
+              let executable = System.executablePath() else { return nil }
+        let unit = "thinsr-serve-\(getpid())-\(System.currentTime())"
+        let started = try? await ExternalCommand.run(Program.systemdRun, [
+            "--quiet", "--collect", "--unit=\(unit)", "--description=thinsr \(tool)",
+            "--property=StandardOutput=file:\(uriFile)", "--property=StandardError=file:\(log)", "--", executable,
+        ] + arguments)
+        guard started?.exitStatus == 0 else { return nil }
+        for _ in 0..<600 {
+            if let pid = System.readFile(pidFile).flatMap({ Int32($0.split(whereSeparator: \.isWhitespace).first ?? "") }) {
+                let address = System.readFile(uriFile)?.split(separator: "\n").first.map(String.init) ?? fallbackURI
+                System.removeFile(log)
+                return (address, pid)
+            }
+            // The tool's own error line: the server ended without serving.
+            if let message = System.readFile(log), message.hasPrefix("\(tool): ") {
+                System.removeFile(log)
+                throw failure(tool: tool, status: 1, message: messageLine(message, last: true))
+            }
+            try? await Task.sleep(for: .milliseconds(50))
+        }
+        _ = try? await ExternalCommand.run(Program.systemctl, ["stop", unit])
+        throw ThinError(.backendFailure, "the server did not start within 30 s and was stopped; see \(log) and "
+                        + "journalctl -u \(unit)")
+    }
+
     /// Starts `executable` (`arguments[0]` is the tool's name) and waits
     /// until it writes `pidFile`; returns the URI it printed (or `fallbackURI`)
     /// and its pid. A child that exits first fails with the code its exit
@@ -115,6 +158,10 @@ public enum DetachedServer {
         let uriFile = "\(Paths.runRoot)/serve-\(getpid()).uri"
         try System.makeDirectories(Paths.runRoot)
         defer { System.removeFile(uriFile) }
+        if let started = try await startAsUnit(arguments, tool: tool, pidFile: pidFile, fallbackURI: fallbackURI,
+                                                uriFile: uriFile, log: log) {
+            return started
+        }
         let child: Int32
         do {
             child = try ExternalCommand.spawnDetached("/proc/self/exe", arguments, standardOutput: uriFile, standardError: log)
@@ -131,14 +178,145 @@ public enum DetachedServer {
             if let status = ExternalCommand.exitStatus(ofChild: child) {
                 let message = System.readFile(log).map { messageLine($0, last: true) } ?? "no message"
                 System.removeFile(log)
-                // The child said why in the tools' own words ("thinvdi-serve: ..."): pass it on, with its code.
-                throw ThinError(ErrorCode.allCases.first { $0.exitStatus == status } ?? .backendFailure,
-                                message.hasPrefix("\(tool): ") ? String(message.dropFirst(tool.count + 2))
-                                    : "the server exited with status \(status): \(message)")
+                throw failure(tool: tool, status: status, message: message)
             }
             try? await Task.sleep(for: .milliseconds(50))
         }
         kill(child, SIGTERM)
         throw ThinError(.backendFailure, "the server did not start within 30 s and was stopped; see \(log)")
     }
+}
+
+/// The NBD servers of a volume's device as attached for a holder (xapi's
+/// datapath: `thinvdi-serve --holder`). Unlike a lease's server they attach
+/// nothing themselves: they serve the device the holder's attach made (the
+/// table activate loads comes and goes under them) and end when that holder
+/// detaches, which stops them and waits; each flushes the device before it
+/// ends. The engine is nbdkit's file plugin, or qemu-nbd where nbdkit is
+/// missing (`THINSR_NBD_SERVER=qemu-nbd` picks it too); a receiver hands
+/// each connection passed to it to its own `nbdkit -s`.
+extension ServeJob {
+    /// Serves until stopped; `ready` gets the address once clients can
+    /// connect. A server already running for the holder is not started again:
+    /// `ready` gets its address and this returns at once.
+    public func runForHolder(_ volume: String, holder: String, kind: HolderServer.Kind, pidFile: String?,
+                             ready: @escaping @Sendable (HolderServer) -> Void) async throws(ThinError) {
+        let plan = try await context.phase(.read) { sr throws(ThinError) in
+            try sr.attachments.holderServerPlan(volume, holder: holder, kind: kind)
+        }
+        guard case .start(let setup) = plan else {
+            if case .running(let server) = plan { ready(server) }
+            return
+        }
+        let started = HolderServer(holder: holder, kind: kind, pid: getpid(), startTime: System.processStartTime(getpid()),
+                                   socket: setup.socket, address: setup.address)
+        let announce: @Sendable () throws(ThinError) -> Void = {
+            try System.writeFile(setup.record, started.content)
+            ready(started)
+            if let pidFile { try? System.writeFile(pidFile, "\(getpid())\n") }
+        }
+        try System.makeDirectories("\(Paths.runRoot)/nbd")
+        try System.makeDirectories(setup.record.split(separator: "/").dropLast().joined(separator: "/").withRoot)
+        System.removeFile(setup.socket)   // a dead server's (the plan found none alive)
+        defer {
+            System.removeFile(setup.socket)
+            if let pidFile { System.removeFile(pidFile) }
+            // Only this server's record: a later server's for the same holder is left alone.
+            if System.readFile(setup.record) == started.content { System.removeFile(setup.record) }
+        }
+        let outcome: Result<Void, ThinError>
+        do throws(ThinError) {
+            switch kind {
+            case .nbd: try await serveSocket(setup, announce: announce)
+            case .receiver: try await receive(setup, announce: announce)
+            }
+            outcome = .success(())
+        } catch {
+            outcome = .failure(error)
+        }
+        // Whatever the engine wrote reaches the pool before the holder's detach goes on.
+        do { try context.host.system.flushDevice(setup.device) } catch {
+            if case .success = outcome { throw error }
+        }
+        try outcome.get()
+    }
+
+    /// The engine for an NBD socket: nbdkit's file plugin, else qemu-nbd.
+    static func socketEngine(_ system: any JobSystem) -> Program? {
+        let wanted = Paths.environment("THINSR_NBD_SERVER")
+        if wanted != "qemu-nbd", system.path(of: Program.nbdkit) != nil { return Program.nbdkit }
+        return system.path(of: Program.qemuNBD) != nil ? Program.qemuNBD : nil
+    }
+
+    private func serveSocket(_ setup: HolderServerSetup,
+                             announce: @escaping @Sendable () throws(ThinError) -> Void) async throws(ThinError) {
+        guard let engine = Self.socketEngine(context.system) else {
+            throw ThinError(.notAvailable, "serving NBD needs nbdkit or qemu-nbd; install nbdkit, or "
+                            + "\(Program.qemuNBD.package)")
+        }
+        let readyFile = "\(setup.socket).ready"
+        System.removeFile(readyFile)
+        defer { System.removeFile(readyFile) }
+        let arguments: [String]
+        if engine == Program.nbdkit {
+            arguments = ["-f", "--exit-with-parent", "-P", readyFile, "-U", setup.socket, "-e", setup.export]
+                + (setup.readOnly ? ["-r"] : []) + ["file", "file=\(setup.device)"]
+        } else {
+            arguments = ["-f", "raw", "-k", setup.socket, "-x", setup.export, "-t", "--pid-file", readyFile]
+                + (setup.readOnly ? ["-r"] : []) + [setup.device]
+        }
+        let failure = Mutex<ThinError?>(nil)
+        let status: Int32
+        do {
+            status = try await context.system.runServer(engine, arguments, readyFile: readyFile) {
+                do throws(ThinError) { try announce() } catch { failure.withLock { $0 = error } }
+            }
+        } catch {
+            throw ThinError.backend("cannot run \(engine.name)", error)
+        }
+        if let error = failure.withLock({ $0 }) { throw error }
+        guard context.cancelled || status == 0 else {
+            throw ThinError(.backendFailure, "\(engine.name) exited with status \(status) serving \(setup.volume.key) "
+                            + "for \(setup.holder) (see its messages above)")
+        }
+    }
+
+    /// A receiver: each connection on the socket passes one NBD client
+    /// connection (SCM_RIGHTS, with the datapath id as its text), served by
+    /// `nbdkit -s` on that descriptor, writes and flush included, until the
+    /// client disconnects; the receiver runs until it is stopped.
+    private func receive(_ setup: HolderServerSetup,
+                         announce: @escaping @Sendable () throws(ThinError) -> Void) async throws(ThinError) {
+        guard context.system.path(of: Program.nbdkit) != nil else {
+            throw ThinError(.notAvailable, "serving passed NBD connections needs nbdkit (its -s mode); install "
+                            + Program.nbdkit.package)
+        }
+        let listening = try context.system.listen(at: setup.socket)
+        defer { context.system.closeDescriptor(listening) }
+        try announce()
+        let arguments = ["-s", "--exit-with-parent"] + (setup.readOnly ? ["-r"] : []) + ["file", "file=\(setup.device)"]
+        var children: [Int32] = []
+        defer { context.system.stopChildren(children) }
+        while !context.cancelled {
+            children.removeAll { context.system.hasEnded($0) }
+            let passed: (message: String, descriptor: Int32)?
+            do { passed = try context.system.receiveDescriptor(on: listening, timeout: 1000) } catch {
+                Trace.step("serve", "receive a descriptor on \(setup.socket)", outcome: "\(error.message) (the receiver goes on)",
+                           since: .now)
+                continue
+            }
+            guard let passed else { continue }
+            defer { context.system.closeDescriptor(passed.descriptor) }
+            do {
+                children.append(try context.system.serveConnection(Program.nbdkit, arguments, descriptor: passed.descriptor))
+            } catch {
+                throw ThinError.backend("cannot serve the connection passed for \(passed.message)", error)
+            }
+        }
+    }
+}
+
+private extension String {
+    /// A path that `split` and `joined` lost the leading `/` of.
+    var withRoot: String { hasPrefix("/") ? self : "/" + self }
 }

@@ -67,6 +67,8 @@ extension SRAttachments {
     /// first: what it copied stays, and `thinvdi-hydrate` resumes it.
     func deactivate(_ volume: VolumeRecord) throws(ThinError) {
         try sr.mirrors.endForDetach(of: volume, holder: nil)
+        // Servers of the device (thinvdi-serve --holder) end first: each flushes it and closes it.
+        stopServers(of: volume)
         if volume.hydrateOwner != nil, try devices.info(volume.uuid) != nil {
             try sr.tearDownHydration(volume, dropOrigin: false)
         }

@@ -116,6 +116,8 @@ extension SRAttachments {
         guard before.isEmpty || before.contains(holder) else { return before }
         // The detach of the domain a mirror was for ends it (xapi's Datapath.deactivate after the guest paused).
         try sr.mirrors.endForDetach(of: volume, holder: holder)
+        // The holder's own servers end first (each flushes the device).
+        stopServers(of: volume, holder: holder)
         held.remove(holder)
         let others = held.live()
         guard others.isEmpty else { return others }

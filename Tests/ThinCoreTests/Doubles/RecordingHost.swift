@@ -242,4 +242,13 @@ final class RecordingSystem: HostSystem {
     }
 
     func zeroStart(of device: String) throws(ThinError) { state.withLock { $0.calls.append("zero \(device)") } }
+
+    func copyRanges(from source: String, to destination: String, ranges: [Range<UInt64>]) throws(ThinError) -> UInt64 {
+        state.withLock {
+            $0.calls.append("copy \(source) \(destination) " + ranges.map { "\($0.lowerBound)-\($0.upperBound)" }.joined(separator: ","))
+        }
+        return ranges.reduce(0) { $0 + UInt64($1.count) }
+    }
+
+    func flushDevice(_ device: String) throws(ThinError) { state.withLock { $0.calls.append("flush \(device)") } }
 }

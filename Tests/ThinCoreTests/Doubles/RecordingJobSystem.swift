@@ -20,6 +20,8 @@ final class RecordingJobSystem: JobSystem {
         var held: Set<Int32> = []
         var nextDescriptor: Int32 = 100
         var arguments: [String] = []
+        /// Descriptors `receiveDescriptor` hands out, in order.
+        var passed: [(message: String, descriptor: Int32)] = []
     }
 
     let state = Mutex(State())
@@ -120,6 +122,36 @@ final class RecordingJobSystem: JobSystem {
     }
 
     func pause(milliseconds: UInt32) { state.withLock { $0.calls.append("pause \(milliseconds)") } }
+
+    func listen(at path: String) throws(ThinError) -> Int32 {
+        state.withLock { state in
+            state.calls.append("listen \(path)")
+            state.nextDescriptor += 1
+            return state.nextDescriptor
+        }
+    }
+
+    /// Hands out the descriptors a test queued, then runs the hook (which may cancel).
+    func receiveDescriptor(on listening: Int32, timeout: Int32) throws(ThinError) -> (message: String, descriptor: Int32)? {
+        state.withLock { state in
+            state.calls.append("receive \(listening)")
+            guard !state.passed.isEmpty else { return nil }
+            return state.passed.removeFirst()
+        }
+    }
+
+    func serveConnection(_ program: Program, _ arguments: [String], descriptor: Int32) throws(ExternalCommandError) -> Int32 {
+        state.withLock { state in
+            state.calls.append("serve \(program.name) on \(descriptor)")
+            state.arguments = arguments
+            state.nextDescriptor += 1
+            return state.nextDescriptor
+        }
+    }
+
+    func hasEnded(_ child: Int32) -> Bool { false }
+    func stopChildren(_ children: [Int32]) { state.withLock { $0.calls.append("stop " + children.map(String.init).joined(separator: ",")) } }
+    func closeDescriptor(_ descriptor: Int32) { state.withLock { $0.calls.append("close \(descriptor)") } }
 }
 
 /// Progress as a job reports it: every call, in order.

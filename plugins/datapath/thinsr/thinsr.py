@@ -6,7 +6,16 @@ plugins' do); activate loads the volume into it, read-write or read-only, and
 a clone of a template copies what it reads into the pool from then until its
 detach (thinvdi-hydrate --on-read). Every call names
 its domain as the device's holder, so several dom0 readers (one datapath
-each) share a snapshot's read-only device and the last to go removes it."""
+each) share a snapshot's read-only device and the last to go removes it.
+
+For storage motion (thinsr receiving a disk), attach of a writable volume
+also offers an `Nbd` implementation: an NBD server (nbdkit, or qemu-nbd) of
+the device attached for that domain, started by `thinvdi-serve --holder`
+(a transient systemd unit, or a process in its own session); a second
+attach for the domain gives the same socket, and the domain's detach (or
+deactivate) stops the server, which flushes the device first.
+import_activate returns a socket that takes NBD client connections passed
+by SCM_RIGHTS (`thinvdi-serve --holder --receive`), until the same end."""
 
 import os
 import re
@@ -19,6 +28,8 @@ sys.path.insert(0, os.path.dirname(os.path.realpath(__file__)))
 from thinsr_xapi import StorageError, parse_uri, serve, tool, tool_path  # noqa: E402
 
 DEVICE_ROOT = os.environ.get("THINSR_DEV_DIR", "/dev/thinsr")
+# VDI_MIRROR_IN: xapi calls import_activate (SMAPIv1 SRs migrating in) only when the datapath declares it.
+FEATURES = ["VDI_MIRROR_IN"]
 
 
 def query(_):
@@ -26,7 +37,7 @@ def query(_):
         "plugin": "thinsr", "name": "thinsr datapath",
         "description": "Kernel data path for thinsr volumes (dm-thin devices through blkback)",
         "vendor": "thinsr", "copyright": "thinsr contributors", "version": "1.0",
-        "required_api_version": "5.0", "features": [], "configuration": {}, "required_cluster_stack": [],
+        "required_api_version": "5.0", "features": FEATURES, "configuration": {}, "required_cluster_stack": [],
     }
 
 
@@ -42,10 +53,48 @@ def attach(params):
     sr, key = parse_uri(params["uri"])
     volume = tool("thinvdi-attach", sr, key, inactive=True, holder=holder(params))   # Volume_does_not_exist for a bad URI
     path = os.path.join(DEVICE_ROOT, volume["sr"], volume["key"])
-    return {"implementations": [
+    implementations = [
         ["XenDisk", {"params": path, "extra": {}, "backend_type": "vbd"}],
         ["BlockDevice", {"path": path}],
-    ]}
+    ]
+    if volume.get("read_write") and volume.get("virtual_size", 0) > 0:
+        uri = nbd_server(sr, key, params)
+        if uri:
+            implementations.append(["Nbd", {"uri": uri}])
+    return {"implementations": implementations}
+
+
+def nbd_server(sr, key, params):
+    """xapi's form of the address of the NBD server of the device attached
+    for this domain (nbd:unix:<socket>:exportname=<volume uuid>, no other
+    ':'), started now unless one runs for the domain already. The device is
+    the VM's disk whatever this gives: a server that cannot start leaves the
+    attach without Nbd (xapi then refuses to migrate into it), said in
+    $THINSR_LOG_DIR/nbd.log."""
+    try:
+        return tool("thinvdi-serve", sr, key, holder=holder(params), detach=True)["uri"]
+    except (StorageError, OSError, KeyError, TypeError) as error:
+        if isinstance(error, StorageError):
+            error = ": ".join([error.name] + error.arguments)
+        try:
+            directory = os.environ.get("THINSR_LOG_DIR", "/var/log/thinsr")
+            os.makedirs(directory, exist_ok=True)
+            with open(os.path.join(directory, "nbd.log"), "a") as log:
+                log.write("%s %s/%s for %s: no NBD server: %s\n" % (time.strftime("%Y-%m-%dT%H:%M:%S"), sr, key,
+                                                                     holder(params), error))
+        except OSError:
+            pass
+        return None
+
+
+def import_activate(params):
+    """A unix socket that takes NBD client connections passed by SCM_RIGHTS
+    (one message each: the datapath id as text, and the descriptor), each
+    served read-write until its client disconnects; the volume must be
+    active for the domain (Volume_not_active otherwise), and the receiver
+    ends with the domain's deactivate or detach."""
+    sr, key = parse_uri(params["uri"])
+    return tool("thinvdi-serve", sr, key, holder=holder(params), receive=True, detach=True)["socket"]
 
 
 def activate(params):
@@ -147,8 +196,8 @@ def ls(_):
 
 METHODS = {"Plugin.Query": query, "Datapath.attach": attach, "Datapath.activate": activate,
            "Datapath.activate_readonly": activate_readonly, "Datapath.deactivate": deactivate,
-           "Datapath.detach": detach, "Data.mirror": mirror, "Data.stat": stat, "Data.cancel": cancel,
-           "Data.destroy": destroy, "Data.ls": ls}
+           "Datapath.detach": detach, "Datapath.import_activate": import_activate, "Data.mirror": mirror,
+           "Data.stat": stat, "Data.cancel": cancel, "Data.destroy": destroy, "Data.ls": ls}
 
 if __name__ == "__main__":
     serve(METHODS)

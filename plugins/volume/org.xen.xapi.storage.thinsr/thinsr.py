@@ -12,7 +12,7 @@ from thinsr_xapi import StorageError, serve, tool  # noqa: E402
 FEATURES = ["SR_ATTACH", "SR_CREATE", "SR_DELETE", "SR_DETACH", "SR_SCAN", "SR_PROBE", "SR_UPDATE", "SR_STATS",
             "VDI_CREATE", "VDI_DELETE", "VDI_SNAPSHOT", "VDI_CLONE", "VDI_RESIZE", "VDI_RESIZE_ONLINE",
             "VDI_REVERT", "VDI_UPDATE", "VDI_ACTIVATE_READONLY", "THIN_PROVISIONING", "LARGE_VDI",
-            "VDI_CONFIG_CBT", "VDI_MIRROR"]
+            "VDI_CONFIG_CBT", "VDI_MIRROR", "VDI_COMPOSE"]
 
 
 def query(_):
@@ -153,6 +153,12 @@ def volume_resize(params):
     tool("thinvdi-resize", params["sr"], params["key"], str(params["new_size"]))
 
 
+def volume_compose(params):
+    """key (the child) becomes key2 (the parent)'s contents with the child's
+    own writes on top; the parent may be destroyed afterwards."""
+    tool("thinvdi-compose", params["sr"], params["key"], params["key2"])
+
+
 def volume_stat(params):
     return volume_record(tool("thinvdi-stat", params["sr"], params["key"]))
 
@@ -198,7 +204,7 @@ METHODS = {
     "SR.set_description": sr_set_description,
     "Volume.create": volume_create, "Volume.destroy": volume_destroy,
     "Volume.snapshot": volume_copy("thinvdi-snapshot"), "Volume.clone": volume_copy("thinvdi-clone"),
-    "Volume.revert": volume_revert, "Volume.resize": volume_resize, "Volume.stat": volume_stat,
+    "Volume.revert": volume_revert, "Volume.compose": volume_compose, "Volume.resize": volume_resize, "Volume.stat": volume_stat,
     "Volume.set": volume_set, "Volume.unset": volume_unset, "Volume.set_name": volume_set_name,
     "Volume.set_description": volume_set_description,
     "Volume.enable_cbt": volume_set_cbt(True), "Volume.disable_cbt": volume_set_cbt(False),

@@ -1,0 +1,6 @@
+import ThinCommands
+
+@main
+enum Entrypoint {
+    static func main() async { await VDICompose.launch() }
+}
