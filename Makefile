@@ -20,7 +20,8 @@ TOOLS = thinsr-create thinsr-attach thinsr-detach thinsr-destroy thinsr-stat thi
         thinsr-extend thinsr-check thinsr-monitor thinsr-host \
         thinvdi-create thinvdi-destroy thinvdi-stat thinvdi-ls thinvdi-attach thinvdi-detach \
         thinvdi-snapshot thinvdi-clone thinvdi-revert thinvdi-compose thinvdi-resize thinvdi-set thinvdi-unset thinvdi-tree thinvdi-changed \
-        thinvdi-data-destroy thinvdi-export thinvdi-import thinvdi-serve thinvdi-introduce thinvdi-forget thinvdi-hydrate
+        thinvdi-data-destroy thinvdi-export thinvdi-import thinvdi-serve thinvdi-introduce thinvdi-forget thinvdi-hydrate \
+        thinvdi-mirror thinvdi-mirror-stat thinvdi-mirror-stop
 
 APT_PACKAGES = lvm2 thin-provisioning-tools libdevmapper-dev liblvm2-dev libaio-dev libsqlite3-dev \
         e2fsprogs util-linux udev kmod jq openssl fio strace python3 sqlite3 qemu-utils nbdkit libnbd-bin \
