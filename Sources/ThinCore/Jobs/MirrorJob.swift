@@ -108,12 +108,10 @@ extension SRMirrors {
 /// loop, each poll a process; it costs one file and one dm status.
 public enum MirrorQueries {
     public static func progress(operation: String, host: Host) throws(ThinError) -> MirrorProgress {
-        guard let (sr, volume) = MirrorRecord.parse(operation: operation),
-              let record = MirrorRecords(names: SRNames(uuid: sr)).load(volume) else {
-            throw ThinError(.invalidArgument, "no mirror operation \"\(operation.prefix(200))\" on this host; list them "
-                            + "with thinvdi-mirror-stat")
-        }
-        return MirrorRecords(names: SRNames(uuid: sr)).progress(of: record, deviceMapper: host.deviceMapper)
+        guard let (sr, volume) = MirrorRecord.parse(operation: operation) else { throw MirrorRecords.unknown(operation) }
+        let records = MirrorRecords(names: SRNames(uuid: sr))
+        guard let record = records.load(volume) else { throw MirrorRecords.unknown(operation) }
+        return records.progress(of: record, deviceMapper: host.deviceMapper)
     }
 
     /// Every mirror of every SR attached on this host.

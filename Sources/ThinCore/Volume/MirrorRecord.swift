@@ -71,6 +71,12 @@ public struct MirrorProgress: Sendable, Equatable {
 struct MirrorRecords {
     let names: SRNames
 
+    /// The refusal of an operation id this host has no mirror for.
+    static func unknown(_ operation: String) -> ThinError {
+        ThinError(.invalidArgument, "no mirror operation \"\(operation.prefix(200))\" on this host; list them "
+                  + "with thinvdi-mirror-stat")
+    }
+
     func path(_ volume: UUID) -> String { "\(names.mirrorsDirectory)/\(volume.lowercased).json" }
     func logFile(_ volume: UUID) -> String { "\(names.mirrorsDirectory)/\(volume.lowercased).log" }
 

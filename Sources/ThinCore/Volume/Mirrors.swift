@@ -53,10 +53,7 @@ extension SRMirrors {
     /// The record of the mirror `operation` names in this SR.
     public func require(operation: String) throws(ThinError) -> MirrorRecord {
         guard let (srUUID, volume) = MirrorRecord.parse(operation: operation), srUUID == names.uuid,
-              let record = records.load(volume) else {
-            throw ThinError(.invalidArgument, "no mirror operation \"\(operation.prefix(200))\" on this host; list them "
-                            + "with thinvdi-mirror-stat")
-        }
+              let record = records.load(volume) else { throw MirrorRecords.unknown(operation) }
         return record
     }
 
@@ -81,7 +78,8 @@ extension SRMirrors {
             var log = MirrorDiskLog(regions: regions)
             for region in 0..<regions where !first.contains(region) { log.setInSync(region, true) }
             try System.writeBytes(records.logFile(volume.uuid), log.bytes)
-            record.logDevice = try await Self.attachLoop(records.logFile(volume.uuid))
+            record.logDevice = try await TemplateOrigins.attachLoop(records.logFile(volume.uuid), writable: true,
+                                                                   what: "the mirror's region log")
             try records.save(record)
             record.nbdDevice = try await connect(request.remote, seconds: request.connectSeconds, volume: volume)
             try records.save(record)
@@ -139,8 +137,7 @@ extension SRMirrors {
     /// smaller than 64 KiB (the kernel copies one region at a time) and no
     /// larger than the volume.
     static func regionBytes(blockBytes: UInt64, volumeBytes: UInt64) -> UInt64 {
-        let sectors = max(blockBytes / 512, 1)
-        var region = max(sectors & (~sectors &+ 1), 128)
+        var region = max(AttachedSR.regionSectors(blockBytes: blockBytes), 128)
         while region > 2, region * 512 > volumeBytes { region /= 2 }
         return region * 512
     }
@@ -159,14 +156,6 @@ extension SRMirrors {
             for region in run.offset / regionBytes...last { found.insert(region) }
         }
         return found
-    }
-
-    static func attachLoop(_ file: String) async throws(ThinError) -> String {
-        let output: String
-        do { output = try await ExternalCommand.check(Program.loopSetup, ["--find", "--show", file]) } catch {
-            throw .backend("cannot attach the mirror's region log \(file) to a loop device", error)
-        }
-        return output.split(whereSeparator: \.isWhitespace).first.map(String.init) ?? ""
     }
 
     /// The remote as /dev/nbdN, once its socket answers (xapi makes it a

@@ -221,10 +221,14 @@ struct TemplateOrigins {
         SchemeScripts.detach(record.uri, path: record.image)
     }
 
-    static func attachLoop(_ image: String) async throws(ThinError) -> String {
+    /// Attaches `file` to a free loop device (read-only unless `writable`).
+    static func attachLoop(_ file: String, writable: Bool = false,
+                           what: String = "the template image") async throws(ThinError) -> String {
         let output: String
-        do { output = try await ExternalCommand.check(Program.loopSetup, ["--find", "--show", "--read-only", image]) } catch {
-            throw .backend("cannot attach the template image \(image) to a loop device", error)
+        do {
+            output = try await ExternalCommand.check(Program.loopSetup, ["--find", "--show"] + (writable ? [] : ["--read-only"]) + [file])
+        } catch {
+            throw .backend("cannot attach \(what) \(file) to a loop device", error)
         }
         return output.split(whereSeparator: \.isWhitespace).first.map(String.init) ?? ""
     }
