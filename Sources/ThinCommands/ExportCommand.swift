@@ -14,7 +14,9 @@ public struct VDIExport: TransferTool {
             vmdk; without --format the file name's extension chooses (.qcow2, .vhd, .vmdk, else raw). A \
             snapshot exports as it is; a volume attached read-write is refused (a guest may be writing it: \
             export a snapshot of it). The image is written under a temporary name and renamed over FILE \
-            when whole, so a failed or cancelled export leaves FILE as it was. - writes a raw image to \
+            when whole, so a failed or cancelled export leaves FILE as it was; a FILE under a directory \
+            every user can write without the sticky bit is refused (another user could swap the temporary \
+            file for a link while root writes it). - writes a raw image to \
             standard output. With --base SNAPSHOT, only what changed since that earlier snapshot is written \
             (the same proof as thinvdi-changed), into a qcow2 or vmdk image whose backing file is the base's \
             own export: the file this host last exported SNAPSHOT to, or --base-image. qemu-img cannot write \
@@ -79,6 +81,10 @@ public struct VDIExport: TransferTool {
         }
         if file != "-", System.exists(file), System.blockDevice(file) == nil, !isRegularFile(file) {
             throw .init(.invalidArgument, "\(file) exists and is not a regular file or a block device; choose another path")
+        }
+        if file != "-", System.blockDevice(file) == nil, let directory = ReplaceableDirectories.first(above: file) {
+            throw .init(.invalidArgument, "\(directory) is writable by every user and not sticky: another user could "
+                        + "swap the image for a link while it is written; export into a directory only root can write")
         }
     }
 

@@ -10,6 +10,23 @@ import Glibc
 struct TransferTests {
     typealias Run = ExportExtents.Run
 
+    @Test("an export refuses directories every user can rearrange: world-writable without the sticky bit")
+    func replaceableDirectories() throws {
+        #expect(ReplaceableDirectories.lets(anyoneReplaceEntries: 0o40777))
+        #expect(!ReplaceableDirectories.lets(anyoneReplaceEntries: 0o41777))   // /tmp: others cannot rename root's file
+        #expect(!ReplaceableDirectories.lets(anyoneReplaceEntries: 0o40755))
+        #expect(!ReplaceableDirectories.lets(anyoneReplaceEntries: 0o40775))
+        let base = "/tmp/thinsr-replaceable-\(getpid())"
+        defer { rmdir(base + "/open/inner"); rmdir(base + "/open"); rmdir(base) }
+        #expect(mkdir(base, 0o755) == 0 && mkdir(base + "/open", 0o755) == 0 && mkdir(base + "/open/inner", 0o755) == 0)
+        #expect(ReplaceableDirectories.first(above: base + "/open/inner/image.qcow2") == nil)
+        #expect(chmod(base + "/open", 0o777) == 0)
+        // A parent every user can rearrange lets the image's own directory be swapped too.
+        #expect(ReplaceableDirectories.first(above: base + "/open/inner/image.qcow2") == base + "/open")
+        #expect(chmod(base + "/open", 0o1777) == 0)
+        #expect(ReplaceableDirectories.first(above: base + "/open/inner/image.qcow2") == nil)
+    }
+
     @Test("a whole export reads the mapped pool blocks, clipped to the size; the rest is zero")
     func wholeExport() {
         // 64 KiB blocks: 0..<2 and 5..<6 mapped, and block 9 past a 9.5-block volume's end is cut there.

@@ -85,6 +85,9 @@ refuse 'port' "thinvdi-mirror to a port out of range" thinvdi-mirror hostile v n
 refuse 'connect-timeout' "thinvdi-mirror --connect-timeout 0" thinvdi-mirror hostile v nbd://host/x --connect-timeout 0
 refuse 'no mirror operation' "thinvdi-mirror-stat of an id that is none" thinvdi-mirror-stat nonsense
 refuse 'not a mirror operation' "thinvdi-mirror-stop of an id that is none" thinvdi-mirror-stop nonsense
+# An export's temporary file in a directory every user can rearrange could be swapped for a link.
+mkdir -p "$work/open" && chmod 0777 "$work/open"
+refuse 'writable by every user' "thinvdi-export into a world-writable directory without the sticky bit" thinvdi-export hostile v "$work/open/v.qcow2"
 # Storage motion: compose needs both volumes; a holder's server names its own socket.
 refuse 'argument|parent' "thinvdi-compose without a parent" thinvdi-compose hostile child
 refuse 'holder.*--socket|--socket' "thinvdi-serve --holder with --socket" thinvdi-serve hostile v --holder 7 --socket /tmp/s

@@ -238,6 +238,30 @@ public enum System {
 /// A temporary file made exclusively (O_EXCL, O_NOFOLLOW) under an
 /// unpredictable name beside its final path: a program writing it as root
 /// never follows a link another user planted there.
+/// Directories whose entries any user can rename or replace: world-writable
+/// without the sticky bit. A file root writes there under a temporary name can
+/// be swapped for a link between its exclusive creation and the engine's open.
+public enum ReplaceableDirectories {
+    /// Whether a directory of this mode lets every user replace its entries.
+    public static func lets(anyoneReplaceEntries mode: mode_t) -> Bool {
+        mode & S_IWOTH != 0 && mode & S_ISVTX == 0
+    }
+
+    /// The first directory on the way to `path` (its own directory, then each
+    /// parent up to /) that every user can rearrange, or nil.
+    public static func first(above path: String) -> String? {
+        var directory = PathText.directory(of: System.absolutePath(path))
+        while true {
+            var info = stat()
+            if stat(directory, &info) == 0, (info.st_mode & S_IFMT) == S_IFDIR, lets(anyoneReplaceEntries: info.st_mode) {
+                return directory
+            }
+            if directory == "/" || directory.isEmpty { return nil }
+            directory = PathText.directory(of: directory)
+        }
+    }
+}
+
 public enum ExclusiveFile {
     public static func create(besides path: String, tag: String) throws(ThinError) -> String {
         let directory = PathText.directory(of: path)
