@@ -190,7 +190,7 @@ XURI=$(jq -r .uri <<< "$XD")
 check_eq "read-only: the URI nbdkit would give" "nbd+unix:///c1?socket=$XSOCK" "$XURI"
 check "served by qemu-nbd (this nbdkit has no extentlist filter)" pgrep -f "qemu-dp/bin/qemu-nbd .* -r --shared=0 "
 nbdinfo --json "$XURI" > "$XS/info.json"
-check_eq "read-only, 48 MiB" "true $((48 << 20))" "$(jq -r '.exports[0] | "\(.is_read_only) \(.export_size)"' "$XS/info.json")"
+check_eq "read-only, 48 MiB" "true $((48 << 20))" "$(jq -r '.exports[0] | "\(.is_read_only) \(.["export-size"])"' "$XS/info.json")"
 check_eq "its block status: every block data (as the man page says)" "all data $((48 << 20))" \
     "$(nbdinfo --map "$XURI" | awk '$3 != 0 {other = 1} {sum += $2} END {print (other ? "not all data" : "all data"), sum}')"
 check "qemu-img compare: the export holds the volume's bytes" \
