@@ -36,7 +36,8 @@ var targets: [Target] = [
 
     // Typed wrappers.
     .target(name: "ThinDeviceMapper", dependencies: ["CDeviceMapper", "CThinShims", "ThinTrace"]),
-    .target(name: "ThinLVM", dependencies: ["CLVM2Cmd", "ThinTrace"]),
+    // ThinTools: where no liblvm2cmd loads, LVM is its `lvm` command, run as every program is.
+    .target(name: "ThinLVM", dependencies: ["CLVM2Cmd", "ThinTools", "ThinTrace"]),
     .target(name: "ThinTools", dependencies: [
         "ThinTrace",
         .product(name: "Subprocess", package: "swift-subprocess"),

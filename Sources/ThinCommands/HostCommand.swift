@@ -10,12 +10,14 @@ public struct HostCheck: ToolCommand {
         discussion: """
             Probes the kernel's device-mapper targets (loading dm_thin_pool and dm_clone if need be), \
             thin-provisioning-tools' version, the host's liblvm2cmd and LVM master configuration \
-            (/etc/lvm/master, as XCP-ng's sm uses for writes), and the helper programs (qemu-img and qemu-nbd \
+            (/etc/lvm/master, as XCP-ng's sm uses for writes, THINSR_LVM_MASTER_DIR to name another), which \
+            LVM thinsr drives (liblvm2cmd in process, or the host's lvm command, one process per call, where \
+            no liblvm2cmd can be loaded or THINSR_LVM=command asks for it), and the helper programs (qemu-img and qemu-nbd \
             on PATH or in /usr/lib64/qemu-dp/bin, nbdkit and its filters, nbdcopy), then prints one line per \
             piece: present or not, its path or version, and, when missing, what thinsr does instead and the \
             package that provides it. The tools take the same probes when they choose a fallback: offline \
-            hydration without dm-clone, no live thin_check before thin-provisioning-tools 0.9, export and serve \
-            without nbdkit's filters. Exit status 69 when a piece thinsr cannot work without is missing.
+            hydration without dm-clone, no live thin_check before thin-provisioning-tools 0.9, export without \
+            nbdkit's filters, serve through qemu-nbd without nbdkit or its filters. Exit status 69 when a piece thinsr cannot work without is missing.
             """)
     public static let examples = [("thinsr-host", "What this host has, and what thinsr does about what it lacks."),
                                   ("thinsr-host --json | jq .features", "The features the probes decide.")]

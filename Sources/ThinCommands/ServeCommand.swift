@@ -9,7 +9,7 @@ public struct VDIServe: TransferTool {
         commandName: "thinvdi-serve",
         abstract: "Export a volume over NBD.",
         discussion: """
-            Runs nbdkit on the volume's device until it is stopped (SIGTERM or SIGINT, as systemd stops a \
+            Runs nbdkit (or qemu-nbd, see below) on the volume's device until it is stopped (SIGTERM or SIGINT, as systemd stops a \
             service), on a unix socket or a TCP port, and prints the export's URI once it accepts \
             connections. Read-only unless --writable, with base:allocation block status from the pool's \
             metadata, so nbdinfo --map shows holes where nothing is provisioned and nbdcopy or qemu-img copy \
@@ -21,6 +21,14 @@ public struct VDIServe: TransferTool {
             --tls-certificates the URI is nbds:// or nbds+unix://, which thinsr's nbd scheme opens (as a \
             template's URI) with the client credentials in /etc/thinsr/nbd-tls: the same keys.psk, or \
             ca-cert.pem, client-cert.pem and client-key.pem. \
+            Where nbdkit, or the filter the mode needs (extentlist read-only, limit with --writable), is \
+            missing (XCP-ng's nbdkit has no filters), qemu-nbd serves instead, from PATH or \
+            /usr/lib64/qemu-dp/bin, with the same URI, rules and pid file (any number of readers, one \
+            writer at a time); its block status then reports every block as data, so a copy reads the \
+            whole volume and writes zeros where nothing is provisioned. TLS needs nbdkit: without it \
+            --tls-psk and --tls-certificates are refused with Not_available (exit 69) before anything is \
+            attached. THINSR_NBD_SERVER=qemu-nbd picks qemu-nbd where nbdkit would serve. A server killed \
+            with SIGKILL leaves qemu-nbd running (it has no --exit-with-parent as nbdkit does). \
             With --holder (what xapi's datapath plugin runs), the device attached for that holder (its \
             thinvdi-attach --holder) is served as it is, read-write unless attached read-only, on a socket \
             thinsr names under its run directory (THINSR_RUN_DIR, /run/thinsr/nbd/), with the volume's \

@@ -1,5 +1,6 @@
 internal import CLVM2Cmd
 import Synchronization
+import ThinTools
 import ThinTrace
 #if canImport(Glibc)
 import Glibc
@@ -103,9 +104,40 @@ public enum LVMNames {
 
 /// LVM through liblvm2cmd: one in-process command interpreter, reused across
 /// calls. liblvm2cmd is not reentrant, so calls are serialized. The library is
-/// loaded on first use (see the CLVM2Cmd module map).
+/// loaded on first use (see the CLVM2Cmd module map). Where no liblvm2cmd can
+/// be loaded (or `THINSR_LVM=command` asks for it), the same command lines
+/// run through the host's `lvm` program, one process each: what it prints on
+/// standard output is read as the library's printed lines, and its error
+/// lines are the command's messages, so reports and errors read the same.
 public final class LVM: Sendable {
     public static let shared = LVM()
+
+    /// How this host's LVM is driven.
+    public enum Backend: Sendable, Equatable, CustomStringConvertible {
+        /// liblvm2cmd, loaded in this process (by this soname or path).
+        case library(String)
+        /// The `lvm` program at this path; `forced` when THINSR_LVM=command asked for it.
+        case command(String, forced: Bool)
+
+        public var description: String {
+            switch self {
+            case .library(let name): return "liblvm2cmd (\(name))"
+            case .command(let path, let forced):
+                return "the lvm command (\(path)): " + (forced ? "THINSR_LVM=command" : "no liblvm2cmd can be loaded")
+            }
+        }
+    }
+
+    /// `THINSR_LVM=command`: the lvm command even where liblvm2cmd loads (the
+    /// kernel suite runs both; and a way round a library that misbehaves).
+    public static var commandForced: Bool { getenv("THINSR_LVM").map { String(cString: $0) } == "command" }
+
+    /// The backend a command run now would use, probed without keeping
+    /// anything loaded (the host report); nil when the host has neither.
+    public static var hostBackend: Backend? {
+        if !commandForced, let name = libraryName { return .library(name) }
+        return Program.lvm.path.map { .command($0, forced: commandForced) }
+    }
 
     /// The three liblvm2cmd functions we call, resolved with dlsym.
     private struct Library {
@@ -134,7 +166,7 @@ public final class LVM: Sendable {
             }
             let detail = dlerror().map { String(cString: $0) } ?? "not found"
             return .failure(LVMError(command: "(load)", messages: [
-                "cannot load liblvm2cmd (\(detail)); install lvm2 and liblvm2-dev (see make deps)"]))
+                "cannot load liblvm2cmd (\(detail)) and no lvm command was found; install lvm2 (lvm2-libs on XCP-ng)"]))
         }
     }
 
@@ -150,13 +182,50 @@ public final class LVM: Sendable {
         }
     }
 
+    /// What runs the commands, once chosen.
+    private enum Engine {
+        case library(Library, UnsafeMutableRawPointer)
+        case command(Program)
+    }
+
     private struct State: @unchecked Sendable {
-        var library: Library?
-        var handle: UnsafeMutableRawPointer?
+        var engine: Engine?
     }
     private let state = Mutex(State())
+    /// Set by tests: the program to drive instead of probing the host.
+    private let commandProgram: Program?
 
-    private init() {}
+    private init() { commandProgram = nil }
+
+    /// LVM driven through the program at `path` (tests: a stand-in `lvm`).
+    init(commandAt path: String) { commandProgram = Program.at(path) }
+
+    /// The library unless THINSR_LVM=command; the `lvm` program where the library cannot be loaded.
+    private func chooseEngine() -> Result<Engine, LVMError> {
+        // LVM complains about inherited descriptors (e.g. a VM's console ports);
+        // the command closes them itself, the library leaves them.
+        setenv("LVM_SUPPRESS_FD_WARNINGS", "1", 0)
+        // Where the host keeps a master configuration (XCP-ng: dom0's default one
+        // has metadata_read_only = 1), thinsr writes with it, as sm does; the
+        // lvm command inherits it from this process's environment.
+        if let master = LVMConfiguration.masterDirectory { setenv("LVM_SYSTEM_DIR", master, 1) }
+        if let commandProgram { return .success(.command(commandProgram)) }
+        let loaded = Self.commandForced ? nil : Library.load()
+        if case .success(let library)? = loaded {
+            library.setLog { level, _, _, _, message in
+                guard let message else { return }
+                LVMLog.record(level: level, message: String(cString: message))
+            }
+            guard let handle = library.initialise() else {
+                return .failure(LVMError(command: "(load)", messages: ["liblvm2cmd failed to initialise"]))
+            }
+            return .success(.library(library, handle))
+        }
+        if Program.lvm.path != nil { return .success(.command(Program.lvm)) }
+        if case .failure(let error)? = loaded { return .failure(error) }
+        return .failure(LVMError(command: "(load)", messages: [
+            "THINSR_LVM=command but no lvm command was found; install lvm2"]))
+    }
 
     /// Runs one command (e.g. `["lvcreate", ...]`) and returns what it printed.
     @discardableResult
@@ -164,34 +233,45 @@ public final class LVM: Sendable {
         let command = arguments.map(\.text).joined(separator: " ")
         let start = ContinuousClock.now
         let result: Result<[String], LVMError> = state.withLock { state in
-            if state.handle == nil {
-                // LVM complains about inherited descriptors (e.g. a VM's console ports).
-                setenv("LVM_SUPPRESS_FD_WARNINGS", "1", 0)
-                // Where the host keeps a master configuration (XCP-ng: dom0's default one
-                // has metadata_read_only = 1), thinsr writes with it, as sm does.
-                if let master = LVMConfiguration.masterDirectory { setenv("LVM_SYSTEM_DIR", master, 1) }
-                switch Library.load() {
+            if state.engine == nil {
+                switch chooseEngine() {
                 case .failure(let error): return .failure(error)
-                case .success(let library):
-                    library.setLog { level, _, _, _, message in
-                        guard let message else { return }
-                        LVMLog.record(level: level, message: String(cString: message))
-                    }
-                    state.library = library
-                    state.handle = library.initialise()
+                case .success(let engine): state.engine = engine
                 }
             }
-            guard let library = state.library, let handle = state.handle else {
-                return .failure(LVMError(command: command, messages: ["liblvm2cmd failed to initialise"]))
+            switch state.engine {
+            case .library(let library, let handle)?:
+                LVMLog.reset()
+                let status = library.run(handle, command)
+                let (printed, errors) = LVMLog.take()
+                // lvm2_run returns LVM's ECMD_PROCESSED (1) on success.
+                return status == 1 ? .success(printed) : .failure(LVMError(command: command, messages: errors))
+            case .command(let program)?:
+                return Self.runCommand(program, arguments.map(\.text), command: command)
+            case nil:
+                return .failure(LVMError(command: command, messages: ["no LVM backend"]))
             }
-            LVMLog.reset()
-            let status = library.run(handle, command)
-            let (printed, errors) = LVMLog.take()
-            // lvm2_run returns LVM's ECMD_PROCESSED (1) on success.
-            return status == 1 ? .success(printed) : .failure(LVMError(command: command, messages: errors))
         }
         Trace.step("lvm", command, outcome: (try? result.get()) == nil ? "failed" : "ok", since: start)
         return try result.get()
+    }
+
+    /// One command through the `lvm` program: its standard output is what the
+    /// library would have printed; its error lines (warnings dropped, as the
+    /// library's log drops them, unless nothing else was said) are the messages.
+    static func runCommand(_ program: Program, _ words: [String], command: String) -> Result<[String], LVMError> {
+        let result: ExternalCommandResult
+        do { result = try ExternalCommand.runCollecting(program, words) } catch {
+            return .failure(LVMError(command: command, messages: [error.standardError]))
+        }
+        let printed = result.standardOutput.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
+        if result.exitStatus == 0 { return .success(printed.last == "" ? Array(printed.dropLast()) : printed) }
+        let said = result.standardError.split(separator: "\n").map { String($0.drop(while: \.isWhitespace)) }
+            .filter { !$0.isEmpty }
+        let errors = said.filter { !$0.hasPrefix("WARNING:") }
+        let messages = errors.isEmpty ? said : errors
+        return .failure(LVMError(command: command, messages: messages.isEmpty
+            ? ["\(program.name) exited with status \(result.exitStatus)"] : messages))
     }
 }
 

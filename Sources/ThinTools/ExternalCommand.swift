@@ -106,6 +106,70 @@ public enum ExternalCommand {
         return result.standardOutput
     }
 
+    /// Runs `program` to its end, synchronously, and returns what it printed
+    /// on each stream and its exit status whatever it is (for a seam whose
+    /// callers cannot await: LVM driven through its `lvm` command). Standard
+    /// input is /dev/null.
+    public static func runCollecting(_ program: Program, _ arguments: [String],
+                                     outputLimit: Int = 16 << 20) throws(ExternalCommandError) -> ExternalCommandResult {
+        let path = try requirePath(program, arguments)
+        let start = ContinuousClock.now
+        func failure(_ what: String, _ code: Int32) -> ExternalCommandError {
+            ExternalCommandError(program: program.name, arguments: arguments, exitStatus: nil,
+                                 standardError: "\(what): \(String(cString: strerror(code)))")
+        }
+        var output: [Int32] = [-1, -1], errors: [Int32] = [-1, -1]
+        guard pipe(&output) == 0 else { throw failure("pipe", errno) }
+        guard pipe(&errors) == 0 else {
+            let code = errno
+            output.forEach { close($0) }
+            throw failure("pipe", code)
+        }
+        // Close-on-exec at once: a program another thread starts meanwhile must not keep a write end open.
+        for end in output + errors { _ = fcntl(end, F_SETFD, FD_CLOEXEC) }
+        var readEnds = [output[0], errors[0]]
+        defer { readEnds.filter { $0 >= 0 }.forEach { close($0) } }
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_adddup2(&actions, output[1], 1)
+        posix_spawn_file_actions_adddup2(&actions, errors[1], 2)
+        let argv = ([path] + arguments).map { strdup($0) } + [nil]
+        defer { argv.forEach { free($0) } }
+        var pid: pid_t = 0
+        let spawned = posix_spawn(&pid, path, &actions, nil, argv, environ)
+        close(output[1])
+        close(errors[1])
+        guard spawned == 0 else {
+            Trace.step("exec", ([path] + arguments).joined(separator: " "), outcome: "failed to start", since: start)
+            throw failure("cannot start \(path)", spawned)
+        }
+        // Both streams are drained together: a program blocked writing one would never close the other.
+        var collected: [[UInt8]] = [[], []]
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        while readEnds.contains(where: { $0 >= 0 }) {
+            var polled = readEnds.map { pollfd(fd: $0, events: Int16(POLLIN), revents: 0) }
+            guard poll(&polled, nfds_t(polled.count), -1) >= 0 || errno == EINTR else { break }
+            for index in polled.indices where polled[index].fd >= 0 && polled[index].revents != 0 {
+                let count = buffer.withUnsafeMutableBytes { read(polled[index].fd, $0.baseAddress, $0.count) }
+                if count > 0 {
+                    if collected[index].count < outputLimit { collected[index] += buffer[0..<count] }
+                } else if count == 0 || errno != EINTR {
+                    close(readEnds[index])
+                    readEnds[index] = -1
+                }
+            }
+        }
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+        let signal = status & 0x7f
+        let code = signal == 0 ? (status >> 8) & 0xff : 128 + signal
+        Trace.step("exec", ([path] + arguments).joined(separator: " "), outcome: "exit \(code)", since: start)
+        return ExternalCommandResult(exitStatus: code, standardOutput: String(decoding: collected[0], as: UTF8.self),
+                                     standardError: String(decoding: collected[1], as: UTF8.self))
+    }
+
     /// Runs `program` to its end, synchronously, its output discarded (for
     /// undoing steps from places that cannot await: a release in a `defer`).
     /// Returns its exit status, or nil if it could not be started.

@@ -44,6 +44,8 @@ public struct Program: Sendable, Hashable, CustomStringConvertible {
     public static let loopSetup = Program("losetup", package: "util-linux")
     public static let timeout = Program("timeout", package: "coreutils")
     public static let loadModule = Program("modprobe", package: "kmod")
+    // LVM's command, where no liblvm2cmd can be loaded (ThinLVM runs it)
+    public static let lvm = Program("lvm", package: "lvm2")
     // qemu's tools and the NBD ones
     public static let qemuImage = Program("qemu-img", package: "qemu-utils (qemu-dp on XCP-ng)", alsoIn: qemuDirectories)
     public static let qemuNBD = Program("qemu-nbd", package: "qemu-utils (qemu-dp on XCP-ng)", alsoIn: qemuDirectories)

@@ -64,7 +64,10 @@ public struct FilesystemCheckResult: Sendable, Equatable {
 
 /// thin-provisioning-tools and the other installed helpers, run as processes.
 public struct ThinTools: HelperPrograms {
-    public init() {}
+    /// Where probes that cost a process keep their answers (see `ProbeCache`); nil: probe every time.
+    let probeCache: String?
+
+    public init(probeCache: String? = nil) { self.probeCache = probeCache }
 
     /// The outcome of `thin_check`.
     public struct CheckResult: Equatable, Sendable {
@@ -88,7 +91,7 @@ public struct ThinTools: HelperPrograms {
         }
     }
 
-    public func thinToolsVersion() async -> ToolVersion? { await ProgramProbes.thinToolsVersion() }
+    public func thinToolsVersion() async -> ToolVersion? { await ProgramProbes.thinToolsVersion(cacheDirectory: probeCache) }
 
     public func loadModule(_ name: String) async -> Bool { await ProgramProbes.loadModule(name) }
 

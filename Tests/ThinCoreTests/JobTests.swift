@@ -285,6 +285,57 @@ struct ServeJobTests {
     }
 }
 
+@Suite("serve without nbdkit's filters: qemu-nbd")
+struct ServeFallbackTests {
+    @Test("without nbdkit's extentlist filter a read-only server is qemu-nbd, read-only for any number of readers")
+    func readOnlyThroughQemuNBD() async throws {
+        let bench = try JobBench()
+        bench.system.state.withLock { $0.missing = ["nbdkit-filters"] }
+        let announced = Mutex<[String]>([])
+        try await ServeJob(bench.context).run(bench.serve()) { uri in announced.withLock { $0.append(uri) } }
+        #expect(announced.withLock { $0 } == ["nbd+unix:///disk?socket=\(bench.directory)/nbd.sock"], "the same URI")
+        #expect(bench.system.calls.contains("server qemu-nbd"))
+        let arguments = bench.system.lastArguments
+        #expect(arguments.contains("-r") && arguments.contains("--shared=0") && arguments.contains("-t"))
+        #expect(Array(arguments.drop { $0 != "-k" }.prefix(2)) == ["-k", "\(bench.directory)/nbd.sock"])
+        #expect(arguments.last == bench.sr.names.devicePath(key: "disk"))
+        #expect(!System.exists("\(bench.directory)/serve.pid"))
+        try bench.expectReleased()
+    }
+
+    @Test("without nbdkit a writable TCP server is qemu-nbd, one client at a time, and the device is flushed after it")
+    func writableThroughQemuNBD() async throws {
+        let bench = try JobBench()
+        bench.system.state.withLock { $0.missing = ["nbdkit"] }
+        var request = bench.serve(writable: true)
+        request.socket = nil
+        request.port = 10899
+        try await ServeJob(bench.context).run(request) { _ in }
+        let arguments = bench.system.lastArguments
+        #expect(bench.system.calls.contains("server qemu-nbd"))
+        #expect(Array(arguments.drop { $0 != "-b" }.prefix(4)) == ["-b", "127.0.0.1", "-p", "10899"])
+        #expect(!arguments.contains("-r") && !arguments.contains { $0.hasPrefix("--shared") }, "qemu-nbd's default: one client")
+        #expect(bench.sr.system.calls.contains("flush \(bench.sr.names.devicePath(key: "disk"))"))
+        try bench.expectReleased()
+    }
+
+    @Test("TLS without nbdkit, or neither engine, is refused in one line before anything is held")
+    func refusedBeforeHolding() async throws {
+        let bench = try JobBench()
+        bench.system.state.withLock { $0.missing = ["nbdkit"] }
+        var request = bench.serve()
+        request.tlsPSK = "/etc/keys.psk"
+        let tls = await #expect(throws: ThinError.self) { try await ServeJob(bench.context).run(request) { _ in } }
+        #expect(tls?.code == .notAvailable && tls?.message.contains("TLS needs nbdkit") == true)
+        #expect(tls?.message.contains("install nbdkit") == true && tls?.message.contains("\n") == false)
+        bench.system.state.withLock { $0.missing = ["nbdkit", "qemu-nbd"] }
+        let neither = await #expect(throws: ThinError.self) { try await ServeJob(bench.context).run(bench.serve()) { _ in } }
+        #expect(neither?.code == .notAvailable && neither?.message.contains("qemu-utils") == true)
+        #expect(bench.system.calls.isEmpty && !bench.attached())
+        #expect(try bench.holders().isEmpty)
+    }
+}
+
 @Suite("import job")
 struct ImportJobTests {
     func request(size: UInt64 = 1 << 20) -> ImportRequest {

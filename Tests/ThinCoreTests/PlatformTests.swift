@@ -2,7 +2,7 @@ import FoundationEssentials
 import Synchronization
 import Testing
 import ThinDeviceMapper
-import ThinLVM
+@testable import ThinLVM
 import ThinTools
 @testable import ThinCore
 #if canImport(Glibc)
@@ -81,9 +81,102 @@ struct PlatformTests {
         #expect(candidates.contains("/usr/lib64/liblvm2cmd.so.2.02"))
     }
 
+    @Test("a probe's answer is kept for its key only: a changed binary has another key")
+    func probeCache() throws {
+        let directory = "\(TestSR.root)/probes-\(UUID().lowercased.prefix(8))"
+        let program = "\(directory)/bin/thin_check"
+        try System.makeDirectories("\(directory)/bin")
+        try System.writeFile(program, "#!/bin/sh\necho 0.7.3\n")
+        let key = try #require(ProbeCache.key(program: program))
+        let file = "\(directory)/cache/thin-tools"
+        #expect(ProbeCache.value(in: file, key: key) == nil, "nothing kept yet")
+        ProbeCache.store("0.7.3", in: file, key: key)
+        #expect(ProbeCache.value(in: file, key: key) == "0.7.3")
+        #expect(ProbeCache.key(program: program) == key, "the same file, the same key")
+        try System.writeFile(program, "#!/bin/sh\necho 0.10.0\n")   // replaced: another size (and times)
+        let changed = try #require(ProbeCache.key(program: program))
+        #expect(changed != key && ProbeCache.value(in: file, key: changed) == nil)
+        #expect(ProbeCache.key(program: "\(directory)/bin/missing") == nil)
+    }
+
     @Test("the arguments are the ones the C library handed the program")
     func arguments() {
         #expect(ProcessArguments.current == CommandLine.arguments)
+    }
+}
+
+/// LVM driven through a stand-in `lvm` program (where no liblvm2cmd loads):
+/// the same command lines, reports and error messages as through the library.
+@Suite("LVM through its command", .serialized)
+struct LVMCommandTests {
+    /// A stand-in that logs its environment's LVM_SYSTEM_DIR and arguments,
+    /// prints a report as LVM 2.02/2.03 print `--reportformat json` (with a
+    /// warning on stderr), a system ID, or refuses a vgcreate as LVM does.
+    static func standIn() throws -> (directory: String, lvm: LVM) {
+        let directory = "\(TestSR.root)/lvm-command-\(UUID().lowercased.prefix(8))"
+        try System.makeDirectories(directory)
+        try System.writeFile("\(directory)/lvm", #"""
+            #!/bin/sh
+            echo "${LVM_SYSTEM_DIR:-none} $*" >> "$(dirname "$0")/calls"
+            case $1 in
+            vgs) printf '%s\n' '  {' '      "report": [' '          {' '              "vg": [' \
+                '                  {"vg_name":"vg0", "vg_size":"1073741824", "vg_free":"536870912", "vg_extent_size":"4194304", "vg_tags":"thinsr.sr=x,b", "vg_systemid":"host1"}' \
+                '              ]' '          }' '      ]' '  }'
+                echo "  WARNING: Not using device /dev/loop9 for PV x." >&2 ;;
+            systemid) echo "  system ID: host1" ;;
+            vgcreate) echo "  WARNING: a warning first." >&2; echo "  A volume group called vg0 already exists." >&2; exit 5 ;;
+            lvremove) echo "  WARNING: only a warning." >&2; exit 5 ;;
+            esac
+            """#)
+        chmod("\(directory)/lvm", 0o755)
+        try System.makeDirectories("\(directory)/master")
+        try System.writeFile("\(directory)/master/lvm.conf", "global {}\n")
+        return (directory, LVM(commandAt: "\(directory)/lvm"))
+    }
+
+    @Test("reports are read from its standard output, with the master configuration in its environment")
+    func reports() throws {
+        let (directory, lvm) = try Self.standIn()
+        setenv("THINSR_LVM_MASTER_DIR", "\(directory)/master", 1)
+        defer {
+            unsetenv("THINSR_LVM_MASTER_DIR")
+            unsetenv("LVM_SYSTEM_DIR")   // set for the stand-in: the process's environment is what lvm inherits
+        }
+        #expect(try lvm.volumeGroups() == [VolumeGroupReport(name: "vg0", sizeBytes: 1 << 30, freeBytes: 1 << 29,
+                                                               extentBytes: 4 << 20, tags: ["thinsr.sr=x", "b"],
+                                                               systemID: "host1")])
+        #expect(try lvm.localSystemID() == "host1")
+        #expect(System.readFile("\(directory)/calls") == """
+            \(directory)/master vgs --reportformat json --units b --nosuffix --options \
+            vg_name,vg_size,vg_free,vg_extent_size,vg_tags,vg_systemid
+            \(directory)/master systemid
+
+            """)
+    }
+
+    @Test("a failed command's error lines are its messages, warnings left out unless nothing else was said")
+    func errors() throws {
+        let (_, lvm) = try Self.standIn()
+        let refused = #expect(throws: LVMFailure.self) {
+            try lvm.createVolumeGroup("vg0", devices: ["/dev/loop0"], tags: [])
+        }
+        guard case .command(let error)? = refused else {
+            Issue.record("not a command failure: \(String(describing: refused))")
+            return
+        }
+        #expect(error.messages == ["A volume group called vg0 already exists."])
+        #expect(error.description == "lvm vgcreate --yes vg0 /dev/loop0 failed: A volume group called vg0 already exists.")
+        let warned = #expect(throws: LVMFailure.self) { try lvm.removeLogicalVolumes(group: "vg0", names: ["lv"]) }
+        guard case .command(let warning)? = warned else { return }
+        #expect(warning.messages == ["WARNING: only a warning."])
+    }
+
+    @Test("a command that cannot be started is a failure naming it, not a crash")
+    func missingProgram() {
+        let lvm = LVM(commandAt: "/nonexistent/lvm")
+        let failed = #expect(throws: LVMFailure.self) { try lvm.volumeGroups() }
+        guard case .command(let error)? = failed else { return }
+        #expect(error.description.contains("/nonexistent/lvm not found"))
     }
 }
 

@@ -10,7 +10,10 @@
 #   0.7.3 to -V and refuses --metadata-snap/-m with 0.7.3's usage and exit 1,
 #   and hands everything else to the real thin_check;
 # - qemu-img and qemu-nbd only under /usr/lib64/qemu-dp/bin, as qemu-dp keeps
-#   them; no nbdcopy; nbdkit without its filters (XCP-ng's package has none).
+#   them; no nbdcopy; nbdkit without its filters (XCP-ng's package has none),
+#   so thinvdi-serve falls back to qemu-nbd;
+# - for the host report and the first SR lifecycle, liblvm2cmd made unloadable
+#   (/dev/null bound over it): LVM is then driven through its lvm command.
 # Everything is put back at the end: the lab's other parts share this lane.
 
 test_begin "the lab in XCP-ng 8.3's shape"
@@ -63,6 +66,10 @@ XCPNG_FILTERS=$(nbdkit --dump-config | sed -n 's/^filterdir=//p')
 mount -t tmpfs xcpng-filters "$XCPNG_FILTERS"
 check "qemu-img is not on PATH, only in qemu-dp's directory" bash -c '! qemu-img --version >/dev/null 2>&1 && /usr/lib64/qemu-dp/bin/qemu-img --version >/dev/null'
 
+# No liblvm2cmd can be loaded (a host without lvm2-libs): thinsr runs the lvm command instead.
+XCPNG_LVMLIB=$(readlink -f /usr/lib/x86_64-linux-gnu/liblvm2cmd.so.2.03)
+mount --bind /dev/null "$XCPNG_LVMLIB"
+
 test_begin "thinsr-host: what this host lacks, what thinsr does instead"
 thinsr-host --json > "$XS/host.json"; status=$?
 check_eq "nothing thinsr cannot work without is missing (exit 0)" 0 "$status"
@@ -75,27 +82,39 @@ check_eq "thin-provisioning-tools' version read from the stand-in" "version 0.7.
     "$(jq -r '.probes[] | select(.name == "thin-provisioning-tools") | .detail' "$XS/host.json")"
 check "the LVM configuration in use is the master one" \
     grep -q "master: writes use $XS/lvm-master" <(jq -r '.probes[] | select(.name == "LVM configuration") | .detail' "$XS/host.json")
+check "LVM is its lvm command, since no liblvm2cmd can be loaded" grep -qx "the lvm command (.*/lvm): no liblvm2cmd can be loaded" \
+    <(jq -r '.probes[] | select(.name == "LVM") | .detail' "$XS/host.json")
 check "the text report names dm-clone's package and the offline hydration" \
     bash -c 'thinsr-host | grep -q "^without dm-clone (clone target): thinvdi-hydrate copies detached volumes offline.*install the kernel (dm_clone module, Linux 5.4 or later)$"'
 
-test_begin "SR and volume lifecycle with LVM's writes through the master configuration"
+test_begin "SR and volume lifecycle through the lvm command, writes through the master configuration"
 new_loop XD1 600
-XSR=$(thinsr-create --name xcpng --device "$XD1" --pool-size 400M)
+XSR=$(thinsr-create --name xcpng --device "$XD1" --pool-size 400M -v 2> "$XS/create.log")
 check "thinsr-create under a read-only default configuration" test -n "$XSR"
+check "every LVM call was the lvm command (vgcreate and lvs among them)" \
+    bash -c "grep -q 'exec [^ ]*/lvm vgcreate ' '$XS/create.log' && grep -q 'exec [^ ]*/lvm lvs ' '$XS/create.log'"
 XVG=$(vg_of "$XSR")
 check "the VG's metadata backup was written through the master configuration" test -s "$XS/master-backup/$XVG"
 XV=$(thinvdi-create xcpng --name v1 --size 32M)
 thinvdi-snapshot xcpng "$XV" >/dev/null
+XR=$(thinvdi-create xcpng --name r1 --size 8M --preallocate)
+check_eq "a preallocated volume is an LV the lvm command made" 1 "$(lvs --noheadings -o lv_name "$XVG" | grep -c "_r")"
+check "and the lvm command removes it" thinvdi-destroy xcpng "$XR"
 check "thinsr-detach" thinsr-detach xcpng
 check "thinsr-attach" thinsr-attach "$XSR"
+umount "$XCPNG_LVMLIB"   # liblvm2cmd again from here on, as XCP-ng's lvm2-libs has it
 
 test_begin "thinsr-check with thin-provisioning-tools 0.7.3: live metadata not checked, never damaged"
-thinsr-check xcpng > "$XS/check.out"; status=$?
+touch "$XS/bin/thin_check"   # changed since thinsr-host probed it: to be probed again
+thinsr-check -v xcpng > "$XS/check.out" 2> "$XS/check.log"; status=$?
 check_eq "an attached SR checks clean (exit 0)" 0 "$status"
+check "a changed thin_check is probed again (thin_check -V runs)" grep -q "exec $XS/bin/thin_check -V:" "$XS/check.log"
 check "it says the live metadata was not checked, and why" \
     grep -q "^note: live metadata not checked: thin-provisioning-tools 0.7.3 is older than 0.9" "$XS/check.out"
 check_eq "--json: metadata not checked, clean" "not checked clean" \
-    "$(thinsr-check --json xcpng | jq -r '"\(.metadata) \(.result)"')"
+    "$(thinsr-check --json -v xcpng 2> "$XS/check2.log" | jq -r '"\(.metadata) \(.result)"')"
+check "the next check takes the version cached for this boot (no thin_check -V)" \
+    bash -c "grep -q 'exec ' '$XS/check2.log' && ! grep -q 'thin_check -V' '$XS/check2.log'"
 check "thinsr-detach" thinsr-detach xcpng
 check "a detached SR is checked in full (thin_check without -m works in 0.7.3)" thinsr-check xcpng
 check "thinsr-attach" thinsr-attach "$XSR"
@@ -157,6 +176,41 @@ thinvdi-export xcpng "$XC" - > "$XS/stdout.raw"
 check "to standard output, every byte in order" cmp "$XS/stdout.raw" "$XS/out.raw"
 check_eq "no scratch image is left beside the exports" "expected out.qcow2 out.raw own.raw stdout.raw" \
     "$(cd "$XS" && ls -A | grep -E '^(\.|out|stdout|expected|own)' | LC_ALL=C sort | tr '\n' ' ' | sed 's/ $//')"
+
+test_begin "thinvdi-serve without nbdkit's filters: qemu-nbd from qemu-dp's directory"
+# xcpng_stop_server PID: as a sysadmin would (SIGTERM), waited for (at most 10 s).
+xcpng_stop_server() {
+    kill -TERM "$1" 2>/dev/null
+    for _ in $(seq 100); do kill -0 "$1" 2>/dev/null || return 0; sleep 0.1; done
+    kill -KILL "$1" 2>/dev/null; return 1
+}
+XSOCK=$XS/serve.sock
+XD=$(thinvdi-serve xcpng "$XC" --socket "$XSOCK" --detach --json)
+XURI=$(jq -r .uri <<< "$XD")
+check_eq "read-only: the URI nbdkit would give" "nbd+unix:///c1?socket=$XSOCK" "$XURI"
+check "served by qemu-nbd (this nbdkit has no extentlist filter)" pgrep -f "qemu-dp/bin/qemu-nbd .* -r --shared=0 "
+nbdinfo --json "$XURI" > "$XS/info.json"
+check_eq "read-only, 48 MiB" "true $((48 << 20))" "$(jq -r '.exports[0] | "\(.is_read_only) \(.["export-size"])"' "$XS/info.json")"
+check_eq "its block status: every block data (as the man page says)" "all data $((48 << 20))" \
+    "$(nbdinfo --map "$XURI" | awk '$3 != 0 {other = 1} {sum += $2} END {print (other ? "not all data" : "all data"), sum}')"
+check "qemu-img compare: the export holds the volume's bytes" \
+    /usr/lib64/qemu-dp/bin/qemu-img compare -q -f raw -F raw "$XS/out.raw" "$XURI"
+check "SIGTERM stops it" xcpng_stop_server "$(jq -r .pid <<< "$XD")"
+check_eq "no qemu-nbd, socket or pid file is left" "0 no no" \
+    "$(pgrep -c qemu-nbd) $([ -e "$XSOCK" ] && echo yes || echo no) $([ -e "$(jq -r .pid_file <<< "$XD")" ] && echo yes || echo no)"
+XD=$(thinvdi-serve xcpng "$XC" --socket "$XSOCK" --writable --detach --json)
+check "--writable: qemu-io writes 1 MiB through it" \
+    qemu-io -f raw -c "write -P 0x5a 0 1M" "$(jq -r .uri <<< "$XD")"
+check "SIGTERM stops the writable server" xcpng_stop_server "$(jq -r .pid <<< "$XD")"
+{ head -c 1M /dev/zero | tr '\0' Z; tail -c +$(((1 << 20) + 1)) "$XS/expected"; } > "$XS/written"
+XCP=$(thinvdi-attach --read-only xcpng "$XC")
+check "the volume holds the write and the rest unchanged" cmp -n $((48 << 20)) "$XCP" "$XS/written"
+thinvdi-detach xcpng "$XC"
+: > "$XS/keys.psk"
+expect_failure 69 "TLS without nbdkit's filters is refused before anything is held" \
+    thinvdi-serve xcpng "$XC" --socket "$XSOCK" --tls-psk "$XS/keys.psk"
+check "the line names TLS, the missing filter and nbdkit's package" \
+    grep -q "serving with TLS needs nbdkit with its extentlist filter.*install nbdkit" /tmp/ef.err
 check "the template can be forgotten now nothing reads it" thinvdi-forget xcpng base
 # (The suite's own metadata checks use the real thin_check.)
 PATH=$XCPNG_SAVED_PATH check_pool_agrees "$XSR" "after offline hydration"
@@ -165,6 +219,7 @@ check "the VG's backups never went to the default configuration's directory" tes
 free_loop "$XD1"
 
 # Put the lab back as it was.
+umount "$XCPNG_LVMLIB" 2>/dev/null   # (if the lifecycle section did not)
 umount "$XCPNG_FILTERS"
 for program in qemu-img qemu-nbd nbdcopy; do umount /usr/bin/$program 2>/dev/null; done
 umount /usr/lib64

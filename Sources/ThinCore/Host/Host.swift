@@ -19,8 +19,8 @@ public struct Host: Sendable {
         self.system = system
     }
 
-    public static let live = Host(deviceMapper: DeviceMapper(), lvm: LVM.shared, programs: ThinTools(),
-                                  system: LinuxSystem())
+    public static let live = Host(deviceMapper: DeviceMapper(), lvm: LVM.shared,
+                                  programs: ThinTools(probeCache: Paths.probeCache), system: LinuxSystem())
 }
 
 /// The host operations the core's decisions depend on beyond the three tools:

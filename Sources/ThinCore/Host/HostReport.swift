@@ -66,7 +66,12 @@ public struct HostReport: Sendable {
 
     private mutating func probeLVM() {
         let library = LVM.libraryName
-        add("liblvm2cmd", library != nil, library ?? "no liblvm2cmd.so.2.03 or .so.2.02 found",
+        add("liblvm2cmd", library != nil, library ?? "no liblvm2cmd.so.2.03 or .so.2.02 can be loaded",
+            without: "thinsr runs the lvm command instead, one process per LVM call",
+            package: "lvm2 (lvm2-libs on XCP-ng)")
+        // Which one thinsr uses (THINSR_LVM=command picks the command where the library loads).
+        let backend = LVM.hostBackend
+        add("LVM", backend != nil, backend.map { "\($0)" } ?? "neither liblvm2cmd nor the lvm command found",
             without: "no SR can be created, attached or listed", package: "lvm2 (lvm2-libs on XCP-ng)", required: true)
         let master = LVMConfiguration.masterDirectory
         // Informational: a host without a master configuration writes with its default one.

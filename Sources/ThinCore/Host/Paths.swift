@@ -11,6 +11,8 @@ public enum Paths {
     public static var stateRoot: String { environment("THINSR_STATE_DIR") ?? "/var/lib/thinsr" }
     /// The SRs' lock files: on tmpfs beside, never inside, their catalog mounts.
     static var lockRoot: String { "\(runRoot)/locks" }
+    /// Answers of costly probes, kept for this boot (`ProbeCache`).
+    static var probeCache: String { "\(runRoot)/probes" }
     /// Taken while a free /dev/nbdN is chosen and connected, by thinsr and
     /// by the nbd scheme script alike; root's own, never world-writable /run/lock.
     static var nbdLock: String { "\(lockRoot)/nbd.lock" }

@@ -53,8 +53,9 @@ public struct ServeRequest: Sendable {
 
 /// An NBD server as a job: the lease (read-only with the pool's block
 /// status, or read-write for this process alone) taken in one phase, nbdkit
-/// run until it stops (a cancel signal stops it: that is how a server ends),
-/// the lease released in a last phase.
+/// (or qemu-nbd where nbdkit or its filter is missing) run until it stops (a
+/// cancel signal stops it: that is how a server ends), the lease released in
+/// a last phase.
 public struct ServeJob: Sendable {
     public let context: JobContext
 
@@ -62,44 +63,91 @@ public struct ServeJob: Sendable {
 
     /// Serves until the server stops; `ready` gets the URI once it accepts connections.
     public func run(_ request: ServeRequest, ready: @escaping @Sendable (String) -> Void) async throws(ThinError) {
+        // Chosen before the lease: a mode no engine here can serve changes nothing.
+        let engine = try await Self.plainEngine(for: request, system: context.system)
         let (lease, extents) = try await VolumeLease.acquire(request.volume, mode: request.writable ? .writing : .reading,
                                                             context: context) { sr throws(ThinError) -> ExportExtents? in
-            request.writable ? nil : try await sr.exportExtents(of: request.volume)
+            // Only nbdkit's extentlist filter reads the pool's mappings; qemu-nbd reports every block as data.
+            request.writable || engine != Program.nbdkit ? nil : try await sr.exportExtents(of: request.volume)
         }
         try await lease.whileHeld { lease throws(ThinError) in
             defer { if let pidFile = request.pidFile { System.removeFile(pidFile) } }
-            try await serve(request, lease: lease, extents: extents, ready: ready)
+            try await serve(request, engine: engine, lease: lease, extents: extents, ready: ready)
         }
     }
 
-    private func serve(_ request: ServeRequest, lease: VolumeLease, extents: ExportExtents?,
+    /// The engine of a plain server, chosen before anything is held: nbdkit's
+    /// file plugin under the filter the mode needs (extentlist for the pool's
+    /// block status, limit for one writer at a time), else qemu-nbd with the
+    /// same rules (it reports every block as data). XCP-ng's nbdkit has no
+    /// filters and may be missing; qemu-nbd is always in qemu-dp's directory.
+    /// TLS is served by nbdkit only. `THINSR_NBD_SERVER=qemu-nbd` picks qemu-nbd.
+    static func plainEngine(for request: ServeRequest, system: any JobSystem) async throws(ThinError) -> Program {
+        let filter = request.writable ? "limit" : "extentlist"
+        let forced = Paths.environment("THINSR_NBD_SERVER") == "qemu-nbd"
+        let hasNBDKit = !forced && system.path(of: Program.nbdkit) != nil
+        if hasNBDKit, await system.nbdkitFilters().contains(filter) { return Program.nbdkit }
+        let lacking = forced ? "THINSR_NBD_SERVER=qemu-nbd asks for qemu-nbd"
+            : hasNBDKit ? "this host's nbdkit has no \(filter) filter" : "this host has no nbdkit"
+        if request.tlsCertificates != nil || request.tlsPSK != nil {
+            throw ThinError(.notAvailable, "serving with TLS needs nbdkit with its \(filter) filter, and \(lacking); "
+                            + "install \(Program.nbdkit.package) with its filters, or serve without TLS")
+        }
+        guard system.path(of: Program.qemuNBD) != nil else {
+            throw ThinError(.notAvailable, "serving NBD needs nbdkit with its \(filter) filter or qemu-nbd, and "
+                            + "\(lacking) and no qemu-nbd; install \(Program.nbdkit.package) with its filters, or "
+                            + Program.qemuNBD.package)
+        }
+        return Program.qemuNBD
+    }
+
+    /// qemu-nbd's options for the same server: persistent (-t) like nbdkit,
+    /// any number of readers, one client at a time when writable (its default
+    /// --shared=1, as nbdkit's limit=1), discards passed down as nbdkit's file
+    /// plugin passes trims; the pid file is written once it listens.
+    static func qemuNBDArguments(_ request: ServeRequest, export: String, device: String, readyFile: String) -> [String] {
+        var arguments = ["-f", "raw", "-x", export, "-t", "--pid-file", readyFile]
+        if let socket = request.socket { arguments += ["-k", System.absolutePath(socket)] }
+        if let port = request.port { arguments += ["-b", request.bind ?? "127.0.0.1", "-p", String(port)] }
+        arguments += request.writable ? ["--discard=unmap"] : ["-r", "--shared=0"]
+        return arguments + [device]
+    }
+
+    private func serve(_ request: ServeRequest, engine: Program, lease: VolumeLease, extents: ExportExtents?,
                        ready: @escaping @Sendable (String) -> Void) async throws(ThinError) {
         let extentFile = lease.scratchFile("serve", "extents")
         let readyFile = lease.scratchFile("serve", "ready")
         System.removeFile(readyFile)
         let export = request.exportName ?? lease.volume.key
-        var arguments = ["-f", "--exit-with-parent", "-P", readyFile] + request.listenArguments(export: export)
-        if let extents {
+        let arguments: [String]
+        if engine != Program.nbdkit {
+            arguments = Self.qemuNBDArguments(request, export: export, device: lease.device, readyFile: readyFile)
+        } else if let extents {
             try System.writeFile(extentFile, extents.extentList)
-            arguments += ["-r", "--filter=extentlist", "file", "file=\(lease.device)", "extentlist=\(extentFile)"]
+            arguments = ["-f", "--exit-with-parent", "-P", readyFile] + request.listenArguments(export: export)
+                + ["-r", "--filter=extentlist", "file", "file=\(lease.device)", "extentlist=\(extentFile)"]
         } else {
-            arguments += ["--filter=limit", "file", "file=\(lease.device)", "limit=1"]
+            arguments = ["-f", "--exit-with-parent", "-P", readyFile] + request.listenArguments(export: export)
+                + ["--filter=limit", "file", "file=\(lease.device)", "limit=1"]
         }
         let address = request.uri(export: export)
         let announce = request.pidFile
         let status: Int32
         do {
-            status = try await context.system.runServer(Program.nbdkit, arguments, readyFile: readyFile) {
+            status = try await context.system.runServer(engine, arguments, readyFile: readyFile) {
                 ready(address)
                 if let announce { try? System.writeFile(announce, "\(getpid())\n") }
             }
         } catch {
-            throw ThinError(.backendFailure, "cannot run nbdkit: \(error)")
+            throw ThinError(.backendFailure, "cannot run \(engine.name): \(error)")
         }
+        System.removeFile(readyFile)
         if let socket = request.socket { System.removeFile(System.absolutePath(socket)) }
+        // What a client wrote reaches the pool before the lease lets the device go.
+        if request.writable { try context.host.system.flushDevice(lease.device) }
         guard context.cancelled || status == 0 else {
-            throw ThinError(.backendFailure, "nbdkit exited with status \(status) serving \(lease.volume.key) (see its "
-                            + "messages above)")
+            throw ThinError(.backendFailure, "\(engine.name) exited with status \(status) serving \(lease.volume.key) "
+                            + "(see its messages above)")
         }
     }
 }
