@@ -50,9 +50,9 @@ wait_copying() {
     return 1
 }
 # never_back FILE: the numbers in FILE, one a line, never decrease.
-never_back() { sort -g -c "$1" 2>/dev/null || ! diff <(sort -g "$1") "$1"; }
+never_back() { sort -g -c "$1" 2>/dev/null || diff <(sort -g "$1") "$1"; }
 # elapsed_ms START: milliseconds since START (an $EPOCHREALTIME), by the shell alone.
-elapsed_ms() { local now=${EPOCHREALTIME/./} then=${1/./}; echo $(( (10#$now - 10#$then) / 1000 )); }
+elapsed_ms() { local now=${EPOCHREALTIME/[.,]/} then=${1/[.,]/}; echo $(( (10#$now - 10#$then) / 1000 )); }
 # wait_in_sync OPERATION: polls thinvdi-mirror-stat until complete (or failed); the progress seen goes to $MS.progress.
 wait_in_sync() {
     : > "$MS.progress"
