@@ -299,6 +299,34 @@ for step in mirror-table-restored mirror-source-removed mirror-remote-disconnect
 done
 stop_server
 
+test_begin "copy_into_sr: a snapshot copied to the other SR through the installed plugins, as xapi does it"
+export THINSR_TOOLS_DIR=$THINSR_SCRATCH/bin
+vp() { echo "$2" | "$plugin_root/volume/org.xen.xapi.storage.thinsr/$1" --json; }
+SURI="thinsr://$MSA/$SNAP"
+snap_size=$(thinvdi-stat --json motion-a "$SNAP" | jq -r .virtual_size)
+LEAF=$(vp Volume.create "{\"dbg\":\"t\",\"sr\":\"$MSB\",\"name\":\"copy\",\"description\":\"\",\"size\":$snap_size,\"sharable\":false}" | jq -r .key)
+LURI="thinsr://$MSB/$LEAF"
+NBD_URI=$(dp Datapath.attach "{\"dbg\":\"t\",\"uri\":\"$LURI\",\"domain\":\"CP1\"}" | jq -r '.implementations[] | select(.[0] == "Nbd") | .[1].uri')
+dp Datapath.activate "{\"dbg\":\"t\",\"uri\":\"$LURI\",\"domain\":\"CP1\"}" > /dev/null
+SOURCE=$(dp Datapath.attach "{\"dbg\":\"t\",\"uri\":\"$SURI\",\"domain\":\"0\"}" | jq -r '.implementations[] | select(.[0] == "BlockDevice") | .[1].path')
+dp Datapath.activate_readonly "{\"dbg\":\"t\",\"uri\":\"$SURI\",\"domain\":\"0\"}" > /dev/null
+check "the snapshot's block device is copied to the leaf's Nbd uri (qemu-img standing for sparse_dd)" \
+    qemu-img convert -n -f raw -O raw "$SOURCE" "$NBD_URI"
+dp Datapath.deactivate "{\"dbg\":\"t\",\"uri\":\"$SURI\",\"domain\":\"0\"}" > /dev/null
+dp Datapath.detach "{\"dbg\":\"t\",\"uri\":\"$SURI\",\"domain\":\"0\"}" > /dev/null
+dp Datapath.deactivate "{\"dbg\":\"t\",\"uri\":\"$LURI\",\"domain\":\"CP1\"}" > /dev/null
+dp Datapath.detach "{\"dbg\":\"t\",\"uri\":\"$LURI\",\"domain\":\"CP1\"}" > /dev/null
+check "Volume.set content_id" vp Volume.set "{\"dbg\":\"t\",\"sr\":\"$MSB\",\"key\":\"$LEAF\",\"k\":\"content_id\",\"v\":\"c1\"}"
+COPY=$(vp Volume.snapshot "{\"dbg\":\"t\",\"sr\":\"$MSB\",\"key\":\"$LEAF\"}" | jq -r .key)
+check "Volume.destroy of the leaf, which has a snapshot" vp Volume.destroy "{\"dbg\":\"t\",\"sr\":\"$MSB\",\"key\":\"$LEAF\"}"
+SP=$(thinvdi-attach --read-only motion-a "$SNAP")
+CP=$(thinvdi-attach --read-only motion-b "$COPY")
+check "cmp: the copy in the other SR is the snapshot, byte for byte" cmp "$SP" "$CP"
+check_eq "and it keeps the content_id" "c1" "$(thinvdi-stat --json motion-b "$COPY" | jq -r .keys.content_id)"
+thinvdi-detach motion-a "$SNAP"; thinvdi-detach motion-b "$COPY"
+check_eq "no NBD server or nbd client left" "" "$(pgrep -a 'nbdkit|qemu-nbd'; for pid in /sys/block/nbd*/pid; do [ -e "$pid" ] && echo "$pid"; done)"
+unset THINSR_TOOLS_DIR
+
 test_begin "mirror: the destination pool full fails the mirror (at the latest at its end), never the guest"
 new_loop MC 64
 MSC=$(thinsr-create --name motion-c --device "$MC" --pool-size 8M --on-full error)
