@@ -346,14 +346,16 @@ echo "     (before the end, thinvdi-mirror-stat said: $(jq -c '{failed, complete
 head -c 65536 /dev/urandom > "$MS/full.bin"
 check "the guest's writes go on" dd if="$MS/full.bin" of="$P" bs=64K seek=2 count=1 oflag=direct conv=notrunc status=none
 check "and the volume holds them" cmp -n 65536 -i 0:$((2 * 65536)) "$MS/full.bin" "$P"
-check "the domain's detach ends it as failed (the remote could not keep what it took)" \
-    bash -c "thinvdi-detach --holder vm18 motion-a '$SV' && thinvdi-mirror-stat --json '$OP' | jq -e '.state == \"failed\" and .failed'"
+thinvdi-detach --holder vm18 motion-a "$SV"; detach_status=$?
+thinvdi-mirror-stat --json "$OP" > "$MS.stat"
+check "the domain's detach ends it as failed, the remote having failed (detach $detach_status: $(jq -c '{state, failed, failure}' "$MS.stat"))" \
+    jq -e '.state == "failed" and .failed' "$MS.stat"
 IFS=/ read -r pool_used pool_total < <(pool_status_field "$MSC" 3)
 check "the destination's pool is full, $pool_used of $pool_total blocks (its server's writes reach it by the end's flush at the latest)" \
     test -n "$pool_total" -a "$pool_used" = "$pool_total"
 check_eq "nothing left" "" "$(mirror_leftovers "$MSA")"
 stop_server
-thinsr-destroy --force "$MSC" > /dev/null
+thinsr-detach --force "$MSC" > /dev/null; thinsr-destroy --force "$MSC" > /dev/null
 free_loop "$MC"
 
 thinsr-destroy --force "$MSA" > /dev/null
