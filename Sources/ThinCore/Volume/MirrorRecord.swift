@@ -87,6 +87,9 @@ struct MirrorRecords {
     func logFile(_ volume: UUID) -> String { "\(names.mirrorsDirectory)/\(volume.lowercased).log" }
     /// The highest progress reported for the running mirror (see `progress`).
     func progressFile(_ volume: UUID) -> String { "\(names.mirrorsDirectory)/\(volume.lowercased).progress" }
+    /// Made the first time a status read sees a leg or the log fail: the
+    /// kernel forgets the failure once its (failed) recovery ends.
+    func failedFile(_ volume: UUID) -> String { "\(names.mirrorsDirectory)/\(volume.lowercased).failed" }
 
     func load(_ volume: UUID) -> MirrorRecord? {
         guard let text = System.readFile(path(volume)) else { return nil }
@@ -108,6 +111,7 @@ struct MirrorRecords {
         System.removeFile(path(volume))
         System.removeFile(logFile(volume))
         System.removeFile(progressFile(volume))
+        System.removeFile(failedFile(volume))
     }
 
     func all() -> [MirrorRecord] {
@@ -133,7 +137,11 @@ struct MirrorRecords {
                                   progress: highest(record, now: 0), inSyncRegions: record.inSyncAtStart)
         }
         let now = Self.fraction(inSync: status.inSyncRegions, of: status.totalRegions, atStart: record.inSyncAtStart)
-        return MirrorProgress(record: record, failed: !status.isHealthy, complete: status.isHealthy && status.isInSync,
+        // dm-raid1 without handle_errors counts a failed region's recovery as done and, when the count is whole,
+        // clears every leg's errors (reset_ms_flags): a failure seen once stays.
+        if !status.isHealthy { try? System.touch(failedFile(record.volume)) }
+        let failed = !status.isHealthy || System.exists(failedFile(record.volume))
+        return MirrorProgress(record: record, failed: failed, complete: !failed && status.isInSync,
                               progress: highest(record, now: now), inSyncRegions: status.inSyncRegions)
     }
 

@@ -82,6 +82,7 @@ extension SRMirrors {
                                   key: volume.key, remote: request.remote.uri, domain: request.domain, owner: owner,
                                   regionBytes: regionBytes, regions: regions, inSyncAtStart: 0, state: .starting)
         System.removeFile(records.progressFile(volume.uuid))   // a last mirror's: this one starts from 0
+        System.removeFile(records.failedFile(volume.uuid))
         try records.save(record)
         do throws(ThinError) {
             // The provisioned regions, read before the switch; `patch` adds what the guest provisioned meanwhile.
@@ -346,6 +347,7 @@ extension SRMirrors {
         record.failure = final == .failed ? (failure ?? record.failure ?? "the remote failed or the mirror ended early") : nil
         try records.save(record)
         System.removeFile(records.progressFile(record.volume))   // the record holds it now
+        System.removeFile(records.failedFile(record.volume))
         return record
     }
 
