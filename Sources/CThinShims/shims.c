@@ -105,6 +105,12 @@ int CThinShims_discard_range(int descriptor, uint64_t offset, uint64_t length) {
     return ioctl(descriptor, BLKDISCARD, range) == 0 ? 0 : -errno;
 }
 
+#include <linux/nbd.h>
+
+int CThinShims_nbd_set_timeout(int descriptor, unsigned long seconds) {
+    return ioctl(descriptor, NBD_SET_TIMEOUT, seconds) == 0 ? 0 : -errno;
+}
+
 /* glibc calls the main program's .init_array entries with argc, argv and envp. */
 static int captured_argument_count;
 static char *const *captured_arguments;

@@ -22,8 +22,9 @@ public struct VDIMirror: TransferTool {
             --background the tool waits until the copy is whole and prints the operation. A detached \
             volume is attached for this run, copied whole, flushed and detached again: a copy to the \
             remote. SIGINT or SIGTERM stops the mirror (exit status 130); what was copied stays on the \
-            remote. A remote that fails drops out of the mirror: the volume runs on unharmed and \
-            thinvdi-mirror-stat says failed.
+            remote. A remote that fails, or leaves a request unanswered for --remote-timeout seconds (a \
+            stalled host), drops out of the mirror: the guest's write completes on the volume alone, the \
+            volume runs on unharmed and thinvdi-mirror-stat says failed.
             """)
     public static let examples = [
         ("thinvdi-mirror vmstore web01-root 'nbd://host2:10809/web01-root' --progress",
@@ -50,6 +51,11 @@ public struct VDIMirror: TransferTool {
             help: ArgumentHelp("Seconds to wait for the remote's socket to appear and answer (default 30).",
                                valueName: "seconds"))
     var connectTimeout: UInt32 = 30
+    @Option(name: .customLong("remote-timeout"),
+            help: ArgumentHelp("Seconds the remote may leave a request unanswered before the mirror fails (the guest's "
+                               + "writes go on here; default \(MirrorRequest.defaultRemoteTimeoutSeconds)).",
+                               valueName: "seconds"))
+    var remoteTimeout: UInt32 = MirrorRequest.defaultRemoteTimeoutSeconds
     @OptionGroup var progressOptions: ProgressOptions
     var progress: ProgressMode? { progressOptions.progress }
     @OptionGroup public var output: OutputOptions
@@ -60,11 +66,14 @@ public struct VDIMirror: TransferTool {
         guard (1...3600).contains(connectTimeout) else {
             throw ThinError(.invalidArgument, "--connect-timeout must be from 1 to 3600 seconds")
         }
+        guard (1...600).contains(remoteTimeout) else {
+            throw ThinError(.invalidArgument, "--remote-timeout must be from 1 to 600 seconds")
+        }
     }
 
     public func perform(host: Host) async throws(ThinError) -> Int32 {
         let request = MirrorRequest(volume: volume.vdi, remote: try NBDRemote(uri: remote), domain: domain, full: full,
-                                    connectSeconds: connectTimeout)
+                                    connectSeconds: connectTimeout, remoteTimeoutSeconds: remoteTimeout)
         let outcome = try await MirrorJob(jobContext(sr: volume.target.sr, host: host, progress: background ? ProgressMode.none : progress))
             .run(request, wait: !background)
         switch outcome {

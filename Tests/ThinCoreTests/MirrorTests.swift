@@ -1,6 +1,9 @@
 import FoundationEssentials
 import Testing
 @testable import ThinCore
+#if canImport(Glibc)
+import Glibc
+#endif
 
 @Suite("mirrors: remotes from untrusted URIs, regions, progress, records")
 struct MirrorTests {
@@ -41,6 +44,19 @@ struct MirrorTests {
         #expect(MirrorRecords.fraction(inSync: 1000, of: 1000, atStart: 900) == 1)
         #expect(MirrorRecords.fraction(inSync: 10, of: 10, atStart: 10) == 1)
         #expect(MirrorRecords.fraction(inSync: 800, of: 1000, atStart: 900) == 0)
+    }
+
+    @Test("the progress reported is the highest seen: a drop in the kernel's count never shows")
+    func progressNeverGoesBack() {
+        var template = Array("/tmp/thinsr-mirror-XXXXXX".utf8CString)
+        let directory = String(cString: mkdtemp(&template))
+        let file = "\(directory)/m.progress"
+        defer { System.removeFile(file); rmdir(directory) }
+        #expect(System.raiseRecordedMaximum(file, to: 0.25) == 0.25)
+        #expect(System.raiseRecordedMaximum(file, to: 0.5) == 0.5)
+        #expect(System.raiseRecordedMaximum(file, to: 0.125) == 0.5)
+        #expect(System.raiseRecordedMaximum(file, to: 1) == 1)
+        #expect(System.raiseRecordedMaximum("\(directory)/missing/m.progress", to: 0.75) == 0.75)
     }
 
     @Test("operation ids name the SR and the volume, and nothing else parses")

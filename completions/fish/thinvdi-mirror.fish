@@ -20,7 +20,7 @@ function __thinvdi-mirror_parse_tokens -S
     set -l unparsed_tokens (__thinvdi-mirror_tokens -pc)
     switch $unparsed_tokens[1]
     case 'thinvdi-mirror'
-        __thinvdi-mirror_parse_subcommand 3 'domain=' 'full' 'background' 'connect-timeout=' 'progress=' 'json' 'v/verbose' 'h/help'
+        __thinvdi-mirror_parse_subcommand 3 'domain=' 'full' 'background' 'connect-timeout=' 'remote-timeout=' 'progress=' 'json' 'v/verbose' 'h/help'
         switch $unparsed_tokens[1]
         case 'help'
             __thinvdi-mirror_parse_subcommand -r 1 
@@ -83,6 +83,7 @@ complete -c 'thinvdi-mirror' -n '__thinvdi-mirror_should_offer_completions_for_f
 complete -c 'thinvdi-mirror' -n '__thinvdi-mirror_should_offer_completions_for_flags_or_options "thinvdi-mirror" full' -l 'full' -d 'Copy every region, not only those holding data (a remote that may not read zeros).'
 complete -c 'thinvdi-mirror' -n '__thinvdi-mirror_should_offer_completions_for_flags_or_options "thinvdi-mirror" background' -l 'background' -d 'Return once the mirror runs; print its operation (attached volumes only).'
 complete -c 'thinvdi-mirror' -n '__thinvdi-mirror_should_offer_completions_for_flags_or_options "thinvdi-mirror" connect-timeout' -l 'connect-timeout' -d 'Seconds to wait for the remote\'s socket to appear and answer (default 30).' -rfka ''
+complete -c 'thinvdi-mirror' -n '__thinvdi-mirror_should_offer_completions_for_flags_or_options "thinvdi-mirror" remote-timeout' -l 'remote-timeout' -d 'Seconds the remote may leave a request unanswered before the mirror fails (the guest\'s writes go on here; default 15).' -rfka ''
 complete -c 'thinvdi-mirror' -n '__thinvdi-mirror_should_offer_completions_for_flags_or_options "thinvdi-mirror" progress' -l 'progress' -d 'Progress on stderr: bar, json or none (a bare --progress: bar; default: a bar on a terminal).' -rfka 'bar json none'
 complete -c 'thinvdi-mirror' -n '__thinvdi-mirror_should_offer_completions_for_flags_or_options "thinvdi-mirror" json' -l 'json' -d 'Print the result (or the error) as one JSON value on standard output.'
 complete -c 'thinvdi-mirror' -n '__thinvdi-mirror_should_offer_completions_for_flags_or_options "thinvdi-mirror" v verbose' -s 'v' -l 'verbose' -d 'Print each device-mapper call, LVM command and helper program on stderr, with its time (as THINSR_LOG=debug does).'

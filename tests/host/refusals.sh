@@ -83,6 +83,7 @@ refuse 'not an NBD URI' "thinvdi-mirror to a file URI" thinvdi-mirror hostile v 
 refuse 'socket path' "thinvdi-mirror with qemu options in the socket path" thinvdi-mirror hostile v 'nbd+unix:///x?socket=/run/a,file.driver=file'
 refuse 'port' "thinvdi-mirror to a port out of range" thinvdi-mirror hostile v nbd://host:70000/x
 refuse 'connect-timeout' "thinvdi-mirror --connect-timeout 0" thinvdi-mirror hostile v nbd://host/x --connect-timeout 0
+refuse 'remote-timeout' "thinvdi-mirror --remote-timeout 0" thinvdi-mirror hostile v nbd://host/x --remote-timeout 0
 refuse 'no mirror operation' "thinvdi-mirror-stat of an id that is none" thinvdi-mirror-stat nonsense
 refuse 'not a mirror operation' "thinvdi-mirror-stop of an id that is none" thinvdi-mirror-stop nonsense
 # An export's temporary file in a directory every user can rearrange could be swapped for a link.

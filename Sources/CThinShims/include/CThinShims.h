@@ -49,6 +49,11 @@ int CThinShims_zero_range(int descriptor, uint64_t offset, uint64_t length);
 /// `descriptor` (BLKDISCARD); both 512-byte aligned. 0 or -errno.
 int CThinShims_discard_range(int descriptor, uint64_t offset, uint64_t length);
 
+/// Sets the kernel NBD client's I/O timeout of the nbd device open as
+/// `descriptor` (NBD_SET_TIMEOUT, in seconds): a request the server has not
+/// answered by then fails, and the connection with it. 0 or -errno.
+int CThinShims_nbd_set_timeout(int descriptor, unsigned long seconds);
+
 /// The process's arguments as the C library handed them to the program's
 /// initialisers: Swift's CommandLine reads /proc/self/cmdline, which a chroot
 /// or an early-boot environment may not have mounted.

@@ -91,6 +91,16 @@ public struct NBDRemote: Sendable, Equatable, Codable {
     }
 }
 
+/// A kernel NBD client device and the qemu-nbd process serving it.
+struct NBDConnection: Sendable, Equatable {
+    var device: String
+    /// qemu-nbd's process (its thread group: the kernel names the thread
+    /// that runs NBD_DO_IT) and its start time, which tells it from a later
+    /// process with the same id; nil where the kernel did not say.
+    var serverPid: Int32?
+    var serverStartTime: UInt64?
+}
+
 /// The kernel's NBD client devices (`/dev/nbdN`), each bound by qemu-nbd
 /// `--connect` to what it serves: a template's image, or a remote export.
 enum NBDDevices {
@@ -107,8 +117,12 @@ enum NBDDevices {
 
     /// Runs qemu-nbd `--connect` with `arguments` on the first free
     /// /dev/nbdN (qemu-nbd forks a server bound to it and returns once it is
-    /// up); returns the device. `what` says what it was for in errors.
-    static func connect(_ arguments: [String], for what: String) async throws(ThinError) -> String {
+    /// up); returns the device and its server. `what` says what it was for
+    /// in errors. With `timeoutSeconds`, a request the server leaves
+    /// unanswered that long fails, and the connection with it (without, the
+    /// kernel waits for ever on 5.x and 6.x, 30 s on 4.19).
+    static func connect(_ arguments: [String], for what: String,
+                        timeoutSeconds: UInt32? = nil) async throws(ThinError) -> NBDConnection {
         let devices = try await all(for: what)
         // The same lock as the nbd scheme script's: two finders never pick one device.
         guard let lock = try FileLock.waiting(path: Paths.nbdLock, seconds: 60) else {
@@ -119,6 +133,12 @@ enum NBDDevices {
         var lastError = "every nbd device is in use"
         for number in devices where !System.exists("/sys/block/nbd\(number)/pid") {
             let device = "/dev/nbd\(number)"
+            // The timeout goes in before qemu-nbd's NBD_DO_IT: only then does the kernel also give the socket a
+            // send timeout (a send blocked on a stalled server holds the lock the timeout handler needs). The
+            // kernel forgets it when the device's last opener closes, so it is held open until qemu-nbd has it.
+            var timeoutHolder: Int32?
+            if let timeoutSeconds { timeoutHolder = try System.openNBD(device, timeoutSeconds: timeoutSeconds) }
+            defer { if let timeoutHolder { close(timeoutHolder) } }
             let result: ExternalCommandResult
             do { result = try await ExternalCommand.run(Program.qemuNBD, ["--connect=\(device)"] + arguments) } catch {
                 throw .backend("cannot run qemu-nbd", error)
@@ -126,7 +146,14 @@ enum NBDDevices {
             if result.exitStatus == 0 {
                 // The size is set by the forked server; wait briefly for it.
                 for _ in 0..<50 where (System.blockDeviceSize(device) ?? 0) == 0 { usleep(20_000) }
-                return device
+                let connection = NBDConnection(device: device, serverPid: serverProcess(number),
+                                               serverStartTime: serverProcess(number).flatMap(System.processStartTime))
+                if let timeoutSeconds, let shown = timeoutMilliseconds(number), shown != UInt64(timeoutSeconds) * 1000 {
+                    disconnect(connection)
+                    throw ThinError(.backendFailure, "the kernel did not keep the \(timeoutSeconds) s I/O timeout on "
+                                    + "\(device) (its queue shows \(shown) ms); a stalled remote would hold the guest's writes")
+                }
+                return connection
             }
             lastError = messageLine(result.standardError)
             // Only a device someone else took is worth trying the next one for.
@@ -135,12 +162,56 @@ enum NBDDevices {
         throw ThinError(.backendFailure, "cannot \(what) through qemu-nbd: \(lastError)")
     }
 
+    /// The process serving nbd device `number`: the thread group of the
+    /// thread the kernel shows in `pid`.
+    private static func serverProcess(_ number: Int) -> Int32? {
+        guard let thread = System.readFile("/sys/block/nbd\(number)/pid").flatMap({ firstNumber($0) as Int32? }),
+              let status = System.readFile("/proc/\(thread)/status") else { return nil }
+        for line in status.split(separator: "\n") where line.hasPrefix("Tgid:") {
+            return firstNumber(line.dropFirst("Tgid:".count))
+        }
+        return nil
+    }
+
+    /// The request timeout the kernel shows for nbd device `number`
+    /// (`queue/io_timeout`, in milliseconds; 4.19 has no such file: nil).
+    static func timeoutMilliseconds(_ number: Int) -> UInt64? {
+        System.readFile("/sys/block/nbd\(number)/queue/io_timeout").flatMap { firstNumber($0) }
+    }
+
+    private static func firstNumber<Number: FixedWidthInteger>(_ text: some StringProtocol) -> Number? {
+        text.split(whereSeparator: \.isWhitespace).first.flatMap { Number(String($0)) }
+    }
+
+    /// Whether `connection`'s qemu-nbd still serves its device (when its
+    /// process was not recorded: whether any does).
+    static func isServed(_ connection: NBDConnection) -> Bool {
+        guard let number = Int(connection.device.dropFirst("/dev/nbd".count)),
+              System.exists("/sys/block/nbd\(number)/pid") else { return false }
+        guard let recorded = connection.serverPid else { return true }
+        return serverProcess(number) == recorded
+            && (connection.serverStartTime == nil || System.processStartTime(recorded) == connection.serverStartTime)
+    }
+
     /// Ends the qemu-nbd server bound to `device` (its client goes with it).
     static func disconnect(_ device: String) {
         ExternalCommand.runToEnd(Program.qemuNBD, ["--disconnect", device])
         // The device is free once its server has gone (the kernel removes `pid` then): wait for it, briefly.
         let pid = "/sys/block/\(device.split(separator: "/").last ?? "")/pid"
         for _ in 0..<100 where System.exists(pid) { usleep(50_000) }
+    }
+
+    /// Ends the connection (if its qemu-nbd still serves the device: run
+    /// again, it leaves a device another process took since alone) and waits
+    /// for its qemu-nbd to be gone. A qemu-nbd whose remote stopped answering
+    /// never finishes exiting (it waits for the requests it relayed): it is
+    /// killed after 2 s. The device no longer carries anything by then, and
+    /// what the remote acknowledged was flushed before.
+    static func disconnect(_ connection: NBDConnection) {
+        if isServed(connection) { disconnect(connection.device) }
+        if let pid = connection.serverPid {
+            System.stopProcess(pid, startTime: connection.serverStartTime, seconds: 2)
+        }
     }
 
     /// Makes the kernel refuse discards on `device`: a remote may not read

@@ -285,6 +285,56 @@ public enum ExclusiveFile {
 }
 
 extension System {
+    /// Opens the nbd device and sets its I/O timeout (see
+    /// `CThinShims_nbd_set_timeout`); the caller closes the descriptor. The
+    /// kernel keeps the setting while any process holds the device open.
+    static func openNBD(_ device: String, timeoutSeconds: UInt32) throws(ThinError) -> Int32 {
+        let descriptor = open(device, O_RDWR | O_CLOEXEC)
+        guard descriptor >= 0 else {
+            throw ThinError(.backendFailure, "cannot open \(device) to set its I/O timeout: \(errnoText())")
+        }
+        let result = CThinShims_nbd_set_timeout(descriptor, UInt(timeoutSeconds))
+        guard result == 0 else {
+            close(descriptor)
+            throw ThinError(.backendFailure, "cannot set the I/O timeout of \(device): \(errnoText(-result))")
+        }
+        return descriptor
+    }
+
+    /// The largest value ever passed for `path`: the file holds the largest
+    /// so far, raised to `value` when that is larger, under an exclusive
+    /// flock (concurrent callers never lower it). `value` when the file
+    /// cannot be used.
+    static func raiseRecordedMaximum(_ path: String, to value: Double) -> Double {
+        let descriptor = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
+        guard descriptor >= 0 else { return value }
+        defer { close(descriptor) }
+        guard flock(descriptor, LOCK_EX) == 0 else { return value }
+        var buffer = [UInt8](repeating: 0, count: 64)
+        let count = pread(descriptor, &buffer, buffer.count, 0)
+        let recorded = count > 0 ? Double(String(decoding: buffer[0..<count], as: UTF8.self)) : nil
+        if let recorded, recorded >= value { return recorded }
+        let text = Array(String(value).utf8)
+        if pwrite(descriptor, text, text.count, 0) == text.count { _ = ftruncate(descriptor, off_t(text.count)) }
+        return value
+    }
+
+    /// Whether loop device `device` (`/dev/loopN`) reads `file` (compared
+    /// as the kernel names it: with symbolic links resolved).
+    static func loopReads(_ device: String, file: String) -> Bool {
+        guard let backing = loopBackingFile(device), let resolved = realpath(file, nil) else { return false }
+        defer { free(resolved) }
+        return backing == String(cString: resolved)
+    }
+
+    /// The file loop device `device` reads (`/dev/loopN`), or nil when it reads none.
+    static func loopBackingFile(_ device: String) -> String? {
+        guard let name = device.split(separator: "/").last,
+              let text = readFile("/sys/block/\(name)/loop/backing_file") else { return nil }
+        let path = text.hasSuffix("\n") ? String(text.dropLast()) : text
+        return path.isEmpty ? nil : path
+    }
+
     /// A listening unix socket at `path` (see `CThinShims_listen_unix`).
     static func listenUnix(_ path: String) throws(ThinError) -> Int32 {
         let descriptor = CThinShims_listen_unix(path)

@@ -33,6 +33,12 @@ public struct MirrorRecord: Codable, Sendable, Equatable {
     /// detached volume); nil when it lives until the volume is detached.
     public var owner: String?
     public var nbdDevice: String?
+    /// The qemu-nbd process bound to `nbdDevice` (and its start time): one
+    /// whose remote stopped answering never ends by itself.
+    public var nbdServerPid: Int32?
+    public var nbdServerStartTime: UInt64?
+    /// How long the remote may leave a request unanswered before its leg fails.
+    public var remoteTimeoutSeconds: UInt32?
     public var logDevice: String?
     public var regionBytes: UInt64
     public var regions: UInt64
@@ -79,6 +85,11 @@ struct MirrorRecords {
 
     func path(_ volume: UUID) -> String { "\(names.mirrorsDirectory)/\(volume.lowercased).json" }
     func logFile(_ volume: UUID) -> String { "\(names.mirrorsDirectory)/\(volume.lowercased).log" }
+    /// The highest progress reported for the running mirror (see `progress`).
+    func progressFile(_ volume: UUID) -> String { "\(names.mirrorsDirectory)/\(volume.lowercased).progress" }
+    /// Made the first time a status read sees a leg or the log fail: the
+    /// kernel forgets the failure once its (failed) recovery ends.
+    func failedFile(_ volume: UUID) -> String { "\(names.mirrorsDirectory)/\(volume.lowercased).failed" }
 
     func load(_ volume: UUID) -> MirrorRecord? {
         guard let text = System.readFile(path(volume)) else { return nil }
@@ -99,6 +110,8 @@ struct MirrorRecords {
     func remove(_ volume: UUID) {
         System.removeFile(path(volume))
         System.removeFile(logFile(volume))
+        System.removeFile(progressFile(volume))
+        System.removeFile(failedFile(volume))
     }
 
     func all() -> [MirrorRecord] {
@@ -120,13 +133,23 @@ struct MirrorRecords {
         }
         guard let line, line.targetType == .mirror, let status = MirrorStatus(parameters: line.parameters) else {
             // The volume's device is no longer the mirror, and no stop recorded why.
-            return MirrorProgress(record: record, failed: true, complete: false, progress: 0,
-                                  inSyncRegions: record.inSyncAtStart)
+            return MirrorProgress(record: record, failed: true, complete: false,
+                                  progress: highest(record, now: 0), inSyncRegions: record.inSyncAtStart)
         }
-        return MirrorProgress(record: record, failed: !status.isHealthy, complete: status.isHealthy && status.isInSync,
-                              progress: Self.fraction(inSync: status.inSyncRegions, of: status.totalRegions,
-                                                      atStart: record.inSyncAtStart),
-                              inSyncRegions: status.inSyncRegions)
+        let now = Self.fraction(inSync: status.inSyncRegions, of: status.totalRegions, atStart: record.inSyncAtStart)
+        // dm-raid1 without handle_errors counts a failed region's recovery as done and, when the count is whole,
+        // clears every leg's errors (reset_ms_flags): a failure seen once stays.
+        if !status.isHealthy { try? System.touch(failedFile(record.volume)) }
+        let failed = !status.isHealthy || System.exists(failedFile(record.volume))
+        return MirrorProgress(record: record, failed: failed, complete: !failed && status.isInSync,
+                              progress: highest(record, now: now), inSyncRegions: status.inSyncRegions)
+    }
+
+    /// The kernel's count of regions in sync drops when a write to a copied
+    /// region fails on the remote (the region is then out of sync): the
+    /// progress reported is the highest seen, so it never goes back.
+    private func highest(_ record: MirrorRecord, now: Double) -> Double {
+        System.raiseRecordedMaximum(progressFile(record.volume), to: now)
     }
 
     /// The share of the regions to copy that are copied: regions in sync at

@@ -30,13 +30,23 @@ public struct MirrorRequest: Sendable {
     public var full: Bool
     /// How long to wait for the remote's socket to appear and answer.
     public var connectSeconds: UInt32
+    /// How long the remote may leave a request unanswered before its leg
+    /// fails (the guest's write then completes on the source alone).
+    public var remoteTimeoutSeconds: UInt32
 
-    public init(volume: String, remote: NBDRemote, domain: String?, full: Bool, connectSeconds: UInt32) {
+    /// 15 s: far more than a healthy remote takes for one region, and twice
+    /// it (a send blocked on a stalled server is timed out apart from the
+    /// request) stays under the 60 s a Windows guest gives a disk.
+    public static let defaultRemoteTimeoutSeconds: UInt32 = 15
+
+    public init(volume: String, remote: NBDRemote, domain: String?, full: Bool, connectSeconds: UInt32,
+                remoteTimeoutSeconds: UInt32 = MirrorRequest.defaultRemoteTimeoutSeconds) {
         self.volume = volume
         self.remote = remote
         self.domain = domain
         self.full = full
         self.connectSeconds = connectSeconds
+        self.remoteTimeoutSeconds = remoteTimeoutSeconds
     }
 }
 
@@ -71,6 +81,8 @@ extension SRMirrors {
         var record = MirrorRecord(operation: MirrorRecord.operation(sr: names, volume: volume.uuid), volume: volume.uuid,
                                   key: volume.key, remote: request.remote.uri, domain: request.domain, owner: owner,
                                   regionBytes: regionBytes, regions: regions, inSyncAtStart: 0, state: .starting)
+        System.removeFile(records.progressFile(volume.uuid))   // a last mirror's: this one starts from 0
+        System.removeFile(records.failedFile(volume.uuid))
         try records.save(record)
         do throws(ThinError) {
             // The provisioned regions, read before the switch; `patch` adds what the guest provisioned meanwhile.
@@ -81,7 +93,12 @@ extension SRMirrors {
             record.logDevice = try await TemplateOrigins.attachLoop(records.logFile(volume.uuid), writable: true,
                                                                    what: "the mirror's region log")
             try records.save(record)
-            record.nbdDevice = try await connect(request.remote, seconds: request.connectSeconds, volume: volume)
+            let remote = try await connect(request.remote, seconds: request.connectSeconds,
+                                           timeoutSeconds: request.remoteTimeoutSeconds, volume: volume)
+            record.nbdDevice = remote.device
+            record.nbdServerPid = remote.serverPid
+            record.nbdServerStartTime = remote.serverStartTime
+            record.remoteTimeoutSeconds = request.remoteTimeoutSeconds
             try records.save(record)
             FaultInjection.point("mirror-remote-connected")
             try switchToMirror(volume, record: record)
@@ -159,18 +176,22 @@ extension SRMirrors {
     }
 
     /// The remote as /dev/nbdN, once its socket answers (xapi makes it a
-    /// moment after it asks): at least as large as the volume.
-    private func connect(_ remote: NBDRemote, seconds: UInt32, volume: VolumeRecord) async throws(ThinError) -> String {
+    /// moment after it asks): at least as large as the volume, and failing
+    /// a request it leaves unanswered for `timeoutSeconds`.
+    private func connect(_ remote: NBDRemote, seconds: UInt32, timeoutSeconds: UInt32,
+                         volume: VolumeRecord) async throws(ThinError) -> NBDConnection {
         let deadline = System.currentTime() + Int64(seconds)
-        var device: String?
+        var connection: NBDConnection?
         var lastError: ThinError?
-        while device == nil {
+        while connection == nil {
             if remote.isListening {
-                do { device = try await NBDDevices.connect(["--image-opts", remote.imageOptions, "--cache=none"],
-                                                           for: "connect to the remote \(remote.uri)") }
-                catch { lastError = error }
+                do {
+                    connection = try await NBDDevices.connect(["--image-opts", remote.imageOptions, "--cache=none"],
+                                                              for: "connect to the remote \(remote.uri)",
+                                                              timeoutSeconds: timeoutSeconds)
+                } catch { lastError = error }
             }
-            if device == nil {
+            if connection == nil {
                 guard System.currentTime() < deadline else {
                     throw ThinError(.backendFailure, "the remote \(remote.uri) did not answer within \(seconds) s"
                                     + (lastError.map { " (\($0.message))" } ?? "") + "; check that its server runs, then try again")
@@ -178,18 +199,18 @@ extension SRMirrors {
                 usleep(100_000)
             }
         }
-        guard let device else { throw ThinError(.backendFailure, "no nbd device for \(remote.uri)") }
-        let size = System.blockDeviceSize(device) ?? 0
+        guard let connection else { throw ThinError(.backendFailure, "no nbd device for \(remote.uri)") }
+        let size = System.blockDeviceSize(connection.device) ?? 0
         guard size >= volume.virtualSize else {
-            NBDDevices.disconnect(device)
+            NBDDevices.disconnect(connection)
             throw ThinError(.invalidArgument, "the remote \(remote.uri) holds \(ByteSize.format(size)), less than "
                             + "\(volume.key)'s \(ByteSize.format(volume.virtualSize)); give a remote volume at least as large")
         }
-        do { try NBDDevices.refuseDiscards(device) } catch {
-            NBDDevices.disconnect(device)
+        do { try NBDDevices.refuseDiscards(connection.device) } catch {
+            NBDDevices.disconnect(connection)
             throw error
         }
-        return device
+        return connection
     }
 
     /// Moves the volume's table to the mirror's source device and makes the
@@ -269,7 +290,8 @@ extension SRMirrors {
         let source = names.mirrorSourceDevice(record.volume)
         let live = ((try? deviceMapper.table(name: top)) ?? nil)?.first
         var final = requested
-        var progress = record.endedProgress ?? 0
+        // (The highest progress reported: an end run again after a kill must not report less.)
+        var progress = System.raiseRecordedMaximum(records.progressFile(record.volume), to: record.endedProgress ?? 0)
         if live?.targetType == .mirror {
             try devices.changing(try sr.devicesRecovered()) { () throws(ThinError) in
                 do { try deviceMapper.suspend(name: top, flush: true) } catch {
@@ -303,15 +325,29 @@ extension SRMirrors {
                 throw .backend("cannot remove the mirror's source device \(source.name)", error)
             }
         }
-        if let nbd = record.nbdDevice { NBDDevices.disconnect(nbd) }
-        if let loop = record.logDevice { ExternalCommand.runToEnd(Program.loopSetup, ["--detach", loop]) }
+        FaultInjection.point("mirror-source-removed")
+        // An end killed after these steps runs them again: each device is let go only while it is still the
+        // mirror's (another process may have taken the number since).
+        if let nbd = record.nbdDevice {
+            let connection = NBDConnection(device: nbd, serverPid: record.nbdServerPid,
+                                           serverStartTime: record.nbdServerStartTime)
+            NBDDevices.disconnect(connection)
+        }
+        FaultInjection.point("mirror-remote-disconnected")
+        if let loop = record.logDevice, System.loopReads(loop, file: records.logFile(record.volume)) {
+            ExternalCommand.runToEnd(Program.loopSetup, ["--detach", loop])
+        }
         System.removeFile(records.logFile(record.volume))
         record.nbdDevice = nil
+        record.nbdServerPid = nil
+        record.nbdServerStartTime = nil
         record.logDevice = nil
         record.state = final
         record.endedProgress = final == .complete ? 1 : progress
         record.failure = final == .failed ? (failure ?? record.failure ?? "the remote failed or the mirror ended early") : nil
         try records.save(record)
+        System.removeFile(records.progressFile(record.volume))   // the record holds it now
+        System.removeFile(records.failedFile(record.volume))
         return record
     }
 
@@ -345,7 +381,9 @@ extension SRMirrors {
                         + "it cannot \(action) until the mirror ends (thinvdi-mirror-stop)", parameters: [volume.key])
     }
 
-    /// Ends mirrors whose start was killed, and copies whose process is gone.
+    /// Ends mirrors whose start was killed, copies whose process is gone,
+    /// and mirrors whose end was killed after the volume's own table went
+    /// back (device recovery resumed it: the volume's device is no mirror).
     func endAbandoned() throws(ThinError) {
         for entry in System.directoryEntries(names.mirrorsDirectory) where entry.hasSuffix(".json") {
             guard let uuid = UUID(uuidString: String(entry.dropLast(5))), let record = records.load(uuid),
@@ -353,7 +391,15 @@ extension SRMirrors {
             let owner = record.owner.map { ProcessClaim.liveProcess(ofOwner: $0) != nil } ?? true
             if record.state == .starting || !owner {
                 try end(record, state: .failed, failure: "the process that ran it ended")
+            } else if !isLoaded(record) {
+                try end(record, state: .failed, failure: "the process ending it was killed; the volume runs on its own table")
             }
         }
+    }
+
+    /// Whether the volume's device is the mirror now.
+    private func isLoaded(_ record: MirrorRecord) -> Bool {
+        let live = (try? host.deviceMapper.table(name: names.volumeDevice(record.volume).name)) ?? nil
+        return live?.first?.targetType == .mirror
     }
 }

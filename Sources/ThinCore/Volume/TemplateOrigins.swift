@@ -237,7 +237,7 @@ struct TemplateOrigins {
     /// --connect forks a server bound to that device and returns when it is up).
     static func connectNBD(_ inspected: InspectedImage) async throws(ThinError) -> String {
         try await NBDDevices.connect(["--read-only"] + inspected.qemuSource,
-                                     for: "serve \(inspected.path) as \(inspected.format.rawValue)")
+                                     for: "serve \(inspected.path) as \(inspected.format.rawValue)").device
     }
 
     /// Releases the template's origin when no device reads it any more.
