@@ -51,19 +51,24 @@ mkdir -p "$BENCH_OUT"
 SAMPLES=$BENCH_OUT/samples.tsv
 printf 'group\toperation\tside\tmicroseconds\tnote\n' > "$SAMPLES"
 
-now_us() { echo $(( $(date +%s%N) / 1000 )); }
+# The clock in microseconds, read by the shell itself (a date process costs tens
+# of ms in the lab, and each sample takes two readings).
+now_us() { echo "${EPOCHREALTIME/./}"; }
 # sample GROUP OPERATION SIDE COMMAND...: times one run of COMMAND; records the
 # tool's own work time too when it reports one (THINSR_TIMING).
 sample() {
     local group=$1 op=$2 side=$3; shift 3
-    local start end work
-    start=$(now_us)
+    local start end work="" line
+    start=${EPOCHREALTIME/./}
     THINSR_TIMING=1 "$@" >/dev/null 2>"$BENCH_OUT/last.err"
     local status=$?
-    end=$(now_us)
+    end=${EPOCHREALTIME/./}
     [ $status = 0 ] || { echo "bench: '$*' failed: $(tail -n 1 "$BENCH_OUT/last.err")" >&2; return 1; }
-    printf '%s\t%s\t%s\t%s\t\n' "$group" "$op" "$side" $((end - start)) >> "$SAMPLES"
-    work=$(sed -n 's/^thinsr-timing: [^ ]* //p' "$BENCH_OUT/last.err" | tail -n 1)
+    printf '%s\t%s\t%s\t%s\t\n' "$group" "$op" "$side" $((10#$end - 10#$start)) >> "$SAMPLES"
+    # (The last "thinsr-timing: TOOL MICROSECONDS" line, read by the shell.)
+    while IFS= read -r line; do
+        [[ $line =~ ^thinsr-timing:\ [^\ ]*\ (.*)$ ]] && work=${BASH_REMATCH[1]}
+    done <"$BENCH_OUT/last.err"
     [ -n "$work" ] && printf '%s\t%s\t%s\t%s\twork\n' "$group" "$op" "$side" "$work" >> "$SAMPLES"
     return 0
 }
