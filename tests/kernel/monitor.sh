@@ -165,3 +165,5 @@ check "the SR's detach removed its rrdd file" test ! -e "$METRICS"
 check "nor the own-the-world SR's" test ! -e "$THINSR_METRICS_DIR/thinsr-$OSR"
 unset THINSR_METRICS_DIR
 vgremove -q -y monvg >/dev/null
+# The writers filled about a GiB of the lane's scratch tmpfs: give it back to the parts after this one.
+pvremove -q "$MO1" >/dev/null 2>&1; free_loop "$MO1"; free_loop "$MO2"

@@ -256,8 +256,9 @@ public enum ReplaceableDirectories {
             if stat(directory, &info) == 0, (info.st_mode & S_IFMT) == S_IFDIR, lets(anyoneReplaceEntries: UInt32(info.st_mode)) {
                 return directory
             }
-            if directory == "/" || directory.isEmpty { return nil }
-            directory = PathText.directory(of: directory)
+            let parent = PathText.directory(of: directory)
+            if parent == directory { return nil }   // "/", or "." when the working directory is unknown
+            directory = parent
         }
     }
 }
