@@ -135,10 +135,7 @@ public enum ExternalCommand {
         posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
         posix_spawn_file_actions_adddup2(&actions, output[1], 1)
         posix_spawn_file_actions_adddup2(&actions, errors[1], 2)
-        let argv = ([path] + arguments).map { strdup($0) } + [nil]
-        defer { argv.forEach { free($0) } }
-        var pid: pid_t = 0
-        let spawned = posix_spawn(&pid, path, &actions, nil, argv, environ)
+        let (spawned, pid) = spawn(path, arguments, actions: &actions)
         close(output[1])
         close(errors[1])
         guard spawned == 0 else {
@@ -161,10 +158,7 @@ public enum ExternalCommand {
                 }
             }
         }
-        var status: Int32 = 0
-        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
-        let signal = status & 0x7f
-        let code = signal == 0 ? (status >> 8) & 0xff : 128 + signal
+        let code = waitForExit(pid)
         Trace.step("exec", ([path] + arguments).joined(separator: " "), outcome: "exit \(code)", since: start)
         return ExternalCommandResult(exitStatus: code, standardOutput: String(decoding: collected[0], as: UTF8.self),
                                      standardError: String(decoding: collected[1], as: UTF8.self))
@@ -182,16 +176,35 @@ public enum ExternalCommand {
         posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
         posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
         posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0)
+        let start = ContinuousClock.now
+        let (spawned, pid) = spawn(path, arguments, actions: &actions)
+        guard spawned == 0 else { return nil }
+        let code = waitForExit(pid)
+        Trace.step("exec", ([path] + arguments).joined(separator: " "), outcome: "exit \(code)", since: start)
+        return code
+    }
+
+    /// posix_spawn of `path` with `arguments` (argv[0] is the path) in this
+    /// process's environment: its result (0 or an errno) and the child's pid.
+    static func spawn(_ path: String, _ arguments: [String], actions: inout posix_spawn_file_actions_t,
+                      attributes: UnsafePointer<posix_spawnattr_t>? = nil) -> (result: Int32, pid: pid_t) {
         let argv = ([path] + arguments).map { strdup($0) } + [nil]
         defer { argv.forEach { free($0) } }
         var pid: pid_t = 0
-        let start = ContinuousClock.now
-        guard posix_spawn(&pid, path, &actions, nil, argv, environ) == 0 else { return nil }
+        let result = posix_spawn(&pid, path, &actions, attributes, argv, environ)
+        return (result, pid)
+    }
+
+    /// Waits for the child `pid` and returns its exit status as a shell reports it (128 + N for signal N).
+    static func waitForExit(_ pid: pid_t) -> Int32 {
         var status: Int32 = 0
         while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+        return shellStatus(fromWait: status)
+    }
+
+    /// A wait status as a shell reports it: the exit code, or 128 + N when signal N ended the process.
+    static func shellStatus(fromWait status: Int32) -> Int32 {
         let signal = status & 0x7f
-        let code = signal == 0 ? (status >> 8) & 0xff : 128 + signal
-        Trace.step("exec", ([path] + arguments).joined(separator: " "), outcome: "exit \(code)", since: start)
-        return code
+        return signal == 0 ? (status >> 8) & 0xff : 128 + signal
     }
 }

@@ -236,10 +236,7 @@ extension ExternalCommand {
         posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
         posix_spawn_file_actions_addopen(&actions, 1, standardOutput, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
         posix_spawn_file_actions_addopen(&actions, 2, standardError, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
-        let argv = ([path] + arguments).map { strdup($0) } + [nil]
-        defer { argv.forEach { free($0) } }
-        var pid: pid_t = 0
-        let result = posix_spawn(&pid, path, &actions, &attributes, argv, environ)
+        let (result, pid) = ExternalCommand.spawn(path, arguments, actions: &actions, attributes: &attributes)
         guard result == 0 else {
             throw ExternalCommandError(program: path, arguments: arguments, exitStatus: nil,
                                        standardError: String(cString: strerror(result)))
@@ -263,10 +260,7 @@ extension ExternalCommand {
         defer { posix_spawn_file_actions_destroy(&actions) }
         posix_spawn_file_actions_adddup2(&actions, descriptor, 0)
         posix_spawn_file_actions_adddup2(&actions, descriptor, 1)
-        let argv = ([path] + arguments).map { strdup($0) } + [nil]
-        defer { argv.forEach { free($0) } }
-        var pid: pid_t = 0
-        let result = posix_spawn(&pid, path, &actions, &attributes, argv, environ)
+        let (result, pid) = ExternalCommand.spawn(path, arguments, actions: &actions, attributes: &attributes)
         Trace.step("exec", ([path] + arguments).joined(separator: " "),
                    outcome: result == 0 ? "started as \(pid)" : "failed to start", since: .now)
         guard result == 0 else {
@@ -280,7 +274,6 @@ extension ExternalCommand {
     public static func exitStatus(ofChild pid: Int32) -> Int32? {
         var status: Int32 = 0
         guard waitpid(pid, &status, WNOHANG) == pid else { return nil }
-        let signal = status & 0x7f
-        return signal == 0 ? (status >> 8) & 0xff : 128 + signal
+        return ExternalCommand.shellStatus(fromWait: status)
     }
 }

@@ -37,36 +37,29 @@ serve_delayed() {
     for _ in $(seq 100); do [ -S "$3" ] && return 0; sleep 0.1; done
     return 1
 }
-# wait_copying OPERATION: polls thinvdi-mirror-stat until the first copy is under way (0 < progress < 1,
-# not failed); the progress seen goes to $MS.progress.
-wait_copying() {
+# poll_mirror OPERATION TRIES DONE [GIVE_UP]: polls thinvdi-mirror-stat every 0.1 s until the jq filter
+# DONE holds (status 0) or GIVE_UP does, or TRIES run out (status 1); the progress seen goes to $MS.progress.
+poll_mirror() {
     : > "$MS.progress"
-    for _ in $(seq 100); do
+    for _ in $(seq "$2"); do
         thinvdi-mirror-stat --json "$1" > "$MS.stat" || return 1
         jq -r .progress "$MS.stat" >> "$MS.progress"
-        jq -e '.progress > 0 and .progress < 1 and (.failed | not)' "$MS.stat" > /dev/null && return 0
+        [ -n "${4:-}" ] && jq -e "$4" "$MS.stat" > /dev/null && return 1
+        jq -e "$3" "$MS.stat" > /dev/null && return 0
         sleep 0.1
     done
     return 1
 }
+# wait_copying OPERATION: until the first copy is under way (0 < progress < 1, not failed).
+wait_copying() { poll_mirror "$1" 100 '.progress > 0 and .progress < 1 and (.failed | not)'; }
 # never_back FILE: the numbers in FILE, one a line, never decrease.
 never_back() { sort -g -c "$1" 2>/dev/null || diff <(sort -g "$1") "$1"; }
 # device_state DM_NAME: ACTIVE or SUSPENDED, as dmsetup info says.
 device_state() { dmsetup info "$1" | awk '$1 == "State:" {print $2}'; }
 # elapsed_ms START: milliseconds since START (an $EPOCHREALTIME), by the shell alone.
 elapsed_ms() { local now=${EPOCHREALTIME/[.,]/} then=${1/[.,]/}; echo $(( (10#$now - 10#$then) / 1000 )); }
-# wait_in_sync OPERATION: polls thinvdi-mirror-stat until complete (or failed); the progress seen goes to $MS.progress.
-wait_in_sync() {
-    : > "$MS.progress"
-    for _ in $(seq 600); do
-        thinvdi-mirror-stat --json "$1" > "$MS.stat" || return 1
-        jq -r .progress "$MS.stat" >> "$MS.progress"
-        jq -e '.failed' "$MS.stat" > /dev/null && return 1
-        jq -e '.complete' "$MS.stat" > /dev/null && return 0
-        sleep 0.1
-    done
-    return 1
-}
+# wait_in_sync OPERATION: until complete (or failed).
+wait_in_sync() { poll_mirror "$1" 600 '.complete' '.failed'; }
 volume_uuid() { thinvdi-stat --json "$1" "$2" | jq -r .uuid; }
 table_type() { dmsetup table "thinsr_${1//-/}_v$(volume_uuid "$1" "$2" | tr -d -)" | awk '{print $3}'; }   # SR_UUID VOLUME
 
